@@ -1,0 +1,136 @@
+"""Train / validation / test bar ranges, single split or walk-forward folds.
+
+Every range is `[start, end)` in bar indices of the frame's timeline. Between two
+consecutive ranges `embargo_bars` bars are dropped: features computed on a rolling window
+that straddles a boundary, or a position opened at the last train bar and filled at the next
+bar, would otherwise leak information from one split into the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxtrade.errors import ConfigError
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """`[start, end)` bar indices of the three splits; an empty validation has start == end."""
+
+    train: tuple[int, int]
+    validation: tuple[int, int]
+    test: tuple[int, int]
+
+    def as_array(self) -> np.ndarray:
+        """int32 array [3, 2] in the order train, validation, test (MarketData.splits)."""
+        return np.asarray([self.train, self.validation, self.test], dtype=np.int32)
+
+    def bounds(self, name: str) -> tuple[int, int]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+
+def _check_count(name: str, value: int, minimum: int) -> int:
+    if int(value) != value or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _place(
+    train: tuple[int, int], validation_bars: int, test_bars: int, embargo_bars: int
+) -> Splits:
+    """Lay validation then test after `train`, each preceded by the embargo."""
+    train_end = train[1]
+    if validation_bars > 0:
+        val_start = train_end + embargo_bars
+        validation = (val_start, val_start + validation_bars)
+        test_start = validation[1] + embargo_bars
+    else:
+        # No validation split: an empty range at the train boundary, one embargo before test.
+        validation = (train_end, train_end)
+        test_start = train_end + embargo_bars
+    return Splits(train=train, validation=validation, test=(test_start, test_start + test_bars))
+
+
+def make_splits(
+    num_bars: int,
+    train_frac: float = 0.6,
+    validation_frac: float = 0.2,
+    embargo_bars: int = 0,
+) -> Splits:
+    """Chronological train / validation / test split of `num_bars` bars.
+
+    The embargo bars are removed first; the remaining bars are shared out by the fractions
+    (train and validation rounded down, test takes the rest), so the last split always ends
+    at `num_bars`. `validation_frac=0` gives an empty validation range.
+    """
+    num_bars = _check_count("num_bars", num_bars, 1)
+    embargo_bars = _check_count("embargo_bars", embargo_bars, 0)
+    if not (0.0 < train_frac < 1.0) or not (0.0 <= validation_frac < 1.0):
+        raise ConfigError(
+            f"train_frac must be in (0, 1) and validation_frac in [0, 1), "
+            f"got {train_frac} and {validation_frac}"
+        )
+    if train_frac + validation_frac >= 1.0:
+        raise ConfigError(
+            "train_frac + validation_frac must leave bars for test, "
+            f"got {train_frac + validation_frac}"
+        )
+    num_embargoes = 2 if validation_frac > 0 else 1
+    usable = num_bars - num_embargoes * embargo_bars
+    train_bars = int(np.floor(usable * train_frac))
+    validation_bars = int(np.floor(usable * validation_frac))
+    test_bars = usable - train_bars - validation_bars
+    if train_bars < 1 or test_bars < 1 or (validation_frac > 0 and validation_bars < 1):
+        raise ConfigError(
+            f"{num_bars} bars are too few for train_frac={train_frac}, "
+            f"validation_frac={validation_frac} and embargo_bars={embargo_bars}"
+        )
+    return _place((0, train_bars), validation_bars, test_bars, embargo_bars)
+
+
+def walk_forward(
+    num_bars: int,
+    train_bars: int,
+    test_bars: int,
+    validation_bars: int = 0,
+    embargo_bars: int = 0,
+    step_bars: int | None = None,
+    anchored: bool = False,
+) -> list[Splits]:
+    """Walk-forward folds, oldest first.
+
+    Fold k's test window starts `k * step_bars` bars after fold 0's (`step_bars` defaults to
+    `test_bars`, so test windows tile the timeline without overlapping; a smaller step is
+    refused because overlapping test windows would count the same bars twice out of sample).
+    Rolling (`anchored=False`): the train window has a fixed length `train_bars` and slides
+    with the test window. Anchored: train always starts at bar 0 and grows. Only folds whose
+    test window fits completely inside `num_bars` are returned.
+    """
+    num_bars = _check_count("num_bars", num_bars, 1)
+    train_bars = _check_count("train_bars", train_bars, 1)
+    test_bars = _check_count("test_bars", test_bars, 1)
+    validation_bars = _check_count("validation_bars", validation_bars, 0)
+    embargo_bars = _check_count("embargo_bars", embargo_bars, 0)
+    step = test_bars if step_bars is None else _check_count("step_bars", step_bars, 1)
+    if step < test_bars:
+        raise ConfigError(
+            f"step_bars ({step}) must be >= test_bars ({test_bars}) so test windows never overlap"
+        )
+    folds: list[Splits] = []
+    k = 0
+    while True:
+        offset = k * step
+        train = (0 if anchored else offset, offset + train_bars)
+        fold = _place(train, validation_bars, test_bars, embargo_bars)
+        if fold.test[1] > num_bars:
+            break
+        folds.append(fold)
+        k += 1
+    if not folds:
+        needed = _place((0, train_bars), validation_bars, test_bars, embargo_bars).test[1]
+        raise ConfigError(f"walk-forward needs at least {needed} bars for one fold, got {num_bars}")
+    return folds
