@@ -1,0 +1,124 @@
+"""One OHLCV bar, how raw records become bars, and the checks every bar passes before use.
+
+A record is whatever a source delivers (a CSV row dict, a decoded JSON object). `parse_bar`
+turns it into a `Bar` or raises `BarRejected` with the reason; `BarGate` then rejects bars that
+are well-formed but unusable in sequence (duplicate or out-of-order timestamps) and reports gaps.
+Nothing here raises anything else, so a bad bar can never stop the runner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+from .errors import BarRejected
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+PRICE_FIELDS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    timestamp_us: int  # microseconds since the Unix epoch, UTC
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    @property
+    def iso(self) -> str:
+        return format_timestamp(self.timestamp_us)
+
+
+def format_timestamp(timestamp_us: int) -> str:
+    moment = _EPOCH + dt.timedelta(microseconds=int(timestamp_us))
+    return moment.strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ" if timestamp_us % 1_000_000 else "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def parse_timestamp(value: object) -> int:
+    """ISO 8601 text (naive means UTC) or a number of seconds since the epoch -> microseconds."""
+    if isinstance(value, bool):
+        raise BarRejected(f"malformed timestamp {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise BarRejected(f"non-finite timestamp {value!r}")
+        return int(round(value * 1_000_000))
+    if not isinstance(value, str) or not value.strip():
+        raise BarRejected(f"malformed timestamp {value!r}")
+    text = value.strip()
+    try:
+        return int(round(float(text) * 1_000_000))
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BarRejected(f"malformed timestamp {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def parse_bar(record: object) -> Bar:
+    """Validate one record field by field; raises `BarRejected` naming the first problem."""
+    if not isinstance(record, dict):
+        raise BarRejected(f"malformed record (expected an object, got {type(record).__name__})")
+    missing = [k for k in ("timestamp", *PRICE_FIELDS) if record.get(k) in (None, "")]
+    if missing:
+        raise BarRejected(f"malformed record: missing {', '.join(missing)}")
+    timestamp_us = parse_timestamp(record["timestamp"])
+    values: dict[str, float] = {}
+    for name in (*PRICE_FIELDS, "volume"):
+        raw = record.get(name, 0.0)
+        if raw in (None, "") and name == "volume":
+            raw = 0.0
+        try:
+            number = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise BarRejected(f"malformed {name} {raw!r}") from None
+        if not math.isfinite(number):
+            raise BarRejected(f"non-finite {name} ({number})")
+        values[name] = number
+    for name in PRICE_FIELDS:
+        if values[name] <= 0.0:
+            raise BarRejected(f"non-positive {name} ({values[name]})")
+    if values["volume"] < 0.0:
+        raise BarRejected(f"negative volume ({values['volume']})")
+    if values["high"] < values["low"]:
+        raise BarRejected(f"high {values['high']} below low {values['low']}")
+    return Bar(timestamp_us=timestamp_us, **values)
+
+
+class BarGate:
+    """Orders the stream: refuses duplicate and out-of-order bars, reports gaps.
+
+    A gap (more than `gap_factor` times the bar interval since the previous bar) is reported,
+    not refused: markets close, and refusing the bar after a weekend would stall the runner.
+    """
+
+    def __init__(self, bar_interval_us: int | None = None, gap_factor: float = 3.0) -> None:
+        self.bar_interval_us = bar_interval_us
+        self.gap_factor = gap_factor
+        self.last_timestamp_us: int | None = None
+
+    def admit(self, bar: Bar) -> str | None:
+        """Raises `BarRejected` for a bar out of sequence; returns a gap note or None."""
+        last = self.last_timestamp_us
+        if last is not None:
+            if bar.timestamp_us == last:
+                raise BarRejected(f"duplicate timestamp {bar.iso}")
+            if bar.timestamp_us < last:
+                raise BarRejected(
+                    f"out-of-order timestamp {bar.iso} (last was {format_timestamp(last)})"
+                )
+        self.last_timestamp_us = bar.timestamp_us
+        if last is not None and self.bar_interval_us:
+            elapsed = bar.timestamp_us - last
+            if elapsed > self.gap_factor * self.bar_interval_us:
+                return f"gap of {elapsed / self.bar_interval_us:.1f} bars before {bar.iso}"
+        return None

@@ -1,0 +1,204 @@
+"""Where bars come from: replay of a file, JSON lines on stdin, or a feed you implement.
+
+A source yields raw records (dicts with `timestamp, open, high, low, close[, volume]`), not
+validated bars: the runner validates every record itself, so a source stays a thin adapter and a
+bad record from any source is rejected the same way. A source must never raise for one bad
+record; it yields what it received (or a `MalformedRecord`) and moves on.
+
+To connect a broker or exchange, subclass `BarSource` and implement `records()`:
+
+    class MyFeed(BarSource):
+        def records(self):
+            for message in my_client.subscribe("BTC-USD", "1h"):  # blocks until a bar closes
+                yield {"timestamp": message["t"], "open": message["o"], "high": message["h"],
+                       "low": message["l"], "close": message["c"], "volume": message["v"]}
+
+Yield only closed bars (the decision at t uses the close of t), in time order; `close()` is
+called once when the runner stops.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .bars import parse_timestamp
+from .errors import BarRejected, BundleError
+
+
+@dataclass(frozen=True)
+class MalformedRecord:
+    """A line that could not even be decoded; the runner logs `reason` and skips it."""
+
+    reason: str
+    raw: str = ""
+
+
+class BarSource:
+    """Base class of every bar source: iterate `records()`; release resources in `close()`."""
+
+    name = "source"
+
+    def records(self) -> Iterator[dict | MalformedRecord]:
+        raise NotImplementedError("a BarSource subclass implements records()")
+
+    def close(self) -> None:
+        """Called once when the runner stops (end of stream, error or signal)."""
+
+    def __iter__(self) -> Iterator[dict | MalformedRecord]:
+        return self.records()
+
+
+class CsvReplaySource(BarSource):
+    """Replays a CSV file with a header row (column names are matched case-insensitively)."""
+
+    name = "csv"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BundleError(f"bars file not found: {self.path}")
+
+    def records(self) -> Iterator[dict | MalformedRecord]:
+        with self.path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                return
+            columns = [c.strip().lower() for c in header]
+            for row in reader:
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(columns):
+                    yield MalformedRecord(
+                        f"line {reader.line_num}: {len(row)} fields, header has {len(columns)}",
+                        ",".join(row),
+                    )
+                    continue
+                yield dict(zip(columns, (cell.strip() for cell in row)))
+
+
+class ParquetReplaySource(BarSource):
+    """Replays a Parquet file; needs pyarrow, which a numpy-only box usually lacks."""
+
+    name = "parquet"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            import pyarrow.parquet  # noqa: F401  (optional: only this source needs it)
+        except ImportError:
+            raise BundleError(
+                "replaying Parquet needs pyarrow (pip install pyarrow), or convert the file to CSV"
+            ) from None
+        if not self.path.is_file():
+            raise BundleError(f"bars file not found: {self.path}")
+
+    def records(self) -> Iterator[dict | MalformedRecord]:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path)
+        columns = {name.lower(): name for name in table.column_names}
+        if "timestamp" not in columns:
+            raise BundleError(f"{self.path}: no timestamp column")
+        for batch in table.to_batches(max_chunksize=4096):
+            for row in batch.to_pylist():
+                record = {k.lower(): v for k, v in row.items()}
+                stamp = record.get("timestamp")
+                if hasattr(stamp, "isoformat"):
+                    record["timestamp"] = stamp.isoformat()
+                yield record
+
+
+class JsonLinesSource(BarSource):
+    """One JSON object per line (stdin by default): the simplest bridge from any other process."""
+
+    name = "jsonl"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdin
+
+    def records(self) -> Iterator[dict | MalformedRecord]:
+        for line in self.stream:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                yield json.loads(text)
+            except json.JSONDecodeError as err:
+                yield MalformedRecord(f"malformed JSON ({err.msg})", text[:200])
+
+
+class HttpPollingSource(BarSource):
+    """Example feed: polls a URL that returns the latest closed bar (or a list of recent bars).
+
+    The endpoint answers JSON: one bar object, or a list of them. Bars already delivered are
+    skipped by timestamp, so polling faster than bars close costs nothing but requests. Network
+    errors are logged through `on_error` and retried after `poll_seconds`; `max_polls` bounds the
+    loop (None: poll forever).
+    """
+
+    name = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_seconds: float = 5.0,
+        timeout_seconds: float = 10.0,
+        max_polls: int | None = None,
+        on_error=None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise BundleError(f"HttpPollingSource needs an http(s) URL, got {url!r}")
+        self.url = url
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.max_polls = max_polls
+        self.on_error = on_error or (lambda message: print(message, file=sys.stderr))
+        self._last_seen: int | None = None
+
+    def _fetch(self) -> list:
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            payload = json.load(io.TextIOWrapper(response, encoding="utf-8"))
+        return payload if isinstance(payload, list) else [payload]
+
+    def records(self) -> Iterator[dict | MalformedRecord]:
+        polls = 0
+        while self.max_polls is None or polls < self.max_polls:
+            polls += 1
+            try:
+                batch = self._fetch()
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                self.on_error(f"http source: poll {polls} failed: {err}")
+                batch = []
+            for record in batch:
+                try:
+                    stamp = parse_timestamp(record.get("timestamp"))
+                except (AttributeError, BarRejected):
+                    stamp = None  # yielded as is: the runner rejects it with its reason
+                if stamp is not None and self._last_seen is not None and stamp <= self._last_seen:
+                    continue  # the endpoint still shows bars we already delivered
+                if stamp is not None:
+                    self._last_seen = stamp
+                yield record
+            if self.max_polls is None or polls < self.max_polls:
+                time.sleep(self.poll_seconds)
+
+
+def replay_source(path: str | Path) -> BarSource:
+    """CSV or Parquet replay chosen by file extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return ParquetReplaySource(path)
+    return CsvReplaySource(path)
