@@ -1,0 +1,498 @@
+"""Performance metrics of per-bar return series, in JAX so they vmap over thousands of paths.
+
+Every function takes one series of simple (not log) per-bar returns `returns` of shape [T]
+(net of costs) and returns a scalar; `jax.vmap` them, or call `batch_metrics`, for [N, T].
+They are jittable: the series length T is static, everything else may be traced.
+
+Conventions (the same as empyrical; tests compare against it on real data):
+  * Sample standard deviation (ddof=1). A series whose values are all equal has
+    dispersion 0 exactly (float residue is not allowed to produce a huge finite ratio).
+  * Sharpe = mean(r - rf) / std(r - rf) * sqrt(bars_per_year), rf per bar.
+  * Sortino = mean(r - req) * bars_per_year / downside_risk, where downside_risk =
+    sqrt(mean(min(r - req, 0)^2)) * sqrt(bars_per_year): the mean runs over ALL bars,
+    not only the losing ones.
+  * Drawdown is measured from the running peak of equity including the starting equity
+    (1.0 before the first bar), so a first-bar loss is a drawdown.
+  * Annual return is the geometric CAGR: final_equity ** (bars_per_year / T) - 1.
+  * VaR(5%) is the linear-interpolated 5th percentile of returns (a negative number for a
+    loss); CVaR(5%) is the mean of the k+1 smallest returns with k = floor((T-1) * 0.05).
+  * Tail ratio = |95th percentile| / |5th percentile|.
+  * Profit factor and win rate are per bar (as quantstats computes them): profit factor =
+    sum of returns >= 0 / |sum of returns < 0| (inf when there are no losses, 0 when there
+    is nothing at all); win rate = bars with r > 0 / bars with r != 0 (0 when all are 0).
+  * Skew and kurtosis are the bias-corrected sample estimates pandas reports (kurtosis is
+    excess kurtosis: 0 for a normal distribution).
+
+Precision: arrays are float32 unless JAX x64 is enabled; against empyrical's float64 the
+relative difference on 20 years of daily returns is below 1e-5 (1e-4 for compounded
+quantities of long hourly series).
+
+Annualization comes from the bar frequency: 252 for daily equity bars, 252 * 24 for hourly
+equity-style bars, 365 * 24 for hourly bars of markets that trade around the clock (crypto,
+forex); see `bars_per_year_for` and MarketMeta.bars_per_year.
+
+Positions (optional, [T] or [T, A] fractions of equity) are the exposure that earned
+returns[t]. Trade statistics treat a maximal run of bars with the same non-zero position
+vector as one trade.
+
+Probabilistic and Deflated Sharpe Ratio follow Bailey & Lopez de Prado (2012, 2014).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.stats import norm
+
+Array = jax.Array
+
+EULER_MASCHERONI = 0.5772156649015329
+
+#: The keys of `compute_metrics` / `metrics_dict`, in report order.
+METRIC_KEYS = (
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "total_return",
+    "annual_return",
+    "annual_volatility",
+    "calmar",
+    "max_drawdown_duration",
+    "profit_factor",
+    "win_rate",
+    "avg_trade_return",
+    "num_trades",
+    "turnover",
+    "exposure",
+    "var_5",
+    "cvar_5",
+    "tail_ratio",
+    "skew",
+    "kurtosis",
+)
+
+
+def bars_per_year_for(bar_seconds: float, calendar: str = "equity") -> float:
+    """Annualization factor for bars of `bar_seconds` length.
+
+    calendar="equity": 252 trading days of 24 hourly bars for intraday bars (the convention
+    used for hourly equities), 252 daily bars, 52 weekly, 12 monthly.
+    calendar="continuous": markets open around the clock (crypto, forex): 365 days.
+    """
+    day = 86_400.0
+    if calendar not in ("equity", "continuous"):
+        raise ValueError(f"calendar must be 'equity' or 'continuous', got {calendar!r}")
+    days_per_year = 252.0 if calendar == "equity" else 365.0
+    if bar_seconds >= 28 * day:
+        return 12.0
+    if bar_seconds >= 7 * day:
+        return 52.0
+    return days_per_year * day / bar_seconds
+
+
+def _f(x: Any) -> Array:
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def _std(returns: Array) -> Array:
+    """Sample std (ddof=1); exactly 0 when every value is equal (as empyrical)."""
+    std = jnp.std(returns, ddof=1)
+    constant = jnp.max(returns) == jnp.min(returns)
+    return jnp.where(constant, 0.0, std)
+
+
+def total_return(returns: Array) -> Array:
+    """Compounded return over the series: prod(1 + r) - 1."""
+    returns = _f(returns)
+    return jnp.expm1(jnp.sum(jnp.log1p(returns))) if returns.size else jnp.nan
+
+
+def equity_curve(returns: Array, starting_equity: float = 1.0) -> Array:
+    """Equity after each bar, [T]."""
+    return starting_equity * jnp.cumprod(1.0 + _f(returns))
+
+
+def annual_return(returns: Array, bars_per_year: float) -> Array:
+    """CAGR: final_equity ** (bars_per_year / T) - 1."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    # In log space: raising a float32 product to a large power amplifies its rounding.
+    log_growth = jnp.sum(jnp.log1p(returns))
+    return jnp.expm1(log_growth * (bars_per_year / returns.shape[0]))
+
+
+def annual_volatility(returns: Array, bars_per_year: float) -> Array:
+    """std(r, ddof=1) * sqrt(bars_per_year); NaN for fewer than 2 bars."""
+    returns = _f(returns)
+    if returns.size < 2:
+        return jnp.nan
+    return _std(returns) * jnp.sqrt(bars_per_year)
+
+
+def sharpe_ratio(returns: Array, bars_per_year: float, risk_free: float = 0.0) -> Array:
+    """Annualized Sharpe ratio; NaN for fewer than 2 bars, +-inf for zero dispersion."""
+    returns = _f(returns)
+    if returns.size < 2:
+        return jnp.nan
+    excess = returns - risk_free
+    return jnp.mean(excess) / _std(excess) * jnp.sqrt(bars_per_year)
+
+
+def downside_risk(returns: Array, bars_per_year: float, required_return: float = 0.0) -> Array:
+    """sqrt(mean(min(r - req, 0)^2)) * sqrt(bars_per_year), mean over all bars."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    shortfall = jnp.minimum(returns - required_return, 0.0)
+    return jnp.sqrt(jnp.mean(shortfall**2)) * jnp.sqrt(bars_per_year)
+
+
+def sortino_ratio(returns: Array, bars_per_year: float, required_return: float = 0.0) -> Array:
+    """mean(r - req) * bars_per_year / downside_risk; inf when no bar is below `req`."""
+    returns = _f(returns)
+    if returns.size < 2:
+        return jnp.nan
+    annual_excess = jnp.mean(returns - required_return) * bars_per_year
+    return annual_excess / downside_risk(returns, bars_per_year, required_return)
+
+
+def drawdown_series(returns: Array) -> Array:
+    """Drawdown after each bar, [T], as equity / running_peak - 1 (<= 0).
+
+    The running peak starts at the initial equity, so it includes the state before bar 0.
+    """
+    equity = equity_curve(returns)
+    peak = jnp.maximum(jax.lax.cummax(equity), 1.0)
+    return equity / peak - 1.0
+
+
+def max_drawdown(returns: Array) -> Array:
+    """Most negative drawdown (a number <= 0); NaN for an empty series."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    return jnp.minimum(jnp.min(drawdown_series(returns)), 0.0)
+
+
+def max_drawdown_duration(returns: Array) -> Array:
+    """Longest stretch, in bars, spent below a previous equity peak (0 if never).
+
+    A stretch still open at the end of the series counts up to the last bar.
+    """
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    equity = jnp.concatenate([jnp.ones((1,), returns.dtype), equity_curve(returns)])
+    at_peak = equity >= jax.lax.cummax(equity)
+    index = jnp.arange(equity.shape[0])
+    last_peak = jax.lax.cummax(jnp.where(at_peak, index, 0))
+    return jnp.max(index - last_peak).astype(returns.dtype)
+
+
+def calmar_ratio(returns: Array, bars_per_year: float) -> Array:
+    """annual_return / |max_drawdown|; NaN when there is no drawdown (as empyrical)."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    mdd = max_drawdown(returns)
+    ratio = annual_return(returns, bars_per_year) / jnp.abs(mdd)
+    return jnp.where((mdd < 0) & jnp.isfinite(ratio), ratio, jnp.nan)
+
+
+def profit_factor(returns: Array) -> Array:
+    """Per-bar profit factor: sum(r >= 0) / |sum(r < 0)|; inf without losses, 0 if flat."""
+    returns = _f(returns)
+    wins = jnp.sum(jnp.where(returns >= 0, returns, 0.0))
+    losses = jnp.abs(jnp.sum(jnp.where(returns < 0, returns, 0.0)))
+    no_losses = jnp.where(wins == 0, 0.0, jnp.inf)
+    return jnp.where(losses == 0, no_losses, wins / jnp.where(losses == 0, 1.0, losses))
+
+
+def win_rate(returns: Array) -> Array:
+    """Fraction of bars with a gain among bars with a non-zero return (0 if none)."""
+    returns = _f(returns)
+    nonzero = jnp.sum(returns != 0)
+    wins = jnp.sum(returns > 0)
+    return jnp.where(nonzero == 0, 0.0, wins / jnp.maximum(nonzero, 1))
+
+
+def value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
+    """Linear-interpolated `cutoff` percentile of per-bar returns (negative for a loss)."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    return jnp.percentile(returns, 100.0 * cutoff)
+
+
+def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
+    """Mean of the k+1 worst returns, k = floor((T - 1) * cutoff) (empyrical's rule)."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    k = int((returns.shape[0] - 1) * cutoff)
+    return jnp.mean(jnp.sort(returns)[: k + 1])
+
+
+def tail_ratio(returns: Array) -> Array:
+    """|95th percentile| / |5th percentile| of per-bar returns."""
+    returns = _f(returns)
+    if returns.size < 1:
+        return jnp.nan
+    upper, lower = jnp.percentile(returns, jnp.array([95.0, 5.0]))
+    return jnp.abs(upper) / jnp.abs(lower)
+
+
+def _central_moments(returns: Array) -> tuple[Array, Array, Array]:
+    centred = returns - jnp.mean(returns)
+    m2 = jnp.sum(centred**2)
+    return m2, jnp.sum(centred**3), jnp.sum(centred**4)
+
+
+def skew(returns: Array) -> Array:
+    """Bias-corrected sample skewness G1 (pandas); NaN for zero dispersion or T < 3."""
+    returns = _f(returns)
+    n = returns.shape[0]
+    if n < 3:
+        return jnp.nan
+    m2, m3, _ = _central_moments(returns)
+    m2 = jnp.where(jnp.max(returns) == jnp.min(returns), 0.0, m2)
+    g1 = m3 / n / jnp.where(m2 == 0, 1.0, m2 / n) ** 1.5
+    corrected = g1 * math.sqrt(n * (n - 1)) / (n - 2)
+    return jnp.where(m2 == 0, jnp.nan, corrected)
+
+
+def kurtosis(returns: Array) -> Array:
+    """Bias-corrected sample excess kurtosis G2 (pandas); NaN for zero dispersion or T < 4."""
+    returns = _f(returns)
+    n = returns.shape[0]
+    if n < 4:
+        return jnp.nan
+    m2, _, m4 = _central_moments(returns)
+    m2 = jnp.where(jnp.max(returns) == jnp.min(returns), 0.0, m2)
+    safe_m2 = jnp.where(m2 == 0, 1.0, m2)
+    # Python floats for the n-only factors: n**3 overflows int32 for long series.
+    scale = float(n) * (n + 1) * (n - 1) / ((n - 2) * (n - 3))
+    g2 = scale * m4 / safe_m2**2 - 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))
+    return jnp.where(m2 == 0, jnp.nan, g2)
+
+
+def _gross(positions: Array) -> Array:
+    positions = _f(positions)
+    return jnp.abs(positions) if positions.ndim == 1 else jnp.sum(jnp.abs(positions), axis=-1)
+
+
+def _position_changes(positions: Array) -> Array:
+    """Traded fraction of equity at each bar, [T]; the book starts flat."""
+    positions = _f(positions)
+    previous = jnp.concatenate([jnp.zeros_like(positions[:1]), positions[:-1]], axis=0)
+    return _gross(positions - previous)
+
+
+def turnover(positions: Array, bars_per_year: float) -> Array:
+    """Annualized turnover: mean traded fraction of equity per bar * bars_per_year.
+
+    1.0 means the whole equity is traded once a year (a full long-to-short flip counts 2).
+    """
+    return jnp.mean(_position_changes(positions)) * bars_per_year
+
+
+def exposure(positions: Array) -> Array:
+    """Fraction of bars with a non-zero position."""
+    return jnp.mean(_gross(positions) > 0)
+
+
+def trade_returns(returns: Array, positions: Array) -> tuple[Array, Array]:
+    """Compounded return of each trade and a mask of which slots hold a trade.
+
+    A trade is a maximal run of bars holding the same non-zero position vector; its return
+    compounds the (cost-inclusive) returns of those bars. Slots are [T] wide (static shape).
+    """
+    returns, positions = _f(returns), _f(positions)
+    changed = _position_changes(positions) > 0
+    segment = jnp.cumsum(changed) - 1  # run index of every bar (-1 before the first change)
+    held = _gross(positions) > 0
+    num = returns.shape[0]
+    slot = jnp.where(held & (segment >= 0), segment, num)  # flat bars go to a dropped slot
+    log_growth = jax.ops.segment_sum(jnp.log1p(returns), slot, num_segments=num + 1)[:num]
+    is_trade = jax.ops.segment_sum(held.astype(returns.dtype), slot, num_segments=num + 1)[:num]
+    return jnp.expm1(log_growth), is_trade > 0
+
+
+def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
+    """(number of trades, mean trade return net of costs; NaN without trades)."""
+    per_trade, is_trade = trade_returns(returns, positions)
+    count = jnp.sum(is_trade)
+    mean = jnp.sum(jnp.where(is_trade, per_trade, 0.0)) / jnp.maximum(count, 1)
+    return count.astype(per_trade.dtype), jnp.where(count > 0, mean, jnp.nan)
+
+
+def compute_metrics(
+    returns: Array, bars_per_year: float, positions: Array | None = None
+) -> dict[str, Array]:
+    """All metrics of METRIC_KEYS as scalar arrays (jittable, vmappable over a leading axis).
+
+    Position-based metrics (avg_trade_return, num_trades, turnover, exposure) are NaN
+    when `positions` is None.
+    """
+    returns = _f(returns)
+    out = {
+        "sharpe": sharpe_ratio(returns, bars_per_year),
+        "sortino": sortino_ratio(returns, bars_per_year),
+        "max_drawdown": max_drawdown(returns),
+        "total_return": total_return(returns),
+        "annual_return": annual_return(returns, bars_per_year),
+        "annual_volatility": annual_volatility(returns, bars_per_year),
+        "calmar": calmar_ratio(returns, bars_per_year),
+        "max_drawdown_duration": max_drawdown_duration(returns),
+        "profit_factor": profit_factor(returns),
+        "win_rate": win_rate(returns),
+        "var_5": value_at_risk(returns, 0.05),
+        "cvar_5": conditional_value_at_risk(returns, 0.05),
+        "tail_ratio": tail_ratio(returns),
+        "skew": skew(returns),
+        "kurtosis": kurtosis(returns),
+    }
+    if positions is None:
+        nan = jnp.full((), jnp.nan, returns.dtype)
+        out.update(avg_trade_return=nan, num_trades=nan, turnover=nan, exposure=nan)
+    else:
+        count, mean_trade = trade_stats(returns, positions)
+        out.update(
+            avg_trade_return=mean_trade,
+            num_trades=count,
+            turnover=turnover(positions, bars_per_year),
+            exposure=exposure(positions),
+        )
+    return {key: jnp.asarray(out[key], returns.dtype) for key in METRIC_KEYS}
+
+
+def batch_metrics(
+    returns: Array, bars_per_year: float, positions: Array | None = None
+) -> dict[str, Array]:
+    """`compute_metrics` vmapped over the leading axis of `returns` [N, T] (and positions)."""
+    if positions is None:
+        return _batch_no_positions(_f(returns), bars_per_year)
+    return _batch_with_positions(_f(returns), bars_per_year, _f(positions))
+
+
+@jax.jit
+def _batch_no_positions(returns: Array, bars_per_year: float) -> dict[str, Array]:
+    return jax.vmap(compute_metrics, in_axes=(0, None))(returns, bars_per_year)
+
+
+@jax.jit
+def _batch_with_positions(returns: Array, bars_per_year: float, positions: Array) -> dict:
+    return jax.vmap(compute_metrics, in_axes=(0, None, 0))(returns, bars_per_year, positions)
+
+
+_compute_metrics_jit = jax.jit(compute_metrics)
+
+
+def metrics_dict(
+    returns: Any,
+    bars_per_year: float,
+    positions: Any | None = None,
+) -> dict[str, float]:
+    """Metrics of one series as plain Python floats (NaN/inf kept), keys METRIC_KEYS.
+
+    `returns` [T] simple per-bar returns net of costs; `positions` [T] or [T, A].
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim != 1:
+        raise ValueError(f"returns must be one series [T], got shape {returns.shape}")
+    if returns.size == 0:
+        return {key: float("nan") for key in METRIC_KEYS}
+    pos = None if positions is None else jnp.asarray(np.asarray(positions, dtype=np.float64))
+    values = _compute_metrics_jit(jnp.asarray(returns), float(bars_per_year), pos)
+    return {key: float(values[key]) for key in METRIC_KEYS}
+
+
+# ---------------------------------------------------------------- multiple testing (PSR/DSR)
+
+
+def probabilistic_sharpe_ratio(
+    sharpe: Array,
+    num_bars: int | Array,
+    skewness: Array = 0.0,
+    kurt: Array = 3.0,
+    benchmark_sharpe: Array = 0.0,
+) -> Array:
+    """PSR: probability that the true Sharpe exceeds `benchmark_sharpe` (Bailey & LdP 2012).
+
+        PSR = Phi( (SR - SR*) sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2) )
+
+    All Sharpe ratios are PER BAR (not annualized); `skewness` g3 and `kurt` g4 are the
+    plain (non-excess, biased) moments of the returns: g4 = 3 for a normal distribution.
+    """
+    sharpe, benchmark_sharpe = _f(sharpe), _f(benchmark_sharpe)
+    variance_term = 1.0 - skewness * sharpe + (kurt - 1.0) / 4.0 * sharpe**2
+    z = (sharpe - benchmark_sharpe) * jnp.sqrt(num_bars - 1.0) / jnp.sqrt(variance_term)
+    return norm.cdf(z)
+
+
+def expected_max_sharpe(num_trials: int | Array, sharpe_variance: Array) -> Array:
+    """Expected maximum of `num_trials` per-bar Sharpe ratios whose true value is 0.
+
+        E[max SR] = sqrt(V) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e)))
+
+    with gamma the Euler-Mascheroni constant (Bailey & Lopez de Prado 2014). 0 for N = 1.
+    """
+    n = _f(num_trials)
+    safe_n = jnp.maximum(n, 2.0)
+    first = norm.ppf(1.0 - 1.0 / safe_n)
+    second = norm.ppf(1.0 - 1.0 / (safe_n * math.e))
+    value = jnp.sqrt(sharpe_variance) * ((1 - EULER_MASCHERONI) * first + EULER_MASCHERONI * second)
+    return jnp.where(n <= 1, 0.0, value)
+
+
+def deflated_sharpe_ratio(
+    sharpe: Array,
+    num_bars: int | Array,
+    num_trials: int | Array,
+    sharpe_variance: Array,
+    skewness: Array = 0.0,
+    kurt: Array = 3.0,
+) -> Array:
+    """DSR: PSR of the best of `num_trials` against the Sharpe expected from luck alone.
+
+    `sharpe` is the selected (best) per-bar Sharpe, `sharpe_variance` the variance of the
+    per-bar Sharpe ratios across all trials of the sweep. With one trial DSR equals PSR(0).
+    """
+    threshold = expected_max_sharpe(num_trials, sharpe_variance)
+    return probabilistic_sharpe_ratio(sharpe, num_bars, skewness, kurt, threshold)
+
+
+def sweep_significance(returns_by_trial: Any) -> dict[str, float]:
+    """PSR and DSR of the best trial (by Sharpe) of a sweep, from returns [N_trials, T].
+
+    Returns the per-bar Sharpe of the best trial, its index, the variance of Sharpe
+    across trials, PSR(0) and DSR, all as Python numbers.
+    """
+    returns = np.asarray(returns_by_trial, dtype=np.float64)
+    if returns.ndim == 1:
+        returns = returns[None]
+    std = returns.std(axis=1, ddof=1)
+    per_bar = np.where(std > 0, returns.mean(axis=1) / np.where(std > 0, std, 1.0), 0.0)
+    best = int(np.argmax(per_bar))
+    series = returns[best]
+    centred = series - series.mean()
+    m2 = np.mean(centred**2)
+    g3 = float(np.mean(centred**3) / m2**1.5) if m2 > 0 else 0.0
+    g4 = float(np.mean(centred**4) / m2**2) if m2 > 0 else 3.0
+    variance = float(per_bar.var(ddof=1)) if len(per_bar) > 1 else 0.0
+    num_bars = returns.shape[1]
+    psr = probabilistic_sharpe_ratio(per_bar[best], num_bars, g3, g4)
+    dsr = deflated_sharpe_ratio(per_bar[best], num_bars, len(per_bar), variance, g3, g4)
+    return {
+        "best_trial": best,
+        "num_trials": int(len(per_bar)),
+        "sharpe_per_bar": float(per_bar[best]),
+        "sharpe_variance": variance,
+        "psr": float(psr),
+        "dsr": float(dsr),
+    }
