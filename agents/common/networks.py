@@ -1,0 +1,270 @@
+"""Actor-critic networks built from a torso and heads, chosen by `NetworkConfig`.
+
+Every network has one calling convention, time-major, so feed-forward and recurrent agents share
+the same PPO code:
+
+    carry, dist, value = network.apply(params, carry, obs, resets)
+      obs     [T, B, *obs_shape]   (T = 1 while acting, T = rollout length when re-running a
+                                    recurrent network over a stored sequence)
+      resets  [T, B] bool           True where obs[t] is the first observation of an episode:
+                                    the recurrent state is zeroed *before* that step
+      carry   recurrent state per batch row (an empty tuple for feed-forward torsos)
+      dist    distrax distribution with batch shape [T, B]; value [T, B]
+
+Torsos:
+  mlp        Dense layers over the flat observation.
+  cnn        1-D convolutions over the bar axis of the observation window.
+  attention  a small transformer encoder over the window (learned positions, mean-pooled).
+  gru/lstm   an MLP embedding then a recurrent cell; the hidden state resets exactly at episode
+             boundaries (the `resets` flags).
+
+Observation layout for cnn/attention: either the env emits a [W, F] window per observation, or a
+flat vector whose first W*F entries are the window in row-major (bar, feature) order followed by
+`num_state_features` extra entries (portfolio state: position, cash, ...). Set
+`NetworkConfig.window_shape = (W, F)` for the flat layout; the extra entries are concatenated to
+the pooled window features before the final Dense layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.common.distributions import ActionSpec, make_distribution
+from jaxtrade.errors import ConfigError
+
+TORSOS = ("mlp", "cnn", "gru", "lstm", "attention")
+RECURRENT_TORSOS = ("gru", "lstm")
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Shape-defining network settings (static: changing them recompiles)."""
+
+    torso: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False  # one torso feeding both heads, or separate actor and critic torsos
+    window_shape: tuple[int, int] | None = None  # (W bars, F features) of a flat observation
+    num_state_features: int = 0  # entries after the window in a flat observation
+    cnn_channels: tuple[int, ...] = (16, 16)
+    cnn_kernel_bars: int = 3
+    recurrent_size: int = 64
+    attention_dim: int = 32
+    attention_heads: int = 2
+    attention_layers: int = 1
+    continuous_squash: str = "clip"  # "clip" | "tanh": how a Gaussian sample reaches [-1, 1]
+    log_std_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.torso not in TORSOS:
+            raise ConfigError(f"network.torso must be one of {TORSOS}, got {self.torso!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"network.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        # YAML gives lists; keep tuples so the config stays hashable.
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        if self.window_shape is not None:
+            object.__setattr__(self, "window_shape", tuple(int(s) for s in self.window_shape))
+
+    @property
+    def recurrent(self) -> bool:
+        return self.torso in RECURRENT_TORSOS
+
+
+def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.orthogonal(scale),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for size in self.hidden_sizes:
+            x = act(_dense(size, np.sqrt(2.0))(x))
+        return x
+
+
+def split_window(
+    config: NetworkConfig, obs: jax.Array, obs_ndim: int
+) -> tuple[jax.Array, jax.Array]:
+    """Split observations [N, *obs_shape] into a window [N, W, F] and state features [N, S]."""
+    if obs_ndim == 2:
+        return obs, jnp.zeros(obs.shape[:1] + (0,), obs.dtype)
+    if config.window_shape is None:
+        raise ConfigError(
+            f"network.torso={config.torso!r} needs the window layout of a flat observation: "
+            "set network.window_shape=(bars, features) (and num_state_features)"
+        )
+    bars, feats = config.window_shape
+    need = bars * feats + config.num_state_features
+    if obs.shape[-1] != need:
+        raise ConfigError(
+            f"observation has {obs.shape[-1]} entries but window_shape={config.window_shape} and "
+            f"num_state_features={config.num_state_features} describe {need}"
+        )
+    window = obs[:, : bars * feats].reshape(obs.shape[0], bars, feats)
+    return window, obs[:, bars * feats :]
+
+
+class CNNTorso(nn.Module):
+    config: NetworkConfig
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.config.activation]
+        window, state = split_window(self.config, obs, self.obs_ndim)
+        x = window
+        for channels in self.config.cnn_channels:
+            x = nn.Conv(
+                channels,
+                kernel_size=(self.config.cnn_kernel_bars,),
+                padding="VALID",
+                kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)),
+            )(x)
+            x = act(x)
+        x = jnp.concatenate([x.reshape(x.shape[0], -1), state], axis=-1)
+        return MLP(self.config.hidden_sizes, self.config.activation)(x)
+
+
+class AttentionTorso(nn.Module):
+    config: NetworkConfig
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        cfg = self.config
+        window, state = split_window(cfg, obs, self.obs_ndim)
+        x = _dense(cfg.attention_dim, 1.0)(window)
+        positions = self.param(
+            "positions", nn.initializers.normal(0.02), (window.shape[1], cfg.attention_dim)
+        )
+        x = x + positions
+        for _ in range(cfg.attention_layers):
+            # Pre-norm blocks train stably without warm-up, which matters for short RL runs.
+            y = nn.LayerNorm()(x)
+            y = nn.MultiHeadDotProductAttention(
+                num_heads=cfg.attention_heads, qkv_features=cfg.attention_dim
+            )(y, y)
+            x = x + y
+            y = nn.LayerNorm()(x)
+            y = _dense(cfg.attention_dim, 1.0)(nn.gelu(_dense(2 * cfg.attention_dim, 1.0)(y)))
+            x = x + y
+        x = jnp.concatenate([nn.LayerNorm()(x).mean(axis=1), state], axis=-1)
+        return MLP(cfg.hidden_sizes, cfg.activation)(x)
+
+
+class FeedForwardTorso(nn.Module):
+    config: NetworkConfig
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        if self.config.torso == "cnn":
+            return CNNTorso(self.config, self.obs_ndim)(obs)
+        if self.config.torso == "attention":
+            return AttentionTorso(self.config, self.obs_ndim)(obs)
+        return MLP(self.config.hidden_sizes, self.config.activation)(obs.reshape(obs.shape[0], -1))
+
+
+class RecurrentTorso(nn.Module):
+    """MLP embedding, then a GRU/LSTM scanned over time with resets at episode starts."""
+
+    config: NetworkConfig
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: jax.Array, resets: jax.Array) -> tuple[Any, jax.Array]:
+        steps, batch = resets.shape
+        emb = MLP(self.config.hidden_sizes, self.config.activation)(obs.reshape(steps, batch, -1))
+        cell_type = nn.GRUCell if self.config.torso == "gru" else nn.OptimizedLSTMCell
+        cell = cell_type(self.config.recurrent_size)
+
+        def step(cell, carry, inputs):
+            x, reset = inputs
+            fresh = initial_carry(self.config, (batch,))
+            carry = jax.tree.map(lambda c, z: jnp.where(reset[:, None], z, c), carry, fresh)
+            return cell(carry, x)
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        return scan(cell, carry, (emb, resets))
+
+
+def initial_carry(config: NetworkConfig, batch_shape: tuple[int, ...]) -> Any:
+    """Zero recurrent state for one torso (LSTM: (cell, hidden); GRU: hidden)."""
+    zeros = jnp.zeros(batch_shape + (config.recurrent_size,), jnp.float32)
+    return (zeros, zeros) if config.torso == "lstm" else zeros
+
+
+def network_carry(config: NetworkConfig, batch_shape: tuple[int, ...]) -> Any:
+    """The full carry of an `ActorCritic`: one per torso, empty for feed-forward networks."""
+    if not config.recurrent:
+        return ()
+    if config.shared_torso:
+        return initial_carry(config, batch_shape)
+    return (initial_carry(config, batch_shape), initial_carry(config, batch_shape))
+
+
+class ActorCritic(nn.Module):
+    """Torso(s) + policy head + value head. See the module docstring for the call convention."""
+
+    config: NetworkConfig
+    action: ActionSpec
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: jax.Array, resets: jax.Array):
+        cfg = self.config
+        steps, batch = resets.shape
+        obs = obs.astype(jnp.float32)
+
+        def feed_forward(name: str) -> jax.Array:
+            flat = obs.reshape((steps * batch,) + obs.shape[2:])
+            out = FeedForwardTorso(cfg, self.obs_ndim, name=name)(flat)
+            return out.reshape(steps, batch, -1)
+
+        if cfg.recurrent and cfg.shared_torso:
+            carry, actor_x = RecurrentTorso(cfg, name="torso")(carry, obs, resets)
+            critic_x = actor_x
+        elif cfg.recurrent:
+            actor_carry, actor_x = RecurrentTorso(cfg, name="actor_torso")(carry[0], obs, resets)
+            critic_carry, critic_x = RecurrentTorso(cfg, name="critic_torso")(carry[1], obs, resets)
+            carry = (actor_carry, critic_carry)
+        elif cfg.shared_torso:
+            actor_x = critic_x = feed_forward("torso")
+        else:
+            actor_x, critic_x = feed_forward("actor_torso"), feed_forward("critic_torso")
+
+        # Small policy-head init keeps the first policy near uniform / zero-mean.
+        head_out = _dense(self.action.dim, 0.01, name="policy_head")(actor_x)
+        log_std = None
+        if self.action.kind == "continuous":
+            log_std = self.param(
+                "log_std", nn.initializers.constant(cfg.log_std_init), (self.action.dim,)
+            )
+        dist = make_distribution(self.action, head_out, log_std)
+        value = _dense(1, 1.0, name="value_head")(critic_x)[..., 0]
+        return carry, dist, value

@@ -1,0 +1,390 @@
+"""Proximal Policy Optimization, discrete and continuous, feed-forward and recurrent.
+
+One update = roll out `num_envs` vmapped envs for `rollout_len` steps, compute GAE, then
+`update_epochs` passes of `num_minibatches` clipped-objective gradient steps. `run_chunk` scans
+`updates_per_chunk` updates; `agents.make_train` scans chunks, so a whole run is one program.
+
+Hyperparameters live in `TrainState.hparams` as float32 arrays (not Python constants), so one
+compiled program can be vmapped over seeds *and* over learning rate, entropy coefficient, clip,
+gamma, GAE lambda, ... Shape-changing settings (num_envs, rollout_len, network) stay static.
+
+Episode ends: `done = terminated or truncated` cuts GAE. When the env reports a truncation
+together with `info["final_observation"]` (gymnax >= 1.0 does), the truncated step is bootstrapped
+with the value of that final observation instead of being treated as a terminal state.
+
+Recurrent torsos: minibatches split the batch along envs (each minibatch keeps whole sequences),
+and the network is re-run from the carry it had at the start of the rollout, resetting at the
+stored episode-start flags. Feed-forward torsos shuffle individual transitions.
+
+`make_agent(..., extension=...)` lets a variant (CVaR-PPO) keep extra state and reshape the
+advantages before the policy update without copying this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
+from agents.common.distributions import action_spec_from_space, to_env_action
+from agents.common.networks import ActorCritic, NetworkConfig, network_carry
+from agents.common.types import Agent, EpisodeStats, Metrics, TrainState
+from jaxtrade.errors import ConfigError
+
+
+@struct.dataclass
+class PPOHParams:
+    """Numeric hyperparameters: pytree leaves, so `jax.vmap` can sweep them in one program."""
+
+    learning_rate: float = 2.5e-4
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    clip_eps: float = 0.2
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    max_grad_norm: float = 0.5
+    reward_scale: float = 1.0  # rewards are multiplied by this before GAE (logged returns are not)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    name: str = "ppo"
+    num_envs: int = 8
+    rollout_len: int = 128  # env steps per env per update
+    total_steps: int = 500_000  # env steps over all envs; rounded down to whole chunks
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    updates_per_chunk: int = 10  # updates per host call (progress granularity)
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    hparams: PPOHParams = dataclasses.field(default_factory=PPOHParams)
+    anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run
+    clip_value_loss: bool = True
+    normalize_advantages: bool = True
+    bootstrap_truncated: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PPOConfig:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def run_sizes(self) -> tuple[int, int, int]:
+        """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
+        steps_per_update = self.num_envs * self.rollout_len
+        wanted = self.total_steps // steps_per_update
+        if wanted < 1:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one update "
+                f"(num_envs * rollout_len = {steps_per_update})"
+            )
+        per_chunk = max(1, min(self.updates_per_chunk, wanted))
+        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    reset: jax.Array  # obs starts an episode (recurrent carry is zeroed before it)
+    action: jax.Array  # raw policy sample
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array  # scaled, truncation-bootstrapped reward used by GAE
+    raw_reward: jax.Array  # the env's reward, for logging and risk estimates
+    done: jax.Array
+
+
+class PPOExtension(NamedTuple):
+    """Hooks for PPO variants.
+
+    init_extra(hparams) -> dict stored in `TrainState.extra`.
+    adjust_advantages(traj, advantages, extra, hparams) -> (advantages, extra, metrics): called
+    once per update after GAE with the [rollout_len, num_envs] batch.
+    """
+
+    init_extra: Callable[[Any], dict[str, Any]]
+    adjust_advantages: Callable[..., tuple[jax.Array, dict[str, Any], Metrics]]
+
+
+def env_step(env: Any, key: jax.Array, state: Any, action: jax.Array, params: Any):
+    """Normalize gymnax step outputs to (obs, state, reward, terminated, truncated, info)."""
+    out = env.step(key, state, action, params)
+    if len(out) == 6:
+        return out
+    obs, state, reward, done, info = out
+    return obs, state, reward, done, jnp.zeros_like(done), info
+
+
+def make_agent(
+    config: PPOConfig, env: Any, env_params: Any, extension: PPOExtension | None = None
+) -> Agent:
+    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
+    num_envs, rollout_len = config.num_envs, config.rollout_len
+    if config.network.recurrent:
+        if num_envs % config.num_minibatches:
+            raise ConfigError("recurrent PPO needs num_envs divisible by num_minibatches")
+    elif steps_per_update % config.num_minibatches:
+        raise ConfigError("num_envs * rollout_len must be divisible by num_minibatches")
+
+    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
+    action_spec = action_spec_from_space(
+        env.action_space(env_params), config.network.continuous_squash
+    )
+    network = ActorCritic(config.network, action_spec, obs_ndim=len(obs_shape))
+
+    def optimizer(hp: PPOHParams) -> optax.GradientTransformation:
+        # Built from traced hyperparameters; the state (Adam moments) does not depend on them.
+        return optax.chain(
+            optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5)
+        )
+
+    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> TrainState:
+        hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
+        key, net_key, env_key = jax.random.split(key, 3)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(env_key, num_envs), env_params
+        )
+        carry = network_carry(config.network, (num_envs,))
+        starts = jnp.ones((num_envs,), bool)
+        params = network.init(net_key, carry, obs[None], starts[None])
+        return TrainState(
+            params=params,
+            opt_state=optimizer(hp).init(params),
+            env_state=env_state,
+            last_obs=obs,
+            last_done=starts,
+            carry=carry,
+            rng=key,
+            hparams=hp,
+            update_step=jnp.zeros((), jnp.int32),
+            episode_stats=EpisodeStats.zeros(num_envs),
+            extra=extension.init_extra(hp) if extension else {},
+        )
+
+    def rollout(state: TrainState, env_params: Any):
+        hp = state.hparams
+
+        def one_step(carry, _):
+            state, stats, ep_sum, ep_len_sum, ep_count = carry
+            rng, act_key, step_key = jax.random.split(state.rng, 3)
+            net_carry, dist, value = network.apply(
+                state.params, state.carry, state.last_obs[None], state.last_done[None]
+            )
+            raw = dist.sample(seed=act_key)
+            log_prob, raw, value = dist.log_prob(raw)[0], raw[0], value[0]
+            obs, env_state, reward, terminated, truncated, info = jax.vmap(
+                env_step, in_axes=(None, 0, 0, 0, None)
+            )(
+                env,
+                jax.random.split(step_key, num_envs),
+                state.env_state,
+                to_env_action(action_spec, raw),
+                env_params,
+            )
+            reward = reward.astype(jnp.float32)
+            done = jnp.logical_or(terminated, truncated)
+
+            gae_reward = reward * hp.reward_scale
+            if (
+                config.bootstrap_truncated
+                and isinstance(info, dict)
+                and "final_observation" in info
+            ):
+                _, _, final_value = network.apply(
+                    state.params,
+                    net_carry,
+                    info["final_observation"][None],
+                    jnp.zeros((1, num_envs), bool),
+                )
+                cut = jnp.logical_and(truncated, jnp.logical_not(terminated))
+                gae_reward = gae_reward + hp.gamma * final_value[0] * cut
+
+            transition = Transition(
+                obs=state.last_obs,
+                reset=state.last_done,
+                action=raw,
+                log_prob=log_prob,
+                value=value,
+                reward=gae_reward,
+                raw_reward=reward,
+                done=done,
+            )
+            ret = stats.running_return + reward
+            length = stats.running_length + 1.0
+            ep_sum = ep_sum + jnp.sum(jnp.where(done, ret, 0.0))
+            ep_len_sum = ep_len_sum + jnp.sum(jnp.where(done, length, 0.0))
+            ep_count = ep_count + jnp.sum(done)
+            stats = stats.replace(
+                running_return=jnp.where(done, 0.0, ret),
+                running_length=jnp.where(done, 0.0, length),
+            )
+            state = state.replace(
+                env_state=env_state, last_obs=obs, last_done=done, carry=net_carry, rng=rng
+            )
+            return (state, stats, ep_sum, ep_len_sum, ep_count), transition
+
+        zero = jnp.zeros((), jnp.float32)
+        init = (state, state.episode_stats, zero, zero, jnp.zeros((), jnp.int32))
+        (state, stats, ep_sum, ep_len_sum, ep_count), traj = jax.lax.scan(
+            one_step, init, None, rollout_len
+        )
+        finished = ep_count > 0
+        denom = jnp.maximum(ep_count, 1).astype(jnp.float32)
+        stats = stats.replace(
+            last_return=jnp.where(finished, ep_sum / denom, stats.last_return),
+            last_length=jnp.where(finished, ep_len_sum / denom, stats.last_length),
+        )
+        return state.replace(episode_stats=stats), traj
+
+    def gae(traj: Transition, last_value: jax.Array, hp: PPOHParams):
+        def backward(carry, t: Transition):
+            next_adv, next_value = carry
+            not_done = 1.0 - t.done.astype(jnp.float32)
+            delta = t.reward + hp.gamma * next_value * not_done - t.value
+            adv = delta + hp.gamma * hp.gae_lambda * not_done * next_adv
+            return (adv, t.value), adv
+
+        _, advantages = jax.lax.scan(
+            backward, (jnp.zeros_like(last_value), last_value), traj, reverse=True
+        )
+        return advantages, advantages + traj.value
+
+    def loss_fn(params, carry0, batch: Transition, advantages, targets, hp: PPOHParams):
+        _, dist, value = network.apply(params, carry0, batch.obs, batch.reset)
+        log_prob = dist.log_prob(batch.action)
+        log_ratio = log_prob - batch.log_prob
+        ratio = jnp.exp(log_ratio)
+        if config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        clipped_ratio = jnp.clip(ratio, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps)
+        policy_loss = -jnp.minimum(ratio * advantages, clipped_ratio * advantages).mean()
+        value_error = jnp.square(value - targets)
+        if config.clip_value_loss:
+            clipped = batch.value + jnp.clip(value - batch.value, -hp.clip_eps, hp.clip_eps)
+            value_error = jnp.maximum(value_error, jnp.square(clipped - targets))
+        value_loss = 0.5 * value_error.mean()
+        entropy = dist.entropy().mean()
+        loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
+        approx_kl = jnp.mean(ratio - 1.0 - log_ratio)
+        return loss, (policy_loss, value_loss, entropy, approx_kl)
+
+    def update(state: TrainState, traj: Transition, carry0, advantages, targets):
+        hp = state.hparams
+        tx = optimizer(hp)
+        lr = hp.learning_rate
+        if config.anneal_lr:
+            lr = lr * (1.0 - state.update_step.astype(jnp.float32) / num_updates)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def minibatch_step(carry, mb):
+            params, opt_state = carry
+            mb_carry, mb_traj, mb_adv, mb_targets = mb
+            (loss, aux), grads = grad_fn(params, mb_carry, mb_traj, mb_adv, mb_targets, hp)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
+            return (params, opt_state), (loss, *aux, optax.global_norm(grads))
+
+        def epoch(carry, key):
+            data = (traj, advantages, targets)
+            if config.network.recurrent:
+                # Keep whole sequences: shuffle and split along the env axis (axis 1).
+                perm = jax.random.permutation(key, num_envs)
+                shuffle = lambda x: jnp.take(x, perm, axis=1)
+                split = lambda x: jnp.swapaxes(
+                    x.reshape((x.shape[0], config.num_minibatches, -1) + x.shape[2:]), 0, 1
+                )
+                data = jax.tree.map(lambda x: split(shuffle(x)), data)
+                carries = jax.tree.map(
+                    lambda c: jnp.take(c, perm, axis=0).reshape(
+                        (config.num_minibatches, -1) + c.shape[1:]
+                    ),
+                    carry0,
+                )
+            else:
+                # Independent transitions: flatten time and envs, shuffle, feed as [1, mb] sequences.
+                perm = jax.random.permutation(key, steps_per_update)
+                data = jax.tree.map(
+                    lambda x: jnp.take(
+                        x.reshape((steps_per_update,) + x.shape[2:]), perm, axis=0
+                    ).reshape((config.num_minibatches, 1, -1) + x.shape[2:]),
+                    data,
+                )
+                carries = ()  # feed-forward networks carry nothing
+            return jax.lax.scan(minibatch_step, carry, (carries, *data))
+
+        rng, epoch_key = jax.random.split(state.rng)
+        (params, opt_state), stats = jax.lax.scan(
+            epoch,
+            (state.params, state.opt_state),
+            jax.random.split(epoch_key, config.update_epochs),
+        )
+        state = state.replace(params=params, opt_state=opt_state, rng=rng)
+        names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
+        return state, {name: jnp.mean(s) for name, s in zip(names, stats)}
+
+    def one_update(state: TrainState, env_params: Any) -> tuple[TrainState, Metrics]:
+        carry0 = state.carry
+        state, traj = rollout(state, env_params)
+        _, _, last_value = network.apply(
+            state.params, state.carry, state.last_obs[None], state.last_done[None]
+        )
+        advantages, targets = gae(traj, last_value[0], state.hparams)
+        metrics: Metrics = {}
+        if extension is not None:
+            advantages, extra, metrics = extension.adjust_advantages(
+                traj, advantages, state.extra, state.hparams
+            )
+            state = state.replace(extra=extra)
+        state, losses = update(state, traj, carry0, advantages, targets)
+        state = state.replace(update_step=state.update_step + 1)
+        metrics = {
+            "episode_return": state.episode_stats.last_return,
+            "episode_length": state.episode_stats.last_length,
+            **losses,
+            "env_steps": state.update_step.astype(jnp.float32) * steps_per_update,
+            **metrics,
+        }
+        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+
+    def run_chunk(state: TrainState, env_params: Any = env_params) -> tuple[TrainState, Metrics]:
+        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+
+    def init_carry() -> Any:
+        return network_carry(config.network, ())
+
+    def act(params, obs, key, deterministic=False, carry=None):
+        """Action for one unbatched observation; with `carry`, returns (action, new_carry).
+
+        `deterministic` may be a Python bool or a traced bool (mode vs sample). Recurrent callers
+        start each episode from `init_carry()`.
+        """
+        net_carry = (
+            network_carry(config.network, (1,))
+            if carry is None
+            else jax.tree.map(lambda c: c[None], carry)
+        )
+        net_carry, dist, _ = network.apply(
+            params, net_carry, jnp.asarray(obs)[None, None], jnp.zeros((1, 1), bool)
+        )
+        raw = jnp.where(deterministic, dist.mode(), dist.sample(seed=key))[0, 0]
+        action = to_env_action(action_spec, raw)
+        if carry is None:
+            return action
+        return action, jax.tree.map(lambda c: c[0], net_carry)
+
+    return Agent(
+        init=init,
+        run_chunk=run_chunk,
+        act=act,
+        init_carry=init_carry,
+        num_updates=num_updates,
+        updates_per_chunk=updates_per_chunk,
+        steps_per_update=steps_per_update,
+        network=network,
+        config=config,
+    )
