@@ -159,8 +159,8 @@ def _resolve_columns(
     return mapping
 
 
-def _first_bad_row(frame: pl.DataFrame, ok: pl.Series) -> int:
-    return int(frame[ROW].filter(~ok)[0])
+def _first_bad_row(frame: pl.DataFrame, bad: pl.Series) -> int:
+    return int(frame[ROW].filter(bad)[0])
 
 
 def _numbers(frame: pl.DataFrame, col: str, canon: str, path: Path) -> pl.Series:
