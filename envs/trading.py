@@ -1,0 +1,438 @@
+"""The trading environment: pure JAX, gymnax 1.0 API, vmappable to thousands of envs.
+
+    env, params = envs.make("trading", market)            # see envs/registry.py
+    obs, state = env.reset(key, params)
+    obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+
+Timing (no look-ahead). The state's bar index t is the last bar whose close the agent has
+seen. `step` reads the action as the target decided at the close of t:
+  1. the target weights become target units sized with bar t's close and equity (a real
+     order is a quantity sent after the close), after the risk manager (long-only, ATR sizing,
+     leverage cap, circuit-breaker pause) and the no-trade band;
+  2. the order fills at the open of t+1 (or its close with `fill_at_close`), paying
+     commission + half-spread + slippage (see envs/costs.py);
+  3. stops are checked intrabar on bar t+1 (envs/risk.py);
+  4. the book is marked at the close of t+1, short borrow / funding are charged, and the
+     reward is computed from the net log return of equity (envs/rewards.py);
+  5. t becomes t+1 and the observation is built from data <= t+1 (envs/observation.py).
+
+Observation: see envs/observation.py. With the defaults (window_bars=32, layout "flat",
+portfolio on) its shape is [32 * A * F + 3 A + 2].
+
+Actions (static `action_mode`):
+  "discrete"    an int index into `discrete_levels` (default (-1, 0, 1)): the target exposure
+                as a fraction of equity, split equally over the A assets.
+  "continuous"  float [A] target weights per asset in [-L, L] (L = max_leverage; [0, L] when
+                long_only), then scaled so that sum |w| <= L. NaN counts as 0.
+
+Episodes: training mode starts at a uniformly random bar of the chosen split (`split` 0/1/2 =
+train/validation/test) and lasts `episode_bars` steps or until the split's last bar
+(truncated); evaluation mode (`eval_mode`) starts at the split's first bar (at least
+window_bars - 1, so the window is full; earlier bars may belong to the previous split, which
+is past data) and walks to its last bar. Bankruptcy terminates. `step` auto-resets: after a
+done the returned obs/state are the reset ones and reward/terminated/truncated/info describe
+the finished step. `split`, `eval_mode` and `episode_bars` are array fields of EnvParams, so
+one compiled program serves training and evaluation.
+
+info: equity, position (weights at the close, [A]), units [A], target_weights [A],
+traded_notional, costs (fees + spread + slippage + borrow/funding of the step), traded (bool),
+stopped (bool), paused (bool), regime (argmax of the regime probabilities at t+1),
+log_return, bar (t+1).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from envs import costs as costs_lib
+from envs import observation as obs_lib
+from envs import rewards as rewards_lib
+from envs import risk as risk_lib
+from envs.costs import TransactionConfig
+from envs.rewards import RewardConfig, RewardStats
+from envs.risk import RiskConfig
+from jaxtrade.market import MarketData
+
+ACTION_MODES = ("discrete", "continuous")
+
+
+@struct.dataclass
+class TradingConfig:
+    initial_equity: jax.Array | float = 1.0
+    max_leverage: jax.Array | float = 1.0
+    long_only: jax.Array | bool = False
+    fill_at_close: jax.Array | bool = False  # fill at the close of t+1 instead of its open
+
+
+@struct.dataclass
+class EnvParams:
+    market: MarketData
+    costs: TransactionConfig = TransactionConfig()
+    reward: RewardConfig = RewardConfig()
+    trading: TradingConfig = TradingConfig()
+    risk: RiskConfig = RiskConfig()
+    split: jax.Array | int = 0  # 0 train, 1 validation, 2 test
+    eval_mode: jax.Array | bool = False
+    episode_bars: jax.Array | int = 256
+
+
+@struct.dataclass
+class EnvState:
+    t: jax.Array  # bar whose close was last observed
+    end: jax.Array  # the episode is truncated when t reaches this bar
+    time: jax.Array  # steps taken in this episode
+    cash: jax.Array
+    units: jax.Array  # [A] signed quantities held
+    entry_price: jax.Array  # [A] fill price of the current position's opening trade
+    best_price: jax.Array  # [A] most favourable price since entry (trailing stop)
+    bars_in_position: jax.Array  # [A] int32
+    equity: jax.Array  # marked at the close of t
+    peak_equity: jax.Array
+    breaker_peak: jax.Array  # circuit-breaker reference peak (restarts at a trip)
+    pause_left: jax.Array  # int32 decisions still forced flat by the circuit breaker
+    stats: RewardStats
+
+
+@struct.dataclass
+class Shock:
+    """Per-step perturbations injected by envs.wrappers.AdversarialWrapper (zero = none)."""
+
+    open_gap: jax.Array  # relative jump of bar t+1's open (and fills/stops there)
+    slippage_bps: jax.Array  # extra slippage on every fill of the step
+
+    @staticmethod
+    def none() -> Shock:
+        z = jnp.zeros((), jnp.float32)
+        return Shock(open_gap=z, slippage_bps=z)
+
+
+def params_as_arrays(params: EnvParams) -> EnvParams:
+    """Every numeric knob as a typed device array (so changing a value never recompiles)."""
+
+    def convert(x: Any) -> jax.Array:
+        if isinstance(x, bool) or (hasattr(x, "dtype") and x.dtype == bool):
+            return jnp.asarray(x, dtype=jnp.bool_)
+        if isinstance(x, int) or (hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer)):
+            return jnp.asarray(x, dtype=jnp.int32)
+        return jnp.asarray(x, dtype=jnp.float32)
+
+    knobs = params.replace(market=None)
+    knobs = knobs.replace(risk=knobs.risk.replace(
+        regime_max_leverage=jnp.asarray(knobs.risk.regime_max_leverage, jnp.float32)))
+    knobs = jax.tree_util.tree_map(convert, knobs)
+    return knobs.replace(market=params.market)
+
+
+class TradingEnv(environment.Environment):
+    """Single- or multi-asset trading env; shape-changing settings are static attributes."""
+
+    def __init__(
+        self,
+        market: MarketData,
+        *,
+        window_bars: int = 32,
+        action_mode: str = "discrete",
+        discrete_levels: tuple[float, ...] = (-1.0, 0.0, 1.0),
+        obs_layout: str = "flat",
+        include_portfolio: bool = True,
+    ) -> None:
+        super().__init__()
+        self.window_bars = int(window_bars)
+        self.action_mode = action_mode
+        self.discrete_levels = tuple(float(x) for x in discrete_levels)
+        self.obs_layout = obs_layout
+        self.include_portfolio = bool(include_portfolio)
+        self.num_assets = market.num_assets
+        self.num_features = market.num_features
+        # Kept only to build default_params; step/reset read the market from params.
+        self._default_market = market
+
+    # ---- gymnax surface ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return "trading"
+
+    @property
+    def default_params(self) -> EnvParams:
+        return params_as_arrays(EnvParams(market=self._default_market))
+
+    @property
+    def num_actions(self) -> int:
+        if self.action_mode == "discrete":
+            return len(self.discrete_levels)
+        return self.num_assets
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        return obs_lib.observation_shape(
+            self.window_bars, self.num_assets, self.num_features, self.obs_layout,
+            self.include_portfolio,
+        )
+
+    def action_space(self, params: EnvParams | None = None) -> spaces.Space:
+        params = self.default_params if params is None else params
+        if self.action_mode == "discrete":
+            return spaces.Discrete(len(self.discrete_levels))
+        high = params.trading.max_leverage
+        low = jnp.where(params.trading.long_only, 0.0, -high)
+        return spaces.Box(low, high, (self.num_assets,), jnp.float32)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Space:
+        return spaces.Box(-jnp.inf, jnp.inf, self.observation_shape, jnp.float32)
+
+    def static_key(self) -> tuple:
+        """Everything that changes the compiled program (the market lives in params)."""
+        return (self.window_bars, self.action_mode, self.discrete_levels, self.obs_layout,
+                self.include_portfolio, self.num_assets, self.num_features)
+
+    # Equal static settings share compiled programs (jit's cache keys on the static env).
+    def __hash__(self) -> int:
+        return hash((type(self), self.static_key()))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.static_key() == self.static_key()
+
+    # ---- API -----------------------------------------------------------------------------
+
+    def reset(self, key: jax.Array, params: EnvParams | None = None):
+        params = self.default_params if params is None else params
+        return _jit_reset(self, key, params)
+
+    def step(self, key: jax.Array, state: EnvState, action: jax.Array,
+             params: EnvParams | None = None):
+        params = self.default_params if params is None else params
+        return _jit_step(self, key, state, action, params)
+
+    def step_with_shock(self, key, state, action, params, shock):
+        """`step` with adversarial perturbations; auto-resets after a done."""
+        next_state, reward, terminated, truncated, info = self.transition(
+            state, action, params, shock
+        )
+        done = terminated | truncated
+        reset_state = self.initial_state(key, params)
+        # Select the state first and build one observation: cheaper than gymnax's select
+        # over two observations, same result.
+        state = jax.tree_util.tree_map(
+            lambda r, s: jnp.where(done, r, s), reset_state, next_state
+        )
+        return self.get_obs(state, params), state, reward, terminated, truncated, info
+
+    def reset_env(self, key: jax.Array, params: EnvParams):
+        state = self.initial_state(key, params)
+        return self.get_obs(state, params), state
+
+    def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        """One step without auto-reset (gymnax's step_env; `is_truncated` gives truncation)."""
+        next_state, reward, terminated, _, info = self.transition(
+            state, action, params, Shock.none()
+        )
+        return self.get_obs(next_state, params), next_state, reward, terminated, info
+
+    def is_truncated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return state.t >= state.end
+
+    def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return risk_lib.is_bankrupt(state.equity, params.trading.initial_equity, params.risk)
+
+    # ---- episode bounds ------------------------------------------------------------------
+
+    def episode_bounds(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
+        """(start bar, last bar) of an episode in the chosen split."""
+        bounds = params.market.splits[params.split]
+        split_start, split_end = bounds[0], bounds[1]
+        last_bar = params.market.close.shape[0] - 1
+        first = jnp.maximum(split_start, self.window_bars - 1)
+        final = jnp.minimum(split_end - 1, last_bar)
+        latest_start = jnp.maximum(first, final - params.episode_bars)
+        random_start = jax.random.randint(key, (), first, latest_start + 1)
+        start = jnp.where(params.eval_mode, first, random_start)
+        end = jnp.where(params.eval_mode, final, jnp.minimum(start + params.episode_bars, final))
+        return start, jnp.maximum(end, start + 1)
+
+    def initial_state(self, key: jax.Array, params: EnvParams) -> EnvState:
+        start, end = self.episode_bounds(key, params)
+        zeros = jnp.zeros((self.num_assets,), jnp.float32)
+        equity = jnp.asarray(params.trading.initial_equity, jnp.float32)
+        return EnvState(
+            t=start.astype(jnp.int32),
+            end=end.astype(jnp.int32),
+            time=jnp.zeros((), jnp.int32),
+            cash=equity,
+            units=zeros,
+            entry_price=zeros,
+            best_price=zeros,
+            bars_in_position=jnp.zeros((self.num_assets,), jnp.int32),
+            equity=equity,
+            peak_equity=equity,
+            breaker_peak=equity,
+            pause_left=jnp.zeros((), jnp.int32),
+            stats=RewardStats.zeros(),
+        )
+
+    # ---- observation ---------------------------------------------------------------------
+
+    def get_obs(self, state: EnvState, params: EnvParams, key: jax.Array | None = None):
+        market = params.market
+        window = obs_lib.feature_window(market.features, state.t, self.window_bars)
+        portfolio = None
+        if self.include_portfolio:
+            portfolio = obs_lib.portfolio_vector(
+                state.units, state.entry_price, state.bars_in_position, state.cash,
+                state.equity, state.peak_equity, market.close[state.t],
+            )
+        return obs_lib.assemble(window, portfolio, self.obs_layout)
+
+    # ---- actions -------------------------------------------------------------------------
+
+    def action_to_weights(self, action: jax.Array, params: EnvParams) -> jax.Array:
+        """Raw target weights [A] before the risk manager (leverage cap applied later)."""
+        lev = params.trading.max_leverage
+        if self.action_mode == "discrete":
+            levels = jnp.asarray(self.discrete_levels, jnp.float32)
+            index = jnp.clip(jnp.asarray(action, jnp.int32).reshape(()), 0, len(levels) - 1)
+            weights = jnp.full((self.num_assets,), levels[index] / self.num_assets)
+        else:
+            weights = jnp.asarray(action, jnp.float32).reshape((self.num_assets,))
+            weights = jnp.clip(jnp.nan_to_num(weights, nan=0.0, posinf=lev, neginf=-lev),
+                               -lev, lev)
+        return jnp.where(params.trading.long_only, jnp.maximum(weights, 0.0), weights)
+
+    def weights_to_action(self, weights: jax.Array) -> jax.Array:
+        """The action that best expresses target weights [A] (baselines use this)."""
+        if self.action_mode == "continuous":
+            return jnp.asarray(weights, jnp.float32)
+        exposure = jnp.sum(weights)
+        levels = jnp.asarray(self.discrete_levels, jnp.float32)
+        return jnp.argmin(jnp.abs(levels - exposure)).astype(jnp.int32)
+
+    # ---- the transition ------------------------------------------------------------------
+
+    def transition(self, state: EnvState, action: jax.Array, params: EnvParams, shock: Shock):
+        """Pure step from the close of t to the close of t+1 (no reset)."""
+        m, tc, cfg_risk, trade = params.market, params.costs, params.risk, params.trading
+        t, t1 = state.t, state.t + 1
+        close_t, atr_t, vol_t = m.close[t], m.atr[t], m.volatility[t]
+        open1 = m.open[t1] * (1.0 + shock.open_gap)
+        high1 = jnp.maximum(m.high[t1], open1)
+        low1 = jnp.minimum(m.low[t1], open1)
+        close1 = m.close[t1]
+        tradable = m.valid[t1] > 0
+
+        # 1. Decision at the close of t -> target units (risk manager, band).
+        weights = self.action_to_weights(action, params)
+        weights = risk_lib.atr_size(weights, close_t, atr_t, cfg_risk)
+        limit = risk_lib.leverage_limit(trade.max_leverage, m.regime[t], cfg_risk)
+        weights = risk_lib.cap_gross(weights, limit)
+        paused = state.pause_left > 0
+        weights = jnp.where(paused, 0.0, weights)
+        target_units = weights * state.equity / close_t
+        delta = costs_lib.apply_no_trade_band(target_units - state.units, close_t,
+                                              state.equity, tc)
+        delta = jnp.where(tradable, delta, 0.0)
+        rate = costs_lib.fill_cost_rate(vol_t, tc, shock.slippage_bps)
+
+        # 2. Fill at the open of t+1 (unless filling at the close).
+        at_open = ~trade.fill_at_close
+        d_open = jnp.where(at_open, delta, 0.0)
+        fee_open = jnp.sum(jnp.abs(d_open) * open1 * rate)
+        cash = state.cash - jnp.sum(d_open * open1) - fee_open
+        units = state.units + d_open
+        entry, best, bars = _track_entry(state.units, units, state.entry_price,
+                                         state.best_price, state.bars_in_position, open1)
+
+        # 3. Stops during bar t+1 on what is held through the bar.
+        level = risk_lib.stop_levels(units, entry, best, atr_t, cfg_risk)
+        hit, stop_price = risk_lib.stop_hits(units, level, open1, high1, low1)
+        exit_units = jnp.where(hit, -units, 0.0)
+        fee_stop = jnp.sum(jnp.abs(exit_units) * stop_price * rate)
+        cash = cash - jnp.sum(exit_units * stop_price) - fee_stop
+        held = units
+        units = units + exit_units
+        entry, best, bars = _track_entry(held, units, entry, best, bars, stop_price)
+        best = jnp.where(units > 0, jnp.maximum(best, high1),
+                         jnp.where(units < 0, jnp.minimum(best, low1), best))
+
+        # 2'. Fill at the close of t+1 (stopped assets stay flat until the next decision).
+        d_close = jnp.where(trade.fill_at_close & ~hit, delta, 0.0)
+        fee_close = jnp.sum(jnp.abs(d_close) * close1 * rate)
+        cash = cash - jnp.sum(d_close * close1) - fee_close
+        before_close = units
+        units = units + d_close
+        entry, best, bars = _track_entry(before_close, units, entry, best, bars, close1)
+        bars = jnp.where(units != 0, bars + 1, 0)
+
+        # 4. Mark at the close of t+1, carry costs, reward, risk state.
+        carry = costs_lib.carry_cost(units, close1, cash, tc)
+        cash = cash - carry
+        equity = cash + jnp.sum(units * close1)
+        peak = jnp.maximum(state.peak_equity, equity)
+        equity_floor = 1e-6 * trade.initial_equity
+        r = rewards_lib.log_return(equity, state.equity, equity_floor)
+        traded_notional = (jnp.sum(jnp.abs(d_open) * open1)
+                           + jnp.sum(jnp.abs(exit_units) * stop_price)
+                           + jnp.sum(jnp.abs(d_close) * close1))
+        drawdown = 1.0 - equity / peak
+        prev_drawdown = 1.0 - state.equity / state.peak_equity
+        turnover = traded_notional / jnp.maximum(jnp.abs(state.equity), equity_floor)
+        reward = rewards_lib.combined_reward(r, state.stats, drawdown, prev_drawdown, turnover,
+                                             params.reward)
+        stats = rewards_lib.update_stats(r, state.stats, params.reward.dsr_eta)
+
+        pause_left = jnp.maximum(state.pause_left - 1, 0)
+        breaker_peak = jnp.maximum(state.breaker_peak, equity)
+        cb = cfg_risk.circuit_breaker_drawdown
+        trip = (cb > 0) & (1.0 - equity / breaker_peak >= cb) & ~paused
+        pause_left = jnp.where(trip, cfg_risk.pause_bars, pause_left).astype(jnp.int32)
+        breaker_peak = jnp.where(trip, equity, breaker_peak)
+
+        next_state = EnvState(
+            t=t1, end=state.end, time=state.time + 1, cash=cash, units=units,
+            entry_price=entry, best_price=best, bars_in_position=bars.astype(jnp.int32),
+            equity=equity, peak_equity=peak, breaker_peak=breaker_peak,
+            pause_left=pause_left, stats=stats,
+        )
+        terminated = risk_lib.is_bankrupt(equity, trade.initial_equity, cfg_risk)
+        truncated = (t1 >= state.end) & ~terminated
+        safe_equity = jnp.where(jnp.abs(equity) > equity_floor, equity, equity_floor)
+        info = {
+            "equity": equity,
+            "position": units * close1 / safe_equity,
+            "units": units,
+            "target_weights": weights,
+            "traded_notional": traded_notional,
+            "costs": fee_open + fee_stop + fee_close + carry,
+            "traded": traded_notional > 0,
+            "stopped": jnp.any(hit),
+            "paused": paused,
+            "regime": jnp.argmax(m.regime[t1]).astype(jnp.int32),
+            "log_return": r,
+            "bar": t1,
+        }
+        return next_state, reward, terminated, truncated, info
+
+
+def _track_entry(old_units, new_units, entry, best, bars, price):
+    """Entry/best price and holding time after a change of position at `price`."""
+    opened = (jnp.sign(new_units) != jnp.sign(old_units)) & (new_units != 0)
+    flat = new_units == 0
+    entry = jnp.where(opened, price, jnp.where(flat, 0.0, entry))
+    best = jnp.where(opened, price, jnp.where(flat, 0.0, best))
+    bars = jnp.where(opened | flat, 0, bars)
+    return entry, best, bars
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _jit_reset(env: TradingEnv, key: jax.Array, params: EnvParams):
+    return env.reset_env(key, params)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _jit_step(env: TradingEnv, key, state, action, params):
+    return env.step_with_shock(key, state, action, params, Shock.none())
