@@ -115,6 +115,13 @@ def test_binance_klines_without_header(tmp_path: Path, unit: str, scale: int) ->
     assert_frame_equal(load_ohlcv(path), ref)
 
 
+def test_compact_dates_are_not_epochs(tmp_path: Path) -> None:
+    ref = make_bars(30, step=timedelta(days=1), start=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    rows = [f"{r['timestamp']:%Y%m%d},{ohlcv_cells(r)}" for r in ref.iter_rows(named=True)]
+    path = write_lines(tmp_path / "d.csv", "date,open,high,low,close,volume", rows)
+    assert_frame_equal(load_ohlcv(path), ref)
+
+
 def test_day_first_timestamps(tmp_path: Path) -> None:
     ref = make_bars()
     # Day 13+ would be invalid month-first, so the bars must start on a day <= 12 to make the

@@ -90,6 +90,19 @@ def test_bad_cell_names_file_row_and_problem(
     assert str(path) in str(err) and f"row {row}" in str(err) and problem in str(err)
 
 
+def test_bad_cell_far_into_a_large_file(tmp_path: Path) -> None:
+    # Past the rows polars uses to infer column types: the slow, row-naming path must run.
+    lines = good_lines(40)
+    big = [list(lines[i % 40]) for i in range(12_500)]
+    start = datetime(2020, 1, 1)
+    for i, line in enumerate(big):
+        line[0] = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S")
+    big[12_344][4] = "1.2.3"
+    path = write(tmp_path / "big.csv", big)
+    with pytest.raises(DataError, match=r"big\.csv, row 12345: cannot read '1\.2\.3' in column"):
+        load_ohlcv(path)
+
+
 def test_duplicate_timestamp(tmp_path: Path) -> None:
     lines = good_lines()
     lines[9][0] = lines[8][0]  # data row 10 repeats row 9's timestamp

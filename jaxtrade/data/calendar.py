@@ -150,11 +150,13 @@ def find_gaps(frame: pl.DataFrame, row_column: str | None = None) -> list[Gap]:
     gaps: list[Gap] = []
     for name, bars in _symbol_groups(frame):
         missing = missing_per_step(bars["timestamp"])
-        ts = bars["timestamp"].to_list()
-        rows = bars[row_column].to_list() if row_column else None
-        for i in np.nonzero(missing > 0)[0]:
-            row = rows[i + 1] if rows is not None else None
-            gaps.append(Gap(name, ts[i], ts[i + 1], int(missing[i]), row))
+        at = np.nonzero(missing > 0)[0]
+        # Gather only the gap rows: converting whole columns to Python objects is slow.
+        after = bars["timestamp"].gather(at).to_list()
+        before = bars["timestamp"].gather(at + 1).to_list()
+        rows = bars[row_column].gather(at + 1).to_list() if row_column else [None] * at.size
+        for i, a, b, row in zip(at, after, before, rows):
+            gaps.append(Gap(name, a, b, int(missing[i]), row))
     return gaps
 
 

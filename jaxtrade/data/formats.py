@@ -79,7 +79,7 @@ def _looks_numeric(field: str) -> bool:
 
 
 def _read_csv(path: Path, layout: str | None, separator: str | None) -> tuple[pl.DataFrame, str]:
-    """All columns as strings (so a bad cell is reported, not silently inferred away)."""
+    """The file's columns, its layout; numbers as numbers where every cell is one."""
     try:
         with path.open("r", encoding="utf-8-sig") as fh:
             first = fh.readline().strip()
@@ -93,17 +93,16 @@ def _read_csv(path: Path, layout: str | None, separator: str | None) -> tuple[pl
     headerless = all(_looks_numeric(f) for f in fields if f)
     if layout is None:
         layout = "binance" if headerless else "generic"
+    read = dict(has_header=not headerless, separator=separator, encoding="utf8-lossy")
     try:
-        frame = pl.read_csv(
-            path,
-            has_header=not headerless,
-            separator=separator,
-            infer_schema=False,
-            encoding="utf8-lossy",
-            truncate_ragged_lines=False,
-        )
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(f"cannot parse CSV: {err}", path=str(path)) from err
+        # Fast path: polars infers column types. A cell that does not fit the inferred type
+        # fails the read; the file is then read again as text so the cell's row can be named.
+        frame = pl.read_csv(path, infer_schema_length=10_000, **read)
+    except pl.exceptions.PolarsError:
+        try:
+            frame = pl.read_csv(path, infer_schema=False, **read)
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise DataError(f"cannot parse CSV: {err}", path=str(path)) from err
     if headerless:
         if frame.width < len(_BINANCE_COLUMNS):
             raise DataError(
@@ -244,7 +243,9 @@ def parse_timestamps(
     raw = frame[col]
     if raw.dtype in (pl.Date,) or isinstance(raw.dtype, pl.Datetime):
         return _to_utc(raw).alias("timestamp")
-    if raw.dtype.is_numeric():
+    if raw.dtype.is_integer() and raw.drop_nulls().is_between(19_000_101, 21_001_231).all():
+        raw = raw.cast(pl.String)  # yyyymmdd dates read as integers, not epochs
+    elif raw.dtype.is_numeric():
         return _epoch_to_datetime(raw).alias("timestamp")
     text = raw.cast(pl.String).str.strip_chars()
     present = text.is_not_null() & (text != "")

@@ -191,6 +191,8 @@ def load_ohlcv(
     if name == "synthetic" and not path.exists():
         loaded = _synthetic(options)
     elif name in EMBEDDED and not path.exists():
+        if options or columns or format or timestamp_format:
+            raise ConfigError(f"embedded dataset {name!r} takes no file or generator options")
         loaded = load_embedded(name)
         if symbol is not None:
             loaded = loaded.with_columns(pl.lit(str(symbol)).alias("symbol"))

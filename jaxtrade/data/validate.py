@@ -111,24 +111,30 @@ def _check_order(frame: pl.DataFrame, rows: pl.Series, path: str | None) -> None
     has_symbol = "symbol" in frame.columns
     keyed = frame.select(
         pl.col("timestamp"),
-        pl.col("symbol") if has_symbol else pl.lit(None, dtype=pl.String).alias("symbol"),
+        pl.col("symbol") if has_symbol else pl.lit("", dtype=pl.String).alias("symbol"),
     ).with_columns(rows.alias(ROW))
-    dup = keyed.filter(pl.struct("timestamp", "symbol").is_duplicated())
+    same_symbol = pl.col("symbol") == pl.col("symbol").shift(1)
+    # Duplicates: sorted by (symbol, timestamp, row), a repeat follows its first occurrence.
+    dup = (
+        keyed.sort("symbol", "timestamp", ROW)
+        .with_columns(pl.col(ROW).shift(1).alias("first"))
+        .filter(same_symbol & (pl.col("timestamp") == pl.col("timestamp").shift(1)))
+    )
     if dup.height:
-        first = dup.group_by("timestamp", "symbol").agg(pl.col(ROW).sort()).with_columns(
-            pl.col(ROW).list.get(1).alias("second"), pl.col(ROW).list.get(0).alias("first")
-        ).sort("second").row(0, named=True)
-        who = f" for symbol {first['symbol']}" if has_symbol else ""
+        r = dup.sort(ROW).row(0, named=True)
+        who = f" for symbol {r['symbol']}" if has_symbol else ""
         raise DataError(
-            f"duplicate timestamp {first['timestamp']}{who} (also at row {first['first']})",
-            path=path, row=first["second"],
+            f"duplicate timestamp {r['timestamp']}{who} (also at row {r['first']})",
+            path=path, row=r[ROW],
         )
     # Time order is judged per symbol in the order the rows were given.
-    back = keyed.sort(ROW).with_columns(
-        pl.col("timestamp").shift(1).over("symbol").alias("previous")
-    ).filter(pl.col("timestamp") < pl.col("previous"))
+    back = (
+        keyed.sort("symbol", ROW)
+        .with_columns(pl.col("timestamp").shift(1).alias("previous"))
+        .filter(same_symbol & (pl.col("timestamp") < pl.col("previous")))
+    )
     if back.height:
-        r = back.row(0, named=True)
+        r = back.sort(ROW).row(0, named=True)
         raise DataError(
             f"timestamp {r['timestamp']} is earlier than the previous bar's {r['previous']} "
             "(rows must be in time order)",
