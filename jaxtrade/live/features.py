@@ -1,0 +1,560 @@
+"""Incremental features: each new bar updates every feature of the spec in O(1) or O(window).
+
+This mirrors `jaxtrade.features` (polars expressions over the whole history) bar by bar with
+numpy and floats, for the single-symbol per-bar features of the registry. State is either a
+recursion (EMA, Wilder averages, OBV, ADX) or a ring buffer of the last bars that windowed
+statistics read (mean, std, min/max, skew, mean absolute deviation: O(window) per bar, and the
+windows are small). Conventions match the training engine exactly:
+
+  * a value is NaN where the engine gives null: warm-up rows, and any non-finite result;
+  * windowed statistics are NaN while any input in the window is NaN (polars' rolling
+    functions with min_samples = window);
+  * recursions are seeded at the same row with the same seed (TA-Lib conventions), so the
+    row count since the first bar matters: parity with training is exact when the runner sees
+    the same history from its first bar; started later, the EMA-type features converge
+    geometrically (by (1 - alpha)^bars) to the training values.
+
+Not supported (refused with `BundleError` when the bundle loads): entries with a `timeframe`
+(coarser-bar features) and cross-asset features, which need other symbols' bars.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bars import Bar
+from .errors import BundleError
+
+NAN = float("nan")
+_LN2 = math.log(2.0)
+
+
+class Ring:
+    """The last `capacity` values of a series; `tail(k)` is a contiguous view, oldest first.
+
+    Values are written twice (at i and i + capacity) so any tail is one slice, never a copy.
+    """
+
+    __slots__ = ("capacity", "buf", "count")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(int(capacity), 1)
+        self.buf = np.full(2 * self.capacity, np.nan)
+        self.count = 0
+
+    def push(self, value: float) -> None:
+        i = self.count % self.capacity
+        self.buf[i] = value
+        self.buf[i + self.capacity] = value
+        self.count += 1
+
+    def tail(self, k: int) -> np.ndarray | None:
+        if self.count < k:
+            return None
+        end = (self.count - 1) % self.capacity + self.capacity + 1
+        return self.buf[end - k : end]
+
+    def lag(self, k: int) -> float:
+        """The value k bars ago (0 = the latest); NaN before the series has k+1 values."""
+        if self.count <= k:
+            return NAN
+        return float(self.buf[(self.count - 1 - k) % self.capacity])
+
+
+# Plain reductions: numpy's mean/std wrappers cost more than the arithmetic at these sizes.
+_sum = np.add.reduce
+
+
+def _mean(x: np.ndarray | None) -> float:
+    return NAN if x is None else float(_sum(x)) / len(x)
+
+
+def _std(x: np.ndarray | None, ddof: int) -> float:
+    if x is None or len(x) <= ddof:
+        return NAN
+    d = x - float(_sum(x)) / len(x)
+    return math.sqrt(float(np.dot(d, d)) / (len(x) - ddof))
+
+
+def _safe_div(num: float, den: float, fallback: float) -> float:
+    if math.isnan(den) or math.isnan(num):
+        return NAN
+    return fallback if den == 0.0 else num / den
+
+
+class SeededEwm:
+    """y = (1 - alpha) y + alpha x from `seed_row` on, seeded with a value computed there."""
+
+    __slots__ = ("alpha", "seed_row", "value")
+
+    def __init__(self, alpha: float, seed_row: int) -> None:
+        self.alpha = alpha
+        self.seed_row = seed_row
+        self.value = NAN
+
+    def update(self, row: int, x: float, seed: float) -> float:
+        if row < self.seed_row:
+            return NAN
+        if row == self.seed_row:
+            self.value = seed
+        elif not math.isnan(x):  # a missing input leaves the average where it was
+            self.value = (1.0 - self.alpha) * self.value + self.alpha * x
+        return self.value
+
+
+class Context:
+    """Series shared by all features of one symbol, updated once per bar before them."""
+
+    def __init__(self, capacity: int) -> None:
+        self.row = -1
+        self.bar: Bar | None = None
+        self.open = Ring(capacity)
+        self.high = Ring(capacity)
+        self.low = Ring(capacity)
+        self.close = Ring(capacity)
+        self.volume = Ring(capacity)
+        self.logret = Ring(capacity)  # one-bar log return, NaN on the first bar
+        self.true_range = NAN
+
+    def update(self, bar: Bar) -> None:
+        prev_close = self.close.lag(0)
+        self.row += 1
+        self.bar = bar
+        self.open.push(bar.open)
+        self.high.push(bar.high)
+        self.low.push(bar.low)
+        self.close.push(bar.close)
+        self.volume.push(bar.volume)
+        self.logret.push(_finite(math.log(bar.close / prev_close)) if self.row > 0 else NAN)
+        self.true_range = (
+            max(bar.high, prev_close) - min(bar.low, prev_close) if self.row > 0 else NAN
+        )
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else NAN
+
+
+# --- one class per registry feature: `lookback` (bars of ring needed), `update(ctx) -> list` ---
+
+
+class Returns:
+    def __init__(self, lags: list[int], log: bool) -> None:
+        self.lags, self.log, self.lookback = lags, log, max(lags) + 1
+
+    def update(self, ctx: Context) -> list[float]:
+        c = ctx.close.lag(0)
+        out = []
+        for k in self.lags:
+            ratio = c / ctx.close.lag(k)
+            out.append(math.log(ratio) if self.log and ratio > 0 else ratio - 1.0)
+        return out
+
+
+class SmaRatio:
+    def __init__(self, windows: list[int]) -> None:
+        self.windows, self.lookback = windows, max(windows)
+
+    def update(self, ctx: Context) -> list[float]:
+        c = ctx.close.lag(0)
+        return [c / _mean(ctx.close.tail(w)) - 1.0 for w in self.windows]
+
+
+class Ema:
+    """TA-Lib EMA of a series whose first defined row is `first_row`."""
+
+    def __init__(self, n: int, first_row: int = 0) -> None:
+        self.n = n
+        self.ewm = SeededEwm(2.0 / (n + 1.0), first_row + n - 1)
+        self.inputs = Ring(n)
+
+    def update(self, row: int, x: float) -> float:
+        self.inputs.push(x)
+        seed = _mean(self.inputs.tail(self.n)) if row == self.ewm.seed_row else NAN
+        return self.ewm.update(row, x, seed)
+
+
+class EmaRatio:
+    def __init__(self, windows: list[int]) -> None:
+        self.emas = [Ema(w) for w in windows]
+        self.lookback = 1
+
+    def update(self, ctx: Context) -> list[float]:
+        c = ctx.close.lag(0)
+        return [c / ema.update(ctx.row, c) - 1.0 for ema in self.emas]
+
+
+class WilderMean:
+    """Wilder average seeded with the mean of the first n inputs (which start at `first_row`)."""
+
+    def __init__(self, n: int, first_row: int) -> None:
+        self.n = n
+        self.ewm = SeededEwm(1.0 / n, first_row + n - 1)
+        self.inputs = Ring(n)
+
+    def update(self, row: int, x: float) -> float:
+        self.inputs.push(x)
+        seed = _mean(self.inputs.tail(self.n)) if row == self.ewm.seed_row else NAN
+        return self.ewm.update(row, x, seed)
+
+
+class Rsi:
+    def __init__(self, window: int) -> None:
+        self.gain, self.loss = WilderMean(window, 1), WilderMean(window, 1)
+        self.lookback = 2
+
+    def update(self, ctx: Context) -> list[float]:
+        diff = ctx.close.lag(0) - ctx.close.lag(1)
+        gain = self.gain.update(ctx.row, max(diff, 0.0) if ctx.row > 0 else NAN)
+        loss = self.loss.update(ctx.row, max(-diff, 0.0) if ctx.row > 0 else NAN)
+        return [100.0 * _safe_div(gain, gain + loss, 0.5)]
+
+
+class Macd:
+    def __init__(self, fast: int, slow: int, signal: int, relative: bool) -> None:
+        self.fast, self.slow = Ema(fast), Ema(slow)
+        self.signal = Ema(signal, first_row=max(fast, slow) - 1)
+        self.relative, self.lookback = relative, 1
+
+    def update(self, ctx: Context) -> list[float]:
+        c = ctx.close.lag(0)
+        line = self.fast.update(ctx.row, c) - self.slow.update(ctx.row, c)
+        signal = self.signal.update(ctx.row, line)
+        out = [line, signal, line - signal]
+        return [v / c for v in out] if self.relative else out
+
+
+class Bollinger:
+    def __init__(self, window: int, num_std: float) -> None:
+        self.window, self.num_std, self.lookback = window, num_std, window
+
+    def update(self, ctx: Context) -> list[float]:
+        x = ctx.close.tail(self.window)
+        mid, band = _mean(x), self.num_std * _std(x, 0)
+        upper, lower = mid + band, mid - band
+        c = ctx.close.lag(0)
+        return [_safe_div(c - lower, upper - lower, 0.5), _safe_div(upper - lower, mid, NAN)]
+
+
+class Atr:
+    def __init__(self, window: int) -> None:
+        self.mean, self.lookback = WilderMean(window, 1), 2
+
+    def update(self, ctx: Context) -> list[float]:
+        atr = self.mean.update(ctx.row, ctx.true_range)
+        return [atr, atr / ctx.close.lag(0)]
+
+
+class Adx:
+    """ADX, +DI, -DI with TA-Lib seeding (see `indicators.directional`)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.lookback = n, 2
+        self.sums = [SeededEwm(1.0 / n, n - 1) for _ in range(3)]
+        self.inputs = [Ring(max(n - 1, 1)) for _ in range(3)]
+        self.adx = SeededEwm(1.0 / n, 2 * n - 1)
+        self.dx = Ring(n)
+
+    def update(self, ctx: Context) -> list[float]:
+        n, row = self.n, ctx.row
+        if row > 0:
+            up = ctx.high.lag(0) - ctx.high.lag(1)
+            down = ctx.low.lag(1) - ctx.low.lag(0)
+            pdm = up if (up > down and up > 0) else 0.0
+            mdm = down if (down > up and down > 0) else 0.0
+            raw = (ctx.true_range, pdm, mdm)
+        else:
+            raw = (NAN, NAN, NAN)
+        smoothed = []
+        for ewm, ring, x in zip(self.sums, self.inputs, raw):
+            ring.push(x)
+            seed = NAN
+            if row == n - 1:
+                window = ring.tail(n - 1)
+                seed = NAN if window is None else float(window.sum()) / n
+            smoothed.append(ewm.update(row, x, seed))
+        s_tr, s_plus, s_minus = smoothed
+        if row >= n:
+            plus_di = 100.0 * _safe_div(s_plus, s_tr, 0.0)
+            minus_di = 100.0 * _safe_div(s_minus, s_tr, 0.0)
+            dx = 100.0 * _safe_div(abs(plus_di - minus_di), plus_di + minus_di, 0.0)
+        else:
+            plus_di = minus_di = dx = NAN
+        self.dx.push(dx)
+        seed = _mean(self.dx.tail(n)) if row == 2 * n - 1 else NAN
+        return [self.adx.update(row, dx, seed), plus_di, minus_di]
+
+
+class Stochastic:
+    def __init__(self, window: int, smooth: int) -> None:
+        self.window, self.smooth, self.lookback = window, smooth, window
+        self.k = Ring(smooth)
+
+    def update(self, ctx: Context) -> list[float]:
+        lows, highs = ctx.low.tail(self.window), ctx.high.tail(self.window)
+        if lows is None:
+            k = NAN
+        else:
+            lowest, highest = float(lows.min()), float(highs.max())
+            k = 100.0 * _safe_div(ctx.close.lag(0) - lowest, highest - lowest, 0.5)
+        self.k.push(k)
+        return [k, _mean(self.k.tail(self.smooth))]
+
+
+class WilliamsR:
+    def __init__(self, window: int) -> None:
+        self.window, self.lookback = window, window
+
+    def update(self, ctx: Context) -> list[float]:
+        lows, highs = ctx.low.tail(self.window), ctx.high.tail(self.window)
+        if lows is None:
+            return [NAN]
+        lowest, highest = float(lows.min()), float(highs.max())
+        return [-100.0 * _safe_div(highest - ctx.close.lag(0), highest - lowest, 0.5)]
+
+
+class Cci:
+    def __init__(self, window: int) -> None:
+        self.window, self.lookback = window, 1
+        self.tp = Ring(window)
+
+    def update(self, ctx: Context) -> list[float]:
+        b = ctx.bar
+        tp = (b.high + b.low + b.close) / 3.0
+        self.tp.push(tp)
+        x = self.tp.tail(self.window)
+        if x is None:
+            return [NAN]
+        mean = _mean(x)
+        mad = float(_sum(np.abs(x - mean))) / self.window
+        return [_safe_div(tp - mean, 0.015 * mad, 0.0)]
+
+
+class Obv:
+    def __init__(self, window: int) -> None:
+        self.window, self.lookback = window, window
+        self.obv = Ring(window + 1)
+        self.total = 0.0
+
+    def update(self, ctx: Context) -> list[float]:
+        diff = ctx.close.lag(0) - ctx.close.lag(1)
+        direction = 1.0 if ctx.row == 0 else float(np.sign(diff))
+        self.total += direction * ctx.volume.lag(0)
+        self.obv.push(self.total)
+        volume = ctx.volume.tail(self.window)
+        past = self.obv.lag(self.window)
+        slope = NAN if volume is None else _safe_div(self.total - past, float(volume.sum()), 0.0)
+        return [self.total, slope]
+
+
+class VolumeRoc:
+    def __init__(self, lags: list[int]) -> None:
+        self.lags, self.lookback = lags, max(lags) + 1
+
+    def update(self, ctx: Context) -> list[float]:
+        v = ctx.volume.lag(0)
+        return [_safe_div(v, ctx.volume.lag(k), NAN) - 1.0 for k in self.lags]
+
+
+class RealizedVol:
+    def __init__(self, windows: list[int]) -> None:
+        self.windows, self.lookback = windows, max(windows)
+
+    def update(self, ctx: Context) -> list[float]:
+        return [_std(ctx.logret.tail(w), 1) for w in self.windows]
+
+
+class RangeVol:
+    """Parkinson (high/low) or Garman-Klass (OHLC) volatility over a window."""
+
+    def __init__(self, window: int, garman_klass: bool) -> None:
+        self.window, self.garman_klass, self.lookback = window, garman_klass, 1
+        self.per_bar = Ring(window)
+
+    def update(self, ctx: Context) -> list[float]:
+        b = ctx.bar
+        hl = math.log(b.high / b.low)
+        if self.garman_klass:
+            co = math.log(b.close / b.open)
+            self.per_bar.push(0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co)
+            return [
+                math.sqrt(max(_mean(self.per_bar.tail(self.window)), 0.0))
+                if self.per_bar.count >= self.window
+                else NAN
+            ]
+        self.per_bar.push(hl * hl)
+        return [math.sqrt(_mean(self.per_bar.tail(self.window)) / (4.0 * _LN2))]
+
+
+class ZScore:
+    def __init__(self, column: str, windows: list[int]) -> None:
+        self.column, self.windows, self.lookback = column, windows, 1
+        self.values = Ring(max(windows))
+
+    def _source(self, ctx: Context) -> float:
+        if self.column == "close":
+            return ctx.close.lag(0)
+        if self.column == "volume":
+            return ctx.volume.lag(0)
+        if self.column == "log_volume":
+            return _finite(math.log(ctx.volume.lag(0) + 1.0))
+        return ctx.logret.lag(0)
+
+    def update(self, ctx: Context) -> list[float]:
+        x = self._source(ctx)
+        self.values.push(x)
+        out = []
+        for w in self.windows:
+            window = self.values.tail(w)
+            out.append(_safe_div(x - _mean(window), _std(window, 1), 0.0))
+        return out
+
+
+class Skew:
+    def __init__(self, windows: list[int]) -> None:
+        self.windows, self.lookback = windows, max(windows)
+
+    def update(self, ctx: Context) -> list[float]:
+        out = []
+        for w in self.windows:
+            x = ctx.logret.tail(w)
+            if x is None:
+                out.append(NAN)
+                continue
+            d = x - _mean(x)
+            d2 = d * d
+            m2, m3 = float(_sum(d2)) / w, float(np.dot(d2, d)) / w
+            out.append(_safe_div(m3, m2**1.5, NAN))
+        return out
+
+
+class Candle:
+    lookback = 1
+
+    def update(self, ctx: Context) -> list[float]:
+        b = ctx.bar
+        rng = b.high - b.low
+        return [
+            _safe_div(b.close - b.open, rng, 0.0),
+            _safe_div(b.high - max(b.open, b.close), rng, 0.0),
+            _safe_div(min(b.open, b.close) - b.low, rng, 0.0),
+            rng / b.close,
+        ]
+
+
+class HighLowDistance:
+    def __init__(self, windows: list[int]) -> None:
+        self.windows, self.lookback = windows, max(windows)
+
+    def update(self, ctx: Context) -> list[float]:
+        c, out = ctx.close.lag(0), []
+        for w in self.windows:
+            highs, lows = ctx.high.tail(w), ctx.low.tail(w)
+            if highs is None:
+                out += [NAN, NAN]
+            else:
+                out += [c / float(highs.max()) - 1.0, c / float(lows.min()) - 1.0]
+        return out
+
+
+class Calendar:
+    lookback = 1
+
+    def update(self, ctx: Context) -> list[float]:
+        seconds = ctx.bar.timestamp_us // 1_000_000
+        day_seconds = seconds % 86_400
+        hour = (day_seconds // 3600) + ((day_seconds % 3600) // 60) / 60.0
+        dow = ((seconds // 86_400) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        h = 2.0 * math.pi * hour / 24.0
+        d = 2.0 * math.pi * dow / 7.0
+        return [math.sin(h), math.cos(h), math.sin(d), math.cos(d)]
+
+
+def _build(name: str, p: dict):
+    builders = {
+        "returns": lambda: Returns(p["lags"], log=False),
+        "log_returns": lambda: Returns(p["lags"], log=True),
+        "sma_ratio": lambda: SmaRatio(p["windows"]),
+        "ema_ratio": lambda: EmaRatio(p["windows"]),
+        "rsi": lambda: Rsi(p["window"]),
+        "macd": lambda: Macd(p["fast"], p["slow"], p["signal"], p["relative"]),
+        "bollinger": lambda: Bollinger(p["window"], p["num_std"]),
+        "atr": lambda: Atr(p["window"]),
+        "adx": lambda: Adx(p["window"]),
+        "stochastic": lambda: Stochastic(p["window"], p["smooth"]),
+        "williams_r": lambda: WilliamsR(p["window"]),
+        "cci": lambda: Cci(p["window"]),
+        "obv": lambda: Obv(p["window"]),
+        "volume_roc": lambda: VolumeRoc(p["lags"]),
+        "realized_vol": lambda: RealizedVol(p["windows"]),
+        "parkinson_vol": lambda: RangeVol(p["window"], garman_klass=False),
+        "garman_klass_vol": lambda: RangeVol(p["window"], garman_klass=True),
+        "zscore": lambda: ZScore(p["column"], p["windows"]),
+        "skew": lambda: Skew(p["windows"]),
+        "candle": lambda: Candle(),
+        "high_low_distance": lambda: HighLowDistance(p["windows"]),
+        "calendar": lambda: Calendar(),
+    }
+    if name not in builders:
+        raise BundleError(f"feature {name!r} has no incremental implementation in the runner")
+    try:
+        return builders[name]()
+    except KeyError as err:
+        raise BundleError(f"feature {name!r}: parameter {err} missing from the manifest") from None
+
+
+SUPPORTED = (
+    "returns log_returns sma_ratio ema_ratio rsi macd bollinger atr adx stochastic williams_r "
+    "cci obv volume_roc realized_vol parkinson_vol garman_klass_vol zscore skew candle "
+    "high_low_distance calendar"
+).split()
+# Produce no column for a single symbol (the training engine skips them the same way).
+CROSS_ASSET = ("cross_corr", "turbulence")
+
+
+class FeatureEngine:
+    """All features of a spec (`FeatureSpec.to_dict()` entries), updated bar by bar."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        self.features = []
+        for raw in entries:
+            entry = dict(raw)
+            name = entry.pop("name")
+            if entry.pop("timeframe", None):
+                raise BundleError(
+                    f"feature {name!r} with a timeframe (coarser bars) is not supported by the "
+                    "runner; export a spec without timeframe entries"
+                )
+            if name in CROSS_ASSET:
+                continue
+            self.features.append(_build(name, entry))
+        capacity = max([f.lookback for f in self.features] + [2]) + 1
+        self.context = Context(capacity)
+
+    def update(self, bar: Bar) -> np.ndarray:
+        """Raw (unnormalized) feature values at this bar, NaN where training has null."""
+        self.context.update(bar)
+        values = [v for f in self.features for v in f.update(self.context)]
+        out = np.asarray(values, dtype=np.float64)
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+
+class Normalizer:
+    """`Normalizer.to_dict()` of training applied per bar: clip((x - center) / scale), NaN -> 0."""
+
+    def __init__(self, stats: dict) -> None:
+        self.center = np.asarray(stats["center"], dtype=np.float64)
+        self.scale = np.asarray(stats["scale"], dtype=np.float64)
+        self.clip = stats.get("clip")
+        self.names = list(stats.get("feature_names", []))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            y = (x - self.center) / self.scale
+            if self.clip is not None:
+                y = np.clip(y, -self.clip, self.clip)
+        y[~np.isfinite(y)] = 0.0
+        return y

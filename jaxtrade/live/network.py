@@ -1,0 +1,202 @@
+"""Numpy forward pass of the exported actor (the policy half of `agents.common.networks`).
+
+The bundle stores the actor's parameters flattened with "/" (e.g.
+`actor_torso/MLP_0/Dense_0/kernel`) and the network description (`NetworkConfig` as a dict,
+the observation rank, the action spec). This module recomputes exactly what the flax modules
+compute, in float32, one observation at a time:
+
+  mlp        Dense+activation layers over the flat observation
+  cnn        VALID 1-D convolutions over the bar axis, flatten, concat state, MLP
+  attention  Dense embedding + learned positions, pre-norm encoder blocks, final LayerNorm,
+             mean over bars, concat state, MLP
+  gru/lstm   MLP embedding, then one step of the recurrent cell; the carry is kept between bars
+
+The critic is not exported: a live decision needs only the policy. Any torso or activation
+not listed is refused with `BundleError` when the bundle is loaded, never at the first bar.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import BundleError
+
+F32 = np.float32
+_SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # flax's nn.gelu is the tanh approximation by default.
+    return F32(0.5) * x * (F32(1.0) + np.tanh(_SQRT_2_OVER_PI * (x + F32(0.044715) * x**3)))
+
+
+def _elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, F32(0.0)))).astype(F32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (F32(1.0) / (F32(1.0) + np.exp(-x))).astype(F32)
+
+
+ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, F32(0.0)),
+    "gelu": _gelu,
+    "silu": lambda x: x * _sigmoid(x),
+    "elu": _elu,
+}
+TORSOS = ("mlp", "cnn", "attention", "gru", "lstm")
+
+
+def _layer_norm(x: np.ndarray, p: dict, eps: float = 1e-6) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = np.maximum((x * x).mean(axis=-1, keepdims=True) - mean * mean, F32(0.0))
+    return (x - mean) / np.sqrt(var + F32(eps)) * p["scale"] + p["bias"]
+
+
+def _dense(x: np.ndarray, p: dict) -> np.ndarray:
+    y = x @ p["kernel"]
+    return y + p["bias"] if "bias" in p else y
+
+
+class ActorNetwork:
+    """Policy forward pass; `carry` is the recurrent state (None for feed-forward torsos)."""
+
+    def __init__(self, description: dict, params: dict[str, np.ndarray]) -> None:
+        config = description.get("config", {})
+        self.torso = config.get("torso", "mlp")
+        if self.torso not in TORSOS:
+            raise BundleError(f"network torso {self.torso!r} is not supported by the runner")
+        activation = config.get("activation", "tanh")
+        if activation not in ACTIVATIONS:
+            raise BundleError(f"activation {activation!r} is not supported by the runner")
+        self.act = ACTIVATIONS[activation]
+        self.config = config
+        self.obs_shape = tuple(int(d) for d in description.get("obs_shape", ()))
+        self.obs_ndim = len(self.obs_shape)
+        if self.obs_ndim not in (1, 2):
+            raise BundleError(f"observation shape {self.obs_shape} is not [N] or [W, N]")
+        self.hidden_layers = len(config.get("hidden_sizes", (64, 64)))
+        self.window_shape = config.get("window_shape")
+        self.num_state = int(config.get("num_state_features", 0))
+        self.heads = int(config.get("attention_heads", 2))
+        self.attention_layers = int(config.get("attention_layers", 1))
+        self.recurrent_size = int(config.get("recurrent_size", 64))
+        self.params = _nest({k: np.asarray(v, F32) for k, v in params.items()})
+        prefix = "torso" if config.get("shared_torso") else "actor_torso"
+        if prefix not in self.params or "policy_head" not in self.params:
+            raise BundleError(f"bundle weights lack '{prefix}' or 'policy_head'")
+        self.torso_params = self.params[prefix]
+        self.action = description.get("action", {})
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        try:
+            probe = np.zeros(self.obs_shape, F32)
+            self.forward(probe, self.initial_carry())
+        except (KeyError, ValueError, IndexError) as err:
+            raise BundleError(
+                f"bundle weights do not fit the {self.torso} network: {err}"
+            ) from None
+
+    def initial_carry(self):
+        zeros = np.zeros(self.recurrent_size, F32)
+        if self.torso == "lstm":
+            return (zeros, zeros.copy())
+        return zeros if self.torso == "gru" else None
+
+    # --- torsos -------------------------------------------------------------------------------
+    def _mlp(self, x: np.ndarray, p: dict) -> np.ndarray:
+        for i in range(self.hidden_layers):
+            x = self.act(_dense(x, p[f"Dense_{i}"]))
+        return x
+
+    def _split_window(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.obs_ndim == 2:
+            return obs, np.zeros(0, F32)
+        bars, feats = self.window_shape
+        return obs[: bars * feats].reshape(bars, feats), obs[bars * feats :]
+
+    def _cnn(self, obs: np.ndarray, p: dict) -> np.ndarray:
+        x, state = self._split_window(obs)
+        for i in range(len(self.config.get("cnn_channels", (16, 16)))):
+            conv = p[f"Conv_{i}"]
+            kernel = conv["kernel"]  # [k, in, out]
+            k = kernel.shape[0]
+            out_len = x.shape[0] - k + 1
+            # VALID convolution as k shifted matrix products (cheap at window sizes of ~32).
+            y = sum(x[j : j + out_len] @ kernel[j] for j in range(k))
+            x = self.act(y + conv["bias"])
+        return self._mlp(np.concatenate([x.reshape(-1), state]), p["MLP_0"])
+
+    def _attention(self, obs: np.ndarray, p: dict) -> np.ndarray:
+        window, state = self._split_window(obs)
+        x = _dense(window, p["Dense_0"]) + p["positions"]
+        for layer in range(self.attention_layers):
+            y = _layer_norm(x, p[f"LayerNorm_{2 * layer}"])
+            x = x + self._self_attention(y, p[f"MultiHeadDotProductAttention_{layer}"])
+            y = _layer_norm(x, p[f"LayerNorm_{2 * layer + 1}"])
+            hidden = _gelu(_dense(y, p[f"Dense_{2 * layer + 2}"]))
+            x = x + _dense(hidden, p[f"Dense_{2 * layer + 1}"])
+        pooled = _layer_norm(x, p[f"LayerNorm_{2 * self.attention_layers}"]).mean(axis=0)
+        return self._mlp(np.concatenate([pooled, state]), p["MLP_0"])
+
+    @staticmethod
+    def _self_attention(x: np.ndarray, p: dict) -> np.ndarray:
+        q = np.einsum("wd,dhk->whk", x, p["query"]["kernel"]) + p["query"]["bias"]
+        k = np.einsum("wd,dhk->whk", x, p["key"]["kernel"]) + p["key"]["bias"]
+        v = np.einsum("wd,dhk->whk", x, p["value"]["kernel"]) + p["value"]["bias"]
+        q = q / np.sqrt(F32(q.shape[-1]))
+        logits = np.einsum("qhk,shk->hqs", q, k)
+        logits = logits - logits.max(axis=-1, keepdims=True)
+        weights = np.exp(logits)
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+        mixed = np.einsum("hqs,shk->qhk", weights, v)
+        return np.einsum("qhk,hko->qo", mixed, p["out"]["kernel"]) + p["out"]["bias"]
+
+    def _gru(self, x: np.ndarray, h: np.ndarray, p: dict) -> np.ndarray:
+        r = _sigmoid(_dense(x, p["ir"]) + _dense(h, p["hr"]))
+        z = _sigmoid(_dense(x, p["iz"]) + _dense(h, p["hz"]))
+        n = np.tanh(_dense(x, p["in"]) + r * _dense(h, p["hn"]))
+        return (F32(1.0) - z) * n + z * h
+
+    def _lstm(self, x: np.ndarray, carry: tuple, p: dict) -> tuple:
+        c, h = carry
+        i = _sigmoid(_dense(x, p["ii"]) + _dense(h, p["hi"]))
+        f = _sigmoid(_dense(x, p["if"]) + _dense(h, p["hf"]))
+        g = np.tanh(_dense(x, p["ig"]) + _dense(h, p["hg"]))
+        o = _sigmoid(_dense(x, p["io"]) + _dense(h, p["ho"]))
+        c = f * c + i * g
+        return (c, o * np.tanh(c))
+
+    # --- policy -------------------------------------------------------------------------------
+    def forward(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, object]:
+        """Policy head output (logits, or the Gaussian mean) and the next carry."""
+        obs = np.asarray(obs, F32)
+        p = self.torso_params
+        if self.torso == "cnn":
+            x = self._cnn(obs, p["CNNTorso_0"])
+        elif self.torso == "attention":
+            x = self._attention(obs, p["AttentionTorso_0"])
+        else:
+            x = self._mlp(obs.reshape(-1), p["MLP_0"])
+        if self.torso == "gru":
+            carry = self._gru(x, carry, p["GRUCell_0"])
+            x = carry
+        elif self.torso == "lstm":
+            carry = self._lstm(x, carry, p["OptimizedLSTMCell_0"])
+            x = carry[1]
+        return _dense(x, self.params["policy_head"]), carry
+
+
+def _nest(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        node = tree
+        parts = name.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
