@@ -122,6 +122,28 @@ def test_compact_dates_are_not_epochs(tmp_path: Path) -> None:
     assert_frame_equal(load_ohlcv(path), ref)
 
 
+def test_local_timestamps_with_timezone_option(tmp_path: Path) -> None:
+    # New York is UTC-5 in January and UTC-4 from 2021-03-14 (daylight saving).
+    rows = [
+        "2021-01-04 09:30:00,10.0,11.0,9.0,10.5,100",
+        "2021-03-15 09:30:00,10.0,11.0,9.0,10.5,100",
+    ]
+    path = write_lines(tmp_path / "ny.csv", "time,open,high,low,close,volume", rows)
+    stamps = load_ohlcv(path, timezone="America/New_York")["timestamp"].to_list()
+    assert [t.isoformat() for t in stamps] == [
+        "2021-01-04T14:30:00+00:00",
+        "2021-03-15T13:30:00+00:00",
+    ]
+    # 02:30 on 2021-03-14 does not exist in New York: the row is named.
+    bad = write_lines(
+        tmp_path / "gap.csv",
+        "time,open,high,low,close,volume",
+        [rows[0], "2021-03-14 02:30:00,10.0,11.0,9.0,10.5,100"],
+    )
+    with pytest.raises(DataError, match=r"gap\.csv, row 2: cannot parse timestamp"):
+        load_ohlcv(bad, timezone="America/New_York")
+
+
 def test_day_first_timestamps(tmp_path: Path) -> None:
     ref = make_bars()
     # Day 13+ would be invalid month-first, so the bars must start on a day <= 12 to make the

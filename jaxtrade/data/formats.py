@@ -12,7 +12,8 @@ Recognised layouts (detected from the header, or forced with `format=`):
            since the exchange moved from milliseconds to microseconds.
 
 Timestamps: numbers are epochs (unit from their magnitude); strings are tried against ISO
-8601 (a zone or offset is converted to UTC, no zone means UTC), day-first `01.01.2017
+8601 (a zone or offset is converted to UTC; no zone means UTC, or the zone named by
+`timezone=`, e.g. "America/New_York" for exchange-local times), day-first `01.01.2017
 22:00:00.000`, `%m/%d/%Y` (US, as Yahoo writes it) and `%d/%m/%Y`, and `%Y%m%d`. The first
 format that parses every row and keeps them in time order wins; `timestamp_format` overrides.
 
@@ -200,29 +201,34 @@ def _epoch_to_datetime(values: pl.Series) -> pl.Series:
     return micros.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-def _to_utc(values: pl.Series) -> pl.Series:
-    dtype = values.dtype
-    if dtype == pl.Date:
+def _to_utc(values: pl.Series, timezone: str) -> pl.Series:
+    """Datetimes with a zone are converted to UTC; naive ones are local times in `timezone`.
+
+    A local time that does not exist or is ambiguous (daylight-saving changes) becomes null,
+    which the caller reports with its row.
+    """
+    if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("us"))
-        dtype = values.dtype
-    if isinstance(dtype, pl.Datetime):
-        values = values.dt.cast_time_unit("us")
-        if dtype.time_zone is None:
+    values = values.dt.cast_time_unit("us")
+    if values.dtype.time_zone is None:  # type: ignore[attr-defined]
+        if timezone == "UTC":
             return values.dt.replace_time_zone("UTC")
-        return values.dt.convert_time_zone("UTC")
-    raise TypeError(dtype)
+        values = values.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
+    return values.dt.convert_time_zone("UTC")
 
 
-def _parse_strings(text: pl.Series, fmt: str | None) -> pl.Series:
+def _parse_strings(text: pl.Series, fmt: str | None, timezone: str) -> pl.Series:
     if fmt is None:  # polars' ISO 8601 inference, which also understands zones and offsets
         try:
-            return text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+            parsed = text.str.to_datetime(time_unit="us", strict=False)
         except pl.exceptions.PolarsError:
-            return pl.Series(text.name, [None] * len(text), dtype=pl.Datetime("us", "UTC"))
-    parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
-    if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone is not None:
-        return parsed.dt.convert_time_zone("UTC")
-    return parsed.dt.replace_time_zone("UTC")
+            try:  # mixed offsets ("Z" and "+02:00") parse only when converted on the way
+                parsed = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+            except pl.exceptions.PolarsError:
+                return pl.Series(text.name, [None] * len(text), dtype=pl.Datetime("us", "UTC"))
+    else:
+        parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
+    return _to_utc(parsed, timezone)
 
 
 def _candidate_formats(first: str) -> tuple[str | None, ...]:
@@ -238,11 +244,17 @@ def _candidate_formats(first: str) -> tuple[str | None, ...]:
 
 
 def parse_timestamps(
-    frame: pl.DataFrame, col: str, timestamp_format: str | None, path: Path
+    frame: pl.DataFrame, col: str, timestamp_format: str | None, path: Path,
+    timezone: str = "UTC",
 ) -> pl.Series:
     raw = frame[col]
     if raw.dtype in (pl.Date,) or isinstance(raw.dtype, pl.Datetime):
-        return _to_utc(raw).alias("timestamp")
+        parsed = _to_utc(raw, timezone)
+        bad = parsed.is_null() & raw.is_not_null()
+        if bad.any():
+            raise DataError(f"local time {raw.filter(bad)[0]} does not exist or is ambiguous "
+                            f"in {timezone}", path=str(path), row=_first_bad_row(frame, bad))
+        return parsed.alias("timestamp")
     if raw.dtype.is_integer() and raw.drop_nulls().is_between(19_000_101, 21_001_231).all():
         raw = raw.cast(pl.String)  # yyyymmdd dates read as integers, not epochs
     elif raw.dtype.is_numeric():
@@ -252,7 +264,7 @@ def parse_timestamps(
     if not present.any():
         raise DataError(f"timestamp column {col!r} is empty", path=str(path))
     if timestamp_format is not None:
-        best = _parse_strings(text, timestamp_format)
+        best = _parse_strings(text, timestamp_format, timezone)
     elif text.filter(present).str.contains(r"^-?\d+(\.\d+)?$").all() and not (
         text.filter(present).str.len_chars() == 8
     ).all():
@@ -262,7 +274,7 @@ def parse_timestamps(
         best = None
         first = text.filter(present)[0]
         for fmt in _candidate_formats(first):
-            parsed = _parse_strings(text, fmt)
+            parsed = _parse_strings(text, fmt, timezone)
             if best is None or parsed.null_count() < best.null_count():
                 best = parsed
             if parsed.null_count() == 0 and parsed.is_sorted():
@@ -274,6 +286,8 @@ def parse_timestamps(
         row = _first_bad_row(frame, bad)
         cell = text.filter(bad)[0]
         hint = f" with format {timestamp_format!r}" if timestamp_format else ""
+        if timezone != "UTC":
+            hint += f" (or a local time that does not exist or is ambiguous in {timezone})"
         raise DataError(f"cannot parse timestamp {cell!r}{hint} in column {col!r}",
                         path=str(path), row=row)
     return best.alias("timestamp")
@@ -287,6 +301,7 @@ def read_bars(
     timestamp_format: str | None = None,
     adjust: bool = False,
     separator: str | None = None,
+    timezone: str = "UTC",
 ) -> pl.DataFrame:
     """One file -> `_row, timestamp, open, high, low, close, volume[, symbol]` in file order."""
     if format is not None and format not in LAYOUTS + FILE_TYPES:
@@ -306,7 +321,8 @@ def read_bars(
     frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     mapping = _resolve_columns(frame, layout, columns, path)
     out = {ROW: frame[ROW]}
-    out["timestamp"] = parse_timestamps(frame, mapping["timestamp"], timestamp_format, path)
+    out["timestamp"] = parse_timestamps(frame, mapping["timestamp"], timestamp_format, path,
+                                        timezone)
     for canon in CANONICAL[1:]:
         out[canon] = _numbers(frame, mapping[canon], canon, path).alias(canon)
     if "symbol" in mapping:

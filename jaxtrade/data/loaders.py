@@ -175,8 +175,9 @@ def load_ohlcv(
         volume 0).
     min_bars: fewest bars per symbol accepted (DataError below).
     align: "inner" or "outer" (with fill_gaps="ffill") for multi-symbol sources.
-    options: `adjust=True` (Yahoo adjusted prices) and `separator=` for files; the generator's
-        parameters for "synthetic".
+    options: for files `adjust=True` (Yahoo adjusted prices), `separator=` and `timezone=`
+        (zone of timestamps written without one, default "UTC"); for "synthetic" the
+        generator's parameters.
     """
     if fill_gaps not in FILL_OPTIONS:
         raise ConfigError(f"fill_gaps must be one of {FILL_OPTIONS}, got {fill_gaps!r}")
@@ -221,10 +222,10 @@ def load_ohlcv(
 
 def _read_options(format: str | None, columns: Mapping[str, str] | None,
                   timestamp_format: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - {"adjust", "separator"}
+    unknown = set(options) - {"adjust", "separator", "timezone"}
     if unknown:
         raise ConfigError(f"unknown load option(s) {sorted(unknown)} for a file or folder; "
-                          "known: adjust, separator")
+                          "known: adjust, separator, timezone")
     return {"format": format, "columns": columns, "timestamp_format": timestamp_format,
             **options}
 
