@@ -47,7 +47,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "v", "tickvolume", "basevolume"),
     "symbol": ("symbol", "ticker", "asset", "pair", "instrument"),
 }
-_BINANCE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 _DAY_FIRST_DOTS = ("%d.%m.%Y %H:%M:%S%.f", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y")
 _SLASHES = (
@@ -105,10 +104,10 @@ def _read_csv(path: Path, layout: str | None, separator: str | None) -> tuple[pl
         except (pl.exceptions.PolarsError, OSError) as err:
             raise DataError(f"cannot parse CSV: {err}", path=str(path)) from err
     if headerless:
-        if frame.width < len(_BINANCE_COLUMNS):
+        if frame.width < len(CANONICAL):
             raise DataError(
                 f"file has no header and {frame.width} columns; a kline file needs at least "
-                f"{len(_BINANCE_COLUMNS)} (open time, open, high, low, close, volume)",
+                f"{len(CANONICAL)} (open time, open, high, low, close, volume)",
                 path=str(path),
             )
         frame = frame.rename({c: f"column_{i}" for i, c in enumerate(frame.columns)})
@@ -139,7 +138,7 @@ def _resolve_columns(
             )
         mapping[canon] = col
     if layout == "binance" and "column_0" in frame.columns:
-        for i, canon in enumerate(_BINANCE_COLUMNS):
+        for i, canon in enumerate(CANONICAL):
             mapping.setdefault(canon, f"column_{i}")
     by_norm = {_norm(c): c for c in names}
     for canon, aliases in _ALIASES.items():

@@ -23,6 +23,7 @@ file, the row and the problem. Gaps are logged as a warning and left alone unles
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -216,7 +217,11 @@ def load_ohlcv(
         log.info("filling %d missing bars in %d gaps", report.missing_bars, len(report.gaps))
         frame = fill_frame_gaps(frame)
     elif report.gaps and name not in EMBEDDED:
-        log.warning("gaps left unfilled (fill_gaps='ffill' fills them): %s", report)
+        # Rows of the loaded frame are not file rows once symbols are merged: name the times.
+        shown = [str(dataclasses.replace(g, row=None)) for g in report.gaps[:10]]
+        log.warning("%s: %d gap(s), %d missing bars left unfilled (fill_gaps='ffill' fills "
+                    "them):\n  %s", name, len(report.gaps), report.missing_bars,
+                    "\n  ".join(shown))
     return frame
 
 

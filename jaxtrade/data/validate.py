@@ -59,8 +59,12 @@ class ValidationReport:
         return "\n  ".join([text] + [str(g) for g in self.gaps[:10]])
 
 
+def _first_row(rows: pl.Series, bad: pl.Series) -> int:
+    return int(rows.filter(bad).min())  # type: ignore[arg-type]
+
+
 def _fail(problem: str, path: str | None, rows: pl.Series, bad: pl.Series) -> None:
-    raise DataError(problem, path=path, row=int(rows.filter(bad).min()))  # type: ignore[arg-type]
+    raise DataError(problem, path=path, row=_first_row(rows, bad))
 
 
 def _check_values(frame: pl.DataFrame, rows: pl.Series, path: str | None) -> None:
@@ -81,10 +85,6 @@ def _check_values(frame: pl.DataFrame, rows: pl.Series, path: str | None) -> Non
     bad = frame["volume"] < 0
     if bad.any():
         _fail(f"volume is {frame['volume'].filter(bad)[0]} (must not be negative)", path, rows, bad)
-
-
-def _first_row(rows: pl.Series, bad: pl.Series) -> int:
-    return int(rows.filter(bad).min())  # type: ignore[arg-type]
 
 
 def _check_ranges(frame: pl.DataFrame, rows: pl.Series, path: str | None) -> None:
