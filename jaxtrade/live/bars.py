@@ -97,13 +97,16 @@ def parse_bar(record: object) -> Bar:
 class BarGate:
     """Orders the stream: refuses duplicate and out-of-order bars, reports gaps.
 
-    A gap (more than `gap_factor` times the bar interval since the previous bar) is reported,
-    not refused: markets close, and refusing the bar after a weekend would stall the runner.
+    A gap (more time since the previous bar than `gap_threshold_us`, by default the longest
+    gap seen in training) is reported, not refused: markets close, and refusing the first bar
+    after a closure would stall the runner.
     """
 
-    def __init__(self, bar_interval_us: int | None = None, gap_factor: float = 3.0) -> None:
+    def __init__(
+        self, bar_interval_us: int | None = None, gap_threshold_us: int | None = None
+    ) -> None:
         self.bar_interval_us = bar_interval_us
-        self.gap_factor = gap_factor
+        self.gap_threshold_us = gap_threshold_us or (3 * bar_interval_us if bar_interval_us else 0)
         self.last_timestamp_us: int | None = None
 
     def admit(self, bar: Bar) -> str | None:
@@ -117,8 +120,8 @@ class BarGate:
                     f"out-of-order timestamp {bar.iso} (last was {format_timestamp(last)})"
                 )
         self.last_timestamp_us = bar.timestamp_us
-        if last is not None and self.bar_interval_us:
+        if last is not None and self.bar_interval_us and self.gap_threshold_us:
             elapsed = bar.timestamp_us - last
-            if elapsed > self.gap_factor * self.bar_interval_us:
+            if elapsed > self.gap_threshold_us:
                 return f"gap of {elapsed / self.bar_interval_us:.1f} bars before {bar.iso}"
         return None

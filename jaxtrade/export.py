@@ -1,0 +1,345 @@
+"""Export a trained run to a bundle that a numpy-only runner trades.
+
+    jaxtrade export run_dir=runs/x out=bundles/x [checkpoint=best|latest|STEP] [point=N]
+
+BUNDLE/
+  manifest.json          format version, feature spec + column order, normalization stats,
+                         regime model, observation layout and window, action map, position
+                         limits, cost model and risk rules, network description, the versions
+                         that trained it, the run's config, sha256 of every weight file
+  weights.safetensors    the actor's parameters (no pickle; the critic is not exported)
+  runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
+  jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
+
+Refused with `ExportError` (never a half-written bundle): multi-asset markets (the runner
+trades one symbol), feature entries with a timeframe, network kinds or activations the runner
+cannot run. ONNX export is not provided: the numpy runner is smaller, has no extra
+dependency, and its parity with training is tested bar for bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxtrade.errors import ConfigError, ExportError
+from jaxtrade.live import network as live_network
+from jaxtrade.live.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
+from jaxtrade.live.errors import BundleError
+from jaxtrade.live.tensors import write_safetensors
+
+WEIGHTS = "weights.safetensors"
+PACKAGE = "jaxtrade_live"
+HELP = __doc__
+
+_RUNNER = '''#!/usr/bin/env python3
+"""Run this exported jaxtrade policy: python runner.py --bars bars.csv [--start TIMESTAMP].
+
+Needs only Python 3.10+ and numpy. `python runner.py --help` lists sources, sinks and the
+replay store options.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from jaxtrade_live.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(default_bundle=str(HERE)))
+'''
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy of config values (arrays to lists, tuples to lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = np.asarray(value)
+        if array.dtype == bool:
+            return array.tolist()
+        return array.astype(float).tolist() if array.dtype.kind == "f" else array.tolist()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value
+
+
+def _struct_dict(struct: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(struct, f.name)) for f in dataclasses.fields(struct)}
+
+
+def flatten_actor_params(params: Any) -> dict[str, np.ndarray]:
+    """Actor parameters flattened with "/" (the critic torso and value head are dropped)."""
+    import jax
+
+    tree = params["params"] if isinstance(params, Mapping) and "params" in params else params
+    flat: dict[str, np.ndarray] = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        name = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+        if name.startswith(("critic_torso", "value_head")):
+            continue
+        flat[name] = np.asarray(leaf, dtype=np.float32)
+    return flat
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("jaxtrade", "jax", "flax", "numpy", "polars"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> dict[str, Any]:
+    extra = dict(getattr(market.meta, "extra", {}) or {})
+    spec = spec if spec is not None else extra.get("feature_spec", extra.get("spec"))
+    normalizer = normalizer if normalizer is not None else extra.get("normalizer")
+    regimes = regimes if regimes is not None else extra.get("regimes", extra.get("regime_model"))
+    if spec is None or normalizer is None:
+        raise ExportError(
+            "the market carries no feature spec / normalization statistics "
+            "(build it with jaxtrade.market.build, or pass feature_spec= and normalizer=)"
+        )
+    spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+    normalizer = normalizer.to_dict() if hasattr(normalizer, "to_dict") else dict(normalizer)
+    regimes = regimes.to_dict() if hasattr(regimes, "to_dict") else regimes
+    for entry in spec["features"]:
+        if entry.get("timeframe"):
+            raise ExportError(
+                f"feature {entry['name']!r} uses timeframe={entry['timeframe']!r}: coarser-bar "
+                "features are not supported by the live runner; train without them to export"
+            )
+    names = list(market.meta.feature_names)
+    if list(normalizer.get("feature_names", names)) != names:
+        raise ExportError("the normalizer's feature names differ from the market's features")
+    regime_columns = [n for n in names if n.startswith("regime_")]
+    return {
+        "spec": spec,
+        "columns": names,
+        "normalizer": normalizer,
+        "regimes": regimes,
+        "regime_columns_in_features": len(regime_columns) if regimes else 0,
+    }
+
+
+def write_bundle(
+    out: str | Path,
+    *,
+    params: Any,
+    network_config: Any,
+    env: Any,
+    env_params: Any,
+    feature_spec: Any = None,
+    normalizer: Any = None,
+    regimes: Any = None,
+    run_config: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`."""
+    market = env_params.market
+    if market.num_assets != 1:
+        raise ExportError(
+            f"the live runner trades one symbol; this market has {market.num_assets} assets"
+        )
+    net = _plain(network_config)
+    if net.get("torso") not in live_network.TORSOS:
+        raise ExportError(f"network torso {net.get('torso')!r} cannot be exported yet")
+    if net.get("activation", "tanh") not in live_network.ACTIVATIONS:
+        raise ExportError(f"activation {net.get('activation')!r} cannot be exported yet")
+    features = _feature_section(market, feature_spec, normalizer, regimes)
+    if env.action_mode == "discrete":
+        action = {"mode": "discrete", "discrete_levels": list(env.discrete_levels)}
+    else:
+        space = env.action_space(env_params)
+        action = {
+            "mode": "continuous",
+            "low": np.broadcast_to(np.asarray(space.low, np.float32), space.shape).tolist(),
+            "high": np.broadcast_to(np.asarray(space.high, np.float32), space.shape).tolist(),
+            "squash": net.get("continuous_squash", "clip"),
+        }
+    stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
+    gaps = np.diff(stamps) / 1e6
+    interval = float(np.median(gaps)) if gaps.size else 0.0
+    # Longer than any pause seen in training (weekends, holidays) is worth a log line.
+    gap_threshold = max(float(gaps.max()), 3.0 * interval) if gaps.size else 0.0
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "kind": "jaxtrade-policy-bundle",
+        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "symbol": market.meta.symbols[0],
+        "bars_per_year": float(market.meta.bars_per_year),
+        "bar_interval_seconds": interval,
+        "gap_threshold_seconds": gap_threshold,
+        "features": features,
+        "market": {"atr_window": 14, "volatility_window": 20},
+        "observation": {
+            "window_bars": int(env.window_bars),
+            "layout": env.obs_layout,
+            "include_portfolio": bool(env.include_portfolio),
+            "portfolio": [
+                "weight",
+                "unrealized_pnl",
+                "log1p_bars_in_position",
+                "drawdown",
+                "cash_fraction",
+            ]
+            if env.include_portfolio
+            else [],
+            "shape": list(env.observation_shape),
+            "dtype": "float32",
+        },
+        "action": action,
+        "trading": _struct_dict(env_params.trading),
+        "costs": _struct_dict(env_params.costs),
+        "risk": _struct_dict(env_params.risk),
+        "network": {
+            "family": "actor_critic",
+            "config": net,
+            "obs_shape": list(env.observation_shape),
+            "exported": "actor (torso + policy head); the critic is not needed to act",
+        },
+        "weights": {},
+        "versions": _versions(),
+        "source": _plain(dict(source or {})),
+        "run_config": _plain(dict(run_config or {})),
+    }
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"out={str(out)!r} exists and is not empty")
+    # Build in a sibling temp dir and rename: a failed export leaves nothing behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    try:
+        flat = flatten_actor_params(params)
+        write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
+        manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+        package = Path(live_network.__file__).resolve().parent
+        shutil.copytree(
+            package, staging / PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        (staging / "runner.py").write_text(_RUNNER)
+        try:  # the runner must accept what was written before the bundle is published
+            from jaxtrade.live.engine import Runner
+
+            Runner(load_bundle(staging))
+        except BundleError as err:
+            raise ExportError(f"the exported bundle does not load in the runner: {err}") from None
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def export(
+    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
+) -> Path:
+    """Restore a run's checkpoint and write its bundle (the best sweep point by default)."""
+    import jax
+
+    from experiments import common
+    from experiments.loop import init_points
+    from experiments.train import point_list, prepare
+    from jaxtrade.checkpoint import CheckpointManager
+
+    run_dir = Path(run_dir)
+    cfg = common.read_run_config(run_dir)
+    cfg["run_dir"] = str(run_dir)
+    cfg = common.compose_run_from_saved(cfg)
+    prep = prepare(cfg, "export")
+    manager = CheckpointManager(run_dir / "checkpoints", read_only=True)
+    step: Any = checkpoint if checkpoint in ("best", "latest") else int(checkpoint)
+    if step == "best" and manager.best_step() is None:
+        step = "latest"
+    points = cfg["sweep"].get("points") or []
+    all_points = point_list(cfg, points)
+    keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in all_points])
+    hparams = None
+    if points:
+        from agents import stack_hparams
+
+        hparams = stack_hparams(
+            [
+                common.replace_hparams(
+                    prep.agent_config.hparams,
+                    {k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"},
+                )
+                for p in all_points
+            ]
+        )
+    like = init_points(prep.agent, keys, hparams, prep.env_params)
+    state, meta = manager.restore(like, step)
+    manager.close()
+    if point is None:
+        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or [0.0]
+        point = max(
+            range(len(sharpe)),
+            key=lambda i: float(sharpe[i]) if sharpe[i] is not None else float("-inf"),
+        )
+    if not 0 <= point < len(all_points):
+        raise ConfigError(
+            f"point={point} is not allowed: the run has points 0..{len(all_points) - 1}"
+        )
+    params = jax.tree.map(lambda x: np.asarray(x)[point], state.params)
+    return write_bundle(
+        out,
+        params=params,
+        network_config=prep.agent_config.network,
+        env=prep.env,
+        env_params=prep.env_params,
+        run_config=cfg,
+        source={
+            "run_dir": str(run_dir.resolve()),
+            "checkpoint": str(checkpoint),
+            "update": meta.get("update"),
+            "point": point,
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(HELP)
+        return 0
+    args: dict[str, str] = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"expected key=value, got {arg!r} (see jaxtrade export --help)")
+        key, value = arg.split("=", 1)
+        if key not in ("run_dir", "out", "checkpoint", "point"):
+            raise ConfigError(f"unknown key {key!r}; use run_dir, out, checkpoint, point")
+        args[key] = value
+    if "run_dir" not in args or "out" not in args:
+        raise ConfigError("run_dir and out are required: jaxtrade export run_dir=runs/x out=B")
+    point = int(args["point"]) if "point" in args else None
+    path = export(args["run_dir"], args["out"], args.get("checkpoint", "best"), point)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    print(
+        f"exported {args['run_dir']} to {path} ({size / 1024:.0f} KiB); "
+        f"run it with: python {path / 'runner.py'} --bars bars.csv"
+    )
+    return 0

@@ -1,0 +1,158 @@
+"""Command line of the runner (numpy + standard library only).
+
+    python BUNDLE/runner.py --bars bars.csv [--start 2020-01-02] [--store replay.sqlite]
+    jaxtrade live bundle=BUNDLE source=replay path=bars.csv [start=...] [store=...]
+
+Sources: `--bars PATH` (CSV, or Parquet when pyarrow is installed), `--stdin` (JSON lines),
+`--url URL` (HTTP polling example). Sinks: `--sink stdout` (default), `--sink file:PATH`,
+`--sink webhook:ENV_VAR` (URL read from that environment variable; posts on target changes).
+One JSON line per decided bar goes to the sinks; at the end one `{"summary": {...}}` line is
+printed to stdout. Rejected bars and gaps are logged to stderr and the runner goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .bars import parse_timestamp
+from .bundle import load_bundle
+from .engine import Runner
+from .errors import BarRejected, BundleError
+from .sinks import FileSink, MultiSink, Sink, StdoutSink, WebhookSink
+from .sources import BarSource, HttpPollingSource, JsonLinesSource, replay_source
+from .store import ReplayStore
+
+# key=value spellings of `jaxtrade live` mapped onto the flags.
+_KEYS = {
+    "bundle": "--bundle",
+    "path": "--bars",
+    "bars": "--bars",
+    "start": "--start",
+    "store": "--store",
+    "sink": "--sink",
+    "url": "--url",
+    "initial_equity": "--initial-equity",
+    "purge_days": "--purge-days",
+    "poll_seconds": "--poll-seconds",
+    "max_polls": "--max-polls",
+}
+
+
+def _translate(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    source = None
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            out.append(arg)
+            continue
+        key, value = arg.split("=", 1)
+        if key == "source":
+            source = value
+            continue
+        if key not in _KEYS:
+            raise BundleError(f"unknown option {key!r}; known: source, {', '.join(_KEYS)}")
+        out += [_KEYS[key], value]
+    if source == "stdin":
+        out.append("--stdin")
+    elif source not in (None, "replay", "http"):
+        raise BundleError(f"source must be replay, stdin or http, got {source!r}")
+    return out
+
+
+def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner.py", description="Run an exported jaxtrade policy bundle on bars."
+    )
+    parser.add_argument("--bundle", default=default_bundle, help="bundle directory")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--bars", help="replay a CSV (or Parquet) file of OHLCV bars")
+    src.add_argument("--stdin", action="store_true", help="read JSON-lines bars from stdin")
+    src.add_argument("--url", help="poll an HTTP endpoint returning the latest bar(s) as JSON")
+    parser.add_argument("--poll-seconds", type=float, default=5.0)
+    parser.add_argument("--max-polls", type=int, default=None)
+    parser.add_argument(
+        "--start", help="first bar to trade (ISO time); earlier bars only warm up the features"
+    )
+    parser.add_argument("--store", help="SQLite replay store (bars, decisions, fills)")
+    parser.add_argument("--durable", action="store_true", help="fsync the store every bar")
+    parser.add_argument(
+        "--purge-days",
+        type=float,
+        default=None,
+        help="delete store rows older than this many days at start",
+    )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=None,
+        help="stdout | file:PATH | webhook:ENV_VAR (repeatable)",
+    )
+    parser.add_argument("--initial-equity", type=float, default=None)
+    parser.add_argument("--no-summary", action="store_true")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def _sinks(specs: list[str] | None) -> Sink:
+    sinks: list[Sink] = []
+    for spec in specs or ["stdout"]:
+        if spec == "stdout":
+            sinks.append(StdoutSink())
+        elif spec.startswith("file:"):
+            sinks.append(FileSink(spec[5:]))
+        elif spec.startswith("webhook:"):
+            sinks.append(WebhookSink(spec[8:]))
+        else:
+            raise BundleError(f"unknown sink {spec!r}: use stdout, file:PATH or webhook:ENV_VAR")
+    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+
+
+def _source(args) -> BarSource:
+    if args.bars:
+        return replay_source(args.bars)
+    if args.url:
+        return HttpPollingSource(args.url, poll_seconds=args.poll_seconds, max_polls=args.max_polls)
+    return JsonLinesSource()
+
+
+def main(argv: list[str] | None = None, *, default_bundle: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(default_bundle).parse_args(_translate(argv))
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            stream=sys.stderr,
+            format="runner: %(levelname)s %(message)s",
+        )
+        if not args.bundle:
+            raise BundleError("no bundle given (--bundle DIR or bundle=DIR)")
+        bundle = load_bundle(Path(args.bundle))
+        start_us = parse_timestamp(args.start) if args.start else None
+        store = ReplayStore(args.store, durable=args.durable) if args.store else None
+        if store is not None and args.purge_days is not None:
+            store.purge(args.purge_days * 86_400.0)
+        sink = _sinks(args.sink)
+        runner = Runner(bundle, sink=sink, store=store, initial_equity=args.initial_equity)
+        # After a restart the store holds what was already acknowledged: rebuild from it and
+        # skip those bars in the source.
+        resume_after = runner.replay_store(start_us)
+        source = _source(args)
+        try:
+            summary = runner.run(source, start_us=start_us, resume_after_us=resume_after)
+        finally:
+            source.close()
+            sink.close()
+            if store is not None:
+                store.close()
+        if not args.no_summary:
+            print(json.dumps({"summary": summary}, default=float), flush=True)
+        return 0
+    except (BundleError, BarRejected) as err:
+        print(f"runner: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,263 @@
+"""The runner: bar in -> validated -> fills -> features -> policy -> decision out, per bar.
+
+For each raw record from a source:
+  1. parse and order-check it (bad bars are logged with their reason and skipped);
+  2. fill the order decided at the previous bar on this bar's open (paper ledger);
+  3. update features incrementally, normalize, push into the observation window;
+  4. once trading (from `start`) and the window is full: observation = window + portfolio
+     state, numpy policy forward pass, action -> target weight with the env's risk rules;
+  5. write bar, decision and fills to the replay store in one transaction, then emit the
+     decision line (the acknowledgement: a printed bar is already durable in the store).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from .bars import Bar, BarGate, parse_bar
+from .bundle import Bundle
+from .errors import BarRejected, BundleError
+from .features import FeatureEngine, Normalizer, Ring
+from .ledger import Ledger, summary
+from .network import ActorNetwork
+from .regimes import RegimeFilter
+from .sinks import Sink
+from .sources import MalformedRecord
+from .store import ReplayStore
+
+log = logging.getLogger("jaxtrade.live")
+F32 = np.float32
+
+
+class MarketState:
+    """ATR and volatility as `jaxtrade.market` computes them (costs and risk read them)."""
+
+    def __init__(self, atr_window: int = 14, volatility_window: int = 20) -> None:
+        self.atr_window, self.volatility_window = atr_window, volatility_window
+        self.returns = Ring(volatility_window)
+        self.prev_close = math.nan
+        self.atr = math.nan
+        self.count = 0
+        self.volatility = 0.0
+
+    def update(self, bar: Bar) -> None:
+        prev = bar.close if self.count == 0 else self.prev_close
+        tr = max(bar.high - bar.low, abs(bar.high - prev), abs(bar.low - prev))
+        if self.count == 0:
+            self.atr = tr
+        else:
+            n = min(self.count + 1, self.atr_window)
+            self.atr = self.atr + (tr - self.atr) / n
+        self.returns.push(0.0 if self.count == 0 else math.log(bar.close / prev))
+        self.count += 1
+        self.prev_close = bar.close
+        n = min(self.count, self.volatility_window)
+        if n > 1:
+            x = self.returns.tail(n)
+            self.volatility = float(np.sqrt(max(x.var() * n / (n - 1), 0.0)))
+        else:
+            self.volatility = 0.0
+
+
+class Runner:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        sink: Sink | None = None,
+        store: ReplayStore | None = None,
+        initial_equity: float | None = None,
+    ) -> None:
+        m = bundle.manifest
+        self.manifest = m
+        try:
+            features, observation = m["features"], m["observation"]
+            self.window_bars = int(observation["window_bars"])
+            self.layout = observation.get("layout", "flat")
+            self.include_portfolio = bool(observation.get("include_portfolio", True))
+            self.features = FeatureEngine(features["spec"]["features"])
+            self.normalizer = Normalizer(features["normalizer"])
+            regimes = features.get("regimes")
+            self.regimes = RegimeFilter(regimes) if regimes else None
+            self.regime_in_features = int(features.get("regime_columns_in_features", 0))
+            self.network = ActorNetwork(m["network"], bundle.weights)
+            trading = dict(m["trading"])
+            if initial_equity is not None:
+                trading["initial_equity"] = float(initial_equity)
+            self.ledger = Ledger(m["costs"], trading, m.get("risk", {}), m["action"])
+            market = m.get("market", {})
+            self.market_state = MarketState(
+                int(market.get("atr_window", 14)), int(market.get("volatility_window", 20))
+            )
+        except KeyError as err:
+            raise BundleError(f"manifest lacks {err}") from None
+        if self.layout not in ("flat", "window"):
+            raise BundleError(f"observation layout {self.layout!r} is not supported")
+        self.num_features = len(self.normalizer.center)
+        self._rows = [np.zeros(self.num_features, F32) for _ in range(self.window_bars)]
+        self.bars_seen = 0
+        self.carry = self.network.initial_carry()
+        self.gate = BarGate(
+            int(float(m.get("bar_interval_seconds", 0)) * 1e6) or None,
+            int(float(m.get("gap_threshold_seconds", 0)) * 1e6) or None,
+        )
+        self.sink, self.store = sink, store
+        self.trading = False
+        self.equity_curve: list[float] = []
+        self.rejected = 0
+        self.decisions = 0
+        self.last_regime = np.full(3, 1.0 / 3.0)
+
+    # --- per bar ------------------------------------------------------------------------------
+    def process(self, record, *, trade: bool = True, emit: bool = True) -> dict | None:
+        """Handle one raw record; never raises for bad input (it is logged and skipped)."""
+        if isinstance(record, MalformedRecord):
+            return self._reject(record.reason, record.raw)
+        try:
+            bar = record if isinstance(record, Bar) else parse_bar(record)
+            note = self.gate.admit(bar)
+        except BarRejected as err:
+            return self._reject(err.reason, str(record))
+        if note:
+            log.warning("gap: %s", note)
+        return self._step(bar, trade=trade, emit=emit)
+
+    def _reject(self, reason: str, raw: str) -> None:
+        self.rejected += 1
+        log.warning("rejected bar: %s", reason)
+        if self.store is not None:
+            self.store.record_rejection(reason, raw)
+        return None
+
+    def _step(self, bar: Bar, *, trade: bool, emit: bool) -> dict | None:
+        started = time.perf_counter()
+        fills = self.ledger.on_bar(bar) if self.trading else []
+        if self.trading:
+            self.equity_curve.append(float(self.ledger.equity))
+        raw = self.features.update(bar)
+        prev_close = self.market_state.prev_close
+        self.market_state.update(bar)
+        if self.regimes is not None:
+            r = math.log(bar.close / prev_close) if self.bars_seen > 0 else math.nan
+            self.last_regime = self.regimes.update(r)
+            if self.regime_in_features:
+                raw = np.concatenate([raw, self.last_regime])
+        if raw.shape[0] != self.num_features:
+            raise BundleError(
+                f"the runner computes {raw.shape[0]} features, the normalizer has "
+                f"{self.num_features}: the manifest's spec and statistics disagree"
+            )
+        row = self._rows[self.bars_seen % self.window_bars]
+        # The env reads float32 features from MarketData: round the same way.
+        row[:] = self.normalizer(raw).astype(F32)
+        self.bars_seen += 1
+
+        decision = None
+        if trade and self.bars_seen >= self.window_bars and not self.ledger.bankrupt():
+            if not self.trading:
+                self.trading = True
+                self.equity_curve.append(float(self.ledger.equity))
+            decision = self._decide(bar)
+        if decision is not None:
+            decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
+        if self.store is not None:
+            self.store.record_bar(bar, decision, fills)
+        if decision is not None and emit and self.sink is not None:
+            self.sink.emit(decision)
+        return decision
+
+    def observation(self, close: float) -> np.ndarray:
+        start = self.bars_seen % self.window_bars  # the oldest row of the ring
+        window = np.stack(self._rows[start:] + self._rows[:start])
+        if not self.include_portfolio:
+            return window.reshape(-1) if self.layout == "flat" else window
+        portfolio = self.ledger.portfolio_vector(close)
+        if self.layout == "flat":
+            return np.concatenate([window.reshape(-1), portfolio])
+        tiled = np.broadcast_to(portfolio, (self.window_bars, portfolio.shape[0]))
+        return np.concatenate([window, tiled], axis=1)
+
+    def _decide(self, bar: Bar) -> dict:
+        obs = self.observation(bar.close)
+        head, self.carry = self.network.forward(obs, self.carry)
+        action_spec = self.manifest["action"]
+        out: dict = {"timestamp": bar.iso}
+        if action_spec["mode"] == "discrete":
+            logits = head.astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            action = int(np.argmax(head))
+            out["action"] = action
+            out["probabilities"] = [round(float(p), 6) for p in probs]
+            out["confidence"] = round(float(probs[action]), 6)
+        else:
+            raw = head.astype(F32)
+            unit = np.tanh(raw) if action_spec.get("squash") == "tanh" else np.clip(raw, -1, 1)
+            low = np.asarray(action_spec["low"], F32)
+            high = np.asarray(action_spec["high"], F32)
+            action = low + (unit + F32(1.0)) * F32(0.5) * (high - low)
+            out["action"] = [float(a) for a in np.atleast_1d(action)]
+            out["confidence"] = None
+        ms = self.market_state
+        target = self.ledger.decide(
+            bar.timestamp_us, bar.close, ms.atr, ms.volatility, self.last_regime, action
+        )
+        self.decisions += 1
+        out["target_position"] = float(target)
+        out["position"] = round(self.ledger.position_weight(), 8)
+        out["equity"] = float(self.ledger.equity)
+        return out
+
+    # --- whole streams ------------------------------------------------------------------------
+    def run(
+        self, records: Iterable, *, start_us: int | None = None, resume_after_us: int | None = None
+    ) -> dict:
+        """Feed a stream; bars before `start_us` only warm up; returns the summary."""
+        for record in records:
+            if resume_after_us is not None and not isinstance(record, MalformedRecord):
+                try:
+                    bar = record if isinstance(record, Bar) else parse_bar(record)
+                    if bar.timestamp_us <= resume_after_us:
+                        continue  # already processed before the restart
+                except BarRejected:
+                    pass
+            trade = True
+            if start_us is not None:
+                try:
+                    bar = record if isinstance(record, Bar) else parse_bar(record)
+                    trade = bar.timestamp_us >= start_us
+                except (BarRejected, AttributeError, TypeError):
+                    pass
+            self.process(record, trade=trade)
+        return self.summary()
+
+    def summary(self) -> dict:
+        bars_per_year = float(self.manifest.get("bars_per_year", 252.0))
+        out = summary(self.equity_curve, bars_per_year, self.ledger) if self.equity_curve else {}
+        out["decisions"] = self.decisions
+        out["rejected_bars"] = self.rejected
+        return out
+
+    def replay_store(self, start_us: int | None) -> int | None:
+        """Rebuild state from the bars already in the store (after a restart); last timestamp."""
+        if self.store is None:
+            return None
+        rows = self.store.last_bars(10**12)
+        for ts, o, h, lo, c, v in rows:
+            bar = Bar(int(ts), o, h, lo, c, v)
+            self.gate.admit(bar)
+            trade = start_us is None or bar.timestamp_us >= start_us
+            self._step_without_store(bar, trade)
+        return rows[-1][0] if rows else None
+
+    def _step_without_store(self, bar: Bar, trade: bool) -> None:
+        store, self.store = self.store, None
+        try:
+            self._step(bar, trade=trade, emit=False)
+        finally:
+            self.store = store

@@ -1,0 +1,109 @@
+"""Shared fixtures for the export/live tests: a small real-data market, a policy, a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+
+import envs
+from agents.common.distributions import ActionSpec
+from agents.common.networks import ActorCritic, NetworkConfig, network_carry
+from jaxtrade import features as features_lib
+from jaxtrade import market as market_lib
+from jaxtrade.evaluate.backtest import backtest
+from jaxtrade.export import write_bundle
+
+EMBEDDED = Path(market_lib.__file__).parent / "data" / "embedded"
+
+
+def real_frame(name: str = "sp500_daily", bars: int = 900) -> pl.DataFrame:
+    return pl.read_parquet(EMBEDDED / f"{name}.parquet").head(bars)
+
+
+def write_csv(frame: pl.DataFrame, path: Path) -> Path:
+    frame.write_csv(path)
+    return path
+
+
+def build_market(frame: pl.DataFrame, train_frac: float = 0.6, val_frac: float = 0.2):
+    """Features on the whole frame, normalization fitted on the train rows only."""
+    spec = features_lib.default_spec()
+    table = features_lib.compute(frame, spec)
+    n = frame.height
+    train_end, val_end = int(n * train_frac), int(n * (train_frac + val_frac))
+    norm = features_lib.Normalizer.fit(table, train_rows=(0, train_end))
+    x = norm.transform(table).drop("timestamp").to_numpy()
+    market = market_lib.from_arrays(
+        frame["close"].to_numpy(),
+        open=frame["open"].to_numpy(),
+        high=frame["high"].to_numpy(),
+        low=frame["low"].to_numpy(),
+        features=x,
+        feature_names=tuple(norm.feature_names),
+        splits=np.array([[0, train_end], [train_end, val_end], [val_end, n]]),
+        timestamps=frame["timestamp"].dt.replace_time_zone(None).to_numpy(),
+    )
+    return market, spec, norm
+
+
+def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: float = 300.0):
+    """A randomly initialised actor with a strong head, so its decisions vary bar to bar."""
+    obs_shape = env.observation_shape
+    window = None
+    state_features = 0
+    if torso in ("cnn", "attention") and env.obs_layout == "flat":
+        width = env.num_assets * env.num_features
+        window = (env.window_bars, width)
+        state_features = obs_shape[0] - env.window_bars * width
+    cfg = NetworkConfig(
+        torso=torso, hidden_sizes=(32, 32), window_shape=window, num_state_features=state_features
+    )
+    if env.action_mode == "discrete":
+        spec = ActionSpec("discrete", num_actions=len(env.discrete_levels))
+    else:
+        space = env.action_space(env_params)
+        spec = ActionSpec(
+            "continuous",
+            shape=(1,),
+            low=np.asarray(space.low).reshape(1),
+            high=np.asarray(space.high).reshape(1),
+        )
+    net = ActorCritic(cfg, spec, len(obs_shape))
+    obs = jnp.zeros((1, 1) + tuple(obs_shape))
+    resets = jnp.zeros((1, 1), bool)
+    params = jax.jit(net.init)(jax.random.PRNGKey(seed), network_carry(cfg, (1,)), obs, resets)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * head_scale if "policy_head" in jax.tree_util.keystr(path) else x,
+        params,
+    )
+
+    def policy_fn(key, obs, state, p):
+        _, dist, _ = net.apply(p, network_carry(cfg, (1,)), obs[None, None], resets)
+        if spec.kind == "discrete":
+            return jnp.argmax(dist.logits[0, 0])
+        return dist.mean()[0, 0]
+
+    return cfg, params, (lambda key, obs, state, _p: policy_fn(key, obs, state, params))
+
+
+def backtest_and_bundle(
+    tmp: Path, frame: pl.DataFrame, split: str = "test", torso: str = "mlp", **env_overrides
+):
+    market, spec, norm = build_market(frame)
+    env, env_params = envs.make("trading", market, **env_overrides)
+    cfg, params, policy_fn = make_policy(env, env_params, torso)
+    result = backtest(env, env_params, policy_fn, split=split)
+    bundle = write_bundle(
+        tmp / f"bundle-{torso}",
+        params=params,
+        network_config=cfg,
+        env=env,
+        env_params=env_params,
+        feature_spec=spec,
+        normalizer=norm,
+    )
+    return result, bundle, market
