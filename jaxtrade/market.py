@@ -156,7 +156,9 @@ def from_arrays(
     )
 
 
-def _wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+def _wilder_atr(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14
+) -> np.ndarray:
     prev_close = np.concatenate([close[:1], close[:-1]], axis=0)
     tr = np.maximum(high - low, np.maximum(np.abs(high - prev_close), np.abs(low - prev_close)))
     atr = np.empty_like(tr)
@@ -179,3 +181,248 @@ def _rolling_std(x: np.ndarray, window: int) -> np.ndarray:
         var = (csq[t + 1] - csq[lo]) / n - mean**2
         out[t] = np.sqrt(np.maximum(var * n / max(n - 1, 1), 0.0))
     return out
+
+
+# --- building from OHLCV frames ---------------------------------------------------------
+
+ATR_WINDOW_BARS = 14
+VOLATILITY_WINDOW_BARS = 20
+NORMALIZATIONS = ("zscore", "robust", "none")
+
+
+def build(
+    frame: Any,
+    features_spec: Any = None,
+    split: Any = None,
+    *,
+    normalization: str | None = "zscore",
+    clip: float | None = 5.0,
+    regimes: bool = False,
+    bars_per_year: float | None = None,
+) -> MarketData:
+    """Compute features, fit normalization on the train split only, stack into tensors.
+
+    `frame` is canonical OHLCV (`jaxtrade.data.load_ohlcv`), one symbol or several (column
+    `symbol`). Symbols are aligned on the union of their timestamps; `valid` marks the bars
+    an asset really has, and at the others its prices are carried forward (before its first
+    bar: its first prices), its features are 0. `split` is a `jaxtrade.data.Splits` over
+    that timeline, or None for `make_splits(T, 0.6, 0.2)`. The normalizer (`normalization`
+    "zscore" | "robust" | "none") is fitted on the valid bars of the train split pooled over
+    assets; NaN warm-up values become 0. `regimes=True` fits the HMM of
+    `jaxtrade.features.regimes` on the train bars and forward-filters every bar; otherwise
+    the regime tensor is uniform. `atr` is Wilder ATR(14) and `volatility` the rolling std
+    (20 bars, ddof=1) of log returns, both causal, in the same conventions as `from_arrays`.
+
+    `meta.extra` holds what an export needs to reproduce the inputs: "feature_spec"
+    (spec dict), "feature_names", "normalizer" (`Normalizer.to_dict()` or None), "splits",
+    and "regime_model" (the fitted model's dict, when regimes=True).
+    """
+    import polars as pl
+
+    from jaxtrade.data.calendar import infer_bars_per_year
+    from jaxtrade.data.splits import Splits, make_splits
+    from jaxtrade.errors import ConfigError
+    from jaxtrade.features import FeatureSpec, Normalizer, compute, default_spec
+
+    if normalization is None:
+        normalization = "none"
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if features_spec is None:
+        spec = default_spec()
+    elif isinstance(features_spec, FeatureSpec):
+        spec = features_spec
+    else:
+        spec = FeatureSpec.from_dict(features_spec)
+
+    if "symbol" not in frame.columns:
+        frame = frame.with_columns(pl.lit("asset0").alias("symbol"))
+    table = compute(frame, spec)
+    names = [c for c in table.columns if c not in ("timestamp", "symbol")]
+    symbols = tuple(frame.get_column("symbol").unique(maintain_order=True).cast(pl.String))
+    timeline = frame.get_column("timestamp").unique().sort()
+    num_bars, num_assets = timeline.len(), len(symbols)
+
+    extras = frame.select(
+        "timestamp",
+        "symbol",
+        _wilder_atr_expr(ATR_WINDOW_BARS).over("symbol").alias("__atr"),
+        _volatility_expr(VOLATILITY_WINDOW_BARS).over("symbol").alias("__vol"),
+    )
+    wide = table.join(extras, on=["timestamp", "symbol"], how="left").join(
+        frame.select("timestamp", "symbol", "open", "high", "low", "close"),
+        on=["timestamp", "symbol"],
+        how="left",
+    )
+    t_index = pl.DataFrame({"timestamp": timeline}).with_row_index("__t")
+    wide = wide.join(t_index, on="timestamp", how="left")
+    a_index = {s: i for i, s in enumerate(symbols)}
+    t_idx = wide.get_column("__t").to_numpy().astype(np.int64)
+    a_idx = np.array([a_index[s] for s in wide.get_column("symbol").cast(pl.String).to_list()])
+
+    def place(values: np.ndarray) -> np.ndarray:
+        out = np.full((num_bars, num_assets, *values.shape[1:]), np.nan)
+        out[t_idx, a_idx] = values
+        return out
+
+    valid = np.zeros((num_bars, num_assets), dtype=bool)
+    valid[t_idx, a_idx] = True
+    features = place(wide.select(names).to_numpy().astype(np.float64))
+    prices = {k: _carry(place(wide.get_column(k).to_numpy())) for k in ("open", "high", "low")}
+    close = _carry(place(wide.get_column("close").to_numpy()))
+    atr = np.nan_to_num(_carry(place(wide.get_column("__atr").to_numpy())))
+    volatility = np.nan_to_num(_carry(place(wide.get_column("__vol").to_numpy())))
+
+    if split is None:
+        split = make_splits(num_bars, 0.6, 0.2)
+    if not isinstance(split, Splits):
+        raise ConfigError(f"split must be a jaxtrade.data.Splits or None, got {type(split)}")
+    splits = split.as_array()
+    if splits.max() > num_bars:
+        raise ConfigError(f"split {split} reaches past the {num_bars} bars of the frame")
+    train_start, train_end = (int(v) for v in splits[0])
+
+    normalizer = None
+    if normalization != "none":
+        normalizer = Normalizer.fit(
+            features,
+            (train_start, train_end),
+            method=normalization,
+            clip=clip,
+            mask=valid,
+            feature_names=tuple(names),
+        )
+        features = normalizer.transform(features)
+    features = np.where(valid[:, :, None] & np.isfinite(features), features, 0.0)
+
+    regime = np.full((num_bars, 3), 1.0 / 3.0)
+    regime_model = None
+    if regimes:
+        from jaxtrade.features.regimes import REGIME_COLUMNS, fit_regimes
+
+        train_times = timeline.slice(train_start, train_end - train_start)
+        model = fit_regimes(frame.filter(pl.col("timestamp").is_in(train_times.implode())))
+        probs = model.transform(frame).select(REGIME_COLUMNS)
+        by_time = (
+            pl.concat([frame.select("timestamp"), probs], how="horizontal")
+            .group_by("timestamp")
+            .agg(pl.col(REGIME_COLUMNS).mean())
+        )
+        aligned = pl.DataFrame({"timestamp": timeline}).join(by_time, on="timestamp", how="left")
+        values = aligned.select(pl.col(REGIME_COLUMNS).forward_fill()).to_numpy()
+        regime = np.where(np.isfinite(values), values, 1.0 / 3.0)
+        regime_model = model.to_dict()
+
+    if bars_per_year is None:
+        bars_per_year = infer_bars_per_year(frame.sort("symbol", "timestamp"))
+    meta = MarketMeta(
+        feature_names=tuple(names),
+        symbols=symbols,
+        timestamps=timeline.dt.replace_time_zone(None).to_numpy().astype("datetime64[us]"),
+        bars_per_year=float(bars_per_year),
+        extra={
+            "feature_spec": spec.to_dict(),
+            "feature_names": list(names),
+            "normalizer": None if normalizer is None else normalizer.to_dict(),
+            "splits": splits.tolist(),
+            "regime_model": regime_model,
+        },
+    )
+    host = {
+        "features": features,
+        **prices,
+        "close": close,
+        "atr": atr,
+        "volatility": volatility,
+        "regime": regime,
+        "valid": valid,
+    }
+    # One transfer for everything: the market is placed on the default device once.
+    device = jax.device_put({k: np.asarray(v, dtype=np.float32) for k, v in host.items()})
+    return MarketData(**device, splits=jax.device_put(splits.astype(np.int32)), meta=meta)
+
+
+def _carry(x: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN along time per asset; leading NaN take the first real value."""
+    out = x.copy()
+    for a in range(out.shape[1]):
+        col = out[:, a]
+        ok = np.isfinite(col)
+        if not ok.any():
+            continue
+        idx = np.where(ok, np.arange(len(col)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        filled = col[idx]
+        filled[: int(np.argmax(ok))] = col[int(np.argmax(ok))]
+        out[:, a] = filled
+    return out
+
+
+def _wilder_atr_expr(period: int) -> Any:
+    """Polars form of `_wilder_atr`: running mean of TR for the first `period` bars, then
+    Wilder's smoothing; TR of the first bar is high - low."""
+    import polars as pl
+
+    from jaxtrade.features.indicators import seeded_ewm
+
+    prev = pl.col("close").shift(1).fill_null(pl.col("close"))
+    tr = pl.max_horizontal(pl.col("high"), prev) - pl.min_horizontal(pl.col("low"), prev)
+    n = pl.int_range(pl.len()) + 1
+    running = tr.cum_sum() / n
+    smoothed = seeded_ewm(tr, 1.0 / period, period - 1, tr.rolling_mean(period))
+    return pl.when(n < period).then(running).otherwise(smoothed)
+
+
+def _volatility_expr(window: int) -> Any:
+    """Polars form of `_rolling_std` over log returns (the first return is 0)."""
+    import polars as pl
+
+    log_ret = (pl.col("close") / pl.col("close").shift(1)).log().fill_null(0.0)
+    return log_ret.rolling_std(window, min_samples=2, ddof=1).fill_null(0.0)
+
+
+def memory_report(market: MarketData, num_envs: int | None = None) -> dict[str, Any]:
+    """Bytes on device per market array and in total.
+
+    With `num_envs`, also compiles a vmapped reader (each env `dynamic_slice`s its own bar
+    of every array, as an env step does) for 1 and for `num_envs` indices and reports what
+    XLA allocates for each: `argument_bytes` holds the market once whatever the number of
+    envs, and `temp_bytes` plus `output_bytes` grow only with per-env slices.
+    """
+    arrays = {
+        f.name: getattr(market, f.name)
+        for f in dataclasses.fields(market)
+        if isinstance(getattr(market, f.name), jax.Array)
+    }
+    report: dict[str, Any] = {name: int(x.nbytes) for name, x in arrays.items()}
+    report["total"] = int(sum(report.values()))
+    report["device"] = str(next(iter(arrays.values())).devices().pop())
+    if num_envs is not None:
+        report["per_num_envs"] = {n: _reader_memory(market, n) for n in sorted({1, num_envs})}
+    return report
+
+
+def read_bar(market: MarketData, t: jax.Array) -> dict[str, jax.Array]:
+    """Everything an env reads at bar t: one [A, F] feature row and [A] prices."""
+
+    def row(x: jax.Array) -> jax.Array:
+        start = (t,) + (0,) * (x.ndim - 1)
+        return jax.lax.dynamic_slice(x, start, (1, *x.shape[1:]))[0]
+
+    return {
+        "features": row(market.features),
+        "close": row(market.close),
+        "atr": row(market.atr),
+        "regime": row(market.regime),
+    }
+
+
+def _reader_memory(market: MarketData, num_envs: int) -> dict[str, int]:
+    reader = jax.jit(jax.vmap(read_bar, in_axes=(None, 0)))
+    t = jax.ShapeDtypeStruct((num_envs,), jnp.int32)
+    stats = reader.lower(market, t).compile().memory_analysis()
+    return {
+        "argument_bytes": int(stats.argument_size_in_bytes),
+        "output_bytes": int(stats.output_size_in_bytes),
+        "temp_bytes": int(stats.temp_size_in_bytes),
+    }
