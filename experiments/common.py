@@ -1,0 +1,274 @@
+"""Wiring shared by the experiment entry points: config -> data -> market -> env -> agent.
+
+Every step raises a jaxtrade error (one CLI line) for user mistakes, before anything is
+compiled: the config is validated when composed, the data when loaded, the window against
+the training split here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from jaxtrade.config import check_batch_divisible, check_window, compose_run
+from jaxtrade.config.auto import auto_num_envs
+from jaxtrade.errors import ConfigError
+from jaxtrade.logging import scrub, to_jsonable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("jaxtrade", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "polars",
+            "hydra-core", "wandb", "numpy")
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def split_flags(argv: Sequence[str]) -> list[str]:
+    """Overrides only; a `--flag` the command does not define is a user error."""
+    flags = [a for a in argv if a.startswith("--")]
+    if flags:
+        raise ConfigError(f"unknown option {flags[0]}; give settings as key=value overrides "
+                          "(see --help)")
+    return list(argv)
+
+
+# ------------------------------------------------------------------------ environment
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "jaxtrade" / "jax_cache"
+
+
+def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
+    """Turn on JAX's persistent compilation cache (on by default; `compile_cache=false`)."""
+    if not cfg.get("compile_cache", True):
+        return None
+    import jax
+
+    path = Path(cfg.get("compile_cache_dir") or default_cache_dir()).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def device_info() -> dict[str, Any]:
+    import jax
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+            "device_count": len(devices), "host": platform.node()}
+
+
+def run_info(data_fingerprint: str | None = None) -> dict[str, Any]:
+    """What W&B and checkpoint metadata record about where and how a run was made."""
+    return {"git_commit": git_commit(), "versions": versions(), "device": device_info(),
+            "data_fingerprint": data_fingerprint, "command": " ".join(sys.argv[:1] + [
+                a for a in sys.argv[1:] if not any(s in a.lower() for s in ("key", "token"))])}
+
+
+def resolve_run_dir(cfg: Mapping[str, Any], command: str = "train") -> Path:
+    if cfg.get("run_dir"):
+        return Path(cfg["run_dir"]).expanduser().resolve()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    data = Path(str(cfg["data"]["source"])).stem
+    name = f"{cfg['agent'].get('name', 'agent')}-{data}-{stamp}"
+    return (Path("runs") / (name if command == "train" else f"{command}-{name}")).resolve()
+
+
+def write_config(run_dir: Path, cfg: Mapping[str, Any]) -> Path:
+    """run_dir/config.yaml: the resolved config (nothing secret is ever in it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(to_jsonable(scrub(dict(cfg))), sort_keys=False))
+    return path
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: no config.yaml there "
+                          "(is it a training run directory?)")
+    return yaml.safe_load(path.read_text())
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def load_frame(data_cfg: Mapping[str, Any]) -> Any:
+    from jaxtrade.data import load_ohlcv
+
+    source = data_cfg["source"]
+    options = dict(data_cfg.get("options") or {})
+    if data_cfg.get("columns"):
+        options["columns"] = dict(data_cfg["columns"])
+    if source in ("csv", "parquet"):
+        return load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
+    return load_ohlcv(data_cfg.get("path") or source, **options)
+
+
+def data_fingerprint(frame: Any) -> str:
+    """sha256 (first 16 hex) over column names and values: same bars, same fingerprint."""
+    digest = hashlib.sha256()
+    for name in frame.columns:
+        digest.update(name.encode())
+        column = frame[name]
+        values = column.to_numpy()
+        if values.dtype == object:
+            values = np.asarray(column.cast(str).to_list(), dtype=str)
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def num_bars_per_symbol(frame: Any) -> int:
+    if "symbol" in frame.columns:
+        return int(frame.group_by("symbol").len()["len"].min())
+    return int(frame.height)
+
+
+def make_data_splits(cfg: Mapping[str, Any], num_bars: int) -> Any:
+    from jaxtrade.data.splits import make_splits
+
+    data = cfg["data"]
+    return make_splits(num_bars, data["train_frac"], data["validation_frac"],
+                       embargo_bars=data["embargo_bars"])
+
+
+def feature_spec(cfg: Mapping[str, Any]) -> Any:
+    from jaxtrade import features
+
+    spec = cfg.get("features")
+    if not spec:
+        return features.default_spec()
+    return features.FeatureSpec.from_dict(spec)
+
+
+def build_market(cfg: Mapping[str, Any], frame: Any) -> Any:
+    """Features + MarketData; checks the observation window against the training split."""
+    from jaxtrade import market as market_lib
+
+    splits = make_data_splits(cfg, num_bars_per_symbol(frame))
+    train_start, train_end = splits.train
+    window = int(cfg["env"].get("window_bars", 1))
+    check_window(window, train_end - train_start)
+    return market_lib.build(frame, feature_spec(cfg), splits,
+                            regimes=bool(cfg["data"].get("regimes", False)))
+
+
+def env_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg["env"].items() if k not in ("name", "num_envs")}
+
+
+def build_env(cfg: Mapping[str, Any], market: Any, **extra: Any) -> tuple[Any, Any]:
+    import envs
+
+    return envs.make(cfg["env"].get("name", "trading"), market,
+                     **dict(env_overrides(cfg), **extra))
+
+
+def observation_size(env: Any, env_params: Any) -> int:
+    import jax
+
+    obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
+    return int(np.prod(obs.shape))
+
+
+def resolve_num_envs(cfg: dict[str, Any], env: Any, env_params: Any) -> int:
+    """env.num_envs, with `auto` replaced by the device rule (jaxtrade/config/auto.py)."""
+    agent = cfg["agent"]
+    rollout = int(agent.get("rollout_len", 1))
+    minibatches = int(agent.get("num_minibatches", 1))
+    num_envs = cfg["env"]["num_envs"]
+    if num_envs == "auto":
+        num_envs = auto_num_envs(observation_size(env, env_params), rollout,
+                                 num_minibatches=minibatches)
+        cfg["env"]["num_envs"] = num_envs
+    check_batch_divisible(int(num_envs), rollout, "rollout_len", minibatches)
+    return int(num_envs)
+
+
+def agent_config(cfg: Mapping[str, Any], env: Any, num_envs: int) -> Any:
+    """The agent's config dataclass from the agent + network sections and the run sizes."""
+    import agents
+
+    section = dict(cfg["agent"])
+    network = dict(cfg.get("network") or {})
+    torso = network.get("torso", "mlp")
+    if torso != "mlp" and network.get("window_shape") is None and getattr(
+            env, "obs_layout", "flat") == "flat":
+        # Window torsos read the flat observation as [W bars, F values] + portfolio state.
+        width = env.num_assets * env.num_features
+        network["window_shape"] = [env.window_bars, width]
+        network["num_state_features"] = observation_size_flat(env) - env.window_bars * width
+    section["network"] = network
+    section["num_envs"] = num_envs
+    section["total_steps"] = int(cfg["train"]["total_steps"])
+    return agents.config_from_dict(section)
+
+
+def observation_size_flat(env: Any) -> int:
+    space = env.observation_space(None)
+    return int(np.prod(space.shape))
+
+
+def replace_hparams(hparams: Any, values: Mapping[str, float]) -> Any:
+    """A copy of a hparams dataclass with `values` (names without the agent.hparams. prefix)."""
+    return dataclasses.replace(hparams, **{k: float(v) for k, v in values.items()}) \
+        if not hasattr(hparams, "replace") else hparams.replace(
+            **{k: float(v) for k, v in values.items()})
+
+
+def compose(argv: Sequence[str]) -> dict[str, Any]:
+    return compose_run(split_flags(argv))
+
+
+def compose_run_from_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a config read back from a run's config.yaml (with num_envs already fixed)."""
+    from jaxtrade.config import validate_run
+
+    cfg = {k: v for k, v in saved.items() if k != "sweep"}
+    sweep = dict(saved.get("sweep") or {})
+    points = sweep.pop("points", None)
+    cfg["sweep"] = sweep
+    out = validate_run(cfg)
+    if points:
+        out["sweep"]["points"] = points
+    return out

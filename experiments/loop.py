@@ -1,0 +1,186 @@
+"""The host-side training loop shared by `jaxtrade train` and `jaxtrade sweep`.
+
+P points (seeds x hyperparameter points) train side by side: the agent's `init` and
+`run_chunk` are vmapped over a leading point axis and jitted once, so the whole batch is one
+compiled program. Between chunks (K updates each) the host logs, shows progress, checks for
+NaN/inf, evaluates on the validation split and checkpoints. Nothing here knows which agent
+or env it trains: it works with anything that follows the agent protocol (agents/common/
+types.py): `init(key, hparams, env_params)`, `run_chunk(state, env_params)`,
+`num_updates`, `updates_per_chunk`, `steps_per_update`.
+
+Resume: the checkpoint holds the whole batched TrainState (RNG keys and optimizer state
+included), and the loop continues from its update count, so N updates + resume + N more
+equals 2N straight updates exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrade.checkpoint import CheckpointManager
+from jaxtrade.errors import TrainingError
+from jaxtrade.logging import RunLogger
+from jaxtrade.progress import Progress
+
+Evaluate = Callable[[Any], Mapping[str, np.ndarray]]
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any  # batched TrainState, leading axis = points
+    updates_done: int
+    last_metrics: dict[str, np.ndarray]  # per point, from the last chunk
+    validation: dict[str, np.ndarray]  # per point, from the last evaluation
+    finished: bool  # False when stopped early by `stop_after_updates`
+
+
+def _tree_all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_init(init: Callable, with_hparams: bool) -> Callable:
+    # Cached per agent function so repeated runs in one process reuse the compiled program.
+    return jax.jit(jax.vmap(init, in_axes=(0, 0 if with_hparams else None, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_chunk(run_chunk: Callable) -> Callable:
+    return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
+
+
+@jax.jit
+def _params_finite(state: Any) -> jax.Array:
+    return jax.vmap(lambda s: _tree_all_finite(getattr(s, "params", s)))(state)
+
+
+def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
+    """Batched initial TrainState: one point per key (and hparams row, when given)."""
+    return _batched_init(agent.init, hparams is not None)(keys, hparams, env_params)
+
+
+def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
+    """Checkpoint interval rounded up to a whole number of chunks."""
+    return max(1, math.ceil(every_updates / updates_per_chunk)) * updates_per_chunk
+
+
+def run_loop(
+    agent: Any,
+    env_params: Any,
+    state: Any,
+    *,
+    start_update: int,
+    logger: RunLogger,
+    checkpoints: CheckpointManager | None,
+    checkpoint_every_updates: int,
+    metadata: Mapping[str, Any],
+    evaluate: Evaluate | None = None,
+    progress: Progress | None = None,
+    stop_after_updates: int | None = None,
+) -> LoopResult:
+    """Train the batched `state` from `start_update` to `agent.num_updates`."""
+    per_chunk = int(agent.updates_per_chunk)
+    steps_per_update = int(agent.steps_per_update)
+    num_updates = int(agent.num_updates)
+    interval = chunk_update_interval(checkpoint_every_updates, per_chunk)
+    run_chunk = _batched_chunk(agent.run_chunk)
+
+    update = int(start_update)
+    stop_at = num_updates if stop_after_updates is None else min(
+        num_updates, update + int(stop_after_updates))
+    last_metrics: dict[str, np.ndarray] = {}
+    validation: dict[str, np.ndarray] = {}
+    last_saved = checkpoints.latest_step() if checkpoints is not None else None
+    while update < stop_at:
+        t0 = time.perf_counter()
+        state, metrics = run_chunk(state, env_params)
+        metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}  # [P, K]
+        finite = np.asarray(_params_finite(state))
+        elapsed = time.perf_counter() - t0
+        _check_finite(metrics, finite, update, per_chunk, last_saved, checkpoints)
+        update += per_chunk
+        env_steps = update * steps_per_update
+        last_metrics = _reduce_chunk(metrics)
+        row = dict(last_metrics, steps_per_second=per_chunk * steps_per_update * metrics_points(
+            metrics) / max(elapsed, 1e-9))
+        if update % interval == 0 or update >= stop_at:
+            if evaluate is not None:
+                validation = {k: np.asarray(v, np.float64) for k, v in evaluate(state).items()}
+                # Per-point scalars are logged; series (e.g. validation returns) are kept.
+                row.update({k: v for k, v in validation.items() if v.ndim == 1})
+            if checkpoints is not None:
+                sharpe = validation.get("validation_sharpe")
+                best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
+                    sharpe).any() else None
+                checkpoints.save(
+                    update, state,
+                    metadata=dict(metadata, update=update, env_steps=env_steps,
+                                  validation={k: v.tolist() for k, v in validation.items()
+                                              if v.ndim == 1}),
+                    metrics=None if best is None else {"validation_sharpe": best},
+                )
+                last_saved = update
+        logger.log(update, env_steps, row)
+        if progress is not None:
+            ret = last_metrics.get("episode_return")
+            sharpe = validation.get("validation_sharpe")
+            progress.update(
+                env_steps,
+                episode_return=None if ret is None else float(np.nanmean(ret)),
+                validation_sharpe=None if sharpe is None else float(np.nanmax(sharpe)),
+            )
+    return LoopResult(state, update, last_metrics, validation, finished=update >= num_updates)
+
+
+def metrics_points(metrics: Mapping[str, np.ndarray]) -> int:
+    for value in metrics.values():
+        return int(value.shape[0]) if value.ndim >= 1 else 1
+    return 1
+
+
+def _reduce_chunk(metrics: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per point: the chunk's last value of episode statistics, the chunk mean of the rest."""
+    out = {}
+    for key, value in metrics.items():
+        if value.ndim < 2:
+            out[key] = value
+        elif key.startswith("episode_"):
+            out[key] = value[:, -1]
+        else:
+            out[key] = value.mean(axis=1)
+    return out
+
+
+def _check_finite(metrics: Mapping[str, np.ndarray], params_finite: np.ndarray, update: int,
+                  per_chunk: int, last_saved: int | None,
+                  checkpoints: CheckpointManager | None) -> None:
+    """TrainingError naming the first update whose loss (or the chunk whose params) broke."""
+    kept = (f"last good checkpoint: update {last_saved} in {checkpoints.directory}"
+            if last_saved is not None and checkpoints is not None else "no checkpoint saved yet")
+    for key, value in metrics.items():
+        if "loss" not in key or value.ndim < 2:
+            continue
+        bad = ~np.isfinite(value)  # [P, K]
+        if bad.any():
+            point, k = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+            raise TrainingError(
+                f"{key} is {value[point, k]} at update {update + int(k) + 1} (point {int(point)});"
+                f" training stopped, {kept}"
+            )
+    if not params_finite.all():
+        point = int(np.argmin(params_finite))
+        raise TrainingError(
+            f"parameters contain NaN/inf after update {update + per_chunk} (point {point}); "
+            f"training stopped, {kept}"
+        )

@@ -1,0 +1,128 @@
+"""Dataclass schemas of the run configuration, registered in Hydra's ConfigStore.
+
+The sections owned by the experiment layer (data, train, logger, sweep and the top level)
+are typed here. The agent, network and env sections belong to their packages: their schema
+is read from the agent's config dataclass and the env's defaults when those are importable
+(`jaxtrade.config.validate`), so a new agent field needs no change here.
+
+Field metadata states what is allowed: `ge`/`gt`/`le`/`lt` bounds and `choices`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_NAME = "jaxtrade_schema"
+
+
+def _f(default: Any, **allowed: Any) -> Any:
+    """A field with a default and what is allowed (bounds, choices) in its metadata."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=allowed)
+    return field(default=default, metadata=allowed)
+
+
+@dataclass
+class DataConfig:
+    # An embedded dataset name, "synthetic", or "csv"/"parquet" with `path`.
+    source: str = "sp500_daily"
+    path: str | None = None
+    # Column mapping for CSV/Parquet files: canonical name -> name in the file.
+    columns: dict[str, str] | None = None
+    # Extra keyword options passed to `jaxtrade.data.load_ohlcv` (e.g. synthetic num_bars).
+    options: dict[str, Any] = _f({})
+    train_frac: float = _f(0.7, gt=0.0, lt=1.0)
+    validation_frac: float = _f(0.15, ge=0.0, lt=1.0)
+    embargo_bars: int = _f(0, ge=0)
+    # Forward-filtered HMM regime probabilities as features (slower to build).
+    regimes: bool = False
+
+
+@dataclass
+class TrainConfig:
+    # Environment steps per trained point (seed / hyperparameter point). Accepts 2e5.
+    total_steps: int = _f(200_000, gt=0)
+    # Seeds trained side by side in one program (vmapped).
+    num_seeds: int = _f(1, ge=1)
+    # Save a checkpoint (and compute validation Sharpe) every this many updates; rounded up
+    # to a whole chunk of the agent's `updates_per_chunk`.
+    checkpoint_every_updates: int = _f(50, ge=1)
+    # Checkpoints kept: the last `keep_last` plus the `keep_best` best by validation Sharpe.
+    keep_last: int = _f(2, ge=1)
+    keep_best: int = _f(1, ge=0)
+    # Greedy actions in validation/test backtests.
+    deterministic_eval: bool = True
+    # Write run_dir/report/ at the end of training.
+    report: bool = True
+    # Stop (as if interrupted) after this many updates in this process; resume=true continues.
+    # For time-sliced or preemptible jobs.
+    stop_after_updates: int | None = _f(None, ge=1)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = _f("console", choices=("none", "console", "wandb"))
+    project: str = "jaxtrade"
+    entity: str | None = None
+    # W&B group; defaults to the run directory name so all points of a run share it.
+    group: str | None = None
+    # offline unless the user asks for online (and has logged in: keys never go in configs).
+    mode: str = _f("offline", choices=("offline", "online", "disabled"))
+    tags: list[str] = _f([])
+    log_artifacts: bool = True
+
+
+@dataclass
+class SweepParam:
+    key: str = ""
+    # Grid: explicit values. Random: `low`/`high` (log-uniform when `log`).
+    values: list[float] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+
+@dataclass
+class SweepConfig:
+    method: str = _f("none", choices=("none", "grid", "random"))
+    # Random search: points sampled per parameter set.
+    num_samples: int = _f(8, ge=1)
+    sample_seed: int = 0
+    params: list[SweepParam] = _f([])
+
+
+@dataclass
+class RunConfig:
+    seed: int = _f(0, ge=0)
+    # Default: runs/<agent>-<data>-<UTC time>.
+    run_dir: str | None = None
+    resume: bool = False
+    # Persistent XLA compilation cache (default dir: ~/.cache/jaxtrade/jax_cache).
+    compile_cache: bool = True
+    compile_cache_dir: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Owned by their packages; validated against their schemas (see validate.py).
+    env: dict[str, Any] = _f({})
+    agent: dict[str, Any] = _f({})
+    network: dict[str, Any] = _f({})
+    features: Any = None
+
+
+def register_configs() -> None:
+    """Register the schemas so Hydra type-checks every composed config against them."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name=SCHEMA_NAME, node=RunConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,446 @@
+"""Validation of a composed run configuration, before anything is compiled.
+
+Every problem raises `ConfigError` with one line naming the key, the value and what is
+allowed; an unknown key gets the closest valid key suggested (difflib). Sections owned by
+other packages are checked against their own schemas: `agent` against the agent's config
+dataclass (`agents.AGENTS`), `network` against the agent's network dataclass, `env` against
+the env's default overrides. When such a package is not importable its section is passed
+through unchecked and the package itself rejects bad values when it is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from jaxtrade.config.schema import DataConfig, LoggerConfig, SweepConfig, TrainConfig
+from jaxtrade.errors import ConfigError
+
+# Keys the experiment layer sets on the agent config itself (from env/train sections).
+AGENT_KEYS_SET_ELSEWHERE = {
+    "num_envs": "env.num_envs",
+    "total_steps": "train.total_steps",
+    "total_timesteps": "train.total_steps",
+    "network": "network.<key>",
+}
+
+TOP_LEVEL_KEYS = (
+    "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir",
+    "data", "features", "env", "agent", "network", "train", "logger", "sweep",
+)
+
+
+def suggest(key: str, valid: typing.Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest valid key, or '' when nothing is close."""
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def unknown_key(path: str, value: Any, valid: typing.Iterable[str]) -> ConfigError:
+    valid = sorted(valid)
+    head, _, leaf = path.rpartition(".")
+    prefix = head + "." if head else ""
+    hint = suggest(leaf, valid)
+    if hint:
+        hint = hint.replace("'", "'" + prefix, 1)
+    return ConfigError(
+        f"unknown key '{path}' (value {_show(value)}){hint} "
+        f"valid keys{' of ' + head if head else ''}: {', '.join(valid)}"
+    )
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{path}={_show(value)} is not allowed: {allowed}")
+
+
+# ---------------------------------------------------------------------------- types
+
+
+def coerce(value: Any, tp: Any, path: str) -> Any:
+    """`value` converted to type `tp`, or ConfigError saying what type is expected."""
+    if tp is Any or tp is typing.Any or tp is object:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _bad(path, value, f"expected {_type_name(tp)}")
+        # Types we model first; an array annotation (`jax.Array | float`) last.
+        ordered = sorted((a for a in args if a is not type(None)), key=lambda a: not _modelled(a))
+        for arg in ordered:
+            try:
+                return coerce(value, arg, path)
+            except ConfigError:
+                pass
+        named = [a for a in args if _modelled(a) or a is type(None)] or list(args)
+        raise _bad(path, value, f"expected {' or '.join(_type_name(a) for a in named)}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise _bad(path, value, f"choose one of {', '.join(map(str, choices))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise _bad(path, value, f"expected a mapping of {tp.__name__} keys")
+        return validate_dataclass(value, tp, path)
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _bad(path, value, f"expected a list ({_type_name(tp)})")
+        args = typing.get_args(tp)
+        elem = args[0] if args else Any
+        return [coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict or origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise _bad(path, value, "expected a mapping")
+        args = typing.get_args(tp)
+        elem = args[1] if len(args) == 2 else Any
+        return {str(k): coerce(v, elem, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(path, value, "expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise _bad(path, value, "expected an integer")
+        if isinstance(value, int):
+            return value
+        number = _as_number(value)
+        if number is not None and math.isfinite(number) and float(number).is_integer():
+            return int(number)
+        raise _bad(path, value, "expected an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise _bad(path, value, "expected a number")
+        number = _as_number(value)
+        if number is None:
+            raise _bad(path, value, "expected a number")
+        return float(number)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _bad(path, value, "expected a string")
+    # A type we do not model (an array annotation in hparams / env params): numbers pass.
+    if _numeric_tree(value):
+        return value
+    raise _bad(path, value, f"expected a number ({_type_name(tp)})")
+
+
+def _modelled(tp: Any) -> bool:
+    return tp in (bool, int, float, str, list, tuple, dict) or typing.get_origin(tp) in (
+        list, tuple, dict, typing.Literal) or dataclasses.is_dataclass(tp)
+
+
+def _numeric_tree(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_numeric_tree(v) for v in value)
+    return isinstance(value, (int, float, bool))
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_allowed(path: str, value: Any, allowed: Mapping[str, Any]) -> None:
+    """Bounds (`ge`, `gt`, `le`, `lt`) and `choices` from a field's metadata."""
+    if value is None:
+        return
+    if "choices" in allowed and value not in allowed["choices"]:
+        raise _bad(path, value, f"choose one of {', '.join(map(str, allowed['choices']))}")
+    bounds = []
+    if "gt" in allowed:
+        bounds.append(("gt", allowed["gt"], value > allowed["gt"], "> "))
+    if "ge" in allowed:
+        bounds.append(("ge", allowed["ge"], value >= allowed["ge"], ">= "))
+    if "lt" in allowed:
+        bounds.append(("lt", allowed["lt"], value < allowed["lt"], "< "))
+    if "le" in allowed:
+        bounds.append(("le", allowed["le"], value <= allowed["le"], "<= "))
+    if any(not ok for _, _, ok, _ in bounds):
+        rule = " and ".join(sym + str(bound) for _, bound, _, sym in bounds)
+        raise _bad(path, value, f"must be {rule}")
+
+
+def validate_dataclass(
+    values: Mapping[str, Any], cls: type, path: str, skip: typing.Iterable[str] = ()
+) -> dict[str, Any]:
+    """Check `values` against dataclass `cls`; returns the values coerced to its types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations in a foreign dataclass: check names only
+        hints = {}
+    skip = set(skip)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key in skip:
+            out[key] = value
+            continue
+        if key not in fields:
+            raise unknown_key(key_path, value, [k for k in fields if k not in skip])
+        coerced = coerce(value, hints.get(key, Any), key_path)
+        check_allowed(key_path, coerced, fields[key].metadata)
+        out[key] = coerced
+    return out
+
+
+# ------------------------------------------------------------------- foreign sections
+
+
+def agent_config_class(name: str) -> type | None:
+    """The config dataclass of agent `name` from `agents.AGENTS`, or None if unavailable."""
+    try:
+        import agents
+    except Exception:
+        return None
+    registry = getattr(agents, "AGENTS", None)
+    if not registry:
+        return None
+    if name not in registry:
+        raise ConfigError(
+            f"agent.name={name!r} is not allowed: choose one of {', '.join(sorted(registry))}"
+            + suggest(name, registry)
+        )
+    entry = registry[name]
+    for candidate in (
+        getattr(entry, "config_class", None),
+        getattr(entry, "Config", None),
+        entry if dataclasses.is_dataclass(entry) else None,
+        entry[0] if isinstance(entry, tuple) and entry and dataclasses.is_dataclass(entry[0])
+        else None,
+    ):
+        if candidate is not None and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def network_config_class(agent_cls: type | None) -> type | None:
+    if agent_cls is None:
+        return None
+    for f in dataclasses.fields(agent_cls):
+        if f.name == "network":
+            try:
+                tp = typing.get_type_hints(agent_cls).get("network")
+            except Exception:
+                tp = None
+            return tp if dataclasses.is_dataclass(tp) else None
+    return None
+
+
+def env_schema() -> tuple[dict[str, Any], dict[str, type]] | None:
+    """(static settings with defaults, param groups with their dataclass) of the trading env."""
+    try:
+        import inspect
+
+        from envs.trading import EnvParams, TradingEnv
+    except Exception:
+        return None
+    static = {
+        name: p.default for name, p in inspect.signature(TradingEnv.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    hints = typing.get_type_hints(EnvParams)
+    groups = {f.name: hints[f.name] for f in dataclasses.fields(EnvParams)
+              if dataclasses.is_dataclass(hints.get(f.name)) and f.name != "market"}
+    return static, groups
+
+
+# Env keys the experiment layer owns (the env package never sees name / num_envs; split and
+# eval_mode are set per use: training on the train split, backtests on the others).
+ENV_OWN_KEYS = ("name", "num_envs")
+ENV_PARAM_KEYS = {"episode_bars": int}
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def validate_run(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a composed (resolved, plain) run config; returns it with values coerced."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key not in TOP_LEVEL_KEYS:
+            raise unknown_key(str(key), value, TOP_LEVEL_KEYS)
+        out[key] = value
+    out["seed"] = coerce(out.get("seed", 0), int, "seed")
+    check_allowed("seed", out["seed"], {"ge": 0})
+    for key in ("resume", "compile_cache"):
+        out[key] = coerce(out.get(key, False), bool, key)
+    for key in ("run_dir", "compile_cache_dir"):
+        out[key] = coerce(out.get(key), str | None, key)
+    out["data"] = validate_dataclass(out.get("data") or {}, DataConfig, "data")
+    out["train"] = validate_dataclass(out.get("train") or {}, TrainConfig, "train")
+    out["logger"] = validate_dataclass(out.get("logger") or {}, LoggerConfig, "logger")
+    out["sweep"] = validate_dataclass(out.get("sweep") or {}, SweepConfig, "sweep")
+    out["env"] = _validate_env(out.get("env") or {})
+    out["agent"], out["network"] = _validate_agent(
+        out.get("agent") or {}, out.get("network") or {}
+    )
+    _cross_field(out)
+    return out
+
+
+def _validate_env(env: Mapping[str, Any]) -> dict[str, Any]:
+    env = dict(env)
+    num_envs = env.get("num_envs", "auto")
+    if num_envs != "auto":
+        num_envs = coerce(num_envs, int, "env.num_envs")
+        check_allowed("env.num_envs", num_envs, {"ge": 1})
+    env["num_envs"] = num_envs
+    env["name"] = coerce(env.get("name", "trading"), str, "env.name")
+    schema = env_schema()
+    if schema is None:
+        return env
+    static, groups = schema
+    valid = [*ENV_OWN_KEYS, *static, *groups, *ENV_PARAM_KEYS]
+    for key, value in env.items():
+        path = f"env.{key}"
+        if key in ENV_OWN_KEYS:
+            continue
+        if key in static:
+            default = static[key]
+            if isinstance(default, bool):
+                env[key] = coerce(value, bool, path)
+            elif isinstance(default, int):
+                env[key] = coerce(value, int, path)
+                check_allowed(path, env[key], {"ge": 1})
+            elif isinstance(default, float):
+                env[key] = coerce(value, float, path)
+            elif isinstance(default, tuple):
+                env[key] = coerce(value, list[float], path)
+            elif isinstance(default, str):
+                env[key] = coerce(value, str, path)
+        elif key in groups:
+            env[key] = validate_dataclass(value or {}, groups[key], path)
+        elif key in ENV_PARAM_KEYS:
+            env[key] = coerce(value, ENV_PARAM_KEYS[key], path)
+            check_allowed(path, env[key], {"ge": 1})
+        else:
+            raise unknown_key(path, value, valid)
+    return env
+
+
+def _validate_agent(
+    agent: Mapping[str, Any], network: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    agent = dict(agent)
+    name = coerce(agent.get("name", "ppo"), str, "agent.name")
+    agent["name"] = name
+    cls = agent_config_class(name)
+    if cls is None:
+        return agent, dict(network)
+    for key, where in AGENT_KEYS_SET_ELSEWHERE.items():
+        if key in agent:
+            raise ConfigError(f"agent.{key}={_show(agent[key])} is not allowed: set {where}")
+    checked = validate_dataclass(
+        {k: v for k, v in agent.items() if k != "name"}, cls, "agent",
+        skip=AGENT_KEYS_SET_ELSEWHERE,
+    )
+    net_cls = network_config_class(cls)
+    net = validate_dataclass(network, net_cls, "network") if net_cls else dict(network)
+    # The dataclasses' own checks (choices such as network.torso) run on construction.
+    from_dict = getattr(cls, "from_dict", None)
+    if from_dict is not None:
+        from_dict({**checked, "network": net})
+    return {"name": name, **checked}, net
+
+
+def _cross_field(cfg: dict[str, Any]) -> None:
+    data = cfg["data"]
+    total = data["train_frac"] + data["validation_frac"]
+    if total >= 1.0:
+        raise ConfigError(
+            f"data.train_frac + data.validation_frac = {total:g} is not allowed: must be < 1 "
+            "so a test split remains"
+        )
+    if data["source"] in ("csv", "parquet") and not data.get("path"):
+        raise ConfigError(f"data.path=None is not allowed with data.source={data['source']}: "
+                          "give the file, e.g. data.path=bars.csv")
+    agent = cfg["agent"]
+    num_envs = cfg["env"]["num_envs"]
+    rollout = _first(agent, ("rollout_len", "num_steps", "rollout_steps"))
+    minibatches = agent.get("num_minibatches")
+    if isinstance(num_envs, int) and rollout and minibatches:
+        check_batch_divisible(num_envs, rollout[1], rollout[0], minibatches)
+    _check_sweep(cfg)
+
+
+def _first(d: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
+    for key in keys:
+        if d.get(key) is not None:
+            return key, d[key]
+    return None
+
+
+def check_batch_divisible(num_envs: int, rollout_len: int, rollout_key: str,
+                          num_minibatches: int) -> None:
+    batch = num_envs * rollout_len
+    if batch % num_minibatches:
+        raise ConfigError(
+            f"agent.num_minibatches={num_minibatches} is not allowed: env.num_envs * "
+            f"agent.{rollout_key} = {num_envs}*{rollout_len} = {batch} must be divisible by it"
+        )
+
+
+def check_window(window_bars: int, train_bars: int, key: str = "env.window_bars") -> None:
+    """The observation window must fit (with room for an episode) in the training split."""
+    if window_bars >= train_bars:
+        raise ConfigError(
+            f"{key}={window_bars} is not allowed: must be shorter than the training split "
+            f"({train_bars} bars); use a smaller window or more data / data.train_frac"
+        )
+
+
+def _check_sweep(cfg: dict[str, Any]) -> None:
+    sweep = cfg["sweep"]
+    if sweep["method"] == "none":
+        return
+    hparams = cfg["agent"].get("hparams")
+    for i, param in enumerate(sweep["params"]):
+        where = f"sweep.params[{i}]"
+        key = param.get("key", "")
+        parts = key.split(".")
+        if len(parts) != 3 or parts[:2] != ["agent", "hparams"]:
+            raise ConfigError(f"{where}.key={key!r} is not allowed: vmapped sweeps take numeric "
+                              "agent.hparams.<name> keys; sweep shape-changing keys with "
+                              "comma lists on the command line (multirun)")
+        if isinstance(hparams, Mapping) and parts[2] not in hparams:
+            raise unknown_key(key, param, [f"{k}" for k in hparams])
+        if sweep["method"] == "grid" and not param.get("values"):
+            raise ConfigError(f"{where}.values={param.get('values')!r} is not allowed: "
+                              "a grid sweep needs a list of values")
+        if sweep["method"] == "random" and not param.get("values"):
+            low, high = param.get("low"), param.get("high")
+            if low is None or high is None or not low < high:
+                raise ConfigError(f"{where} low={low!r}, high={high!r} is not allowed: "
+                                  "random sampling needs low < high")
+            if param.get("log") and low <= 0:
+                raise ConfigError(f"{where}.low={low!r} is not allowed: must be > 0 with log=true")

@@ -1,0 +1,209 @@
+"""One logger interface for training runs: `none`, `console` or `wandb`.
+
+Whatever the kind, every logged row also goes to `run_dir/metrics.jsonl` (one JSON object
+per line: `point`, `update`, `env_steps`, `time_s` and the metrics), so nothing depends on
+W&B. A run trains P points side by side (seeds x hyperparameter points, vmapped); each
+point is its own W&B run inside one group, so W&B's comparison views work.
+
+W&B runs offline by default (`logger.mode=offline`, files under `run_dir/wandb/`, upload
+later with `wandb sync`); `WANDB_MODE` in the environment takes precedence. Secrets never
+reach a config, a log or a run directory: keys that look like credentials are dropped from
+everything logged (`scrub`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxtrade.errors import ConfigError
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+
+
+def scrub(tree: Any) -> Any:
+    """A copy of `tree` without keys that look like credentials."""
+    if isinstance(tree, Mapping):
+        return {k: scrub(v) for k, v in tree.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(tree, (list, tuple)):
+        return [scrub(v) for v in tree]
+    return tree
+
+
+def to_jsonable(value: Any) -> Any:
+    """Numbers as plain floats/ints (NaN/inf as null), arrays as lists."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        arr = np.asarray(value)
+        return to_jsonable(arr.item() if arr.ndim == 0 else arr.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLogger:
+    """Streams per-point metrics at chunk boundaries to metrics.jsonl and the chosen sink."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        kind: str = "console",
+        config: Mapping[str, Any] | None = None,
+        points: Sequence[Mapping[str, Any]] = ({},),
+        run_info: Mapping[str, Any] | None = None,
+        project: str = "jaxtrade",
+        entity: str | None = None,
+        group: str | None = None,
+        mode: str = "offline",
+        tags: Sequence[str] = (),
+        resume_after_update: int | None = None,
+        print_fn: Callable[[str], None] = print,
+    ) -> None:
+        if kind not in ("none", "console", "wandb"):
+            raise ConfigError(f"logger.kind={kind!r} is not allowed: choose none, console, wandb")
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
+        self.points = [dict(p) for p in points]
+        self.print_fn = print_fn
+        self._t0 = time.perf_counter()
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if resume_after_update is not None:
+            self._truncate_after(resume_after_update)
+        elif self.metrics_path.exists():
+            self.metrics_path.unlink()
+        self._file = self.metrics_path.open("a")
+        self._runs: list[Any] = []
+        if kind == "wandb":
+            self._init_wandb(config or {}, run_info or {}, project, entity, group, mode, tags,
+                             resume=resume_after_update is not None)
+
+    # --------------------------------------------------------------------- W&B
+    def _init_wandb(self, config: Mapping[str, Any], run_info: Mapping[str, Any], project: str,
+                    entity: str | None, group: str | None, mode: str, tags: Sequence[str],
+                    resume: bool) -> None:
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE", mode)
+        (self.run_dir / "wandb").mkdir(exist_ok=True)  # wandb writes run_dir/wandb/
+        group = group or self.run_dir.resolve().name
+        ids_path = self.run_dir / "wandb_run_ids.json"
+        ids = json.loads(ids_path.read_text()) if resume and ids_path.is_file() else {}
+        new_ids = {}
+        for index, point in enumerate(self.points):
+            run_config = scrub(dict(config, point=point, run_info=dict(run_info)))
+            label = ",".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else
+                             f"{k.split('.')[-1]}={v}" for k, v in point.items())
+            try:
+                run = wandb.init(
+                    project=project, entity=entity, group=group, job_type="train",
+                    name=f"{group}/{index}" + (f" {label}" if label else ""),
+                    id=ids.get(str(index)), resume="allow" if resume else None,
+                    config=to_jsonable(run_config), dir=str(self.run_dir), mode=mode,
+                    tags=list(tags), reinit="create_new",
+                    settings=wandb.Settings(silent=True, console="off", save_code=False,
+                                            x_disable_stats=True),
+                )
+            except Exception as err:  # a bad login or mode is a user error, said in one line
+                raise ConfigError(f"logger.mode={mode!r}: W&B could not start "
+                                  f"({str(err).splitlines()[0]}); run `wandb login` for "
+                                  "online mode or use logger.mode=offline") from None
+            new_ids[str(index)] = run.id
+            self._runs.append(run)
+        ids_path.write_text(json.dumps(new_ids))
+
+    # --------------------------------------------------------------------- logging
+    def log(self, update: int, env_steps: int, metrics: Mapping[str, Any]) -> None:
+        """Log one row per point. `metrics` values are scalars or arrays of length P."""
+        elapsed = time.perf_counter() - self._t0
+        rows = []
+        for p in range(len(self.points)):
+            row: dict[str, Any] = {"point": p, "update": int(update),
+                                   "env_steps": int(env_steps), "time_s": round(elapsed, 3)}
+            for key, value in metrics.items():
+                arr = np.asarray(value)
+                row[key] = to_jsonable(arr[p] if arr.ndim >= 1 and arr.shape[0] == len(
+                    self.points) else arr)
+            rows.append(row)
+            self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        for run, row in zip(self._runs, rows):
+            run.log({k: v for k, v in row.items() if k not in ("point", "update")
+                     and isinstance(v, (int, float))}, step=int(update))
+        if self.kind == "console":
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in rows[0].items()
+                              if k not in ("point", "time_s") and isinstance(v, (int, float)))
+            self.print_fn(f"[{update}] {shown}" + (f" (point 0 of {len(rows)})"
+                                                    if len(rows) > 1 else ""))
+
+    def summary(self, values: Mapping[str, Any], point: int | None = None) -> None:
+        """Final numbers for W&B run summaries (all points, or one)."""
+        for index, run in enumerate(self._runs):
+            if point is None or point == index:
+                for key, value in to_jsonable(dict(values)).items():
+                    run.summary[key] = value
+
+    def log_artifact(self, path: str | Path, name: str, kind: str, point: int = 0) -> None:
+        """Attach a file or directory (report, checkpoint) to point `point`'s W&B run."""
+        if not self._runs:
+            return
+        import wandb
+
+        path = Path(path)
+        artifact = wandb.Artifact(name=re.sub(r"[^\w.-]", "-", name), type=kind)
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self._runs[point].log_artifact(artifact)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        for run in self._runs:
+            run.finish()
+        self._runs = []
+
+    def _truncate_after(self, update: int) -> None:
+        # Rows written after the checkpoint we resume from would be logged twice.
+        if not self.metrics_path.is_file():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("update", 0) <= update]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"

@@ -1,0 +1,210 @@
+"""Checkpoints: keep-last + best, exact resume (N + N == 2N), SIGKILL then resume, NaN stop.
+
+The training loop is exercised with a small agent defined here that follows the agent
+protocol (init / run_chunk / num_updates / updates_per_chunk / steps_per_update): SGD with
+momentum on a linear regression whose minibatches are drawn from the RNG in the state, so
+the result depends on params, optimizer state, RNG and update counter all being restored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import struct
+
+from experiments.loop import init_points, run_loop
+from jaxtrade.checkpoint import CheckpointManager
+from jaxtrade.errors import CheckpointError, TrainingError
+from jaxtrade.logging import RunLogger, read_metrics
+
+DIM = 6
+
+
+@struct.dataclass
+class ToyHParams:
+    learning_rate: Any = 0.05
+
+
+@struct.dataclass
+class ToyState:
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    hparams: ToyHParams
+    update_step: jax.Array
+
+
+class ToyAgent(NamedTuple):
+    init: Any
+    run_chunk: Any
+    num_updates: int
+    updates_per_chunk: int
+    steps_per_update: int
+
+
+def make_toy_agent(num_updates: int = 12, updates_per_chunk: int = 3, batch: int = 32
+                   ) -> ToyAgent:
+    true_w = jnp.linspace(-1.0, 1.0, DIM)
+    tx = optax.trace(decay=0.9)
+
+    def init(key: jax.Array, hparams: Any = None, env_params: Any = None) -> ToyState:
+        hp = ToyHParams() if hparams is None else hparams
+        key, sub = jax.random.split(key)
+        params = {"w": 0.1 * jax.random.normal(sub, (DIM,)), "b": jnp.zeros(())}
+        return ToyState(params, tx.init(params), key, jax.tree.map(jnp.float32, hp),
+                        jnp.zeros((), jnp.int32))
+
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+    def one_update(state: ToyState, _: Any) -> tuple[ToyState, dict]:
+        rng, kx, kn = jax.random.split(state.rng, 3)
+        x = jax.random.normal(kx, (batch, DIM))
+        y = x @ true_w + 0.1 * jax.random.normal(kn, (batch,))
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+        updates, opt_state = tx.update(grads, state.opt_state)
+        params = jax.tree.map(lambda p, u: p - state.hparams.learning_rate * u,
+                              state.params, updates)
+        new = state.replace(params=params, opt_state=opt_state, rng=rng,
+                            update_step=state.update_step + 1)
+        return new, {"loss": loss, "episode_return": -loss}
+
+    def run_chunk(state: ToyState, env_params: Any = None) -> tuple[ToyState, dict]:
+        return jax.lax.scan(one_update, state, None, updates_per_chunk)
+
+    return ToyAgent(init, run_chunk, num_updates, updates_per_chunk, batch)
+
+
+def train_toy(run_dir: Path, agent: ToyAgent, *, resume: bool = False,
+              stop_after: int | None = None, every: int = 3, hparams: Any = None,
+              num_points: int = 1) -> Any:
+    keys = jnp.stack([jax.random.key(s) for s in range(num_points)])
+    state = init_points(agent, keys, hparams, None)
+    manager = CheckpointManager(run_dir / "checkpoints", keep_last=2, keep_best=1)
+    start = 0
+    if resume:
+        state, meta = manager.restore(state)
+        start = meta["update"]
+    evaluate = lambda s: {"validation_sharpe": -np.asarray(
+        jax.vmap(lambda p: jnp.sum((p["w"] - jnp.linspace(-1, 1, DIM)) ** 2))(s.params))}
+    with RunLogger(run_dir, kind="none", points=[{}] * num_points,
+                   resume_after_update=start if resume else None) as logger:
+        try:
+            result = run_loop(agent, None, state, start_update=start, logger=logger,
+                              checkpoints=manager, checkpoint_every_updates=every,
+                              metadata={"note": "toy"}, evaluate=evaluate,
+                              stop_after_updates=stop_after)
+        finally:
+            manager.close()
+    return result
+
+
+def test_keep_last_and_best_and_typed_keys(tmp_path: Path) -> None:
+    state = {"w": jnp.arange(3.0), "rng": jax.random.key(7), "n": jnp.int32(0)}
+    sharpes = [0.5, 2.0, 0.1, 0.3, 0.2]
+    with CheckpointManager(tmp_path / "ck", keep_last=2, keep_best=1) as manager:
+        for step, sharpe in enumerate(sharpes, start=1):
+            state = dict(state, w=state["w"] + 1, n=state["n"] + 1)
+            manager.save(step, state, metadata={"config": {"a": 1}},
+                         metrics={"validation_sharpe": sharpe})
+        assert manager.all_steps() == [2, 4, 5]  # last two + the best (step 2, Sharpe 2.0)
+        assert manager.best_step() == 2
+        restored, meta = manager.restore(state, "best")
+        assert int(restored["n"]) == 2 and meta["config"] == {"a": 1}
+        assert meta["metrics"]["validation_sharpe"] == 2.0
+        latest, _ = manager.restore(state)
+        np.testing.assert_array_equal(latest["w"], state["w"])
+        assert jax.random.key_impl(latest["rng"]) == jax.random.key_impl(state["rng"])
+        np.testing.assert_array_equal(jax.random.key_data(latest["rng"]),
+                                      jax.random.key_data(state["rng"]))
+        with pytest.raises(CheckpointError, match="no checkpoint 3"):
+            manager.restore(state, 3)
+        with pytest.raises(CheckpointError, match="does not match"):
+            manager.restore({"w": jnp.zeros(5), "rng": state["rng"], "n": state["n"]})
+
+
+def test_resume_equals_straight_run(tmp_path: Path) -> None:
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    straight = train_toy(tmp_path / "straight", agent)
+    first = train_toy(tmp_path / "split", agent, stop_after=6)
+    assert first.updates_done == 6 and not first.finished
+    second = train_toy(tmp_path / "split", agent, resume=True)
+    assert second.updates_done == 12 and second.finished
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(second.state)):
+        a, b = np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
+                          else a), np.asarray(jax.random.key_data(b) if jnp.issubdtype(
+                              b.dtype, jax.dtypes.prng_key) else b)
+        np.testing.assert_array_equal(a, b)
+    # The resumed run's metrics.jsonl continues without duplicated updates.
+    updates = [row["update"] for row in read_metrics(tmp_path / "split")]
+    assert updates == [3, 6, 9, 12]
+    # And it trained: the loss went down.
+    rows = read_metrics(tmp_path / "split")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_nan_stops_with_update_named_and_keeps_last_good(tmp_path: Path) -> None:
+    agent = make_toy_agent(num_updates=30, updates_per_chunk=3)
+    hparams = ToyHParams(learning_rate=jnp.asarray([3.0], jnp.float32))  # diverges
+    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at update \d+ \(point 0\)") as err:
+        train_toy(tmp_path, agent, hparams=hparams, every=3)
+    bad_update = int(str(err.value).split("at update ")[1].split()[0])
+    with CheckpointManager(tmp_path / "checkpoints", read_only=True) as manager:
+        last = manager.latest_step()
+        assert last is not None and last < bad_update
+        like = init_points(agent, jnp.stack([jax.random.key(0)]), hparams, None)
+        state, _ = manager.restore(like)
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+    assert f"last good checkpoint: update {last}" in str(err.value)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from test_checkpoint import make_toy_agent, train_toy
+    agent = make_toy_agent(num_updates=16, updates_per_chunk=2)
+    train_toy(Path({run_dir!r}), agent, every=2, resume={resume})
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(tmp_path: Path) -> None:
+    agent = make_toy_agent(num_updates=16, updates_per_chunk=2)
+    straight = train_toy(tmp_path / "straight", agent, every=2)
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(run_dir),
+                                resume=False)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    ckpts = run_dir / "checkpoints"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        steps = [p for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.is_dir() else []
+        if len(steps) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(
+        tests=str(Path(__file__).parent), run_dir=str(run_dir), resume=True)], env=env)
+    assert resumed.returncode == 0
+    with CheckpointManager(ckpts, read_only=True) as manager:
+        assert manager.latest_step() == 16
+        state, meta = manager.restore(straight.state)
+    assert meta["update"] == 16
+    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
