@@ -161,14 +161,36 @@ def sortino_ratio(returns: Array, bars_per_year: float, required_return: float =
     return annual_excess / downside_risk(returns, bars_per_year, required_return)
 
 
+def _drawdown_scan(returns: Array) -> tuple[Array, Array, Array]:
+    """One pass over the bars: (drawdown after each bar [T], max drawdown, max duration).
+
+    A sequential scan rather than cumulative-max primitives: it is O(T), compiles quickly
+    and vectorizes across paths under vmap.
+    """
+
+    def bar(carry, r):
+        equity, peak, worst, since_peak, longest = carry
+        equity = equity * (1.0 + r)
+        peak = jnp.maximum(peak, equity)
+        drawdown = equity / peak - 1.0
+        since_peak = jnp.where(equity >= peak, 0.0, since_peak + 1.0)
+        carry = (equity, peak, jnp.minimum(worst, drawdown), since_peak,
+                 jnp.maximum(longest, since_peak))
+        return carry, drawdown
+
+    one, zero = jnp.ones((), returns.dtype), jnp.zeros((), returns.dtype)
+    (_, _, worst, _, longest), drawdowns = jax.lax.scan(
+        bar, (one, one, zero, zero, zero), returns
+    )
+    return drawdowns, worst, longest
+
+
 def drawdown_series(returns: Array) -> Array:
     """Drawdown after each bar, [T], as equity / running_peak - 1 (<= 0).
 
     The running peak starts at the initial equity, so it includes the state before bar 0.
     """
-    equity = equity_curve(returns)
-    peak = jnp.maximum(jax.lax.cummax(equity), 1.0)
-    return equity / peak - 1.0
+    return _drawdown_scan(_f(returns))[0]
 
 
 def max_drawdown(returns: Array) -> Array:
@@ -176,7 +198,7 @@ def max_drawdown(returns: Array) -> Array:
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    return jnp.minimum(jnp.min(drawdown_series(returns)), 0.0)
+    return _drawdown_scan(returns)[1]
 
 
 def max_drawdown_duration(returns: Array) -> Array:
@@ -187,19 +209,15 @@ def max_drawdown_duration(returns: Array) -> Array:
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    equity = jnp.concatenate([jnp.ones((1,), returns.dtype), equity_curve(returns)])
-    at_peak = equity >= jax.lax.cummax(equity)
-    index = jnp.arange(equity.shape[0])
-    last_peak = jax.lax.cummax(jnp.where(at_peak, index, 0))
-    return jnp.max(index - last_peak).astype(returns.dtype)
+    return _drawdown_scan(returns)[2]
 
 
-def calmar_ratio(returns: Array, bars_per_year: float) -> Array:
+def calmar_ratio(returns: Array, bars_per_year: float, mdd: Array | None = None) -> Array:
     """annual_return / |max_drawdown|; NaN when there is no drawdown (as empyrical)."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    mdd = max_drawdown(returns)
+    mdd = max_drawdown(returns) if mdd is None else mdd
     ratio = annual_return(returns, bars_per_year) / jnp.abs(mdd)
     return jnp.where((mdd < 0) & jnp.isfinite(ratio), ratio, jnp.nan)
 
@@ -221,30 +239,42 @@ def win_rate(returns: Array) -> Array:
     return jnp.where(nonzero == 0, 0.0, wins / jnp.maximum(nonzero, 1))
 
 
-def value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
+def _quantile_sorted(ordered: Array, q: float) -> Array:
+    """numpy's default (linear) quantile of an already sorted series; T is static."""
+    position = q * (ordered.shape[0] - 1)
+    lower = int(math.floor(position))
+    upper = min(lower + 1, ordered.shape[0] - 1)
+    frac = position - lower
+    return ordered[lower] + frac * (ordered[upper] - ordered[lower])
+
+
+def value_at_risk(returns: Array, cutoff: float = 0.05, ordered: Array | None = None) -> Array:
     """Linear-interpolated `cutoff` percentile of per-bar returns (negative for a loss)."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    return jnp.percentile(returns, 100.0 * cutoff)
+    return _quantile_sorted(jnp.sort(returns) if ordered is None else ordered, cutoff)
 
 
-def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
+def conditional_value_at_risk(
+    returns: Array, cutoff: float = 0.05, ordered: Array | None = None
+) -> Array:
     """Mean of the k+1 worst returns, k = floor((T - 1) * cutoff) (empyrical's rule)."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
     k = int((returns.shape[0] - 1) * cutoff)
-    return jnp.mean(jnp.sort(returns)[: k + 1])
+    ordered = jnp.sort(returns) if ordered is None else ordered
+    return jnp.mean(ordered[: k + 1])
 
 
-def tail_ratio(returns: Array) -> Array:
+def tail_ratio(returns: Array, ordered: Array | None = None) -> Array:
     """|95th percentile| / |5th percentile| of per-bar returns."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    upper, lower = jnp.percentile(returns, jnp.array([95.0, 5.0]))
-    return jnp.abs(upper) / jnp.abs(lower)
+    ordered = jnp.sort(returns) if ordered is None else ordered
+    return jnp.abs(_quantile_sorted(ordered, 0.95)) / jnp.abs(_quantile_sorted(ordered, 0.05))
 
 
 def _central_moments(returns: Array) -> tuple[Array, Array, Array]:
@@ -340,20 +370,23 @@ def compute_metrics(
     when `positions` is None.
     """
     returns = _f(returns)
+    # The sort and the drawdown pass are shared by the metrics that need them.
+    ordered = jnp.sort(returns)
+    _, mdd, duration = _drawdown_scan(returns)
     out = {
         "sharpe": sharpe_ratio(returns, bars_per_year),
         "sortino": sortino_ratio(returns, bars_per_year),
-        "max_drawdown": max_drawdown(returns),
+        "max_drawdown": mdd,
         "total_return": total_return(returns),
         "annual_return": annual_return(returns, bars_per_year),
         "annual_volatility": annual_volatility(returns, bars_per_year),
-        "calmar": calmar_ratio(returns, bars_per_year),
-        "max_drawdown_duration": max_drawdown_duration(returns),
+        "calmar": calmar_ratio(returns, bars_per_year, mdd),
+        "max_drawdown_duration": duration,
         "profit_factor": profit_factor(returns),
         "win_rate": win_rate(returns),
-        "var_5": value_at_risk(returns, 0.05),
-        "cvar_5": conditional_value_at_risk(returns, 0.05),
-        "tail_ratio": tail_ratio(returns),
+        "var_5": value_at_risk(returns, 0.05, ordered),
+        "cvar_5": conditional_value_at_risk(returns, 0.05, ordered),
+        "tail_ratio": tail_ratio(returns, ordered),
         "skew": skew(returns),
         "kurtosis": kurtosis(returns),
     }

@@ -1,0 +1,296 @@
+"""Deterministic backtest of a policy over one whole split of the market, with the env's costs.
+
+The env is stepped in evaluation mode (`eval_mode=True`): it starts at the split's first
+decidable bar and walks to the split's last bar, one `lax.scan` under one `jit`. Costs,
+fills and risk management are the env's own, so a backtest is exactly what training saw.
+
+Rows of the result (one per evaluated bar b, from the first decision bar to the last bar):
+  equity            portfolio value at the close of b (initial equity at the first row)
+  return            simple return of equity from the close of b-1 to the close of b
+                    (0 at the first row, which only anchors the curve)
+  position          weight per asset held at the close of b (filled during bar b)
+  target_position   weight per asset decided at the close of b, to be filled at b+1. This
+                    is what a live runner prints at bar b; on the last row it is the policy's
+                    target before the env's risk manager (there is no next bar to fill on)
+  trade, cost       whether a fill happened during bar b and the costs paid during it
+Metrics use the returns of every row but the first, with the target decided one row
+earlier as the position that earned them (held weights drift with prices every bar; the
+decided target changes only when the policy trades, which is what trade statistics count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+
+from jaxtrade import metrics as metrics_lib
+from jaxtrade.market import SPLIT_NAMES
+
+PolicyFn = Callable[..., jax.Array]  # policy_fn(key, obs, state, params) -> action
+
+
+@dataclasses.dataclass
+class BacktestResult:
+    """Per-bar arrays of one backtest (host numpy) plus its metrics."""
+
+    split: str
+    timestamps: np.ndarray  # datetime64[us] [n]
+    symbols: tuple[str, ...]
+    equity: np.ndarray  # [n]
+    returns: np.ndarray  # [n], returns[0] == 0
+    positions: np.ndarray  # [n, A]
+    target_positions: np.ndarray  # [n, A]
+    trades: np.ndarray  # bool [n]
+    costs: np.ndarray  # [n]
+    close: np.ndarray  # [n, A]
+    bars_per_year: float
+    metrics: dict[str, float]
+    terminated: bool = False  # bankrupt before the split ended
+
+    @property
+    def num_bars(self) -> int:
+        return len(self.returns)
+
+    def frame(self) -> pl.DataFrame:
+        """Long polars frame: one row per (bar, symbol)."""
+        n, a = self.positions.shape
+        ts = np.repeat(self.timestamps.astype("datetime64[us]"), a)
+        return pl.DataFrame(
+            {
+                "timestamp": pl.Series(ts).dt.replace_time_zone("UTC"),
+                "symbol": np.tile(np.asarray(self.symbols, dtype=object), n).astype(str),
+                "split": [self.split] * (n * a),
+                "equity": np.repeat(self.equity, a),
+                "return": np.repeat(self.returns, a),
+                "close": self.close.reshape(-1),
+                "position": self.positions.reshape(-1),
+                "target_position": self.target_positions.reshape(-1),
+                "trade": np.repeat(self.trades, a),
+                "cost": np.repeat(self.costs, a),
+            }
+        )
+
+
+def split_index(split: str | int) -> int:
+    if isinstance(split, str):
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
+        return SPLIT_NAMES.index(split)
+    return int(split)
+
+
+def eval_bounds(env: Any, env_params: Any, split: str | int) -> tuple[int, int]:
+    """(first decision bar, last bar) that the env's evaluation mode walks for `split`."""
+    market = env_params.market
+    start, end = market.split_bounds(SPLIT_NAMES[split_index(split)])
+    first = max(start, int(env.window_bars) - 1)
+    last = min(end - 1, market.num_bars - 1)
+    if last <= first:
+        raise ValueError(
+            f"split {SPLIT_NAMES[split_index(split)]!r} [{start}, {end}) has no bar to trade "
+            f"after the {env.window_bars}-bar observation window"
+        )
+    return first, last
+
+
+def _accepts_deterministic(policy_fn: PolicyFn) -> bool:
+    try:
+        return "deterministic" in inspect.signature(policy_fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _flat_action(env: Any) -> jax.Array:
+    return env.weights_to_action(jnp.zeros((env.num_assets,), jnp.float32))
+
+
+def rollout(
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    split: str | int,
+    key: jax.Array,
+    deterministic: bool = True,
+    delay_bars: int = 0,
+) -> dict[str, jax.Array]:
+    """Walk `split` in eval mode; stacked per-step info plus the final target (device arrays).
+
+    `delay_bars` > 0 applies each decision `delay_bars` bars late (a stress test of slow
+    execution): the env receives the action decided `delay_bars` steps earlier, flat before.
+    """
+    first, last = eval_bounds(env, env_params, split)
+    # The scan always covers the longest possible walk and masks the bars past this split's
+    # end, so every split of a market shares one compiled program per policy.
+    max_steps = env_params.market.num_bars - 1
+    num_steps = jnp.asarray(last - first, jnp.int32)
+    params = env_params.replace(
+        split=jnp.asarray(split_index(split), jnp.int32), eval_mode=jnp.asarray(True)
+    )
+    # None: the policy takes no `deterministic` argument. Static, so one compile per setting.
+    mode = bool(deterministic) if _accepts_deterministic(policy_fn) else None
+    records = _rollout_jit(env, max_steps, int(delay_bars), policy_fn, mode, params, key,
+                           num_steps)
+    steps = last - first
+    per_step = ("equity", "position", "target", "trade", "cost", "alive")
+    return {k: (v[:steps] if k in per_step else v) for k, v in records.items()}
+
+
+def _rollout_impl(env, max_steps, delay_bars, policy_fn, mode, params, key, num_steps):
+    if mode is None:
+        act = policy_fn
+    else:
+        act = lambda k, o, s, p: policy_fn(k, o, s, p, deterministic=mode)
+    reset_key, loop_key = jax.random.split(key)
+    obs, state = env.reset(reset_key, params)
+    flat = _flat_action(env)
+    queue = jnp.stack([flat] * delay_bars) if delay_bars else None
+
+    def one_bar(carry, scanned):
+        step, step_key = scanned
+        obs, state, solvent, queue = carry
+        alive = solvent & (step < num_steps)
+        policy_key, env_key = jax.random.split(step_key)
+        decided = act(policy_key, obs, state, params)
+        if delay_bars:
+            action = queue[0]
+            queue = jnp.concatenate([queue[1:], decided[None]], axis=0)
+        else:
+            action = decided
+        next_obs, next_state, _, terminated, info = env.step_env(env_key, state, action, params)
+        # After a bankruptcy the book stays as it was: no return, no trades, no costs.
+        keep = lambda new, old: jnp.where(alive, new, old)
+        state_out = jax.tree_util.tree_map(keep, next_state, state)
+        obs_out = keep(next_obs, obs)
+        record = {
+            "equity": jnp.where(alive, info["equity"], state.equity),
+            "position": jnp.where(alive, info["position"], 0.0),
+            "target": jnp.where(alive, info["target_weights"], 0.0),
+            "trade": alive & info["traded"],
+            "cost": jnp.where(alive, info["costs"], 0.0),
+            "alive": alive,
+        }
+        return (obs_out, state_out, solvent & ~(alive & terminated), queue), record
+
+    keys = jax.random.split(loop_key, max_steps + 1)
+    steps = jnp.arange(max_steps)
+    (obs, state, alive, _), records = jax.lax.scan(
+        one_bar, (obs, state, jnp.asarray(True), queue), (steps, keys[:max_steps])
+    )
+    final_action = act(keys[-1], obs, state, params)
+    final_target = jnp.where(alive, env.action_to_weights(final_action, params), 0.0)
+    records["final_target"] = final_target
+    records["survived"] = alive
+    records["initial_equity"] = jnp.asarray(params.trading.initial_equity, jnp.float32)
+    return records
+
+
+_rollout_jit = jax.jit(_rollout_impl, static_argnums=(0, 1, 2, 3, 4))
+
+
+def backtest(
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    split: str = "test",
+    deterministic: bool = True,
+    key: jax.Array | None = None,
+    delay_bars: int = 0,
+) -> BacktestResult:
+    """Backtest `policy_fn(key, obs, state, params) -> action` over a whole split.
+
+    `deterministic` is passed to policies that accept it (greedy instead of sampled
+    actions); with `key=None` a fixed key is used so the same policy gives the same numbers.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    name = SPLIT_NAMES[split_index(split)]
+    rec = jax.device_get(rollout(env, env_params, policy_fn, name, key, deterministic, delay_bars))
+    return result_from_rollout(env, env_params, name, rec)
+
+
+def result_from_rollout(env: Any, env_params: Any, split: str, rec: dict) -> BacktestResult:
+    """Assemble the per-bar arrays (first row = the starting bar) and the metrics."""
+    market = env_params.market
+    first, last = eval_bounds(env, env_params, split)
+    initial = float(rec["initial_equity"])
+    equity = np.concatenate([[initial], np.asarray(rec["equity"], np.float64)])
+    returns = np.zeros_like(equity)
+    previous = np.where(np.abs(equity[:-1]) > 0, equity[:-1], np.nan)
+    returns[1:] = np.nan_to_num(equity[1:] / previous - 1.0)
+    num_assets = market.num_assets
+    positions = np.concatenate(
+        [np.zeros((1, num_assets)), np.asarray(rec["position"], np.float64)], axis=0
+    )
+    targets = np.concatenate(
+        [np.asarray(rec["target"], np.float64), np.asarray(rec["final_target"])[None]], axis=0
+    )
+    trades = np.concatenate([[False], np.asarray(rec["trade"], bool)])
+    costs = np.concatenate([[0.0], np.asarray(rec["cost"], np.float64)])
+    bars = np.arange(first, last + 1)
+    close = np.asarray(market.close, np.float64)[bars]
+    bars_per_year = float(market.meta.bars_per_year)
+    metrics = metrics_lib.metrics_dict(returns[1:], bars_per_year, targets[:-1])
+    return BacktestResult(
+        split=split,
+        timestamps=np.asarray(market.meta.timestamps)[bars],
+        symbols=tuple(market.meta.symbols),
+        equity=equity,
+        returns=returns,
+        positions=positions,
+        target_positions=targets,
+        trades=trades,
+        costs=costs,
+        close=close,
+        bars_per_year=bars_per_year,
+        metrics=metrics,
+        terminated=not bool(rec["survived"]),
+    )
+
+
+def backtest_all_splits(
+    env: Any, env_params: Any, policy_fn: PolicyFn, **kwargs: Any
+) -> dict[str, BacktestResult]:
+    """`backtest` on every non-empty split that has a tradable bar."""
+    out = {}
+    for name in SPLIT_NAMES:
+        start, end = env_params.market.split_bounds(name)
+        if end - start < 2:
+            continue
+        try:
+            out[name] = backtest(env, env_params, policy_fn, split=name, **kwargs)
+        except ValueError:
+            continue
+    return out
+
+
+def costs_description(env_params: Any) -> str:
+    """One line stating the env's cost settings, for reports."""
+    c = env_params.costs
+    v = lambda x: float(np.asarray(x))
+    return (
+        f"commission {v(c.fee_bps):g} bps + half-spread {v(c.half_spread_bps):g} bps per fill; "
+        f"slippage {v(c.slippage_vol_mult):g} x bar volatility (cap {v(c.slippage_cap_bps):g} "
+        f"bps); short borrow {v(c.borrow_bps_per_bar):g} bps/bar; funding "
+        f"{v(c.funding_bps_per_bar):g} bps/bar; no-trade band "
+        f"{v(c.min_trade_fraction) * 100:g}% of equity"
+    )
+
+
+def scale_costs(env_params: Any, factor: float) -> Any:
+    """EnvParams with every transaction cost multiplied by `factor` (stress tests)."""
+    c = env_params.costs
+    scaled = c.replace(
+        fee_bps=c.fee_bps * factor,
+        half_spread_bps=c.half_spread_bps * factor,
+        slippage_vol_mult=c.slippage_vol_mult * factor,
+        slippage_cap_bps=c.slippage_cap_bps * factor,
+        borrow_bps_per_bar=c.borrow_bps_per_bar * factor,
+        funding_bps_per_bar=c.funding_bps_per_bar * factor,
+    )
+    return env_params.replace(costs=scaled)
