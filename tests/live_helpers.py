@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 import envs
-from agents.common.distributions import ActionSpec
+from agents.common.distributions import ActionSpec, to_env_action
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
 from jaxtrade import features as features_lib
 from jaxtrade import market as market_lib
@@ -85,7 +85,7 @@ def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: 
         _, dist, _ = net.apply(p, network_carry(cfg, (1,)), obs[None, None], resets)
         if spec.kind == "discrete":
             return jnp.argmax(dist.logits[0, 0])
-        return dist.mean()[0, 0]
+        return to_env_action(spec, dist.mean()[0, 0])  # what Agent.act hands the env
 
     return cfg, params, (lambda key, obs, state, _p: policy_fn(key, obs, state, params))
 
