@@ -25,7 +25,11 @@ def cross_corr(frame: pl.DataFrame, window: int) -> pl.Series:
     count = r.count().over("timestamp")
     # Where the asset's own return is null the correlation window is null anyway.
     others = pl.when(count > 1).then((total - r) / (count - 1))
-    out = frame.select(pl.rolling_corr(r, others, window_size=window).over("symbol").alias("corr"))
+    # Two steps: a window over timestamps nested in a window over symbols gives nulls.
+    with_others = frame.select("symbol", RET, others.alias("__others"))
+    out = with_others.select(
+        pl.rolling_corr(r, pl.col("__others"), window_size=window).over("symbol")
+    )
     return out.to_series()
 
 
