@@ -1,5 +1,12 @@
-"""Out-of-sample evaluation: backtests, baselines, walk-forward, Monte Carlo, gate, reports."""
+"""Out-of-sample evaluation: backtests, baselines, walk-forward, Monte Carlo, gate, reports.
 
-from jaxtrade.evaluate.backtest import BacktestResult, backtest, backtest_all_splits
-
-__all__ = ["BacktestResult", "backtest", "backtest_all_splits"]
+Modules (import the functions from them, e.g. `from jaxtrade.evaluate.backtest import
+backtest`; the package does not rebind the module names):
+  backtest      backtest(env, env_params, policy_fn, split=...) -> BacktestResult
+  baselines     supervised (logistic regression) baseline, run_baselines(...)
+  walk_forward  walk_forward(env, env_params, folds, train_fn) -> WalkForwardResult
+  montecarlo    bootstrap(returns, bars_per_year, ...) -> MonteCarloResult, stress_tests(...)
+  gate          compare_runs(new_run_dir, old_run_dir, factor=1.05) -> Decision
+  report        write_report(run_dir, results_by_split, baselines, ...)
+  compare       compare_runs(run_dirs) -> polars.DataFrame, main_compare(argv)
+"""

@@ -71,18 +71,19 @@ def supervised_policy(env: Any, model: LinearDirectionModel) -> Callable:
     return policy_fn
 
 
-def _rule_baselines(env: Any, env_params: Any) -> dict[str, Callable]:
-    """The env developer's baseline policies, by name (empty if unavailable)."""
-    try:
-        from envs import baselines as env_baselines
-    except ImportError:
-        return {}
-    factory = getattr(env_baselines, "all_baselines", None) or getattr(
-        env_baselines, "make_baselines", None
-    )
-    if factory is None:
-        return {}
-    return dict(factory(env, env_params))
+def rule_baselines(env: Any) -> dict[str, Callable]:
+    """The env's rule-based baseline policies by name (ERC only for several assets)."""
+    from envs import baselines as env_baselines
+
+    policies = {
+        "buy_and_hold": env_baselines.buy_and_hold(env),
+        "ma_crossover": env_baselines.ma_crossover(env),
+        "zscore_reversion": env_baselines.zscore_reversion(env),
+    }
+    if env.num_assets > 1:
+        policies["equal_risk_contribution"] = env_baselines.equal_risk_contribution(env)
+    policies["random"] = env_baselines.random_policy(env)
+    return policies
 
 
 def run_baselines(
@@ -93,8 +94,12 @@ def run_baselines(
     include_supervised: bool = True,
     key: jax.Array | None = None,
 ) -> dict[str, dict[str, BacktestResult]]:
-    """Backtest every baseline on every split: {name: {split: BacktestResult}}."""
-    policies = dict(_rule_baselines(env, env_params) if policies is None else policies)
+    """Backtest every baseline on every split: {name: {split: BacktestResult}}.
+
+    `policies` defaults to `rule_baselines(env)`; the logistic-regression baseline is added
+    (fitted on the train split) unless `include_supervised` is False.
+    """
+    policies = dict(rule_baselines(env) if policies is None else policies)
     if include_supervised:
         policies["logistic"] = supervised_policy(env, fit_direction_model(env_params.market))
     key = jax.random.PRNGKey(0) if key is None else key
