@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 
 import jax
@@ -107,3 +109,12 @@ def backtest_and_bundle(
         normalizer=norm,
     )
     return result, bundle, market
+
+
+@functools.cache
+def shared_case(name: str = "sp500_daily", bars: int = 900, window_bars: int = 16):
+    """One backtest + bundle per process, shared by the test modules (building costs ~10 s)."""
+    tmp = Path(tempfile.mkdtemp(prefix="jaxtrade-live-"))
+    frame = real_frame(name, bars)
+    result, bundle, _ = backtest_and_bundle(tmp, frame, window_bars=window_bars)
+    return result, bundle, write_csv(frame, tmp / "bars.csv"), frame

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from live_helpers import backtest_and_bundle, real_frame, write_csv
+from live_helpers import backtest_and_bundle, real_frame, shared_case
 
 from jaxtrade import features as features_lib
 from jaxtrade.live.bars import Bar
@@ -32,11 +32,8 @@ def run_bundle(bundle, *args, python=sys.executable, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def mlp_case(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("parity")
-    frame = real_frame("sp500_daily", 900)
-    result, bundle, market = backtest_and_bundle(tmp, frame, window_bars=16)
-    return result, bundle, write_csv(frame, tmp / "bars.csv"), frame
+def mlp_case():
+    return shared_case()
 
 
 @pytest.mark.parametrize("name", ["sp500_daily", "eurusd_1h"])
