@@ -10,7 +10,7 @@ import pytest
 
 from jaxtrade import features as F
 from jaxtrade.data import load_ohlcv
-from jaxtrade.errors import FeatureError
+from jaxtrade.errors import DataError, FeatureError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "features"
 
@@ -119,3 +119,18 @@ def test_compute_keeps_rows_and_order_for_shuffled_multi_symbol_input() -> None:
     a = sorted_out.filter(pl.col("symbol") == "A")["rsi_14"]
     b = sorted_out.filter(pl.col("symbol") == "B")["rsi_14"]
     assert a.equals(b)
+
+
+def test_hydra_config_node_is_accepted() -> None:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONFIGS / "default.yaml")
+    assert F.FeatureSpec.from_dict(node) == F.default_spec()
+
+
+def test_bad_frames_raise_data_error() -> None:
+    frame = load_ohlcv("sp500_daily").head(50)
+    with pytest.raises(DataError, match="missing column"):
+        F.compute(frame.drop("volume"))
+    with pytest.raises(DataError, match="duplicate timestamps"):
+        F.compute(pl.concat([frame, frame.tail(1)]))

@@ -171,7 +171,8 @@ _DEFS: list[FeatureDef] = [
     ),
     FeatureDef(
         "zscore",
-        "Rolling z-score (x - mean) / std of a column (close, volume, log_volume, log_return).",
+        "Rolling z-score (x - mean) / std of close, volume, log_volume = log(1 + volume) "
+        "or log_return.",
         {"column": "close", "windows": [20, 50]},
         lambda p: [f"zscore_{p['column']}_{w}" for w in p["windows"]],
         lambda p, _: [[ind.zscore(_ZSCORE_SOURCES[p["column"]](), w) for w in p["windows"]]],

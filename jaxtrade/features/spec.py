@@ -96,15 +96,14 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, raw: Any) -> FeatureSpec:
         """From {"features": [...]} or a bare list of entries (mappings or names)."""
-        if hasattr(raw, "items") and not isinstance(raw, dict):  # e.g. an OmegaConf node
-            raw = dict(raw.items())
+        raw = _plain(raw)  # OmegaConf nodes (Hydra configs) to plain dicts and lists
         if isinstance(raw, dict):
             if "features" not in raw:
                 raise FeatureError("a feature spec needs a 'features' list")
             raw = raw["features"]
         if not isinstance(raw, (list, tuple)) or not raw:
             raise FeatureError("a feature spec must list at least one feature")
-        return cls(tuple(FeatureEntry.from_dict(_plain(e)) for e in raw))
+        return cls(tuple(FeatureEntry.from_dict(e) for e in raw))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureSpec:
