@@ -1,0 +1,90 @@
+"""write_report: files exist, are non-empty, HTML references every plot, JSON/CSV shapes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import envs
+from envs import baselines as env_baselines
+from jaxtrade import market as market_lib
+from jaxtrade.evaluate import backtest as bt
+from jaxtrade.evaluate import montecarlo
+from jaxtrade.evaluate import report as report_lib
+from jaxtrade.evaluate.baselines import run_baselines
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "jaxtrade" / "data" / "embedded"
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    bars = pl.read_parquet(EMBEDDED / "sp500_daily.parquet").tail(900)
+    close = bars["close"].to_numpy()
+    log_ret = np.diff(np.log(close), prepend=np.log(close[0]))
+    market = market_lib.from_arrays(
+        close,
+        open=bars["open"].to_numpy(),
+        high=bars["high"].to_numpy(),
+        low=bars["low"].to_numpy(),
+        features=np.stack([log_ret / 0.01, np.sign(log_ret)], axis=-1),
+        splits=np.array([[0, 500], [500, 700], [700, 900]]),
+        timestamps=bars["timestamp"].dt.replace_time_zone(None).to_numpy(),
+        symbols=("SPX",),
+    )
+    env, params = envs.make("trading", market, window_bars=8)
+    policy = env_baselines.ma_crossover(env, fast_bars=10, slow_bars=40)
+    results = bt.backtest_all_splits(env, params, policy)
+    holder = {"buy_and_hold": env_baselines.buy_and_hold(env)}
+    baselines = run_baselines(env, params, policies=holder)
+    test = results["test"]
+    mc = montecarlo.bootstrap(test.returns[1:], test.bars_per_year, num_paths=300,
+                              exposure=test.target_positions[:-1, 0], num_crashes=2)
+    run_dir = tmp_path_factory.mktemp("run")
+    report_lib.write_report(run_dir, results, baselines, mc=mc, sweep_trials=12,
+                            costs_description=bt.costs_description(params),
+                            sweep_sharpe_variance=0.002)
+    return run_dir / "report"
+
+
+def test_report_files_exist_and_html_references_every_plot(report_dir: Path) -> None:
+    html = (report_dir / "report.html").read_text()
+    for name in report_lib.PLOTS:
+        png = report_dir / name
+        assert png.is_file() and png.stat().st_size > 5_000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"data-file='{name}'" in html and f"href='{name}'" in html
+    # Self-contained: images are inline, nothing is fetched from the network.
+    assert html.count("data:image/png;base64,") == len(report_lib.PLOTS)
+    assert not re.search(r"(src|href)=['\"]https?:", html)
+    for split in ("train", "validation", "test"):
+        assert f"<th>{split}</th>" in html
+    assert "Sweep trials</b> behind this configuration: 12" in html
+    assert "commission 1 bps" in html
+
+
+def test_metrics_json_shape(report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for split in ("train", "validation", "test"):
+        for key in ("sharpe", "sortino", "max_drawdown", "total_return", "psr"):
+            assert key in metrics[split]
+    assert set(metrics["baselines"]) == {"buy_and_hold", "logistic"}
+    assert set(metrics["baselines"]["buy_and_hold"]) == {"train", "validation", "test"}
+    assert metrics["sweep_trials"] == 12 and "commission" in metrics["costs"]
+    assert 0.0 <= metrics["significance"]["dsr"] <= 1.0
+    # More trials can only lower the deflated value below the undeflated PSR.
+    assert metrics["significance"]["dsr_test"] <= metrics["significance"]["psr_test"]
+    assert metrics["monte_carlo"]["num_paths"] == 300
+
+
+def test_positions_csv_has_every_evaluated_bar(report_dir: Path) -> None:
+    positions = pl.read_csv(report_dir / "positions.csv")
+    assert positions.columns == ["timestamp", "symbol", "split", "target_position"]
+    counts = dict(positions.group_by("split").len().iter_rows())
+    # Eval mode walks each split from its first decidable bar to its last bar.
+    assert counts == {"train": 500 - 7, "validation": 200, "test": 200}
+    assert set(positions["target_position"].unique().to_list()) <= {-1.0, 0.0, 1.0}
