@@ -237,9 +237,14 @@ def build(
 
     if "symbol" not in frame.columns:
         frame = frame.with_columns(pl.lit("asset0").alias("symbol"))
+    # Asset order: first appearance in the input. Rows: time order (the per-symbol ATR and
+    # volatility below run over rows in order).
+    symbols = tuple(frame.get_column("symbol").cast(pl.String).unique(maintain_order=True))
+    frame = frame.with_columns(pl.col("symbol").cast(pl.String)).sort(
+        "timestamp", maintain_order=True
+    )
     table = compute(frame, spec)
     names = [c for c in table.columns if c not in ("timestamp", "symbol")]
-    symbols = tuple(frame.get_column("symbol").unique(maintain_order=True).cast(pl.String))
     timeline = frame.get_column("timestamp").unique().sort()
     num_bars, num_assets = timeline.len(), len(symbols)
 

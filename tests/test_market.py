@@ -166,3 +166,20 @@ def test_memory_report_and_vmapped_reads_do_not_copy(market: M.MarketData) -> No
     after = sum(x.nbytes for x in jax.live_arrays())
     assert after - before == sum(x.nbytes for x in jax.tree_util.tree_leaves(out))
     np.testing.assert_array_equal(out["close"][123], market.close[123 % market.num_bars])
+
+
+def test_row_order_of_the_input_does_not_matter(sp500: pl.DataFrame) -> None:
+    base = sp500.head(400)
+    frame = pl.concat(
+        [
+            base.with_columns(pl.lit("A").alias("symbol")),
+            base.with_columns(pl.lit("B").alias("symbol"), pl.col("volume") * 2),
+        ]
+    )
+    m = M.build(frame, SPEC)
+    shuffled = M.build(frame.sample(fraction=1.0, shuffle=True, seed=1), SPEC)
+    for name in ("features", "close", "atr", "volatility", "valid"):
+        a, b = np.asarray(getattr(m, name)), np.asarray(getattr(shuffled, name))
+        if shuffled.meta.symbols != m.meta.symbols:
+            b = b[:, ::-1]
+        np.testing.assert_array_equal(a, b, err_msg=name)
