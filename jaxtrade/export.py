@@ -114,6 +114,10 @@ def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> d
     extra = dict(getattr(market.meta, "extra", {}) or {})
     spec = spec if spec is not None else extra.get("feature_spec", extra.get("spec"))
     normalizer = normalizer if normalizer is not None else extra.get("normalizer")
+    if normalizer is None and "normalizer" in extra:  # built with normalization="none"
+        count = len(market.meta.feature_names)
+        normalizer = {"method": "none", "clip": None, "feature_names": list(
+            market.meta.feature_names), "center": [0.0] * count, "scale": [1.0] * count}
     regimes = regimes if regimes is not None else extra.get("regimes", extra.get("regime_model"))
     if spec is None or normalizer is None:
         raise ExportError(

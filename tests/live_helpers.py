@@ -16,6 +16,7 @@ from agents.common.distributions import ActionSpec, to_env_action
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
 from jaxtrade import features as features_lib
 from jaxtrade import market as market_lib
+from jaxtrade.data.splits import make_splits
 from jaxtrade.evaluate.backtest import backtest
 from jaxtrade.export import write_bundle
 
@@ -31,25 +32,10 @@ def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-def build_market(frame: pl.DataFrame, train_frac: float = 0.6, val_frac: float = 0.2):
-    """Features on the whole frame, normalization fitted on the train rows only."""
-    spec = features_lib.default_spec()
-    table = features_lib.compute(frame, spec)
-    n = frame.height
-    train_end, val_end = int(n * train_frac), int(n * (train_frac + val_frac))
-    norm = features_lib.Normalizer.fit(table, train_rows=(0, train_end))
-    x = norm.transform(table).drop("timestamp").to_numpy()
-    market = market_lib.from_arrays(
-        frame["close"].to_numpy(),
-        open=frame["open"].to_numpy(),
-        high=frame["high"].to_numpy(),
-        low=frame["low"].to_numpy(),
-        features=x,
-        feature_names=tuple(norm.feature_names),
-        splits=np.array([[0, train_end], [train_end, val_end], [val_end, n]]),
-        timestamps=frame["timestamp"].dt.replace_time_zone(None).to_numpy(),
-    )
-    return market, spec, norm
+def build_market(frame: pl.DataFrame, regimes: bool = False):
+    """The training pipeline's market: features, train-only normalization, ATR, volatility."""
+    splits = make_splits(frame.height, 0.6, 0.2)
+    return market_lib.build(frame, features_lib.default_spec(), splits, regimes=regimes)
 
 
 def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: float = 300.0):
@@ -93,20 +79,20 @@ def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: 
 
 
 def backtest_and_bundle(
-    tmp: Path, frame: pl.DataFrame, split: str = "test", torso: str = "mlp", **env_overrides
+    tmp: Path,
+    frame: pl.DataFrame,
+    split: str = "test",
+    torso: str = "mlp",
+    regimes: bool = False,
+    **env_overrides,
 ):
-    market, spec, norm = build_market(frame)
+    """Backtest a policy with the env, and export the same policy (spec, stats from market)."""
+    market = build_market(frame, regimes=regimes)
     env, env_params = envs.make("trading", market, **env_overrides)
     cfg, params, policy_fn = make_policy(env, env_params, torso)
     result = backtest(env, env_params, policy_fn, split=split)
     bundle = write_bundle(
-        tmp / f"bundle-{torso}",
-        params=params,
-        network_config=cfg,
-        env=env,
-        env_params=env_params,
-        feature_spec=spec,
-        normalizer=norm,
+        tmp / f"bundle-{torso}", params=params, network_config=cfg, env=env, env_params=env_params
     )
     return result, bundle, market
 
@@ -116,5 +102,14 @@ def shared_case(name: str = "sp500_daily", bars: int = 900, window_bars: int = 1
     """One backtest + bundle per process, shared by the test modules (building costs ~10 s)."""
     tmp = Path(tempfile.mkdtemp(prefix="jaxtrade-live-"))
     frame = real_frame(name, bars)
-    result, bundle, _ = backtest_and_bundle(tmp, frame, window_bars=window_bars)
+    # Regime-dependent leverage caps make the runner's HMM filter part of the parity.
+    result, bundle, _ = backtest_and_bundle(
+        tmp,
+        frame,
+        window_bars=window_bars,
+        regimes=True,
+        regime_caps=True,
+        max_leverage=2.0,
+        discrete_levels=(-2.0, -1.0, 0.0, 1.0, 2.0),
+    )
     return result, bundle, write_csv(frame, tmp / "bars.csv"), frame
