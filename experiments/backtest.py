@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from experiments import common
 from jaxtrade.errors import ConfigError
@@ -57,45 +56,12 @@ def main(argv: Sequence[str]) -> int:
 
 
 def backtest_run(run_dir: Path, checkpoint: str = "best", point: str | None = None) -> Path:
-    import jax
+    from experiments.train import restore_run, write_report
 
-    from experiments.loop import init_points
-    from experiments.train import point_list, prepare, write_report
-    from jaxtrade.checkpoint import CheckpointManager
-
-    cfg = common.read_run_config(run_dir)
-    cfg["run_dir"] = str(run_dir)
-    cfg = common.compose_run_from_saved(cfg)
-    prep = prepare(cfg, "backtest")
-    manager = CheckpointManager(run_dir / "checkpoints", read_only=True)
-    step: Any = checkpoint if checkpoint in ("best", "latest") else _int(checkpoint, "checkpoint")
-    if step == "best" and manager.best_step() is None:
-        step = "latest"
-    points = cfg["sweep"].get("points") or []
-    all_points = point_list(cfg, points)
-    keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in all_points])
-    hparams = None
-    if points:
-        from agents import stack_hparams
-
-        hparams = stack_hparams([
-            common.replace_hparams(prep.agent_config.hparams, {
-                k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
-            for p in all_points])
-    like = init_points(prep.agent, keys, hparams, prep.env_params)
-    state, meta = manager.restore(like, step)
-    manager.close()
-    if point is None:
-        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or [0.0]
-        chosen = max(range(len(sharpe)), key=lambda i: float(sharpe[i]) if sharpe[i]
-                     is not None else float("-inf"))
-    else:
-        chosen = _int(point, "point")
-        if not 0 <= chosen < len(all_points):
-            raise ConfigError(f"point={chosen} is not allowed: the run has points "
-                              f"0..{len(all_points) - 1}")
+    chosen = None if point is None else _int(point, "point")
+    prep, state, meta, chosen, points = restore_run(run_dir, checkpoint, chosen)
     print(f"backtest of {run_dir} at update {meta['update']}, point {chosen}")
-    return write_report(prep, state, chosen, all_points)
+    return write_report(prep, state, chosen, points)
 
 
 def _int(value: str, key: str) -> int:
@@ -106,24 +72,13 @@ def _int(value: str, key: str) -> int:
 
 
 def compare(argv: Sequence[str]) -> int:
-    import argparse
+    """The deploy gate (jaxtrade.evaluate.gate): exit 0 promote, 3 keep the incumbent."""
+    from jaxtrade.evaluate.gate import main as gate_main
 
-    parser = argparse.ArgumentParser(prog="jaxtrade backtest --compare")
-    parser.add_argument("new_run")
-    parser.add_argument("old_run")
-    parser.add_argument("--factor", type=float, default=1.05)
     try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as done:
+        return gate_main(list(argv))
+    except SystemExit as done:  # argparse usage errors / --help
         if done.code:
             raise ConfigError("usage: jaxtrade backtest --compare NEW_RUN OLD_RUN "
                               "[--factor F]") from None
         return 0
-    try:
-        from jaxtrade.evaluate.gate import compare_runs
-    except ImportError:
-        raise ConfigError("the deploy gate (jaxtrade.evaluate.gate) is not available in "
-                          "this build") from None
-    decision = compare_runs(args.new_run, args.old_run, args.factor)
-    print(decision)
-    return 0

@@ -85,6 +85,7 @@ def run_loop(
     checkpoints: CheckpointManager | None,
     checkpoint_every_updates: int,
     metadata: Mapping[str, Any],
+    eval_every_updates: int | None = None,
     evaluate: Evaluate | None = None,
     progress: Progress | None = None,
     stop_after_updates: int | None = None,
@@ -94,6 +95,8 @@ def run_loop(
     steps_per_update = int(agent.steps_per_update)
     num_updates = int(agent.num_updates)
     interval = chunk_update_interval(checkpoint_every_updates, per_chunk)
+    eval_interval = chunk_update_interval(eval_every_updates or checkpoint_every_updates,
+                                          per_chunk)
     run_chunk = _batched_chunk(agent.run_chunk)
 
     update = int(start_update)
@@ -114,23 +117,23 @@ def run_loop(
         last_metrics = _reduce_chunk(metrics)
         row = dict(last_metrics, steps_per_second=per_chunk * steps_per_update * metrics_points(
             metrics) / max(elapsed, 1e-9))
-        if update % interval == 0 or update >= stop_at:
-            if evaluate is not None:
-                validation = {k: np.asarray(v, np.float64) for k, v in evaluate(state).items()}
-                # Per-point scalars are logged; series (e.g. validation returns) are kept.
-                row.update({k: v for k, v in validation.items() if v.ndim == 1})
-            if checkpoints is not None:
-                sharpe = validation.get("validation_sharpe")
-                best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
-                    sharpe).any() else None
-                checkpoints.save(
-                    update, state,
-                    metadata=dict(metadata, update=update, env_steps=env_steps,
-                                  validation={k: v.tolist() for k, v in validation.items()
-                                              if v.ndim == 1}),
-                    metrics=None if best is None else {"validation_sharpe": best},
-                )
-                last_saved = update
+        save = update % interval == 0 or update >= stop_at
+        if evaluate is not None and (save or update % eval_interval == 0):
+            validation = {k: np.asarray(v, np.float64) for k, v in evaluate(state).items()}
+            # Per-point scalars are logged; series (e.g. validation returns) are kept.
+            row.update({k: v for k, v in validation.items() if v.ndim == 1})
+        if save and checkpoints is not None:
+            sharpe = validation.get("validation_sharpe")
+            best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
+                sharpe).any() else None
+            checkpoints.save(
+                update, state,
+                metadata=dict(metadata, update=update, env_steps=env_steps,
+                              validation={k: v.tolist() for k, v in validation.items()
+                                          if v.ndim == 1}),
+                metrics=None if best is None else {"validation_sharpe": best},
+            )
+            last_saved = update
         logger.log(update, env_steps, row)
         if progress is not None:
             ret = last_metrics.get("episode_return")

@@ -128,7 +128,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     points = point_list(cfg, hparam_points)
     keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in points])
     hparams = None
-    if any(len(p) > 1 for p in points):
+    if hparam_points:
         hparams = stack_hparams([
             common.replace_hparams(prep.agent_config.hparams, {
                 k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
@@ -166,6 +166,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
                 agent, prep.env_params, state, start_update=start_update, logger=logger,
                 checkpoints=checkpoints,
                 checkpoint_every_updates=cfg["train"]["checkpoint_every_updates"],
+                eval_every_updates=cfg["train"]["eval_every_updates"],
                 metadata=metadata, evaluate=evaluate, progress=progress,
                 stop_after_updates=cfg["train"].get("stop_after_updates"),
             )
@@ -177,7 +178,11 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             sharpe).any() else 0
         report_dir = None
         if loop.finished and cfg["train"]["report"]:
-            report_dir = write_report(prep, loop.state, best, points, print_fn=progress.print)
+            variance = None
+            if len(points) > 1 and sharpe is not None:
+                variance = _per_bar_sharpe_variance(loop.validation.get("validation_returns"))
+            report_dir = write_report(prep, loop.state, best, points, print_fn=progress.print,
+                                      sweep_sharpe_variance=variance)
             if log_cfg["log_artifacts"]:
                 logger.log_artifact(report_dir, f"report-{run_dir.name}", "report", point=best)
         if log_cfg["log_artifacts"] and log_cfg["kind"] == "wandb":
@@ -197,33 +202,58 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
 # ------------------------------------------------------------------------ evaluation
 
 
+def _per_bar_sharpe_variance(returns: np.ndarray | None) -> float | None:
+    """Variance across points of the per-bar validation Sharpe (for the Deflated Sharpe)."""
+    if returns is None or returns.shape[0] < 2:
+        return None
+    std = returns.std(axis=1, ddof=1)
+    per_bar = np.where(std > 0, returns.mean(axis=1) / np.where(std > 0, std, 1.0), 0.0)
+    return float(per_bar.var(ddof=1))
+
+
 def make_validation(prep: Prepared, deterministic: bool = True
                     ) -> Callable[[Any], dict[str, np.ndarray]] | None:
-    """Validation-split Sharpe of every point's greedy policy, all points in one program."""
+    """Validation-split metrics of every point's policy, all points in one compiled program.
+
+    The same walk as the backtest (eval mode from the split's first bar to its last, fills
+    and costs by the env, the book frozen after a bankruptcy), with the agent's parameters as
+    traced inputs so evaluating after every checkpoint interval compiles once.
+    """
     import jax
     import jax.numpy as jnp
 
-    from jaxtrade.evaluate import backtest as backtest_lib
+    from jaxtrade.evaluate.backtest import eval_bounds
     from jaxtrade.metrics import max_drawdown, sharpe_ratio, total_return
 
     env, env_params, agent = prep.env, prep.env_params, prep.agent
     start, end = prep.market.split_bounds("validation")
     if end - start < 3 or getattr(prep.agent_config.network, "recurrent", False):
         return None
-    first, last = backtest_lib.eval_bounds(env, env_params, "validation")
-    num_steps = last - first
+    first, last = eval_bounds(env, env_params, "validation")
     params = env_params.replace(split=jnp.asarray(1, jnp.int32), eval_mode=jnp.asarray(True))
     bars_per_year = float(prep.market.meta.bars_per_year)
+    keys = jax.random.split(jax.random.key(0), last - first + 1)
 
     def one_point(agent_params: Any) -> dict[str, jax.Array]:
-        def policy(key: Any, obs: Any, state: Any, env_p: Any) -> Any:
-            return agent.act(agent_params, obs, key, deterministic)
+        obs, env_state = env.reset(keys[-1], params)
+        initial = jnp.asarray(params.trading.initial_equity, jnp.float32)
 
-        rec = backtest_lib._rollout_impl(env, num_steps, 0, policy, None, params,
-                                         jax.random.key(0))
-        equity = jnp.concatenate([rec["initial_equity"][None], rec["equity"]])
-        returns = equity[1:] / jnp.where(equity[:-1] != 0, equity[:-1], jnp.nan) - 1.0
-        returns = jnp.nan_to_num(returns)
+        def one_bar(carry: Any, key: jax.Array) -> tuple[Any, jax.Array]:
+            obs, env_state, solvent, equity = carry
+            act_key, step_key = jax.random.split(key)
+            action = agent.act(agent_params, obs, act_key, deterministic)
+            obs2, state2, _, terminated, info = env.step_env(step_key, env_state, action, params)
+            keep = lambda new, old: jnp.where(solvent, new, old)
+            equity = keep(info["equity"], equity)
+            carry = (keep(obs2, obs), jax.tree.map(keep, state2, env_state),
+                     solvent & ~terminated, equity)
+            return carry, equity
+
+        _, equity = jax.lax.scan(one_bar, (obs, env_state, jnp.asarray(True), initial),
+                                 keys[:-1])
+        equity = jnp.concatenate([initial[None], equity])
+        returns = jnp.nan_to_num(equity[1:] / jnp.where(equity[:-1] != 0, equity[:-1],
+                                                        jnp.nan) - 1.0)
         return {"validation_sharpe": sharpe_ratio(returns, bars_per_year),
                 "validation_total_return": total_return(returns),
                 "validation_max_drawdown": max_drawdown(returns),
@@ -240,25 +270,88 @@ def point_params(state: Any, point: int) -> Any:
 
 
 def write_report(prep: Prepared, state: Any, point: int, points: Sequence[Mapping[str, Any]],
-                 print_fn: Callable[[str], None] = print) -> Path:
+                 print_fn: Callable[[str], None] = print,
+                 sweep_sharpe_variance: float | None = None) -> Path:
     """Backtest the chosen point on every split beside the baselines; write run_dir/report/."""
-    from jaxtrade import evaluate as evaluate_lib
+    from jaxtrade.evaluate.backtest import backtest_all_splits, costs_description
+    from jaxtrade.evaluate.baselines import run_baselines
+    from jaxtrade.evaluate.montecarlo import bootstrap
+    from jaxtrade.evaluate.report import write_report as write_report_files
 
     params = point_params(state, point)
     agent = prep.agent
+    deterministic = bool(prep.cfg["train"]["deterministic_eval"])
 
-    def policy(key: Any, obs: Any, env_state: Any, env_params: Any,
-               deterministic: bool = True) -> Any:
+    def policy(key: Any, obs: Any, env_state: Any, env_params: Any) -> Any:
         return agent.act(params, obs, key, deterministic)
 
-    report_dir = evaluate_lib.write_report(
-        prep.run_dir, env=prep.env, env_params=prep.env_params, policy_fn=policy,
-        config=prep.cfg, num_trials=len(points),
+    results = backtest_all_splits(prep.env, prep.env_params, policy)
+    baselines = run_baselines(prep.env, prep.env_params, splits=tuple(results))
+    test = results.get("test")
+    mc = None
+    if test is not None and test.num_bars > 20:
+        mc = bootstrap(test.returns[1:], test.bars_per_year, num_paths=1000,
+                       exposure=test.positions[1:])
+    page = write_report_files(
+        prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
+        costs_description=costs_description(prep.env_params),
+        sweep_sharpe_variance=sweep_sharpe_variance,
+        title=f"jaxtrade: {prep.cfg['agent']['name']} on {prep.cfg['data']['source']}",
     )
-    report_dir = Path(report_dir) if report_dir else prep.run_dir / "report"
+    report_dir = Path(page).parent
     print_fn(metrics_table(report_dir / "metrics.json"))
-    print_fn(f"report: {report_dir / 'report.html'}")
+    print_fn(f"report: {page}")
     return report_dir
+
+
+def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int | None = None,
+                command: str = "backtest") -> tuple[Prepared, Any, dict[str, Any], int,
+                                                    list[dict[str, Any]]]:
+    """Rebuild a run from its config.yaml and restore a checkpoint.
+
+    Returns (prepared run, batched state, checkpoint metadata, chosen point, all points);
+    the point defaults to the best by validation Sharpe at that checkpoint.
+    """
+    import jax
+
+    from agents import stack_hparams
+    from jaxtrade.checkpoint import CheckpointManager
+
+    run_dir = Path(run_dir)
+    cfg = common.read_run_config(run_dir)
+    cfg["run_dir"] = str(run_dir)
+    cfg = common.compose_run_from_saved(cfg)
+    prep = prepare(cfg, command)
+    prep.run_dir = run_dir.resolve()
+    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
+        step: Any = checkpoint
+        if step not in ("best", "latest"):
+            try:
+                step = int(step)
+            except ValueError:
+                raise ConfigError(f"checkpoint={checkpoint!r} is not allowed: best, latest or "
+                                  "an update number") from None
+        if step == "best" and manager.best_step() is None:
+            step = "latest"
+        hparam_points = cfg["sweep"].get("points") or []
+        points = point_list(cfg, hparam_points)
+        keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in points])
+        hparams = None
+        if hparam_points:
+            hparams = stack_hparams([
+                common.replace_hparams(prep.agent_config.hparams, {
+                    k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
+                for p in points])
+        like = init_points(prep.agent, keys, hparams, prep.env_params)
+        state, meta = manager.restore(like, step)
+    if point is None:
+        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or [0.0]
+        scores = [float(x) if x is not None else float("-inf") for x in sharpe]
+        point = int(np.argmax(scores))
+    if not 0 <= point < len(points):
+        raise ConfigError(f"point={point} is not allowed: the run has points "
+                          f"0..{len(points) - 1}")
+    return prep, state, meta, point, points
 
 
 def metrics_table(metrics_json: Path) -> str:

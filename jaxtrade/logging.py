@@ -145,6 +145,8 @@ class RunLogger:
             row: dict[str, Any] = {"point": p, "update": int(update),
                                    "env_steps": int(env_steps), "time_s": round(elapsed, 3)}
             for key, value in metrics.items():
+                if key in row:  # the loop's counters win over same-named agent metrics
+                    continue
                 arr = np.asarray(value)
                 row[key] = to_jsonable(arr[p] if arr.ndim >= 1 and arr.shape[0] == len(
                     self.points) else arr)

@@ -49,6 +49,9 @@ class TrainConfig:
     # Save a checkpoint (and compute validation Sharpe) every this many updates; rounded up
     # to a whole chunk of the agent's `updates_per_chunk`.
     checkpoint_every_updates: int = _f(50, ge=1)
+    # Backtest every point on the validation split (Sharpe for progress, W&B and best
+    # checkpoint) every this many updates, rounded up to whole chunks; also at checkpoints.
+    eval_every_updates: int = _f(10, ge=1)
     # Checkpoints kept: the last `keep_last` plus the `keep_best` best by validation Sharpe.
     keep_last: int = _f(2, ge=1)
     keep_best: int = _f(1, ge=0)

@@ -1,0 +1,157 @@
+"""Config composition and validation: every mistake is one line naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jaxtrade.config import check_window, compose_run, config_dir, group_options
+from jaxtrade.config.auto import auto_num_envs, bytes_per_env
+from jaxtrade.errors import ConfigError
+
+
+def error_of(overrides: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        compose_run(overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_default_config_composes_with_typed_values() -> None:
+    cfg = compose_run([])
+    assert cfg["agent"]["name"] == "ppo" and cfg["data"]["source"] == "sp500_daily"
+    assert cfg["env"]["num_envs"] == "auto" and cfg["logger"]["kind"] == "console"
+    assert cfg["train"]["total_steps"] == 200_000
+    assert isinstance(cfg["agent"]["hparams"]["learning_rate"], float)
+
+
+@pytest.mark.parametrize(("override", "named", "suggested"), [
+    ("env.num_env=64", "'env.num_env'", "env.num_envs"),
+    ("train.total_step=5", "'train.total_step'", "train.total_steps"),
+    ("agent.hparams.learning_rat=0.1", "'agent.hparams.learning_rat'",
+     "agent.hparams.learning_rate"),
+    ("env.costs.fee_bs=2", "'env.costs.fee_bs'", "env.costs.fee_bps"),
+    ("data.train_frc=0.5", "'data.train_frc'", "data.train_frac"),
+    ("logger.knd=none", "'logger.knd'", "logger.kind"),
+    ("network.hiden_sizes=[8]", "'network.hiden_sizes'", "network.hidden_sizes"),
+    ("sed=3", "'sed'", "seed"),
+])
+def test_unknown_key_names_it_and_suggests_the_closest(override: str, named: str,
+                                                       suggested: str) -> None:
+    message = error_of([override])
+    assert f"unknown key {named}" in message
+    assert f"did you mean '{suggested}'?" in message
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("data.train_frac=abc", "data.train_frac='abc' is not allowed: expected a number"),
+    ("resume=maybe", "resume='maybe' is not allowed: expected true or false"),
+    ("train.num_seeds=1.5", "train.num_seeds=1.5 is not allowed: expected an integer"),
+    ("env.costs.fee_bps=cheap", "env.costs.fee_bps='cheap' is not allowed: expected float"),
+    ("env.window_bars=ten", "env.window_bars='ten' is not allowed: expected an integer"),
+])
+def test_wrong_type(override: str, expected: str) -> None:
+    assert error_of([override]) == expected
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("data.train_frac=1.5", "data.train_frac=1.5 is not allowed: must be > 0.0 and < 1.0"),
+    ("env.num_envs=0", "env.num_envs=0 is not allowed: must be >= 1"),
+    ("train.total_steps=-5", "train.total_steps=-5 is not allowed: must be > 0"),
+    ("logger.kind=tensorboard",
+     "logger.kind='tensorboard' is not allowed: choose one of none, console, wandb"),
+    ("seed=-1", "seed=-1 is not allowed: must be >= 0"),
+])
+def test_out_of_range(override: str, expected: str) -> None:
+    assert error_of([override]) == expected
+
+
+def test_cross_field_constraints() -> None:
+    message = error_of(["env.num_envs=3", "agent.rollout_len=100", "agent.num_minibatches=7"])
+    assert message.startswith("agent.num_minibatches=7 is not allowed")
+    assert "3*100 = 300 must be divisible" in message
+    message = error_of(["data.train_frac=0.8", "data.validation_frac=0.3"])
+    assert "data.train_frac + data.validation_frac = 1.1" in message
+    assert "data.path" in error_of(["data=csv"])
+    with pytest.raises(ConfigError, match=r"env.window_bars=300 is not allowed: must be shorter "
+                                          r"than the training split \(200 bars\)"):
+        check_window(300, 200)
+
+
+def test_group_choice_typo_and_keys_set_elsewhere() -> None:
+    assert error_of(["agent=ppp"]) == (
+        "agent='ppp' is not allowed: choose one of cvar_ppo, ppo; did you mean 'ppo'?")
+    assert error_of(["agent.num_envs=4"]) == "agent.num_envs=4 is not allowed: set env.num_envs"
+    assert "network.torso" in error_of(["network.torso=transformer"])
+
+
+def test_scientific_notation_for_integers_and_presets() -> None:
+    cfg = compose_run(["train.total_steps=2e5", "agent.hparams.learning_rate=1e-4"])
+    assert cfg["train"]["total_steps"] == 200_000
+    assert cfg["agent"]["hparams"]["learning_rate"] == pytest.approx(1e-4)
+    smoke = compose_run(["experiment=smoke"])
+    assert smoke["data"]["source"] == "synthetic" and smoke["env"]["num_envs"] == 8
+    assert smoke["logger"]["kind"] == "none"
+
+
+def test_every_group_option_composes() -> None:
+    for group in ("agent", "data", "env", "network", "logger", "sweep", "experiment"):
+        for option in group_options(group):
+            extra = ["data.path=bars.csv"] if option in ("csv", "parquet") else []
+            cfg = compose_run([f"{group}={option}", *extra])
+            assert cfg is not None, (group, option)
+
+
+def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
+    """Every agent / network / env setting is overridable because the YAML names it."""
+    from agents import AGENTS
+    from agents.common.networks import NetworkConfig
+    from jaxtrade.config.validate import env_schema
+
+    folder = config_dir()
+    for name, (config_cls, _) in AGENTS.items():
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        listed = set(yaml.safe_load((folder / "agent" / f"{name}.yaml").read_text()))
+        assert listed == fields - {"num_envs", "total_steps", "network"}, name
+    net_fields = {f.name for f in dataclasses.fields(NetworkConfig)}
+    for option in group_options("network"):
+        assert set(yaml.safe_load((folder / "network" / f"{option}.yaml").read_text())) \
+            == net_fields
+    static, groups = env_schema()
+    env = yaml.safe_load((folder / "env" / "trading.yaml").read_text())
+    for group, cls in groups.items():
+        assert set(env[group]) == {f.name for f in dataclasses.fields(cls)}, group
+    assert set(static) <= set(env)
+
+
+def test_num_envs_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jaxtrade.config.auto as auto
+
+    class FakeDevice:
+        def __init__(self, platform: str, free: int | None = None) -> None:
+            self.platform = platform
+            self._free = free
+
+        def memory_stats(self) -> dict | None:
+            return None if self._free is None else {"bytes_limit": self._free, "bytes_in_use": 0}
+
+    monkeypatch.setattr(auto.os, "cpu_count", lambda: 2)
+    assert auto_num_envs(1000, 128, FakeDevice("cpu")) == 64
+    monkeypatch.setattr(auto.os, "cpu_count", lambda: 96)
+    assert auto_num_envs(1000, 128, FakeDevice("cpu")) == 1024  # capped
+    # 80 GB free, quarter of it over the per-env rollout bytes, floored to a power of two.
+    per_env = bytes_per_env(1000, 128)
+    expected = 1 << int((0.25 * 80e9 / per_env)).bit_length() - 1
+    assert auto_num_envs(1000, 128, FakeDevice("gpu", int(80e9))) == min(expected, 65536)
+    assert auto_num_envs(10, 8, FakeDevice("gpu", int(80e9))) == 65536
+    assert auto_num_envs(100_000, 2048, FakeDevice("gpu", int(1e9))) == 64
+    # A minibatch count that is not a power of two still divides the batch.
+    assert (auto_num_envs(1000, 5, FakeDevice("cpu"), num_minibatches=3) * 5) % 3 == 0
+
+
+def test_config_dir_is_the_repository_configs() -> None:
+    assert config_dir() == (Path(__file__).resolve().parents[1] / "configs")
