@@ -306,7 +306,7 @@ def make_agent(
                     carry0,
                 )
             else:
-                # Independent transitions: flatten time and envs, shuffle, feed as [1, mb] sequences.
+                # Independent transitions: flatten time and envs, shuffle, feed as [1, mb] sequences
                 perm = jax.random.permutation(key, steps_per_update)
                 data = jax.tree.map(
                     lambda x: jnp.take(
