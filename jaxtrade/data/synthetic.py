@@ -101,11 +101,16 @@ def _transition(stay: Sequence[float]) -> np.ndarray:
 
 
 def default_params() -> SyntheticParams:
-    """A daily-bar-like market: regimes last ~70/70/30 bars, clustering, rare crashes."""
+    """A daily-bar-like market: regimes last ~67/67/33 bars, clustering, rare crashes.
+
+    trend: +12 bps/bar drift at 0.8 % vol; range: no drift at 0.4 %; defensive: -15 bps/bar
+    at 2 % with 1 % jump probability. The trend drift is strong enough (per-bar Sharpe 0.15)
+    that a regime detector can tell trend from range by its mean, not only by its volatility.
+    """
     return SyntheticParams(
         transition=_f32(_transition([0.985, 0.985, 0.97])),
-        regime_drift=_f32([0.0008, 0.0, -0.0015]),
-        regime_vol=_f32([0.009, 0.005, 0.022]),
+        regime_drift=_f32([0.0012, 0.0, -0.0015]),
+        regime_vol=_f32([0.008, 0.004, 0.02]),
         garch_alpha=_f32(0.06),
         garch_beta=_f32(0.90),
         jump_prob=_f32([0.002, 0.001, 0.01]),
