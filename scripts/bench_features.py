@@ -12,6 +12,9 @@ bar --warmup on. Relative difference = |ours - ta| / max(|ta|, 1e-3 * median |ta
 floor keeps values that cross zero (MACD histogram, %b) from dividing by ~0. `ta` leaves
 its last ADX/DI bar at 0, so that bar is skipped. Finally it times the full default feature
 set on the same bars, one symbol (wall and process CPU time, best of --repeats).
+
+Wall times depend on what else the machine runs; CPU seconds (all threads of this process)
+much less, so both are printed, with the load average.
 """
 
 from __future__ import annotations
@@ -164,15 +167,18 @@ def main() -> None:
         f"{num_bars:,} bars, polars {pl.__version__}, pandas {pd.__version__}, "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     )
-    print(f"{'indicator':<12} {'jaxtrade s':>11} {'ta s':>9} {'ratio':>8} {'max rel diff':>13}")
-    total_ours = total_ta = 0.0
+    print(
+        f"{'indicator':<12} {'jaxtrade s':>11} {'(cpu s)':>8} {'ta s':>9} {'ratio':>8} "
+        f"{'cpu ratio':>9} {'max rel diff':>13}"
+    )
+    total_ours = total_ta = total_ours_cpu = total_ta_cpu = 0.0
     worst = 0.0
     notes: list[str] = []
     for label, (entry, reference) in INDICATORS.items():
-        ours_s, _, ours = timed(lambda e=entry: F.compute(frame, [e]), args.repeats)
+        ours_s, ours_cpu, ours = timed(lambda e=entry: F.compute(frame, [e]), args.repeats)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ta_s, _, ref = timed(lambda r=reference: r(pdf), 1)
+            ta_s, ta_cpu, ref = timed(lambda r=reference: r(pdf), 1)
         diff = 0.0
         for column, series in ref.items():
             end = num_bars - 1 if entry["name"] == "adx" else num_bars
@@ -195,15 +201,20 @@ def main() -> None:
             )
         total_ours += ours_s
         total_ta += ta_s
+        total_ours_cpu += ours_cpu
+        total_ta_cpu += ta_cpu
         worst = max(worst, diff)
-        print(f"{label:<12} {ours_s:>11.4f} {ta_s:>9.3f} {ta_s / ours_s:>7.1f}x {diff:>13.2e}")
+        print(
+            f"{label:<12} {ours_s:>11.4f} {ours_cpu:>8.4f} {ta_s:>9.3f} {ta_s / ours_s:>7.1f}x "
+            f"{ta_cpu / ours_cpu:>8.1f}x {diff:>13.2e}"
+        )
     for note in notes:
         print(note)
     all_entries = [entry for entry, _ in INDICATORS.values()]
     together_s, _, _ = timed(lambda: F.compute(frame, all_entries), args.repeats)
     print(
-        f"{'total':<12} {total_ours:>11.4f} {total_ta:>9.3f} "
-        f"{total_ta / total_ours:>7.1f}x {worst:>13.2e}"
+        f"{'total':<12} {total_ours:>11.4f} {total_ours_cpu:>8.4f} {total_ta:>9.3f} "
+        f"{total_ta / total_ours:>7.1f}x {total_ta_cpu / total_ours_cpu:>8.1f}x {worst:>13.2e}"
     )
     print(
         f"all nine in one compute(): {together_s:.4f} s, "

@@ -279,10 +279,15 @@ def distance_high_low(n: int) -> tuple[pl.Expr, pl.Expr]:
 
 
 def calendar() -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """sin/cos of the hour of day (with minutes) and of the day of week, from the timestamp."""
-    ts = pl.col("timestamp")
-    hour = ts.dt.hour().cast(pl.Float64) + ts.dt.minute().cast(pl.Float64) / 60.0
-    dow = ts.dt.weekday().cast(pl.Float64) - 1.0  # Monday = 0
-    h = 2.0 * math.pi * hour / 24.0
-    d = 2.0 * math.pi * dow / 7.0
+    """sin/cos of the UTC hour of day (with minutes) and of the day of week (Monday = 0).
+
+    Integer arithmetic on epoch minutes: the same numbers as the calendar accessors, without
+    their per-row date conversion.
+    """
+    minutes = pl.col("timestamp").dt.epoch("s") // 60
+    minute_of_day = (minutes % 1440).cast(pl.Float64)
+    days = minutes // 1440
+    dow = ((days + 3) % 7).cast(pl.Float64)  # 1970-01-01 was a Thursday (3 with Monday = 0)
+    h = (2.0 * math.pi / 1440.0) * minute_of_day
+    d = (2.0 * math.pi / 7.0) * dow
     return h.sin(), h.cos(), d.sin(), d.cos()
