@@ -48,10 +48,10 @@ def test_vector_adapter_matches_vmapped_env():
     assert obs.shape == (4, *env.observation_shape)
     assert vec.observation_space.contains(obs)
     dones = []
-    for _ in range(6):
+    for _ in range(5):
         obs, reward, term, trunc, info = vec.step(np.array([0, 2, 0, 2]))
         dones.append(term | trunc)
-    assert np.all(np.array(dones)[4]) and not np.any(np.array(dones)[:4])
+    assert np.all(dones[4]) and not np.any(dones[:4])
     assert info["final_obs"].shape == obs.shape and reward.shape == (4,)
     # After the auto-reset the returned obs is a fresh episode's (flat book), final_obs is not.
     weight = env.window_bars * env.num_assets * env.num_features  # first portfolio value
