@@ -1,0 +1,161 @@
+"""Live runner latency: numpy bundle per bar vs the JAX policy called per bar, same run.
+
+Builds the default bundle (embedded sp500_daily, default feature spec and env: window 32, flat
+observation, discrete [-1, 0, 1]; default MLP actor with random weights, since latency does not
+depend on their values), then replays the bars through the numpy runner in-process and times:
+
+  runner      one whole bar: validation, ledger fill, every feature update, normalization,
+              observation, numpy forward pass, risk rules (what the live runner does per bar)
+  numpy pol.  the numpy forward pass alone on the same observations
+  jax pol.    the jitted flax policy (`apply` + argmax) on the same observations, one call
+              per bar with the observation copied to the device and the action read back
+
+It prints p50/p99 in microseconds, the ratio JAX policy / numpy runner, the bundle size, and
+the import time of the runner package in a fresh interpreter (numpy included).
+
+    python scripts/bench_runner.py [--quick] [--torso mlp|cnn|gru|lstm|attention]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+
+
+def percentiles(samples_s: list[float]) -> tuple[float, float]:
+    us = np.asarray(samples_s) * 1e6
+    return float(np.percentile(us, 50)), float(np.percentile(us, 99))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few bars, for a smoke test")
+    parser.add_argument("--torso", default="mlp", help="network torso (default mlp)")
+    parser.add_argument("--bars", type=int, default=None, help="bars to replay (default: all)")
+    args = parser.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+
+    import envs
+    from agents.common.distributions import ActionSpec
+    from agents.common.networks import ActorCritic, NetworkConfig, network_carry
+    from jaxtrade import market as market_lib
+    from jaxtrade.data import load_ohlcv
+    from jaxtrade.data.splits import make_splits
+    from jaxtrade.export import write_bundle
+    from jaxtrade.features import default_spec
+    from jaxtrade.live.bundle import load_bundle
+    from jaxtrade.live.engine import Runner
+
+    frame = load_ohlcv("sp500_daily")
+    if args.quick:
+        frame = frame.head(600)
+    elif args.bars:
+        frame = frame.head(args.bars)
+    market = market_lib.build(frame, default_spec(), make_splits(frame.height, 0.6, 0.2))
+    env, env_params = envs.make("trading", market)
+    obs_shape = tuple(env.observation_shape)
+    window = None
+    state_features = 0
+    if args.torso in ("cnn", "attention"):
+        window = (env.window_bars, env.num_features)
+        state_features = obs_shape[0] - env.window_bars * env.num_features
+    cfg = NetworkConfig(torso=args.torso, window_shape=window, num_state_features=state_features)
+    net = ActorCritic(cfg, ActionSpec("discrete", num_actions=3), 1)
+    resets = jnp.zeros((1, 1), bool)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), network_carry(cfg, (1,)),
+                               jnp.zeros((1, 1) + obs_shape), resets)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runner-"))
+    bundle_dir = write_bundle(tmp / "bundle", params=params, network_config=cfg, env=env,
+                              env_params=env_params)
+    size = sum(p.stat().st_size for p in bundle_dir.rglob("*") if p.is_file())
+    weights = (bundle_dir / "weights.safetensors").stat().st_size
+
+    runner = Runner(load_bundle(bundle_dir))
+    stamps = frame["timestamp"].dt.epoch("us").to_list()
+    cols = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    records = [
+        {"timestamp": t / 1e6, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+        for t, o, h, lo, c, v in zip(stamps, *cols)
+    ]
+    runner_times, observations = [], []
+    for record in records:
+        began = time.perf_counter()
+        decision = runner.process(record)
+        elapsed = time.perf_counter() - began
+        if decision is not None:
+            runner_times.append(elapsed)
+            observations.append(runner.observation(record["close"]))
+    # Skip the first decisions (caches, branch warm-up) in every timing.
+    skip = min(50, len(runner_times) // 10)
+    runner_times = runner_times[skip:]
+    observations = observations[skip:]
+
+    numpy_times = []
+    carry = runner.network.initial_carry()
+    for obs in observations:
+        began = time.perf_counter()
+        head, carry = runner.network.forward(obs, carry)
+        int(np.argmax(head))
+        numpy_times.append(time.perf_counter() - began)
+
+    carry0 = network_carry(cfg, (1,))
+
+    @jax.jit
+    def jax_policy(p, c, obs):
+        new_carry, dist, _ = net.apply(p, c, obs[None, None], resets)
+        return jnp.argmax(dist.logits[0, 0]), new_carry
+
+    jax_policy(params, carry0, jnp.asarray(observations[0]))[0].block_until_ready()
+    jax_times = []
+    c = carry0
+    for obs in observations:
+        began = time.perf_counter()
+        action, c = jax_policy(params, c, jnp.asarray(obs))
+        int(action)
+        jax_times.append(time.perf_counter() - began)
+
+    probe = (
+        "import sys, time; t = time.perf_counter(); sys.path.insert(0, sys.argv[1]); "
+        "import jaxtrade_live.cli; print(time.perf_counter() - t)"
+    )
+    import_s = min(
+        float(subprocess.run([sys.executable, "-c", probe, str(bundle_dir)], capture_output=True,
+                             text=True, check=True).stdout)
+        for _ in range(3)
+    )
+
+    r50, r99 = percentiles(runner_times)
+    n50, n99 = percentiles(numpy_times)
+    j50, j99 = percentiles(jax_times)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()})")
+    print(f"bundle: torso={args.torso}, window={env.window_bars}, features={env.num_features}, "
+          f"obs={obs_shape[0]}, bars timed={len(runner_times)}")
+    print(f"{'per bar (us)':<34}{'p50':>10}{'p99':>10}")
+    print(f"{'numpy runner (features+policy)':<34}{r50:>10.1f}{r99:>10.1f}")
+    print(f"{'numpy policy forward only':<34}{n50:>10.1f}{n99:>10.1f}")
+    print(f"{'jax policy per bar (jit, cpu)':<34}{j50:>10.1f}{j99:>10.1f}")
+    print(f"ratio jax policy / numpy runner: p50 {j50 / r50:.2f}x, p99 {j99 / r99:.2f}x")
+    print(f"ratio jax policy / numpy policy: p50 {j50 / n50:.2f}x, p99 {j99 / n99:.2f}x")
+    print(f"goal p99 <= 1000 us: {'met' if r99 <= 1000 else 'NOT met'}")
+    print(f"bundle size: {size / 1024:.0f} KiB (weights {weights / 1024:.0f} KiB)")
+    print(f"runner import time (fresh interpreter, numpy included): {import_s * 1000:.0f} ms "
+          f"(goal < 500 ms: {'met' if import_s < 0.5 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
