@@ -44,6 +44,7 @@ def test_frame_schema_and_ohlc_consistency():
         frame.get_column(k).to_numpy() for k in ("open", "high", "low", "close", "volume")
     )
     assert np.all(lo > 0) and np.all(v > 0)
+    assert np.all(o[:2] == 100.0)  # start_price, exactly
     assert np.all(lo <= np.minimum(o, c)) and np.all(np.maximum(o, c) <= h)
     assert np.any(h > np.maximum(o, c)) and np.any(lo < np.minimum(o, c))
     # No overnight gap: the open of a bar is the previous close (fills at the open see it).
@@ -184,6 +185,8 @@ def test_bad_options_raise_config_errors():
         synthetic.synthetic_frame(num_bars=10, preset="nope")
     with pytest.raises(ConfigError, match="unknown synthetic parameter"):
         synthetic.synthetic_frame(num_bars=10, volatility=0.1)
+    with pytest.raises(ConfigError, match="ISO date"):
+        synthetic.synthetic_frame(num_bars=10, start="yesterday")
     with pytest.raises(ConfigError, match="freq"):
         synthetic.synthetic_frame(num_bars=10, freq="1 day")
     with pytest.raises(ConfigError, match="per-asset"):

@@ -224,13 +224,17 @@ def generate(
     )
     _, (regime, sigma, log_return) = jax.lax.scan(bar, init, (regime_u, shock_z, jump_u, jump_size))
 
-    log_start = jnp.log(per_asset(params.start_price))
-    log_close = log_start + jnp.cumsum(log_return, axis=0)
-    log_open = jnp.concatenate([log_start[None, :], log_close[:-1]], axis=0)
-    close = jnp.exp(log_close)
-    open_ = jnp.exp(log_open)
-    high = jnp.exp(jnp.maximum(log_open, log_close) + params.range_scale * sigma * jnp.abs(high_z))
-    low = jnp.exp(jnp.minimum(log_open, log_close) - params.range_scale * sigma * jnp.abs(low_z))
+    # Prices are start * exp(cumulative log return): open of bar 0 is exactly start_price,
+    # and open_t is bit-identical to close_{t-1} because both come from the same cumsum.
+    start_price = per_asset(params.start_price)
+    cum_close = jnp.cumsum(log_return, axis=0)
+    cum_open = jnp.concatenate([jnp.zeros((1, num_assets)), cum_close[:-1]], axis=0)
+    close = start_price * jnp.exp(cum_close)
+    open_ = start_price * jnp.exp(cum_open)
+    high_log = jnp.maximum(cum_open, cum_close) + params.range_scale * sigma * jnp.abs(high_z)
+    low_log = jnp.minimum(cum_open, cum_close) - params.range_scale * sigma * jnp.abs(low_z)
+    high = start_price * jnp.exp(high_log)
+    low = start_price * jnp.exp(low_log)
     # Guard the OHLC ordering against any float32 rounding in exp.
     high = jnp.maximum(high, jnp.maximum(open_, close))
     low = jnp.minimum(low, jnp.minimum(open_, close))
@@ -338,7 +342,10 @@ def synthetic_frame(
 
     step = np.timedelta64(_bar_interval(freq), "us")
     try:
-        start_ts = np.datetime64(_dt.datetime.fromisoformat(start).replace(tzinfo=None), "us")
+        start_dt = _dt.datetime.fromisoformat(start)
+        if start_dt.tzinfo is not None:
+            start_dt = start_dt.astimezone(_dt.timezone.utc)
+        start_ts = np.datetime64(start_dt.replace(tzinfo=None), "us")
     except ValueError as error:
         raise ConfigError(f"synthetic start {start!r} is not an ISO date: {error}") from None
     paths = jax.device_get(generate(jax.random.key(seed), params, num_bars, num_assets))
