@@ -258,10 +258,14 @@ def write_bundle(
     return out
 
 
-def export(
-    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
-) -> Path:
-    """Restore a run's checkpoint and write its bundle (the best sweep point by default)."""
+def restore_run(
+    run_dir: str | Path, checkpoint: str | int = "best", point: int | None = None
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int]:
+    """(prepared run, params of one point, config, checkpoint metadata, point) of a run dir.
+
+    The run is rebuilt from its config.yaml exactly as `jaxtrade backtest` does; the point
+    defaults to the best validation Sharpe of the checkpoint's sweep points.
+    """
     import jax
 
     from experiments import common
@@ -308,6 +312,14 @@ def export(
             f"point={point} is not allowed: the run has points 0..{len(all_points) - 1}"
         )
     params = jax.tree.map(lambda x: np.asarray(x)[point], state.params)
+    return prep, params, cfg, meta, point
+
+
+def export(
+    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
+) -> Path:
+    """Restore a run's checkpoint and write its bundle (the best sweep point by default)."""
+    prep, params, cfg, meta, point = restore_run(run_dir, checkpoint, point)
     return write_bundle(
         out,
         params=params,
@@ -316,7 +328,7 @@ def export(
         env_params=prep.env_params,
         run_config=cfg,
         source={
-            "run_dir": str(run_dir.resolve()),
+            "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": str(checkpoint),
             "update": meta.get("update"),
             "point": point,
