@@ -239,42 +239,72 @@ def win_rate(returns: Array) -> Array:
     return jnp.where(nonzero == 0, 0.0, wins / jnp.maximum(nonzero, 1))
 
 
-def _quantile_sorted(ordered: Array, q: float) -> Array:
-    """numpy's default (linear) quantile of an already sorted series; T is static."""
-    position = q * (ordered.shape[0] - 1)
+def _ranks(num_bars: int, q: float) -> tuple[int, int, float]:
+    """Ascending ranks around numpy's linear quantile position q * (T - 1), and the weight."""
+    position = q * (num_bars - 1)
     lower = int(math.floor(position))
-    upper = min(lower + 1, ordered.shape[0] - 1)
-    frac = position - lower
-    return ordered[lower] + frac * (ordered[upper] - ordered[lower])
+    return lower, min(lower + 1, num_bars - 1), position - lower
 
 
-def value_at_risk(returns: Array, cutoff: float = 0.05, ordered: Array | None = None) -> Array:
+def _lower_tail(returns: Array, q: float) -> Array:
+    """The smallest returns in ascending order, enough for quantile q <= 0.5 and CVaR(q).
+
+    `top_k` of a few percent of the bars instead of a full sort: on CPU a sort of every
+    path costs several times all the other metrics together.
+    """
+    count = min(returns.shape[0], _ranks(returns.shape[0], q)[1] + 1)
+    return -_barrier(jax.lax.top_k(-returns, count)[0])
+
+
+def _upper_tail(returns: Array, q: float) -> Array:
+    """The largest returns in descending order, enough for quantile q >= 0.5."""
+    count = min(returns.shape[0], returns.shape[0] - _ranks(returns.shape[0], q)[0])
+    return _barrier(jax.lax.top_k(returns, count)[0])
+
+
+def _barrier(tail: Array) -> Array:
+    # Without the barrier XLA:CPU rewrites "top_k, then read a few elements" into a much
+    # slower sort (measured 8x slower on 2,000 x 2,520 paths).
+    return jax.lax.optimization_barrier(tail)
+
+
+def _quantile_from_lower(lower_tail: Array, num_bars: int, q: float) -> Array:
+    lo, hi, frac = _ranks(num_bars, q)
+    return lower_tail[lo] + frac * (lower_tail[hi] - lower_tail[lo])
+
+
+def _quantile_from_upper(upper_tail: Array, num_bars: int, q: float) -> Array:
+    lo, hi, frac = _ranks(num_bars, q)
+    low_value, high_value = upper_tail[num_bars - 1 - lo], upper_tail[num_bars - 1 - hi]
+    return low_value + frac * (high_value - low_value)
+
+
+def value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
     """Linear-interpolated `cutoff` percentile of per-bar returns (negative for a loss)."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    return _quantile_sorted(jnp.sort(returns) if ordered is None else ordered, cutoff)
+    if cutoff > 0.5:
+        return _quantile_from_upper(_upper_tail(returns, cutoff), returns.shape[0], cutoff)
+    return _quantile_from_lower(_lower_tail(returns, cutoff), returns.shape[0], cutoff)
 
 
-def conditional_value_at_risk(
-    returns: Array, cutoff: float = 0.05, ordered: Array | None = None
-) -> Array:
+def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
     """Mean of the k+1 worst returns, k = floor((T - 1) * cutoff) (empyrical's rule)."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
     k = int((returns.shape[0] - 1) * cutoff)
-    ordered = jnp.sort(returns) if ordered is None else ordered
-    return jnp.mean(ordered[: k + 1])
+    return jnp.mean(_lower_tail(returns, cutoff)[: k + 1])
 
 
-def tail_ratio(returns: Array, ordered: Array | None = None) -> Array:
+def tail_ratio(returns: Array) -> Array:
     """|95th percentile| / |5th percentile| of per-bar returns."""
     returns = _f(returns)
     if returns.size < 1:
         return jnp.nan
-    ordered = jnp.sort(returns) if ordered is None else ordered
-    return jnp.abs(_quantile_sorted(ordered, 0.95)) / jnp.abs(_quantile_sorted(ordered, 0.05))
+    upper = value_at_risk(returns, 0.95)
+    return jnp.abs(upper) / jnp.abs(value_at_risk(returns, 0.05))
 
 
 def _central_moments(returns: Array) -> tuple[Array, Array, Array]:
@@ -336,29 +366,34 @@ def exposure(positions: Array) -> Array:
     return jnp.mean(_gross(positions) > 0)
 
 
-def trade_returns(returns: Array, positions: Array) -> tuple[Array, Array]:
-    """Compounded return of each trade and a mask of which slots hold a trade.
+def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
+    """(number of trades, mean trade return net of costs; NaN without trades).
 
     A trade is a maximal run of bars holding the same non-zero position vector; its return
-    compounds the (cost-inclusive) returns of those bars. Slots are [T] wide (static shape).
+    compounds the (cost-inclusive) returns of those bars. One sequential pass (O(T), and
+    vectorized across paths under vmap).
     """
     returns, positions = _f(returns), _f(positions)
-    changed = _position_changes(positions) > 0
-    segment = jnp.cumsum(changed) - 1  # run index of every bar (-1 before the first change)
-    held = _gross(positions) > 0
-    num = returns.shape[0]
-    slot = jnp.where(held & (segment >= 0), segment, num)  # flat bars go to a dropped slot
-    log_growth = jax.ops.segment_sum(jnp.log1p(returns), slot, num_segments=num + 1)[:num]
-    is_trade = jax.ops.segment_sum(held.astype(returns.dtype), slot, num_segments=num + 1)[:num]
-    return jnp.expm1(log_growth), is_trade > 0
+    if positions.ndim == 1:
+        positions = positions[:, None]
 
+    def bar(carry, inputs):
+        previous, growth, in_trade, count, total = carry
+        r, position = inputs
+        changed = jnp.any(position != previous)
+        closing = changed & in_trade
+        count = count + closing
+        total = total + jnp.where(closing, jnp.expm1(growth), 0.0)
+        in_trade = jnp.where(changed, jnp.any(position != 0), in_trade)
+        growth = jnp.where(changed, 0.0, growth) + jnp.where(in_trade, jnp.log1p(r), 0.0)
+        return (position, growth, in_trade, count, total), None
 
-def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
-    """(number of trades, mean trade return net of costs; NaN without trades)."""
-    per_trade, is_trade = trade_returns(returns, positions)
-    count = jnp.sum(is_trade)
-    mean = jnp.sum(jnp.where(is_trade, per_trade, 0.0)) / jnp.maximum(count, 1)
-    return count.astype(per_trade.dtype), jnp.where(count > 0, mean, jnp.nan)
+    zero = jnp.zeros((), returns.dtype)
+    start = (jnp.zeros_like(positions[0]), zero, jnp.asarray(False), zero, zero)
+    (_, growth, in_trade, count, total), _ = jax.lax.scan(bar, start, (returns, positions))
+    count = count + in_trade
+    total = total + jnp.where(in_trade, jnp.expm1(growth), 0.0)
+    return count, jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
 
 
 def compute_metrics(
@@ -370,8 +405,12 @@ def compute_metrics(
     when `positions` is None.
     """
     returns = _f(returns)
-    # The sort and the drawdown pass are shared by the metrics that need them.
-    ordered = jnp.sort(returns)
+    # The tails and the drawdown pass are shared by the metrics that need them.
+    num_bars = returns.shape[0]
+    lower_tail = _lower_tail(returns, 0.05)
+    var_5 = _quantile_from_lower(lower_tail, num_bars, 0.05)
+    var_95 = _quantile_from_upper(_upper_tail(returns, 0.95), num_bars, 0.95)
+    cvar_k = int((num_bars - 1) * 0.05)
     _, mdd, duration = _drawdown_scan(returns)
     out = {
         "sharpe": sharpe_ratio(returns, bars_per_year),
@@ -384,9 +423,9 @@ def compute_metrics(
         "max_drawdown_duration": duration,
         "profit_factor": profit_factor(returns),
         "win_rate": win_rate(returns),
-        "var_5": value_at_risk(returns, 0.05, ordered),
-        "cvar_5": conditional_value_at_risk(returns, 0.05, ordered),
-        "tail_ratio": tail_ratio(returns, ordered),
+        "var_5": var_5,
+        "cvar_5": jnp.mean(lower_tail[: cvar_k + 1]),
+        "tail_ratio": jnp.abs(var_95) / jnp.abs(var_5),
         "skew": skew(returns),
         "kurtosis": kurtosis(returns),
     }
