@@ -343,8 +343,9 @@ def build(
         "valid": valid,
     }
     # One transfer for everything: the market is placed on the default device once.
-    device = jax.device_put({k: np.asarray(v, dtype=np.float32) for k, v in host.items()})
-    return MarketData(**device, splits=jax.device_put(splits.astype(np.int32)), meta=meta)
+    host = {k: np.asarray(v, dtype=np.float32) for k, v in host.items()}
+    host["splits"] = splits.astype(np.int32)
+    return MarketData(**jax.device_put(host), meta=meta)
 
 
 def _carry(x: np.ndarray) -> np.ndarray:
