@@ -6,6 +6,7 @@ import http.server
 import io
 import json
 import math
+import sys
 import threading
 import time
 
@@ -215,3 +216,29 @@ def test_store_writes_one_transaction_per_bar_and_purges_by_age(tmp_path):
     assert store.purge(3600.0) == 0
     assert store.purge(3600.0, now=time.time() + 7200) == 3
     assert store.last_bars(5) == []
+
+
+def test_parquet_replay_and_its_clear_message_without_pyarrow(tmp_path, monkeypatch):
+    import polars as pl
+
+    from jaxtrade.live.sources import replay_source
+
+    frame = pl.DataFrame(
+        {
+            "timestamp": ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z"],
+            "open": [1.0, 2.0],
+            "high": [2.0, 3.0],
+            "low": [0.5, 1.5],
+            "close": [1.5, 2.5],
+            "volume": [10.0, 20.0],
+        }
+    )
+    frame = frame.with_columns(pl.col("timestamp").str.to_datetime(time_zone="UTC"))
+    frame.write_parquet(tmp_path / "bars.parquet")
+    bars = [parse_bar(r) for r in replay_source(tmp_path / "bars.parquet")]
+    assert [b.iso for b in bars] == ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z"]
+    assert [b.close for b in bars] == [1.5, 2.5]
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(BundleError, match="needs pyarrow"):
+        replay_source(tmp_path / "bars.parquet")

@@ -224,3 +224,32 @@ def test_bundle_runs_in_a_fresh_venv_with_only_numpy(case, tmp_path_factory):
         [d["target_position"] for d in decisions][:-1], result.target_positions[:-1, 0]
     )
     assert summary["total_return"] == pytest.approx(result.metrics["total_return"], abs=1e-6)
+
+
+def test_an_internal_failure_on_one_bar_is_logged_and_the_runner_goes_on(case, caplog):
+    _, bundle, _, frame = case
+    runner = Runner(load_bundle(bundle))
+    forward, calls = runner.network.forward, []
+
+    def flaky(obs, carry):
+        calls.append(1)
+        if len(calls) == 5:
+            raise FloatingPointError("simulated numeric failure")
+        return forward(obs, carry)
+
+    runner.network.forward = flaky
+    rows = list(
+        zip(
+            frame["timestamp"].dt.epoch("us").to_list(),
+            *[frame[c].to_list() for c in ("open", "high", "low", "close", "volume")],
+        )
+    )
+    with caplog.at_level(logging.ERROR, logger="jaxtrade.live"):
+        decided = [
+            runner.process(
+                {"timestamp": t / 1e6, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+            )
+            for t, o, h, lo, c, v in rows
+        ]
+    assert any("internal error" in r.message for r in caplog.records)
+    assert sum(d is not None for d in decided) == len(rows) - runner.window_bars  # one lost

@@ -125,7 +125,13 @@ class Runner:
             return self._reject(err.reason, str(record))
         if note:
             log.warning("gap: %s", note)
-        return self._step(bar, trade=trade, emit=emit)
+        try:
+            return self._step(bar, trade=trade, emit=emit)
+        except BundleError:
+            raise  # a bundle that cannot run is fatal; one bar's trouble is not
+        except Exception:  # noqa: BLE001 - the runner must outlive a failure on one bar
+            log.exception("internal error on bar %s; skipped", bar.iso)
+            return None
 
     def _reject(self, reason: str, raw: str) -> None:
         self.rejected += 1
