@@ -21,7 +21,9 @@ follow TA-Lib. `ta` reports Bollinger width in percent; we report the plain rati
 
 Degenerate denominators (a zero range or zero deviation) give the neutral value of the
 indicator (RSI 50, %K 50, %R -50, %b 0.5, CCI 0, DI/DX 0) rather than NaN, so a flat
-stretch does not poison the recursions that follow it. Warm-up rows are null.
+stretch does not poison the recursions that follow it. (This departs from TA-Lib, which
+returns 0 for RSI and %K there, and from `ta`, which returns 100 for RSI and NaN/inf for the
+others.) Warm-up rows are null.
 """
 
 from __future__ import annotations
