@@ -10,6 +10,8 @@ Conventions follow TA-Lib where TA-Lib defines the indicator:
     exponential mean with alpha = 1/n that is *seeded* with the simple mean of its first n
     inputs (RSI, ATR) or, for ADX/DI, with the sum of the first n-1 inputs as TA-Lib does.
   * EMAs (MACD, EMA ratios) use alpha = 2/(n+1), seeded with the SMA of the first n values.
+    (TA-Lib's MACD seeds its fast EMA later, at the slow EMA's first bar; the two differ
+    only during warm-up, by a geometrically decaying amount.)
   * Bollinger bands use the population standard deviation (ddof=0).
   * Stochastic %K/%D is TA-Lib's fast stochastic (STOCHF): %D is the 3-bar SMA of %K.
 The `ta` package seeds its recursions differently (RSI and MACD with the first value,
