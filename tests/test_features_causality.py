@@ -15,7 +15,12 @@ KEYS = ("timestamp", "symbol")
 
 
 def _spec_with_timeframes(*timeframes: str) -> F.FeatureSpec:
-    entries = F.default_spec().to_dict()["features"]
+    """The default set, the options it leaves out, and some entries on coarser bars."""
+    entries = F.default_spec().to_dict()["features"] + [
+        {"name": "zscore", "column": "volume", "windows": [10]},
+        {"name": "zscore", "column": "log_return", "windows": [10]},
+        {"name": "macd", "fast": 5, "slow": 10, "signal": 3, "relative": False},
+    ]
     for tf in timeframes:
         entries += [
             {"name": "rsi", "window": 14, "timeframe": tf},
@@ -102,6 +107,14 @@ def _check_causal(frame: pl.DataFrame, spec: F.FeatureSpec, cut_rows: tuple[int,
             )
         ]
         assert len(changed) > len(full.columns) // 2
+
+
+def test_the_checks_cover_every_registered_feature() -> None:
+    names = {e.name for e in _spec_with_timeframes().entries}
+    assert names == {f["name"] for f in F.list_features()}
+    zscore_sources = {e.params["column"] for e in _spec_with_timeframes().entries
+                      if e.name == "zscore"}  # fmt: skip
+    assert zscore_sources == {"close", "volume", "log_volume", "log_return"}
 
 
 def test_every_feature_is_causal_single_asset_daily() -> None:
