@@ -225,8 +225,8 @@ def calmar_ratio(returns: Array, bars_per_year: float, mdd: Array | None = None)
 def profit_factor(returns: Array) -> Array:
     """Per-bar profit factor: sum(r >= 0) / |sum(r < 0)|; inf without losses, 0 if flat."""
     returns = _f(returns)
-    wins = jnp.sum(jnp.where(returns >= 0, returns, 0.0))
-    losses = jnp.abs(jnp.sum(jnp.where(returns < 0, returns, 0.0)))
+    wins = jnp.sum(jnp.maximum(returns, 0.0))  # zero returns add nothing either way
+    losses = -jnp.sum(jnp.minimum(returns, 0.0))
     no_losses = jnp.where(wins == 0, 0.0, jnp.inf)
     return jnp.where(losses == 0, no_losses, wins / jnp.where(losses == 0, 1.0, losses))
 
@@ -234,9 +234,9 @@ def profit_factor(returns: Array) -> Array:
 def win_rate(returns: Array) -> Array:
     """Fraction of bars with a gain among bars with a non-zero return (0 if none)."""
     returns = _f(returns)
-    nonzero = jnp.sum(returns != 0)
-    wins = jnp.sum(returns > 0)
-    return jnp.where(nonzero == 0, 0.0, wins / jnp.maximum(nonzero, 1))
+    wins = jnp.sum(returns > 0, dtype=returns.dtype)
+    nonzero = wins + jnp.sum(returns < 0, dtype=returns.dtype)
+    return jnp.where(nonzero == 0, 0.0, wins / jnp.maximum(nonzero, 1.0))
 
 
 def _ranks(num_bars: int, q: float) -> tuple[int, int, float]:

@@ -13,10 +13,8 @@ import pytest
 import envs
 from envs import baselines as env_baselines
 from jaxtrade import market as market_lib
-from jaxtrade.evaluate import backtest as bt
-from jaxtrade.evaluate import montecarlo
 from jaxtrade.evaluate import report as report_lib
-from jaxtrade.evaluate.baselines import run_baselines
+from jaxtrade.evaluate.pipeline import evaluate_policy
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "jaxtrade" / "data" / "embedded"
 
@@ -38,16 +36,13 @@ def report_dir(tmp_path_factory) -> Path:
     )
     env, params = envs.make("trading", market, window_bars=8)
     policy = env_baselines.ma_crossover(env, fast_bars=10, slow_bars=40)
-    results = bt.backtest_all_splits(env, params, policy)
-    holder = {"buy_and_hold": env_baselines.buy_and_hold(env)}
-    baselines = run_baselines(env, params, policies=holder)
-    test = results["test"]
-    mc = montecarlo.bootstrap(test.returns[1:], test.bars_per_year, num_paths=300,
-                              exposure=test.target_positions[:-1, 0], num_crashes=2)
     run_dir = tmp_path_factory.mktemp("run")
-    report_lib.write_report(run_dir, results, baselines, mc=mc, sweep_trials=12,
-                            costs_description=bt.costs_description(params),
-                            sweep_sharpe_variance=0.002)
+    page = evaluate_policy(
+        run_dir, env, params, policy, sweep_trials=12, sweep_sharpe_variance=0.002,
+        num_paths=300, num_crashes=2,
+        baseline_policies={"buy_and_hold": env_baselines.buy_and_hold(env)},
+    )
+    assert page == run_dir / "report" / "report.html"
     return run_dir / "report"
 
 
@@ -79,6 +74,10 @@ def test_metrics_json_shape(report_dir: Path) -> None:
     # More trials can only lower the deflated value below the undeflated PSR.
     assert metrics["significance"]["dsr_test"] <= metrics["significance"]["psr_test"]
     assert metrics["monte_carlo"]["num_paths"] == 300
+    stress = metrics["monte_carlo"]["stress"]
+    assert set(stress) == {"base", "costs_x2", "delayed_1_bar"}
+    assert stress["base"]["sharpe"] == pytest.approx(metrics["test"]["sharpe"], rel=1e-6)
+    assert stress["costs_x2"]["total_return"] < stress["base"]["total_return"]
 
 
 def test_positions_csv_has_every_evaluated_bar(report_dir: Path) -> None:

@@ -196,16 +196,18 @@ def stress_tests(
     *,
     cost_factor: float = 2.0,
     delay_bars: int = 1,
+    deterministic: bool = True,
     key: jax.Array | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of the policy re-run through the env: as is, costs x factor, delayed fills."""
+    same = {"split": split, "key": key, "deterministic": deterministic}
     runs = {
-        "base": backtest(env, env_params, policy_fn, split=split, key=key),
+        "base": backtest(env, env_params, policy_fn, **same),
         f"costs_x{cost_factor:g}": backtest(
-            env, scale_costs(env_params, cost_factor), policy_fn, split=split, key=key
+            env, scale_costs(env_params, cost_factor), policy_fn, **same
         ),
         f"delayed_{delay_bars}_bar": backtest(
-            env, env_params, policy_fn, split=split, key=key, delay_bars=delay_bars
+            env, env_params, policy_fn, delay_bars=delay_bars, **same
         ),
     }
     return {name: result.metrics for name, result in runs.items()}

@@ -169,14 +169,22 @@ def _percent_axis(ax: plt.Axes, axis: str = "y") -> None:
 
 
 def _plain_log_axis(ax: plt.Axes) -> None:
-    """Log-scaled y axis labelled 0.8, 1, 1.5 ... instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Log-scaled y axis labelled 0.8, 1, 1.5 ... instead of powers of ten.
+
+    Call after plotting: the tick choice depends on the data range (a narrow range gets
+    evenly spaced ticks, a wide one 1-1.5-2-3-5-7 per decade).
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=np.arange(1.0, 10.0, 0.5)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    low, high = ax.get_ylim()
+    if high / max(low, 1e-12) < 4.0:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.yaxis.set_minor_locator(NullLocator())
+    else:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
 
 
 def _split_panels(results_by_split: Mapping[str, BacktestResult], height: float = 4.2):
@@ -415,7 +423,7 @@ def plot_montecarlo(mc: MonteCarloResult | None, path: Path) -> None:
     fan.set_xlabel("Bars into the test split")
     fan.set_ylabel("Equity, start = 1 (log scale)")
     fan.set_title(f"{mc.num_paths} bootstrap paths (mean block {mc.mean_block_bars:g} bars)")
-    fan.legend(fontsize=8, loc="upper left")
+    fan.legend(fontsize=8, loc="best", framealpha=0.9)
     fan.grid(True, which="both", alpha=0.25)
     sharpe_ax.hist(mc.sharpe[np.isfinite(mc.sharpe)], bins=40, color="tab:green", alpha=0.8)
     sharpe_ax.axvline(0.0, color="black", lw=0.7)
@@ -428,6 +436,9 @@ def plot_montecarlo(mc: MonteCarloResult | None, path: Path) -> None:
                    label="with crash days")
         dd_ax.legend(fontsize=8)
     _percent_axis(dd_ax, "x")
+    from matplotlib.ticker import MaxNLocator
+
+    dd_ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     dd_ax.set_xlabel("Max drawdown")
     dd_ax.set_ylabel("Paths")
     dd_ax.set_title("Max drawdown across paths")
