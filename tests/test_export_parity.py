@@ -86,16 +86,17 @@ def test_runner_positions_equal_the_backtest_bar_for_bar(mlp_case):
     assert summary["costs_paid"] == pytest.approx(result.costs.sum(), rel=1e-4)
 
 
-def test_window_layout_continuous_attention_policy_matches_the_backtest(tmp_path):
+@pytest.mark.parametrize(
+    "torso, overrides",
+    [
+        ("attention", {"obs_layout": "window", "action_mode": "continuous", "max_leverage": 1.5}),
+        ("cnn", {"obs_layout": "flat", "fill_at_close": True, "stop_loss_atr": 2.0}),
+    ],
+)
+def test_other_torsos_layouts_and_rules_match_the_backtest(tmp_path, torso, overrides):
     frame = real_frame("eurusd_1h", 700)
     result, bundle, _ = backtest_and_bundle(
-        tmp_path,
-        frame,
-        torso="attention",
-        window_bars=8,
-        obs_layout="window",
-        action_mode="continuous",
-        max_leverage=1.5,
+        tmp_path, frame, torso=torso, window_bars=8, **overrides
     )
     runner = Runner(load_bundle(bundle))
     start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
@@ -108,8 +109,10 @@ def test_window_layout_continuous_attention_policy_matches_the_backtest(tmp_path
         if decision is not None:
             targets.append(decision["target_position"])
     ref = result.target_positions[:, 0]
-    assert np.ptp(ref) > 0.5  # continuous weights that really move
-    np.testing.assert_allclose(targets, ref, atol=2e-4)
+    assert np.ptp(ref) > 0.5  # decisions that really move
+    if overrides.get("stop_loss_atr"):
+        assert runner.ledger.num_stops > 0  # the stop rule really fired
+    np.testing.assert_allclose(targets[:-1], ref[:-1], atol=2e-4)
     assert runner.summary()["total_return"] == pytest.approx(
         result.metrics["total_return"], abs=1e-4
     )

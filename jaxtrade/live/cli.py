@@ -136,7 +136,14 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         if store is not None and args.purge_days is not None:
             store.purge(args.purge_days * 86_400.0)
         sink = _sinks(args.sink)
-        runner = Runner(bundle, sink=sink, store=store, initial_equity=args.initial_equity)
+        max_age = None if args.purge_days is None else args.purge_days * 86_400.0
+        runner = Runner(
+            bundle,
+            sink=sink,
+            store=store,
+            initial_equity=args.initial_equity,
+            max_age_seconds=max_age,
+        )
         # After a restart the store holds what was already acknowledged: rebuild from it and
         # skip those bars in the source.
         resume_after = runner.replay_store(start_us)

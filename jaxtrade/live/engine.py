@@ -72,8 +72,14 @@ class Runner:
         sink: Sink | None = None,
         store: ReplayStore | None = None,
         initial_equity: float | None = None,
+        max_age_seconds: float | None = None,
+        purge_every_bars: int = 1000,
     ) -> None:
         m = bundle.manifest
+        # Age policy of the replay store: rows older than this are deleted every
+        # `purge_every_bars` bars (and once at start by the CLI).
+        self.max_age_seconds = max_age_seconds
+        self.purge_every_bars = purge_every_bars
         self.manifest = m
         try:
             features, observation = m["features"], m["observation"]
@@ -173,6 +179,8 @@ class Runner:
             decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
         if self.store is not None:
             self.store.record_bar(bar, decision, fills)
+            if self.max_age_seconds is not None and self.bars_seen % self.purge_every_bars == 0:
+                self.store.purge(self.max_age_seconds)
         if decision is not None and emit and self.sink is not None:
             self.sink.emit(decision)
         return decision

@@ -73,6 +73,7 @@ class Ledger:
         self.pending = None
         self.total_costs = 0.0
         self.num_trades = 0
+        self.num_stops = 0
         self.last_close = F32(0.0)
 
     # --- decision -----------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class Ledger:
             cash = f32(f32(cash - f32(exit_units * stop_price)) - fee)
             costs_paid = f32(costs_paid + fee)
             fills.append(self._fill(bar, order, stop_price, units, F32(0.0), fee))
+            self.num_stops += 1
             entry, best, bars = _track_entry(units, F32(0.0), entry, best, bars, stop_price)
             units = F32(0.0)
         if units > 0:
@@ -271,6 +273,7 @@ def summary(equity_curve: list[float], bars_per_year: float, ledger: Ledger) -> 
         "final_equity": float(equity[-1]) if equity.size else math.nan,
         "total_return": float(np.prod(1.0 + returns) - 1.0) if returns.size else math.nan,
         "bars_with_fills": ledger.num_trades,
+        "stops": ledger.num_stops,
         "costs_paid": ledger.total_costs,
     }
     if returns.size >= 2:
