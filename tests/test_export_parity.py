@@ -57,6 +57,26 @@ def test_incremental_features_equal_the_training_engine(name):
     np.testing.assert_allclose(ours[both], reference[both], rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [("log_return", "log_realized_vol_10"), ("abs_return", "realized_vol_5", "momentum_20")],
+)
+def test_regime_forward_filter_equals_the_training_model_bar_for_bar(inputs):
+    from jaxtrade.features.regimes import REGIME_COLUMNS, fit_regimes
+    from jaxtrade.live.regimes import RegimeFilter
+
+    frame = real_frame("sp500_daily", 1500)
+    model = fit_regimes(frame.head(900), features=inputs, n_init=1, n_iter=50)
+    reference = model.transform(frame).select(REGIME_COLUMNS).to_numpy()
+    live = RegimeFilter(json.loads(json.dumps(model.to_dict())))  # through JSON, as bundled
+    close = frame["close"].to_numpy()
+    ours = np.stack(
+        [live.update(np.log(close[t] / close[t - 1]) if t else np.nan) for t in range(len(close))]
+    )
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-9)
+    assert ours.argmax(axis=1).min() != ours.argmax(axis=1).max()  # regimes really switch
+
+
 def test_runner_positions_equal_the_backtest_bar_for_bar(mlp_case):
     result, bundle, csv, _ = mlp_case
     proc, decisions, summary = run_bundle(

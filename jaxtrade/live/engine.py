@@ -233,21 +233,17 @@ class Runner:
     ) -> dict:
         """Feed a stream; bars before `start_us` only warm up; returns the summary."""
         for record in records:
-            if resume_after_us is not None and not isinstance(record, MalformedRecord):
+            bar = None
+            if not isinstance(record, MalformedRecord):
                 try:
                     bar = record if isinstance(record, Bar) else parse_bar(record)
-                    if bar.timestamp_us <= resume_after_us:
-                        continue  # already processed before the restart
                 except BarRejected:
-                    pass
-            trade = True
-            if start_us is not None:
-                try:
-                    bar = record if isinstance(record, Bar) else parse_bar(record)
-                    trade = bar.timestamp_us >= start_us
-                except (BarRejected, AttributeError, TypeError):
-                    pass
-            self.process(record, trade=trade)
+                    bar = None  # `process` logs and stores the reason
+            if bar is not None and resume_after_us is not None:
+                if bar.timestamp_us <= resume_after_us:
+                    continue  # already processed before the restart
+            trade = start_us is None or bar is None or bar.timestamp_us >= start_us
+            self.process(record if bar is None else bar, trade=trade)
         return self.summary()
 
     def summary(self) -> dict:
