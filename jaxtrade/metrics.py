@@ -366,6 +366,38 @@ def exposure(positions: Array) -> Array:
     return jnp.mean(_gross(positions) > 0)
 
 
+def _trade_flags(positions: Array) -> tuple[Array, Array]:
+    """Per bar: did the position vector change at this bar, is anything held. [T] each."""
+    positions = _f(positions)
+    if positions.ndim == 1:
+        positions = positions[:, None]
+    previous = jnp.concatenate([jnp.zeros_like(positions[:1]), positions[:-1]], axis=0)
+    return jnp.any(positions != previous, axis=1), jnp.any(positions != 0, axis=1)
+
+
+def _trade_scan(returns: Array, changed: Array, held: Array) -> tuple[Array, Array]:
+    """(number of trades, mean trade return) in one pass over precomputed flags."""
+
+    def bar(carry, inputs):
+        growth, in_trade, count, total = carry
+        log_growth, change, hold = inputs
+        closing = change & in_trade
+        count = count + closing
+        total = total + jnp.where(closing, jnp.expm1(growth), 0.0)
+        in_trade = jnp.where(change, hold, in_trade)
+        growth = jnp.where(change, 0.0, growth) + jnp.where(in_trade, log_growth, 0.0)
+        return (growth, in_trade, count, total), None
+
+    zero = jnp.zeros((), returns.dtype)
+    start = (zero, jnp.asarray(False), zero, zero)
+    (growth, in_trade, count, total), _ = jax.lax.scan(
+        bar, start, (jnp.log1p(returns), changed, held)
+    )
+    count = count + in_trade
+    total = total + jnp.where(in_trade, jnp.expm1(growth), 0.0)
+    return count, jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+
+
 def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
     """(number of trades, mean trade return net of costs; NaN without trades).
 
@@ -373,27 +405,8 @@ def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
     compounds the (cost-inclusive) returns of those bars. One sequential pass (O(T), and
     vectorized across paths under vmap).
     """
-    returns, positions = _f(returns), _f(positions)
-    if positions.ndim == 1:
-        positions = positions[:, None]
-
-    def bar(carry, inputs):
-        previous, growth, in_trade, count, total = carry
-        r, position = inputs
-        changed = jnp.any(position != previous)
-        closing = changed & in_trade
-        count = count + closing
-        total = total + jnp.where(closing, jnp.expm1(growth), 0.0)
-        in_trade = jnp.where(changed, jnp.any(position != 0), in_trade)
-        growth = jnp.where(changed, 0.0, growth) + jnp.where(in_trade, jnp.log1p(r), 0.0)
-        return (position, growth, in_trade, count, total), None
-
-    zero = jnp.zeros((), returns.dtype)
-    start = (jnp.zeros_like(positions[0]), zero, jnp.asarray(False), zero, zero)
-    (_, growth, in_trade, count, total), _ = jax.lax.scan(bar, start, (returns, positions))
-    count = count + in_trade
-    total = total + jnp.where(in_trade, jnp.expm1(growth), 0.0)
-    return count, jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+    returns = _f(returns)
+    return _trade_scan(returns, *_trade_flags(positions))
 
 
 def compute_metrics(

@@ -133,7 +133,8 @@ def bootstrap(
     """Bootstrap `returns` [T] into `num_paths` paths and score them on device.
 
     With `num_crashes` > 0 each path is also scored with crash days injected, using
-    `exposure` [T] (net position that earned each return; 1.0 if not given).
+    `exposure` [T] or [T, A] (position that earned each return, summed over assets; 1.0 if
+    not given).
     """
     returns = jnp.asarray(np.asarray(returns, np.float64), jnp.float32)
     num_bars = int(returns.shape[0])
@@ -142,11 +143,16 @@ def bootstrap(
     block = default_block_bars(num_bars) if mean_block_bars is None else float(mean_block_bars)
     key = jax.random.PRNGKey(0) if key is None else key
     index_key, crash_key = jax.random.split(key)
-    exposure = (
-        jnp.ones_like(returns)
-        if exposure is None
-        else jnp.asarray(np.asarray(exposure, np.float64), jnp.float32)
-    )
+    if exposure is None:
+        exposure = jnp.ones_like(returns)
+    else:
+        exposure = np.asarray(exposure, np.float64)
+        if exposure.ndim == 2:  # weights per asset [T, A]: the net exposure to a market move
+            exposure = exposure.sum(axis=1)
+        if exposure.shape != (num_bars,):
+            raise ValueError(f"exposure must be [T] or [T, A] with T={num_bars}, got "
+                             f"{exposure.shape}")
+        exposure = jnp.asarray(exposure, jnp.float32)
     scores, equity_q, crash_scores = _run(
         index_key, crash_key, returns, exposure, float(bars_per_year), block, num_paths,
         num_crashes, float(crash_move),
