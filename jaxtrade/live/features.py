@@ -84,6 +84,91 @@ def _safe_div(num: float, den: float, fallback: float) -> float:
     return fallback if den == 0.0 else num / den
 
 
+class RollingMoments:
+    """Sums of (x - anchor)^k (k <= order) over the last `window` values, O(1) per push.
+
+    A NaN counts as missing: while the window holds one, every statistic is NaN (polars'
+    rolling functions with min_samples = window). Every `refresh` pushes the sums are
+    recomputed from the stored window around a new anchor (the window mean): that bounds the
+    rounding drift of add-and-subtract updates and the cancellation in central moments.
+    """
+
+    __slots__ = ("window", "order", "refresh", "values", "anchor", "s1", "s2", "s3",
+                 "missing", "pushes")
+
+    def __init__(self, window: int, order: int = 2, refresh: int = 64) -> None:
+        self.window, self.order, self.refresh = window, order, refresh
+        self.values = Ring(window)
+        self.anchor = NAN
+        self.s1 = self.s2 = self.s3 = 0.0
+        self.missing = 0
+        self.pushes = 0
+
+    def _add(self, x: float, sign: float) -> None:
+        if math.isnan(x):
+            self.missing += 1 if sign > 0 else -1
+            return
+        if math.isnan(self.anchor):
+            self.anchor = x
+        d = x - self.anchor
+        self.s1 += sign * d
+        if self.order >= 2:
+            d2 = d * d
+            self.s2 += sign * d2
+            if self.order >= 3:
+                self.s3 += sign * d2 * d
+
+    def push(self, x: float) -> None:
+        if self.values.count >= self.window:
+            self._add(self.values.lag(self.window - 1), -1.0)
+        self.values.push(x)
+        self._add(x, 1.0)
+        self.pushes += 1
+        if self.pushes % self.refresh == 0:
+            self._recompute()
+
+    def _recompute(self) -> None:
+        x = self.values.tail(min(self.values.count, self.window))
+        finite = x[~np.isnan(x)]
+        self.missing = int(x.size - finite.size)
+        if finite.size == 0:
+            self.anchor, self.s1, self.s2, self.s3 = NAN, 0.0, 0.0, 0.0
+            return
+        self.anchor = float(_sum(finite)) / finite.size
+        d = finite - self.anchor
+        d2 = d * d
+        self.s1, self.s2 = float(_sum(d)), float(_sum(d2))
+        self.s3 = float(np.dot(d2, d)) if self.order >= 3 else 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.values.count >= self.window and self.missing == 0
+
+    def mean(self) -> float:
+        return self.anchor + self.s1 / self.window if self.ready else NAN
+
+    def var(self, ddof: int) -> float:
+        w = self.window
+        if not self.ready or w <= ddof:
+            return NAN
+        m = self.s1 / w
+        return max(self.s2 / w - m * m, 0.0) * w / (w - ddof)
+
+    def std(self, ddof: int) -> float:
+        v = self.var(ddof)
+        return math.sqrt(v) if v == v else NAN
+
+    def skew(self) -> float:
+        """Biased skewness m3 / m2^1.5 (population central moments)."""
+        if not self.ready:
+            return NAN
+        w = self.window
+        m = self.s1 / w
+        m2 = self.s2 / w - m * m
+        m3 = self.s3 / w - 3.0 * m * self.s2 / w + 2.0 * m * m * m
+        return _safe_div(m3, max(m2, 0.0) ** 1.5, NAN)
+
+
 class SeededEwm:
     """y = (1 - alpha) y + alpha x from `seed_row` on, seeded with a value computed there."""
 
@@ -155,11 +240,15 @@ class Returns:
 
 class SmaRatio:
     def __init__(self, windows: list[int]) -> None:
-        self.windows, self.lookback = windows, max(windows)
+        self.moments, self.lookback = [RollingMoments(w, order=1) for w in windows], 1
 
     def update(self, ctx: Context) -> list[float]:
         c = ctx.close.lag(0)
-        return [c / _mean(ctx.close.tail(w)) - 1.0 for w in self.windows]
+        out = []
+        for m in self.moments:
+            m.push(c)
+            out.append(c / m.mean() - 1.0)
+        return out
 
 
 class Ema:
@@ -228,11 +317,11 @@ class Macd:
 
 class Bollinger:
     def __init__(self, window: int, num_std: float) -> None:
-        self.window, self.num_std, self.lookback = window, num_std, window
+        self.moments, self.num_std, self.lookback = RollingMoments(window), num_std, 1
 
     def update(self, ctx: Context) -> list[float]:
-        x = ctx.close.tail(self.window)
-        mid, band = _mean(x), self.num_std * _std(x, 0)
+        self.moments.push(ctx.close.lag(0))
+        mid, band = self.moments.mean(), self.num_std * self.moments.std(0)
         upper, lower = mid + band, mid - band
         c = ctx.close.lag(0)
         return [_safe_div(c - lower, upper - lower, 0.5), _safe_div(upper - lower, mid, NAN)]
@@ -360,18 +449,23 @@ class VolumeRoc:
 
 class RealizedVol:
     def __init__(self, windows: list[int]) -> None:
-        self.windows, self.lookback = windows, max(windows)
+        self.moments, self.lookback = [RollingMoments(w) for w in windows], 1
 
     def update(self, ctx: Context) -> list[float]:
-        return [_std(ctx.logret.tail(w), 1) for w in self.windows]
+        r = ctx.logret.lag(0)
+        out = []
+        for m in self.moments:
+            m.push(r)
+            out.append(m.std(1))
+        return out
 
 
 class RangeVol:
     """Parkinson (high/low) or Garman-Klass (OHLC) volatility over a window."""
 
     def __init__(self, window: int, garman_klass: bool) -> None:
-        self.window, self.garman_klass, self.lookback = window, garman_klass, 1
-        self.per_bar = Ring(window)
+        self.garman_klass, self.lookback = garman_klass, 1
+        self.per_bar = RollingMoments(window, order=1)
 
     def update(self, ctx: Context) -> list[float]:
         b = ctx.bar
@@ -379,19 +473,17 @@ class RangeVol:
         if self.garman_klass:
             co = math.log(b.close / b.open)
             self.per_bar.push(0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co)
-            return [
-                math.sqrt(max(_mean(self.per_bar.tail(self.window)), 0.0))
-                if self.per_bar.count >= self.window
-                else NAN
-            ]
+            mean = self.per_bar.mean()
+            return [math.sqrt(max(mean, 0.0)) if mean == mean else NAN]
         self.per_bar.push(hl * hl)
-        return [math.sqrt(_mean(self.per_bar.tail(self.window)) / (4.0 * _LN2))]
+        mean = self.per_bar.mean()
+        return [math.sqrt(mean / (4.0 * _LN2)) if mean == mean else NAN]
 
 
 class ZScore:
     def __init__(self, column: str, windows: list[int]) -> None:
-        self.column, self.windows, self.lookback = column, windows, 1
-        self.values = Ring(max(windows))
+        self.column, self.lookback = column, 1
+        self.moments = [RollingMoments(w) for w in windows]
 
     def _source(self, ctx: Context) -> float:
         if self.column == "close":
@@ -404,29 +496,23 @@ class ZScore:
 
     def update(self, ctx: Context) -> list[float]:
         x = self._source(ctx)
-        self.values.push(x)
         out = []
-        for w in self.windows:
-            window = self.values.tail(w)
-            out.append(_safe_div(x - _mean(window), _std(window, 1), 0.0))
+        for m in self.moments:
+            m.push(x)
+            out.append(_safe_div(x - m.mean(), m.std(1), 0.0))
         return out
 
 
 class Skew:
     def __init__(self, windows: list[int]) -> None:
-        self.windows, self.lookback = windows, max(windows)
+        self.moments, self.lookback = [RollingMoments(w, order=3) for w in windows], 1
 
     def update(self, ctx: Context) -> list[float]:
+        r = ctx.logret.lag(0)
         out = []
-        for w in self.windows:
-            x = ctx.logret.tail(w)
-            if x is None:
-                out.append(NAN)
-                continue
-            d = x - _mean(x)
-            d2 = d * d
-            m2, m3 = float(_sum(d2)) / w, float(np.dot(d2, d)) / w
-            out.append(_safe_div(m3, m2**1.5, NAN))
+        for m in self.moments:
+            m.push(r)
+            out.append(m.skew())
         return out
 
 
