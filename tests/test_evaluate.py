@@ -240,3 +240,24 @@ def test_scale_costs_and_description(setup) -> None:
     assert float(jnp.asarray(doubled.costs.min_trade_fraction)) == float(
         params.costs.min_trade_fraction
     )
+
+
+def test_multi_asset_backtest_rows_and_erc_baseline() -> None:
+    rng = np.random.default_rng(5)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, [0.005, 0.02], (300, 2)), axis=0))
+    market = market_lib.from_arrays(close, splits=np.array([[0, 150], [150, 220], [220, 300]]),
+                                    symbols=("LOW", "HIGH"))
+    env, params = envs.make("trading", market, window_bars=8, action_mode="continuous")
+    policies = sup.rule_baselines(env)
+    assert "equal_risk_contribution" in policies
+    results = sup.run_baselines(env, params, splits=("test",), include_supervised=False,
+                                policies={"erc": policies["equal_risk_contribution"]})
+    erc = results["erc"]["test"]
+    frame = erc.frame()
+    assert frame.height == erc.num_bars * 2
+    assert frame["symbol"].to_list()[:2] == ["LOW", "HIGH"]
+    # Equal risk: the calmer asset gets the larger long weight, weights sum to one.
+    weights = erc.target_positions[:-1]
+    assert np.all(weights[:, 0] > 2 * weights[:, 1]) and np.all(weights >= 0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+    assert erc.metrics["exposure"] == 1.0
