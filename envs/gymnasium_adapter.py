@@ -33,10 +33,6 @@ def _spaces(env: TradingEnv, params: EnvParams) -> tuple[spaces.Space, spaces.Sp
     return obs_space, spaces.Box(low, high, (env.num_assets,), np.float32)
 
 
-def _host_info(info: dict[str, jax.Array]) -> dict[str, Any]:
-    return {k: np.asarray(v) for k, v in info.items()}
-
-
 class GymnasiumTradingEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
@@ -47,8 +43,9 @@ class GymnasiumTradingEnv(gymnasium.Env):
         self._reset = jax.jit(env.reset_env)
 
         def step(key, state, action, params):
-            obs, state, reward, terminated, info = env.step_env(key, state, action, params)
-            return obs, state, reward, terminated, env.is_truncated(state, params), info
+            key, step_key = jax.random.split(key)
+            obs, state, reward, terminated, info = env.step_env(step_key, state, action, params)
+            return key, state, (obs, reward, terminated, env.is_truncated(state, params), info)
 
         self._step = jax.jit(step)
         self._state = None
@@ -64,12 +61,10 @@ class GymnasiumTradingEnv(gymnasium.Env):
     def step(self, action):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        self._key, step_key = jax.random.split(self._key)
-        obs, self._state, reward, terminated, truncated, info = self._step(
-            step_key, self._state, jnp.asarray(action), self.params
-        )
-        return (np.asarray(obs), float(reward), bool(terminated), bool(truncated),
-                _host_info(info))
+        self._key, self._state, out = self._step(self._key, self._state, action, self.params)
+        # One transfer for everything the caller sees.
+        obs, reward, terminated, truncated, info = jax.device_get(out)
+        return obs, float(reward), bool(terminated), bool(truncated), info
 
 
 class GymnasiumVectorTradingEnv(gymnasium.vector.VectorEnv):
@@ -115,5 +110,4 @@ class GymnasiumVectorTradingEnv(gymnasium.vector.VectorEnv):
         obs, self._state, reward, terminated, truncated, info = self._step(
             jax.random.split(sub, self.num_envs), self._state, jnp.asarray(actions), self.params
         )
-        return (np.asarray(obs), np.asarray(reward), np.asarray(terminated),
-                np.asarray(truncated), _host_info(info))
+        return jax.device_get((obs, reward, terminated, truncated, info))

@@ -216,7 +216,8 @@ class TradingEnv(environment.Environment):
             state, action, params, shock
         )
         done = terminated | truncated
-        reset_state = self.initial_state(key, params)
+        # Salting the reset with the finished episode lets a loop reuse one key per env.
+        reset_state = self.initial_state(key, params, salt=_episode_salt(next_state))
         # Select the state first and build one observation: cheaper than gymnax's select
         # over two observations, same result.
         state = jax.tree_util.tree_map(
@@ -243,7 +244,8 @@ class TradingEnv(environment.Environment):
 
     # ---- episode bounds ------------------------------------------------------------------
 
-    def episode_bounds(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
+    def episode_bounds(self, key: jax.Array, params: EnvParams,
+                       salt: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
         """(start bar, last bar) of an episode in the chosen split."""
         bounds = params.market.splits[params.split]
         split_start, split_end = bounds[0], bounds[1]
@@ -251,13 +253,14 @@ class TradingEnv(environment.Environment):
         first = jnp.maximum(split_start, self.window_bars - 1)
         final = jnp.minimum(split_end - 1, last_bar)
         latest_start = jnp.maximum(first, final - params.episode_bars)
-        random_start = jax.random.randint(key, (), first, latest_start + 1)
+        random_start = _uniform_int(key, salt, first, latest_start)
         start = jnp.where(params.eval_mode, first, random_start)
         end = jnp.where(params.eval_mode, final, jnp.minimum(start + params.episode_bars, final))
         return start, jnp.maximum(end, start + 1)
 
-    def initial_state(self, key: jax.Array, params: EnvParams) -> EnvState:
-        start, end = self.episode_bounds(key, params)
+    def initial_state(self, key: jax.Array, params: EnvParams,
+                      salt: jax.Array | int = 0) -> EnvState:
+        start, end = self.episode_bounds(key, params, salt)
         zeros = jnp.zeros((self.num_assets,), jnp.float32)
         equity = jnp.asarray(params.trading.initial_equity, jnp.float32)
         return EnvState(
@@ -416,6 +419,35 @@ class TradingEnv(environment.Environment):
             "bar": t1,
         }
         return next_state, reward, terminated, truncated, info
+
+
+def _uniform_int(key: jax.Array, salt: jax.Array | int, low: jax.Array, high: jax.Array):
+    """An integer in [low, high] from the key's bits and a salt.
+
+    The env's only randomness is the episode start. A full threefry draw per env per step
+    (the auto-reset is computed every step under vmap) cost more than the whole transition,
+    so the start comes from the key's (already pseudo-random) bits passed through the
+    murmur3 finalizer, mixed with a salt from the finished episode.
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    bits = key.reshape(-1).astype(jnp.uint32)
+    x = bits[0] ^ (bits[-1] * jnp.uint32(0x9E3779B9)) ^ (
+        jnp.asarray(salt).astype(jnp.uint32) * jnp.uint32(0x85EBCA6B))
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    x = x ^ (x >> 16)
+    span = jnp.maximum(high - low + 1, 1).astype(jnp.uint32)
+    return low + (x % span).astype(jnp.int32)
+
+
+def _episode_salt(state: EnvState) -> jax.Array:
+    # Integers only: a float salt would let last-bit rounding (which differs between a
+    # vmapped and a single-env program) change episode starts.
+    return (state.t.astype(jnp.uint32) * jnp.uint32(0x27D4EB2F)) ^ state.time.astype(
+        jnp.uint32)
 
 
 def _track_entry(old_units, new_units, entry, best, bars, price):

@@ -122,5 +122,6 @@ def test_vmapped_equals_single(mode):
     for i in range(n):
         single = jax.jit(episode)(keys[i], actions[i])
         for b, s in zip(batched, single):
-            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(s), rtol=1e-6, atol=1e-7)
+            # Fusion may round differently in the batched program: equal up to float32 noise.
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(s), rtol=1e-5, atol=1e-6)
     assert bool(jnp.any(batched[2]))  # auto-reset happened inside the scan
