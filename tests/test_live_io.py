@@ -242,3 +242,19 @@ def test_parquet_replay_and_its_clear_message_without_pyarrow(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(BundleError, match="needs pyarrow"):
         replay_source(tmp_path / "bars.parquet")
+
+
+def test_live_cli_key_value_form_maps_onto_the_flags():
+    from jaxtrade.live.cli import _translate, main
+
+    assert _translate(["bundle=B", "source=replay", "path=x.csv", "start=2020-01-01"]) == [
+        "--bundle",
+        "B",
+        "--bars",
+        "x.csv",
+        "--start",
+        "2020-01-01",
+    ]
+    assert _translate(["bundle=B", "source=stdin"]) == ["--bundle", "B", "--stdin"]
+    assert main(["bundle=B", "colour=red"]) == 2  # one clear line, no traceback
+    assert main(["bundle=B", "source=carrier-pigeon"]) == 2

@@ -65,7 +65,10 @@ def _translate(argv: list[str]) -> list[str]:
 
 def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="runner.py", description="Run an exported jaxtrade policy bundle on bars."
+        prog="runner.py" if default_bundle else "jaxtrade live",
+        description="Run an exported jaxtrade policy bundle on bars (paper trading).",
+        epilog="key=value spellings work too: bundle=DIR source=replay|stdin|http path=FILE "
+        "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N",
     )
     parser.add_argument("--bundle", default=default_bundle, help="bundle directory")
     src = parser.add_mutually_exclusive_group()
