@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from live_helpers import backtest_and_bundle, real_frame, shared_case
+from live_helpers import backtest_and_bundle, build_market, real_frame, shared_case
 
 from jaxtrade import features as features_lib
 from jaxtrade.live.bars import Bar
@@ -75,6 +75,26 @@ def test_regime_forward_filter_equals_the_training_model_bar_for_bar(inputs):
     )
     np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-9)
     assert ours.argmax(axis=1).min() != ours.argmax(axis=1).max()  # regimes really switch
+
+
+def test_runner_observation_rows_equal_the_market_tensor_bar_for_bar(mlp_case):
+    _, bundle, _, frame = mlp_case
+    market = build_market(frame, regimes=True)  # the same pipeline that made the bundle
+    expected = np.asarray(market.features)[:, 0, :]
+    runner = Runner(load_bundle(bundle))
+    stamps = frame["timestamp"].dt.epoch("us").to_list()
+    columns = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    rows = []
+    for t, *values in zip(stamps, *columns):
+        runner.process(Bar(t, *values), trade=False)
+        rows.append(runner._rows[(runner.bars_seen - 1) % runner.window_bars].copy())
+    # Normalized float32 features: what the env and the runner both feed the policy.
+    np.testing.assert_allclose(np.stack(rows), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(runner.market_state.atr, np.asarray(market.atr)[-1, 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        runner.market_state.volatility, np.asarray(market.volatility)[-1, 0], rtol=1e-5
+    )
+    np.testing.assert_allclose(runner.last_regime, np.asarray(market.regime)[-1], atol=1e-6)
 
 
 def test_runner_positions_equal_the_backtest_bar_for_bar(mlp_case):
