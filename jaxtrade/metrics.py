@@ -376,25 +376,27 @@ def _trade_flags(positions: Array) -> tuple[Array, Array]:
 
 
 def _trade_scan(returns: Array, changed: Array, held: Array) -> tuple[Array, Array]:
-    """(number of trades, mean trade return) in one pass over precomputed flags."""
+    """(number of trades, mean trade return) in one pass over precomputed flags.
+
+    The carry is the open trade's growth factor (a product, cheaper in the loop than log
+    sums); a trade's return is that factor minus one when the position next changes.
+    """
 
     def bar(carry, inputs):
         growth, in_trade, count, total = carry
-        log_growth, change, hold = inputs
+        r, change, hold = inputs
         closing = change & in_trade
         count = count + closing
-        total = total + jnp.where(closing, jnp.expm1(growth), 0.0)
+        total = total + jnp.where(closing, growth - 1.0, 0.0)
         in_trade = jnp.where(change, hold, in_trade)
-        growth = jnp.where(change, 0.0, growth) + jnp.where(in_trade, log_growth, 0.0)
+        growth = jnp.where(change, 1.0, growth) * jnp.where(in_trade, 1.0 + r, 1.0)
         return (growth, in_trade, count, total), None
 
-    zero = jnp.zeros((), returns.dtype)
-    start = (zero, jnp.asarray(False), zero, zero)
-    (growth, in_trade, count, total), _ = jax.lax.scan(
-        bar, start, (jnp.log1p(returns), changed, held)
-    )
+    one, zero = jnp.ones((), returns.dtype), jnp.zeros((), returns.dtype)
+    start = (one, jnp.asarray(False), zero, zero)
+    (growth, in_trade, count, total), _ = jax.lax.scan(bar, start, (returns, changed, held))
     count = count + in_trade
-    total = total + jnp.where(in_trade, jnp.expm1(growth), 0.0)
+    total = total + jnp.where(in_trade, growth - 1.0, 0.0)
     return count, jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
 
 
