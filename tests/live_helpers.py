@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -101,6 +103,7 @@ def backtest_and_bundle(
 def shared_case(name: str = "sp500_daily", bars: int = 900, window_bars: int = 16):
     """One backtest + bundle per process, shared by the test modules (building costs ~10 s)."""
     tmp = Path(tempfile.mkdtemp(prefix="jaxtrade-live-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     frame = real_frame(name, bars)
     # Regime-dependent leverage caps make the runner's HMM filter part of the parity.
     result, bundle, _ = backtest_and_bundle(

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -204,9 +205,17 @@ def test_sigkill_loses_no_acknowledged_bar_and_restart_resumes_exactly(case, tmp
 @pytest.mark.slow
 def test_bundle_runs_in_a_fresh_venv_with_only_numpy(case, tmp_path_factory):
     result, bundle, csv, _ = case
-    env_dir = tmp_path_factory.getbasetemp() / "numpy-only-venv"
+    # Cached across sessions in the temp dir: built once (~10 s), reused while it works.
+    env_dir = (
+        Path(tempfile.gettempdir())
+        / f"jaxtrade-numpy-only-py{sys.version_info[0]}{sys.version_info[1]}"
+    )
     python = env_dir / "bin" / "python"
-    if not python.exists():
+    ok = (
+        python.exists()
+        and subprocess.run([str(python), "-c", "import numpy"], capture_output=True).returncode == 0
+    )
+    if not ok:
         venv.EnvBuilder(with_pip=True, system_site_packages=False, clear=True).create(env_dir)
         subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "numpy"], check=True, timeout=300
