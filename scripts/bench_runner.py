@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle size: {size / 1024:.0f} KiB (weights {weights / 1024:.0f} KiB)")
     print(f"runner import time (fresh interpreter, numpy included): {import_s * 1000:.0f} ms "
           f"(goal < 500 ms: {'met' if import_s < 0.5 else 'NOT met'})")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
