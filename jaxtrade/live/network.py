@@ -29,7 +29,9 @@ _SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     # flax's nn.gelu is the tanh approximation by default.
-    return F32(0.5) * x * (F32(1.0) + np.tanh(_SQRT_2_OVER_PI * (x + F32(0.044715) * x**3)))
+    # x * x * x, not x**3: numpy's float32 power is a slow general pow.
+    inner = _SQRT_2_OVER_PI * (x + F32(0.044715) * (x * x * x))
+    return F32(0.5) * x * (F32(1.0) + np.tanh(inner))
 
 
 def _elu(x: np.ndarray) -> np.ndarray:
@@ -51,8 +53,9 @@ TORSOS = ("mlp", "cnn", "attention", "gru", "lstm")
 
 
 def _layer_norm(x: np.ndarray, p: dict, eps: float = 1e-6) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = np.maximum((x * x).mean(axis=-1, keepdims=True) - mean * mean, F32(0.0))
+    n = F32(x.shape[-1])
+    mean = np.add.reduce(x, axis=-1, keepdims=True) / n
+    var = np.maximum(np.add.reduce(x * x, axis=-1, keepdims=True) / n - mean * mean, F32(0.0))
     return (x - mean) / np.sqrt(var + F32(eps)) * p["scale"] + p["bias"]
 
 
@@ -90,6 +93,7 @@ class ActorNetwork:
             raise BundleError(f"bundle weights lack '{prefix}' or 'policy_head'")
         self.torso_params = self.params[prefix]
         self.action = description.get("action", {})
+        self._fused: dict[int, tuple] = {}
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -143,18 +147,27 @@ class ActorNetwork:
         pooled = _layer_norm(x, p[f"LayerNorm_{2 * self.attention_layers}"]).mean(axis=0)
         return self._mlp(np.concatenate([pooled, state]), p["MLP_0"])
 
-    @staticmethod
-    def _self_attention(x: np.ndarray, p: dict) -> np.ndarray:
-        q = np.einsum("wd,dhk->whk", x, p["query"]["kernel"]) + p["query"]["bias"]
-        k = np.einsum("wd,dhk->whk", x, p["key"]["kernel"]) + p["key"]["bias"]
-        v = np.einsum("wd,dhk->whk", x, p["value"]["kernel"]) + p["value"]["bias"]
-        q = q / np.sqrt(F32(q.shape[-1]))
-        logits = np.einsum("qhk,shk->hqs", q, k)
+    def _self_attention(self, x: np.ndarray, p: dict) -> np.ndarray:
+        fused = self._fused.get(id(p))
+        if fused is None:
+            # One [D, 3*H*K] matrix for query/key/value: one matmul instead of three einsums.
+            d, heads, k = p["query"]["kernel"].shape
+            kernel = np.concatenate(
+                [p[n]["kernel"].reshape(d, heads * k) for n in ("query", "key", "value")], 1
+            )
+            bias = np.concatenate([p[n]["bias"].reshape(-1) for n in ("query", "key", "value")])
+            out = p["out"]["kernel"].reshape(heads * k, -1)
+            fused = self._fused[id(p)] = (kernel, bias, out, p["out"]["bias"], heads, k)
+        kernel, bias, out_kernel, out_bias, heads, k = fused
+        bars = x.shape[0]
+        qkv = (x @ kernel + bias).reshape(bars, 3, heads, k).transpose(1, 2, 0, 3)
+        q, key, v = qkv[0] / np.sqrt(F32(k)), qkv[1], qkv[2]  # each [H, W, K]
+        logits = q @ key.transpose(0, 2, 1)
         logits = logits - logits.max(axis=-1, keepdims=True)
         weights = np.exp(logits)
         weights = weights / weights.sum(axis=-1, keepdims=True)
-        mixed = np.einsum("hqs,shk->qhk", weights, v)
-        return np.einsum("qhk,hko->qo", mixed, p["out"]["kernel"]) + p["out"]["bias"]
+        mixed = (weights @ v).transpose(1, 0, 2).reshape(bars, heads * k)
+        return mixed @ out_kernel + out_bias
 
     def _gru(self, x: np.ndarray, h: np.ndarray, p: dict) -> np.ndarray:
         r = _sigmoid(_dense(x, p["ir"]) + _dense(h, p["hr"]))
