@@ -77,7 +77,11 @@ def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: 
             return jnp.argmax(dist.logits[0, 0])
         return to_env_action(spec, dist.mean()[0, 0])  # what Agent.act hands the env
 
-    return cfg, params, (lambda key, obs, state, _p: policy_fn(key, obs, state, params))
+    def bound(key, obs, state, _params):
+        return policy_fn(key, obs, state, params)
+
+    bound.network = net  # for callers that run the network themselves (recurrent carry)
+    return cfg, params, bound
 
 
 def backtest_and_bundle(

@@ -156,3 +156,50 @@ def test_other_torsos_layouts_and_rules_match_the_backtest(tmp_path, torso, over
     assert runner.summary()["total_return"] == pytest.approx(
         result.metrics["total_return"], abs=1e-4
     )
+
+
+def test_recurrent_policy_carries_its_state_bar_to_bar_like_an_env_rollout(tmp_path):
+    """A GRU actor run on the env with its carry threaded through every step (as in training
+    rollouts) gives the runner's targets bar for bar; the runner keeps the carry between bars."""
+    import jax
+    import jax.numpy as jnp
+    from live_helpers import make_policy
+
+    import envs
+    from agents.common.networks import network_carry
+    from jaxtrade.evaluate.backtest import eval_bounds
+    from jaxtrade.export import write_bundle
+
+    frame = real_frame("eurusd_1h", 500)
+    market = build_market(frame)
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params, policy = make_policy(env, env_params, "gru")
+    net = policy.network
+    first, last = eval_bounds(env, env_params, "test")
+    eval_params = env_params.replace(split=jnp.asarray(2, jnp.int32), eval_mode=jnp.asarray(True))
+    resets = jnp.zeros((1, 1), bool)
+    act = jax.jit(lambda c, o: net.apply(params, c, o[None, None], resets)[:2])
+    step = jax.jit(env.step_env)
+    key = jax.random.PRNGKey(0)
+    obs, state = env.reset(key, eval_params)
+    carry, expected = network_carry(cfg, (1,)), []
+    for _ in range(last - first):
+        carry, dist = act(carry, obs)
+        obs, state, _, _, info = step(key, state, jnp.argmax(dist.logits[0, 0]), eval_params)
+        expected.append(float(info["target_weights"][0]))
+
+    bundle = write_bundle(
+        tmp_path / "gru", params=params, network_config=cfg, env=env, env_params=env_params
+    )
+    runner = Runner(load_bundle(bundle))
+    start = int(market.meta.timestamps[first].astype("datetime64[us]").astype(np.int64))
+    targets = []
+    for t, *values in zip(
+        frame["timestamp"].dt.epoch("us").to_list(),
+        *[frame[c].to_list() for c in ("open", "high", "low", "close", "volume")],
+    ):
+        decision = runner.process(Bar(t, *values), trade=t >= start)
+        if decision is not None:
+            targets.append(decision["target_position"])
+    assert len(set(expected)) == 3
+    np.testing.assert_array_equal(targets[:-1], expected)
