@@ -1,0 +1,171 @@
+"""End-to-end PPO training throughput: jaxtrade (one compiled program) vs Stable-Baselines3.
+
+Like for like, measured in the same run:
+  data         gym-anytrading's bundled GOOGL daily closes
+  observation  a window of 30 bars of (close, close difference), nothing else
+  actions      two (short / long)
+  network      separate actor and critic MLPs, two hidden layers of 64, tanh
+  PPO          the same samples per update (2048), epochs (10) and minibatch size (64 samples)
+  peer         SB3 PPO("MlpPolicy") on CPU torch over gym-anytrading's StocksEnv
+  jaxtrade     agents.make_train(PPOConfig) over envs.make("trading") (which also pays
+               commission, spread and slippage every step), 64 envs x 32 steps per update
+
+Also printed: compile time; the network's FLOPs per env step (rollout forward passes plus
+epochs x forward+backward ~ 3x forward) and the FLOP/s that implies; wall time of 16 vmapped seeds
+vs 1 seed in one program; and, with --big-envs, a larger default-style configuration.
+
+    python scripts/bench_train.py            # full run (a few minutes on 2 CPU cores)
+    python scripts/bench_train.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import agents  # noqa: E402
+import envs  # noqa: E402
+from agents import NetworkConfig, PPOConfig, PPOHParams  # noqa: E402
+from jaxtrade.market import from_arrays  # noqa: E402
+
+WINDOW = 30
+SAMPLES_PER_UPDATE = 2048
+EPOCHS = 10
+MINIBATCH = 64
+
+
+def googl_close() -> np.ndarray:
+    from gym_anytrading.datasets import STOCKS_GOOGL
+
+    return STOCKS_GOOGL["Close"].to_numpy(dtype=np.float64)
+
+
+def jax_env():
+    close = googl_close()
+    diff = np.insert(np.diff(close), 0, 0.0)
+    market = from_arrays(close, features=np.stack([close, diff], axis=-1)[:, None, :])
+    return envs.make(
+        "trading", market, window_bars=WINDOW, discrete_levels=(-1.0, 1.0),
+        include_portfolio=False, episode_bars=len(close) - WINDOW - 1,
+    )
+
+
+def ppo_config(num_envs: int, rollout_len: int, total_steps: int, minibatch: int) -> PPOConfig:
+    batch = num_envs * rollout_len
+    return PPOConfig(
+        num_envs=num_envs, rollout_len=rollout_len, total_steps=total_steps,
+        num_minibatches=batch // minibatch, update_epochs=EPOCHS,
+        updates_per_chunk=max(1, total_steps // batch),
+        network=NetworkConfig(hidden_sizes=(64, 64), activation="tanh", shared_torso=False),
+        hparams=PPOHParams(learning_rate=3e-4, ent_coef=0.0, gae_lambda=0.95),
+    )
+
+
+def mlp_flops(sizes: list[int]) -> int:
+    """Multiply-adds x 2 of one forward pass through Dense layers of these widths."""
+    return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def flops_per_env_step(obs_dim: int, num_actions: int, epochs: int) -> float:
+    forward = mlp_flops([obs_dim, 64, 64, num_actions]) + mlp_flops([obs_dim, 64, 64, 1])
+    # rollout: one forward; GAE bootstrap is per update (negligible); update: epochs x (fwd+bwd).
+    return forward * (1 + 3 * epochs)
+
+
+def time_jax(config: PPOConfig, env, env_params, seeds: int = 1) -> tuple[float, float, int]:
+    """(compile seconds, run seconds, env steps per run) of one compiled training program."""
+    train = agents.make_train(config, env, env_params)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    program = jax.jit(jax.vmap(train)) if seeds > 1 else jax.jit(train)
+    args = (keys,) if seeds > 1 else (keys[0],)
+    start = time.perf_counter()
+    compiled = program.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))  # warm-up (allocations, thread pools)
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    run_s = time.perf_counter() - start
+    num_updates, _, per_update = config.run_sizes()
+    return compile_s, run_s, num_updates * per_update
+
+
+def time_sb3(steps: int) -> float:
+    """Env steps per second of SB3 PPO learn() on StocksEnv (model construction excluded)."""
+    import gym_anytrading  # noqa: F401  (registers stocks-v0)
+    import gymnasium as gym
+    import torch
+    from gym_anytrading.datasets import STOCKS_GOOGL
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(1)  # small MLPs: one thread is fastest and avoids contention
+    env = gym.make("stocks-v0", df=STOCKS_GOOGL, window_size=WINDOW,
+                   frame_bound=(WINDOW, len(STOCKS_GOOGL)))
+    model = PPO("MlpPolicy", env, n_steps=SAMPLES_PER_UPDATE, batch_size=MINIBATCH,
+                n_epochs=EPOCHS, learning_rate=3e-4, ent_coef=0.0, gae_lambda=0.95,
+                device="cpu", seed=0, verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return model.num_timesteps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
+    parser.add_argument("--sb3-steps", type=int, default=3 * SAMPLES_PER_UPDATE)
+    parser.add_argument("--jax-updates", type=int, default=40, help="updates of 2048 samples")
+    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--big-envs", type=int, default=1024,
+                        help="num_envs of the larger default-style run (0 skips it)")
+    parser.add_argument("--skip-sb3", action="store_true")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
+    if args.quick:
+        args.sb3_steps, args.jax_updates, args.seeds, args.big_envs = 2048, 4, 4, 256
+
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+          f"{os.cpu_count()} cores, {platform.machine()}; jax {jax.__version__}")
+    env, env_params = jax_env()
+
+    # 1. Like for like: 64 envs x 32 steps = 2048 samples, 10 epochs, minibatch 64.
+    like = ppo_config(64, 32, args.jax_updates * SAMPLES_PER_UPDATE, MINIBATCH)
+    compile_s, run_s, steps = time_jax(like, env, env_params)
+    jax_rate = steps / run_s
+    flops = flops_per_env_step(WINDOW * 2, 2, EPOCHS)
+    print(f"jaxtrade PPO like-for-like: {jax_rate:,.0f} env-steps/s ({steps} steps in "
+          f"{run_s:.2f} s), compile {compile_s:.1f} s")
+    print(f"  network FLOPs per env-step {flops:,.0f} -> {flops * jax_rate / 1e9:.2f} GFLOP/s")
+    if not args.skip_sb3:
+        sb3_rate = time_sb3(args.sb3_steps)
+        print(f"SB3 PPO (CPU torch) on gym-anytrading StocksEnv: {sb3_rate:,.0f} env-steps/s "
+              f"({args.sb3_steps} steps)")
+        print(f"RATIO jaxtrade / SB3 = {jax_rate / sb3_rate:.1f}x (goal >= 100x)")
+
+    # 2. Seeds: S vmapped seeds vs 1 seed, same program shape.
+    seed_cfg = ppo_config(64, 32, max(2, args.jax_updates // 4) * SAMPLES_PER_UPDATE, MINIBATCH)
+    _, one_s, _ = time_jax(seed_cfg, env, env_params)
+    _, many_s, _ = time_jax(seed_cfg, env, env_params, seeds=args.seeds)
+    print(f"seeds: {args.seeds} vmapped {many_s:.2f} s vs 1 seed {one_s:.2f} s -> "
+          f"{many_s / one_s:.2f}x wall time for {args.seeds}x the runs")
+
+    # 3. A larger default-style configuration (more envs, bigger minibatches).
+    if args.big_envs:
+        big = ppo_config(args.big_envs, 64, args.big_envs * 64 * 4, args.big_envs * 64 // 4)
+        big = PPOConfig(**{**big.__dict__, "update_epochs": 4})
+        compile_s, run_s, steps = time_jax(big, env, env_params)
+        rate = steps / run_s
+        flops = flops_per_env_step(WINDOW * 2, 2, 4)
+        print(f"jaxtrade PPO {args.big_envs} envs x 64 steps, 4 epochs x 4 minibatches: "
+              f"{rate:,.0f} env-steps/s, compile {compile_s:.1f} s, "
+              f"{flops:,.0f} FLOPs/env-step -> {flops * rate / 1e9:.2f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
