@@ -1,12 +1,29 @@
-"""Pure-JAX trading environment (gymnax 1.0 API), its parts, wrappers and baselines."""
+"""Pure-JAX trading environment (gymnax 1.0 API), its parts, wrappers and baselines.
 
+    env, params = envs.make("trading", market, action_mode="continuous", fee_bps=2.0)
+    obs, state = env.reset(key, params)
+    obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+    rollout = envs.rollout_policy(env, params, envs.baselines.buy_and_hold(env), key, "test")
+
+The Gymnasium adapter lives in envs.gymnasium_adapter (imports gymnasium, a dev dependency);
+multi-device helpers in envs.parallel.
+"""
+
+from envs.baselines import BASELINES, Rollout, rollout_policy
 from envs.costs import TransactionConfig
 from envs.registry import make
 from envs.rewards import RewardConfig
 from envs.risk import RiskConfig
 from envs.trading import EnvParams, EnvState, TradingConfig, TradingEnv
+from envs.wrappers import AdversarialWrapper, LogWrapper, NormalizeObservation
 
 __all__ = [
+    "BASELINES",
+    "AdversarialWrapper",
+    "LogWrapper",
+    "NormalizeObservation",
+    "Rollout",
+    "rollout_policy",
     "EnvParams",
     "EnvState",
     "RewardConfig",

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.trading import EnvParams, EnvState, TradingEnv
+from jaxtrade.errors import ConfigError
 from jaxtrade.market import SPLIT_NAMES
 
 PolicyFn = Callable[[jax.Array, jax.Array, EnvState, EnvParams], jax.Array]
@@ -151,7 +152,11 @@ def eval_steps(env: TradingEnv, params: EnvParams, split: int) -> int:
     start, end = (int(x) for x in params.market.splits[split])
     first = max(start, env.window_bars - 1)
     final = min(end - 1, params.market.num_bars - 1)
-    return max(final - first, 1)
+    if final - first < 1:
+        raise ConfigError(
+            f"split '{SPLIT_NAMES[split]}' has bars [{start}, {end}): too short to trade with "
+            f"window_bars={env.window_bars} (needs at least 2 bars after the warm-up)")
+    return final - first
 
 
 def rollout_policy(

@@ -110,3 +110,10 @@ def _check_market(env: TradingEnv, params: EnvParams) -> None:
     if num_bars < env.window_bars + 1:
         raise ConfigError(f"market has {num_bars} bars; window_bars={env.window_bars} needs at "
                           f"least {env.window_bars + 1}")
+    split = int(params.split)
+    if not 0 <= split < len(SPLIT_NAMES):
+        raise ConfigError(f"split must be 0, 1, 2 or one of {SPLIT_NAMES}, got {split}")
+    start, end = (int(x) for x in params.market.splits[split])
+    if min(end, num_bars) - max(start, env.window_bars - 1) < 2:
+        raise ConfigError(f"split '{SPLIT_NAMES[split]}' has bars [{start}, {end}): too short "
+                          f"to trade with window_bars={env.window_bars}")

@@ -4,8 +4,9 @@ All switches are array fields of `RiskConfig` (so one compiled program serves ev
 
 - ATR position sizing (`atr_sizing`): the action's weight w in [-1, 1] per asset is read as a
   fraction of a risk budget: units = w * risk_per_trade * equity / (stop_loss_atr * ATR_t),
-  i.e. a stop-loss hit costs `risk_per_trade` of equity. Expressed as a weight this is
-  w * risk_per_trade * close_t / (stop_loss_atr * ATR_t); the leverage cap still applies.
+  i.e. a stop-loss hit costs `risk_per_trade` of equity (1 x ATR when the stop is off).
+  As a weight: w * risk_per_trade * close_t / (stop_loss_atr * ATR_t); the leverage cap
+  still applies.
 - Leverage cap: gross target exposure sum_a |w_a| <= max_leverage (TradingConfig); with
   `regime_caps` the cap is min(max_leverage, regime_max_leverage[argmax regime_t]), e.g.
   trend 5x, range 2x, defensive 1x.

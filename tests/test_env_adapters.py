@@ -22,7 +22,7 @@ from jaxtrade.market import from_arrays
 T = 300
 RNG = np.random.default_rng(11)
 CLOSE = 100 * np.exp(np.cumsum(RNG.normal(0, 0.01, (T, 2)), axis=0))
-MARKET = from_arrays(CLOSE)
+MARKET = from_arrays(CLOSE, splits=np.array([[0, 200], [200, 250], [250, T]]))
 
 
 @pytest.mark.parametrize("mode", ["discrete", "continuous"])
@@ -74,26 +74,33 @@ def test_log_wrapper_reports_finished_episodes():
     np.testing.assert_allclose(total, np.log(equity), atol=1e-5)
 
 
-@pytest.mark.parametrize("event", ["gap", "slippage", "obs_noise"])
-def test_adversarial_events_change_outcomes_with_probability_p(event):
-    p, n = 0.2, 4000
+def test_adversarial_events_change_outcomes_with_probability_p():
+    n = 4000
+    probs = {"gap": 0.2, "slippage": 0.1, "obs_noise": 0.3}
     env, params = envs.make("trading", MARKET, window_bars=8, action_mode="continuous")
-    settings = dict(obs_noise_prob=0.0, slippage_prob=0.0, gap_prob=0.0)
-    settings[f"{event}_prob"] = p
-    adv = wrappers.AdversarialWrapper(env, **settings)
+    adv = wrappers.AdversarialWrapper(env, gap_prob=probs["gap"],
+                                      slippage_prob=probs["slippage"],
+                                      obs_noise_prob=probs["obs_noise"])
     keys = jax.random.split(jax.random.PRNGKey(0), n)
     _, states = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
     action = jnp.ones((n, 2)) * 0.5  # from flat: every env trades at the next open
 
     plain = jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, states, action, params)
     shocked = jax.jit(jax.vmap(adv.step, in_axes=(0, 0, 0, None)))(keys, states, action, params)
-    if event == "obs_noise":
-        changed = np.any(np.asarray(plain[0]) != np.asarray(shocked[0]), axis=1)
-    else:
-        changed = np.asarray(plain[2]) != np.asarray(shocked[2])
-    flagged = np.asarray(shocked[5][f"adversarial_{event}"])
-    np.testing.assert_array_equal(changed, flagged)
-    assert abs(changed.mean() - p) < 4 * np.sqrt(p * (1 - p) / n)
+    flags = {k: np.asarray(shocked[5][f"adversarial_{k}"]) for k in probs}
+    for name, p in probs.items():
+        assert abs(flags[name].mean() - p) < 4 * np.sqrt(p * (1 - p) / n), name
+    # Outcomes change exactly where an event hit: rewards by gaps and slippage shocks, the
+    # observed market window only by noise (the portfolio part also sees gaps and costs).
+    reward_changed = np.asarray(plain[2]) != np.asarray(shocked[2])
+    np.testing.assert_array_equal(reward_changed, flags["gap"] | flags["slippage"])
+    window = env.window_bars * env.num_assets * env.num_features
+    window_changed = np.any(np.asarray(plain[0])[:, :window] != np.asarray(shocked[0])[:, :window],
+                            axis=1)
+    np.testing.assert_array_equal(window_changed, flags["obs_noise"])
+    slip_only = flags["slippage"] & ~flags["gap"]
+    assert np.all(np.asarray(shocked[5]["costs"])[slip_only]
+                  > np.asarray(plain[5]["costs"])[slip_only])
 
 
 def test_normalize_observation_standardizes_over_time():
@@ -128,6 +135,8 @@ def test_registry_overrides_and_errors():
         envs.make("trading", MARKET, action_mode="box")
     with pytest.raises(ConfigError, match="'tradng'.*'trading'"):
         envs.make("tradng", MARKET)
+    with pytest.raises(ConfigError, match="split 'test'.*too short"):
+        envs.make("trading", from_arrays(CLOSE), split="test")  # default: test split empty
     window_env, p = envs.make("trading", MARKET, window_bars=6, obs_layout="window")
     assert window_env.observation_shape == (6, 2 * 1 + 3 * 2 + 2)
     obs, _ = window_env.reset(jax.random.PRNGKey(0), p)

@@ -85,3 +85,18 @@ def test_erc_and_random_on_a_multi_asset_market():
     b = baselines.rollout_policy(env, params, rnd, jax.random.PRNGKey(5), "test")
     np.testing.assert_array_equal(np.asarray(a.equity), np.asarray(b.equity))
     assert np.asarray(a.costs).sum() > np.asarray(ro.costs).sum()
+
+
+def test_default_env_on_the_embedded_market_walks_every_split():
+    from jaxtrade.data import load_ohlcv
+    from jaxtrade.market import build
+
+    market = build(load_ohlcv("sp500_daily").tail(800))
+    env, params = envs.make("trading", market)
+    assert env.observation_shape == (32 * market.num_features + 5,)
+    policy = baselines.ma_crossover(env, 10, 40)
+    for split in ("train", "validation", "test"):
+        ro = baselines.rollout_policy(env, params, policy, jax.random.PRNGKey(0), split)
+        start, end = market.split_bounds(split)
+        assert int(ro.bar[-1]) == end - 1 and int(ro.start_bar) == max(start, 31)
+        assert np.all(np.isfinite(np.asarray(ro.equity))) and np.asarray(ro.costs).sum() > 0

@@ -100,8 +100,8 @@ def test_vmapped_equals_single(mode):
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
     market = from_arrays(close)
     env, params = envs.make("trading", market, action_mode=mode, window_bars=8,
-                            episode_bars=40, stop_loss_atr=2.0)
-    n, steps = 6, 60
+                            episode_bars=12, stop_loss_atr=2.0)
+    n, steps = 4, 30
     keys = jax.random.split(jax.random.PRNGKey(3), n)
     space = env.action_space(params)
     actions = jax.vmap(jax.vmap(space.sample))(
