@@ -87,7 +87,7 @@ def test_runner_observation_rows_equal_the_market_tensor_bar_for_bar(mlp_case):
     rows = []
     for t, *values in zip(stamps, *columns):
         runner.process(Bar(t, *values), trade=False)
-        rows.append(runner._rows[(runner.bars_seen - 1) % runner.window_bars].copy())
+        rows.append(runner.latest_row().copy())
     # Normalized float32 features: what the env and the runner both feed the policy.
     np.testing.assert_allclose(np.stack(rows), expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(runner.market_state.atr, np.asarray(market.atr)[-1, 0], rtol=1e-6)

@@ -59,7 +59,8 @@ class MarketState:
         n = min(self.count, self.volatility_window)
         if n > 1:
             x = self.returns.tail(n)
-            self.volatility = float(np.sqrt(max(x.var() * n / (n - 1), 0.0)))
+            d = x - float(np.add.reduce(x)) / n
+            self.volatility = math.sqrt(max(float(np.dot(d, d)) / (n - 1), 0.0))
         else:
             self.volatility = 0.0
 
@@ -105,7 +106,8 @@ class Runner:
         if self.layout not in ("flat", "window"):
             raise BundleError(f"observation layout {self.layout!r} is not supported")
         self.num_features = len(self.normalizer.center)
-        self._rows = [np.zeros(self.num_features, F32) for _ in range(self.window_bars)]
+        # Rows written twice (at i and i + W), so the window is always one contiguous view.
+        self._window = np.zeros((2 * self.window_bars, self.num_features), F32)
         self.bars_seen = 0
         self.carry = self.network.initial_carry()
         self.gate = BarGate(
@@ -164,9 +166,11 @@ class Runner:
                 f"the runner computes {raw.shape[0]} features, the normalizer has "
                 f"{self.num_features}: the manifest's spec and statistics disagree"
             )
-        row = self._rows[self.bars_seen % self.window_bars]
         # The env reads float32 features from MarketData: round the same way.
-        row[:] = self.normalizer(raw).astype(F32)
+        row = self.normalizer(raw).astype(F32)
+        i = self.bars_seen % self.window_bars
+        self._window[i] = row
+        self._window[i + self.window_bars] = row
         self.bars_seen += 1
 
         decision = None
@@ -185,9 +189,13 @@ class Runner:
             self.sink.emit(decision)
         return decision
 
+    def latest_row(self) -> np.ndarray:
+        """The normalized float32 features of the last bar."""
+        return self._window[(self.bars_seen - 1) % self.window_bars]
+
     def observation(self, close: float) -> np.ndarray:
         start = self.bars_seen % self.window_bars  # the oldest row of the ring
-        window = np.stack(self._rows[start:] + self._rows[:start])
+        window = self._window[start : start + self.window_bars]
         if not self.include_portfolio:
             return window.reshape(-1) if self.layout == "flat" else window
         portfolio = self.ledger.portfolio_vector(close)

@@ -61,6 +61,7 @@ class Ledger:
 
     def __post_init__(self) -> None:
         self.initial_equity = f32(self.trading.get("initial_equity", 1.0))
+        self.levels = np.asarray(self.action.get("discrete_levels", ()), F32)
         self.reset()
 
     def reset(self) -> None:
@@ -80,9 +81,8 @@ class Ledger:
     def action_to_weight(self, action) -> np.float32:
         lev = f32(self.trading.get("max_leverage", 1.0))
         if self.action["mode"] == "discrete":
-            levels = np.asarray(self.action["discrete_levels"], F32)
-            index = int(np.clip(int(action), 0, len(levels) - 1))
-            weight = levels[index] / F32(1.0)
+            index = min(max(int(action), 0), len(self.levels) - 1)
+            weight = self.levels[index] / F32(1.0)
         else:
             raw = f32(np.asarray(action, F32).reshape(-1)[0])
             if math.isnan(raw):
