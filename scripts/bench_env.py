@@ -30,6 +30,7 @@ as much as the env step itself). Times exclude compilation; best of 3 repeats.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from functools import partial
@@ -192,8 +193,10 @@ def main() -> None:
     target_steps = 2e5 if args.quick else 4e6
 
     device = jax.devices()[0]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# device: {device.platform} {device.device_kind} x{jax.device_count()}, "
-          f"host {platform.processor() or platform.machine()}, jax {jax.__version__}")
+          f"host {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+          f"load average {load:.1f}), jax {jax.__version__}")
     frame = load_frame()
     close = frame["close"].to_numpy().astype(np.float64)
 
