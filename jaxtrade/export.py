@@ -116,8 +116,13 @@ def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> d
     normalizer = normalizer if normalizer is not None else extra.get("normalizer")
     if normalizer is None and "normalizer" in extra:  # built with normalization="none"
         count = len(market.meta.feature_names)
-        normalizer = {"method": "none", "clip": None, "feature_names": list(
-            market.meta.feature_names), "center": [0.0] * count, "scale": [1.0] * count}
+        normalizer = {
+            "method": "none",
+            "clip": None,
+            "feature_names": list(market.meta.feature_names),
+            "center": [0.0] * count,
+            "scale": [1.0] * count,
+        }
     regimes = regimes if regimes is not None else extra.get("regimes", extra.get("regime_model"))
     if spec is None or normalizer is None:
         raise ExportError(
@@ -246,7 +251,19 @@ def write_bundle(
         try:  # the runner must accept what was written before the bundle is published
             from jaxtrade.live.engine import Runner
 
-            Runner(load_bundle(staging))
+            probe = Runner(load_bundle(staging))
+            # One real bar through the features: the column count must match the statistics.
+            probe.process(
+                {
+                    "timestamp": int(stamps[0]) / 1e6,
+                    **{
+                        k: float(np.asarray(getattr(market, k))[0, 0])
+                        for k in ("open", "high", "low", "close")
+                    },
+                    "volume": 0.0,
+                },
+                trade=False,
+            )
         except BundleError as err:
             raise ExportError(f"the exported bundle does not load in the runner: {err}") from None
         if out.exists():

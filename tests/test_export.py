@@ -73,6 +73,9 @@ def test_unsupported_exports_are_refused_and_leave_nothing_behind(case, tmp_path
             env=env1,
             env_params=params1,
         )
+    from live_helpers import make_policy
+
+    _, single_params, _ = make_policy(env1, params1)
     spec = {"features": [{"name": "rsi", "window": 14, "timeframe": "1w"}]}
     with pytest.raises(ExportError, match="timeframe"):
         write_bundle(
@@ -100,6 +103,16 @@ def test_unsupported_exports_are_refused_and_leave_nothing_behind(case, tmp_path
             env=env1,
             env_params=params1,
             feature_spec={"features": [{"name": "returns"}]},
+            normalizer={"feature_names": ["log_return"], "center": [0], "scale": [1]},
+        )
+    with pytest.raises(ExportError, match="computes 2 features, the normalizer has 1"):
+        write_bundle(
+            tmp_path / "count",
+            params=single_params,
+            network_config=NetworkConfig(),
+            env=env1,
+            env_params=params1,
+            feature_spec={"features": [{"name": "returns", "lags": [1, 2]}]},
             normalizer={"feature_names": ["log_return"], "center": [0], "scale": [1]},
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial bundle anywhere
