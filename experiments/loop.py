@@ -50,9 +50,9 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _batched_init(init: Callable, with_hparams: bool) -> Callable:
+def _jitted_init(init: Callable) -> Callable:
     # Cached per agent function so repeated runs in one process reuse the compiled program.
-    return jax.jit(jax.vmap(init, in_axes=(0, 0 if with_hparams else None, None)))
+    return jax.jit(init)
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,8 +66,19 @@ def _params_finite(state: Any) -> jax.Array:
 
 
 def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
-    """Batched initial TrainState: one point per key (and hparams row, when given)."""
-    return _batched_init(agent.init, hparams is not None)(keys, hparams, env_params)
+    """Batched initial TrainState: one point per key (and hparams row, when given).
+
+    Points are initialized one by one and stacked: initialization runs once per run, and a
+    vmapped network init over 3+ keys was seen to hang in XLA:CPU (jax 0.10.2). Training
+    (`run_chunk`) is vmapped over the points.
+    """
+    init = _jitted_init(agent.init)
+    states = [
+        init(keys[i], None if hparams is None else jax.tree.map(lambda x, i=i: x[i], hparams),
+             env_params)
+        for i in range(keys.shape[0])
+    ]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
 def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:

@@ -161,17 +161,14 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             progress.print(f"training {len(points)} point(s) x {agent.num_updates} updates x "
                            f"{agent.steps_per_update} env steps ({cfg['env']['num_envs']} envs)"
                            f" -> {run_dir}")
-        try:
-            loop = run_loop(
-                agent, prep.env_params, state, start_update=start_update, logger=logger,
-                checkpoints=checkpoints,
-                checkpoint_every_updates=cfg["train"]["checkpoint_every_updates"],
-                eval_every_updates=cfg["train"]["eval_every_updates"],
-                metadata=metadata, evaluate=evaluate, progress=progress,
-                stop_after_updates=cfg["train"].get("stop_after_updates"),
-            )
-        finally:
-            checkpoints.close()
+        loop = run_loop(
+            agent, prep.env_params, state, start_update=start_update, logger=logger,
+            checkpoints=checkpoints,
+            checkpoint_every_updates=cfg["train"]["checkpoint_every_updates"],
+            eval_every_updates=cfg["train"]["eval_every_updates"],
+            metadata=metadata, evaluate=evaluate, progress=progress,
+            stop_after_updates=cfg["train"].get("stop_after_updates"),
+        )
         sharpe = loop.validation.get("validation_sharpe")
         sharpe_list = [float(x) for x in sharpe] if sharpe is not None else []
         best = int(np.nanargmax(sharpe)) if sharpe is not None and np.isfinite(
@@ -186,13 +183,12 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             if log_cfg["log_artifacts"]:
                 logger.log_artifact(report_dir, f"report-{run_dir.name}", "report", point=best)
         if log_cfg["log_artifacts"] and log_cfg["kind"] == "wandb":
-            latest = CheckpointManager(ckpt_dir, read_only=True)
-            step = latest.latest_step()
+            step = checkpoints.latest_step()
             if step is not None:
-                logger.log_artifact(latest.step_dir(step), f"checkpoint-{run_dir.name}",
+                logger.log_artifact(checkpoints.step_dir(step), f"checkpoint-{run_dir.name}",
                                     "checkpoint", point=best)
-            latest.close()
         logger.summary({"validation_sharpe": sharpe_list[best]} if sharpe_list else {})
+    checkpoints.close()
     if not loop.finished:
         print_fn(f"stopped after update {loop.updates_done} of {agent.num_updates}; "
                  f"continue with resume=true run_dir={run_dir}")

@@ -13,6 +13,7 @@ half-written temporary directory is removed the next time the manager opens).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ class CheckpointManager:
         self.best_metric = best_metric
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints in {self.directory}")
+        if read_only:  # orbax warns that a read-only manager will not save: we know
+            logging.getLogger("absl").setLevel(logging.ERROR)
         keep = [policies.LatestN(n=keep_last)]
         if keep_best > 0:
             keep.append(policies.BestN(
