@@ -14,10 +14,20 @@ class MissingFeature(JaxTradeError):
     exit_code = 2
 
 
+def _call(target: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    # argparse-based entry points exit on --help or a usage error: turn that into a code.
+    try:
+        return int(target(argv) or 0)
+    except SystemExit as done:
+        if isinstance(done.code, str):
+            raise MissingFeature(done.code) from None
+        return int(done.code or 0)
+
+
 def _lazy(module: str, function: str = "main") -> Callable[[list[str]], int]:
     # Import on call: `jaxtrade data list` must not pay for importing the agents.
     def run(argv: list[str]) -> int:
-        return int(getattr(importlib.import_module(module), function)(argv) or 0)
+        return _call(getattr(importlib.import_module(module), function), argv)
 
     run.__name__ = f"{module}.{function}"
     return run
@@ -32,7 +42,7 @@ def _optional(module: str, function: str, what: str) -> Callable[[list[str]], in
         except (ImportError, AttributeError):
             raise MissingFeature(f"`jaxtrade {what}` is not available in this build "
                                  f"({module}.{function} is missing)") from None
-        return int(target(argv) or 0)
+        return _call(target, argv)
 
     return run
 

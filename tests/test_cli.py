@@ -1,0 +1,145 @@
+"""`jaxtrade` subcommands end to end on tiny data: exit codes, one-line errors, run dirs, W&B."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from test_logging import wandb_runs
+
+from jaxtrade.cli import main
+
+# A few seconds of PPO on a small synthetic market.
+TINY = ["experiment=smoke", "data.options.num_bars=400", "env.num_envs=4", "env.window_bars=16",
+        "env.episode_bars=64", "agent.rollout_len=32", "agent.updates_per_chunk=2",
+        "train.total_steps=512", "train.checkpoint_every_updates=2",
+        "train.eval_every_updates=2", "network.hidden_sizes=[16,16]"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["train", *TINY, "logger=wandb", f"run_dir={run_dir}", "seed=3"])
+    assert code == 0
+    return run_dir, buffer.getvalue()
+
+
+def test_help_everywhere(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli(["--help"], capsys)[0] == 0
+    for command in ("train", "backtest", "sweep", "data", "bench", "export", "live", "compare"):
+        code, out, err = run_cli([command, "--help"], capsys)
+        assert code == 0, (command, err)
+        assert f"jaxtrade {command}" in (out + err), command
+
+
+def test_user_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(["nosuch"], capsys)
+    assert code == 2 and "unknown command 'nosuch'" in err
+    code, out, err = run_cli(["train", "env.num_env=64"], capsys)
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "'env.num_env'" in err and "did you mean 'env.num_envs'?" in err
+    code, out, err = run_cli(["train", "data=csv", "data.path=/no/such/bars.csv"], capsys)
+    assert code == 2 and err.startswith("jaxtrade: DataError:") and "/no/such/bars.csv" in err
+    code, out, err = run_cli(["bench", "nosuch"], capsys)
+    assert code == 2 and "bench 'nosuch' is not allowed" in err
+    code, out, err = run_cli(["data", "frobnicate"], capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_train_writes_the_run_directory(trained: tuple[Path, str]) -> None:
+    run_dir, stdout = trained
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["env"]["num_envs"] == 4 and cfg["seed"] == 3
+    assert cfg["agent"]["hparams"]["learning_rate"] == pytest.approx(2.5e-4)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [2, 4]
+    assert [r["env_steps"] for r in rows] == [256, 512]
+    assert all(r["loss"] is not None and "validation_sharpe" in r for r in rows)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) \
+        == ["2", "4"]
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    assert {"train", "validation", "test", "baselines"} <= set(metrics)
+    assert "buy_and_hold" in metrics["baselines"]
+    assert f"report: {run_dir / 'report' / 'report.html'}" in stdout
+    assert "buy_and_hold" in stdout and "test Sharpe" in stdout
+
+
+def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
+    run_dir, _ = trained
+    runs = list(wandb_runs(run_dir).values())
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["group"] == run_dir.name
+    info = run["config"]["run_info"]
+    assert info["git_commit"] and info["versions"]["jax"] and info["device"]["device_kind"]
+    assert len(info["data_fingerprint"]) == 16
+    assert run["config"]["env"]["num_envs"] == 4
+    steps = [h["_step"] for h in run["history"] if "loss" in h]
+    assert steps == [2, 4]  # streamed at each chunk boundary
+    kinds = {kind for kind, _ in run["artifacts"]}
+    assert kinds == {"report", "checkpoint"}
+
+
+def test_backtest_compare_export_and_live(trained: tuple[Path, str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    run_dir, _ = trained
+    before = (run_dir / "report" / "metrics.json").read_text()
+    (run_dir / "report" / "metrics.json").unlink()
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=latest"], capsys)
+    assert code == 0, err
+    assert "at update 4, point 0" in out
+    assert json.loads((run_dir / "report" / "metrics.json").read_text())["test"] == \
+        json.loads(before)["test"]
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "chekpoint=best"], capsys)
+    assert code == 2 and "did you mean 'checkpoint'?" in err
+    code, out, err = run_cli(["backtest", "--compare", str(run_dir), str(run_dir)], capsys)
+    assert code in (0, 3) and ("PROMOTE" in out or "KEEP" in out)
+    code, out, err = run_cli(["compare", str(run_dir), str(run_dir)], capsys)
+    assert code == 0, err
+    bundle = tmp_path / "bundle"
+    code, out, err = run_cli(["export", f"run_dir={run_dir}", f"out={bundle}"], capsys)
+    assert code == 0, err
+    assert (bundle / "manifest.json").is_file()
+
+
+def test_data_subcommands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["data", "list"], capsys)
+    assert code == 0 and "sp500_daily" in out and "eurusd_1h" in out
+    code, out, _ = run_cli(["data", "inspect", "sp500_daily"], capsys)
+    assert code == 0 and json.loads(out)
+    target = tmp_path / "bars.csv"
+    code, out, _ = run_cli(["data", "convert", "eurusd_1h", str(target)], capsys)
+    assert code == 0 and target.is_file()
+    code, out, _ = run_cli(["data", "validate", str(target)], capsys)
+    assert code == 0 and ": ok," in out
+    lines = target.read_text().splitlines()
+    header = lines[0].split(",")
+    broken = lines[5].split(",")
+    broken[header.index("close")] = "-1"
+    lines[5] = ",".join(broken)
+    target.write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(["data", "validate", str(target)], capsys)
+    assert code == 2 and err.startswith("jaxtrade: DataError:") and str(target) in err
+    code, out, _ = run_cli(["data", "features"], capsys)
+    assert code == 0 and "rsi" in out
+
+
+def test_bench_lists_and_runs_scripts(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["bench", "--help"], capsys)
+    assert code == 0 and "available:" in out
+    names = out.split("available:")[1].strip().split(", ")
+    assert names and names[0] != "(none found)"
+    assert main(["bench", names[0], "--help"]) == 0
