@@ -116,8 +116,7 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
         if key.removeprefix(HPARAM_PREFIX) not in cfg["agent"].get("hparams", {}):
             from jaxtrade.config.validate import unknown_key
 
-            raise unknown_key(key, vmapped[key], [HPARAM_PREFIX + k for k in
-                                                  cfg["agent"].get("hparams", {})])
+            raise unknown_key(key, vmapped[key], list(cfg["agent"].get("hparams", {})))
     points = sample_points(cfg["sweep"], vmapped)
     if not points:
         raise ConfigError("sweep has no points: give sweep=<name> (e.g. sweep=lr_ent_grid) or "

@@ -1,0 +1,51 @@
+"""Real PPO through `jaxtrade train`: N updates, stop, resume=true, N more == 2N straight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from test_cli import TINY
+
+from experiments import common
+from experiments.loop import init_points
+from experiments.train import prepare, train
+from jaxtrade.checkpoint import CheckpointManager
+from jaxtrade.errors import CheckpointError, ConfigError
+
+RUN = [*TINY, "logger=none", "train.report=false", "train.total_steps=1024"]
+
+
+def final_state(run_dir: Path) -> tuple[object, dict]:
+    cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
+    prep = prepare(cfg)
+    like = init_points(prep.agent, jax.numpy.stack([jax.random.key(cfg["seed"])]), None,
+                       prep.env_params)
+    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
+        return manager.restore(like)
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train(common.compose([*RUN, f"run_dir={straight}"]), print_fn=lambda _: None)
+    split = tmp_path / "split"
+    first = train(common.compose([*RUN, f"run_dir={split}", "train.stop_after_updates=4"]),
+                  print_fn=lambda _: None)
+    assert first.loop.updates_done == 4 and not first.loop.finished
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(common.compose([*RUN, f"run_dir={split}"]), print_fn=lambda _: None)
+    second = train(common.compose([*RUN, f"run_dir={split}", "resume=true"]),
+                   print_fn=lambda _: None)
+    assert second.loop.updates_done == 8 and second.loop.finished
+    a, meta_a = final_state(straight)
+    b, meta_b = final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 8
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree.leaves(a.opt_state), jax.tree.leaves(b.opt_state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    np.testing.assert_array_equal(jax.random.key_data(a.rng), jax.random.key_data(b.rng))
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        train(common.compose([*RUN, f"run_dir={tmp_path / 'fresh'}", "resume=true"]))
