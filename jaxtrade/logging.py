@@ -109,6 +109,9 @@ class RunLogger:
         import wandb
 
         mode = os.environ.get("WANDB_MODE", mode)
+        # Our `agents` package shares its name with an LLM library W&B would suggest
+        # tracing tools for; that suggestion is noise here.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         (self.run_dir / "wandb").mkdir(exist_ok=True)  # wandb writes run_dir/wandb/
         group = group or self.run_dir.resolve().name
         ids_path = self.run_dir / "wandb_run_ids.json"

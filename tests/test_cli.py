@@ -143,3 +143,13 @@ def test_bench_lists_and_runs_scripts(capsys: pytest.CaptureFixture) -> None:
     names = out.split("available:")[1].strip().split(", ")
     assert names and names[0] != "(none found)"
     assert main(["bench", names[0], "--help"]) == 0
+
+
+def test_persistent_compilation_cache_is_on_by_default(trained: tuple[Path, str]) -> None:
+    import jax
+
+    from experiments.common import default_cache_dir
+
+    cache = default_cache_dir()
+    assert jax.config.jax_compilation_cache_dir == str(cache)
+    assert cache.is_dir() and any(cache.iterdir())

@@ -145,7 +145,7 @@ def test_num_envs_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert auto_num_envs(1000, 128, FakeDevice("cpu")) == 1024  # capped
     # 80 GB free, quarter of it over the per-env rollout bytes, floored to a power of two.
     per_env = bytes_per_env(1000, 128)
-    expected = 1 << int((0.25 * 80e9 / per_env)).bit_length() - 1
+    expected = 1 << int(0.25 * 80e9 / per_env).bit_length() - 1
     assert auto_num_envs(1000, 128, FakeDevice("gpu", int(80e9))) == min(expected, 65536)
     assert auto_num_envs(10, 8, FakeDevice("gpu", int(80e9))) == 65536
     assert auto_num_envs(100_000, 2048, FakeDevice("gpu", int(1e9))) == 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,23 @@ def read_wandb_records(path: Path) -> list[Any]:
     return records
 
 
-def wandb_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """{run id: {group, name, config, history rows, artifacts}} from every run-*.wandb file."""
+def wandb_runs(run_dir: Path, wait_s: float = 15.0) -> dict[str, dict[str, Any]]:
+    """{run id: {group, name, config, history rows, artifacts}} from every run-*.wandb file.
+
+    The files are written by W&B's own service process; under load it may still be flushing
+    just after `finish()` returns, so an incomplete file is read again for a few seconds.
+    """
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            return _read_wandb_runs(run_dir)
+        except KeyError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _read_wandb_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
     runs = {}
     for path in sorted(run_dir.glob("wandb/*run-*/run-*.wandb")):
         info: dict[str, Any] = {"history": [], "artifacts": [], "config": {}}
