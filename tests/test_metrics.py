@@ -235,3 +235,37 @@ def test_metrics_are_jittable_and_vmappable_over_bars_per_year() -> None:
     sharpe = jax.jit(jax.vmap(M.sharpe_ratio, in_axes=(None, 0)))(returns, per_year)
     ratio = float(sharpe[1] / sharpe[0])
     assert ratio == pytest.approx(math.sqrt(365 / 252), rel=1e-5)
+
+
+def _strategy_batch(num: int, bars: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    market = _returns("sp500_daily")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(market) - bars, size=num)
+    levels = rng.choice([-1.0, 0.0, 0.5, 1.0], size=(num, bars // 20 + 1))
+    positions = np.repeat(levels, 20, axis=1)[:, :bars]
+    return positions * market[starts[:, None] + np.arange(bars)], positions
+
+
+@pytest.mark.parametrize("ties", ["few", "many"])
+def test_batch_tails_match_empyrical_through_the_pivot_search(ties: str) -> None:
+    # 130 paths take the batched pivot search (>= 64 rows); rows whose search cannot land
+    # (long runs of equal returns around the quantiles) must come out exact as well:
+    # "few" patches a handful of them, "many" recomputes the whole batch.
+    returns, positions = _strategy_batch(130, 640, seed=11)  # room to patch 130 // 64 rows
+    odd = slice(5, 7) if ties == "few" else slice(5, 60)
+    returns[odd] = 0.0
+    returns[odd, :20] = -0.01  # 20 equal losses span the 5% ranks (31, 32)
+    returns[odd.start + 1:odd.stop:2] = 0.003  # constant rows
+    out = M.batch_metrics(returns, 252.0, positions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(len(returns)):
+            for key, fn in [("var_5", lambda r: ep.value_at_risk(r, 0.05)),
+                            ("cvar_5", lambda r: ep.conditional_value_at_risk(r, 0.05)),
+                            ("tail_ratio", ep.tail_ratio)]:
+                ref = fn(returns[i])
+                assert _same(float(out[key][i]), ref, rtol=1e-5, atol=1e-7), (i, key, ref)
+    direct = M._tails_direct(jnp.asarray(returns, jnp.float32))
+    # Same order statistics as two full top_k (the interpolation may round 1 ulp apart).
+    for ours, full in zip((out["var_5"], out["cvar_5"]), direct[:2]):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(full), rtol=1e-6, atol=0)
