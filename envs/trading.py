@@ -215,7 +215,7 @@ class TradingEnv(environment.Environment):
         next_state, reward, terminated, truncated, info = self.transition(
             state, action, params, shock
         )
-        done = terminated | truncated
+        done = _shared(terminated | truncated, _runtime_one(next_state))
         # Salting the reset with the finished episode lets a loop reuse one key per env.
         reset_state = self.initial_state(key, params, salt=_episode_salt(next_state))
         # Select the state first and build one observation: cheaper than gymnax's select
@@ -321,6 +321,7 @@ class TradingEnv(environment.Environment):
         """Pure step from the close of t to the close of t+1 (no reset)."""
         m, tc, cfg_risk, trade = params.market, params.costs, params.risk, params.trading
         t, t1 = state.t, state.t + 1
+        one = _runtime_one(state)
         close_t, atr_t, vol_t = m.close[t], m.atr[t], m.volatility[t]
         open1 = m.open[t1] * (1.0 + shock.open_gap)
         high1 = jnp.maximum(m.high[t1], open1)
@@ -374,7 +375,7 @@ class TradingEnv(environment.Environment):
         # 4. Mark at the close of t+1, carry costs, reward, risk state.
         carry = costs_lib.carry_cost(units, close1, cash, tc)
         cash = cash - carry
-        equity = cash + jnp.sum(units * close1)
+        equity = _shared(cash + jnp.sum(units * close1), one)
         peak = jnp.maximum(state.peak_equity, equity)
         equity_floor = 1e-6 * trade.initial_equity
         r = rewards_lib.log_return(equity, state.equity, equity_floor)
@@ -419,6 +420,27 @@ class TradingEnv(environment.Environment):
             "bar": t1,
         }
         return next_state, reward, terminated, truncated, info
+
+
+def _runtime_one(state: EnvState) -> jax.Array:
+    """A float32 1 per env that the compiler cannot see is 1 (see `_shared`)."""
+    n = (jnp.abs(state.end) + 1).astype(jnp.float32)  # never 0, always finite
+    return n / n
+
+
+def _shared(x: jax.Array, one: jax.Array) -> jax.Array:
+    """`x` unchanged, but computed once per step instead of once per consumer.
+
+    XLA:CPU copies chains of cheap elementwise ops into every fused loop that reads them.
+    With the auto-reset every state field is selected separately, so the whole transition
+    (equity depends on all of it) was recomputed for each of ~15 fields: a step with
+    auto-reset cost 2.5x one without. A division counts as expensive, so XLA materializes
+    its result once and shares it; dividing by an exact 1 keeps every bit (NaN, inf, -0 too).
+    Booleans go through float32 and back.
+    """
+    if x.dtype == jnp.bool_:
+        return (x.astype(jnp.float32) / one) > 0
+    return x / one
 
 
 def _uniform_int(key: jax.Array, salt: jax.Array | int, low: jax.Array, high: jax.Array):
