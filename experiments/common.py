@@ -225,7 +225,7 @@ def resolve_num_envs(cfg: dict[str, Any], env: Any, env_params: Any) -> int:
     return int(num_envs)
 
 
-def agent_config(cfg: Mapping[str, Any], env: Any, num_envs: int) -> Any:
+def agent_config(cfg: Mapping[str, Any], env: Any, env_params: Any, num_envs: int) -> Any:
     """The agent's config dataclass from the agent + network sections and the run sizes."""
     import agents
 
@@ -237,23 +237,17 @@ def agent_config(cfg: Mapping[str, Any], env: Any, num_envs: int) -> Any:
         # Window torsos read the flat observation as [W bars, F values] + portfolio state.
         width = env.num_assets * env.num_features
         network["window_shape"] = [env.window_bars, width]
-        network["num_state_features"] = observation_size_flat(env) - env.window_bars * width
+        network["num_state_features"] = (observation_size(env, env_params)
+                                         - env.window_bars * width)
     section["network"] = network
     section["num_envs"] = num_envs
     section["total_steps"] = int(cfg["train"]["total_steps"])
     return agents.config_from_dict(section)
 
 
-def observation_size_flat(env: Any) -> int:
-    space = env.observation_space(None)
-    return int(np.prod(space.shape))
-
-
 def replace_hparams(hparams: Any, values: Mapping[str, float]) -> Any:
     """A copy of a hparams dataclass with `values` (names without the agent.hparams. prefix)."""
-    return dataclasses.replace(hparams, **{k: float(v) for k, v in values.items()}) \
-        if not hasattr(hparams, "replace") else hparams.replace(
-            **{k: float(v) for k, v in values.items()})
+    return dataclasses.replace(hparams, **{k: float(v) for k, v in values.items()})
 
 
 def compose(argv: Sequence[str]) -> dict[str, Any]:

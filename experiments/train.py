@@ -91,7 +91,7 @@ def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     market = common.build_market(cfg, frame)
     env, env_params = common.build_env(cfg, market)
     num_envs = common.resolve_num_envs(cfg, env, env_params)
-    agent_cfg = common.agent_config(cfg, env, num_envs)
+    agent_cfg = common.agent_config(cfg, env, env_params, num_envs)
     agent = agents.make_agent(agent_cfg, env, env_params)
     return Prepared(cfg, run_dir, frame, common.data_fingerprint(frame), market, env,
                     env_params, agent, agent_cfg)
@@ -178,8 +178,19 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             variance = None
             if len(points) > 1 and sharpe is not None:
                 variance = _per_bar_sharpe_variance(loop.validation.get("validation_returns"))
-            report_dir = write_report(prep, loop.state, best, points, print_fn=progress.print,
-                                      sweep_sharpe_variance=variance)
+            report_state, report_point = loop.state, best
+            best_step = checkpoints.best_step()
+            if cfg["train"]["report_from"] == "best" and best_step not in (
+                    None, loop.updates_done):
+                # Model selection on the validation split; the test split stays unseen.
+                report_state, saved = checkpoints.restore(loop.state, best_step)
+                scores = [float("-inf") if x is None else float(x) for x in
+                          saved["validation"].get("validation_sharpe", [0.0])]
+                report_point = int(np.argmax(scores))
+                progress.print(f"reporting the checkpoint of update {best_step} (best "
+                               f"validation Sharpe {max(scores):.3f})")
+            report_dir = write_report(prep, report_state, report_point, points,
+                                      print_fn=progress.print, sweep_sharpe_variance=variance)
             if log_cfg["log_artifacts"]:
                 logger.log_artifact(report_dir, f"report-{run_dir.name}", "report", point=best)
         if log_cfg["log_artifacts"] and log_cfg["kind"] == "wandb":

@@ -25,7 +25,7 @@ def test_default_config_composes_with_typed_values() -> None:
     cfg = compose_run([])
     assert cfg["agent"]["name"] == "ppo" and cfg["data"]["source"] == "sp500_daily"
     assert cfg["env"]["num_envs"] == "auto" and cfg["logger"]["kind"] == "console"
-    assert cfg["train"]["total_steps"] == 200_000
+    assert cfg["train"]["total_steps"] == 1_000_000
     assert isinstance(cfg["agent"]["hparams"]["learning_rate"], float)
 
 

@@ -43,12 +43,12 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     # Environment steps per trained point (seed / hyperparameter point). Accepts 2e5.
-    total_steps: int = _f(200_000, gt=0)
+    total_steps: int = _f(1_000_000, gt=0)
     # Seeds trained side by side in one program (vmapped).
     num_seeds: int = _f(1, ge=1)
     # Save a checkpoint (and compute validation Sharpe) every this many updates; rounded up
     # to a whole chunk of the agent's `updates_per_chunk`.
-    checkpoint_every_updates: int = _f(50, ge=1)
+    checkpoint_every_updates: int = _f(20, ge=1)
     # Backtest every point on the validation split (Sharpe for progress, W&B and best
     # checkpoint) every this many updates, rounded up to whole chunks; also at checkpoints.
     eval_every_updates: int = _f(10, ge=1)
@@ -57,8 +57,10 @@ class TrainConfig:
     keep_best: int = _f(1, ge=0)
     # Greedy actions in validation/test backtests.
     deterministic_eval: bool = True
-    # Write run_dir/report/ at the end of training.
+    # Write run_dir/report/ at the end of training, for the checkpoint with the best
+    # validation Sharpe ("best") or the final parameters ("latest").
     report: bool = True
+    report_from: str = _f("best", choices=("best", "latest"))
     # Stop (as if interrupted) after this many updates in this process; resume=true continues.
     # For time-sliced or preemptible jobs.
     stop_after_updates: int | None = _f(None, ge=1)
