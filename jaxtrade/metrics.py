@@ -456,7 +456,7 @@ def _pivot_search(
     is the first pivot, `slope` [2, N] the expected count per unit of y near it (for the
     second), `first` and `last` [2, 1] the admissible counts. Later pivots come from the
     secant through the last two counts, kept inside the bracket of counts seen so far
-    (bisection when it leaves it). Returns (pivot [2, N], landed [2, N] bool).
+    (bisection when it leaves it). Returns (pivot, its count, landed), each [2, N].
     """
     target = 0.5 * (first + last)
     dtype = returns.dtype
@@ -472,26 +472,26 @@ def _pivot_search(
         return jnp.stack([lower, upper])
 
     def step(state):
-        it, p, cp, q, cq, g_prev, c_prev, g_last, c_last, pivot, landed = state
+        it, p, cp, q, cq, g_prev, c_prev, g_last, c_last, pivot, count, landed = state
         secant = g_last + (target - c_last) * (g_last - g_prev) / (c_last - c_prev)
         newton = g_last + (target - c_last) / slope
         g = jnp.where(it == 0, guess, jnp.where(it == 1, newton, secant))
         g = jnp.where((g > p) & (g < q), g, p + 0.5 * (q - p))
         c = counts(g)
         hit = (c >= first) & (c <= last) & ~landed
-        pivot = jnp.where(hit, g, pivot)
+        pivot, count = jnp.where(hit, g, pivot), jnp.where(hit, c, count)
         landed = landed | hit
         p, cp = jnp.where(c < first, g, p), jnp.where(c < first, c, cp)
         q, cq = jnp.where(c > last, g, q), jnp.where(c > last, c, cq)
-        return it + 1, p, cp, q, cq, g_last, c_last, g, c, pivot, landed
+        return it + 1, p, cp, q, cq, g_last, c_last, g, c, pivot, count, landed
 
     def keep_going(state):
         return (state[0] < _SEARCH_PASSES) & ~jnp.all(state[-1])
 
     state = (jnp.int32(0), below, zero, high, zero + returns.shape[-1], below, zero,
-             below, zero, below, jnp.zeros(guess.shape, bool))
+             below, zero, below, zero, jnp.zeros(guess.shape, bool))
     state = jax.lax.while_loop(keep_going, step, state)
-    return state[-2], state[-1]
+    return state[-3], state[-2], state[-1]
 
 
 def _tails_searched(
@@ -517,17 +517,15 @@ def _tails_searched(
     scale = jnp.where(std > 0, std, 1.0)[None, :]
     guess = jnp.stack([mean, -mean]) + fisher * scale
     slope = num_bars * norm.pdf(z) / scale
-    pivot, landed = _pivot_search(returns, guess, slope, first, last)
+    pivot, count, landed = _pivot_search(returns, guess, slope, first, last)
 
     # The `window` smallest y above each pivot, ascending.
     above_lower = -_barrier(jax.lax.top_k(
         -jnp.where(returns > pivot[0][:, None], returns, jnp.inf), window)[0])
     below_upper = _barrier(jax.lax.top_k(
         jnp.where(returns < -pivot[1][:, None], returns, -jnp.inf), window)[0])
-    taken_lower = returns <= pivot[0][:, None]
-    count_lower = jnp.sum(taken_lower, axis=-1, dtype=jnp.int32)
-    count_upper = jnp.sum(returns >= -pivot[1][:, None], axis=-1, dtype=jnp.int32)
-    sum_lower = jnp.sum(jnp.where(taken_lower, returns, 0.0), axis=-1)
+    count_lower, count_upper = count.astype(jnp.int32)
+    sum_lower = jnp.sum(jnp.where(returns <= pivot[0][:, None], returns, 0.0), axis=-1)
 
     def pick(values, rank, count):
         index = jnp.clip(rank - count, 0, window - 1)[:, None]
