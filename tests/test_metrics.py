@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from statistics import NormalDist
@@ -269,3 +273,16 @@ def test_batch_tails_match_empyrical_through_the_pivot_search(ties: str) -> None
     # Same order statistics as two full top_k (the interpolation may round 1 ulp apart).
     for ours, full in zip((out["var_5"], out["cvar_5"]), direct[:2]):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(full), rtol=1e-6, atol=0)
+
+
+def test_bench_backtest_quick_runs_and_agrees_with_empyrical() -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_backtest.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300, check=True,
+    )
+    assert "speed-up like for like (10 vs 10 metrics)" in done.stdout
+    assert "speed-up full set" in done.stdout
+    assert "finite on one side only" not in done.stdout
+    worst = re.search(r"max abs diff over the 10 shared metrics: (\S+)", done.stdout)
+    assert worst is not None and float(worst.group(1)) < 1e-3, done.stdout
