@@ -347,14 +347,14 @@ class TradingEnv(environment.Environment):
         d_open = jnp.where(at_open, delta, 0.0)
         fee_open = jnp.sum(jnp.abs(d_open) * open1 * rate)
         cash = state.cash - jnp.sum(d_open * open1) - fee_open
-        units = state.units + d_open
+        units = _shared(state.units + d_open, one)
         entry, best, bars = _track_entry(state.units, units, state.entry_price,
                                          state.best_price, state.bars_in_position, open1)
 
         # 3. Stops during bar t+1 on what is held through the bar.
         level = risk_lib.stop_levels(units, entry, best, atr_t, cfg_risk)
         hit, stop_price = risk_lib.stop_hits(units, level, open1, high1, low1)
-        exit_units = jnp.where(hit, -units, 0.0)
+        exit_units = _shared(jnp.where(hit, -units, 0.0), one)
         fee_stop = jnp.sum(jnp.abs(exit_units) * stop_price * rate)
         cash = cash - jnp.sum(exit_units * stop_price) - fee_stop
         held = units
