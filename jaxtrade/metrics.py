@@ -413,7 +413,6 @@ def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
     return _trade_scan(returns, *_trade_flags(positions))
 
 
-
 # ------------------------------------------------------------------ batched exact tails
 #
 # `top_k` of 127 of 2,520 values costs about 40 us per path on XLA:CPU (10,000 paths: about
@@ -449,7 +448,7 @@ def _tails_direct(returns: Array) -> tuple[Array, Array, Array]:
 
 def _pivot_search(
     returns: Array, guess: Array, slope: Array, first: Array, last: Array
-) -> tuple[Array, Array]:
+) -> tuple[Array, Array, Array]:
     """Per row and tail, a pivot L whose count c = #(y <= L) lies in [first, last].
 
     Tail 0 looks at y = returns, tail 1 at y = -returns (the upper tail). `guess` [2, N]
@@ -527,8 +526,8 @@ def _tails_searched(
     count_lower, count_upper = count.astype(jnp.int32)
     sum_lower = jnp.sum(jnp.where(returns <= pivot[0][:, None], returns, 0.0), axis=-1)
 
-    def pick(values, rank, count):
-        index = jnp.clip(rank - count, 0, window - 1)[:, None]
+    def pick(values, rank, at_or_below):
+        index = jnp.clip(rank - at_or_below, 0, window - 1)[:, None]
         return jnp.take_along_axis(values, index, axis=-1)[:, 0]
 
     var_5 = pick(above_lower, lo, count_lower)
