@@ -21,7 +21,8 @@ The JAX loops are what a training loop runs: N envs vmapped in a jitted lax.scan
 a cheap deterministic function of the state, auto-reset inside step; per-env keys are kept
 (the env salts its random starts with the finished episode) or, in the "fresh keys" column,
 split every step as PureJaxRL does (a threefry draw per env per step, which on CPU costs about
-as much as the env step itself). Times exclude compilation; best of 3 repeats.
+as much as the env step itself). Times exclude compilation; best of 3 repeats (wall clock)
+and the median rate per CPU-second of this process (steadier on a shared machine).
 
     python scripts/bench_env.py            # full tables (a few minutes on 2 CPU cores)
     python scripts/bench_env.py --quick    # small sizes, smoke test
@@ -91,34 +92,44 @@ def scan_steps(env, params, carry, num_steps: int, fresh_keys: bool):
 
 
 def jax_steps_per_s(env, params, num_envs: int, num_steps: int, fresh_keys: bool = False,
-                    repeats: int = 3) -> float:
+                    repeats: int = 3) -> tuple[float, float]:
+    """(env-steps per wall second, best of `repeats`; env-steps per CPU second, median).
+
+    On a shared machine the wall-clock rate depends on what else runs; the rate per CPU
+    second of this process (all its threads) is the steadier figure to compare versions by.
+    """
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     obs, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
     carry = (obs, state, keys)
     run = lambda c: scan_steps(env, params, c, num_steps, fresh_keys)
     carry = jax.block_until_ready(run(carry))  # compile + warm
-    best = np.inf
+    best, cpu = np.inf, []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         carry = jax.block_until_ready(run(carry))
         best = min(best, time.perf_counter() - start)
-    return num_envs * num_steps / best
+        cpu.append(time.process_time() - start_cpu)
+    return num_envs * num_steps / best, num_envs * num_steps / float(np.median(cpu))
 
 
-def loop_steps_per_s(make_env, num_envs: int, seconds: float) -> float:
-    """Python loop stepping `num_envs` Gymnasium-style envs round-robin, one at a time."""
+def loop_steps_per_s(make_env, num_envs: int, seconds: float) -> tuple[float, float]:
+    """Python loop stepping `num_envs` Gymnasium-style envs round-robin, one at a time.
+
+    Returns (steps per wall second, steps per CPU second of this process).
+    """
     pool = [make_env() for _ in range(num_envs)]
     for i, e in enumerate(pool):
         e.reset(seed=i)
         e.step(e.action_space.sample())  # warm (jit compile for the adapter)
-    steps, start = 0, time.perf_counter()
+    steps, start, start_cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for e in pool:
             _, _, term, trunc, _ = e.step(e.action_space.sample())
             if term or trunc:
                 e.reset()
             steps += 1
-    return steps / (time.perf_counter() - start)
+    return (steps / (time.perf_counter() - start),
+            steps / max(time.process_time() - start_cpu, 1e-9))
 
 
 def bandwidth_bytes_per_s(megabytes: int) -> float:
@@ -214,21 +225,24 @@ def main() -> None:
                             episode_bars=len(close) - 32)
     assert env.observation_shape == (30, 2)
     pool = min(big, 64)
-    anytrading = loop_steps_per_s(
+    anytrading, anytrading_cpu = loop_steps_per_s(
         lambda: StocksEnv(df, window_size=30, frame_bound=(30, len(df))), pool, loop_seconds)
-    adapter = loop_steps_per_s(lambda: GymnasiumTradingEnv(env, params), pool, loop_seconds)
+    adapter, _ = loop_steps_per_s(lambda: GymnasiumTradingEnv(env, params), pool, loop_seconds)
     print("\n## Table 1: like for like (obs = 30 bars x [close, diff], 2 positions)")
     print(f"gym-anytrading StocksEnv, Python loop: {anytrading:,.0f} steps/s; "
           f"jaxtrade Gymnasium adapter, Python loop: {adapter:,.0f} steps/s "
-          f"(measured with {pool} envs round-robin; independent of N)")
+          f"(measured with {pool} envs round-robin; independent of N); gym-anytrading per "
+          f"CPU-second: {anytrading_cpu:,.0f}")
     print("| envs | jaxtrade vmapped steps/s | vs gym-anytrading | vs Gymnasium adapter "
+          "| steps per CPU-second | vs gym-anytrading per CPU-second "
           "| with fresh keys per step | vs gym-anytrading |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in counts:
         steps = int(max(20, min(2000, target_steps // n)))
-        rate = jax_steps_per_s(env, params, n, steps)
-        fresh = jax_steps_per_s(env, params, n, steps, fresh_keys=True)
+        rate, per_cpu = jax_steps_per_s(env, params, n, steps)
+        fresh, _ = jax_steps_per_s(env, params, n, steps, fresh_keys=True)
         print(f"| {n} | {rate:,.0f} | {rate / anytrading:,.1f}x | {rate / adapter:,.1f}x "
+              f"| {per_cpu:,.0f} | {per_cpu / anytrading_cpu:,.1f}x "
               f"| {fresh:,.0f} | {fresh / anytrading:,.1f}x |")
 
     # ---- table 2 -------------------------------------------------------------------------
@@ -244,13 +258,14 @@ def main() -> None:
           f"action/reward/done {sizes['action_reward_done']})")
     print(f"memory bandwidth (jitted copy of {256 if args.quick else args.bandwidth_mb} MiB, "
           f"read+write): {bandwidth / 1e9:,.2f} GB/s")
-    print("| envs | env-steps/s | GB/s moved | fraction of bandwidth |")
-    print("|---:|---:|---:|---:|")
+    print("| envs | env-steps/s | GB/s moved | fraction of bandwidth | env-steps per CPU-second |")
+    print("|---:|---:|---:|---:|---:|")
     for n in [c for c in counts if c >= 64] or counts:
         steps = int(max(10, min(1000, target_steps / 4 // n)))
-        rate = jax_steps_per_s(env, params, n, steps)
+        rate, per_cpu = jax_steps_per_s(env, params, n, steps)
         moved = rate * sizes["total"]
-        print(f"| {n} | {rate:,.0f} | {moved / 1e9:,.2f} | {moved / bandwidth:.0%} |")
+        print(f"| {n} | {rate:,.0f} | {moved / 1e9:,.2f} | {moved / bandwidth:.0%} "
+              f"| {per_cpu:,.0f} |")
 
     # ---- memory --------------------------------------------------------------------------
     mem = memory_per_env(env, params, big)
