@@ -59,9 +59,9 @@ def backtest_run(run_dir: Path, checkpoint: str = "best", point: str | None = No
     from experiments.train import restore_run, write_report
 
     chosen = None if point is None else _int(point, "point")
-    prep, state, meta, chosen, points = restore_run(run_dir, checkpoint, chosen)
-    print(f"backtest of {run_dir} at update {meta['update']}, point {chosen}")
-    return write_report(prep, state, chosen, points)
+    prep, restored, points = restore_run(run_dir, checkpoint, chosen)
+    print(f"backtest of {run_dir} at update {restored.step}, point {restored.point}")
+    return write_report(prep, restored, points, requested=checkpoint)
 
 
 def _int(value: str, key: str) -> int:

@@ -30,6 +30,9 @@ from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import TrainingError
 from jaxtrade.logging import RunLogger
 from jaxtrade.progress import Progress
+from jaxtrade.runs import init_points
+
+__all__ = ["LoopResult", "chunk_update_interval", "init_points", "run_loop"]
 
 Evaluate = Callable[[Any], Mapping[str, np.ndarray]]
 
@@ -50,12 +53,6 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_init(init: Callable) -> Callable:
-    # Cached per agent function so repeated runs in one process reuse the compiled program.
-    return jax.jit(init)
-
-
-@functools.lru_cache(maxsize=16)
 def _batched_chunk(run_chunk: Callable) -> Callable:
     return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
 
@@ -63,22 +60,6 @@ def _batched_chunk(run_chunk: Callable) -> Callable:
 @jax.jit
 def _params_finite(state: Any) -> jax.Array:
     return jax.vmap(lambda s: _tree_all_finite(getattr(s, "params", s)))(state)
-
-
-def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
-    """Batched initial TrainState: one point per key (and hparams row, when given).
-
-    Points are initialized one by one and stacked: initialization runs once per run, and a
-    vmapped network init over 3+ keys was seen to hang in XLA:CPU (jax 0.10.2). Training
-    (`run_chunk`) is vmapped over the points.
-    """
-    init = _jitted_init(agent.init)
-    states = [
-        init(keys[i], None if hparams is None else jax.tree.map(lambda x, i=i: x[i], hparams),
-             env_params)
-        for i in range(keys.shape[0])
-    ]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
 def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:

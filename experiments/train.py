@@ -22,6 +22,10 @@ import numpy as np
 from experiments import common
 from experiments.loop import LoopResult, init_points, run_loop
 from jaxtrade.errors import CheckpointError, ConfigError
+from jaxtrade.runs import RestoredPoint, point_keys, point_list, restore_point
+
+__all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
+           "prepare", "restore_run", "train", "write_report"]
 
 HELP = """usage: jaxtrade train [key=value ...]
 
@@ -97,19 +101,19 @@ def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
                     env_params, agent, agent_cfg)
 
 
-def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, float]] = ()
-               ) -> list[dict[str, Any]]:
-    """Seeds x hyperparameter points, seed-major: [{"seed": s, "agent.hparams.x": v}, ...]."""
-    seeds = [int(cfg["seed"]) + i for i in range(int(cfg["train"]["num_seeds"]))]
-    hps = list(hparam_points) or [{}]
-    return [dict(seed=s, **hp) for hp in hps for s in seeds]
+def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
+    """The agent's hyperparameters stacked over sweep points (their `agent.hparams.*` keys)."""
+    from agents import stack_hparams
+
+    return stack_hparams([
+        common.replace_hparams(prep.agent_config.hparams, {
+            k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
+        for p in points
+    ])
 
 
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
           command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
-    import jax
-
-    from agents import stack_hparams
     from jaxtrade.checkpoint import CheckpointManager
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
@@ -126,14 +130,8 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     common.write_config(run_dir, cfg)
 
     points = point_list(cfg, hparam_points)
-    keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in points])
-    hparams = None
-    if hparam_points:
-        hparams = stack_hparams([
-            common.replace_hparams(prep.agent_config.hparams, {
-                k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
-            for p in points
-        ])
+    keys = point_keys(points)
+    hparams = point_hparams(prep, points) if hparam_points else None
     info = common.run_info(prep.fingerprint)
     metadata = {"config": cfg, "run_info": info, "points": points}
 
@@ -178,18 +176,12 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             variance = None
             if len(points) > 1 and sharpe is not None:
                 variance = _per_bar_sharpe_variance(loop.validation.get("validation_returns"))
-            report_state, report_point = loop.state, best
-            best_step = checkpoints.best_step()
-            if cfg["train"]["report_from"] == "best" and best_step not in (
-                    None, loop.updates_done):
-                # Model selection on the validation split; the test split stays unseen.
-                report_state, saved = checkpoints.restore(loop.state, best_step)
-                scores = [float("-inf") if x is None else float(x) for x in
-                          saved["validation"].get("validation_sharpe", [0.0])]
-                report_point = int(np.argmax(scores))
-                progress.print(f"reporting the checkpoint of update {best_step} (best "
-                               f"validation Sharpe {max(scores):.3f})")
-            report_dir = write_report(prep, report_state, report_point, points,
+            # The report is for a saved checkpoint (the best by validation Sharpe, model
+            # selection that leaves the test split unseen, or the latest), restored and
+            # backtested exactly as `jaxtrade backtest checkpoint=...` does: same numbers.
+            which = cfg["train"]["report_from"]
+            restored = restore_point(checkpoints, loop.state, which)
+            report_dir = write_report(prep, restored, points, requested=which,
                                       print_fn=progress.print, sweep_sharpe_variance=variance)
             if log_cfg["log_artifacts"]:
                 logger.log_artifact(report_dir, f"report-{run_dir.name}", "report", point=best)
@@ -222,43 +214,29 @@ def make_validation(prep: Prepared, deterministic: bool = True
                     ) -> Callable[[Any], dict[str, np.ndarray]] | None:
     """Validation-split metrics of every point's policy, all points in one compiled program.
 
-    The same walk as the backtest (eval mode from the split's first bar to its last, fills
-    and costs by the env, the book frozen after a bankruptcy), with the agent's parameters as
-    traced inputs so evaluating after every checkpoint interval compiles once.
+    The backtest's own walk (jaxtrade.evaluate.backtest.walk: eval mode from the split's
+    first bar to its last, fills and costs by the env, recurrent state carried from the
+    split's start, the book frozen after a bankruptcy), vmapped over the points' parameters,
+    which are traced inputs so evaluating after every checkpoint interval compiles once.
     """
     import jax
     import jax.numpy as jnp
 
-    from jaxtrade.evaluate.backtest import eval_bounds
+    from jaxtrade.evaluate.backtest import agent_policy, eval_bounds, eval_params, walk
     from jaxtrade.metrics import max_drawdown, sharpe_ratio, total_return
 
     env, env_params, agent = prep.env, prep.env_params, prep.agent
     start, end = prep.market.split_bounds("validation")
-    if end - start < 3 or getattr(prep.agent_config.network, "recurrent", False):
+    if end - start < 3:
         return None
     first, last = eval_bounds(env, env_params, "validation")
-    params = env_params.replace(split=jnp.asarray(1, jnp.int32), eval_mode=jnp.asarray(True))
     bars_per_year = float(prep.market.meta.bars_per_year)
-    keys = jax.random.split(jax.random.key(0), last - first + 1)
+    key = jax.random.PRNGKey(0)
 
-    def one_point(agent_params: Any) -> dict[str, jax.Array]:
-        obs, env_state = env.reset(keys[-1], params)
-        initial = jnp.asarray(params.trading.initial_equity, jnp.float32)
-
-        def one_bar(carry: Any, key: jax.Array) -> tuple[Any, jax.Array]:
-            obs, env_state, solvent, equity = carry
-            act_key, step_key = jax.random.split(key)
-            action = agent.act(agent_params, obs, act_key, deterministic)
-            obs2, state2, _, terminated, info = env.step_env(step_key, env_state, action, params)
-            keep = lambda new, old: jnp.where(solvent, new, old)
-            equity = keep(info["equity"], equity)
-            carry = (keep(obs2, obs), jax.tree.map(keep, state2, env_state),
-                     solvent & ~terminated, equity)
-            return carry, equity
-
-        _, equity = jax.lax.scan(one_bar, (obs, env_state, jnp.asarray(True), initial),
-                                 keys[:-1])
-        equity = jnp.concatenate([initial[None], equity])
+    def one_point(agent_params: Any, env_params: Any) -> dict[str, jax.Array]:
+        rec = walk(env, eval_params(env_params, "validation"), agent_policy(agent, agent_params),
+                   last - first, key, deterministic)
+        equity = jnp.concatenate([rec["initial_equity"][None], rec["equity"]])
         returns = jnp.nan_to_num(equity[1:] / jnp.where(equity[:-1] != 0, equity[:-1],
                                                         jnp.nan) - 1.0)
         return {"validation_sharpe": sharpe_ratio(returns, bars_per_year),
@@ -266,99 +244,80 @@ def make_validation(prep: Prepared, deterministic: bool = True
                 "validation_max_drawdown": max_drawdown(returns),
                 "validation_returns": returns}
 
-    evaluate = jax.jit(jax.vmap(one_point))
-    return lambda state: {k: np.asarray(v) for k, v in evaluate(state.params).items()}
+    # The market goes in as an argument, not as constants baked into the program.
+    evaluate = jax.jit(jax.vmap(one_point, in_axes=(0, None)))
+    return lambda state: {k: np.asarray(v) for k, v in
+                          evaluate(state.params, env_params).items()}
 
 
-def point_params(state: Any, point: int) -> Any:
-    import jax
-
-    return jax.tree_util.tree_map(lambda x: x[point], state.params)
-
-
-def write_report(prep: Prepared, state: Any, point: int, points: Sequence[Mapping[str, Any]],
-                 print_fn: Callable[[str], None] = print,
+def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mapping[str, Any]],
+                 requested: str | int | None = None, print_fn: Callable[[str], None] = print,
                  sweep_sharpe_variance: float | None = None) -> Path:
-    """Backtest the chosen point on every split beside the baselines; write run_dir/report/."""
-    from jaxtrade.evaluate.backtest import backtest_all_splits, costs_description
+    """Backtest one point of a restored checkpoint on every split beside the baselines and
+    write run_dir/report/; metrics.json's "checkpoint" names the update and point used.
+
+    `jaxtrade train` (its final report) and `jaxtrade backtest` both come here with a
+    checkpoint restored by jaxtrade.runs.restore_point, so the same checkpoint gives the same
+    report, positions.csv included.
+    """
+    import json
+
+    from jaxtrade.evaluate.backtest import agent_policy, backtest_all_splits, costs_description
     from jaxtrade.evaluate.baselines import run_baselines
     from jaxtrade.evaluate.montecarlo import bootstrap
     from jaxtrade.evaluate.report import write_report as write_report_files
 
-    params = point_params(state, point)
-    agent = prep.agent
     deterministic = bool(prep.cfg["train"]["deterministic_eval"])
-
-    def policy(key: Any, obs: Any, env_state: Any, env_params: Any) -> Any:
-        return agent.act(params, obs, key, deterministic)
-
-    results = backtest_all_splits(prep.env, prep.env_params, policy)
+    policy = agent_policy(prep.agent, restored.params)
+    results = backtest_all_splits(prep.env, prep.env_params, policy, deterministic=deterministic)
     baselines = run_baselines(prep.env, prep.env_params, splits=tuple(results))
     test = results.get("test")
     mc = None
     if test is not None and test.num_bars > 20:
         mc = bootstrap(test.returns[1:], test.bars_per_year, num_paths=1000,
                        exposure=test.positions[1:])
+    source = {"update": restored.step, "point": restored.point,
+              "requested": str(requested if requested is not None else restored.step),
+              **{k: v for k, v in points[restored.point].items()}}
     page = write_report_files(
         prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
         costs_description=costs_description(prep.env_params),
         sweep_sharpe_variance=sweep_sharpe_variance,
-        title=f"jaxtrade: {prep.cfg['agent']['name']} on {prep.cfg['data']['source']}",
+        title=f"jaxtrade: {prep.cfg['agent']['name']} on {prep.cfg['data']['source']}, "
+              f"checkpoint of update {restored.step}, point {restored.point}",
     )
     report_dir = Path(page).parent
-    print_fn(metrics_table(report_dir / "metrics.json"))
+    metrics_path = report_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["checkpoint"] = source
+    metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    print_fn(f"report of checkpoint {restored.step} ({source['requested']}), point "
+             f"{restored.point}")
+    print_fn(metrics_table(metrics_path))
     print_fn(f"report: {page}")
     return report_dir
 
 
 def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int | None = None,
-                command: str = "backtest") -> tuple[Prepared, Any, dict[str, Any], int,
-                                                    list[dict[str, Any]]]:
-    """Rebuild a run from its config.yaml and restore a checkpoint.
+                command: str = "backtest"
+                ) -> tuple[Prepared, RestoredPoint, list[dict[str, Any]]]:
+    """Rebuild a run from its config.yaml and restore a checkpoint (jaxtrade.runs).
 
-    Returns (prepared run, batched state, checkpoint metadata, chosen point, all points);
-    the point defaults to the best by validation Sharpe at that checkpoint.
+    Returns (prepared run, the restored checkpoint and chosen point, all points); the point
+    defaults to the best by validation Sharpe at that checkpoint.
     """
-    import jax
-
-    from agents import stack_hparams
-    from jaxtrade.checkpoint import CheckpointManager
-
     run_dir = Path(run_dir)
     cfg = common.read_run_config(run_dir)
     cfg["run_dir"] = str(run_dir)
     cfg = common.compose_run_from_saved(cfg)
     prep = prepare(cfg, command)
     prep.run_dir = run_dir.resolve()
-    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
-        step: Any = checkpoint
-        if step not in ("best", "latest"):
-            try:
-                step = int(step)
-            except ValueError:
-                raise ConfigError(f"checkpoint={checkpoint!r} is not allowed: best, latest or "
-                                  "an update number") from None
-        if step == "best" and manager.best_step() is None:
-            step = "latest"
-        hparam_points = cfg["sweep"].get("points") or []
-        points = point_list(cfg, hparam_points)
-        keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in points])
-        hparams = None
-        if hparam_points:
-            hparams = stack_hparams([
-                common.replace_hparams(prep.agent_config.hparams, {
-                    k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
-                for p in points])
-        like = init_points(prep.agent, keys, hparams, prep.env_params)
-        state, meta = manager.restore(like, step)
-    if point is None:
-        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or [0.0]
-        scores = [float(x) if x is not None else float("-inf") for x in sharpe]
-        point = int(np.argmax(scores))
-    if not 0 <= point < len(points):
-        raise ConfigError(f"point={point} is not allowed: the run has points "
-                          f"0..{len(points) - 1}")
-    return prep, state, meta, point, points
+    hparam_points = cfg["sweep"].get("points") or []
+    points = point_list(cfg, hparam_points)
+    hparams = point_hparams(prep, points) if hparam_points else None
+    like = init_points(prep.agent, point_keys(points), hparams, prep.env_params)
+    restored = restore_point(run_dir / "checkpoints", like, checkpoint, point)
+    return prep, restored, points
 
 
 def metrics_table(metrics_json: Path) -> str:

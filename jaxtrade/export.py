@@ -275,82 +275,41 @@ def write_bundle(
     return out
 
 
-def restore_run(
-    run_dir: str | Path, checkpoint: str | int = "best", point: int | None = None
-) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int]:
-    """(prepared run, params of one point, config, checkpoint metadata, point) of a run dir.
-
-    The run is rebuilt from its config.yaml exactly as `jaxtrade backtest` does; the point
-    defaults to the best validation Sharpe of the checkpoint's sweep points.
-    """
-    import jax
-
-    from experiments import common
-    from experiments.loop import init_points
-    from experiments.train import point_list, prepare
-    from jaxtrade.checkpoint import CheckpointManager
-
-    run_dir = Path(run_dir)
-    cfg = common.read_run_config(run_dir)
-    cfg["run_dir"] = str(run_dir)
-    cfg = common.compose_run_from_saved(cfg)
-    prep = prepare(cfg, "export")
-    manager = CheckpointManager(run_dir / "checkpoints", read_only=True)
-    step: Any = checkpoint if checkpoint in ("best", "latest") else int(checkpoint)
-    if step == "best" and manager.best_step() is None:
-        step = "latest"
-    points = cfg["sweep"].get("points") or []
-    all_points = point_list(cfg, points)
-    keys = jax.numpy.stack([jax.random.key(p["seed"]) for p in all_points])
-    hparams = None
-    if points:
-        from agents import stack_hparams
-
-        hparams = stack_hparams(
-            [
-                common.replace_hparams(
-                    prep.agent_config.hparams,
-                    {k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"},
-                )
-                for p in all_points
-            ]
-        )
-    like = init_points(prep.agent, keys, hparams, prep.env_params)
-    state, meta = manager.restore(like, step)
-    manager.close()
-    if point is None:
-        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or [0.0]
-        point = max(
-            range(len(sharpe)),
-            key=lambda i: float(sharpe[i]) if sharpe[i] is not None else float("-inf"),
-        )
-    if not 0 <= point < len(all_points):
-        raise ConfigError(
-            f"point={point} is not allowed: the run has points 0..{len(all_points) - 1}"
-        )
-    params = jax.tree.map(lambda x: np.asarray(x)[point], state.params)
-    return prep, params, cfg, meta, point
-
-
 def export(
     run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
 ) -> Path:
-    """Restore a run's checkpoint and write its bundle (the best sweep point by default)."""
-    prep, params, cfg, meta, point = restore_run(run_dir, checkpoint, point)
+    """Restore a run's checkpoint and write its bundle (the best sweep point by default).
+
+    The checkpoint and point are chosen by jaxtrade.runs.restore_point, as for `jaxtrade
+    backtest`, so a bundle trades like the backtest of the same checkpoint.
+    """
+    # Rebuilding data, env and agent from config.yaml is the experiment layer's (Hydra)
+    # job; this command entry point is the one place the library reaches up for it.
+    from experiments.train import restore_run
+
+    prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
+    params = _to_host(restored.params)
     return write_bundle(
         out,
         params=params,
         network_config=prep.agent_config.network,
         env=prep.env,
         env_params=prep.env_params,
-        run_config=cfg,
+        run_config=prep.cfg,
         source={
             "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": str(checkpoint),
-            "update": meta.get("update"),
-            "point": point,
+            "update": restored.step,
+            "point": restored.point,
         },
     )
+
+
+def _to_host(tree: Any) -> Any:
+    """Host numpy copy of a pytree of arrays."""
+    import jax
+
+    return jax.tree.map(np.asarray, tree)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,3 +154,46 @@ def test_persistent_compilation_cache_is_on_by_default(trained: tuple[Path, str]
     cache = default_cache_dir()
     assert jax.config.jax_compilation_cache_dir == str(cache)
     assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_train_report_is_the_backtest_of_the_checkpoint_it_names(
+        trained: tuple[Path, str], capsys: pytest.CaptureFixture) -> None:
+    """The report `jaxtrade train` writes for checkpoint C equals `jaxtrade backtest
+    checkpoint=C` exactly (positions.csv byte for byte), and it says which C it is."""
+    run_dir, stdout = trained
+    report = run_dir / "report"
+    source = json.loads((report / "metrics.json").read_text())["checkpoint"]
+    assert source["requested"] == "best" and source["point"] == 0 and source["seed"] == 3
+    assert source["update"] in (2, 4)
+    assert f"report of checkpoint {source['update']} (best), point 0" in stdout
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=best"], capsys)
+    assert code == 0, err
+    best = (report / "positions.csv").read_bytes()
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}",
+                              f"checkpoint={source['update']}"], capsys)
+    assert code == 0, err
+    assert f"at update {source['update']}, point 0" in out
+    assert (report / "positions.csv").read_bytes() == best
+    assert json.loads((report / "metrics.json").read_text())["checkpoint"] == dict(
+        source, requested=str(source["update"]))
+
+
+@pytest.mark.slow
+def test_recurrent_run_validates_and_its_report_equals_the_backtest(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """network=gru: validation Sharpe is computed (with the carry threaded through the split),
+    and train.report_from=latest writes what `backtest checkpoint=latest` writes."""
+    run_dir = tmp_path / "gru"
+    code, out, err = run_cli(["train", *TINY, "network=gru", "network.recurrent_size=16",
+                              "train.report_from=latest",
+                              f"run_dir={run_dir}"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(r.get("validation_sharpe"), float) for r in rows)
+    report = run_dir / "report"
+    assert json.loads((report / "metrics.json").read_text())["checkpoint"]["update"] == 4
+    trained_positions = (report / "positions.csv").read_bytes()
+    (report / "positions.csv").unlink()
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=latest"], capsys)
+    assert code == 0, err
+    assert (report / "positions.csv").read_bytes() == trained_positions

@@ -261,3 +261,45 @@ def test_multi_asset_backtest_rows_and_erc_baseline() -> None:
     assert np.all(weights[:, 0] > 2 * weights[:, 1]) and np.all(weights >= 0)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
     assert erc.metrics["exposure"] == 1.0
+
+
+def test_recurrent_agent_backtest_carries_its_state_from_the_split_start(setup) -> None:
+    """A GRU agent's backtest equals a bar-by-bar loop that threads `agent.act`'s carry from
+    `init_carry()` at the split start (as training rollouts and the live runner do), and
+    differs from acting from a fresh state on every bar."""
+    import agents
+    from agents import NetworkConfig, PPOConfig
+
+    env, env_params, _ = setup
+    network = NetworkConfig(torso="gru", hidden_sizes=(16,), recurrent_size=16)
+    config = PPOConfig(num_envs=2, num_minibatches=1, rollout_len=8, total_steps=32,
+                       network=network)
+    agent = agents.make_agent(config, env, env_params)
+    params = agent.init(jax.random.key(3)).params
+    # A strong policy head so that the hidden state moves decisions from bar to bar.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 50.0 if "policy_head" in jax.tree_util.keystr(path) else x, params)
+    result = bt.backtest(env, env_params, bt.agent_policy(agent, params), split="test")
+
+    first, last = bt.eval_bounds(env, env_params, "test")
+    walk_params = bt.eval_params(env_params, "test")
+    key = jax.random.PRNGKey(0)
+    act = jax.jit(lambda obs, carry: agent.act(params, obs, key, True, carry))
+    act_fresh = jax.jit(lambda obs: agent.act(params, obs, key, True))
+    step = jax.jit(env.step_env)
+    obs, state = env.reset(key, walk_params)
+    carry, carried, fresh = agent.init_carry(), [], []
+    for _ in range(last - first):
+        action, carry = act(obs, carry)
+        fresh.append(float(env.action_to_weights(act_fresh(obs), walk_params)[0]))
+        obs, state, _, _, info = step(key, state, action, walk_params)
+        carried.append(float(info["target_weights"][0]))
+    final, _ = act(obs, carry)
+    carried.append(float(env.action_to_weights(final, walk_params)[0]))
+    assert len(set(carried)) >= 2  # decisions that really move
+    np.testing.assert_array_equal(result.target_positions[:, 0], carried)
+    # The old behaviour (a zero hidden state on every bar) decides otherwise on some bars.
+    assert np.any(np.asarray(fresh) != np.asarray(carried[:-1]))
+    # One compiled walk serves other parameters of the same agent (they are inputs).
+    again = bt.backtest(env, env_params, bt.agent_policy(agent, params), split="test")
+    np.testing.assert_array_equal(again.target_positions, result.target_positions)

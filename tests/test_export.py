@@ -121,9 +121,9 @@ def test_unsupported_exports_are_refused_and_leave_nothing_behind(case, tmp_path
 @pytest.mark.slow
 def test_trained_run_exports_and_trades_like_its_backtest(tmp_path, capsys):
     from experiments import common
+    from experiments.train import restore_run
     from jaxtrade.cli import main as cli
     from jaxtrade.evaluate.backtest import backtest
-    from jaxtrade.export import restore_run
 
     run_dir, out = tmp_path / "run", tmp_path / "bundle"
     assert (
@@ -136,7 +136,11 @@ def test_trained_run_exports_and_trades_like_its_backtest(tmp_path, capsys):
     load_bundle(out)
 
     # The reference: the agent's own act() on the env, from the same checkpoint.
-    prep, params, cfg, _, _ = restore_run(run_dir, "best")
+    prep, restored, _ = restore_run(run_dir, "best")
+    params, cfg = restored.params, prep.cfg
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["source"]["update"], manifest["source"]["point"]) == (
+        restored.step, restored.point)
     agent = prep.agent
     result = backtest(
         prep.env,

@@ -203,3 +203,20 @@ def test_recurrent_policy_carries_its_state_bar_to_bar_like_an_env_rollout(tmp_p
             targets.append(decision["target_position"])
     assert len(set(expected)) == 3
     np.testing.assert_array_equal(targets[:-1], expected)
+
+    # The backtest of the same recurrent policy (carry reset at the split start, threaded bar
+    # to bar) prints what the runner started at the split start prints, bar for bar.
+    from jaxtrade.evaluate.backtest import backtest
+
+    def recurrent_policy(key, obs, state, p, carry):
+        batched = jax.tree.map(lambda c: c[None], carry)
+        batched, dist = net.apply(params, batched, obs[None, None], resets)[:2]
+        return jnp.argmax(dist.logits[0, 0]), jax.tree.map(lambda c: c[0], batched)
+
+    recurrent_policy.init_carry = lambda: network_carry(cfg, ())
+    result = backtest(env, env_params, recurrent_policy, split="test")
+    np.testing.assert_array_equal(result.target_positions[:-1, 0], expected)
+    np.testing.assert_array_equal(targets[:-1], result.target_positions[:-1, 0])
+    assert runner.summary()["total_return"] == pytest.approx(
+        result.metrics["total_return"], abs=1e-5
+    )

@@ -16,6 +16,13 @@ Rows of the result (one per evaluated bar b, from the first decision bar to the 
 Metrics use the returns of every row but the first, with the target decided one row
 earlier as the position that earned them (held weights drift with prices every bar; the
 decided target changes only when the policy trades, which is what trade statistics count).
+
+Recurrent policies: a policy with an `init_carry()` method is called as
+`policy_fn(key, obs, state, params, carry) -> (action, carry)`; the backtest starts it from
+`init_carry()` at the split's first bar and threads the carry bar to bar, exactly as training
+rollouts and the live runner do. `agent_policy(agent, params)` wraps an agent's `act` that
+way (for every network: a feed-forward carry is an empty tuple) and hands the agent's
+parameters to the compiled walk as inputs, so one program serves every checkpoint.
 """
 
 from __future__ import annotations
@@ -29,11 +36,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import polars as pl
+from flax import struct
 
 from jaxtrade import metrics as metrics_lib
 from jaxtrade.market import SPLIT_NAMES
 
-PolicyFn = Callable[..., jax.Array]  # policy_fn(key, obs, state, params) -> action
+PolicyFn = Callable[..., Any]  # policy_fn(key, obs, state, params[, carry]) -> action[, carry]
+
+
+@struct.dataclass
+class AgentPolicy:
+    """An agent's `act` as a backtest policy: recurrent state carried, parameters traced.
+
+    A pytree whose only leaves are the agent's parameters; `act` and `init_carry` are static
+    (compared by identity), so backtests of other parameters of the same agent reuse one
+    compiled program instead of baking each set of weights into a new one.
+    """
+
+    params: Any
+    act: Callable[..., Any] = struct.field(pytree_node=False)
+    initial_carry: Callable[[], Any] = struct.field(pytree_node=False)
+
+    def init_carry(self) -> Any:
+        return self.initial_carry()
+
+    def __call__(self, key: jax.Array, obs: jax.Array, state: Any, env_params: Any, carry: Any,
+                 deterministic: Any = True) -> tuple[jax.Array, Any]:
+        return self.act(self.params, obs, key, deterministic, carry)
+
+
+def agent_policy(agent: Any, params: Any) -> AgentPolicy:
+    """Backtest policy of one point's `params` of `agent` (agents/common/types.py `Agent`)."""
+    return AgentPolicy(params, agent.act, agent.init_carry)
+
+
+@struct.dataclass
+class _StaticPolicy:
+    # A plain policy function, passed to the compiled walk as static (hashed by identity).
+    fn: Callable[..., Any] = struct.field(pytree_node=False)
 
 
 @dataclasses.dataclass
@@ -130,34 +170,66 @@ def rollout(
     # end, so every split of a market shares one compiled program per policy.
     max_steps = env_params.market.num_bars - 1
     num_steps = jnp.asarray(last - first, jnp.int32)
-    params = env_params.replace(
-        split=jnp.asarray(split_index(split), jnp.int32), eval_mode=jnp.asarray(True)
-    )
-    # None: the policy takes no `deterministic` argument. Static, so one compile per setting.
-    mode = bool(deterministic) if _accepts_deterministic(policy_fn) else None
-    records = _rollout_jit(env, max_steps, int(delay_bars), policy_fn, mode, params, key,
+    params = eval_params(env_params, split)
+    mode, policy = _static_policy(policy_fn, deterministic)
+    records = _rollout_jit(env, max_steps, int(delay_bars), mode, policy, params, key,
                            num_steps)
     steps = last - first
     per_step = ("equity", "position", "target", "trade", "cost", "alive")
     return {k: (v[:steps] if k in per_step else v) for k, v in records.items()}
 
 
-def _rollout_impl(env, max_steps, delay_bars, policy_fn, mode, params, key, num_steps):
-    if mode is None:
-        act = policy_fn
-    else:
-        act = lambda k, o, s, p: policy_fn(k, o, s, p, deterministic=mode)
+def eval_params(env_params: Any, split: str | int) -> Any:
+    """`env_params` set to walk `split` in evaluation mode (from its first decidable bar)."""
+    return env_params.replace(
+        split=jnp.asarray(split_index(split), jnp.int32), eval_mode=jnp.asarray(True)
+    )
+
+
+def _static_policy(policy_fn: PolicyFn, deterministic: bool) -> tuple[bool | None, Any]:
+    # None: the policy takes no `deterministic` argument. Static, so one compile per setting.
+    mode = bool(deterministic) if _accepts_deterministic(policy_fn) else None
+    policy = policy_fn if isinstance(policy_fn, AgentPolicy) else _StaticPolicy(policy_fn)
+    return mode, policy
+
+
+def walk(env: Any, params: Any, policy_fn: PolicyFn, num_steps: int, key: jax.Array,
+         deterministic: bool = True) -> dict[str, jax.Array]:
+    """The backtest's walk as a traceable function (jit and vmap it yourself).
+
+    `params` come from `eval_params` (they may be traced); `num_steps` is `last - first` of
+    `eval_bounds`. Returns what `rollout` returns, exactly `num_steps` rows per bar record.
+    """
+    mode, policy = _static_policy(policy_fn, deterministic)
+    return _rollout_impl(env, int(num_steps), 0, mode, policy, params, key,
+                         jnp.asarray(num_steps, jnp.int32))
+
+
+def _rollout_impl(env, max_steps, delay_bars, mode, policy, params, key, num_steps):
+    """The eval-mode walk; `policy` is an AgentPolicy or a _StaticPolicy. Also vmappable over
+    an AgentPolicy's parameters (the training loop's validation of every point at once)."""
+    policy_fn = policy.fn if isinstance(policy, _StaticPolicy) else policy
+    recurrent = hasattr(policy_fn, "init_carry")
+    kwargs = {} if mode is None else {"deterministic": mode}
+
+    def act(k, o, s, p, c):
+        if recurrent:
+            return policy_fn(k, o, s, p, c, **kwargs)
+        return policy_fn(k, o, s, p, **kwargs), c
+
     reset_key, loop_key = jax.random.split(key)
     obs, state = env.reset(reset_key, params)
+    # The recurrent state starts fresh at the split's first bar, like an episode start.
+    policy_carry = policy_fn.init_carry() if recurrent else ()
     flat = _flat_action(env)
     queue = jnp.stack([flat] * delay_bars) if delay_bars else None
 
     def one_bar(carry, scanned):
         step, step_key = scanned
-        obs, state, solvent, queue = carry
+        obs, state, solvent, queue, policy_carry = carry
         alive = solvent & (step < num_steps)
         policy_key, env_key = jax.random.split(step_key)
-        decided = act(policy_key, obs, state, params)
+        decided, policy_carry = act(policy_key, obs, state, params, policy_carry)
         if delay_bars:
             action = queue[0]
             queue = jnp.concatenate([queue[1:], decided[None]], axis=0)
@@ -176,14 +248,14 @@ def _rollout_impl(env, max_steps, delay_bars, policy_fn, mode, params, key, num_
             "cost": jnp.where(alive, info["costs"], 0.0),
             "alive": alive,
         }
-        return (obs_out, state_out, solvent & ~(alive & terminated), queue), record
+        return (obs_out, state_out, solvent & ~(alive & terminated), queue, policy_carry), record
 
     keys = jax.random.split(loop_key, max_steps + 1)
     steps = jnp.arange(max_steps)
-    (obs, state, alive, _), records = jax.lax.scan(
-        one_bar, (obs, state, jnp.asarray(True), queue), (steps, keys[:max_steps])
+    (obs, state, alive, _, policy_carry), records = jax.lax.scan(
+        one_bar, (obs, state, jnp.asarray(True), queue, policy_carry), (steps, keys[:max_steps])
     )
-    final_action = act(keys[-1], obs, state, params)
+    final_action, _ = act(keys[-1], obs, state, params, policy_carry)
     final_target = jnp.where(alive, env.action_to_weights(final_action, params), 0.0)
     records["final_target"] = final_target
     records["survived"] = alive
@@ -191,7 +263,7 @@ def _rollout_impl(env, max_steps, delay_bars, policy_fn, mode, params, key, num_
     return records
 
 
-_rollout_jit = jax.jit(_rollout_impl, static_argnums=(0, 1, 2, 3, 4))
+_rollout_jit = jax.jit(_rollout_impl, static_argnums=(0, 1, 2, 3))
 
 
 def backtest(
@@ -205,6 +277,8 @@ def backtest(
 ) -> BacktestResult:
     """Backtest `policy_fn(key, obs, state, params) -> action` over a whole split.
 
+    Recurrent policies (see the module docstring, or `agent_policy`) carry their state from
+    the split's first bar.
     `deterministic` is passed to policies that accept it (greedy instead of sampled
     actions); with `key=None` a fixed key is used so the same policy gives the same numbers.
     """

@@ -1,0 +1,135 @@
+"""Points of a run and restoring one of them from its checkpoints.
+
+A run trains P points side by side (seeds x sweep hyperparameter points, seed-major), as one
+batched TrainState with a leading point axis. `jaxtrade train` (its report), `jaxtrade
+backtest` and `jaxtrade export` all restore a checkpoint through `restore_point`, so the same
+checkpoint name gives the same parameters and the same point everywhere:
+
+    like = init_points(agent, point_keys(points), hparams, env_params)
+    restored = restore_point(run_dir / "checkpoints", like, "best")   # or "latest", or 40
+    restored.step, restored.point, restored.params
+
+Rebuilding the agent and env from a run's config.yaml is the experiment layer's job
+(experiments.train.restore_run); this module only needs what that produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtrade.checkpoint import CheckpointManager
+from jaxtrade.errors import CheckpointError, ConfigError
+
+
+def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, float]] = ()
+               ) -> list[dict[str, Any]]:
+    """Seeds x hyperparameter points, seed-major: [{"seed": s, "agent.hparams.x": v}, ...]."""
+    seeds = [int(cfg["seed"]) + i for i in range(int(cfg["train"]["num_seeds"]))]
+    hps = list(hparam_points) or [{}]
+    return [dict(seed=s, **hp) for hp in hps for s in seeds]
+
+
+def point_keys(points: Sequence[Mapping[str, Any]]) -> jax.Array:
+    """One PRNG key per point, from its seed."""
+    return jnp.stack([jax.random.key(int(p["seed"])) for p in points])
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(init: Callable) -> Callable:
+    # Cached per agent function so repeated runs in one process reuse the compiled program.
+    return jax.jit(init)
+
+
+def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
+    """Batched initial TrainState: one point per key (and hparams row, when given).
+
+    Points are initialized one by one and stacked: initialization runs once per run, and a
+    vmapped network init over 3+ keys was seen to hang in XLA:CPU (jax 0.10.2). Training
+    (`run_chunk`) is vmapped over the points.
+    """
+    init = _jitted_init(agent.init)
+    states = [
+        init(keys[i], None if hparams is None else jax.tree.map(lambda x, i=i: x[i], hparams),
+             env_params)
+        for i in range(keys.shape[0])
+    ]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def point_params(state: Any, point: int) -> Any:
+    """The network parameters of one point of a batched TrainState."""
+    return jax.tree_util.tree_map(lambda x: x[point], state.params)
+
+
+def resolve_checkpoint(manager: CheckpointManager, checkpoint: str | int) -> int:
+    """The update number of `checkpoint`: "best" (by validation Sharpe; "latest" when no
+    checkpoint has a score), "latest", or an update number."""
+    step: Any = checkpoint
+    if step not in ("best", "latest"):
+        try:
+            step = int(step)
+        except (TypeError, ValueError):
+            raise ConfigError(f"checkpoint={checkpoint!r} is not allowed: best, latest or "
+                              "an update number") from None
+    if step == "best":
+        step = manager.best_step()
+        if step is None:
+            step = "latest"
+    if step == "latest":
+        step = manager.latest_step()
+    if step is None or int(step) not in manager.all_steps():
+        raise CheckpointError(
+            f"no checkpoint {'to restore' if step is None else step} in {manager.directory}"
+            f" (have: {manager.all_steps() or 'none'})"
+        )
+    return int(step)
+
+
+def choose_point(meta: Mapping[str, Any], num_points: int, point: int | None = None) -> int:
+    """`point`, checked; by default the best validation Sharpe saved with the checkpoint
+    (points without a finite score rank last; ties go to the first)."""
+    if point is None:
+        sharpe = (meta.get("validation") or {}).get("validation_sharpe") or []
+        scores = [float(x) if x is not None and math.isfinite(float(x)) else -math.inf
+                  for x in sharpe]
+        point = max(range(len(scores)), key=scores.__getitem__) if scores else 0
+    if not 0 <= point < num_points:
+        raise ConfigError(f"point={point} is not allowed: the run has points "
+                          f"0..{num_points - 1}")
+    return int(point)
+
+
+@dataclasses.dataclass
+class RestoredPoint:
+    state: Any  # the whole batched TrainState of the checkpoint
+    meta: dict[str, Any]  # what the training loop saved with it (update, validation, ...)
+    step: int  # the checkpoint's update number
+    point: int  # the chosen point
+
+    @property
+    def params(self) -> Any:
+        return point_params(self.state, self.point)
+
+
+def restore_point(checkpoints: str | Path | CheckpointManager, like: Any,
+                  checkpoint: str | int = "best", point: int | None = None) -> RestoredPoint:
+    """Restore `checkpoint` (best | latest | update number) shaped like `like` and pick a point
+    (by default the best validation Sharpe at that checkpoint). `checkpoints` is the run's
+    checkpoints/ folder, or the manager that is writing it (training's own report)."""
+    if isinstance(checkpoints, CheckpointManager):
+        step = resolve_checkpoint(checkpoints, checkpoint)
+        state, meta = checkpoints.restore(like, step)
+    else:
+        with CheckpointManager(Path(checkpoints), read_only=True) as manager:
+            step = resolve_checkpoint(manager, checkpoint)
+            state, meta = manager.restore(like, step)
+    num_points = int(jax.tree_util.tree_leaves(state.params)[0].shape[0])
+    return RestoredPoint(state, meta, step, choose_point(meta, num_points, point))
