@@ -197,3 +197,12 @@ def test_recurrent_run_validates_and_its_report_equals_the_backtest(
     code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=latest"], capsys)
     assert code == 0, err
     assert (report / "positions.csv").read_bytes() == trained_positions
+
+
+def test_backtest_names_a_missing_or_bad_checkpoint(trained: tuple[Path, str],
+                                                     capsys: pytest.CaptureFixture) -> None:
+    run_dir, _ = trained
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=newest"], capsys)
+    assert code == 2 and "checkpoint='newest' is not allowed" in err
+    code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=3"], capsys)
+    assert code != 0 and "no checkpoint 3" in err and "[2, 4]" in err

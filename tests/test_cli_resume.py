@@ -49,3 +49,17 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     np.testing.assert_array_equal(jax.random.key_data(a.rng), jax.random.key_data(b.rng))
     with pytest.raises(CheckpointError, match="no checkpoints"):
         train(common.compose([*RUN, f"run_dir={tmp_path / 'fresh'}", "resume=true"]))
+
+
+def test_choose_point_ranks_missing_and_nan_scores_last() -> None:
+    """The default point of a checkpoint is its best finite validation Sharpe (np.argmax would
+    pick the NaN point); an explicit point is range-checked."""
+    from jaxtrade.runs import choose_point
+
+    meta = {"validation": {"validation_sharpe": [float("nan"), 0.5, None, 1.5, 1.5]}}
+    assert choose_point(meta, 5) == 3
+    assert choose_point({"validation": {"validation_sharpe": [float("nan"), -2.0]}}, 2) == 1
+    assert choose_point({}, 3) == 0  # no validation split: the first point
+    assert choose_point(meta, 5, point=2) == 2
+    with pytest.raises(ConfigError, match=r"point=5 is not allowed: the run has points 0\.\.4"):
+        choose_point(meta, 5, point=5)

@@ -7,6 +7,9 @@ Backtests the policy on train / validation / test with the env's costs, runs eve
 on the same splits and costs (the env's rule-based ones plus the logistic-regression
 baseline), bootstraps the out-of-sample returns with crash days, re-runs the policy with
 doubled costs and delayed fills, and writes run_dir/report/.
+
+For a trained agent pass `policy_fn=agent_policy(agent, params)` (jaxtrade.evaluate.backtest):
+recurrent networks then carry their hidden state through each split from its first bar.
 """
 
 from __future__ import annotations
