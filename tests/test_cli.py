@@ -198,6 +198,27 @@ def test_recurrent_run_validates_and_its_report_equals_the_backtest(
     assert code == 0, err
     assert (report / "positions.csv").read_bytes() == trained_positions
 
+    # The exported GRU bundle, started at the test split's first bar, trades those positions.
+    import polars as pl
+
+    from experiments import common
+    bundle, bars = tmp_path / "bundle", tmp_path / "bars.csv"
+    code, out, err = run_cli(["export", f"run_dir={run_dir}", f"out={bundle}",
+                              "checkpoint=latest"], capsys)
+    assert code == 0, err
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    common.load_frame(cfg["data"]).select(
+        "timestamp", "open", "high", "low", "close", "volume").write_csv(bars)
+    test = pl.read_csv(io.BytesIO(trained_positions)).filter(pl.col("split") == "test")
+    start = test["timestamp"][0][:19] + "Z"
+    code, out, err = run_cli(["live", f"bundle={bundle}", "source=replay", f"path={bars}",
+                              f"start={start}"], capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    targets = [x["target_position"] for x in lines if "target_position" in x]
+    assert len(targets) == test.height
+    assert targets[:-1] == test["target_position"].to_list()[:-1]
+
 
 def test_backtest_names_a_missing_or_bad_checkpoint(trained: tuple[Path, str],
                                                      capsys: pytest.CaptureFixture) -> None:
