@@ -52,8 +52,11 @@ def eurusd_1h() -> pl.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "jaxtrade/data/embedded"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    default_out = Path(__file__).parents[1] / "jaxtrade/data/embedded"
+    parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
