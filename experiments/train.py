@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from experiments import common
-from experiments.loop import LoopResult, init_points, run_loop
+from experiments.loop import LoopResult, run_loop
 from jaxtrade.errors import CheckpointError, ConfigError
-from jaxtrade.runs import RestoredPoint, point_keys, point_list, restore_point
+from jaxtrade.runs import RestoredPoint, init_points, point_keys, point_list, restore_point
 
 __all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
            "prepare", "restore_run", "train", "write_report"]
