@@ -51,7 +51,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _lazy("experiments.train"),
     "backtest": _lazy("experiments.backtest"),
     "sweep": _lazy("experiments.sweep"),
-    "export": _optional("jaxtrade.export", "main", "export"),
+    "export": _lazy("experiments.export"),
     "live": _optional("jaxtrade.live.cli", "main", "live"),
     "data": _lazy("experiments.data"),
     "bench": _lazy("experiments.bench"),

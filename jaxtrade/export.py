@@ -1,6 +1,7 @@
-"""Export a trained run to a bundle that a numpy-only runner trades.
+"""Write a trained policy as a bundle that a numpy-only runner trades.
 
-    jaxtrade export run_dir=runs/x out=bundles/x [checkpoint=best|latest|STEP] [point=N]
+`jaxtrade export run_dir=runs/x out=bundles/x [checkpoint=best|latest|STEP] [point=N]`
+(experiments/export.py) restores a run and calls `write_bundle`.
 
 BUNDLE/
   manifest.json          format version, feature spec + column order, normalization stats,
@@ -24,15 +25,14 @@ import datetime as dt
 import json
 import platform
 import shutil
-import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxtrade.errors import ConfigError, ExportError
+from jaxtrade.errors import ExportError
 from jaxtrade.live import network as live_network
 from jaxtrade.live.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
 from jaxtrade.live.errors import BundleError
@@ -40,7 +40,6 @@ from jaxtrade.live.tensors import write_safetensors
 
 WEIGHTS = "weights.safetensors"
 PACKAGE = "jaxtrade_live"
-HELP = __doc__
 
 _RUNNER = '''#!/usr/bin/env python3
 """Run this exported jaxtrade policy: python runner.py --bars bars.csv [--start TIMESTAMP].
@@ -274,64 +273,3 @@ def write_bundle(
         raise
     return out
 
-
-def export(
-    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
-) -> Path:
-    """Restore a run's checkpoint and write its bundle (the best sweep point by default).
-
-    The checkpoint and point are chosen by jaxtrade.runs.restore_point, as for `jaxtrade
-    backtest`, so a bundle trades like the backtest of the same checkpoint.
-    """
-    # Rebuilding data, env and agent from config.yaml is the experiment layer's (Hydra)
-    # job; this command entry point is the one place the library reaches up for it.
-    from experiments.train import restore_run
-
-    prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
-    params = _to_host(restored.params)
-    return write_bundle(
-        out,
-        params=params,
-        network_config=prep.agent_config.network,
-        env=prep.env,
-        env_params=prep.env_params,
-        run_config=prep.cfg,
-        source={
-            "run_dir": str(Path(run_dir).resolve()),
-            "checkpoint": str(checkpoint),
-            "update": restored.step,
-            "point": restored.point,
-        },
-    )
-
-
-def _to_host(tree: Any) -> Any:
-    """Host numpy copy of a pytree of arrays."""
-    import jax
-
-    return jax.tree.map(np.asarray, tree)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(HELP)
-        return 0
-    args: dict[str, str] = {}
-    for arg in argv:
-        if "=" not in arg:
-            raise ConfigError(f"expected key=value, got {arg!r} (see jaxtrade export --help)")
-        key, value = arg.split("=", 1)
-        if key not in ("run_dir", "out", "checkpoint", "point"):
-            raise ConfigError(f"unknown key {key!r}; use run_dir, out, checkpoint, point")
-        args[key] = value
-    if "run_dir" not in args or "out" not in args:
-        raise ConfigError("run_dir and out are required: jaxtrade export run_dir=runs/x out=B")
-    point = int(args["point"]) if "point" in args else None
-    path = export(args["run_dir"], args["out"], args.get("checkpoint", "best"), point)
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    print(
-        f"exported {args['run_dir']} to {path} ({size / 1024:.0f} KiB); "
-        f"run it with: python {path / 'runner.py'} --bars bars.csv"
-    )
-    return 0
