@@ -8,6 +8,7 @@ from an environment variable so that no secret ends up in a command line or a bu
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import sys
@@ -18,14 +19,15 @@ from typing import TextIO
 from .errors import BundleError
 
 
-class Sink:
+class Sink(abc.ABC):
     """Base class: `emit(decision)` once per bar, `close()` once at the end."""
 
+    @abc.abstractmethod
     def emit(self, decision: dict) -> None:
-        raise NotImplementedError("a Sink subclass implements emit()")
+        """Deliver one bar's decision (a JSON-able dict)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
+        """Called once when the runner stops."""
 
 
 def _line(decision: dict) -> str:

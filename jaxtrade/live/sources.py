@@ -19,6 +19,7 @@ called once when the runner stops.
 
 from __future__ import annotations
 
+import abc
 import csv
 import io
 import json
@@ -43,15 +44,17 @@ class MalformedRecord:
     raw: str = ""
 
 
-class BarSource:
+class BarSource(abc.ABC):
     """Base class of every bar source: iterate `records()`; release resources in `close()`."""
 
     name = "source"
 
+    @abc.abstractmethod
     def records(self) -> Iterator[dict | MalformedRecord]:
-        raise NotImplementedError("a BarSource subclass implements records()")
+        """Yield one dict per bar (timestamp, open, high, low, close, volume) or a
+        MalformedRecord for input that could not be decoded."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing to release
         """Called once when the runner stops (end of stream, error or signal)."""
 
     def __iter__(self) -> Iterator[dict | MalformedRecord]:
