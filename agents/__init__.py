@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
 from agents import cvar_ppo, ppo
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig

@@ -9,6 +9,8 @@ The Gymnasium adapter lives in envs.gymnasium_adapter (imports gymnasium, a dev 
 multi-device helpers in envs.parallel.
 """
 
+
+import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
 from envs.baselines import BASELINES, Rollout, rollout_policy
 from envs.costs import TransactionConfig
 from envs.registry import make
