@@ -141,6 +141,20 @@ class CheckpointManager:
         )
         return dict(restored["metadata"])
 
+    def resolve_step(self, step: int | str | None = None) -> int:
+        """The saved update number of `step`: "latest"/None, "best" (by validation Sharpe;
+        the latest when no checkpoint has a score yet) or an update number."""
+        if step == "best":
+            step = self.best_step()
+        if step in (None, "latest"):
+            step = self.latest_step()
+        if step is None or int(step) not in self.all_steps():
+            raise CheckpointError(
+                f"no checkpoint {'to restore' if step is None else step} in {self.directory}"
+                f" (have: {self.all_steps() or 'none'})"
+            )
+        return int(step)
+
     def restore(self, like: Any, step: int | str | None = None) -> tuple[Any, dict[str, Any]]:
         """The state saved at `step` ("latest"/None, "best" or an int), shaped like `like`.
 
@@ -148,15 +162,7 @@ class CheckpointManager:
         shapes, dtypes and shardings; its values are ignored.
         """
         ocp = self._ocp
-        if step in (None, "latest"):
-            step = self.latest_step()
-        elif step == "best":
-            step = self.best_step()
-        if step is None or int(step) not in self.all_steps():
-            raise CheckpointError(
-                f"no checkpoint {'to restore' if step is None else step} in {self.directory}"
-                f" (have: {self.all_steps() or 'none'})"
-            )
+        step = self.resolve_step(step)
         template = jax.tree_util.tree_map(
             lambda x: ocp.utils.to_shape_dtype_struct(np.asarray(x) if not isinstance(
                 x, jax.Array) else x),

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrade.checkpoint import CheckpointManager
-from jaxtrade.errors import CheckpointError, ConfigError
+from jaxtrade.errors import ConfigError
 
 
 def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, float]] = ()
@@ -79,18 +79,7 @@ def resolve_checkpoint(manager: CheckpointManager, checkpoint: str | int) -> int
         except (TypeError, ValueError):
             raise ConfigError(f"checkpoint={checkpoint!r} is not allowed: best, latest or "
                               "an update number") from None
-    if step == "best":
-        step = manager.best_step()
-        if step is None:
-            step = "latest"
-    if step == "latest":
-        step = manager.latest_step()
-    if step is None or int(step) not in manager.all_steps():
-        raise CheckpointError(
-            f"no checkpoint {'to restore' if step is None else step} in {manager.directory}"
-            f" (have: {manager.all_steps() or 'none'})"
-        )
-    return int(step)
+    return manager.resolve_step(step)
 
 
 def choose_point(meta: Mapping[str, Any], num_points: int, point: int | None = None) -> int:
