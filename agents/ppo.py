@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.flatten_util import ravel_pytree
 
 from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
 from agents.common.distributions import action_spec_from_space, to_env_action
@@ -137,13 +138,17 @@ def make_agent(
     )
     network = ActorCritic(config.network, action_spec, obs_ndim=len(obs_shape))
 
-    def optimizer(hp: PPOHParams) -> optax.GradientTransformation:
+    def flat_optimizer(hp: PPOHParams) -> optax.GradientTransformation:
         # Built from traced hyperparameters; the state (Adam moments) does not depend on them.
-        # Flattened: one fused Adam update over a single vector instead of one per weight array,
-        # which matters for the many small minibatch steps of a PPO update on CPU.
-        return optax.flatten(
-            optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+        return optax.chain(
+            optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5)
         )
+
+    def optimizer(hp: PPOHParams) -> optax.GradientTransformation:
+        # The state lives on one flat vector of all parameters: `update` runs its minibatch
+        # steps on that vector (one fused Adam update and one norm instead of one per weight
+        # array, which matters for the many small minibatch steps of a PPO update on CPU).
+        return optax.flatten(flat_optimizer(hp))
 
     def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> TrainState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
@@ -277,19 +282,25 @@ def make_agent(
 
     def update(state: TrainState, traj: Transition, carry0, advantages, targets):
         hp = state.hparams
-        tx = optimizer(hp)
+        tx = flat_optimizer(hp)
         lr = hp.learning_rate
         if config.anneal_lr:
             lr = lr * (1.0 - state.update_step.astype(jnp.float32) / num_updates)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        # Minibatch steps work on one flat parameter vector (see `optimizer`); the loss sees
+        # the usual pytree through `unravel` (slices that XLA folds into the layers).
+        flat_params, unravel = ravel_pytree(state.params)
+        flat_loss = lambda flat, *args: loss_fn(unravel(flat), *args)
+        grad_fn = jax.value_and_grad(flat_loss, has_aux=True)
 
         def minibatch_step(carry, mb):
-            params, opt_state = carry
+            params, opt_state, sums = carry
             mb_carry, mb_traj, mb_adv, mb_targets = mb
             (loss, aux), grads = grad_fn(params, mb_carry, mb_traj, mb_adv, mb_targets, hp)
             updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
-            return (params, opt_state), (loss, *aux, optax.global_norm(grads))
+            params = params - lr * updates
+            # Running sums of the logged losses (metrics are per update, not per step).
+            sums = sums + jnp.stack([loss, *aux, optax.global_norm(grads)])
+            return (params, opt_state, sums), None
 
         def epoch(carry, key):
             data = (traj, advantages, targets)
@@ -319,15 +330,16 @@ def make_agent(
                 carries = ()  # feed-forward networks carry nothing
             return jax.lax.scan(minibatch_step, carry, (carries, *data))
 
+        names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
         rng, epoch_key = jax.random.split(state.rng)
-        (params, opt_state), stats = jax.lax.scan(
+        (flat_params, opt_state, sums), _ = jax.lax.scan(
             epoch,
-            (state.params, state.opt_state),
+            (flat_params, state.opt_state, jnp.zeros((len(names),), jnp.float32)),
             jax.random.split(epoch_key, config.update_epochs),
         )
-        state = state.replace(params=params, opt_state=opt_state, rng=rng)
-        names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
-        return state, {name: jnp.mean(s) for name, s in zip(names, stats)}
+        state = state.replace(params=unravel(flat_params), opt_state=opt_state, rng=rng)
+        means = sums / (config.update_epochs * config.num_minibatches)
+        return state, {name: means[i] for i, name in enumerate(names)}
 
     def one_update(state: TrainState, env_params: Any) -> tuple[TrainState, Metrics]:
         carry0 = state.carry
