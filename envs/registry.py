@@ -1,7 +1,8 @@
 """`envs.make(name, market, **overrides) -> (env, params)`.
 
 Overrides are either static settings of the env object (shape-changing: window_bars,
-action_mode, discrete_levels, obs_layout, include_portfolio) or EnvParams fields, given
+action_mode, discrete_levels, obs_layout, include_portfolio; and final_observation, which
+adds info["final_observation"] for truncation bootstrapping) or EnvParams fields, given
   - nested by group:  costs={"fee_bps": 2.0}, risk={"stop_loss_atr": 3.0}
   - dotted:           **{"costs.fee_bps": 2.0}
   - flat (unique names): fee_bps=2.0, stop_loss_atr=3.0, split=2, eval_mode=True
@@ -16,13 +17,15 @@ import dataclasses
 import difflib
 from typing import Any
 
+import numpy as np
+
 from envs.observation import LAYOUTS
 from envs.trading import ACTION_MODES, EnvParams, TradingEnv, params_as_arrays
 from jaxtrade.errors import ConfigError
 from jaxtrade.market import SPLIT_NAMES, MarketData
 
 STATIC_KEYS = ("window_bars", "action_mode", "discrete_levels", "obs_layout",
-               "include_portfolio")
+               "include_portfolio", "final_observation")
 GROUPS = ("costs", "reward", "trading", "risk")
 TOP_LEVEL = ("split", "eval_mode", "episode_bars")
 ENV_NAMES = ("trading",)
@@ -103,6 +106,11 @@ def _check_static(static: dict[str, Any]) -> None:
         raise ConfigError("window_bars must be >= 1")
     if "discrete_levels" in static and len(static["discrete_levels"]) < 2:
         raise ConfigError("discrete_levels needs at least two levels")
+    # bool("false") is True: anything but a boolean here is a mistake, not a switch.
+    if "final_observation" in static and not isinstance(static["final_observation"],
+                                                        (bool, np.bool_)):
+        raise ConfigError(f"final_observation must be true or false, got "
+                          f"{static['final_observation']!r}")
 
 
 def _check_market(env: TradingEnv, params: EnvParams) -> None:

@@ -34,10 +34,18 @@ done the returned obs/state are the reset ones and reward/terminated/truncated/i
 the finished step. `split`, `eval_mode` and `episode_bars` are array fields of EnvParams, so
 one compiled program serves training and evaluation.
 
+Truncation bootstrapping (static `final_observation`, default off): with it on, `step` also
+returns `info["final_observation"]`, the observation of the state the step reached before the
+auto-reset replaced it (same shape and dtype as obs; equal to the returned obs on steps that
+do not end an episode). A learner needs it to bootstrap a truncated episode end with V(final
+observation) instead of treating it as terminal (agents/ppo.py does when the key is present;
+the experiment layer turns it on for training, configs/env/trading.yaml). Off by default
+because it writes a second observation per step; `step_env` (no auto-reset) never adds it.
+
 info: equity, position (weights at the close, [A]), units [A], target_weights [A],
 traded_notional, costs (fees + spread + slippage + borrow/funding of the step), traded (bool),
 stopped (bool), paused (bool), regime (argmax of the regime probabilities at t+1),
-log_return, bar (t+1).
+log_return, bar (t+1); final_observation from `step` when that option is on (see above).
 """
 
 from __future__ import annotations
@@ -141,6 +149,7 @@ class TradingEnv(environment.Environment):
         discrete_levels: tuple[float, ...] = (-1.0, 0.0, 1.0),
         obs_layout: str = "flat",
         include_portfolio: bool = True,
+        final_observation: bool = False,
     ) -> None:
         super().__init__()
         self.window_bars = int(window_bars)
@@ -148,6 +157,7 @@ class TradingEnv(environment.Environment):
         self.discrete_levels = tuple(float(x) for x in discrete_levels)
         self.obs_layout = obs_layout
         self.include_portfolio = bool(include_portfolio)
+        self.final_observation = bool(final_observation)
         self.num_assets = market.num_assets
         self.num_features = market.num_features
         # Kept only to build default_params; step/reset read the market from params.
@@ -190,7 +200,8 @@ class TradingEnv(environment.Environment):
     def static_key(self) -> tuple:
         """Everything that changes the compiled program (the market lives in params)."""
         return (self.window_bars, self.action_mode, self.discrete_levels, self.obs_layout,
-                self.include_portfolio, self.num_assets, self.num_features)
+                self.include_portfolio, self.final_observation, self.num_assets,
+                self.num_features)
 
     # Equal static settings share compiled programs (jit's cache keys on the static env).
     def __hash__(self) -> int:
@@ -223,7 +234,14 @@ class TradingEnv(environment.Environment):
         state = jax.tree_util.tree_map(
             lambda r, s: jnp.where(done, r, s), reset_state, next_state
         )
-        return self.get_obs(state, params), state, reward, terminated, truncated, info
+        obs = self.get_obs(state, params)
+        if self.final_observation:
+            # The returned obs where no episode ended: built separately from the same state,
+            # XLA may round it differently (last bits), and a learner comparing the two should
+            # see exactly the same array.
+            final = jnp.where(done, self.get_obs(next_state, params), obs)
+            info = {**info, "final_observation": final}
+        return obs, state, reward, terminated, truncated, info
 
     def reset_env(self, key: jax.Array, params: EnvParams):
         state = self.initial_state(key, params)
