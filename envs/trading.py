@@ -234,13 +234,18 @@ class TradingEnv(environment.Environment):
         state = jax.tree_util.tree_map(
             lambda r, s: jnp.where(done, r, s), reset_state, next_state
         )
-        obs = self.get_obs(state, params)
-        if self.final_observation:
-            # The returned obs where no episode ended: built separately from the same state,
-            # XLA may round it differently (last bits), and a learner comparing the two should
-            # see exactly the same array.
-            final = jnp.where(done, self.get_obs(next_state, params), obs)
-            info = {**info, "final_observation": final}
+        if not self.final_observation:
+            return self.get_obs(state, params), state, reward, terminated, truncated, info
+        window, portfolio = self._obs_parts(state, params)
+        final_window, final_portfolio = self._obs_parts(next_state, params)
+        # Where no episode ended both observations describe the same state, but XLA computes
+        # the portfolio part twice and may round it differently in the last bits: reuse the
+        # returned one there (a select on 3 A + 2 values; the window slices are exact copies).
+        if portfolio is not None:
+            final_portfolio = jnp.where(done, final_portfolio, portfolio)
+        obs = obs_lib.assemble(window, portfolio, self.obs_layout)
+        info = {**info, "final_observation": obs_lib.assemble(final_window, final_portfolio,
+                                                              self.obs_layout)}
         return obs, state, reward, terminated, truncated, info
 
     def reset_env(self, key: jax.Array, params: EnvParams):
@@ -300,6 +305,10 @@ class TradingEnv(environment.Environment):
     # ---- observation ---------------------------------------------------------------------
 
     def get_obs(self, state: EnvState, params: EnvParams, key: jax.Array | None = None):
+        return obs_lib.assemble(*self._obs_parts(state, params), self.obs_layout)
+
+    def _obs_parts(self, state: EnvState, params: EnvParams):
+        """(feature window, portfolio vector or None) of the observation at the close of t."""
         market = params.market
         window = obs_lib.feature_window(market.features, state.t, self.window_bars)
         portfolio = None
@@ -308,7 +317,7 @@ class TradingEnv(environment.Environment):
                 state.units, state.entry_price, state.bars_in_position, state.cash,
                 state.equity, state.peak_equity, market.close[state.t],
             )
-        return obs_lib.assemble(window, portfolio, self.obs_layout)
+        return window, portfolio
 
     # ---- actions -------------------------------------------------------------------------
 

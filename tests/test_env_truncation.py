@@ -29,8 +29,9 @@ def make(**kw):
     return envs.make("trading", MARKET, window_bars=4, episode_bars=EPISODE_BARS, **kw)
 
 
-def test_final_observation_is_the_pre_reset_observation():
-    env, params = make(final_observation=True)
+@pytest.mark.parametrize("layout", [{}, {"obs_layout": "window"}, {"include_portfolio": False}])
+def test_final_observation_is_the_pre_reset_observation(layout):
+    env, params = make(final_observation=True, **layout)
     step_env = jax.jit(env.step_env)
     is_truncated = jax.jit(env.is_truncated)
     obs, state = env.reset(jax.random.key(0), params)
