@@ -38,6 +38,8 @@ keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            train.total_steps=2e5  train.num_seeds=4  train.checkpoint_every_updates=50
            train.keep_last=2  train.stop_after_updates=N  agent.hparams.learning_rate=3e-4
            data.path=bars.csv  env.window_bars=32  env.costs.fee_bps=1.0  ...
+           env.final_observation=true (default: truncated episode ends bootstrap with the
+           value of the pre-reset observation; false treats them as terminal)
 
 examples:
   jaxtrade train
