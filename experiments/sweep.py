@@ -9,9 +9,10 @@ or random / log-uniform samples) and from comma lists on the command line:
 
 Any other comma list (a shape-changing setting: env.num_envs, network=..., agent=...) is a
 Hydra multirun axis: one training process per combination, one after another (each is
-itself a vmapped sweep), with XLA_PYTHON_CLIENT_PREALLOCATE=false so each process takes only
-the memory it needs. The summary ranks all trials by validation Sharpe, states the number
-of trials and gives the Deflated Sharpe Ratio of the best one.
+itself a vmapped sweep over the hyperparameter points, or trains the base hyperparameters
+when only shapes are swept), in run_dir/job<i>/, with XLA_PYTHON_CLIENT_PREALLOCATE=false so
+each process takes only the memory it needs. The summary ranks all trials by validation
+Sharpe, states the number of trials and gives the Deflated Sharpe Ratio of the best one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ Writes run_dir/sweep_summary.json and .csv (all trials ranked by validation Shar
 """
 
 HPARAM_PREFIX = "agent.hparams."
+MULTIRUN_JOB_ENV = "JAXTRADE_MULTIRUN_JOB"  # set by run_multirun for the processes it starts
 
 
 def split_sweep_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, list[Any]],
@@ -72,6 +74,16 @@ def split_sweep_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, lis
         else:
             multirun[key] = [f"{key}={v}" for v in values]
     return plain, vmapped, multirun
+
+
+def check_hparam_axes(cfg: Mapping[str, Any], axes: Mapping[str, list[float]]) -> None:
+    """Every swept agent.hparams.* key must be a hyperparameter of the chosen agent."""
+    known = list(cfg["agent"].get("hparams", {}))
+    for key in axes:
+        if key.removeprefix(HPARAM_PREFIX) not in known:
+            from jaxtrade.config.validate import unknown_key
+
+            raise unknown_key(key, axes[key], known)
 
 
 def sample_points(sweep: Mapping[str, Any], cli_axes: Mapping[str, list[float]]
@@ -112,13 +124,11 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
     if multirun:
         return run_multirun(plain, vmapped, multirun, print_fn)
     cfg = common.compose(plain)
-    for key in vmapped:
-        if key.removeprefix(HPARAM_PREFIX) not in cfg["agent"].get("hparams", {}):
-            from jaxtrade.config.validate import unknown_key
-
-            raise unknown_key(key, vmapped[key], list(cfg["agent"].get("hparams", {})))
+    check_hparam_axes(cfg, vmapped)
     points = sample_points(cfg["sweep"], vmapped)
-    if not points:
+    # A job of a multirun whose only axes change shapes has no hyperparameter points: it
+    # trains the base hyperparameters (its seeds are its trials).
+    if not points and os.environ.get(MULTIRUN_JOB_ENV) != "1":
         raise ConfigError("sweep has no points: give sweep=<name> (e.g. sweep=lr_ent_grid) or "
                           "comma lists such as agent.hparams.learning_rate=1e-4,3e-4")
     cfg["sweep"]["points"] = points
@@ -208,12 +218,16 @@ def _cell(value: Any, pct: bool = False) -> str:
 def run_multirun(plain: list[str], vmapped: Mapping[str, list[float]],
                  multirun: Mapping[str, list[str]], print_fn: Callable[[str], None]) -> int:
     """One process per combination of the shape-changing axes, then one ranked summary."""
-    cfg = common.compose(plain)  # validates the shared part before any job starts
+    cfg = common.compose(plain)
     base = common.resolve_run_dir(cfg, "sweep")
     vmapped_args = [f"{k}={','.join(repr(v) for v in vs)}" for k, vs in vmapped.items()]
     plain = [o for o in plain if not o.startswith("run_dir=")]
     combos = list(itertools.product(*multirun.values()))
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    # Every job's config is composed and validated before the first one trains, so a bad
+    # value late in a list (env.num_envs=64,6O) stops the sweep now, not after hours.
+    for combo in combos:
+        check_hparam_axes(common.compose([*plain, *combo]), vmapped)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", **{MULTIRUN_JOB_ENV: "1"})
     all_trials: list[dict[str, Any]] = []
     all_returns = []
     for index, combo in enumerate(combos):
@@ -222,7 +236,8 @@ def run_multirun(plain: list[str], vmapped: Mapping[str, list[float]],
         code = subprocess.call([sys.executable, "-m", "jaxtrade.cli", "sweep", *plain,
                                 *vmapped_args, *combo, f"run_dir={job_dir}"], env=env)
         if code != 0:
-            print_fn(f"multirun job {index} failed with exit code {code}")
+            print_fn(f"multirun job {index + 1}/{len(combos)} ({job_dir}) failed with exit "
+                     f"code {code}")
             return code
         job = json.loads((job_dir / "sweep_summary.json").read_text())
         for trial in sorted(job["trials"], key=lambda t: t["trial"]):

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         commands = _commands()
         if command not in commands:
             raise _UsageError(f"unknown command '{command}'; choose one of {', '.join(commands)}")
+        if command == "train":
+            _reject_sweep_syntax(rest)
         return int(commands[command](rest) or 0)
     except _UsageError as err:
         print(f"jaxtrade: error: {err}", file=sys.stderr)
@@ -53,6 +55,27 @@ def main(argv: list[str] | None = None) -> int:
 
 class _UsageError(Exception):
     pass
+
+
+def _reject_sweep_syntax(argv: list[str]) -> None:
+    """`jaxtrade train` runs one configuration; Hydra's multirun habits belong to `sweep`.
+
+    Without this, `-m` fails to parse and a comma list reaches the validator as a sweep object,
+    and neither message says where sweeps live.
+    """
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise _UsageError("jaxtrade train runs one configuration and has no -m/--multirun; give "
+                          "the same overrides to `jaxtrade sweep` (see jaxtrade sweep --help)")
+    if any(a in ("-h", "--help") for a in argv):
+        return
+    from jaxtrade.config.compose import parse_overrides
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    for text, override in zip(overrides, parse_overrides(overrides), strict=True):
+        if override.is_sweep_override():
+            raise _UsageError(f"'{text}' is a sweep and jaxtrade train runs one configuration; "
+                              f"run `jaxtrade sweep {text} ...` instead (agent.hparams.* lists "
+                              "train in one program, other lists one process per value)")
 
 
 if __name__ == "__main__":
