@@ -167,4 +167,7 @@ class NormalizeObservation(Wrapper):
             key, state.env_state, action, params
         )
         state = self._update(state.replace(env_state=env_state), obs)
+        if "final_observation" in info:
+            # A learner bootstraps from it: it must live in the same (normalized) space as obs.
+            info = {**info, "final_observation": self._normalize(state, info["final_observation"])}
         return self._normalize(state, obs), state, reward, terminated, truncated, info

@@ -175,3 +175,28 @@ def test_sharded_envs_over_two_devices_match_single_device():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_normalize_observation_normalizes_the_final_observation_too():
+    # A learner bootstraps V(final_observation): it must be in the same space as obs.
+    scaled = from_arrays(CLOSE, features=np.log(CLOSE)[:, :, None] * 50 + 7)
+    env, params = envs.make("trading", scaled, window_bars=4, include_portfolio=False,
+                            final_observation=True, episode_bars=10)
+    norm = wrappers.NormalizeObservation(env)
+    _, state = norm.reset(jax.random.PRNGKey(0), params)
+    step = jax.jit(norm.step)
+    ends = 0
+    for i in range(40):
+        raw_before = state
+        obs, state, _, term, trunc, info = step(jax.random.PRNGKey(i), state, 1, params)
+        final = np.asarray(info["final_observation"])
+        _, _, _, _, _, raw_info = env.step(jax.random.PRNGKey(i), raw_before.env_state, 1, params)
+        expected = np.clip((np.asarray(raw_info["final_observation"]) - np.asarray(state.mean))
+                           / np.sqrt(np.asarray(state.var) + norm.eps), -norm.clip, norm.clip)
+        np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-5)
+        if bool(term | trunc):
+            ends += 1
+            assert np.abs(final).max() < 50  # normalized, not the raw scale (~ 250)
+        else:
+            np.testing.assert_allclose(final, np.asarray(obs), rtol=1e-6, atol=1e-6)
+    assert ends >= 3
