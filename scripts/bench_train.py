@@ -12,7 +12,8 @@ Like for like, measured in the same run:
 
 Also printed: compile time; the network's FLOPs per env step (rollout forward passes plus
 epochs x forward+backward ~ 3x forward) and the FLOP/s that implies; wall time of 16 vmapped seeds
-vs 1 seed in one program; and, with --big-envs, a larger default-style configuration.
+vs 1 seed in one program; and the project's default training configuration (configs/,
+what `jaxtrade train` runs) with its FLOPs per env-step and FLOP/s.
 
     python scripts/bench_train.py            # full run (a few minutes on 2 CPU cores)
     python scripts/bench_train.py --quick    # smoke test
@@ -21,6 +22,7 @@ vs 1 seed in one program; and, with --big-envs, a larger default-style configura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -55,6 +57,7 @@ def jax_env():
     return envs.make(
         "trading", market, window_bars=WINDOW, discrete_levels=(-1.0, 1.0),
         include_portfolio=False, episode_bars=len(close) - WINDOW - 1,
+        final_observation=True,  # SB3 bootstraps truncated episode ends too
     )
 
 
@@ -116,19 +119,53 @@ def time_sb3(steps: int) -> float:
     return model.num_timesteps / (time.perf_counter() - start)
 
 
+def default_config(num_updates: int) -> None:
+    """Time `num_updates` updates of the project's default training config (configs/)."""
+    from experiments import common
+
+    cfg = common.compose([])
+    frame = common.load_frame(cfg["data"])
+    env, env_params = common.build_env(cfg, common.build_market(cfg, frame))
+    num_envs = common.resolve_num_envs(cfg, env, env_params)
+    config = common.agent_config(cfg, env, env_params, num_envs)
+    batch = config.num_envs * config.rollout_len
+    config = dataclasses.replace(config, total_steps=num_updates * batch,
+                                 updates_per_chunk=num_updates)
+    compile_s, run_s, steps = time_jax(config, env, env_params)
+    rate = steps / run_s
+    net = config.network
+    line = (f"default config ({cfg['data'].get('source', 'data')}, {num_envs} envs x "
+            f"{config.rollout_len} steps, {config.update_epochs} epochs x "
+            f"{config.num_minibatches} minibatches, {net.torso} {list(net.hidden_sizes)}, "
+            f"final_observation={getattr(env, 'final_observation', False)}): "
+            f"{rate:,.0f} env-steps/s, compile {compile_s:.1f} s")
+    if net.torso == "mlp" and not net.shared_torso:
+        obs_dim = common.observation_size(env, env_params)
+        sizes = [obs_dim, *net.hidden_sizes]
+        actor = mlp_flops([*sizes, env.num_actions])
+        critic = mlp_flops([*sizes, 1])
+        # rollout: actor + critic forward, plus the critic on the final observation when
+        # truncations are bootstrapped; update: epochs x (forward + backward ~ 3x forward).
+        rollout = actor + critic * (2 if getattr(env, "final_observation", False) else 1)
+        flops = rollout + 3 * config.update_epochs * (actor + critic)
+        line += f", {flops:,.0f} FLOPs/env-step -> {flops * rate / 1e9:.2f} GFLOP/s"
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     parser.add_argument("--sb3-steps", type=int, default=3 * SAMPLES_PER_UPDATE)
     parser.add_argument("--jax-updates", type=int, default=40, help="updates of 2048 samples")
     parser.add_argument("--seeds", type=int, default=16)
-    parser.add_argument("--big-envs", type=int, default=1024,
-                        help="num_envs of the larger default-style run (0 skips it)")
+    parser.add_argument("--default-updates", type=int, default=8,
+                        help="updates of the default training config to time")
+    parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--skip-sb3", action="store_true")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
     if args.quick:
-        args.sb3_steps, args.jax_updates, args.seeds, args.big_envs = 2048, 4, 4, 256
+        args.sb3_steps, args.jax_updates, args.seeds, args.default_updates = 2048, 4, 4, 2
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"{os.cpu_count()} cores, {platform.machine()}; jax {jax.__version__}")
@@ -155,17 +192,9 @@ def main() -> None:
     print(f"seeds: {args.seeds} vmapped {many_s:.2f} s vs 1 seed {one_s:.2f} s -> "
           f"{many_s / one_s:.2f}x wall time for {args.seeds}x the runs")
 
-    # 3. A larger default-style configuration (more envs, bigger minibatches).
-    if args.big_envs:
-        big = ppo_config(args.big_envs, 64, args.big_envs * 64 * 4, args.big_envs * 64 // 4)
-        big = PPOConfig(**{**big.__dict__, "update_epochs": 4})
-        compile_s, run_s, steps = time_jax(big, env, env_params)
-        rate = steps / run_s
-        flops = flops_per_env_step(WINDOW * 2, 2, 4)
-        print(f"jaxtrade PPO {args.big_envs} envs x 64 steps, 4 epochs x 4 minibatches: "
-              f"{rate:,.0f} env-steps/s, compile {compile_s:.1f} s, "
-              f"{flops:,.0f} FLOPs/env-step -> {flops * rate / 1e9:.2f} GFLOP/s")
-
+    # 3. The default training configuration (what `jaxtrade train` / `make run` trains).
+    if not args.skip_default:
+        default_config(args.default_updates)
 
 if __name__ == "__main__":
     main()
