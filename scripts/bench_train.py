@@ -78,9 +78,11 @@ def mlp_flops(sizes: list[int]) -> int:
 
 
 def flops_per_env_step(obs_dim: int, num_actions: int, epochs: int) -> float:
-    forward = mlp_flops([obs_dim, 64, 64, num_actions]) + mlp_flops([obs_dim, 64, 64, 1])
-    # rollout: one forward; GAE bootstrap is per update (negligible); update: epochs x (fwd+bwd).
-    return forward * (1 + 3 * epochs)
+    critic = mlp_flops([obs_dim, 64, 64, 1])
+    forward = mlp_flops([obs_dim, 64, 64, num_actions]) + critic
+    # rollout: one forward plus the critic on the final observation (truncation bootstrap);
+    # GAE's last value is per update (negligible); update: epochs x (forward + backward).
+    return forward * (1 + 3 * epochs) + critic
 
 
 def time_jax(config: PPOConfig, env, env_params, seeds: int = 1) -> tuple[float, float, int]:
