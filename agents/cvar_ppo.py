@@ -38,7 +38,10 @@ from jaxtrade.errors import ConfigError
 class CVaRPPOHParams(ppo.PPOHParams):
     cvar_alpha: float = 0.05  # tail probability: CVaR_5% by default
     cvar_threshold: float = 0.02  # constraint: CVaR_alpha of the window loss <= this (reward units)
-    lambda_lr: float = 0.05  # dual ascent step on (CVaR - threshold)
+    # Dual ascent step on (CVaR - threshold), which is in reward units: with per-bar log-return
+    # rewards a violation is ~0.005, so the step must be ~50-100 for lambda to reach O(1)
+    # within tens of updates (0.05 left it near 0: the constraint did nothing).
+    lambda_lr: float = 50.0
     lambda_init: float = 0.0
 
 
