@@ -93,9 +93,12 @@ def versions() -> dict[str, str]:
 def device_info() -> dict[str, Any]:
     import jax
 
+    from jaxtrade import hugepages
+
     devices = jax.devices()
     return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "device_count": len(devices), "host": platform.node()}
+            "device_count": len(devices), "host": platform.node(),
+            "hugepage_malloc": hugepages.enabled()}
 
 
 def run_info(data_fingerprint: str | None = None) -> dict[str, Any]:

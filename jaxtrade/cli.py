@@ -78,5 +78,13 @@ def _reject_sweep_syntax(argv: list[str]) -> None:
                               "train in one program, other lists one process per value)")
 
 
+def entry() -> int:
+    """The `jaxtrade` command: huge-page malloc on (jaxtrade/hugepages.py), then `main`."""
+    from jaxtrade.hugepages import reexec_with_hugepages
+
+    reexec_with_hugepages()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

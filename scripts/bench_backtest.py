@@ -16,11 +16,11 @@ on the 10 shared metrics (jaxtrade computes in float32, empyrical in float64).
 --breakdown also times the parts: the exact 5%/95% tails (the batch search, two full top_k,
 a full XLA sort, numpy's sort) and the rest.
 
-The process runs with glibc's transparent-huge-page malloc (GLIBC_TUNABLES=
-glibc.malloc.hugetlb=1, re-executing itself once to set it; --no-hugepages to keep the
-default): every [N, T] temporary is a fresh 100 MB allocation, and on the measuring machine
-page faults on 4 KiB pages made memory-bound XLA ops 3-5x slower. Both sides share the
-process and the setting.
+The process runs with glibc's transparent-huge-page malloc like the `jaxtrade` command
+(jaxtrade/hugepages.py: GLIBC_TUNABLES=glibc.malloc.hugetlb=1, re-executing itself once to
+set it; --no-hugepages to keep the default): every [N, T] temporary is a fresh 100 MB
+allocation, and on the measuring machine page faults on 4 KiB pages made memory-bound XLA ops
+3-5x slower. Both sides share the process and the setting.
 
     python scripts/bench_backtest.py            # 10,000 strategies x 2,520 bars
     python scripts/bench_backtest.py --quick    # smoke test
@@ -38,11 +38,10 @@ import time
 import warnings
 from pathlib import Path
 
-HUGEPAGES = "glibc.malloc.hugetlb=1"
-if "--no-hugepages" not in sys.argv and HUGEPAGES not in os.environ.get("GLIBC_TUNABLES", ""):
-    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGEPAGES]))
-    os.execve(sys.executable, [sys.executable, *sys.argv],
-              {**os.environ, "GLIBC_TUNABLES": tunables})
+from jaxtrade import hugepages  # noqa: E402  (light: sets XLA_FLAGS, imports no JAX)
+
+if "--no-hugepages" not in sys.argv:
+    hugepages.reexec_with_hugepages()
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -141,7 +140,7 @@ def main() -> None:
     print(f"{args.strategies} strategies x {args.bars} bars; JAX {jax.__version__} on "
           f"{jax.devices()[0].device_kind}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; hugepage malloc "
-          f"{'on' if HUGEPAGES in os.environ.get('GLIBC_TUNABLES', '') else 'off'}; "
+          f"{'on' if hugepages.enabled() else 'off'}; "
           f"load average {os.getloadavg()[0]:.1f}")
 
     device_returns = jax.device_put(returns.astype(np.float32))
