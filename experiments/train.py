@@ -296,6 +296,8 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     print_fn(f"report of checkpoint {restored.step} ({source['requested']}), point "
              f"{restored.point}")
     print_fn(metrics_table(metrics_path))
+    for line in verdict(metrics_path):
+        print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
 
@@ -339,6 +341,39 @@ def metrics_table(metrics_json: Path) -> str:
         lines.append(f"{name:18s}{cells}{_num(test.get('total_return'), pct=True):>14s}"
                      f"{_num(test.get('max_drawdown'), pct=True):>14s}")
     return "\n".join(lines)
+
+
+def verdict(metrics_json: Path) -> list[str]:
+    """Plain-language lines under the table: where the policy ranks out of sample.
+
+    Per split outside training: the policy's Sharpe, its rank among the policy and the
+    baselines, and the best baseline; then a warning when the train Sharpe exceeds the
+    validation Sharpe by more than 1 (annualized), the usual sign of overfitting.
+    """
+    import json
+
+    data = json.loads(Path(metrics_json).read_text())
+    baselines = data.get("baselines") or {}
+    lines = []
+
+    def sharpe(by_split: dict[str, Any], split: str) -> float | None:
+        value = (by_split.get(split) or {}).get("sharpe")
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    for split in ("validation", "test"):
+        mine = sharpe(data, split)
+        others = {n: v for n, b in baselines.items() if (v := sharpe(b, split)) is not None}
+        if mine is None or not others:
+            continue
+        rank = 1 + sum(v > mine for v in others.values())
+        best = max(others, key=others.get)
+        lines.append(f"{split}: policy Sharpe {mine:.2f} ranks {rank} of {len(others) + 1} "
+                     f"(best baseline {best} {others[best]:.2f})")
+    train, validation = sharpe(data, "train"), sharpe(data, "validation")
+    if train is not None and validation is not None and train - validation > 1.0:
+        lines.append(f"warning: train Sharpe {train:.2f} vs validation {validation:.2f}: the "
+                     "policy fits the training bars far better than unseen ones (overfitting)")
+    return lines
 
 
 def _num(value: Any, pct: bool = False) -> str:

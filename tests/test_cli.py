@@ -170,6 +170,7 @@ def test_train_report_is_the_backtest_of_the_checkpoint_it_names(
     assert source["requested"] == "best" and source["point"] == 0 and source["seed"] == 3
     assert source["update"] in (2, 4)
     assert f"report of checkpoint {source['update']} (best), point 0" in stdout
+    assert "validation: policy Sharpe" in stdout and "test: policy Sharpe" in stdout
     code, out, err = run_cli(["backtest", f"run_dir={run_dir}",
                               f"checkpoint={source['update']}"], capsys)
     assert code == 0, err
