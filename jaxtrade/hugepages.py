@@ -5,8 +5,8 @@ with a fresh mmap each time: every call of a program that moves hundreds of MiB 
 observations, 10,000 x 2,520 return paths) then page-faults its buffers in 4 KiB at a time.
 With the tunable, glibc asks the kernel for 2 MiB pages on those regions (THP in "madvise"
 mode, the common default), 512x fewer faults. Measured on the 2-core development VM: the env
-at 65,536 envs went from 43-47% to 55-86% of the copy bandwidth, the metrics benchmark 2.4x
-faster (BENCHMARKS.md).
+at 65,536 envs used ~20% less CPU per step (620k-770k vs 500k-550k env-steps per CPU-second),
+the metrics benchmark ran 2.4x faster, `make run` took 43 s instead of 49 s (BENCHMARKS.md).
 
 glibc reads tunables only at process start, so the only way to turn it on from Python is to
 re-execute the interpreter once with the variable set. `reexec_with_hugepages()` does that for
