@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -35,4 +36,13 @@ def main(argv: Sequence[str]) -> int:
         names = available()
         raise ConfigError(f"bench {name!r} is not allowed: choose one of "
                           f"{', '.join(names) or '(none found)'}")
-    return subprocess.call([sys.executable, str(script), *rest])
+    env = dict(os.environ)
+    if "--no-hugepages" in rest:
+        # The jaxtrade command turned glibc's huge-page malloc on for itself (and so for the
+        # child's inherited environment); the script's flag asks for the default malloc.
+        from jaxtrade.hugepages import TUNABLE
+
+        kept = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != TUNABLE]
+        env["GLIBC_TUNABLES"] = ":".join(kept)
+        env["JAXTRADE_NO_HUGEPAGES"] = "1"
+    return subprocess.call([sys.executable, str(script), *rest], env=env)

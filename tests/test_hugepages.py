@@ -40,3 +40,18 @@ def test_command_entry_reexecs_before_running(monkeypatch):
     monkeypatch.setattr(cli, "main", lambda argv=None: calls.append("main") or 0)
     assert cli.entry() == 0
     assert calls == ["reexec", "main"]
+
+
+def test_bench_no_hugepages_flag_reaches_the_script(monkeypatch):
+    from experiments import bench
+
+    seen = {}
+    monkeypatch.setenv("GLIBC_TUNABLES", f"glibc.malloc.arena_max=2:{hugepages.TUNABLE}")
+    monkeypatch.setattr(bench.subprocess, "call",
+                        lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
+    assert bench.main(["env", "--quick", "--no-hugepages"]) == 0
+    assert seen["cmd"][-2:] == ["--quick", "--no-hugepages"]
+    assert seen["env"]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+    assert seen["env"][hugepages.OPT_OUT] == "1"
+    assert bench.main(["env", "--quick"]) == 0
+    assert hugepages.TUNABLE in seen["env"]["GLIBC_TUNABLES"]
