@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
+from jaxtrade import native
+
 Array = jax.Array
 
 EULER_MASCHERONI = 0.5772156649015329
@@ -570,11 +572,14 @@ def _tails(
     return _tails_searched(returns, mean, std, skewness, excess_kurtosis)
 
 
-def _path_scan(returns: Array, flags: tuple[Array, Array] | None) -> dict[str, Array]:
-    """One sequential pass over the bars of every row of [N, T]: drawdown and trades.
+def _path_scan(
+    returns: Array, flags: tuple[Array, Array] | None, drawdown: bool = True
+) -> dict[str, Array]:
+    """One sequential pass over the bars of every row of [N, T]: drawdown and/or trades.
 
     The rows advance together (time-major, each step a vector op over N paths), so the
     drawdown recurrence and the trade recurrence share one loop instead of one each.
+    `drawdown=False` runs the trade recurrence only (flags required).
     """
     dtype = returns.dtype
     one, zero = jnp.ones(returns.shape[:1], dtype), jnp.zeros(returns.shape[:1], dtype)
@@ -606,7 +611,8 @@ def _path_scan(returns: Array, flags: tuple[Array, Array] | None) -> dict[str, A
 
     def bar_with_trades(carry, inputs):
         r, change, hold = inputs
-        return (drawdown_bar(carry[0], r), trade_bar(carry[1], r, change, hold)), None
+        dd = drawdown_bar(carry[0], r) if drawdown else carry[0]
+        return (dd, trade_bar(carry[1], r, change, hold)), None
 
     trade_start = (one, jnp.zeros(returns.shape[:1], bool), zero, zero)
     changed, held = flags
@@ -615,8 +621,85 @@ def _path_scan(returns: Array, flags: tuple[Array, Array] | None) -> dict[str, A
     (_, _, worst, _, longest), (growth, in_trade, count, total) = carry
     count = count + in_trade
     total = total + jnp.where(in_trade, growth - 1.0, 0.0)
-    return {"max_drawdown": worst, "max_drawdown_duration": longest, "num_trades": count,
-            "avg_trade_return": jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)}
+    out = {"num_trades": count,
+           "avg_trade_return": jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)}
+    if drawdown:
+        out.update(max_drawdown=worst, max_drawdown_duration=longest)
+    return out
+
+
+def _row_stats_xla(
+    returns: Array, flags: tuple[Array, Array] | None
+) -> tuple[dict[str, Array], dict[str, Array] | None]:
+    """The statistics of `native.ROW_STATS` for each row of returns [N, T], in JAX.
+
+    Also the trade statistics when `flags` (from `_trade_flags_rows`) are given: drawdown
+    and trades share one scan. Runs on every backend.
+    """
+    n = returns.shape[-1]
+    mean = jnp.mean(returns, axis=-1)
+    constant = jnp.max(returns, axis=-1) == jnp.min(returns, axis=-1)
+    centred = returns - mean[:, None]
+    m2 = jnp.where(constant, 0.0, jnp.sum(centred**2, axis=-1))
+    m3 = jnp.where(constant, 0.0, jnp.sum(centred**3, axis=-1))
+    m4 = jnp.where(constant, 0.0, jnp.sum(centred**4, axis=-1))
+    path = _path_scan(returns, flags)
+    std = jnp.sqrt(m2 / max(n - 1, 1))
+    biased_m2 = jnp.maximum(jnp.where(m2 == 0, 1.0, m2) / n, 1e-30)
+    var_5, cvar_5, var_95 = _tails(returns, mean, std, m3 / n / biased_m2**1.5,
+                                   m4 / n / biased_m2**2 - 3.0)
+    stats = {
+        "mean": mean,
+        "m2": m2,
+        "m3": m3,
+        "m4": m4,
+        "log_growth": jnp.sum(jnp.log1p(returns), axis=-1),
+        "downside": jnp.mean(jnp.minimum(returns, 0.0) ** 2, axis=-1),
+        "wins": jnp.sum(jnp.maximum(returns, 0.0), axis=-1),
+        "losses": -jnp.sum(jnp.minimum(returns, 0.0), axis=-1),
+        "winning": jnp.sum(returns > 0, axis=-1, dtype=returns.dtype),
+        "nonzero": jnp.sum(returns > 0, axis=-1, dtype=returns.dtype)
+        + jnp.sum(returns < 0, axis=-1, dtype=returns.dtype),
+        "max_drawdown": path["max_drawdown"],
+        "max_drawdown_duration": path["max_drawdown_duration"],
+        "var_5": var_5,
+        "cvar_5": cvar_5,
+        "var_95": var_95,
+    }
+    trades = None if flags is None else {k: path[k] for k in ("num_trades",
+                                                              "avg_trade_return")}
+    return stats, trades
+
+
+def _row_stats_native(
+    returns: Array, flags: tuple[Array, Array] | None
+) -> tuple[dict[str, Array], dict[str, Array] | None]:
+    """`_row_stats_xla` on CPU through the native kernel (jaxtrade/native/row_stats.cc).
+
+    The kernel covers everything but trades, which keep their JAX scan.
+    """
+    (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(returns.shape[-1])
+    shape = jax.ShapeDtypeStruct(returns.shape[:-1] + (len(native.ROW_STATS),), returns.dtype)
+    table = jax.ffi.ffi_call(native.TARGET, shape, vmap_method="broadcast_all")(
+        returns, lo=np.int64(lo), hi=np.int64(hi), frac=np.float64(frac),
+        ulo=np.int64(ulo), uhi=np.int64(uhi), ufrac=np.float64(ufrac))
+    stats = {name: table[..., i] for i, name in enumerate(native.ROW_STATS)}
+    trades = None if flags is None else _path_scan(returns, flags, drawdown=False)
+    return stats, trades
+
+
+def _row_stats(
+    returns: Array, flags: tuple[Array, Array] | None
+) -> tuple[dict[str, Array], dict[str, Array] | None]:
+    """Row statistics from the native kernel on CPU when it is available, else from JAX.
+
+    `platform_dependent` keeps only the branch of the platform the program is compiled for,
+    so GPU/TPU programs never contain the CPU-only custom call.
+    """
+    if not native.available():
+        return _row_stats_xla(returns, flags)
+    return jax.lax.platform_dependent(returns, flags, cpu=_row_stats_native,
+                                      default=_row_stats_xla)
 
 
 def _metrics_rows(
@@ -624,38 +707,29 @@ def _metrics_rows(
 ) -> dict[str, Array]:
     """Every metric of METRIC_KEYS for each row of returns [N, T] (positions [N, T(, A)]).
 
-    Written for the batch rather than vmapped per series: the moments come from one set of
-    row reductions shared by Sharpe, volatility, skew and kurtosis, the two tails from one
-    exact selection shared by VaR, CVaR and the tail ratio, and drawdown and trades from
-    one sequential pass. The single-series functions above follow the same conventions.
+    Written for the batch rather than vmapped per series: the per-row statistics (moments
+    shared by Sharpe, volatility, skew and kurtosis; one exact selection shared by VaR,
+    CVaR and the tail ratio; drawdown) come from `_row_stats` (the native kernel on CPU,
+    JAX elsewhere), and every metric is a formula of them. The single-series functions
+    above follow the same conventions.
     """
     num_bars = returns.shape[-1]
     sqrt_year = jnp.sqrt(bars_per_year)
-    mean = jnp.mean(returns, axis=-1)
-    constant = jnp.max(returns, axis=-1) == jnp.min(returns, axis=-1)
-    centred = returns - mean[:, None]
-    m2 = jnp.where(constant, 0.0, jnp.sum(centred**2, axis=-1))
-    m3 = jnp.sum(centred**3, axis=-1)
-    m4 = jnp.sum(centred**4, axis=-1)
+    flags = None if positions is None else _trade_flags_rows(positions)
+    stats, trades = _row_stats(returns, flags)
+    mean, m2, m3, m4 = stats["mean"], stats["m2"], stats["m3"], stats["m4"]
     n = num_bars
     nan = jnp.full(mean.shape, jnp.nan, returns.dtype)
 
     std = jnp.sqrt(m2 / max(n - 1, 1))
-    log_growth = jnp.sum(jnp.log1p(returns), axis=-1)
+    log_growth = stats["log_growth"]
     annual_return = jnp.expm1(log_growth * (bars_per_year / n))
-    downside = jnp.sqrt(jnp.mean(jnp.minimum(returns, 0.0) ** 2, axis=-1)) * sqrt_year
-    wins = jnp.sum(jnp.maximum(returns, 0.0), axis=-1)
-    losses = -jnp.sum(jnp.minimum(returns, 0.0), axis=-1)
-    winning = jnp.sum(returns > 0, axis=-1, dtype=returns.dtype)
-    nonzero = winning + jnp.sum(returns < 0, axis=-1, dtype=returns.dtype)
-
+    downside = jnp.sqrt(stats["downside"]) * sqrt_year
+    wins, losses = stats["wins"], stats["losses"]
+    winning, nonzero = stats["winning"], stats["nonzero"]
     safe_m2 = jnp.where(m2 == 0, 1.0, m2)
-    flags = None if positions is None else _trade_flags_rows(positions)
-    path = _path_scan(returns, flags)
-    mdd = path["max_drawdown"]
-    biased_m2 = jnp.maximum(safe_m2 / n, 1e-30)
-    var_5, cvar_5, var_95 = _tails(returns, mean, std, m3 / n / biased_m2**1.5,
-                                   m4 / n / biased_m2**2 - 3.0)
+    mdd = stats["max_drawdown"]
+    var_5, cvar_5, var_95 = stats["var_5"], stats["cvar_5"], stats["var_95"]
     calmar = annual_return / jnp.abs(mdd)
 
     if n >= 3:
@@ -678,7 +752,7 @@ def _metrics_rows(
         "annual_return": annual_return,
         "annual_volatility": std * sqrt_year if n >= 2 else nan,
         "calmar": jnp.where((mdd < 0) & jnp.isfinite(calmar), calmar, jnp.nan),
-        "max_drawdown_duration": path["max_drawdown_duration"],
+        "max_drawdown_duration": stats["max_drawdown_duration"],
         "profit_factor": jnp.where(
             losses == 0, jnp.where(wins == 0, 0.0, jnp.inf),
             wins / jnp.where(losses == 0, 1.0, losses)),
@@ -701,8 +775,8 @@ def _metrics_rows(
         else:
             gross = jnp.abs(positions)
         out.update(
-            avg_trade_return=path["avg_trade_return"],
-            num_trades=path["num_trades"],
+            avg_trade_return=trades["avg_trade_return"],
+            num_trades=trades["num_trades"],
             turnover=jnp.mean(traded, axis=-1) * bars_per_year,
             exposure=jnp.mean(gross > 0, axis=-1),
         )

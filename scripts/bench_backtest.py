@@ -6,15 +6,18 @@ the embedded data times random target positions, so the series look like strateg
             statistics, turnover, exposure, profit factor, win rate, skew, kurtosis,
             drawdown duration) for every strategy in one jitted program over [N, T];
             timed after a warm-up call (compile time printed separately). Also timed
-            restricted to the 10 metrics empyrical computes (like for like).
+            restricted to the 10 metrics empyrical computes (like for like). On CPU the
+            per-row statistics come from the native kernel (jaxtrade/native, an XLA FFI
+            call inside the same jitted program); --jax-path measures the pure-JAX
+            program that GPUs/TPUs run instead (same numbers, slower on CPU).
   empyrical the 10 metrics empyrical implements (Sharpe, Sortino, max drawdown, total and
             annual return, annual volatility, Calmar, VaR, CVaR, tail ratio), one strategy
             at a time in a Python loop, as a research script would.
 Prints medians of the repeated timings, both speed-up ratios, the CPU time per wall second
 of the JAX call (2.0 = both cores busy), and the largest absolute difference between the two
 on the 10 shared metrics (jaxtrade computes in float32, empyrical in float64).
---breakdown also times the parts: the exact 5%/95% tails (the batch search, two full top_k,
-a full XLA sort, numpy's sort) and the rest.
+--breakdown also times the parts: the native row statistics alone, and on the JAX path the
+exact 5%/95% tails (the batch search, two full top_k, a full XLA sort, numpy's sort).
 
 The process runs with glibc's transparent-huge-page malloc like the `jaxtrade` command
 (jaxtrade/hugepages.py: GLIBC_TUNABLES=glibc.malloc.hugetlb=1, re-executing itself once to
@@ -24,6 +27,7 @@ allocation, and on the measuring machine page faults on 4 KiB pages made memory-
 
     python scripts/bench_backtest.py            # 10,000 strategies x 2,520 bars
     python scripts/bench_backtest.py --quick    # smoke test
+    python scripts/bench_backtest.py --jax-path # without the native kernel
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ if "--no-hugepages" not in sys.argv:
     hugepages.reexec_with_hugepages()
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "--jax-path" in sys.argv:
+    os.environ["JAXTRADE_NATIVE"] = "0"
 
 import empyrical as ep  # noqa: E402
 import jax  # noqa: E402
@@ -52,6 +58,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from jaxtrade import metrics as M  # noqa: E402
+from jaxtrade import native  # noqa: E402
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "jaxtrade" / "data" / "embedded"
 COMMON = {
@@ -102,21 +109,26 @@ def _breakdown(returns: jax.Array, host: np.ndarray, repeats: int) -> None:
     mean, std = jnp.mean(returns, axis=1), jnp.std(returns, axis=1, ddof=1)
     centred = (returns - mean[:, None]) / jnp.std(returns, axis=1)[:, None]
     skew, kurt = jnp.mean(centred**3, axis=1), jnp.mean(centred**4, axis=1) - 3.0
-    parts = {
-        "exact tails, batch search (used)": jax.jit(
+    parts = {}
+    if native.available():
+        parts["native row statistics (used)"] = jax.jit(
+            lambda r: M._row_stats_native(r, None)[0])
+    parts |= {
+        "JAX path: all row statistics": jax.jit(lambda r: M._row_stats_xla(r, None)[0]),
+        "JAX path: exact tails, batch search": jax.jit(
             lambda r: M._tails(r, mean, std, skew, kurt)),
-        "exact tails, two top_k(k=127)": jax.jit(M._tails_direct),
-        "full XLA sort of every row": jax.jit(lambda r: jnp.sort(r, axis=1)[:, ::500]),
+        "JAX path: exact tails, two top_k(k=127)": jax.jit(M._tails_direct),
+        "JAX path: full XLA sort of every row": jax.jit(
+            lambda r: jnp.sort(r, axis=1)[:, ::500]),
         "one row reduction (sum)": jax.jit(lambda r: jnp.sum(r, axis=1)),
-        "all 19 metrics": jax.jit(lambda r: M.batch_metrics(r, 252.0)),
     }
     for name, fn in parts.items():
         jax.block_until_ready(fn(returns))
         wall, _, _ = _timed(lambda fn=fn: fn(returns), repeats)
-        print(f"  {name:34s} {wall * 1e3:8.1f} ms")
+        print(f"  {name:40s} {wall * 1e3:8.1f} ms")
     start = time.perf_counter()
     np.sort(host, axis=1)
-    print(f"  {'numpy sort of every row (float32)':34s} "
+    print(f"  {'numpy sort of every row (float32)':40s} "
           f"{(time.perf_counter() - start) * 1e3:8.1f} ms")
 
 
@@ -132,6 +144,8 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="time the parts too")
     parser.add_argument("--no-hugepages", action="store_true",
                         help="keep glibc's default malloc (4 KiB pages)")
+    parser.add_argument("--jax-path", action="store_true",
+                        help="no native kernel: the pure-JAX program GPUs/TPUs run")
     args = parser.parse_args()
     if args.quick:
         args.strategies, args.bars, args.repeats, args.peer_repeats = 500, 252, 2, 1
@@ -142,6 +156,8 @@ def main() -> None:
           f"{os.cpu_count()} cores; hugepage malloc "
           f"{'on' if hugepages.enabled() else 'off'}; "
           f"load average {os.getloadavg()[0]:.1f}")
+    print("row statistics: "
+          + ("native CPU kernel (jaxtrade/native)" if native.available() else "JAX path"))
 
     device_returns = jax.device_put(returns.astype(np.float32))
     device_positions = jax.device_put(positions.astype(np.float32))

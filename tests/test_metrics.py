@@ -21,8 +21,21 @@ import pytest
 import quantstats as qs
 
 from jaxtrade import metrics as M
+from jaxtrade import native
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "jaxtrade" / "data" / "embedded"
+
+
+@pytest.fixture(params=["native", "jax"])
+def row_stats_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Run a test on the native CPU kernel and again on the JAX path (GPU/TPU, fallback)."""
+    if request.param == "jax":
+        monkeypatch.setattr(native, "available", lambda: False)
+    elif not native.available():
+        pytest.skip("native kernel turned off (JAXTRADE_NATIVE=0)")
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
 
 
 def _close(name: str) -> np.ndarray:
@@ -77,7 +90,9 @@ def _drawdown_duration_loop(returns: np.ndarray) -> int:
 @pytest.mark.parametrize(
     "name, bars_per_year", [("sp500_daily", 252.0), ("eurusd_1h", 365.0 * 24)]
 )
-def test_metrics_match_references_on_real_returns(name: str, bars_per_year: float) -> None:
+def test_metrics_match_references_on_real_returns(
+    name: str, bars_per_year: float, row_stats_path: str
+) -> None:
     returns = _returns(name)
     ours = M.metrics_dict(returns, bars_per_year)
     for key, ref in _reference(returns, bars_per_year).items():
@@ -98,7 +113,7 @@ EDGE_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
-def test_metrics_match_references_on_edge_cases(case: str) -> None:
+def test_metrics_match_references_on_edge_cases(case: str, row_stats_path: str) -> None:
     returns = EDGE_CASES[case]
     ours = M.metrics_dict(returns, 252.0)
     for key, ref in _reference(returns, 252.0).items():
@@ -106,7 +121,7 @@ def test_metrics_match_references_on_edge_cases(case: str) -> None:
     assert ours["max_drawdown_duration"] == _drawdown_duration_loop(returns)
 
 
-def test_edge_case_values_are_the_stated_conventions() -> None:
+def test_edge_case_values_are_the_stated_conventions(row_stats_path: str) -> None:
     gains = M.metrics_dict(EDGE_CASES["all_gains"], 252.0)
     assert gains["max_drawdown"] == 0.0 and math.isnan(gains["calmar"])
     assert gains["sortino"] == math.inf and gains["profit_factor"] == math.inf
@@ -123,7 +138,7 @@ def test_edge_case_values_are_the_stated_conventions() -> None:
     assert first["max_drawdown"] == pytest.approx(-0.05)
 
 
-def test_batch_metrics_equal_single_series() -> None:
+def test_batch_metrics_equal_single_series(row_stats_path: str) -> None:
     returns = _returns("sp500_daily")[:2520]
     rng = np.random.default_rng(0)
     batch = np.stack([returns * rng.choice([-1.0, 0.0, 1.0], size=returns.shape) for _ in range(4)])
@@ -251,8 +266,11 @@ def _strategy_batch(num: int, bars: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("ties", ["few", "many"])
-def test_batch_tails_match_empyrical_through_the_pivot_search(ties: str) -> None:
-    # 130 paths take the batched pivot search (>= 64 rows); rows whose search cannot land
+def test_batch_tails_match_empyrical_through_the_pivot_search(
+    ties: str, row_stats_path: str
+) -> None:
+    # On the JAX path 130 paths take the batched pivot search (>= 64 rows); rows whose
+    # search cannot land
     # (long runs of equal returns around the quantiles) must come out exact as well:
     # "few" patches a handful of them, "many" recomputes the whole batch.
     returns, positions = _strategy_batch(130, 1100, seed=11)  # room to patch 130 // 64 rows
