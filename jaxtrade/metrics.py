@@ -572,14 +572,11 @@ def _tails(
     return _tails_searched(returns, mean, std, skewness, excess_kurtosis)
 
 
-def _path_scan(
-    returns: Array, flags: tuple[Array, Array] | None, drawdown: bool = True
-) -> dict[str, Array]:
-    """One sequential pass over the bars of every row of [N, T]: drawdown and/or trades.
+def _path_scan(returns: Array, flags: tuple[Array, Array] | None) -> dict[str, Array]:
+    """One sequential pass over the bars of every row of [N, T]: drawdown and trades.
 
     The rows advance together (time-major, each step a vector op over N paths), so the
     drawdown recurrence and the trade recurrence share one loop instead of one each.
-    `drawdown=False` runs the trade recurrence only (flags required).
     """
     dtype = returns.dtype
     one, zero = jnp.ones(returns.shape[:1], dtype), jnp.zeros(returns.shape[:1], dtype)
@@ -611,8 +608,7 @@ def _path_scan(
 
     def bar_with_trades(carry, inputs):
         r, change, hold = inputs
-        dd = drawdown_bar(carry[0], r) if drawdown else carry[0]
-        return (dd, trade_bar(carry[1], r, change, hold)), None
+        return (drawdown_bar(carry[0], r), trade_bar(carry[1], r, change, hold)), None
 
     trade_start = (one, jnp.zeros(returns.shape[:1], bool), zero, zero)
     changed, held = flags
@@ -621,22 +617,20 @@ def _path_scan(
     (_, _, worst, _, longest), (growth, in_trade, count, total) = carry
     count = count + in_trade
     total = total + jnp.where(in_trade, growth - 1.0, 0.0)
-    out = {"num_trades": count,
-           "avg_trade_return": jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)}
-    if drawdown:
-        out.update(max_drawdown=worst, max_drawdown_duration=longest)
-    return out
+    return {"max_drawdown": worst, "max_drawdown_duration": longest, "num_trades": count,
+            "avg_trade_return": jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)}
 
 
 def _row_stats_xla(
-    returns: Array, flags: tuple[Array, Array] | None
+    returns: Array, positions: Array | None
 ) -> tuple[dict[str, Array], dict[str, Array] | None]:
     """The statistics of `native.ROW_STATS` for each row of returns [N, T], in JAX.
 
-    Also the trade statistics when `flags` (from `_trade_flags_rows`) are given: drawdown
-    and trades share one scan. Runs on every backend.
+    With positions [N, T] or [N, T, A] also those of `native.POSITION_STATS` (drawdown and
+    trades share one scan). Runs on every backend.
     """
     n = returns.shape[-1]
+    flags = None if positions is None else _trade_flags_rows(positions)
     mean = jnp.mean(returns, axis=-1)
     constant = jnp.max(returns, axis=-1) == jnp.min(returns, axis=-1)
     centred = returns - mean[:, None]
@@ -666,30 +660,44 @@ def _row_stats_xla(
         "cvar_5": cvar_5,
         "var_95": var_95,
     }
-    trades = None if flags is None else {k: path[k] for k in ("num_trades",
-                                                              "avg_trade_return")}
-    return stats, trades
+    if positions is None:
+        return stats, None
+    wide = positions if positions.ndim == 3 else positions[..., None]
+    previous = jnp.concatenate([jnp.zeros_like(wide[:, :1]), wide[:, :-1]], axis=1)
+    held = {
+        "num_trades": path["num_trades"],
+        "avg_trade_return": path["avg_trade_return"],
+        "turnover": jnp.mean(jnp.sum(jnp.abs(wide - previous), axis=-1), axis=-1),
+        "exposure": jnp.mean(jnp.sum(jnp.abs(wide), axis=-1) > 0, axis=-1),
+    }
+    return stats, {k: jnp.asarray(v, returns.dtype) for k, v in held.items()}
 
 
 def _row_stats_native(
-    returns: Array, flags: tuple[Array, Array] | None
+    returns: Array, positions: Array | None
 ) -> tuple[dict[str, Array], dict[str, Array] | None]:
-    """`_row_stats_xla` on CPU through the native kernel (jaxtrade/native/row_stats.cc).
-
-    The kernel covers everything but trades, which keep their JAX scan.
-    """
+    """`_row_stats_xla` on CPU, from the native kernel (jaxtrade/native/row_stats.cc)."""
     (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(returns.shape[-1])
-    shape = jax.ShapeDtypeStruct(returns.shape[:-1] + (len(native.ROW_STATS),), returns.dtype)
-    table = jax.ffi.ffi_call(native.TARGET, shape, vmap_method="broadcast_all")(
-        returns, lo=np.int64(lo), hi=np.int64(hi), frac=np.float64(frac),
-        ulo=np.int64(ulo), uhi=np.int64(uhi), ufrac=np.float64(ufrac))
-    stats = {name: table[..., i] for i, name in enumerate(native.ROW_STATS)}
-    trades = None if flags is None else _path_scan(returns, flags, drawdown=False)
-    return stats, trades
+    ranks = {"lo": np.int64(lo), "hi": np.int64(hi), "frac": np.float64(frac),
+             "ulo": np.int64(ulo), "uhi": np.int64(uhi), "ufrac": np.float64(ufrac)}
+    names = native.ROW_STATS + (() if positions is None else native.POSITION_STATS)
+    shape = jax.ShapeDtypeStruct(returns.shape[:-1] + (len(names),), returns.dtype)
+    if positions is None:
+        table = jax.ffi.ffi_call(native.TARGET, shape, vmap_method="broadcast_all")(
+            returns, **ranks)
+    else:
+        wide = positions if positions.ndim == returns.ndim + 1 else positions[..., None]
+        table = jax.ffi.ffi_call(native.TARGET_POSITIONS, shape, vmap_method="broadcast_all")(
+            returns, wide.astype(returns.dtype), **ranks)
+    stats = {name: table[..., i] for i, name in enumerate(names)}
+    if positions is None:
+        return stats, None
+    return ({k: stats[k] for k in native.ROW_STATS},
+            {k: stats[k] for k in native.POSITION_STATS})
 
 
 def _row_stats(
-    returns: Array, flags: tuple[Array, Array] | None
+    returns: Array, positions: Array | None
 ) -> tuple[dict[str, Array], dict[str, Array] | None]:
     """Row statistics from the native kernel on CPU when it is available, else from JAX.
 
@@ -697,8 +705,8 @@ def _row_stats(
     so GPU/TPU programs never contain the CPU-only custom call.
     """
     if not native.available():
-        return _row_stats_xla(returns, flags)
-    return jax.lax.platform_dependent(returns, flags, cpu=_row_stats_native,
+        return _row_stats_xla(returns, positions)
+    return jax.lax.platform_dependent(returns, positions, cpu=_row_stats_native,
                                       default=_row_stats_xla)
 
 
@@ -715,8 +723,7 @@ def _metrics_rows(
     """
     num_bars = returns.shape[-1]
     sqrt_year = jnp.sqrt(bars_per_year)
-    flags = None if positions is None else _trade_flags_rows(positions)
-    stats, trades = _row_stats(returns, flags)
+    stats, held = _row_stats(returns, positions)
     mean, m2, m3, m4 = stats["mean"], stats["m2"], stats["m3"], stats["m4"]
     n = num_bars
     nan = jnp.full(mean.shape, jnp.nan, returns.dtype)
@@ -763,23 +770,10 @@ def _metrics_rows(
         "skew": skewness,
         "kurtosis": kurt,
     }
-    if positions is None:
+    if held is None:
         out.update(avg_trade_return=nan, num_trades=nan, turnover=nan, exposure=nan)
     else:
-        gross = positions if positions.ndim == 2 else None
-        previous = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions[:, :-1]], 1)
-        traded = jnp.abs(positions - previous)
-        if gross is None:
-            traded = jnp.sum(traded, axis=-1)
-            gross = jnp.sum(jnp.abs(positions), axis=-1)
-        else:
-            gross = jnp.abs(positions)
-        out.update(
-            avg_trade_return=trades["avg_trade_return"],
-            num_trades=trades["num_trades"],
-            turnover=jnp.mean(traded, axis=-1) * bars_per_year,
-            exposure=jnp.mean(gross > 0, axis=-1),
-        )
+        out.update(held, turnover=held["turnover"] * bars_per_year)
     return {key: jnp.asarray(out[key], returns.dtype) for key in METRIC_KEYS}
 
 

@@ -50,10 +50,13 @@ def _rows(bars: int) -> np.ndarray:
     return np.asarray(rows, np.float32)
 
 
-def _both(returns: np.ndarray) -> tuple[dict, dict]:
+def _both(returns: np.ndarray, positions: np.ndarray | None = None,
+          part: int = 0) -> tuple[dict, dict]:
+    """(native, JAX) row statistics (part 0) or position statistics (part 1) as float64."""
     x = jnp.asarray(returns)
-    ours = jax.jit(lambda r: M._row_stats_native(r, None)[0])(x)
-    reference = jax.jit(lambda r: M._row_stats_xla(r, None)[0])(x)
+    p = None if positions is None else jnp.asarray(positions, jnp.float32)
+    ours = jax.jit(lambda r, q: M._row_stats_native(r, q)[part])(x, p)
+    reference = jax.jit(lambda r, q: M._row_stats_xla(r, q)[part])(x, p)
     return ({k: np.asarray(v, np.float64) for k, v in ours.items()},
             {k: np.asarray(v, np.float64) for k, v in reference.items()})
 
@@ -76,6 +79,34 @@ def test_native_row_stats_equal_the_jax_path(bars: int) -> None:
             np.testing.assert_array_less(np.abs(a - b), 1e-4 * scale + 1e-30, err_msg=key)
             continue
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-7, err_msg=key)
+
+
+@pytest.mark.parametrize("assets", [0, 1, 3])
+def test_native_position_stats_equal_the_jax_path(assets: int) -> None:
+    returns = _rows(700)
+    rng = np.random.default_rng(5)
+    shape = returns.shape + ((assets,) if assets else ())
+    # Held for random stretches at a few levels, flat in between; some rows open on bar 0
+    # and some end inside a trade.
+    levels = rng.choice([-1.0, 0.0, 0.0, 0.5, 1.0], size=shape)
+    keep = rng.random(returns.shape) < 0.9
+    positions = levels.copy()
+    for t in range(1, returns.shape[1]):
+        positions[:, t] = np.where(keep[:, t, None] if assets else keep[:, t],
+                                   positions[:, t - 1], levels[:, t])
+    positions[0] = 0.0  # never in the market
+    ours, reference = _both(returns, positions, part=1)
+    assert set(ours) == set(native.POSITION_STATS)
+    assert np.all(ours["num_trades"][1:] > 0) and ours["num_trades"][0] == 0
+    assert np.isnan(ours["avg_trade_return"][0]) and np.isnan(reference["avg_trade_return"][0])
+    for key in native.POSITION_STATS:
+        np.testing.assert_allclose(ours[key], reference[key], rtol=2e-5, atol=2e-7,
+                                   equal_nan=True, err_msg=key)
+    # With positions the return statistics are unchanged.
+    with_positions, _ = _both(returns, positions)
+    alone, _ = _both(returns)
+    for key in native.ROW_STATS:
+        np.testing.assert_array_equal(with_positions[key], alone[key], err_msg=key)
 
 
 @pytest.mark.parametrize("bars", [5, 64, 300, 2520])

@@ -1,7 +1,8 @@
 """Native CPU kernels for XLA, compiled on first use with the machine's C++ compiler.
 
-`row_stats.cc` is an XLA FFI handler computing the per-row statistics behind
-`jaxtrade.metrics.batch_metrics` (moments, drawdown, exact 5%/95% tails) on CPU, where the
+`row_stats.cc` holds XLA FFI handlers computing the per-row statistics behind
+`jaxtrade.metrics.batch_metrics` (moments, drawdown, exact 5%/95% tails, and with positions
+trades, turnover and exposure) on CPU, where the
 same program written in JAX is limited by XLA:CPU's slow sort/top_k and per-bar scan
 kernels. The metrics use it through `jax.ffi.ffi_call` inside the jitted program on the CPU
 backend only; on GPU/TPU, or when the kernel is not available, they run their JAX path,
@@ -30,6 +31,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("row_stats.cc")
 TARGET = "jaxtrade_row_stats"
+TARGET_POSITIONS = "jaxtrade_row_stats_positions"
 
 #: Column order of the kernel's [..., len(ROW_STATS)] output (the Stat enum in row_stats.cc).
 ROW_STATS = (
@@ -49,6 +51,10 @@ ROW_STATS = (
     "cvar_5",
     "var_95",
 )
+
+#: The further columns when positions [..., T, A] are passed (TARGET_POSITIONS): trades,
+#: their mean return, mean per-bar turnover (sum over assets) and the fraction of bars held.
+POSITION_STATS = ("num_trades", "avg_trade_return", "turnover", "exposure")
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -158,11 +164,15 @@ def _register() -> bool:
     try:
         library = ctypes.CDLL(str(path))
         count = int(ctypes.CFUNCTYPE(ctypes.c_int64)(("jaxtrade_row_stats_count", library))())
-        if count != len(ROW_STATS):
-            _warn(f"{path} has {count} statistics, expected {len(ROW_STATS)}")
+        if count != len(ROW_STATS) + len(POSITION_STATS):
+            _warn(f"{path} has {count} statistics, expected "
+                  f"{len(ROW_STATS) + len(POSITION_STATS)}")
             return False
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JaxtradeRowStats),
                                     platform="cpu")
+        jax.ffi.register_ffi_target(
+            TARGET_POSITIONS, jax.ffi.pycapsule(library.JaxtradeRowStatsPositions),
+            platform="cpu")
     except (OSError, AttributeError, ValueError) as err:
         _warn(f"loading {path} failed: {err}")
         return False

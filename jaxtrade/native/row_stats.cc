@@ -9,8 +9,10 @@
 // Cornish-Fisher pivot (re-done over the whole row when the pivot leaves too few values).
 // Rows are shared out over XLA's intra-op thread pool. Accumulation is in double.
 //
-// Input x [..., T] (float32 or float64); output [..., kNumStats] of the same type, one row of
-// the Stat values below per input row. Attributes: ascending ranks and weights of the lower
+// Input x [..., T] (float32 or float64), optionally positions [..., T, A] of the same type;
+// output [..., kNumReturnStats] (or [..., kNumStats] with positions) of the same type, one
+// row of the Stat values below per input row. Trades are found in the same per-bar pass as
+// the drawdown. Attributes: ascending ranks and weights of the lower
 // (5%) and upper (95%) linear quantiles, lo/hi/frac and ulo/uhi/ufrac, as
 // jaxtrade.metrics._ranks gives them; CVaR is the mean of the lo + 1 smallest values.
 // A row containing NaN gives NaN for every statistic.
@@ -52,6 +54,12 @@ enum Stat : int64_t {
   kVar5,         // lower linear quantile
   kCvar5,        // mean of the lo + 1 smallest
   kVar95,        // upper linear quantile
+  kNumReturnStats,
+  // With positions [..., T, A] (the exposure that earned each bar's return):
+  kNumTrades = kNumReturnStats,  // maximal runs of bars holding the same non-zero positions
+  kAvgTrade,                     // mean compounded return of those runs (NaN without any)
+  kTurnover,                     // mean over bars of sum over assets |position change|
+  kExposure,                     // fraction of bars with a non-zero position
   kNumStats,
 };
 
@@ -117,10 +125,47 @@ bool Moments(const F* x, int64_t n, double* out) {
 constexpr int kLanes = 8;
 typedef double Lanes __attribute__((vector_size(8 * kLanes)));
 
+// Per-bar trade state of one row of positions [T, A] as codes[t]: 0 no change, 1 a change
+// to flat, 2 a change to a held position. A change is any
+// asset's position differing from the bar before (the first bar compares with flat); held
+// is any asset non-zero. Also turnover and exposure.
 template <typename F>
-void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used) {
+void PositionCodes(const F* pos, int64_t n, int64_t assets, F* codes, double* out) {
+  double traded = 0, exposed = 0;
+  if (assets == 1) {
+    traded = std::abs(static_cast<double>(pos[0]));
+    exposed = pos[0] != 0 ? 1.0 : 0.0;
+    codes[0] = pos[0] != 0 ? F(2) : F(0);
+#pragma omp simd reduction(+ : traded, exposed)
+    for (int64_t t = 1; t < n; ++t) {
+      const F now = pos[t], before = pos[t - 1];
+      traded += std::abs(static_cast<double>(now) - static_cast<double>(before));
+      exposed += now != 0 ? 1.0 : 0.0;
+      codes[t] = now != before ? (now != 0 ? F(2) : F(1)) : F(0);
+    }
+  } else {
+    for (int64_t t = 0; t < n; ++t) {
+      bool changed = false, held = false;
+      for (int64_t a = 0; a < assets; ++a) {
+        const F now = pos[t * assets + a], before = t > 0 ? pos[(t - 1) * assets + a] : F(0);
+        traded += std::abs(static_cast<double>(now) - static_cast<double>(before));
+        changed |= now != before;
+        held |= now != 0;
+      }
+      exposed += held ? 1.0 : 0.0;
+      codes[t] = changed ? (held ? F(2) : F(1)) : F(0);
+    }
+  }
+  out[kTurnover] = traded / static_cast<double>(n);
+  out[kExposure] = exposed / static_cast<double>(n);
+}
+
+template <typename F, bool kTrades>
+void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
+               const F* const* codes) {
   const Lanes one = Lanes{} + 1.0, zero = Lanes{};
   Lanes eq = one, peak = one, worst_e = one, worst_p = one, since = zero, longest = zero;
+  Lanes growth = one, in_trade = zero, count = zero, total = zero;
   for (int64_t t = 0; t < n; ++t) {
     Lanes r;
     for (int g = 0; g < kLanes; ++g) r[g] = static_cast<double>(rows[g][t]);
@@ -133,6 +178,17 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used) {
     longest = since > longest ? since : longest;
     eq = e;
     peak = p;
+    if constexpr (kTrades) {
+      // A change closes the open trade (if any) and opens one when the new position is held.
+      Lanes code;
+      for (int g = 0; g < kLanes; ++g) code[g] = static_cast<double>(codes[g][t]);
+      const auto change = code != zero;
+      const auto closing = change & (in_trade != zero);
+      count = closing ? count + one : count;
+      total = closing ? total + growth - one : total;
+      in_trade = change ? (code == one + one ? one : zero) : in_trade;
+      growth = (change ? one : growth) * (in_trade != zero ? one + r : one);
+    }
   }
   for (int g = 0; g < used; ++g) {
     double* out = outs[g];
@@ -140,6 +196,12 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used) {
     out[kDuration] = longest[g];
     // log(0) = -inf for a wiped-out account, as the sum of log1p(r) gives.
     out[kLogGrowth] = std::isnan(out[kLogGrowth]) ? kNaN : std::log(eq[g]);
+    if constexpr (kTrades) {
+      const double trades = count[g] + (in_trade[g] != 0 ? 1.0 : 0.0);
+      const double sum = total[g] + (in_trade[g] != 0 ? growth[g] - 1.0 : 0.0);
+      out[kNumTrades] = trades;
+      out[kAvgTrade] = trades > 0 ? sum / trades : kNaN;
+    }
   }
 }
 
@@ -323,11 +385,23 @@ void Tails(const F* x, int64_t n, const Ranks& r, double* out, F* const* scratch
   out[kVar95] = u_lo + r.ufrac * (u_hi - u_lo);
 }
 
+// The rows to work on: returns x [rows, n] and optionally positions [rows, n, assets].
 template <typename F>
-void RowBlock(const F* x, int64_t rows_begin, int64_t rows_end, int64_t n, const Ranks& r,
+struct Rows {
+  const F* x;
+  const F* positions;  // nullptr: returns only
+  int64_t num_rows, n, assets;
+  int64_t width() const { return positions ? kNumStats : kNumReturnStats; }
+};
+
+template <typename F>
+void RowBlock(const Rows<F>& in, int64_t rows_begin, int64_t rows_end, const Ranks& r,
               F* result) {
+  const int64_t n = in.n, width = in.width();
   std::vector<double> stats(kLanes * kNumStats);
   std::vector<F> buffers(4 * (n + 16));
+  std::vector<F> codes(in.positions ? kLanes * n : 0);
+  const F* lane_codes[kLanes];
   F* scratch[4] = {buffers.data(), buffers.data() + (n + 16), buffers.data() + 2 * (n + 16),
                    buffers.data() + 3 * (n + 16)};
   for (int64_t row = rows_begin; row < rows_end; row += kLanes) {
@@ -336,31 +410,41 @@ void RowBlock(const F* x, int64_t rows_begin, int64_t rows_end, int64_t n, const
     const F* rows[kLanes];
     double* outs[kLanes];
     for (int g = 0; g < kLanes; ++g) {
-      rows[g] = x + (row + std::min(g, used - 1)) * n;  // spare lanes repeat the last row
+      const int64_t source = row + std::min(g, used - 1);  // spare lanes repeat the last row
+      rows[g] = in.x + source * n;
       outs[g] = stats.data() + g * kNumStats;
       if (g < used) finite[g] = Moments(rows[g], n, outs[g]);
+      if (in.positions) {
+        F* row_codes = codes.data() + g * n;
+        PositionCodes(in.positions + source * n * in.assets, n, in.assets, row_codes, outs[g]);
+        lane_codes[g] = row_codes;
+      }
     }
-    Drawdowns(rows, n, outs, used);
+    if (in.positions) {
+      Drawdowns<F, true>(rows, n, outs, used, lane_codes);
+    } else {
+      Drawdowns<F, false>(rows, n, outs, used, nullptr);
+    }
     for (int g = 0; g < used; ++g) {
-      F* dst = result + (row + g) * kNumStats;
+      F* dst = result + (row + g) * width;
       if (!finite[g]) {
-        for (int64_t i = 0; i < kNumStats; ++i) dst[i] = static_cast<F>(kNaN);
+        for (int64_t i = 0; i < width; ++i) dst[i] = static_cast<F>(kNaN);
         continue;
       }
       Tails(rows[g], n, r, outs[g], scratch);
-      for (int64_t i = 0; i < kNumStats; ++i) dst[i] = static_cast<F>(outs[g][i]);
+      for (int64_t i = 0; i < width; ++i) dst[i] = static_cast<F>(outs[g][i]);
     }
   }
 }
 
 template <typename F>
-void AllRows(ffi::ThreadPool& pool, const F* x, int64_t num_rows, int64_t n, const Ranks& r,
-             F* result) {
+void AllRows(ffi::ThreadPool& pool, const Rows<F>& in, const Ranks& r, F* result) {
   // One block per thread when the work is worth it (about 1 ms of it or more).
+  const int64_t num_rows = in.num_rows;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t blocks = num_rows * n >= (1 << 20) ? std::min(threads, num_rows) : 1;
+  const int64_t blocks = num_rows * in.n >= (1 << 20) ? std::min(threads, num_rows) : 1;
   if (blocks <= 1) {
-    RowBlock(x, 0, num_rows, n, r, result);
+    RowBlock(in, 0, num_rows, r, result);
     return;
   }
   const int64_t per_block = (num_rows + blocks - 1) / blocks;
@@ -370,39 +454,69 @@ void AllRows(ffi::ThreadPool& pool, const F* x, int64_t num_rows, int64_t n, con
   for (int64_t b = 1; b < blocks; ++b) {
     const int64_t begin = b * per_block, end = std::min(num_rows, begin + per_block);
     pool.Schedule([&, begin, end] {
-      if (begin < end) RowBlock(x, begin, end, n, r, result);
+      if (begin < end) RowBlock(in, begin, end, r, result);
       std::lock_guard<std::mutex> lock(mutex);
       if (--pending == 0) done.notify_one();
     });
   }
-  RowBlock(x, 0, std::min(num_rows, per_block), n, r, result);
+  RowBlock(in, 0, std::min(num_rows, per_block), r, result);
   std::unique_lock<std::mutex> lock(mutex);
   done.wait(lock, [&] { return pending == 0; });
 }
 
-ffi::Error RowStatsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out,
-                        int64_t lo, int64_t hi, double frac, int64_t ulo, int64_t uhi,
-                        double ufrac) {
+// Shared by both handlers; `positions` is null for the returns-only one.
+ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuffer* positions,
+               ffi::AnyBuffer& out, const Ranks& r) {
   const auto dims = x.dimensions();
   if (dims.size() < 1) return ffi::Error::InvalidArgument("row_stats: x needs a bar axis");
   const int64_t n = dims.back();
   if (n < 1) return ffi::Error::InvalidArgument("row_stats: series must have a bar");
   const int64_t num_rows = static_cast<int64_t>(x.element_count()) / n;
-  if (static_cast<int64_t>(out->element_count()) != num_rows * kNumStats)
-    return ffi::Error::InvalidArgument("row_stats: output must be [..., kNumStats]");
-  const Ranks r{lo, hi, ulo, uhi, frac, ufrac};
-  if (lo < 0 || hi < lo || hi >= n || ulo < 0 || uhi < ulo || uhi >= n)
+  int64_t assets = 0;
+  if (positions) {
+    if (positions->element_type() != x.element_type())
+      return ffi::Error::InvalidArgument("row_stats: positions must have the returns' type");
+    const int64_t count = static_cast<int64_t>(positions->element_count());
+    if (count % (num_rows * n) != 0 || count == 0)
+      return ffi::Error::InvalidArgument("row_stats: positions must be [..., T, A]");
+    assets = count / (num_rows * n);
+  }
+  const int64_t width = positions ? kNumStats : kNumReturnStats;
+  if (static_cast<int64_t>(out.element_count()) != num_rows * width)
+    return ffi::Error::InvalidArgument("row_stats: output has the wrong number of statistics");
+  if (r.lo < 0 || r.hi < r.lo || r.hi >= n || r.ulo < 0 || r.uhi < r.ulo || r.uhi >= n)
     return ffi::Error::InvalidArgument("row_stats: quantile ranks out of range");
   switch (x.element_type()) {
-    case ffi::DataType::F32:
-      AllRows(pool, x.typed_data<float>(), num_rows, n, r, out->typed_data<float>());
+    case ffi::DataType::F32: {
+      const Rows<float> in{x.typed_data<float>(),
+                           positions ? positions->typed_data<float>() : nullptr, num_rows, n,
+                           assets};
+      AllRows(pool, in, r, out.typed_data<float>());
       return ffi::Error::Success();
-    case ffi::DataType::F64:
-      AllRows(pool, x.typed_data<double>(), num_rows, n, r, out->typed_data<double>());
+    }
+    case ffi::DataType::F64: {
+      const Rows<double> in{x.typed_data<double>(),
+                            positions ? positions->typed_data<double>() : nullptr, num_rows, n,
+                            assets};
+      AllRows(pool, in, r, out.typed_data<double>());
       return ffi::Error::Success();
+    }
     default:
       return ffi::Error::InvalidArgument("row_stats: x must be float32 or float64");
   }
+}
+
+ffi::Error RowStatsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out,
+                        int64_t lo, int64_t hi, double frac, int64_t ulo, int64_t uhi,
+                        double ufrac) {
+  return Run(pool, x, nullptr, *out, Ranks{lo, hi, ulo, uhi, frac, ufrac});
+}
+
+ffi::Error RowStatsPositionsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                                 ffi::AnyBuffer positions, ffi::Result<ffi::AnyBuffer> out,
+                                 int64_t lo, int64_t hi, double frac, int64_t ulo, int64_t uhi,
+                                 double ufrac) {
+  return Run(pool, x, &positions, *out, Ranks{lo, hi, ulo, uhi, frac, ufrac});
 }
 
 }  // namespace
@@ -412,6 +526,19 @@ extern "C" int64_t jaxtrade_row_stats_count() { return kNumStats; }
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxtradeRowStats, RowStatsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("lo")
+                                  .Attr<int64_t>("hi")
+                                  .Attr<double>("frac")
+                                  .Attr<int64_t>("ulo")
+                                  .Attr<int64_t>("uhi")
+                                  .Attr<double>("ufrac"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxtradeRowStatsPositions, RowStatsPositionsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("lo")
