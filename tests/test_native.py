@@ -185,6 +185,36 @@ def test_only_cpu_programs_contain_the_custom_call() -> None:
     assert native.TARGET not in traced.lower(lowering_platforms=("cuda",)).as_text()
 
 
+def test_concurrent_kernel_calls_agree_with_single_calls() -> None:
+    # Independent calls big enough to be split over the thread pool, in one program and
+    # from two Python threads at once: the results must equal those of one call at a time
+    # (to float rounding of the fused formulas: no shared scratch between calls) and every
+    # call must finish (a subprocess, so a deadlock fails by timeout instead of hanging).
+    code = (
+        "import threading, jax, numpy as np\n"
+        "from jaxtrade import metrics as M\n"
+        "x = np.random.default_rng(0).normal(0, 0.01, (6, 600, 2520)).astype(np.float32)\n"
+        "keys = ('var_5', 'cvar_5', 'max_drawdown', 'sharpe')\n"
+        "one = [np.stack([np.asarray(M.batch_metrics(x[i] * (i + 1), 252.0)[k])\n"
+        "                 for k in keys]) for i in range(6)]\n"
+        "f = jax.jit(lambda a: [jax.numpy.stack([M.batch_metrics(a[i] * (i + 1), 252.0)[k]\n"
+        "                                        for k in keys]) for i in range(6)])\n"
+        "bad = []\n"
+        "def run():\n"
+        "    for _ in range(10):\n"
+        "        out = jax.block_until_ready(f(x))\n"
+        "        bad.extend(i for i in range(6)\n"
+        "                   if not np.allclose(out[i], one[i], rtol=1e-6, atol=0))\n"
+        "threads = [threading.Thread(target=run) for _ in range(2)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print('ok' if not bad else f'differ: {sorted(set(bad))}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=240)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.stdout,
+                                                                  done.stderr[-2000:])
+
+
 def test_opt_out_and_failed_builds_fall_back_to_jax(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     code = ("import numpy as np; from jaxtrade import metrics as M, native; "
@@ -201,4 +231,11 @@ def test_opt_out_and_failed_builds_fall_back_to_jax(tmp_path: Path,
     monkeypatch.setenv("CXX", "false")
     monkeypatch.setenv("JAXTRADE_CACHE_DIR", str(tmp_path))
     with pytest.warns(RuntimeWarning, match="using the JAX path"):
+        assert native.library_path() is None
+    # A cache folder that cannot be created (here: a file is in the way).
+    monkeypatch.delenv("CXX")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXTRADE_CACHE_DIR", str(blocker))
+    with pytest.warns(RuntimeWarning, match="JAXTRADE_CACHE_DIR"):
         assert native.library_path() is None

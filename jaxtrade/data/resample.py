@@ -23,6 +23,17 @@ from jaxtrade.data.calendar import spacing_us
 from jaxtrade.errors import ConfigError
 
 
+def ohlcv_aggregations() -> list[pl.Expr]:
+    """First open, highest high, lowest low, last close, summed volume (one coarse bar)."""
+    return [
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+    ]
+
+
 def _check_every(frame: pl.DataFrame, every: str) -> None:
     probe = pl.Series([frame["timestamp"][0]])
     try:
@@ -52,13 +63,7 @@ def resample(frame: pl.DataFrame, every: str, *, drop_partial: bool = True) -> p
     )
     bars = ordered.group_by_dynamic(
         "timestamp", every=every, closed="left", label="left", group_by=key, start_by="window"
-    ).agg(
-        pl.col("open").first(),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").last(),
-        pl.col("volume").sum(),
-    )
+    ).agg(ohlcv_aggregations())
     if drop_partial:
         last_bucket = pl.col("timestamp") == pl.col("timestamp").max().over(key)
         cut_short = pl.col("_covered") < pl.col("timestamp").dt.offset_by(every)

@@ -14,23 +14,23 @@ import datetime as dt
 
 import polars as pl
 
+from jaxtrade.data.resample import ohlcv_aggregations
 from jaxtrade.features.spec import timeframe_seconds
 
 CLOSE_TIME = "__close_time"
 
 
 def resample(frame: pl.DataFrame, timeframe: str) -> pl.DataFrame:
-    """OHLCV of one symbol aggregated to `timeframe` bars, with their close time."""
+    """OHLCV of one symbol aggregated to `timeframe` bars, with their close time.
+
+    The same aggregation as `jaxtrade.data.resample`, but the last (possibly still forming)
+    bucket is kept: the as-of join on close times never hands it to a fine bar before it
+    has closed.
+    """
     every = dt.timedelta(seconds=timeframe_seconds(timeframe))
     coarse = frame.group_by_dynamic(
         "timestamp", every=every, closed="left", label="left", start_by="window"
-    ).agg(
-        pl.col("open").first(),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").last(),
-        pl.col("volume").sum(),
-    )
+    ).agg(ohlcv_aggregations())
     return coarse.with_columns((pl.col("timestamp") + every).alias(CLOSE_TIME))
 
 

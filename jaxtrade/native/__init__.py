@@ -98,6 +98,7 @@ def _flags(include: str) -> list[str]:
 def library_path() -> Path | None:
     """Path of the compiled kernel, building it if needed; None (with a warning) on failure."""
     import jax
+    import jaxlib
 
     compiler = _compiler()
     if compiler is None:
@@ -111,13 +112,21 @@ def library_path() -> Path | None:
         _warn(f"{compiler} --version failed: {err}")
         return None
     key = hashlib.sha256("\n".join([
-        SOURCE.read_text(), version, _cpu_signature(), jax.__version__,
+        SOURCE.read_text(), version, _cpu_signature(), jax.__version__, jaxlib.__version__,
         " ".join(_flags(include)),
     ]).encode()).hexdigest()[:16]
     target = cache_dir() / "native" / f"row_stats-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _compile(compiler, include, target)
+    except OSError as err:  # an unwritable cache folder, a full disk, ...
+        _warn(f"building {target} failed: {err} (set JAXTRADE_CACHE_DIR)")
+        return None
+
+
+def _compile(compiler: str, include: str, target: Path) -> Path | None:
     print(f"jaxtrade: compiling the native metrics kernel once for this machine -> {target}",
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -125,7 +134,7 @@ def library_path() -> Path | None:
         cmd = [compiler, *_flags(include), str(SOURCE), "-o", str(partial)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as err:
+        except subprocess.SubprocessError as err:
             _warn(f"compiling failed: {err}")
             return None
         if done.returncode != 0:

@@ -7,7 +7,7 @@
 // sits in L1: moments, then the drawdown recurrence (four rows interleaved so their
 // dependency chains overlap), then the tails from a small candidate set picked with a
 // Cornish-Fisher pivot (re-done over the whole row when the pivot leaves too few values).
-// Rows are shared out over XLA's intra-op thread pool. Accumulation is in double.
+// Blocks of rows are shared out over XLA's intra-op thread pool. Accumulation is in double.
 //
 // Input x [..., T] (float32 or float64), optionally positions [..., T, A] of the same type;
 // output [..., kNumReturnStats] (or [..., kNumStats] with positions) of the same type, one
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -437,31 +438,55 @@ void RowBlock(const Rows<F>& in, int64_t rows_begin, int64_t rows_end, const Ran
   }
 }
 
+// Rows are cut into blocks that the calling thread and helpers scheduled on XLA's
+// intra-op pool claim from a shared counter. The caller waits only for blocks that some
+// thread has claimed and is running, never for a helper still queued (several of these
+// calls may be running at once on all the pool's threads); a helper that starts after the
+// work is gone finds nothing to claim and touches only the shared counters it co-owns.
+template <typename F>
+struct Work {
+  Rows<F> in;
+  Ranks ranks;
+  F* result;
+  int64_t blocks, per_block;
+  std::atomic<int64_t> next{0}, finished{0};
+  std::mutex mutex;
+  std::condition_variable all_done;
+
+  void Drain() {
+    for (;;) {
+      const int64_t b = next.fetch_add(1);
+      if (b >= blocks) return;
+      const int64_t begin = b * per_block, end = std::min(in.num_rows, begin + per_block);
+      if (begin < end) RowBlock(in, begin, end, ranks, result);
+      if (finished.fetch_add(1) + 1 == blocks) {
+        std::lock_guard<std::mutex> lock(mutex);
+        all_done.notify_all();
+      }
+    }
+  }
+};
+
 template <typename F>
 void AllRows(ffi::ThreadPool& pool, const Rows<F>& in, const Ranks& r, F* result) {
-  // One block per thread when the work is worth it (about 1 ms of it or more).
-  const int64_t num_rows = in.num_rows;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t blocks = num_rows * in.n >= (1 << 20) ? std::min(threads, num_rows) : 1;
-  if (blocks <= 1) {
-    RowBlock(in, 0, num_rows, r, result);
+  // Split only work worth it (about 1 ms or more); a few blocks per thread balance them.
+  const int64_t blocks =
+      in.num_rows * in.n >= (1 << 20) ? std::min(4 * threads, (in.num_rows + 7) / 8) : 1;
+  if (threads == 1 || blocks <= 1) {
+    RowBlock(in, 0, in.num_rows, r, result);
     return;
   }
-  const int64_t per_block = (num_rows + blocks - 1) / blocks;
-  std::mutex mutex;
-  std::condition_variable done;
-  int64_t pending = blocks - 1;
-  for (int64_t b = 1; b < blocks; ++b) {
-    const int64_t begin = b * per_block, end = std::min(num_rows, begin + per_block);
-    pool.Schedule([&, begin, end] {
-      if (begin < end) RowBlock(in, begin, end, r, result);
-      std::lock_guard<std::mutex> lock(mutex);
-      if (--pending == 0) done.notify_one();
-    });
-  }
-  RowBlock(in, 0, std::min(num_rows, per_block), r, result);
-  std::unique_lock<std::mutex> lock(mutex);
-  done.wait(lock, [&] { return pending == 0; });
+  auto work = std::make_shared<Work<F>>();
+  work->in = in;
+  work->ranks = r;
+  work->result = result;
+  work->blocks = blocks;
+  work->per_block = (in.num_rows + blocks - 1) / blocks;
+  for (int64_t i = 1; i < threads; ++i) pool.Schedule([work] { work->Drain(); });
+  work->Drain();
+  std::unique_lock<std::mutex> lock(work->mutex);
+  work->all_done.wait(lock, [&] { return work->finished.load() == work->blocks; });
 }
 
 // Shared by both handlers; `positions` is null for the returns-only one.
