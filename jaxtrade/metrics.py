@@ -669,13 +669,15 @@ def _row_stats_xla(
     }
     if positions is None:
         return stats, None
-    wide = positions if positions.ndim == 3 else positions[..., None]
-    previous = jnp.concatenate([jnp.zeros_like(wide[:, :1]), wide[:, :-1]], axis=1)
+    previous = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions[:, :-1]], axis=1)
+    traded, gross = jnp.abs(positions - previous), jnp.abs(positions)
+    if positions.ndim == 3:  # sum over assets
+        traded, gross = jnp.sum(traded, axis=-1), jnp.sum(gross, axis=-1)
     held = {
         "num_trades": path["num_trades"],
         "avg_trade_return": path["avg_trade_return"],
-        "turnover": jnp.mean(jnp.sum(jnp.abs(wide - previous), axis=-1), axis=-1),
-        "exposure": jnp.mean(jnp.sum(jnp.abs(wide), axis=-1) > 0, axis=-1),
+        "turnover": jnp.mean(traded, axis=-1),
+        "exposure": jnp.mean(gross > 0, axis=-1),
     }
     return stats, {k: jnp.asarray(v, returns.dtype) for k, v in held.items()}
 
@@ -684,6 +686,9 @@ def _row_stats_native(
     returns: Array, positions: Array | None
 ) -> tuple[dict[str, Array], dict[str, Array] | None]:
     """`_row_stats_xla` on CPU, from the native kernel (jaxtrade/native/row_stats.cc)."""
+    if not native.available():  # builds and registers it on first use
+        raise RuntimeError("the native metrics kernel is not available; see the warning above "
+                           "or unset JAXTRADE_NATIVE=0")
     (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(returns.shape[-1])
     ranks = {"lo": np.int64(lo), "hi": np.int64(hi), "frac": np.float64(frac),
              "ulo": np.int64(ulo), "uhi": np.int64(uhi), "ufrac": np.float64(ufrac)}
