@@ -215,6 +215,20 @@ def test_concurrent_kernel_calls_agree_with_single_calls() -> None:
                                                                   done.stderr[-2000:])
 
 
+def test_build_without_avx512_gives_the_same_results(tmp_path: Path) -> None:
+    # CPUs without AVX-512 take the scalar candidate split and narrower vectors: build that
+    # variant into its own cache folder and run the comparisons above with it.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXTRADE_CACHE_DIR": str(tmp_path),
+           "JAXTRADE_NATIVE_CXXFLAGS": "-mno-avx512f"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         "equal_the_jax_path or exact_order_statistics or builds_and_registers"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    built = list((tmp_path / "native").glob("row_stats-*.so"))
+    assert len(built) == 1
+
+
 def test_opt_out_and_failed_builds_fall_back_to_jax(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     code = ("import numpy as np; from jaxtrade import metrics as M, native; "

@@ -10,9 +10,10 @@ which gives the same numbers (tests compare both with each other and with empyri
 
 The shared library is built once per machine and source version into the cache folder
 ($JAXTRADE_CACHE_DIR, else $XDG_CACHE_HOME/jaxtrade, else ~/.cache/jaxtrade) with
-`$CXX` (else g++, c++ or clang++), `-O3 -march=native`, and the FFI headers that ship
-with jaxlib. Set JAXTRADE_NATIVE=0 to never build or use it. A failed build prints one
-warning with the compiler's message and the metrics fall back to JAX.
+`$CXX` (else g++, c++ or clang++), `-O3 -march=native` plus $JAXTRADE_NATIVE_CXXFLAGS,
+and the FFI headers that ship with jaxlib. Set JAXTRADE_NATIVE=0 to never build or use it.
+A failed build prints one warning with the compiler's message and the metrics fall back to
+JAX.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,8 +93,9 @@ def _cpu_signature() -> str:
 
 
 def _flags(include: str) -> list[str]:
+    extra = shlex.split(os.environ.get("JAXTRADE_NATIVE_CXXFLAGS", ""))
     return ["-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fopenmp-simd",
-            "-fno-math-errno", f"-I{include}"]
+            "-fno-math-errno", f"-I{include}", *extra]
 
 
 def library_path() -> Path | None:
