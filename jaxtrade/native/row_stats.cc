@@ -1,19 +1,18 @@
-// Row statistics of per-bar return series for jaxtrade.metrics: an XLA FFI handler for CPU.
+// Row statistics of per-bar return series for jaxtrade.metrics: XLA FFI handlers for CPU.
 //
 // XLA:CPU has no fast selection (its sort and top_k call a comparator per comparison) and
 // runs a per-bar recurrence as one small kernel per bar, so on [10,000 x 2,520] returns the
 // compiled JAX metrics spend most of their time on the exact 5%/95% tails and on the drawdown
-// scan. This handler computes the same statistics of each row in a few passes while the row
-// sits in L1: moments, then the drawdown recurrence (four rows interleaved so their
-// dependency chains overlap), then the tails from a small candidate set picked with a
-// Cornish-Fisher pivot (re-done over the whole row when the pivot leaves too few values).
-// Blocks of rows are shared out over XLA's intra-op thread pool. Accumulation is in double.
+// scan. These handlers compute the same statistics of each row in a few passes while the row
+// sits in L1: moments; the drawdown (and trade) recurrence of 8 rows at once, one vector lane
+// per row; then the tails, selected among candidates split off with Cornish-Fisher pivots
+// (the whole row when a pivot leaves too few). Blocks of rows are shared out over XLA's
+// intra-op thread pool. Accumulation is in double.
 //
 // Input x [..., T] (float32 or float64), optionally positions [..., T, A] of the same type;
 // output [..., kNumReturnStats] (or [..., kNumStats] with positions) of the same type, one
-// row of the Stat values below per input row. Trades are found in the same per-bar pass as
-// the drawdown. Attributes: ascending ranks and weights of the lower
-// (5%) and upper (95%) linear quantiles, lo/hi/frac and ulo/uhi/ufrac, as
+// row of the Stat values below per input row. Attributes: ascending ranks and weights of the
+// lower (5%) and upper (95%) linear quantiles, lo/hi/frac and ulo/uhi/ufrac, as
 // jaxtrade.metrics._ranks gives them; CVaR is the mean of the lo + 1 smallest values.
 // A row containing NaN gives NaN for every statistic.
 
@@ -120,14 +119,12 @@ bool Moments(const F* x, int64_t n, double* out) {
   return true;
 }
 
-// Pass 3: the drawdown recurrence of kLanes rows at once, one vector lane per row. The
-// worst ratio equity / peak is kept as the pair (e_w, p_w) and compared by
-// cross-multiplication (peaks are >= 1), so no division runs per bar.
+// Rows whose recurrences run together, one lane of a vector of doubles each.
 constexpr int kLanes = 8;
 typedef double Lanes __attribute__((vector_size(8 * kLanes)));
 
-// Per-bar trade state of one row of positions [T, A] as codes[t]: 0 no change, 1 a change
-// to flat, 2 a change to a held position. A change is any
+// With positions, before pass 3: the per-bar trade state of one row of positions [T, A] as
+// codes[t]: 0 no change, 1 a change to flat, 2 a change to a held position. A change is any
 // asset's position differing from the bar before (the first bar compares with flat); held
 // is any asset non-zero. Also turnover and exposure.
 template <typename F>
@@ -161,6 +158,9 @@ void PositionCodes(const F* pos, int64_t n, int64_t assets, F* codes, double* ou
   out[kExposure] = exposed / static_cast<double>(n);
 }
 
+// Pass 3: the drawdown recurrence (and with kTrades the trade recurrence) of kLanes rows at
+// once. The worst ratio equity / peak is kept as the pair (e_w, p_w) and compared by
+// cross-multiplication (peaks are >= 1), so no division runs per bar.
 template <typename F, bool kTrades>
 void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
                const F* const* codes) {
@@ -207,9 +207,9 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
 }
 
 // Splits x[0, n) into below[] (values v with v < low, or v <= low when kInclusive) and
-// above[] (v > high, or v >= high), returning both counts. Branch-free: with AVX-512 the
-// compressed lanes are stored every time and the write position advances by the number
-// kept. Both outputs need n + 16 slots.
+// above[] (v > high, or v >= high), returning both counts. Branch-free: each value (with
+// AVX-512 and float32, each compressed vector of 16) is stored every time and the write
+// position advances by the number kept. Both outputs need n + 16 slots.
 template <bool kInclusive, typename F>
 void Split(const F* x, int64_t n, F low, F high, F* below, int64_t* num_below, F* above,
            int64_t* num_above) {
@@ -226,17 +226,6 @@ void Split(const F* x, int64_t n, F low, F high, F* below, int64_t* num_below, F
       const __mmask16 ma = _mm512_cmp_ps_mask(v, vhigh, kAbove);
       _mm512_storeu_ps(below + nb, _mm512_maskz_compress_ps(mb, v));
       _mm512_storeu_ps(above + na, _mm512_maskz_compress_ps(ma, v));
-      nb += __builtin_popcount(mb);
-      na += __builtin_popcount(ma);
-    }
-  } else {
-    const __m512d vlow = _mm512_set1_pd(low), vhigh = _mm512_set1_pd(high);
-    for (; t + 8 <= n; t += 8) {
-      const __m512d v = _mm512_loadu_pd(x + t);
-      const __mmask8 mb = _mm512_cmp_pd_mask(v, vlow, kBelow);
-      const __mmask8 ma = _mm512_cmp_pd_mask(v, vhigh, kAbove);
-      _mm512_storeu_pd(below + nb, _mm512_maskz_compress_pd(mb, v));
-      _mm512_storeu_pd(above + na, _mm512_maskz_compress_pd(ma, v));
       nb += __builtin_popcount(mb);
       na += __builtin_popcount(ma);
     }
