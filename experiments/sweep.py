@@ -187,13 +187,18 @@ def summary_table(summary: Mapping[str, Any], limit: int = 20) -> str:
     trials = summary["trials"]
     axes = [k for k in (trials[0] if trials else {}) if k == "seed" or k.startswith(
         HPARAM_PREFIX) or k == "job"]
-    head = f"{'rank':>4} {'trial':>5} " + " ".join(f"{a.removeprefix(HPARAM_PREFIX):>14}"
-                                                    for a in axes)
+    shown = trials[:limit]
+    # Each axis column is as wide as its name or its widest value (a multirun's `job` holds
+    # whole override strings), at least 14.
+    widths = {a: max([14, len(a.removeprefix(HPARAM_PREFIX))]
+                     + [len(_cell(t.get(a))) for t in shown]) for a in axes}
+    head = f"{'rank':>4} {'trial':>5} " + " ".join(
+        f"{a.removeprefix(HPARAM_PREFIX):>{widths[a]}}" for a in axes)
     head += f" {'val Sharpe':>11} {'val return':>11} {'val max DD':>11}"
     lines = [f"sweep: {summary['num_trials']} trials (ranked by validation Sharpe) in "
              f"{summary['run_dir']}", head]
-    for rank, t in enumerate(trials[:limit], 1):
-        cells = " ".join(f"{_cell(t.get(a)):>14}" for a in axes)
+    for rank, t in enumerate(shown, 1):
+        cells = " ".join(f"{_cell(t.get(a)):>{widths[a]}}" for a in axes)
         lines.append(f"{rank:>4} {t['trial']:>5} {cells} {_cell(t.get('validation_sharpe')):>11}"
                      f" {_cell(t.get('validation_total_return'), pct=True):>11}"
                      f" {_cell(t.get('validation_max_drawdown'), pct=True):>11}")

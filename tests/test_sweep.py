@@ -10,7 +10,7 @@ import pytest
 from test_cli import TINY
 from test_logging import wandb_runs
 
-from experiments.sweep import sample_points, split_sweep_overrides
+from experiments.sweep import sample_points, split_sweep_overrides, summary_table
 from jaxtrade.cli import main
 
 
@@ -80,3 +80,19 @@ def test_two_by_two_vmapped_sweep_gives_four_runs(tmp_path: Path,
     assert len(runs) == 4 and len({r["group"] for r in runs}) == 1
     assert {(r["config"]["point"]["agent.hparams.learning_rate"],
              r["config"]["point"]["agent.hparams.ent_coef"]) for r in runs} == combos
+
+
+def test_summary_table_columns_stay_aligned_with_long_multirun_jobs() -> None:
+    job = "env.num_envs=64 agent.hparams.learning_rate=0.0003 agent.hparams.ent_coef=0.01"
+    trials = [
+        {"trial": 0, "seed": 0, "job": job, "validation_sharpe": 1.234,
+         "validation_total_return": 0.12, "validation_max_drawdown": -0.08},
+        {"trial": 1, "seed": 1, "job": "env.num_envs=8", "validation_sharpe": -0.5,
+         "validation_total_return": -0.02, "validation_max_drawdown": -0.3},
+    ]
+    table = summary_table({"trials": trials, "num_trials": 2, "run_dir": "runs/x"})
+    head, *rows = table.splitlines()[1:]
+    assert job in rows[0]
+    # Every row is as long as the header and its last column ends where the header's does.
+    assert [len(row) for row in rows] == [len(head)] * len(rows)
+    assert head.index("job") + 3 == rows[0].index(job) + len(job)
