@@ -168,6 +168,15 @@ class CheckpointManager:
                 x, jax.Array) else x),
             _to_savable(like),
         )
+        saved = self._saved_shapes(int(step))
+        wanted = sorted(tuple(x.shape) for x in jax.tree_util.tree_leaves(template))
+        if saved is not None and saved != wanted:
+            # Checked before orbax starts reading: a mismatch found mid-restore leaves its
+            # pending reads behind (they surface later as ignored-coroutine warnings).
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} does not match this run's state "
+                f"(different agent, network or num_envs?): the shapes of its {len(saved)} arrays "
+                f"differ from those of this run's {len(wanted)}")
         try:
             restored = self._manager.restore(
                 int(step),
@@ -182,6 +191,18 @@ class CheckpointManager:
                 f"(different agent, network or num_envs?): {str(err).splitlines()[0]}"
             ) from None
         return _from_savable(restored["state"], like), dict(restored["metadata"])
+
+    def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
+        """Sorted shapes of the arrays saved at `step`, from orbax's metadata (None if
+        it cannot be read; the restore then does the checking)."""
+        try:
+            tree = self._manager.item_metadata(step)["state"]
+            leaves = jax.tree_util.tree_leaves(getattr(tree, "tree", tree),
+                                               is_leaf=lambda x: hasattr(x, "shape"))
+            # A manager that has not handled this item yet may get no tree back.
+            return sorted(tuple(leaf.shape) for leaf in leaves) if leaves else None
+        except Exception:  # noqa: BLE001 - an optional early check, never a failure
+            return None
 
     def close(self) -> None:
         self._manager.close()
