@@ -308,9 +308,9 @@ double NormalQuantile(double p) {
 
 // Pass 4: the exact tails. Candidates for the hi + 1 smallest and the n - ulo largest
 // values are split off with Cornish-Fisher pivots (the whole row when a pivot leaves too
-// few), the order statistics at ranks lo and ulo are selected among them, and one last
-// pass over the row gives the neighbours at ranks hi and uhi and the CVaR sum, ties
-// included.
+// few), the order statistics at ranks lo and ulo are selected among them, and a pass over
+// each candidate set gives the neighbours at ranks hi and uhi and the CVaR sum, ties
+// included. `scratch` is five buffers of n + 16 values.
 template <typename F>
 void Tails(const F* x, int64_t n, const Ranks& r, double* out, F* const* scratch) {
   const int64_t need_low = r.hi + 1, need_high = n - r.ulo;
@@ -338,35 +338,44 @@ void Tails(const F* x, int64_t n, const Ranks& r, double* out, F* const* scratch
     const F high = static_cast<F>(pivot(static_cast<double>(need_high) + margin, -1.0));
     Split<true>(x, n, low, high, below[0], &nb, above[0], &na);
   }
+  using Count = std::conditional_t<sizeof(F) == 4, int32_t, int64_t>;
+  constexpr F kInf = std::numeric_limits<F>::infinity();
+  F* kept = scratch[4];  // the candidates as split: Select scrambles its buffers
+  // Lower tail. below[] holds the nb smallest values (ties included), so ascending ranks
+  // match, and every value < v and the next one above v (when rank hi needs it) are in it.
   if (nb < need_low) {
     std::copy(x, x + n, below[0]);
     nb = n;
   }
-  // below[] holds the nb smallest values (ties included), so ascending ranks match.
+  std::copy(below[0], below[0] + nb, kept);
   const F v = Select(below, nb, r.lo);
+  F sum_below = 0, next_v = kInf;
+  Count less = 0, at_most_v = 0;
+#pragma omp simd reduction(+ : sum_below, less, at_most_v) reduction(min : next_v)
+  for (int64_t i = 0; i < nb; ++i) {
+    const F value = kept[i];
+    sum_below += value < v ? value : F(0);
+    less += value < v;
+    at_most_v += value <= v;
+    next_v = value > v && value < next_v ? value : next_v;
+  }
+  // Upper tail: above[] holds the na largest, so ascending rank ulo of x is rank
+  // ulo - (n - na) there, and every value > u is in it.
   if (na < need_high) {
     std::copy(x, x + n, above[0]);
     na = n;
   }
-  // above[] holds the na largest: ascending rank ulo of x is rank ulo - (n - na) there.
+  std::copy(above[0], above[0] + na, kept);
   const F u = Select(above, na, r.ulo - (n - na));
-  // Neighbours and the CVaR sum from the row itself (lane-width accumulators so the loop
-  // vectorizes; counts are exact integers).
-  using Count = std::conditional_t<sizeof(F) == 4, int32_t, int64_t>;
-  constexpr F kInf = std::numeric_limits<F>::infinity();
-  F sum_below = 0, next_v = kInf, next_u = kInf;
-  Count less = 0, at_most_v = 0, at_most_u = 0;
-#pragma omp simd reduction(+ : sum_below, less, at_most_v, at_most_u) \
-    reduction(min : next_v, next_u)
-  for (int64_t t = 0; t < n; ++t) {
-    const F value = x[t];
-    sum_below += value < v ? value : F(0);
-    less += value < v;
-    at_most_v += value <= v;
-    at_most_u += value <= u;
-    next_v = value > v && value < next_v ? value : next_v;
+  F next_u = kInf;
+  Count greater = 0;
+#pragma omp simd reduction(+ : greater) reduction(min : next_u)
+  for (int64_t i = 0; i < na; ++i) {
+    const F value = kept[i];
+    greater += value > u;
     next_u = value > u && value < next_u ? value : next_u;
   }
+  const int64_t at_most_u = n - greater;
   const double x_lo = v, x_hi = at_most_v >= r.hi + 1 ? v : next_v;
   const double u_lo = u, u_hi = at_most_u >= r.uhi + 1 ? u : next_u;
   out[kVar5] = x_lo + r.frac * (x_hi - x_lo);
@@ -389,11 +398,11 @@ void RowBlock(const Rows<F>& in, int64_t rows_begin, int64_t rows_end, const Ran
               F* result) {
   const int64_t n = in.n, width = in.width();
   std::vector<double> stats(kLanes * kNumStats);
-  std::vector<F> buffers(4 * (n + 16));
+  std::vector<F> buffers(5 * (n + 16));
   std::vector<F> codes(in.positions ? kLanes * n : 0);
   const F* lane_codes[kLanes];
-  F* scratch[4] = {buffers.data(), buffers.data() + (n + 16), buffers.data() + 2 * (n + 16),
-                   buffers.data() + 3 * (n + 16)};
+  F* scratch[5];
+  for (int i = 0; i < 5; ++i) scratch[i] = buffers.data() + i * (n + 16);
   for (int64_t row = rows_begin; row < rows_end; row += kLanes) {
     const int used = static_cast<int>(std::min<int64_t>(kLanes, rows_end - row));
     bool finite[kLanes];
