@@ -158,6 +158,33 @@ void PositionCodes(const F* pos, int64_t n, int64_t assets, F* codes, double* ou
   out[kExposure] = exposed / static_cast<double>(n);
 }
 
+// Eight float rows read as eight bars: out[k][g] = rows[g][t + k]. An 8 x 8 transpose in
+// registers (three rounds of two-vector shuffles) instead of 64 scalar loads and inserts.
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int Ints8 __attribute__((vector_size(32)));
+
+inline void Transpose8(const float* const* rows, int64_t t, Floats8* out) {
+  Floats8 r[8], a[8], b[8];
+  for (int g = 0; g < 8; ++g) __builtin_memcpy(&r[g], rows[g] + t, sizeof(Floats8));
+  const Ints8 lo{0, 8, 1, 9, 4, 12, 5, 13}, hi{2, 10, 3, 11, 6, 14, 7, 15};
+  const Ints8 pair_lo{0, 1, 8, 9, 4, 5, 12, 13}, pair_hi{2, 3, 10, 11, 6, 7, 14, 15};
+  const Ints8 half_lo{0, 1, 2, 3, 8, 9, 10, 11}, half_hi{4, 5, 6, 7, 12, 13, 14, 15};
+  for (int g = 0; g < 8; g += 2) {  // [r0_0 r1_0 r0_1 r1_1 | r0_4 r1_4 r0_5 r1_5], ...
+    a[g] = __builtin_shuffle(r[g], r[g + 1], lo);
+    a[g + 1] = __builtin_shuffle(r[g], r[g + 1], hi);
+  }
+  for (int g = 0; g < 8; g += 4) {  // [r0_0 r1_0 r2_0 r3_0 | r0_4 r1_4 r2_4 r3_4], ...
+    b[g] = __builtin_shuffle(a[g], a[g + 2], pair_lo);
+    b[g + 1] = __builtin_shuffle(a[g], a[g + 2], pair_hi);
+    b[g + 2] = __builtin_shuffle(a[g + 1], a[g + 3], pair_lo);
+    b[g + 3] = __builtin_shuffle(a[g + 1], a[g + 3], pair_hi);
+  }
+  for (int k = 0; k < 4; ++k) {  // halves of rows 0-3 and 4-7: bars k and k + 4
+    out[k] = __builtin_shuffle(b[k], b[k + 4], half_lo);
+    out[k + 4] = __builtin_shuffle(b[k], b[k + 4], half_hi);
+  }
+}
+
 // Pass 3: the drawdown recurrence (and with kTrades the trade recurrence) of kLanes rows at
 // once. The worst ratio equity / peak is kept as the pair (e_w, p_w) and compared by
 // cross-multiplication (peaks are >= 1), so no division runs per bar.
@@ -167,9 +194,7 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
   const Lanes one = Lanes{} + 1.0, zero = Lanes{};
   Lanes eq = one, peak = one, worst_e = one, worst_p = one, since = zero, longest = zero;
   Lanes growth = one, in_trade = zero, count = zero, total = zero;
-  for (int64_t t = 0; t < n; ++t) {
-    Lanes r;
-    for (int g = 0; g < kLanes; ++g) r[g] = static_cast<double>(rows[g][t]);
+  auto bar = [&](const Lanes& r, const Lanes& code) {
     const Lanes e = eq * (one + r);
     const Lanes p = e > peak ? e : peak;
     const auto deeper = e * worst_p < worst_e * p;
@@ -181,8 +206,6 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
     peak = p;
     if constexpr (kTrades) {
       // A change closes the open trade (if any) and opens one when the new position is held.
-      Lanes code;
-      for (int g = 0; g < kLanes; ++g) code[g] = static_cast<double>(codes[g][t]);
       const auto change = code != zero;
       const auto closing = change & (in_trade != zero);
       count = closing ? count + one : count;
@@ -190,6 +213,26 @@ void Drawdowns(const F* const* rows, int64_t n, double* const* outs, int used,
       in_trade = change ? (code == one + one ? one : zero) : in_trade;
       growth = (change ? one : growth) * (in_trade != zero ? one + r : one);
     }
+  };
+  int64_t t = 0;
+  if constexpr (sizeof(F) == 4 && kLanes == 8) {
+    Floats8 r8[8], c8[8];
+    for (; t + 8 <= n; t += 8) {
+      Transpose8(rows, t, r8);
+      if constexpr (kTrades) Transpose8(codes, t, c8);
+      for (int k = 0; k < 8; ++k) {
+        bar(__builtin_convertvector(r8[k], Lanes),
+            kTrades ? __builtin_convertvector(c8[k], Lanes) : zero);
+      }
+    }
+  }
+  for (; t < n; ++t) {
+    Lanes r, code = zero;
+    for (int g = 0; g < kLanes; ++g) r[g] = static_cast<double>(rows[g][t]);
+    if constexpr (kTrades) {
+      for (int g = 0; g < kLanes; ++g) code[g] = static_cast<double>(codes[g][t]);
+    }
+    bar(r, code);
   }
   for (int g = 0; g < used; ++g) {
     double* out = outs[g];
