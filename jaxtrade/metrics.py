@@ -824,6 +824,8 @@ def batch_metrics(
     returns = _f(returns)
     if returns.ndim != 2:
         raise ValueError(f"returns must be [N, T], got shape {returns.shape}")
+    if returns.shape[1] == 0:  # like compute_metrics of an empty series
+        return {key: jnp.full(returns.shape[:1], jnp.nan, returns.dtype) for key in METRIC_KEYS}
     if positions is None:
         return _batch_no_positions(returns, bars_per_year)
     return _batch_with_positions(returns, bars_per_year, _f(positions))

@@ -138,6 +138,15 @@ def test_edge_case_values_are_the_stated_conventions(row_stats_path: str) -> Non
     assert first["max_drawdown"] == pytest.approx(-0.05)
 
 
+def test_batch_of_empty_series_is_nan_like_a_single_empty_series() -> None:
+    out = M.batch_metrics(np.zeros((3, 0)), 252.0)
+    single = M.compute_metrics(np.zeros(0), 252.0)
+    for key in M.METRIC_KEYS:
+        assert out[key].shape == (3,) and np.all(np.isnan(np.asarray(out[key]))), key
+        assert math.isnan(float(single[key])), key
+    assert all(v.shape == (0,) for v in M.batch_metrics(np.zeros((0, 10)), 252.0).values())
+
+
 def test_batch_metrics_equal_single_series(row_stats_path: str) -> None:
     returns = _returns("sp500_daily")[:2520]
     rng = np.random.default_rng(0)
