@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -589,27 +590,27 @@ ffi::Error RowStatsPositionsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
 
 extern "C" int64_t jaxtrade_row_stats_count() { return kNumStats; }
 
+// Both handlers end with the same quantile-rank attributes.
+template <typename Binding>
+auto WithRanks(Binding binding) {
+  return std::move(binding)
+      .template Attr<int64_t>("lo")
+      .template Attr<int64_t>("hi")
+      .template Attr<double>("frac")
+      .template Attr<int64_t>("ulo")
+      .template Attr<int64_t>("uhi")
+      .template Attr<double>("ufrac");
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxtradeRowStats, RowStatsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("lo")
-                                  .Attr<int64_t>("hi")
-                                  .Attr<double>("frac")
-                                  .Attr<int64_t>("ulo")
-                                  .Attr<int64_t>("uhi")
-                                  .Attr<double>("ufrac"));
+                              WithRanks(ffi::Ffi::Bind()
+                                            .Ctx<ffi::ThreadPool>()
+                                            .Arg<ffi::AnyBuffer>()
+                                            .Ret<ffi::AnyBuffer>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxtradeRowStatsPositions, RowStatsPositionsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("lo")
-                                  .Attr<int64_t>("hi")
-                                  .Attr<double>("frac")
-                                  .Attr<int64_t>("ulo")
-                                  .Attr<int64_t>("uhi")
-                                  .Attr<double>("ufrac"));
+                              WithRanks(ffi::Ffi::Bind()
+                                            .Ctx<ffi::ThreadPool>()
+                                            .Arg<ffi::AnyBuffer>()
+                                            .Arg<ffi::AnyBuffer>()
+                                            .Ret<ffi::AnyBuffer>()));
