@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import os
 import platform
 import subprocess
 import sys
@@ -49,8 +48,10 @@ def split_flags(argv: Sequence[str]) -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jaxtrade" / "jax_cache"
+    """JAX's compilation cache inside jaxtrade's cache folder (see `native.cache_dir`)."""
+    from jaxtrade.native import cache_dir
+
+    return cache_dir() / "jax_cache"
 
 
 def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:

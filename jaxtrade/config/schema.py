@@ -104,7 +104,8 @@ class RunConfig:
     # Default: runs/<agent>-<data>-<UTC time>.
     run_dir: str | None = None
     resume: bool = False
-    # Persistent XLA compilation cache (default dir: ~/.cache/jaxtrade/jax_cache).
+    # Persistent XLA compilation cache (default dir: ~/.cache/jaxtrade/jax_cache, under
+    # $JAXTRADE_CACHE_DIR or $XDG_CACHE_HOME/jaxtrade when set).
     compile_cache: bool = True
     compile_cache_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)

@@ -69,6 +69,7 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
+    """jaxtrade's cache folder: the native kernel here, JAX's compilation cache below it."""
     if os.environ.get("JAXTRADE_CACHE_DIR"):
         return Path(os.environ["JAXTRADE_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
