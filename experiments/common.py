@@ -48,8 +48,8 @@ def split_flags(argv: Sequence[str]) -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    """JAX's compilation cache inside jaxtrade's cache folder (see `native.cache_dir`)."""
-    from jaxtrade.native import cache_dir
+    """JAX's compilation cache inside jaxtrade's cache folder (see `paths.cache_dir`)."""
+    from jaxtrade.paths import cache_dir
 
     return cache_dir() / "jax_cache"
 

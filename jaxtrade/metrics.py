@@ -1,7 +1,7 @@
 """Performance metrics of per-bar return series, in JAX so they vmap over thousands of paths.
 
 Every function takes one series of simple (not log) per-bar returns `returns` of shape [T]
-(net of costs) and returns a scalar; `jax.vmap` them, or call `batch_metrics`, for [N, T].
+(net of costs) and returns a scalar; `jax.vmap` them for [N, T].
 They are jittable: the series length T is static, everything else may be traced.
 
 Conventions (the same as empyrical; tests compare against it on real data):
@@ -37,12 +37,8 @@ vector as one trade.
 
 Probabilistic and Deflated Sharpe Ratio follow Bailey & Lopez de Prado (2012, 2014).
 
-Speed: `batch_metrics` and `compute_metrics` reduce each series to a few row statistics and
-compute every metric from them. On CPU the row statistics come from a native kernel
-(jaxtrade/native, an XLA FFI call inside the same jitted program; XLA:CPU has no fast
-selection for the exact tails); on GPU/TPU, or with JAXTRADE_NATIVE=0, from the JAX code
-below (`_row_stats_xla`). Both give the same numbers; tests hold each to the other and to
-empyrical.
+One implementation per metric: `compute_metrics` calls the functions below and a batch
+(`batch_metrics`, the bootstrap's paths) is `jax.vmap` of them.
 """
 
 from __future__ import annotations
@@ -54,8 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
-
-from jaxtrade import native
 
 Array = jax.Array
 
@@ -422,423 +416,68 @@ def trade_stats(returns: Array, positions: Array) -> tuple[Array, Array]:
     return _trade_scan(returns, *_trade_flags(positions))
 
 
-# ------------------------------------------------- batched exact tails (the JAX path)
-#
-# `top_k` of 127 of 2,520 values costs about 40 us per path on XLA:CPU (10,000 paths: about
-# 0.4 s per tail), most of the batch. Its cost grows with k far more than with the length,
-# so the batch path first finds, per path, a pivot with only a few ranks between it and the
-# wanted order statistics (a handful of vectorized counting passes, a secant search on the
-# empirical distribution), then reads those ranks from a `top_k` of SEARCH_WINDOW values
-# above the pivot. Paths whose search does not land within _SEARCH_PASSES (ties spanning the
-# window, odd shapes; about 0.1% of the benchmark strategies) are gathered and recomputed
-# with the full `top_k` (all paths if more than 1 in 32 miss), so the result is exact.
-
-SEARCH_WINDOW = 16
-_SEARCH_PASSES = 5
-_SEARCH_MIN_BARS = 1_000
-
-
-def _tail_ranks(num_bars: int) -> tuple[tuple[int, int, float], tuple[int, int, float]]:
-    """(lo, hi, weight) ascending ranks of the 5% and 95% quantiles."""
-    return _ranks(num_bars, 0.05), _ranks(num_bars, 0.95)
-
-
-def _tails_direct(returns: Array) -> tuple[Array, Array, Array]:
-    """(VaR 5%, CVaR 5%, 95th percentile) of each row of [N, T] from two full top_k."""
-    num_bars = returns.shape[-1]
-    lower = _lower_tail(returns, 0.05)
-    (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(num_bars)
-    var_5 = lower[..., lo] + frac * (lower[..., hi] - lower[..., lo])
-    cvar_5 = jnp.mean(lower[..., : lo + 1], axis=-1)
-    upper = _upper_tail(returns, 0.95)
-    low_value, high_value = upper[..., num_bars - 1 - ulo], upper[..., num_bars - 1 - uhi]
-    return var_5, cvar_5, low_value + ufrac * (high_value - low_value)
-
-
-def _pivot_search(
-    returns: Array, guess: Array, slope: Array, first: Array, last: Array
-) -> tuple[Array, Array, Array]:
-    """Per row and tail, a pivot L whose count c = #(y <= L) lies in [first, last].
-
-    Tail 0 looks at y = returns, tail 1 at y = -returns (the upper tail). `guess` [2, N]
-    is the first pivot, `slope` [2, N] the expected count per unit of y near it (for the
-    second), `first` and `last` [2, 1] the admissible counts. Later pivots come from the
-    secant through the last two counts, kept inside the bracket of counts seen so far
-    (bisection when it leaves it). Returns (pivot, its count, landed), each [2, N].
-    """
-    target = 0.5 * (first + last)
-    dtype = returns.dtype
-    low = jnp.stack([jnp.min(returns, axis=-1), -jnp.max(returns, axis=-1)])  # min of y
-    high = -low[::-1]  # max of y
-    # Below the smallest value nothing counts; at the largest everything does.
-    below = low - jnp.maximum(jnp.abs(low), 1e-30) * 1e-3 - 1e-30
-    zero = jnp.zeros(guess.shape, dtype)
-
-    def counts(pivot):
-        lower = jnp.sum(returns <= pivot[0][:, None], axis=-1, dtype=dtype)
-        upper = jnp.sum(returns >= -pivot[1][:, None], axis=-1, dtype=dtype)
-        return jnp.stack([lower, upper])
-
-    def step(state):
-        it, p, cp, q, cq, g_prev, c_prev, g_last, c_last, pivot, count, landed = state
-        secant = g_last + (target - c_last) * (g_last - g_prev) / (c_last - c_prev)
-        newton = g_last + (target - c_last) / slope
-        g = jnp.where(it == 0, guess, jnp.where(it == 1, newton, secant))
-        g = jnp.where((g > p) & (g < q), g, p + 0.5 * (q - p))
-        c = counts(g)
-        hit = (c >= first) & (c <= last) & ~landed
-        pivot, count = jnp.where(hit, g, pivot), jnp.where(hit, c, count)
-        landed = landed | hit
-        p, cp = jnp.where(c < first, g, p), jnp.where(c < first, c, cp)
-        q, cq = jnp.where(c > last, g, q), jnp.where(c > last, c, cq)
-        return it + 1, p, cp, q, cq, g_last, c_last, g, c, pivot, count, landed
-
-    def keep_going(state):
-        return (state[0] < _SEARCH_PASSES) & ~jnp.all(state[-1])
-
-    state = (jnp.int32(0), below, zero, high, zero + returns.shape[-1], below, zero,
-             below, zero, below, zero, jnp.zeros(guess.shape, bool))
-    state = jax.lax.while_loop(keep_going, step, state)
-    return state[-3], state[-2], state[-1]
-
-
-def _tails_searched(
-    returns: Array, mean: Array, std: Array, skewness: Array, excess_kurtosis: Array
-) -> tuple[Array, Array, Array]:
-    """`_tails_direct` for [N, T] rows via pivots and a top_k of SEARCH_WINDOW (exact)."""
-    num_bars = returns.shape[-1]
-    window = SEARCH_WINDOW
-    (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(num_bars)
-    # The upper tail is searched as y = -returns: its ascending ranks there are (lo2, hi2).
-    lo2, hi2 = num_bars - 1 - uhi, num_bars - 1 - ulo
-    # A pivot with c values at or below it serves when rank lo is above it (c <= lo) and
-    # rank hi is among the `window` values above it (hi - c < window).
-    first = jnp.array([[hi + 1 - window], [hi2 + 1 - window]], returns.dtype)
-    last = jnp.array([[lo], [lo2]], returns.dtype)
-    # First pivots from the Cornish-Fisher quantile (normal corrected by the skew and excess
-    # kurtosis: returns have fat tails); the normal count per unit return there for the next.
-    z = norm.ppf((0.5 * (first + last) + 0.5) / num_bars)
-    s, k = jnp.stack([skewness, -skewness]), excess_kurtosis[None, :]  # y = -returns: -skew
-    fisher = (z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24
-              - (2 * z**3 - 5 * z) * s**2 / 36)
-    fisher = jnp.clip(jnp.nan_to_num(fisher, nan=z), 4 * z, 0.5 * z)
-    scale = jnp.where(std > 0, std, 1.0)[None, :]
-    guess = jnp.stack([mean, -mean]) + fisher * scale
-    slope = num_bars * norm.pdf(z) / scale
-    pivot, count, landed = _pivot_search(returns, guess, slope, first, last)
-
-    # The `window` smallest y above each pivot, ascending.
-    above_lower = -_barrier(jax.lax.top_k(
-        -jnp.where(returns > pivot[0][:, None], returns, jnp.inf), window)[0])
-    below_upper = _barrier(jax.lax.top_k(
-        jnp.where(returns < -pivot[1][:, None], returns, -jnp.inf), window)[0])
-    count_lower, count_upper = count.astype(jnp.int32)
-    sum_lower = jnp.sum(jnp.where(returns <= pivot[0][:, None], returns, 0.0), axis=-1)
-
-    def pick(values, rank, at_or_below):
-        index = jnp.clip(rank - at_or_below, 0, window - 1)[:, None]
-        return jnp.take_along_axis(values, index, axis=-1)[:, 0]
-
-    var_5 = pick(above_lower, lo, count_lower)
-    var_5 = var_5 + frac * (pick(above_lower, hi, count_lower) - var_5)
-    # The lo + 1 smallest: those up to the pivot plus the first of the window above it.
-    extra = jnp.arange(window)[None, :] < (lo + 1 - count_lower)[:, None]
-    cvar_5 = (sum_lower + jnp.sum(jnp.where(extra, above_lower, 0.0), axis=-1)) / (lo + 1)
-    # Upper tail: ascending rank ulo of returns is rank hi2 of y, uhi is rank lo2.
-    low_value = pick(below_upper, hi2, count_upper)
-    high_value = pick(below_upper, lo2, count_upper)
-    var_95 = low_value + ufrac * (high_value - low_value)
-
-    searched = (var_5, cvar_5, var_95)
-    missed = ~jnp.all(landed, axis=0)
-    spare = max(1, returns.shape[0] // 32)
-
-    def patch(values):
-        rows = jnp.nonzero(missed, size=spare, fill_value=0)[0]
-        exact = _tails_direct(returns[rows])
-        return tuple(v.at[rows].set(e) for v, e in zip(values, exact))
-
-    def redo(values):
-        return _tails_direct(returns)
-
-    branch = jnp.where(jnp.any(missed), jnp.where(jnp.sum(missed) <= spare, 1, 2), 0)
-    return jax.lax.switch(branch, [lambda v: v, patch, redo], searched)
-
-
-def _tails(
-    returns: Array, mean: Array, std: Array, skewness: Array, excess_kurtosis: Array
-) -> tuple[Array, Array, Array]:
-    """(VaR 5%, CVaR 5%, 95th percentile) of each row of [N, T], exact.
-
-    The moments (of each row; biased skew and excess kurtosis) only steer the search.
-    """
-    num_bars = returns.shape[-1]
-    # The search pays off when the full top_k is long (measured: slower below ~1,000 bars).
-    if returns.shape[0] < 64 or num_bars < _SEARCH_MIN_BARS:
-        return _tails_direct(returns)
-    return _tails_searched(returns, mean, std, skewness, excess_kurtosis)
-
-
-def _path_scan(returns: Array, flags: tuple[Array, Array] | None) -> dict[str, Array]:
-    """One sequential pass over the bars of every row of [N, T]: drawdown and trades.
-
-    The rows advance together (time-major, each step a vector op over N paths), so the
-    drawdown recurrence and the trade recurrence share one loop instead of one each.
-    """
-    dtype = returns.dtype
-    one, zero = jnp.ones(returns.shape[:1], dtype), jnp.zeros(returns.shape[:1], dtype)
-
-    def drawdown_bar(carry, r):
-        equity, peak, worst, since_peak, longest = carry
-        equity = equity * (1.0 + r)
-        peak = jnp.maximum(peak, equity)
-        since_peak = jnp.where(equity >= peak, 0.0, since_peak + 1.0)
-        return (equity, peak, jnp.minimum(worst, equity / peak - 1.0), since_peak,
-                jnp.maximum(longest, since_peak))
-
-    def trade_bar(carry, r, change, hold):
-        growth, in_trade, count, total = carry
-        closing = change & in_trade
-        count = count + closing
-        total = total + jnp.where(closing, growth - 1.0, 0.0)
-        in_trade = jnp.where(change, hold, in_trade)
-        growth = jnp.where(change, 1.0, growth) * jnp.where(in_trade, 1.0 + r, 1.0)
-        return growth, in_trade, count, total
-
-    drawdown_start = (one, one, zero, zero, zero)
-    if flags is None:
-        def bar(carry, r):
-            return drawdown_bar(carry, r), None
-
-        (_, _, worst, _, longest), _ = jax.lax.scan(bar, drawdown_start, returns.T)
-        return {"max_drawdown": worst, "max_drawdown_duration": longest}
-
-    def bar_with_trades(carry, inputs):
-        r, change, hold = inputs
-        return (drawdown_bar(carry[0], r), trade_bar(carry[1], r, change, hold)), None
-
-    trade_start = (one, jnp.zeros(returns.shape[:1], bool), zero, zero)
-    changed, held = flags
-    carry, _ = jax.lax.scan(bar_with_trades, (drawdown_start, trade_start),
-                            (returns.T, changed.T, held.T))
-    (_, _, worst, _, longest), (growth, in_trade, count, total) = carry
-    count = count + in_trade
-    total = total + jnp.where(in_trade, growth - 1.0, 0.0)
-    return {"max_drawdown": worst, "max_drawdown_duration": longest, "num_trades": count,
-            "avg_trade_return": jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)}
-
-
-def _row_stats_xla(
-    returns: Array, positions: Array | None
-) -> tuple[dict[str, Array], dict[str, Array] | None]:
-    """The statistics of `native.ROW_STATS` for each row of returns [N, T], in JAX.
-
-    With positions [N, T] or [N, T, A] also those of `native.POSITION_STATS` (drawdown and
-    trades share one scan). Runs on every backend.
-    """
-    n = returns.shape[-1]
-    flags = None if positions is None else _trade_flags_rows(positions)
-    mean = jnp.mean(returns, axis=-1)
-    constant = jnp.max(returns, axis=-1) == jnp.min(returns, axis=-1)
-    centred = returns - mean[:, None]
-    m2 = jnp.where(constant, 0.0, jnp.sum(centred**2, axis=-1))
-    m3 = jnp.where(constant, 0.0, jnp.sum(centred**3, axis=-1))
-    m4 = jnp.where(constant, 0.0, jnp.sum(centred**4, axis=-1))
-    path = _path_scan(returns, flags)
-    std = jnp.sqrt(m2 / max(n - 1, 1))
-    biased_m2 = jnp.maximum(jnp.where(m2 == 0, 1.0, m2) / n, 1e-30)
-    var_5, cvar_5, var_95 = _tails(returns, mean, std, m3 / n / biased_m2**1.5,
-                                   m4 / n / biased_m2**2 - 3.0)
-    stats = {
-        "mean": mean,
-        "m2": m2,
-        "m3": m3,
-        "m4": m4,
-        "log_growth": jnp.sum(jnp.log1p(returns), axis=-1),
-        "downside": jnp.mean(jnp.minimum(returns, 0.0) ** 2, axis=-1),
-        "wins": jnp.sum(jnp.maximum(returns, 0.0), axis=-1),
-        "losses": -jnp.sum(jnp.minimum(returns, 0.0), axis=-1),
-        "winning": jnp.sum(returns > 0, axis=-1, dtype=returns.dtype),
-        "nonzero": jnp.sum(returns > 0, axis=-1, dtype=returns.dtype)
-        + jnp.sum(returns < 0, axis=-1, dtype=returns.dtype),
-        "max_drawdown": path["max_drawdown"],
-        "max_drawdown_duration": path["max_drawdown_duration"],
-        "var_5": var_5,
-        "cvar_5": cvar_5,
-        "var_95": var_95,
-    }
-    if positions is None:
-        return stats, None
-    previous = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions[:, :-1]], axis=1)
-    traded, gross = jnp.abs(positions - previous), jnp.abs(positions)
-    if positions.ndim == 3:  # sum over assets
-        traded, gross = jnp.sum(traded, axis=-1), jnp.sum(gross, axis=-1)
-    held = {
-        "num_trades": path["num_trades"],
-        "avg_trade_return": path["avg_trade_return"],
-        "turnover": jnp.mean(traded, axis=-1),
-        "exposure": jnp.mean(gross > 0, axis=-1),
-    }
-    return stats, {k: jnp.asarray(v, returns.dtype) for k, v in held.items()}
-
-
-def _row_stats_native(
-    returns: Array, positions: Array | None
-) -> tuple[dict[str, Array], dict[str, Array] | None]:
-    """`_row_stats_xla` on CPU, from the native kernel (jaxtrade/native/row_stats.cc)."""
-    if not native.available():  # builds and registers it on first use
-        raise RuntimeError("the native metrics kernel is not available; see the warning above "
-                           "or unset JAXTRADE_NATIVE=0")
-    (lo, hi, frac), (ulo, uhi, ufrac) = _tail_ranks(returns.shape[-1])
-    ranks = {"lo": np.int64(lo), "hi": np.int64(hi), "frac": np.float64(frac),
-             "ulo": np.int64(ulo), "uhi": np.int64(uhi), "ufrac": np.float64(ufrac)}
-    names = native.ROW_STATS + (() if positions is None else native.POSITION_STATS)
-    shape = jax.ShapeDtypeStruct(returns.shape[:-1] + (len(names),), returns.dtype)
-    if positions is None:
-        table = jax.ffi.ffi_call(native.TARGET, shape, vmap_method="broadcast_all")(
-            returns, **ranks)
-    else:
-        wide = positions if positions.ndim == returns.ndim + 1 else positions[..., None]
-        table = jax.ffi.ffi_call(native.TARGET_POSITIONS, shape, vmap_method="broadcast_all")(
-            returns, wide.astype(returns.dtype), **ranks)
-    stats = {name: table[..., i] for i, name in enumerate(names)}
-    if positions is None:
-        return stats, None
-    return ({k: stats[k] for k in native.ROW_STATS},
-            {k: stats[k] for k in native.POSITION_STATS})
-
-
-def _row_stats(
-    returns: Array, positions: Array | None
-) -> tuple[dict[str, Array], dict[str, Array] | None]:
-    """Row statistics from the native kernel on CPU when it is available, else from JAX.
-
-    `platform_dependent` keeps only the branch of the platform the program is compiled for,
-    so GPU/TPU programs never contain the CPU-only custom call.
-    """
-    if not native.available():
-        return _row_stats_xla(returns, positions)
-    return jax.lax.platform_dependent(returns, positions, cpu=_row_stats_native,
-                                      default=_row_stats_xla)
-
-
-def _metrics_rows(
-    returns: Array, bars_per_year: Array, positions: Array | None
-) -> dict[str, Array]:
-    """Every metric of METRIC_KEYS for each row of returns [N, T] (positions [N, T(, A)]).
-
-    Written for the batch rather than vmapped per series: the per-row statistics (moments
-    shared by Sharpe, volatility, skew and kurtosis; one exact selection shared by VaR,
-    CVaR and the tail ratio; drawdown) come from `_row_stats` (the native kernel on CPU,
-    JAX elsewhere), and every metric is a formula of them. The single-series functions
-    above follow the same conventions.
-    """
-    num_bars = returns.shape[-1]
-    sqrt_year = jnp.sqrt(bars_per_year)
-    stats, held = _row_stats(returns, positions)
-    mean, m2, m3, m4 = stats["mean"], stats["m2"], stats["m3"], stats["m4"]
-    n = num_bars
-    nan = jnp.full(mean.shape, jnp.nan, returns.dtype)
-
-    std = jnp.sqrt(m2 / max(n - 1, 1))
-    log_growth = stats["log_growth"]
-    annual_return = jnp.expm1(log_growth * (bars_per_year / n))
-    downside = jnp.sqrt(stats["downside"]) * sqrt_year
-    wins, losses = stats["wins"], stats["losses"]
-    winning, nonzero = stats["winning"], stats["nonzero"]
-    safe_m2 = jnp.where(m2 == 0, 1.0, m2)
-    mdd = stats["max_drawdown"]
-    var_5, cvar_5, var_95 = stats["var_5"], stats["cvar_5"], stats["var_95"]
-    calmar = annual_return / jnp.abs(mdd)
-
-    if n >= 3:
-        g1 = m3 / n / (safe_m2 / n) ** 1.5 * (math.sqrt(n * (n - 1)) / (n - 2))
-        skewness = jnp.where(m2 == 0, jnp.nan, g1)
-    else:
-        skewness = nan
-    if n >= 4:
-        scale = float(n) * (n + 1) * (n - 1) / ((n - 2) * (n - 3))
-        g2 = scale * m4 / safe_m2**2 - 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))
-        kurt = jnp.where(m2 == 0, jnp.nan, g2)
-    else:
-        kurt = nan
-
-    out = {
-        "sharpe": mean / std * sqrt_year if n >= 2 else nan,
-        "sortino": mean * bars_per_year / downside if n >= 2 else nan,
-        "max_drawdown": mdd,
-        "total_return": jnp.expm1(log_growth),
-        "annual_return": annual_return,
-        "annual_volatility": std * sqrt_year if n >= 2 else nan,
-        "calmar": jnp.where((mdd < 0) & jnp.isfinite(calmar), calmar, jnp.nan),
-        "max_drawdown_duration": stats["max_drawdown_duration"],
-        "profit_factor": jnp.where(
-            losses == 0, jnp.where(wins == 0, 0.0, jnp.inf),
-            wins / jnp.where(losses == 0, 1.0, losses)),
-        "win_rate": jnp.where(nonzero == 0, 0.0, winning / jnp.maximum(nonzero, 1.0)),
-        "var_5": var_5,
-        "cvar_5": cvar_5,
-        "tail_ratio": jnp.abs(var_95) / jnp.abs(var_5),
-        "skew": skewness,
-        "kurtosis": kurt,
-    }
-    if held is None:
-        out.update(avg_trade_return=nan, num_trades=nan, turnover=nan, exposure=nan)
-    else:
-        out.update(held, turnover=held["turnover"] * bars_per_year)
-    return {key: jnp.asarray(out[key], returns.dtype) for key in METRIC_KEYS}
-
-
-def _trade_flags_rows(positions: Array) -> tuple[Array, Array]:
-    """`_trade_flags` for positions [N, T] or [N, T, A]: (changed, held) [N, T] each."""
-    if positions.ndim == 2:
-        positions = positions[..., None]
-    previous = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions[:, :-1]], axis=1)
-    return jnp.any(positions != previous, axis=-1), jnp.any(positions != 0, axis=-1)
+# ------------------------------------------------------------------ all metrics at once
 
 
 def compute_metrics(
     returns: Array, bars_per_year: float, positions: Array | None = None
 ) -> dict[str, Array]:
-    """All metrics of METRIC_KEYS as scalar arrays (jittable, vmappable over a leading axis).
+    """All metrics of METRIC_KEYS as scalar arrays, from the functions above.
 
-    Position-based metrics (avg_trade_return, num_trades, turnover, exposure) are NaN
-    when `positions` is None. For many series prefer `batch_metrics`.
+    Jittable; `jax.vmap` it (or call `batch_metrics`) for many series. Position-based
+    metrics (avg_trade_return, num_trades, turnover, exposure) are NaN when `positions` is
+    None. Work shared by several metrics (the drawdown pass, the exact lower tail) is
+    written once here or merged by XLA's common-subexpression elimination under jit.
     """
     returns = _f(returns)
+    dtype = returns.dtype
     if returns.size < 1:
-        return {key: jnp.full((), jnp.nan, returns.dtype) for key in METRIC_KEYS}
-    pos = None if positions is None else _f(positions)[None]
-    rows = _metrics_rows(returns[None], _f(bars_per_year), pos)
-    return {key: value[0] for key, value in rows.items()}
+        return {key: jnp.full((), jnp.nan, dtype) for key in METRIC_KEYS}
+    nan = jnp.full((), jnp.nan, dtype)
+    _, mdd, duration = _drawdown_scan(returns)
+    out = {
+        "sharpe": sharpe_ratio(returns, bars_per_year),
+        "sortino": sortino_ratio(returns, bars_per_year),
+        "max_drawdown": mdd,
+        "total_return": total_return(returns),
+        "annual_return": annual_return(returns, bars_per_year),
+        "annual_volatility": annual_volatility(returns, bars_per_year),
+        "calmar": calmar_ratio(returns, bars_per_year, mdd),
+        "max_drawdown_duration": duration,
+        "profit_factor": profit_factor(returns),
+        "win_rate": win_rate(returns),
+        "avg_trade_return": nan,
+        "num_trades": nan,
+        "turnover": nan,
+        "exposure": nan,
+        "var_5": value_at_risk(returns, 0.05),
+        "cvar_5": conditional_value_at_risk(returns, 0.05),
+        "tail_ratio": tail_ratio(returns),
+        "skew": skew(returns),
+        "kurtosis": kurtosis(returns),
+    }
+    if positions is not None:
+        out["num_trades"], out["avg_trade_return"] = trade_stats(returns, positions)
+        out["turnover"] = turnover(positions, bars_per_year)
+        out["exposure"] = exposure(positions)
+    return {key: jnp.asarray(out[key], dtype) for key in METRIC_KEYS}
 
 
+@jax.jit
 def batch_metrics(
     returns: Array, bars_per_year: float, positions: Array | None = None
 ) -> dict[str, Array]:
-    """All metrics for each row of `returns` [N, T] (positions [N, T] or [N, T, A]), jitted.
+    """`compute_metrics` of each row of `returns` [N, T] (positions [N, T] or [N, T, A]).
 
-    Equal to `compute_metrics` of each row (one compiled program for the whole batch,
-    float32 unless x64 is enabled).
+    One compiled program for the whole batch: `jax.vmap` of the per-series functions, so
+    the numbers are those of `compute_metrics` row by row.
     """
     returns = _f(returns)
     if returns.ndim != 2:
         raise ValueError(f"returns must be [N, T], got shape {returns.shape}")
-    if returns.shape[1] == 0:  # like compute_metrics of an empty series
-        return {key: jnp.full(returns.shape[:1], jnp.nan, returns.dtype) for key in METRIC_KEYS}
     if positions is None:
-        return _batch_no_positions(returns, bars_per_year)
-    return _batch_with_positions(returns, bars_per_year, _f(positions))
-
-
-@jax.jit
-def _batch_no_positions(returns: Array, bars_per_year: float) -> dict[str, Array]:
-    return _metrics_rows(returns, _f(bars_per_year), None)
-
-
-@jax.jit
-def _batch_with_positions(returns: Array, bars_per_year: float, positions: Array) -> dict:
-    return _metrics_rows(returns, _f(bars_per_year), positions)
+        return jax.vmap(compute_metrics, in_axes=(0, None))(returns, bars_per_year)
+    return jax.vmap(compute_metrics, in_axes=(0, None, 0))(returns, bars_per_year, positions)
 
 
 _compute_metrics_jit = jax.jit(compute_metrics)
