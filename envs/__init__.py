@@ -3,15 +3,15 @@
     env, params = envs.make("trading", market, action_mode="continuous", fee_bps=2.0)
     obs, state = env.reset(key, params)
     obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
-    rollout = envs.rollout_policy(env, params, envs.baselines.buy_and_hold(env), key, "test")
 
-The Gymnasium adapter lives in envs.gymnasium_adapter (imports gymnasium, a dev dependency);
-multi-device helpers in envs.parallel.
+Baseline policies are in envs.baselines; jaxtrade.evaluate.backtest walks them (and agents)
+over a split. The Gymnasium adapter lives in envs.gymnasium_adapter (imports gymnasium, a
+dev dependency); multi-device helpers in envs.parallel.
 """
 
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from envs.baselines import BASELINES, Rollout, rollout_policy
+from envs.baselines import BASELINES
 from envs.costs import TransactionConfig
 from envs.registry import make
 from envs.rewards import RewardConfig
@@ -24,8 +24,6 @@ __all__ = [
     "AdversarialWrapper",
     "LogWrapper",
     "NormalizeObservation",
-    "Rollout",
-    "rollout_policy",
     "EnvParams",
     "EnvState",
     "RewardConfig",

@@ -1,4 +1,4 @@
-"""Baseline policies as pure jittable functions, and `rollout_policy` to walk a split.
+"""Baseline policies as pure jittable functions.
 
 A policy is `policy_fn(key, obs, state, params) -> action` for a given env; the makers below
 take the env (for its action mode and number of assets) and return such a function. They read
@@ -16,22 +16,18 @@ them into the env's action (in discrete mode the total exposure nearest to a lev
                         `lookback_bars` log returns
   random_policy         a uniform sample from the env's action space
 
-`rollout_policy(env, params, policy_fn, key, split="test")` runs a policy in evaluation mode
-over a whole split inside one `lax.scan` and returns a `Rollout` of per-bar arrays.
+They are walked over a split like any policy by jaxtrade.evaluate.backtest (one evaluation
+walk for agents and baselines alike): `backtest(env, params, buy_and_hold(env), "test")`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from envs.trading import EnvParams, EnvState, TradingEnv
-from jaxtrade.errors import ConfigError
-from jaxtrade.market import SPLIT_NAMES
 
 PolicyFn = Callable[[jax.Array, jax.Array, EnvState, EnvParams], jax.Array]
 
@@ -123,84 +119,3 @@ BASELINES: dict[str, Callable[..., PolicyFn]] = {
     "equal_risk_contribution": equal_risk_contribution,
     "random": random_policy,
 }
-
-
-@struct.dataclass
-class Rollout:
-    """Per-step arrays of an evaluation walk, one row per decision (length S).
-
-    Row i is the step from bar `bar[i] - 1` to `bar[i]`: equity/position are at the close of
-    `bar[i]`, reward/log_return/costs/traded_notional belong to that step. `alive` is False
-    after a bankruptcy (the walk then stays frozen: equity constant, no costs, reward 0).
-    """
-
-    bar: jax.Array  # [S] int32
-    equity: jax.Array  # [S]
-    position: jax.Array  # [S, A] weights at the close
-    action: jax.Array  # [S] or [S, A]
-    reward: jax.Array  # [S]
-    log_return: jax.Array  # [S]
-    costs: jax.Array  # [S]
-    traded_notional: jax.Array  # [S]
-    alive: jax.Array  # [S] bool
-    start_bar: jax.Array  # the bar of the first decision
-    initial_equity: jax.Array
-
-
-def eval_steps(env: TradingEnv, params: EnvParams, split: int) -> int:
-    """Number of decisions an evaluation walk of `split` makes (host-side, static)."""
-    start, end = (int(x) for x in params.market.splits[split])
-    first = max(start, env.window_bars - 1)
-    final = min(end - 1, params.market.num_bars - 1)
-    if final - first < 1:
-        raise ConfigError(
-            f"split '{SPLIT_NAMES[split]}' has bars [{start}, {end}): too short to trade with "
-            f"window_bars={env.window_bars} (needs at least 2 bars after the warm-up)")
-    return final - first
-
-
-def rollout_policy(
-    env: TradingEnv,
-    params: EnvParams,
-    policy_fn: PolicyFn,
-    key: jax.Array,
-    split: int | str = "test",
-) -> Rollout:
-    """Walk `split` deterministically (eval mode) from its first bar to its last with one scan.
-
-    The policy sees (key, obs, state, params) at each close; keys are split per step, so a
-    stochastic policy is reproducible from `key`.
-    """
-    split_index = SPLIT_NAMES.index(split) if isinstance(split, str) else int(split)
-    params = params.replace(split=jnp.asarray(split_index, jnp.int32),
-                            eval_mode=jnp.asarray(True))
-    return _rollout(env, policy_fn, eval_steps(env, params, split_index), params, key)
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _rollout(env: TradingEnv, policy_fn: PolicyFn, num_steps: int, params: EnvParams,
-             key: jax.Array) -> Rollout:
-    obs, state = env.reset_env(key, params)
-    start_bar = state.t
-
-    def body(carry, step_key):
-        obs, state, alive = carry
-        act_key, env_key = jax.random.split(step_key)
-        action = policy_fn(act_key, obs, state, params)
-        next_obs, next_state, reward, terminated, info = env.step_env(env_key, state, action,
-                                                                      params)
-        keep = lambda new, old: jnp.where(alive, new, old)
-        state = jax.tree_util.tree_map(keep, next_state, state)
-        obs = keep(next_obs, obs)
-        row = dict(
-            bar=state.t, equity=state.equity, position=current_weights(state, params),
-            action=action,
-            reward=keep(reward, 0.0), log_return=keep(info["log_return"], 0.0),
-            costs=keep(info["costs"], 0.0), traded_notional=keep(info["traded_notional"], 0.0),
-            alive=alive,
-        )
-        return (obs, state, alive & ~terminated), row
-
-    keys = jax.random.split(key, num_steps)
-    _, rows = jax.lax.scan(body, (obs, state, jnp.asarray(True)), keys)
-    return Rollout(start_bar=start_bar, initial_equity=params.trading.initial_equity, **rows)

@@ -140,34 +140,6 @@ def test_regimes_are_forward_filtered_probabilities(sp500: pl.DataFrame) -> None
     np.testing.assert_allclose(np.asarray(other.regime)[:cut], regime[:cut], atol=1e-6)
 
 
-def test_memory_report_and_vmapped_reads_do_not_copy(market: M.MarketData) -> None:
-    num_envs = 65_536
-    report = M.memory_report(market, num_envs=num_envs)
-    assert (
-        report["total"]
-        == market.nbytes()
-        == sum(v for k, v in report.items() if k not in ("total", "device", "per_num_envs"))
-    )
-    one, many = report["per_num_envs"][1], report["per_num_envs"][num_envs]
-    # The market is an argument once, whatever the number of envs: only the int32 index grows.
-    assert many["argument_bytes"] - one["argument_bytes"] == (num_envs - 1) * 4
-    # Temporaries are per-env slices, not per-env copies of the market.
-    assert many["temp_bytes"] <= many["output_bytes"]
-    per_env = 4 * (market.num_features + 3 + 2)  # features row, regime, close, atr (A=1)
-    assert num_envs * per_env <= many["output_bytes"] <= num_envs * per_env + 1024
-    assert num_envs * market.features.nbytes > 100 * many["temp_bytes"]
-
-    # Live device buffers: running the reader for all envs adds only its outputs.
-    reader = jax.jit(jax.vmap(M.read_bar, in_axes=(None, 0)))
-    t = jnp.arange(num_envs, dtype=jnp.int32) % market.num_bars
-    jax.block_until_ready(reader(market, t[:1]))
-    before = sum(x.nbytes for x in jax.live_arrays())
-    out = jax.block_until_ready(reader(market, t))
-    after = sum(x.nbytes for x in jax.live_arrays())
-    assert after - before == sum(x.nbytes for x in jax.tree_util.tree_leaves(out))
-    np.testing.assert_array_equal(out["close"][123], market.close[123 % market.num_bars])
-
-
 def test_row_order_of_the_input_does_not_matter(sp500: pl.DataFrame) -> None:
     base = sp500.head(400)
     frame = pl.concat(
