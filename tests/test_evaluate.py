@@ -178,6 +178,18 @@ def test_bootstrap_distributions_and_crash_days() -> None:
     assert summary["sharpe"]["p05"] < summary["sharpe"]["p50"] < summary["sharpe"]["p95"]
 
 
+def test_fan_chart_quantiles_equal_numpy_with_signed_zeros_infinities_and_nan() -> None:
+    rng = np.random.default_rng(4)
+    values = np.cumprod(1 + rng.normal(0, 0.02, (501, 40)), axis=1) - 1.0  # both signs
+    values[3, 5], values[4, 5], values[7, 9], values[8, 9] = -0.0, 0.0, np.inf, -np.inf
+    values[1, 11] = np.nan
+    values = values.astype(np.float32)
+    ours = np.asarray(montecarlo.path_quantiles(jnp.asarray(values), montecarlo.QUANTILES))
+    reference = np.quantile(values, montecarlo.QUANTILES, axis=0)
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, equal_nan=True)
+    assert np.isnan(ours[:, 11]).all() and np.isfinite(ours[:, 12]).all()
+
+
 def test_stress_doubled_costs_and_delayed_fills(setup) -> None:
     env, params, _ = setup
     model = sup.fit_direction_model(params.market)
