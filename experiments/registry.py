@@ -55,5 +55,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "live": _optional("jaxtrade.live.cli", "main", "live"),
     "data": _lazy("experiments.data"),
     "bench": _lazy("experiments.bench"),
+    "cloud": _lazy("experiments.cloud"),
     "compare": _optional("jaxtrade.evaluate.compare", "main_compare", "compare"),
 }

@@ -17,6 +17,7 @@ commands:
   data       list / inspect / validate / convert datasets, list features
   bench      run the benchmark scripts
   compare    compare run directories
+  cloud      W&B sweeps on RunPod pods (sweep / status / stop), see jaxtrade cloud --help
 
 `jaxtrade <command> --help` describes each command.
 """
