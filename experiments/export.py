@@ -10,7 +10,7 @@ described in jaxtrade/export.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ def export(
     """
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
     params = _to_host(restored.params)
+    symbol = prep.market.meta.symbols[0]
     return write_bundle(
         out,
         params=params,
@@ -48,6 +49,7 @@ def export(
         env=prep.env,
         env_params=prep.env_params,
         run_config=prep.cfg,
+        bars=bars_spec(prep.cfg["data"], symbol),
         source={
             "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": str(checkpoint),
@@ -57,6 +59,19 @@ def export(
     )
 
 
+def bars_spec(data_cfg: Mapping[str, Any], symbol: str | None = None) -> dict[str, Any]:
+    """How the run's bars were read, from its data section as `common.load_frame` reads it."""
+    from jaxtrade.data.loaders import describe_source
+
+    source = data_cfg["source"]
+    options = {k: v for k, v in dict(data_cfg.get("options") or {}).items()
+               if k not in ("symbol",)}
+    if data_cfg.get("columns"):
+        options["columns"] = dict(data_cfg["columns"])
+    if source in ("csv", "parquet"):
+        return describe_source(Path(data_cfg["path"]).expanduser(), format=source,
+                               symbol=symbol, **options)
+    return describe_source(data_cfg.get("path") or source, symbol=symbol, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

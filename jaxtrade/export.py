@@ -4,10 +4,12 @@
 (experiments/export.py) restores a run and calls `write_bundle`.
 
 BUNDLE/
-  manifest.json          format version, feature spec + column order, normalization stats,
-                         regime model, observation layout and window, action map, position
-                         limits, cost model and risk rules, network description, the versions
-                         that trained it, the run's config, sha256 of every weight file
+  manifest.json          format version, how the training bars were read (`bars`: layout,
+                         column mapping, timestamp rule; jaxtrade.data.describe_source),
+                         feature spec + column order, normalization stats, regime model,
+                         observation layout and window, action map, position limits, cost
+                         model and risk rules, network description, the versions that trained
+                         it, the run's config, sha256 of every weight file
   weights.safetensors    the actor's parameters (no pickle; the critic is not exported)
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
@@ -34,8 +36,10 @@ import numpy as np
 
 from jaxtrade.errors import ExportError
 from jaxtrade.live import network as live_network
+from jaxtrade.live.bars import Bar
 from jaxtrade.live.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
 from jaxtrade.live.errors import BundleError
+from jaxtrade.live.formats import default_spec as default_bars_spec
 from jaxtrade.live.tensors import write_safetensors
 
 WEIGHTS = "weights.safetensors"
@@ -162,8 +166,13 @@ def write_bundle(
     regimes: Any = None,
     run_config: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
+    bars: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`."""
+    """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`.
+
+    `bars` is how the training bars were read (`jaxtrade.data.describe_source`); the runner
+    reads its sources the same way. None: canonical columns, ISO 8601 or epoch timestamps.
+    """
     market = env_params.market
     if market.num_assets != 1:
         raise ExportError(
@@ -198,6 +207,7 @@ def write_bundle(
         "bars_per_year": float(market.meta.bars_per_year),
         "bar_interval_seconds": interval,
         "gap_threshold_seconds": gap_threshold,
+        "bars": _plain(dict(bars)) if bars is not None else default_bars_spec(),
         "features": features,
         "market": {"atr_window": 14, "volatility_window": 20},
         "observation": {
@@ -252,17 +262,9 @@ def write_bundle(
 
             probe = Runner(load_bundle(staging))
             # One real bar through the features: the column count must match the statistics.
-            probe.process(
-                {
-                    "timestamp": int(stamps[0]) / 1e6,
-                    **{
-                        k: float(np.asarray(getattr(market, k))[0, 0])
-                        for k in ("open", "high", "low", "close")
-                    },
-                    "volume": 0.0,
-                },
-                trade=False,
-            )
+            prices = [float(np.asarray(getattr(market, k))[0, 0])
+                      for k in ("open", "high", "low", "close")]
+            probe.process(Bar(int(stamps[0]), *prices, 0.0), trade=False)
         except BundleError as err:
             raise ExportError(f"the exported bundle does not load in the runner: {err}") from None
         if out.exists():

@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from jaxtrade.live.bars import BarGate, format_timestamp, parse_bar, parse_timestamp
 from jaxtrade.live.errors import BarRejected, BundleError
+from jaxtrade.live.formats import BarFormat
 from jaxtrade.live.sinks import FileSink, WebhookSink
 from jaxtrade.live.sources import (
     CsvReplaySource,
@@ -108,7 +109,8 @@ def test_csv_and_jsonl_sources_yield_malformed_records_instead_of_raising(tmp_pa
     path = tmp_path / "bars.csv"
     path.write_text("Timestamp,Open,High,Low,Close,Volume\n2020-01-01,1,2,0.5,1.5,10\n1,2\n\n")
     records = list(CsvReplaySource(path))
-    assert records[0]["close"] == "1.5" and parse_bar(records[0]).close == 1.5
+    # Rows keep the file's own names; the bundle's BarFormat maps them.
+    assert records[0]["Close"] == "1.5" and BarFormat().bar(records[0]).close == 1.5
     assert isinstance(records[1], MalformedRecord) and "2 fields" in records[1].reason
     stream = io.StringIO(json.dumps(GOOD) + "\n{not json\n\n[1, 2]\n")
     records = list(JsonLinesSource(stream))

@@ -18,6 +18,8 @@ Timestamps: numbers are epochs (unit from their magnitude); strings are tried ag
 format that parses every row and keeps them in time order wins; `timestamp_format` overrides.
 
 Every frame carries `_row`, the 1-based data row in the file, so later checks can name it.
+`describe_bars` returns how a file was read (layout, separator, column mapping, timestamp
+rule) as plain JSON: an exported bundle records it so its runner reads bars the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -37,7 +40,7 @@ LAYOUTS = ("generic", "yahoo", "binance")
 FILE_TYPES = ("csv", "parquet")
 
 # Header names (lower case, letters and digits only) that mean each canonical column.
-_ALIASES: dict[str, tuple[str, ...]] = {
+ALIASES: dict[str, tuple[str, ...]] = {
     "timestamp": ("timestamp", "time", "date", "datetime", "opentime", "gmttime", "localtime",
                   "ts", "timeutc", "dateutc", "datetimeutc", "date_time"),
     "open": ("open", "o", "openprice"),
@@ -78,8 +81,10 @@ def _looks_numeric(field: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, layout: str | None, separator: str | None) -> tuple[pl.DataFrame, str]:
-    """The file's columns, its layout; numbers as numbers where every cell is one."""
+def _read_csv(path: Path, layout: str | None, separator: str | None
+              ) -> tuple[pl.DataFrame, str, str]:
+    """The file's columns, its layout, its separator; numbers as numbers where every cell is
+    one."""
     try:
         with path.open("r", encoding="utf-8-sig") as fh:
             first = fh.readline().strip()
@@ -113,7 +118,7 @@ def _read_csv(path: Path, layout: str | None, separator: str | None) -> tuple[pl
         frame = frame.rename({c: f"column_{i}" for i, c in enumerate(frame.columns)})
     elif "adjclose" in {_norm(c) for c in frame.columns} and layout == "generic":
         layout = "yahoo"
-    return frame, layout
+    return frame, layout, separator
 
 
 def _resolve_columns(
@@ -141,7 +146,7 @@ def _resolve_columns(
         for i, canon in enumerate(CANONICAL):
             mapping.setdefault(canon, f"column_{i}")
     by_norm = {_norm(c): c for c in names}
-    for canon, aliases in _ALIASES.items():
+    for canon, aliases in ALIASES.items():
         if canon in mapping:
             continue
         for alias in aliases:
@@ -246,38 +251,51 @@ def parse_timestamps(
     frame: pl.DataFrame, col: str, timestamp_format: str | None, path: Path,
     timezone: str = "UTC",
 ) -> pl.Series:
+    return _timestamps_and_rule(frame, col, timestamp_format, path, timezone)[0]
+
+
+def _timestamps_and_rule(
+    frame: pl.DataFrame, col: str, timestamp_format: str | None, path: Path, timezone: str
+) -> tuple[pl.Series, dict[str, Any]]:
+    """Parsed UTC timestamps and the rule that read them: {"kind": "datetime" | "epoch" |
+    "text", "unit" (epochs), "format" (text; None is ISO 8601), "timezone"}."""
     raw = frame[col]
+    rule: dict[str, Any] = {"kind": "text", "unit": None, "format": None, "timezone": timezone}
     if raw.dtype in (pl.Date,) or isinstance(raw.dtype, pl.Datetime):
         parsed = _to_utc(raw, timezone)
         bad = parsed.is_null() & raw.is_not_null()
         if bad.any():
             raise DataError(f"local time {raw.filter(bad)[0]} does not exist or is ambiguous "
                             f"in {timezone}", path=str(path), row=_first_bad_row(frame, bad))
-        return parsed.alias("timestamp")
+        return parsed.alias("timestamp"), dict(rule, kind="datetime")
     if raw.dtype.is_integer() and raw.drop_nulls().is_between(19_000_101, 21_001_231).all():
         raw = raw.cast(pl.String)  # yyyymmdd dates read as integers, not epochs
     elif raw.dtype.is_numeric():
-        return _epoch_to_datetime(raw).alias("timestamp")
+        return (_epoch_to_datetime(raw).alias("timestamp"),
+                dict(rule, kind="epoch", unit=epoch_unit(raw.drop_nulls())))
     text = raw.cast(pl.String).str.strip_chars()
     present = text.is_not_null() & (text != "")
     if not present.any():
         raise DataError(f"timestamp column {col!r} is empty", path=str(path))
     if timestamp_format is not None:
         best = _parse_strings(text, timestamp_format, timezone)
+        rule["format"] = timestamp_format
     elif text.filter(present).str.contains(r"^-?\d+(\.\d+)?$").all() and not (
         text.filter(present).str.len_chars() == 8
     ).all():
         # Plain numbers that are not yyyymmdd dates: epochs.
-        return _epoch_to_datetime(text.cast(pl.Float64, strict=False)).alias("timestamp")
+        numbers = text.cast(pl.Float64, strict=False)
+        return (_epoch_to_datetime(numbers).alias("timestamp"),
+                dict(rule, kind="epoch", unit=epoch_unit(numbers.drop_nulls())))
     else:
         best = None
         first = text.filter(present)[0]
         for fmt in _candidate_formats(first):
             parsed = _parse_strings(text, fmt, timezone)
             if best is None or parsed.null_count() < best.null_count():
-                best = parsed
+                best, rule["format"] = parsed, fmt
             if parsed.null_count() == 0 and parsed.is_sorted():
-                best = parsed
+                best, rule["format"] = parsed, fmt
                 break
         assert best is not None
     bad = best.is_null()
@@ -289,7 +307,7 @@ def parse_timestamps(
             hint += f" (or a local time that does not exist or is ambiguous in {timezone})"
         raise DataError(f"cannot parse timestamp {cell!r}{hint} in column {col!r}",
                         path=str(path), row=row)
-    return best.alias("timestamp")
+    return best.alias("timestamp"), rule
 
 
 def read_bars(
@@ -303,34 +321,82 @@ def read_bars(
     timezone: str = "UTC",
 ) -> pl.DataFrame:
     """One file -> `_row, timestamp, open, high, low, close, volume[, symbol]` in file order."""
+    return _read(path, format, columns, timestamp_format, adjust, separator, timezone)[0]
+
+
+def describe_bars(
+    path: Path,
+    *,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
+    adjust: bool = False,
+    separator: str | None = None,
+    timezone: str = "UTC",
+) -> dict[str, Any]:
+    """How `read_bars` reads this file with these options, as plain JSON.
+
+    {"format": layout, "file_type", "header", "separator", "columns": {canonical: file
+    column} as resolved, "explicit_columns": the `columns=` option, "aliases": the header
+    names each canonical column may have, "timestamp": the rule of `_timestamps_and_rule`,
+    "adjust": the Adj Close column or None}. A reader that resolves a header the same way
+    (explicit columns first, then kline positions for a file without header, then aliases)
+    and applies the timestamp rule reads the same bars.
+    """
+    return _read(path, format, columns, timestamp_format, adjust, separator, timezone)[1]
+
+
+def _read(
+    path: Path,
+    format: str | None,
+    columns: Mapping[str, str] | None,
+    timestamp_format: str | None,
+    adjust: bool,
+    separator: str | None,
+    timezone: str,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     if format is not None and format not in LAYOUTS + FILE_TYPES:
         raise DataError(f"unknown format {format!r}; use one of {list(LAYOUTS + FILE_TYPES)}",
                         path=str(path))
     layout = format if format in LAYOUTS else None
-    if file_type(path, format) == "parquet":
+    kind = file_type(path, format)
+    if kind == "parquet":
         try:
             frame = pl.read_parquet(path)
         except (pl.exceptions.PolarsError, OSError) as err:
             raise DataError(f"cannot read Parquet: {err}", path=str(path)) from err
         layout = layout or "generic"
     else:
-        frame, layout = _read_csv(path, layout, separator)
+        frame, layout, separator = _read_csv(path, layout, separator)
     if frame.height == 0:
         raise DataError("file has no data rows", path=str(path))
+    headerless = kind == "csv" and "column_0" in frame.columns
     frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     mapping = _resolve_columns(frame, layout, columns, path)
     out = {ROW: frame[ROW]}
-    out["timestamp"] = parse_timestamps(frame, mapping["timestamp"], timestamp_format, path,
-                                        timezone)
+    out["timestamp"], rule = _timestamps_and_rule(frame, mapping["timestamp"], timestamp_format,
+                                                  path, timezone)
     for canon in CANONICAL[1:]:
         out[canon] = _numbers(frame, mapping[canon], canon, path).alias(canon)
     if "symbol" in mapping:
         out["symbol"] = frame[mapping["symbol"]].cast(pl.String).alias("symbol")
     bars = pl.DataFrame(out)
+    adj = None
     if adjust:
         adj = next((c for c in frame.columns if _norm(c) == "adjclose"), None)
         if adj is None:
             raise DataError("adjust=True needs an 'Adj Close' column", path=str(path))
         factor = _numbers(frame, adj, "adj close", path) / bars["close"]
         bars = bars.with_columns([(pl.col(p) * factor).alias(p) for p in PRICES])
-    return bars
+    spec = {
+        "format": layout,
+        "file_type": kind,
+        "header": not headerless,
+        "separator": separator if kind == "csv" else None,
+        "columns": mapping,
+        "explicit_columns": dict(columns or {}),
+        "aliases": {canon: list(names) for canon, names in ALIASES.items()},
+        "timestamp": rule,
+        "adjust": adj,
+    }
+    return bars, spec

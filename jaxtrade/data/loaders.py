@@ -34,7 +34,7 @@ import polars as pl
 from jaxtrade.data.calendar import fill_gaps as fill_frame_gaps
 from jaxtrade.data.calendar import forward_fill_bars
 from jaxtrade.data.embedded import DEFAULT_DATASET, EMBEDDED, load_embedded
-from jaxtrade.data.formats import CANONICAL, ROW, read_bars
+from jaxtrade.data.formats import ALIASES, CANONICAL, ROW, describe_bars, read_bars
 from jaxtrade.data.validate import validate
 from jaxtrade.errors import ConfigError, DataError
 
@@ -223,6 +223,51 @@ def load_ohlcv(
                     "them):\n  %s", name, len(report.gaps), report.missing_bars,
                     "\n  ".join(shown))
     return frame
+
+
+def describe_source(
+    source: str | Path = DEFAULT_DATASET,
+    *,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    symbol: str | Sequence[str] | None = None,
+    timestamp_format: str | None = None,
+    fill_gaps: str | None = None,
+    min_bars: int | None = None,
+    align: str = "inner",
+    **options: Any,
+) -> dict[str, Any]:
+    """How `load_ohlcv` with the same arguments reads the bars (`formats.describe_bars`).
+
+    An embedded dataset or the generator has no file: it is described as the canonical CSV
+    that `jaxtrade data convert` writes (ISO 8601 timestamps). A folder is described by the
+    file of the (one) symbol asked for, or its first file. `fill_gaps` is recorded because a
+    reader of the raw file does not see the bars it adds.
+    """
+    name = str(source)
+    path = Path(source).expanduser()
+    if not path.exists() and (name == "synthetic" or name in EMBEDDED):
+        spec: dict[str, Any] = {
+            "format": "generic", "file_type": "csv", "header": True, "separator": ",",
+            "columns": {c: c for c in CANONICAL}, "explicit_columns": {},
+            "aliases": {canon: list(names) for canon, names in ALIASES.items()},
+            "timestamp": {"kind": "text", "unit": None, "format": None, "timezone": "UTC"},
+            "adjust": None,
+        }
+    else:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file()
+                           and any(p.name.lower().endswith(s) for s in BAR_SUFFIXES))
+            wanted = _symbols_wanted(symbol) or []
+            chosen = [p for p in files if p.name.split(".")[0] in wanted] or files
+            if not chosen:
+                raise DataError(f"no bar files ({', '.join(BAR_SUFFIXES)}) in the folder",
+                                path=str(path))
+            path = chosen[0]
+        elif not path.is_file():
+            raise DataError("no such file, folder or dataset", path=name)
+        spec = describe_bars(path, **_read_options(format, columns, timestamp_format, options))
+    return {"source": name, **spec, "fill_gaps": fill_gaps}
 
 
 def _read_options(format: str | None, columns: Mapping[str, str] | None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import BarRejected
@@ -39,8 +41,52 @@ def format_timestamp(timestamp_us: int) -> str:
     )
 
 
+_ISO = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?$"
+)
+
+
+def parse_iso(text: str) -> dt.datetime | None:
+    """ISO 8601 date or date-time (any number of fraction digits, `Z` or an offset) or None.
+
+    Aware when the text has a zone; naive otherwise. Written out rather than left to
+    `datetime.fromisoformat`, whose accepted forms differ between Python 3.10 and 3.11.
+    """
+    match = _ISO.match(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = None
+    if zone in ("Z", "z"):
+        tz = dt.timezone.utc
+    elif zone:
+        digits = zone[1:].replace(":", "").ljust(6, "0")
+        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4]),
+                              seconds=int(digits[4:6]))
+        tz = dt.timezone(-offset if zone[0] == "-" else offset)
+    try:
+        return dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                           int(second or 0), micros, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def utc_micros(moment: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (naive ones are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def parse_timestamp(value: object) -> int:
-    """ISO 8601 text (naive means UTC) or a number of seconds since the epoch -> microseconds."""
+    """ISO 8601 text or a datetime (naive means UTC), or a number of seconds since the epoch
+    -> microseconds."""
+    if isinstance(value, dt.datetime):
+        return utc_micros(value)
     if isinstance(value, bool):
         raise BarRejected(f"malformed timestamp {value!r}")
     if isinstance(value, int | float):
@@ -54,29 +100,35 @@ def parse_timestamp(value: object) -> int:
         return int(round(float(text) * 1_000_000))
     except ValueError:
         pass
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BarRejected(f"malformed timestamp {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    moment = parse_iso(text)
+    if moment is None:
+        raise BarRejected(f"malformed timestamp {text!r}")
+    return utc_micros(moment)
 
 
 def parse_bar(record: object) -> Bar:
-    """Validate one record field by field; raises `BarRejected` naming the first problem."""
+    """Validate one record of canonical fields; raises `BarRejected` naming the first problem.
+
+    Records keyed as a training file was (vendor headers, epochs, day-first dates) are read
+    by `formats.BarFormat`, which ends here in `bar_from_fields`.
+    """
     if not isinstance(record, dict):
         raise BarRejected(f"malformed record (expected an object, got {type(record).__name__})")
     missing = [k for k in ("timestamp", *PRICE_FIELDS) if record.get(k) in (None, "")]
     if missing:
         raise BarRejected(f"malformed record: missing {', '.join(missing)}")
-    timestamp_us = parse_timestamp(record["timestamp"])
+    return bar_from_fields(parse_timestamp(record["timestamp"]), record)
+
+
+def bar_from_fields(timestamp_us: int, fields: Mapping[str, object]) -> Bar:
+    """A bar from its timestamp and open/high/low/close[/volume] values, checked one by one."""
     values: dict[str, float] = {}
     for name in (*PRICE_FIELDS, "volume"):
-        raw = record.get(name, 0.0)
+        raw = fields.get(name, 0.0)
         if raw in (None, "") and name == "volume":
             raw = 0.0
+        if raw in (None, ""):
+            raise BarRejected(f"malformed record: missing {name}")
         try:
             number = float(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -6,8 +6,15 @@
 Sources: `--bars PATH` (CSV, or Parquet when pyarrow is installed), `--stdin` (JSON lines),
 `--url URL` (HTTP polling example). Sinks: `--sink stdout` (default), `--sink file:PATH`,
 `--sink webhook:ENV_VAR` (URL read from that environment variable; posts on target changes).
+Every source is read the way training read its bars (the manifest's `bars` section:
+vendor headers, klines without header, epochs, day-first dates; see formats.py).
 One JSON line per decided bar goes to the sinks; at the end one `{"summary": {...}}` line is
-printed to stdout. Rejected bars and gaps are logged to stderr and the runner goes on.
+printed to stdout, counting accepted, rejected and gap bars. Rejected bars and gaps are logged
+to stderr and the runner goes on.
+
+Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
+not map onto bars stops before the first bar, naming the file, the columns found and the
+columns expected); 1 a stream of which no bar was accepted; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from .bars import parse_timestamp
 from .bundle import load_bundle
 from .engine import Runner
 from .errors import BarRejected, BundleError
+from .formats import BarFormat
 from .sinks import FileSink, MultiSink, Sink, StdoutSink, WebhookSink
 from .sources import BarSource, HttpPollingSource, JsonLinesSource, replay_source
 from .store import ReplayStore
@@ -114,11 +122,12 @@ def _sinks(specs: list[str] | None) -> Sink:
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
 
 
-def _source(args) -> BarSource:
+def _source(args, bar_format: BarFormat) -> BarSource:
     if args.bars:
-        return replay_source(args.bars)
+        return replay_source(args.bars, bar_format)
     if args.url:
-        return HttpPollingSource(args.url, poll_seconds=args.poll_seconds, max_polls=args.max_polls)
+        return HttpPollingSource(args.url, poll_seconds=args.poll_seconds,
+                                 max_polls=args.max_polls, bar_format=bar_format)
     return JsonLinesSource()
 
 
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         if not args.bundle:
             raise BundleError("no bundle given (--bundle DIR or bundle=DIR)")
         bundle = load_bundle(Path(args.bundle))
+        # Made first: a file whose header cannot be mapped stops before anything is written.
+        source = _source(args, BarFormat(bundle.manifest.get("bars")))
         start_us = parse_timestamp(args.start) if args.start else None
         store = ReplayStore(args.store, durable=args.durable) if args.store else None
         if store is not None and args.purge_days is not None:
@@ -150,7 +161,6 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         # After a restart the store holds what was already acknowledged: rebuild from it and
         # skip those bars in the source.
         resume_after = runner.replay_store(start_us)
-        source = _source(args)
         try:
             summary = runner.run(source, start_us=start_us, resume_after_us=resume_after)
         finally:
@@ -160,6 +170,12 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
                 store.close()
         if not args.no_summary:
             print(json.dumps({"summary": summary}, default=float), flush=True)
+        if runner.accepted == 0 and runner.resumed == 0:
+            reason = f"; first rejection: {runner.first_rejection}" if runner.rejected else ""
+            where = args.bars or args.url or "stdin"
+            print(f"runner: error: no bar accepted from {where} ({runner.rejected} rejected"
+                  f"{reason})", file=sys.stderr)
+            return 1
         return 0
     except (BundleError, BarRejected) as err:
         print(f"runner: error: {err}", file=sys.stderr)

@@ -19,10 +19,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .bars import Bar, BarGate, parse_bar
+from .bars import Bar, BarGate
 from .bundle import Bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
+from .formats import BarFormat
 from .ledger import Ledger, summary
 from .network import ActorNetwork
 from .regimes import RegimeFilter
@@ -82,6 +83,8 @@ class Runner:
         self.max_age_seconds = max_age_seconds
         self.purge_every_bars = purge_every_bars
         self.manifest = m
+        # How training read its bars; every record from every source is read through it.
+        self.format = BarFormat(m.get("bars"))
         try:
             features, observation = m["features"], m["observation"]
             self.window_bars = int(observation["window_bars"])
@@ -117,7 +120,11 @@ class Runner:
         self.sink, self.store = sink, store
         self.trading = False
         self.equity_curve: list[float] = []
+        self.accepted = 0
         self.rejected = 0
+        self.gaps = 0
+        self.resumed = 0  # bars of the source already in the store (skipped after a restart)
+        self.first_rejection: str | None = None
         self.decisions = 0
         self.last_regime = np.full(3, 1.0 / 3.0)
 
@@ -127,11 +134,13 @@ class Runner:
         if isinstance(record, MalformedRecord):
             return self._reject(record.reason, record.raw)
         try:
-            bar = record if isinstance(record, Bar) else parse_bar(record)
+            bar = self.format.bar(record)
             note = self.gate.admit(bar)
         except BarRejected as err:
             return self._reject(err.reason, str(record))
+        self.accepted += 1
         if note:
+            self.gaps += 1
             log.warning("gap: %s", note)
         try:
             return self._step(bar, trade=trade, emit=emit)
@@ -143,6 +152,8 @@ class Runner:
 
     def _reject(self, reason: str, raw: str) -> None:
         self.rejected += 1
+        if self.first_rejection is None:
+            self.first_rejection = reason
         log.warning("rejected bar: %s", reason)
         if self.store is not None:
             self.store.record_rejection(reason, raw)
@@ -244,11 +255,12 @@ class Runner:
             bar = None
             if not isinstance(record, MalformedRecord):
                 try:
-                    bar = record if isinstance(record, Bar) else parse_bar(record)
+                    bar = self.format.bar(record)
                 except BarRejected:
                     bar = None  # `process` logs and stores the reason
             if bar is not None and resume_after_us is not None:
                 if bar.timestamp_us <= resume_after_us:
+                    self.resumed += 1
                     continue  # already processed before the restart
             trade = start_us is None or bar is None or bar.timestamp_us >= start_us
             self.process(record if bar is None else bar, trade=trade)
@@ -258,7 +270,11 @@ class Runner:
         bars_per_year = float(self.manifest.get("bars_per_year", 252.0))
         out = summary(self.equity_curve, bars_per_year, self.ledger) if self.equity_curve else {}
         out["decisions"] = self.decisions
+        out["accepted_bars"] = self.accepted
         out["rejected_bars"] = self.rejected
+        out["gap_bars"] = self.gaps
+        if self.resumed:
+            out["resumed_bars"] = self.resumed
         return out
 
     def replay_store(self, start_us: int | None) -> int | None:

@@ -1,9 +1,12 @@
 """Where bars come from: replay of a file, JSON lines on stdin, or a feed you implement.
 
-A source yields raw records (dicts with `timestamp, open, high, low, close[, volume]`), not
-validated bars: the runner validates every record itself, so a source stays a thin adapter and a
-bad record from any source is rejected the same way. A source must never raise for one bad
-record; it yields what it received (or a `MalformedRecord`) and moves on.
+A source yields raw records, not validated bars: objects keyed by the file's own header or
+canonically (`timestamp, open, high, low, close[, volume]`), or arrays of kline fields. The
+runner reads every record through the bundle's `formats.BarFormat` (the way training read its
+file) and validates it, so a source stays a thin adapter and a bad record from any source is
+rejected the same way. A source must never raise for one bad record; it yields what it
+received (or a `MalformedRecord`) and moves on. A file whose header cannot be mapped is
+refused when the source is made (`formats.HeaderError`), before any bar is read.
 
 To connect a broker or exchange, subclass `BarSource` and implement `records()`:
 
@@ -32,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .bars import parse_timestamp
 from .errors import BarRejected, BundleError
+from .formats import BarFormat, HeaderError, sniff_header
 
 
 @dataclass(frozen=True)
@@ -50,44 +53,53 @@ class BarSource(abc.ABC):
     name = "source"
 
     @abc.abstractmethod
-    def records(self) -> Iterator[dict | MalformedRecord]:
-        """Yield one dict per bar (timestamp, open, high, low, close, volume) or a
-        MalformedRecord for input that could not be decoded."""
+    def records(self) -> Iterator[dict | list | MalformedRecord]:
+        """Yield one dict (or kline array) per bar, or a MalformedRecord for input that
+        could not be decoded."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing to release
         """Called once when the runner stops (end of stream, error or signal)."""
 
-    def __iter__(self) -> Iterator[dict | MalformedRecord]:
+    def __iter__(self) -> Iterator[dict | list | MalformedRecord]:
         return self.records()
 
 
 class CsvReplaySource(BarSource):
-    """Replays a CSV file with a header row (column names are matched case-insensitively)."""
+    """Replays a CSV file read as training read its own (header, separator, columns)."""
 
     name = "csv"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, bar_format: BarFormat | None = None) -> None:
         self.path = Path(path)
+        self.format = bar_format or BarFormat()
         if not self.path.is_file():
             raise BundleError(f"bars file not found: {self.path}")
+        with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+            first = handle.readline()
+        if not first.strip():
+            raise HeaderError(f"{self.path}: the file is empty; expected a header with "
+                              f"{self.format.expected}")
+        self.separator, self.columns = sniff_header(first, self.format.separator)
+        self.headerless = self.columns[0] == "column_0"
+        self.format.check_header(self.columns, str(self.path))
 
-    def records(self) -> Iterator[dict | MalformedRecord]:
-        with self.path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                return
-            columns = [c.strip().lower() for c in header]
+    def records(self) -> Iterator[dict | list | MalformedRecord]:
+        with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+            reader = csv.reader(handle, delimiter=self.separator)
+            if not self.headerless:
+                next(reader, None)
+            width = len(self.columns)
             for row in reader:
                 if not row or all(not cell.strip() for cell in row):
                     continue
-                if len(row) != len(columns):
+                if len(row) != width:
                     yield MalformedRecord(
-                        f"line {reader.line_num}: {len(row)} fields, header has {len(columns)}",
-                        ",".join(row),
+                        f"line {reader.line_num}: {len(row)} fields, header has {width}",
+                        self.separator.join(row),
                     )
                     continue
-                yield dict(zip(columns, (cell.strip() for cell in row)))
+                cells = [cell.strip() for cell in row]
+                yield cells if self.headerless else dict(zip(self.columns, cells))
 
 
 class ParquetReplaySource(BarSource):
@@ -95,31 +107,28 @@ class ParquetReplaySource(BarSource):
 
     name = "parquet"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, bar_format: BarFormat | None = None) -> None:
         self.path = Path(path)
+        self.format = bar_format or BarFormat()
         try:
-            import pyarrow.parquet  # noqa: F401  (optional: only this source needs it)
+            import pyarrow.parquet as pq  # (optional: only this source needs it)
         except ImportError:
             raise BundleError(
                 "replaying Parquet needs pyarrow (pip install pyarrow), or convert the file to CSV"
             ) from None
         if not self.path.is_file():
             raise BundleError(f"bars file not found: {self.path}")
+        self.columns = list(pq.read_schema(self.path).names)
+        self.format.check_header(self.columns, str(self.path))
 
     def records(self) -> Iterator[dict | MalformedRecord]:
         import pyarrow.parquet as pq
 
+        # Timestamps arrive as datetime objects (aware when the column has a zone), which
+        # BarFormat reads as training read the column.
         table = pq.read_table(self.path)
-        columns = {name.lower(): name for name in table.column_names}
-        if "timestamp" not in columns:
-            raise BundleError(f"{self.path}: no timestamp column")
         for batch in table.to_batches(max_chunksize=4096):
-            for row in batch.to_pylist():
-                record = {k.lower(): v for k, v in row.items()}
-                stamp = record.get("timestamp")
-                if hasattr(stamp, "isoformat"):
-                    record["timestamp"] = stamp.isoformat()
-                yield record
+            yield from batch.to_pylist()
 
 
 class JsonLinesSource(BarSource):
@@ -160,6 +169,7 @@ class HttpPollingSource(BarSource):
         timeout_seconds: float = 10.0,
         max_polls: int | None = None,
         on_error=None,
+        bar_format: BarFormat | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise BundleError(f"HttpPollingSource needs an http(s) URL, got {url!r}")
@@ -169,6 +179,7 @@ class HttpPollingSource(BarSource):
         self.max_polls = max_polls
         self.on_error = on_error or (lambda message: print(message, file=sys.stderr))
         self._last_seen: int | None = None
+        self.format = bar_format or BarFormat()
 
     def _fetch(self) -> list:
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
@@ -187,8 +198,8 @@ class HttpPollingSource(BarSource):
                 batch = []
             for record in batch:
                 try:
-                    stamp = parse_timestamp(record.get("timestamp"))
-                except (AttributeError, BarRejected):
+                    stamp = self.format.bar(record).timestamp_us
+                except BarRejected:
                     stamp = None  # yielded as is: the runner rejects it with its reason
                 if stamp is not None and self._last_seen is not None and stamp <= self._last_seen:
                     continue  # the endpoint still shows bars we already delivered
@@ -199,9 +210,9 @@ class HttpPollingSource(BarSource):
                 time.sleep(self.poll_seconds)
 
 
-def replay_source(path: str | Path) -> BarSource:
+def replay_source(path: str | Path, bar_format: BarFormat | None = None) -> BarSource:
     """CSV or Parquet replay chosen by file extension."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return ParquetReplaySource(path)
-    return CsvReplaySource(path)
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return ParquetReplaySource(path, bar_format)
+    return CsvReplaySource(path, bar_format)
