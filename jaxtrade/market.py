@@ -199,6 +199,8 @@ def build(
     clip: float | None = 5.0,
     regimes: bool = False,
     bars_per_year: float | None = None,
+    normalizer: Any = None,
+    regime_model: Any = None,
 ) -> MarketData:
     """Compute features, fit normalization on the train split only, stack into tensors.
 
@@ -216,6 +218,10 @@ def build(
     `meta.extra` holds what an export needs to reproduce the inputs: "feature_spec"
     (spec dict), "feature_names", "normalizer" (`Normalizer.to_dict()` or None), "splits",
     and "regime_model" (the fitted model's dict, when regimes=True).
+
+    `normalizer` and `regime_model` (objects or their dicts, e.g. from a trained market's
+    `meta.extra`) are applied instead of fitted: how a trained policy is evaluated on other
+    bars with the statistics it was trained with.
     """
     import polars as pl
 
@@ -287,8 +293,14 @@ def build(
         raise ConfigError(f"split {split} reaches past the {num_bars} bars of the frame")
     train_start, train_end = (int(v) for v in splits[0])
 
-    normalizer = None
-    if normalization != "none":
+    if normalizer is not None:
+        normalizer = normalizer if isinstance(normalizer, Normalizer) else \
+            Normalizer.from_dict(normalizer)
+        if list(normalizer.feature_names) != list(names):
+            raise ConfigError(f"the fitted normalizer has features {list(normalizer.feature_names)}"
+                              f", the spec computes {names}")
+        features = normalizer.transform(features)
+    elif normalization != "none":
         normalizer = Normalizer.fit(
             features,
             (train_start, train_end),
@@ -302,11 +314,15 @@ def build(
 
     regime = np.full((num_bars, 3), 1.0 / 3.0)
     regime_model = None
-    if regimes:
-        from jaxtrade.features.regimes import REGIME_COLUMNS, fit_regimes
+    if regimes or regime_model is not None:
+        from jaxtrade.features.regimes import REGIME_COLUMNS, RegimeModel, fit_regimes
 
-        train_times = timeline.slice(train_start, train_end - train_start)
-        model = fit_regimes(frame.filter(pl.col("timestamp").is_in(train_times.implode())))
+        if regime_model is not None:
+            model = regime_model if isinstance(regime_model, RegimeModel) else \
+                RegimeModel.from_dict(regime_model)
+        else:
+            train_times = timeline.slice(train_start, train_end - train_start)
+            model = fit_regimes(frame.filter(pl.col("timestamp").is_in(train_times.implode())))
         probs = model.transform(frame).select(REGIME_COLUMNS)
         by_time = (
             pl.concat([frame.select("timestamp"), probs], how="horizontal")
