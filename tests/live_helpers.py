@@ -120,3 +120,42 @@ def shared_case(name: str = "sp500_daily", bars: int = 900, window_bars: int = 1
         discrete_levels=(-2.0, -1.0, 0.0, 1.0, 2.0),
     )
     return result, bundle, write_csv(frame, tmp / "bars.csv"), frame
+
+
+# A few seconds of PPO on a small synthetic market read from a CSV (as `jaxtrade train
+# data=csv` reads any file): the shared run of the format round trips and of the backtests
+# on other bars.
+TINY_RUN = ["data=csv", "logger=none", "env.num_envs=4", "env.window_bars=16",
+            "env.episode_bars=64", "agent.rollout_len=32", "agent.updates_per_chunk=2",
+            "train.total_steps=512", "train.checkpoint_every_updates=2",
+            "train.eval_every_updates=2", "network.hidden_sizes=[16,16]", "seed=0"]
+
+
+def tiny_frame(bars: int = 400, seed: int = 0) -> pl.DataFrame:
+    from jaxtrade.data.synthetic import synthetic_frame
+
+    return synthetic_frame(seed=seed, num_bars=bars, num_assets=1)
+
+
+@functools.cache
+def tiny_run() -> tuple[Path, pl.DataFrame, Path]:
+    """(run_dir, its bars, the CSV it trained on): trained once per test process."""
+    import contextlib
+    import io
+
+    from jaxtrade.cli import main
+
+    tmp = Path(tempfile.mkdtemp(prefix="jaxtrade-run-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    frame = tiny_frame()
+    csv = write_csv(frame, tmp / "bars.csv")
+    run_dir = tmp / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", *TINY_RUN, f"data.path={csv}", f"run_dir={run_dir}"])
+    assert code == 0
+    return run_dir, frame, csv
+
+
+def report_positions(report_dir: Path, split: str | None = None) -> pl.DataFrame:
+    positions = pl.read_csv(report_dir / "positions.csv")
+    return positions if split is None else positions.filter(pl.col("split") == split)
