@@ -313,7 +313,7 @@ def build(
     features = np.where(valid[:, :, None] & np.isfinite(features), features, 0.0)
 
     regime = np.full((num_bars, 3), 1.0 / 3.0)
-    regime_model = None
+    fitted_regimes = None
     if regimes or regime_model is not None:
         from jaxtrade.features.regimes import REGIME_COLUMNS, RegimeModel, fit_regimes
 
@@ -332,7 +332,7 @@ def build(
         aligned = pl.DataFrame({"timestamp": timeline}).join(by_time, on="timestamp", how="left")
         values = aligned.select(pl.col(REGIME_COLUMNS).forward_fill()).to_numpy()
         regime = np.where(np.isfinite(values), values, 1.0 / 3.0)
-        regime_model = model.to_dict()
+        fitted_regimes = model.to_dict()
 
     if bars_per_year is None:
         bars_per_year = infer_bars_per_year(frame.sort("symbol", "timestamp"))
@@ -346,7 +346,7 @@ def build(
             "feature_names": list(names),
             "normalizer": None if normalizer is None else normalizer.to_dict(),
             "splits": splits.tolist(),
-            "regime_model": regime_model,
+            "regime_model": fitted_regimes,
         },
     )
     host = {
