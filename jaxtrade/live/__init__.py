@@ -7,11 +7,12 @@ relative imports only and never imports jax, flax, polars or pandas (a test chec
     python BUNDLE/runner.py --stdin --store replay.sqlite < bars.jsonl  # JSON lines, stored
     jaxtrade live bundle=BUNDLE source=replay path=bars.csv start=2024-01-02
 
-Per bar the runner validates the bar (bars.py), fills the previous decision on this bar's open
-with the manifest's cost model (ledger.py, the env's rules in float32), updates every feature
-incrementally (features.py) and the regime filter (regimes.py), normalizes with the training
-statistics, runs the numpy actor (network.py), writes bar, decision and fills to the SQLite
-replay store in one transaction (store.py), and only then prints the decision (sinks.py):
+Per bar the runner reads the record as training read its bars (formats.py), validates it
+(bars.py), fills the previous decision on this bar's open with the manifest's cost model
+(ledger.py, the env's rules in float32), updates every feature incrementally (features.py)
+and the regime filter (regimes.py), normalizes with the training statistics, runs the numpy
+actor (network.py), writes bar, decision and fills to the SQLite replay store in one
+transaction (store.py), and only then prints the decision (sinks.py):
 
     {"timestamp": "2024-01-02T00:00:00Z", "action": 2, "probabilities": [0.1, 0.2, 0.7],
      "confidence": 0.7, "target_position": 1.0, "position": 0.0, "equity": 1.0,
@@ -22,9 +23,12 @@ conventions of jaxtrade.metrics. Bars before `--start` only warm the features up
 decision needs `window_bars` bars, and features with infinite memory (EMAs, Wilder averages)
 equal training's exactly only when the runner saw the same history from its first bar.
 
-manifest.json (format_version 1): features {spec, columns, normalizer, regimes}, observation
-{window_bars, layout, include_portfolio, shape}, action {mode, discrete_levels | low/high,
-squash}, trading / costs / risk (the env's TradingConfig, TransactionConfig, RiskConfig),
+manifest.json (format_version 1): bars (how training read its file: format, separator,
+columns, explicit_columns, aliases, timestamp {kind, unit, format, timezone}, adjust,
+fill_gaps; applied by formats.BarFormat), features {spec, columns, normalizer, regimes},
+observation {window_bars, layout, include_portfolio, shape}, action {mode, discrete_levels |
+low/high, squash}, trading / costs / risk (the env's TradingConfig, TransactionConfig,
+RiskConfig),
 market {atr_window, volatility_window}, network {config, obs_shape}, weights {file: sha256},
 bars_per_year, bar_interval_seconds, gap_threshold_seconds, versions, source, run_config.
 """

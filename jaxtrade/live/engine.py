@@ -85,6 +85,9 @@ class Runner:
         self.manifest = m
         # How training read its bars; every record from every source is read through it.
         self.format = BarFormat(m.get("bars"))
+        if self.format.spec.get("fill_gaps") == "ffill":
+            log.warning("training filled gaps with flat bars (fill_gaps='ffill'); this runner "
+                        "does not, so features after a gap can differ from training's")
         try:
             features, observation = m["features"], m["observation"]
             self.window_bars = int(observation["window_bars"])
