@@ -30,11 +30,13 @@ a fresh 500 MB observation buffer, and faulting it in 4 KiB pages costs as much 
 
     python scripts/bench_env.py            # full tables (a few minutes on 2 CPU cores)
     python scripts/bench_env.py --quick    # small sizes, smoke test
+    python scripts/bench_env.py --envs 65536 --json env.json   # one size, figures to a file
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -209,6 +211,8 @@ def main() -> None:
                         help="array size for the bandwidth copy")
     parser.add_argument("--no-hugepages", action="store_true",
                         help="keep glibc's default malloc (4 KiB pages)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the figures to this JSON file")
     args = parser.parse_args()
     counts = args.envs or ([1, 64, 1024] if args.quick else [1, 64, 1024, 4096, 65536])
     loop_seconds = 1.0 if args.quick else args.loop_seconds
@@ -221,6 +225,9 @@ def main() -> None:
           f"host {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
           f"load average {load:.1f}), jax {jax.__version__}, huge-page malloc "
           f"{'on' if hugepages.enabled() else 'off'}")
+    results: dict = {"device": {"platform": device.platform, "kind": device.device_kind,
+                                "count": jax.device_count()}, "jax": jax.__version__,
+                     "like_for_like": [], "default": []}
     frame = load_frame()
     close = frame["close"].to_numpy().astype(np.float64)
 
@@ -246,6 +253,7 @@ def main() -> None:
           f"jaxtrade Gymnasium adapter, Python loop: {adapter:,.0f} steps/s "
           f"(measured with {pool} envs round-robin; independent of N); gym-anytrading per "
           f"CPU-second: {anytrading_cpu:,.0f}")
+    results["peers_steps_per_s"] = {"gym_anytrading": anytrading, "gymnasium_adapter": adapter}
     print("| envs | jaxtrade vmapped steps/s | vs gym-anytrading | vs Gymnasium adapter "
           "| steps per CPU-second | vs gym-anytrading per CPU-second "
           "| with fresh keys per step | vs gym-anytrading |")
@@ -257,6 +265,9 @@ def main() -> None:
         print(f"| {n} | {rate:,.0f} | {rate / anytrading:,.1f}x | {rate / adapter:,.1f}x "
               f"| {per_cpu:,.0f} | {per_cpu / anytrading_cpu:,.1f}x "
               f"| {fresh:,.0f} | {fresh / anytrading:,.1f}x |")
+        results["like_for_like"].append({"envs": n, "env_steps_per_s": rate,
+                                         "per_cpu_second": per_cpu,
+                                         "fresh_keys_env_steps_per_s": fresh})
 
     # ---- table 2 -------------------------------------------------------------------------
     market = default_market(frame)
@@ -279,6 +290,9 @@ def main() -> None:
         moved = rate * sizes["total"]
         print(f"| {n} | {rate:,.0f} | {moved / 1e9:,.2f} | {moved / bandwidth:.0%} "
               f"| {per_cpu:,.0f} |")
+        results["default"].append({"envs": n, "env_steps_per_s": rate,
+                                   "bytes_moved_per_s": moved,
+                                   "fraction_of_bandwidth": moved / bandwidth})
 
     # ---- memory --------------------------------------------------------------------------
     mem = memory_per_env(env, params, big)
@@ -287,6 +301,11 @@ def main() -> None:
     print(f"live bytes for 1 env: {mem['bytes_1_env']:,}; for {big} envs: "
           f"{mem[f'bytes_{big}_envs']:,}; per-env increment {mem['per_env']:,.0f} bytes, "
           f"of which beyond the observation buffer {mem['per_env_beyond_obs']:,.0f} bytes")
+    if args.json:
+        results.update(bytes_per_env_step=sizes, bandwidth_bytes_per_s=bandwidth,
+                       memory={k: float(v) for k, v in mem.items()})
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,23 @@ what `jaxtrade train` runs) with its FLOPs per env-step and FLOP/s.
 
     python scripts/bench_train.py            # full run (a few minutes on 2 CPU cores)
     python scripts/bench_train.py --quick    # smoke test
+    python scripts/bench_train.py --skip-like --skip-seeds --override agent=dqn \
+        --override env.num_envs=4096 --json dqn.json   # one agent's default config
+
+--override takes `jaxtrade train` overrides for the default configuration (any agent in
+agents.AGENTS that has a configs/agent/ file); --json writes the figures to a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -98,8 +105,9 @@ def time_jax(config: PPOConfig, env, env_params, seeds: int = 1) -> tuple[float,
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - start
-    num_updates, _, per_update = config.run_sizes()
-    return compile_s, run_s, num_updates * per_update
+    # The agent protocol's sizes, so every registered agent is timed the same way.
+    agent = agents.make_agent(config, env, env_params)
+    return compile_s, run_s, agent.num_updates * agent.steps_per_update
 
 
 def time_sb3(steps: int) -> float:
@@ -121,27 +129,35 @@ def time_sb3(steps: int) -> float:
     return model.num_timesteps / (time.perf_counter() - start)
 
 
-def default_config(num_updates: int) -> None:
-    """Time `num_updates` updates of the project's default training config (configs/)."""
+def default_config(num_updates: int, overrides: list[str] | None = None) -> dict:
+    """Time `num_updates` updates of the project's default training config (configs/), with
+    `jaxtrade train` overrides (agent=..., env.num_envs=...)."""
     from experiments import common
 
-    cfg = common.compose([])
+    cfg = common.compose(list(overrides or []))
     frame = common.load_frame(cfg["data"])
     env, env_params = common.build_env(cfg, common.build_market(cfg, frame))
     num_envs = common.resolve_num_envs(cfg, env, env_params)
     config = common.agent_config(cfg, env, env_params, num_envs)
-    batch = config.num_envs * config.rollout_len
-    config = dataclasses.replace(config, total_steps=num_updates * batch,
-                                 updates_per_chunk=num_updates)
+    per_update = agents.make_agent(config, env, env_params).steps_per_update
+    changes = {"total_steps": num_updates * per_update}
+    if "updates_per_chunk" in {f.name for f in dataclasses.fields(config)}:
+        changes["updates_per_chunk"] = num_updates
+    config = dataclasses.replace(config, **changes)
     compile_s, run_s, steps = time_jax(config, env, env_params)
     rate = steps / run_s
     net = config.network
-    line = (f"default config ({cfg['data'].get('source', 'data')}, {num_envs} envs x "
-            f"{config.rollout_len} steps, {config.update_epochs} epochs x "
-            f"{config.num_minibatches} minibatches, {net.torso} {list(net.hidden_sizes)}, "
+    shape = (f"{config.rollout_len} steps, {config.update_epochs} epochs x "
+             f"{config.num_minibatches} minibatches, " if hasattr(config, "update_epochs")
+             else f"{per_update} env-steps per update, ")
+    line = (f"default config ({config.name}, {cfg['data'].get('source', 'data')}, "
+            f"{num_envs} envs x {shape}{net.torso} {list(net.hidden_sizes)}, "
             f"final_observation={getattr(env, 'final_observation', False)}): "
             f"{rate:,.0f} env-steps/s, compile {compile_s:.1f} s")
-    if net.torso == "mlp" and not net.shared_torso:
+    result = {"agent": config.name, "num_envs": num_envs, "env_steps": steps,
+              "env_steps_per_s": rate, "run_s": run_s, "compile_s": compile_s,
+              "overrides": list(overrides or [])}
+    if net.torso == "mlp" and not net.shared_torso and hasattr(config, "update_epochs"):
         obs_dim = common.observation_size(env, env_params)
         sizes = [obs_dim, *net.hidden_sizes]
         actor = mlp_flops([*sizes, env.num_actions])
@@ -151,7 +167,9 @@ def default_config(num_updates: int) -> None:
         rollout = actor + critic * (2 if getattr(env, "final_observation", False) else 1)
         flops = rollout + 3 * config.update_epochs * (actor + critic)
         line += f", {flops:,.0f} FLOPs/env-step -> {flops * rate / 1e9:.2f} GFLOP/s"
+        result["flops_per_env_step"] = flops
     print(line)
+    return result
 
 
 def main() -> None:
@@ -159,44 +177,68 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     parser.add_argument("--sb3-steps", type=int, default=3 * SAMPLES_PER_UPDATE)
     parser.add_argument("--jax-updates", type=int, default=40, help="updates of 2048 samples")
-    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="vmapped seed counts timed against 1 seed (default 16; --quick 4)")
     parser.add_argument("--default-updates", type=int, default=8,
                         help="updates of the default training config to time")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="jaxtrade train override for the default config (repeatable)")
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--skip-like", action="store_true",
+                        help="skip the like-for-like PPO run (and so the SB3 peer)")
+    parser.add_argument("--skip-seeds", action="store_true", help="skip the seeds comparison")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the figures to this JSON file")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
     if args.quick:
-        args.sb3_steps, args.jax_updates, args.seeds, args.default_updates = 2048, 4, 4, 2
+        args.sb3_steps, args.jax_updates, args.default_updates = 2048, 4, 2
+    args.seeds = args.seeds or ([4] if args.quick else [16])
 
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} ({jax.default_backend()}), "
           f"{os.cpu_count()} cores, {platform.machine()}; jax {jax.__version__}")
+    results: dict = {"device": {"platform": device.platform, "kind": device.device_kind,
+                                "count": jax.device_count()}, "jax": jax.__version__}
     env, env_params = jax_env()
 
     # 1. Like for like: 64 envs x 32 steps = 2048 samples, 10 epochs, minibatch 64.
-    like = ppo_config(64, 32, args.jax_updates * SAMPLES_PER_UPDATE, MINIBATCH)
-    compile_s, run_s, steps = time_jax(like, env, env_params)
-    jax_rate = steps / run_s
-    flops = flops_per_env_step(WINDOW * 2, 2, EPOCHS)
-    print(f"jaxtrade PPO like-for-like: {jax_rate:,.0f} env-steps/s ({steps} steps in "
-          f"{run_s:.2f} s), compile {compile_s:.1f} s")
-    print(f"  network FLOPs per env-step {flops:,.0f} -> {flops * jax_rate / 1e9:.2f} GFLOP/s")
-    if not args.skip_sb3:
-        sb3_rate = time_sb3(args.sb3_steps)
-        print(f"SB3 PPO (CPU torch) on gym-anytrading StocksEnv: {sb3_rate:,.0f} env-steps/s "
-              f"({args.sb3_steps} steps)")
-        print(f"RATIO jaxtrade / SB3 = {jax_rate / sb3_rate:.1f}x (goal >= 100x)")
+    if not args.skip_like:
+        like = ppo_config(64, 32, args.jax_updates * SAMPLES_PER_UPDATE, MINIBATCH)
+        compile_s, run_s, steps = time_jax(like, env, env_params)
+        jax_rate = steps / run_s
+        flops = flops_per_env_step(WINDOW * 2, 2, EPOCHS)
+        print(f"jaxtrade PPO like-for-like: {jax_rate:,.0f} env-steps/s ({steps} steps in "
+              f"{run_s:.2f} s), compile {compile_s:.1f} s")
+        print(f"  network FLOPs per env-step {flops:,.0f} -> "
+              f"{flops * jax_rate / 1e9:.2f} GFLOP/s")
+        results["like_for_like"] = {"env_steps_per_s": jax_rate, "env_steps": steps,
+                                    "run_s": run_s, "compile_s": compile_s}
+        if not args.skip_sb3:
+            sb3_rate = time_sb3(args.sb3_steps)
+            print(f"SB3 PPO (CPU torch) on gym-anytrading StocksEnv: {sb3_rate:,.0f} "
+                  f"env-steps/s ({args.sb3_steps} steps)")
+            print(f"RATIO jaxtrade / SB3 = {jax_rate / sb3_rate:.1f}x (goal >= 100x)")
+            results["sb3_env_steps_per_s"] = sb3_rate
 
     # 2. Seeds: S vmapped seeds vs 1 seed, same program shape.
-    seed_cfg = ppo_config(64, 32, max(2, args.jax_updates // 4) * SAMPLES_PER_UPDATE, MINIBATCH)
-    _, one_s, _ = time_jax(seed_cfg, env, env_params)
-    _, many_s, _ = time_jax(seed_cfg, env, env_params, seeds=args.seeds)
-    print(f"seeds: {args.seeds} vmapped {many_s:.2f} s vs 1 seed {one_s:.2f} s -> "
-          f"{many_s / one_s:.2f}x wall time for {args.seeds}x the runs")
+    if not args.skip_seeds:
+        seed_cfg = ppo_config(64, 32, max(2, args.jax_updates // 4) * SAMPLES_PER_UPDATE,
+                              MINIBATCH)
+        _, one_s, _ = time_jax(seed_cfg, env, env_params)
+        results["seeds_wall_s"] = {"1": one_s}
+        for seeds in args.seeds:
+            _, many_s, _ = time_jax(seed_cfg, env, env_params, seeds=seeds)
+            print(f"seeds: {seeds} vmapped {many_s:.2f} s vs 1 seed {one_s:.2f} s -> "
+                  f"{many_s / one_s:.2f}x wall time for {seeds}x the runs")
+            results["seeds_wall_s"][str(seeds)] = many_s
 
     # 3. The default training configuration (what `jaxtrade train` / `make run` trains).
     if not args.skip_default:
-        default_config(args.default_updates)
+        results["default"] = default_config(args.default_updates, args.override)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()
