@@ -265,8 +265,10 @@ def sweep_main(argv: list[str], print_fn: Callable[[str], None] = print) -> int:
         if args.on_partial_failure == "terminate" or not result.pods:
             left = (f"; could not terminate {', '.join(result.not_terminated)}: run `jaxtrade "
                     "cloud stop`" if result.not_terminated else "")
+            kept = (f"; the W&B sweep {path} stays (attach to it with --sweep-id)"
+                    if not args.sweep_id else "")
             raise CloudError(f"{result.failure}; terminated the {len(result.pods)} pod(s) "
-                             f"already created{left}")
+                             f"already created{left}{kept}")
         print(f"jaxtrade: warning: {result.failure}; kept the {len(result.pods)} pod(s) "
               f"already created (of {spec.num_pods})", file=sys.stderr)
     print_fn(f"{len(result.pods)} pod(s) x {spec.gpus_per_pod} {spec.gpu_type} running "
