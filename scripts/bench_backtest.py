@@ -1,33 +1,37 @@
-"""Benchmark: performance metrics of many strategies, batched JAX vs empyrical in a loop.
+"""Benchmark: the evaluation phase of a sweep, jaxtrade beside the same metrics in empyrical.
 
-Both sides score the same N strategies x T bars of daily returns (real S&P 500 returns from
-the embedded data times random target positions, so the series look like strategies):
-  jaxtrade  jaxtrade.metrics.batch_metrics: all 19 report metrics (the 10 below plus trade
-            statistics, turnover, exposure, profit factor, win rate, skew, kurtosis,
-            drawdown duration) for every strategy in one jitted program over [N, T];
-            timed after a warm-up call (compile time printed separately). Also timed
-            restricted to the 10 metrics empyrical computes (like for like). On CPU the
-            per-row statistics come from the native kernel (jaxtrade/native, an XLA FFI
-            call inside the same jitted program); --jax-path measures the pure-JAX
-            program that GPUs/TPUs run instead (same numbers, slower on CPU).
-  empyrical the 10 metrics empyrical implements (Sharpe, Sortino, max drawdown, total and
-            annual return, annual volatility, Calmar, VaR, CVaR, tail ratio), one strategy
-            at a time in a Python loop, as a research script would.
-Prints medians of the repeated timings, both speed-up ratios, the CPU time per wall second
-of the JAX call (2.0 = both cores busy), and the largest absolute difference between the two
-on the 10 shared metrics (jaxtrade computes in float32, empyrical in float64).
---breakdown also times the parts: the native row statistics alone, and on the JAX path the
-exact 5%/95% tails (the batch search, two full top_k, a full XLA sort, numpy's sort).
+What a user waits for between the end of a sweep's training and its report, through the
+functions `jaxtrade train` / `jaxtrade backtest` call for a report (experiments/train.py
+`write_report`), for every trial:
+  walks      jaxtrade.evaluate.backtest.backtest_all_splits: the trial's policy (the default
+             agent and network, parameters as training leaves them) walked through the env
+             on train / validation / test with costs, all 19 metrics of each split
+  bootstrap  jaxtrade.evaluate.montecarlo.bootstrap: 1,000 stationary-bootstrap paths of the
+             trial's test returns (Sharpe, max drawdown, final return, equity fan chart)
+and once for the sweep:
+  baselines  jaxtrade.evaluate.baselines.run_baselines on the same splits and costs
+  deflation  jaxtrade.metrics.sweep_significance over the trials' validation returns
+  report     jaxtrade.evaluate.report.write_report of the best trial (HTML, PNGs,
+             metrics.json, positions.csv)
+The phase runs twice in one process: cold (every program compiled on the way, the
+persistent compilation cache off: a first run) and warm (a second sweep of the same shapes).
 
-The process runs with glibc's transparent-huge-page malloc like the `jaxtrade` command
-(jaxtrade/hugepages.py: GLIBC_TUNABLES=glibc.malloc.hugetlb=1, re-executing itself once to
-set it; --no-hugepages to keep the default): every [N, T] temporary is a fresh 100 MB
-allocation, and on the measuring machine page faults on 4 KiB pages made memory-bound XLA ops
-3-5x slower. Both sides share the process and the setting.
+Peer, in the same run: the same metrics of the same series computed with empyrical in a
+Python loop, one series at a time: the 10 metrics empyrical implements (Sharpe, Sortino, max
+drawdown, total and annual return, annual volatility, Calmar, VaR, CVaR, tail ratio) for
+every split of every trial and baseline, and for each bootstrap path the three the bootstrap
+reports (scored on jaxtrade's paths so the values compare; the peer draws as many paths of
+its own with numpy inside the timer) plus numpy's quantiles for the fan chart. Prints the
+time of each stage, the metric work of jaxtrade (measured apart: metrics_dict of every split
+series, the bootstrap calls) against empyrical, and the phase as it is against the phase
+with empyrical doing the metrics. jaxtrade computes in
+float32, empyrical in float64; the largest relative difference is printed.
 
-    python scripts/bench_backtest.py            # 10,000 strategies x 2,520 bars
-    python scripts/bench_backtest.py --quick    # smoke test
-    python scripts/bench_backtest.py --jax-path # without the native kernel
+The process runs with glibc's huge-page malloc like the `jaxtrade` command
+(jaxtrade/hugepages.py; --no-hugepages to keep the default).
+
+    python scripts/bench_backtest.py            # 64 trials x 3 splits x 1,000 paths
+    python scripts/bench_backtest.py --quick    # smoke test: 4 trials x 200 paths
 """
 
 from __future__ import annotations
@@ -35,182 +39,224 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
-import statistics
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jaxtrade import hugepages  # noqa: E402  (light: sets XLA_FLAGS, imports no JAX)
 
-if "--no-hugepages" not in sys.argv:
+if "--no-hugepages" not in sys.argv and not {"-h", "--help"} & set(sys.argv):
     hugepages.reexec_with_hugepages()
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if "--jax-path" in sys.argv:
-    os.environ["JAXTRADE_NATIVE"] = "0"
 
 import empyrical as ep  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
+from experiments import common  # noqa: E402
+from experiments.train import prepare  # noqa: E402
 from jaxtrade import metrics as M  # noqa: E402
-from jaxtrade import native  # noqa: E402
+from jaxtrade.evaluate import montecarlo  # noqa: E402
+from jaxtrade.evaluate.backtest import (  # noqa: E402
+    BacktestResult,
+    agent_policy,
+    backtest_all_splits,
+    costs_description,
+)
+from jaxtrade.evaluate.baselines import run_baselines  # noqa: E402
+from jaxtrade.evaluate.report import write_report  # noqa: E402
+from jaxtrade.runs import init_points, point_keys  # noqa: E402
 
-EMBEDDED = Path(__file__).resolve().parents[1] / "jaxtrade" / "data" / "embedded"
-COMMON = {
-    "sharpe": lambda r: ep.sharpe_ratio(r, annualization=252),
-    "sortino": lambda r: ep.sortino_ratio(r, annualization=252),
-    "max_drawdown": ep.max_drawdown,
-    "total_return": ep.cum_returns_final,
-    "annual_return": lambda r: ep.annual_return(r, annualization=252),
-    "annual_volatility": lambda r: ep.annual_volatility(r, annualization=252),
-    "calmar": lambda r: ep.calmar_ratio(r, annualization=252),
-    "var_5": lambda r: ep.value_at_risk(r, 0.05),
-    "cvar_5": lambda r: ep.conditional_value_at_risk(r, 0.05),
-    "tail_ratio": ep.tail_ratio,
+#: The metrics empyrical implements, as jaxtrade names them.
+EMPYRICAL = {
+    "sharpe": lambda r, a: ep.sharpe_ratio(r, annualization=a),
+    "sortino": lambda r, a: ep.sortino_ratio(r, annualization=a),
+    "max_drawdown": lambda r, a: ep.max_drawdown(r),
+    "total_return": lambda r, a: ep.cum_returns_final(r),
+    "annual_return": lambda r, a: ep.annual_return(r, annualization=a),
+    "annual_volatility": lambda r, a: ep.annual_volatility(r, annualization=a),
+    "calmar": lambda r, a: ep.calmar_ratio(r, annualization=a),
+    "var_5": lambda r, a: ep.value_at_risk(r, 0.05),
+    "cvar_5": lambda r, a: ep.conditional_value_at_risk(r, 0.05),
+    "tail_ratio": lambda r, a: ep.tail_ratio(r),
+}
+#: What the bootstrap scores on each path (its MonteCarloResult field, empyrical's function).
+BOOTSTRAP = {
+    "sharpe": lambda r, a: ep.sharpe_ratio(r, annualization=a),
+    "max_drawdown": lambda r, a: ep.max_drawdown(r),
+    "final_return": lambda r, a: ep.cum_returns_final(r),
 }
 
 
-def make_strategies(num: int, bars: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    close = pl.read_parquet(EMBEDDED / "sp500_daily.parquet")["close"].to_numpy()
-    market = close[1:] / close[:-1] - 1.0
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(market) - bars, size=num)
-    windows = market[starts[:, None] + np.arange(bars)]
-    # Positions held for random stretches (about 20 bars) at -1, 0, 0.5 or 1.
-    levels = np.array([-1.0, 0.0, 0.5, 1.0])
-    change = rng.random((num, bars)) < 0.05
-    change[:, 0] = True
-    draws = levels[rng.integers(0, 4, size=(num, bars))]
-    last = np.maximum.accumulate(np.where(change, np.arange(bars), 0), axis=1)
-    positions = np.take_along_axis(draws, last, axis=1)
-    cost = np.abs(np.diff(positions, axis=1, prepend=0.0)) * 2e-4
-    return positions * windows - cost, positions
+class Stages:
+    """Wall time per named stage, summed over calls."""
 
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
-def _timed(fn, repeats: int) -> tuple[float, float, object]:
-    """(median wall seconds, median CPU seconds of this process, last result)."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        cpu = resource.getrusage(resource.RUSAGE_SELF)
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpus.append(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
-    return statistics.median(walls), statistics.median(cpus), out
+        out = fn()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
 
 
-def _breakdown(returns: jax.Array, host: np.ndarray, repeats: int) -> None:
-    mean, std = jnp.mean(returns, axis=1), jnp.std(returns, axis=1, ddof=1)
-    centred = (returns - mean[:, None]) / jnp.std(returns, axis=1)[:, None]
-    skew, kurt = jnp.mean(centred**3, axis=1), jnp.mean(centred**4, axis=1) - 3.0
-    parts = {}
-    if native.available():
-        parts["native row statistics (used)"] = jax.jit(
-            lambda r: M._row_stats_native(r, None)[0])
-    parts |= {
-        "JAX path: all row statistics": jax.jit(lambda r: M._row_stats_xla(r, None)[0]),
-        "JAX path: exact tails, batch search": jax.jit(
-            lambda r: M._tails(r, mean, std, skew, kurt)),
-        "JAX path: exact tails, two top_k(k=127)": jax.jit(M._tails_direct),
-        "JAX path: full XLA sort of every row": jax.jit(
-            lambda r: jnp.sort(r, axis=1)[:, ::500]),
-        "one row reduction (sum)": jax.jit(lambda r: jnp.sum(r, axis=1)),
-    }
-    for name, fn in parts.items():
-        jax.block_until_ready(fn(returns))
-        wall, _, _ = _timed(lambda fn=fn: fn(returns), repeats)
-        print(f"  {name:40s} {wall * 1e3:8.1f} ms")
-    start = time.perf_counter()
-    np.sort(host, axis=1)
-    print(f"  {'numpy sort of every row (float32)':40s} "
-          f"{(time.perf_counter() - start) * 1e3:8.1f} ms")
+def evaluation_phase(prep: Any, params: list[Any], num_paths: int, out: Path) -> tuple:
+    """The sweep's evaluation phase; (stages, per-trial results, bootstraps, baselines)."""
+    stages = Stages()
+    results: list[dict[str, BacktestResult]] = []
+    boots: list[montecarlo.MonteCarloResult] = []
+    for trial_params in params:
+        policy = agent_policy(prep.agent, trial_params)
+        trial = stages.run("walks + split metrics", lambda p=policy: backtest_all_splits(
+            prep.env, prep.env_params, p, deterministic=True))
+        test = trial["test"]
+        boots.append(stages.run("bootstrap", lambda t=test: montecarlo.bootstrap(
+            t.returns[1:], t.bars_per_year, num_paths=num_paths, exposure=t.positions[1:])))
+        results.append(trial)
+    baselines = stages.run("baselines", lambda: run_baselines(
+        prep.env, prep.env_params, splits=tuple(results[0])))
+    validation = np.stack([r["validation"].returns[1:] for r in results])
+    significance = stages.run("deflated Sharpe", lambda: M.sweep_significance(validation))
+    best = significance["best_trial"]
+    best_boot = boots[best]
+    stages.run("report files", lambda: write_report(
+        out, results[best], baselines, mc=best_boot, sweep_trials=len(params),
+        costs_description=costs_description(prep.env_params),
+        sweep_sharpe_variance=significance["sharpe_variance"]))
+    return stages, results, boots, baselines
+
+
+def split_series(results: list[dict[str, BacktestResult]], baselines: dict) -> list:
+    """(returns, positions) of every split of every trial and baseline, as the report scores
+    them (returns after the anchor row, the target decided a row earlier)."""
+    runs = [r for trial in results for r in trial.values()]
+    runs += [r for by_split in baselines.values() for r in by_split.values()]
+    return [(r.returns[1:], r.target_positions[:-1], r.bars_per_year) for r in runs]
+
+
+def bootstrap_paths(test: BacktestResult, num_paths: int) -> np.ndarray:
+    """The paths `montecarlo.bootstrap` scores (its default key and block length)."""
+    returns = np.asarray(np.asarray(test.returns[1:], np.float64), np.float32)
+    index_key, _ = jax.random.split(jax.random.PRNGKey(0))
+    block = montecarlo.default_block_bars(len(returns))
+    idx = montecarlo.stationary_bootstrap_indices(index_key, len(returns), num_paths, block)
+    return returns.astype(np.float64)[np.asarray(idx)]
+
+
+def numpy_bootstrap(returns: np.ndarray, num_paths: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """The peer's own stationary bootstrap (same algorithm as jaxtrade's, numpy's RNG)."""
+    num_bars = len(returns)
+    restart = rng.random((num_paths, num_bars)) < 1.0 / montecarlo.default_block_bars(num_bars)
+    restart[:, 0] = True
+    starts = rng.integers(0, num_bars, (num_paths, num_bars))
+    position = np.arange(num_bars)
+    block_start = np.maximum.accumulate(np.where(restart, position, 0), axis=1)
+    first = np.take_along_axis(starts, block_start, axis=1)
+    return returns[(first + position - block_start) % num_bars]
+
+
+def empyrical_metrics(series: list, paths: list[np.ndarray], bars_per_year: float) -> tuple:
+    """The peer's metric work; it scores jaxtrade's paths (so the values can be compared)
+    after drawing as many paths of its own (the time a script of its own would spend)."""
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = [{k: fn(r, a) for k, fn in EMPYRICAL.items()} for r, _, a in series]
+        boots = []
+        for trial_paths in paths:
+            numpy_bootstrap(trial_paths[0], len(trial_paths), rng)
+            boots.append({k: np.array([fn(p, bars_per_year) for p in trial_paths])
+                          for k, fn in BOOTSTRAP.items()})
+            np.quantile(np.cumprod(1.0 + trial_paths, axis=1), montecarlo.QUANTILES, axis=0)
+    return splits, boots
+
+
+def relative_gap(ours: float, ref: float) -> float:
+    if not (np.isfinite(ours) and np.isfinite(ref)):
+        return 0.0 if (np.isnan(ours) and np.isnan(ref)) or ours == ref else np.inf
+    return abs(ours - ref) / max(abs(ref), 1e-3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", type=int, default=10_000)
-    parser.add_argument("--bars", type=int, default=2_520)
-    parser.add_argument("--repeats", type=int, default=5, help="timed JAX calls (median)")
-    parser.add_argument("--peer-repeats", type=int, default=3,
-                        help="timed empyrical loops (median)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="500 strategies x 252 bars")
-    parser.add_argument("--breakdown", action="store_true", help="time the parts too")
+    parser.add_argument("--trials", type=int, default=64, help="sweep trials (points)")
+    parser.add_argument("--paths", type=int, default=1000, help="bootstrap paths per trial")
+    parser.add_argument("--data", default="sp500_daily", help="embedded dataset (data=...)")
+    parser.add_argument("--quick", action="store_true", help="4 trials x 200 paths")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the report")
     parser.add_argument("--no-hugepages", action="store_true",
-                        help="keep glibc's default malloc (4 KiB pages)")
-    parser.add_argument("--jax-path", action="store_true",
-                        help="no native kernel: the pure-JAX program GPUs/TPUs run")
+                        help="keep glibc's default malloc (no huge pages)")
     args = parser.parse_args()
     if args.quick:
-        args.strategies, args.bars, args.repeats, args.peer_repeats = 500, 252, 2, 1
+        args.trials, args.paths = 4, 200
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_backtest_"))
 
-    returns, positions = make_strategies(args.strategies, args.bars, args.seed)
-    print(f"{args.strategies} strategies x {args.bars} bars; JAX {jax.__version__} on "
+    cfg = common.compose([f"data={args.data}", f"run_dir={out / 'run'}", "compile_cache=false",
+                          "logger=none"])
+    prep = prepare(cfg, "bench")
+    points = [{"seed": i} for i in range(args.trials)]
+    state = init_points(prep.agent, point_keys(points), None, prep.env_params)
+    params = [jax.tree.map(lambda x, i=i: x[i], state.params) for i in range(args.trials)]
+    market = prep.market
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: "
           f"{jax.devices()[0].device_kind}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores; hugepage malloc "
-          f"{'on' if hugepages.enabled() else 'off'}; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print("row statistics: "
-          + ("native CPU kernel (jaxtrade/native)" if native.available() else "JAX path"))
+          f"{os.cpu_count()} CPUs; huge-page malloc {'on' if hugepages.enabled() else 'off'}")
+    bounds = {s: market.split_bounds(s) for s in ("train", "validation", "test")}
+    print(f"{args.data}: {market.num_bars} bars, splits "
+          + ", ".join(f"{s} {e - b}" for s, (b, e) in bounds.items())
+          + f"; {args.trials} trials ({cfg['agent']['name']}, {cfg['network']['torso']} "
+          f"network) x 3 splits, {args.paths} bootstrap paths each")
 
-    device_returns = jax.device_put(returns.astype(np.float32))
-    device_positions = jax.device_put(positions.astype(np.float32))
+    timings = {}
+    for run in ("cold", "warm"):
+        stages, results, boots, baselines = evaluation_phase(
+            prep, params, args.paths, out / f"report_{run}")
+        timings[run] = stages
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in stages.seconds.items())
+        print(f"jaxtrade evaluation phase, {run}: {stages.total:.2f} s ({parts})")
+
+    # The metric work inside the phase, measured apart (warm): every split series through
+    # metrics_dict as the backtests call it, and the bootstrap calls.
+    series = split_series(results, baselines)
     start = time.perf_counter()
-    jax.block_until_ready(M.batch_metrics(device_returns, 252.0, device_positions))
-    compile_s = time.perf_counter() - start
-    full_s, full_cpu, ours = _timed(
-        lambda: M.batch_metrics(device_returns, 252.0, device_positions), args.repeats)
-    ours = {k: np.asarray(v, np.float64) for k, v in ours.items()}
+    ours_splits = [M.metrics_dict(r, a, p) for r, p, a in series]
+    ours_split_s = time.perf_counter() - start
+    ours_boot_s = timings["warm"].seconds["bootstrap"]
+    ours_metrics_s = ours_split_s + ours_boot_s
 
-    # Like for like: the same program asked only for the 10 metrics empyrical computes
-    # (XLA drops the rest: no positions, skew, kurtosis, ...).
-    common = jax.jit(lambda r: {k: v for k, v in M.batch_metrics(r, 252.0).items()
-                                if k in COMMON})
+    bars_per_year = float(market.meta.bars_per_year)
+    paths = [bootstrap_paths(trial["test"], args.paths) for trial in results]
     start = time.perf_counter()
-    jax.block_until_ready(common(device_returns))
-    common_compile_s = time.perf_counter() - start
-    common_s, common_cpu, _ = _timed(lambda: common(device_returns), args.repeats)
+    ref_splits, ref_boots = empyrical_metrics(series, paths, bars_per_year)
+    peer_s = time.perf_counter() - start
 
-    reference = {k: np.empty(args.strategies) for k in COMMON}
-
-    def peer_loop() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for i in range(args.strategies):
-                series = returns[i]
-                for key, fn in COMMON.items():
-                    reference[key][i] = fn(series)
-
-    loop_s, _, _ = _timed(peer_loop, args.peer_repeats)
-
-    print(f"jaxtrade batch (19 metrics): {full_s:.3f} s median of {args.repeats} "
-          f"(CPU {full_cpu / full_s:.2f} s per s); compile + first call {compile_s:.2f} s")
-    print(f"jaxtrade batch (10 metrics): {common_s:.3f} s median of {args.repeats} "
-          f"(CPU {common_cpu / common_s:.2f} s per s); compile + first call "
-          f"{common_compile_s:.2f} s")
-    print(f"empyrical loop (10 metrics): {loop_s:.3f} s median of {args.peer_repeats}")
-    print(f"speed-up like for like (10 vs 10 metrics): {loop_s / common_s:.1f}x")
-    print(f"speed-up full set      (19 vs 10 metrics): {loop_s / full_s:.1f}x")
-    worst_key, worst = "", 0.0
-    for key in COMMON:
-        both = np.isfinite(ours[key]) & np.isfinite(reference[key])
-        mismatch = np.sum(np.isfinite(ours[key]) != np.isfinite(reference[key]))
-        diff = float(np.max(np.abs(ours[key][both] - reference[key][both]))) if both.any() else 0
-        if mismatch:
-            print(f"  {key}: {mismatch} strategies finite on one side only")
-        if diff > worst:
-            worst_key, worst = key, diff
-        print(f"  max |diff| {key:18s} {diff:.2e}")
-    print(f"max abs diff over the 10 shared metrics: {worst:.2e} ({worst_key})")
-    if args.breakdown:
-        print(f"parts (median of {args.repeats}):")
-        _breakdown(device_returns, returns.astype(np.float32), args.repeats)
+    gaps = [relative_gap(o[k], ref[k]) for o, ref in zip(ours_splits, ref_splits) for k in ref]
+    gaps += [relative_gap(float(o), float(e)) for boot, ref in zip(boots, ref_boots)
+             for k in BOOTSTRAP for o, e in zip(getattr(boot, k), ref[k])]
+    warm = timings["warm"]
+    with_peer = warm.total - ours_metrics_s + peer_s
+    print(f"metric work: jaxtrade {ours_metrics_s:.2f} s ({len(series)} split series, 19 "
+          f"metrics each, {ours_split_s:.2f} s; {args.trials} bootstraps {ours_boot_s:.2f} s) vs "
+          f"empyrical in a loop {peer_s:.2f} s ({len(series)} x 10 metrics, "
+          f"{args.trials} x {args.paths} paths drawn, 3 metrics each + fan quantiles)")
+    print(f"speed-up metrics: {peer_s / ours_metrics_s:.2f}x")
+    print(f"speed-up evaluation phase (warm {warm.total:.2f} s vs {with_peer:.2f} s with "
+          f"empyrical metrics): {with_peer / warm.total:.2f}x; cold phase "
+          f"{timings['cold'].total:.2f} s")
+    print(f"max relative difference jaxtrade vs empyrical over {len(gaps)} values: "
+          f"{max(gaps):.2e}")
+    print(f"report: {out / 'report_warm' / 'report' / 'report.html'}")
 
 
 if __name__ == "__main__":
