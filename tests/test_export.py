@@ -42,6 +42,10 @@ def test_manifest_describes_everything_the_runner_needs(case):
     }
     assert manifest["costs"]["fee_bps"] == 1.0 and manifest["risk"]["regime_caps"] is True
     assert manifest["network"]["config"]["torso"] == "mlp"
+    # Written without a run's data section: the canonical columns the runner always reads.
+    assert manifest["bars"]["columns"] == {c: c for c in ("timestamp", "open", "high", "low",
+                                                          "close", "volume")}
+    assert manifest["bars"]["timestamp"]["kind"] == "text"
     assert {"jax", "flax", "numpy", "python"} <= set(manifest["versions"])
     weights = read_safetensors(bundle / "weights.safetensors")
     assert not any(k.startswith(("critic", "value")) for k in weights)  # actor only
