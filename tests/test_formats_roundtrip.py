@@ -227,6 +227,18 @@ def test_time_zones_fractions_and_adjusted_prices_read_as_load_ohlcv_reads_them(
         _assert_same_bars(bars, frame)  # and the times written are the times meant
 
 
+def test_quoted_headers_and_cells_read_as_load_ohlcv_reads_them(tmp_path):
+    frame = tiny_frame(40)
+    path = tmp_path / "quoted.csv"
+    names = {"timestamp": "Trade Date", "close": "Last Price"}
+    pl.DataFrame({"Trade Date": frame["timestamp"].dt.strftime("%Y-%m-%d"),
+                  **{c: frame[c] for c in ("open", "high", "low")},
+                  "Last Price": frame["close"], "volume": frame["volume"]}
+                 ).write_csv(path, quote_style="always")
+    cfg = {"source": "csv", "path": str(path), "columns": names, "options": {}}
+    _assert_same_bars(_runner_bars(path, cfg), common.load_frame(cfg))
+
+
 def test_a_header_that_cannot_be_mapped_is_refused_naming_file_and_columns(tmp_path):
     path = tmp_path / "yahoo.csv"
     yahoo(tiny_frame(30), tmp_path)

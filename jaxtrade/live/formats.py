@@ -22,6 +22,7 @@ timestamps, as the runner always did.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import math
 import re
@@ -288,7 +289,7 @@ def sniff_header(first_line: str, separator: str | None) -> tuple[str, list[str]
     line = first_line.lstrip("\ufeff").strip()
     if separator is None:
         separator = max((",", ";", "\t", "|"), key=line.count)
-    fields = [f.strip() for f in line.split(separator)]
+    fields = [f.strip() for f in next(csv.reader([line], delimiter=separator), [])]
     if all(_number(f) is not None for f in fields if f):
         return separator, [f"column_{i}" for i in range(len(fields))]
     return separator, fields
