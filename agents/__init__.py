@@ -5,31 +5,43 @@
     outs = jax.jit(jax.vmap(train))(keys, hparams)      # seeds x hyperparameters, one program
 
 `config.name` selects the algorithm in `AGENTS`. Agents accept any gymnax-style env (reset/step
-pure functions, `action_space(params)` Discrete or Box), not only jaxtrade's trading env.
+pure functions, `action_space(params)` Discrete or Box), not only jaxtrade's trading env. The
+protocol every agent follows and the metrics it reports are in agents/common/types.py.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from agents import cvar_ppo, ppo
+from agents import cvar_ppo, dqn, ppo, qrdqn
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig
-from agents.common.types import Agent, Metrics, TrainOutput, TrainState
+from agents.common.types import Agent, Metrics, TrainOutput
 from agents.cvar_ppo import CVaRPPOConfig, CVaRPPOHParams
+from agents.dqn import DQNConfig, DQNHParams
 from agents.ppo import PPOConfig, PPOHParams
+from agents.qrdqn import QRDQNConfig, QRDQNHParams
 from jaxtrade.errors import ConfigError
 
-# name -> (config class, make_agent)
-AGENTS: dict[str, tuple[type, Callable[..., Agent]]] = {
-    "ppo": (PPOConfig, ppo.make_agent),
-    "cvar_ppo": (CVaRPPOConfig, cvar_ppo.make_agent),
+
+class AgentSpec(NamedTuple):
+    config_class: type
+    make_agent: Callable[..., Agent]
+    summary: str  # one line for help texts
+
+
+AGENTS: dict[str, AgentSpec] = {
+    "ppo": AgentSpec(PPOConfig, ppo.make_agent, "PPO, discrete or continuous actions"),
+    "cvar_ppo": AgentSpec(CVaRPPOConfig, cvar_ppo.make_agent,
+                          "PPO with a CVaR constraint by dual ascent"),
+    "dqn": AgentSpec(DQNConfig, dqn.make_agent,
+                     "DQN: double, dueling, n-step, prioritized replay (discrete actions)"),
+    "qrdqn": AgentSpec(QRDQNConfig, qrdqn.make_agent,
+                       "QR-DQN: quantile regression DQN, mean or CVaR acting (discrete)"),
 }
 
 
@@ -38,13 +50,13 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     name = data.get("name", "ppo")
     if name not in AGENTS:
         raise ConfigError(f"unknown agent {name!r}; available: {sorted(AGENTS)}")
-    return AGENTS[name][0].from_dict(data)
+    return AGENTS[name].config_class.from_dict(data)
 
 
 def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
     if config.name not in AGENTS:
         raise ConfigError(f"unknown agent {config.name!r}; available: {sorted(AGENTS)}")
-    return AGENTS[config.name][1](config, env, env_params)
+    return AGENTS[config.name].make_agent(config, env, env_params)
 
 
 def make_train(config: Any, env: Any, env_params: Any) -> Callable[..., TrainOutput]:
@@ -72,58 +84,30 @@ def make_train(config: Any, env: Any, env_params: Any) -> Callable[..., TrainOut
     return train
 
 
-def train_with_progress(
-    config: Any,
-    env: Any,
-    env_params: Any,
-    key: jax.Array,
-    hparams: Any = None,
-    on_chunk: Callable[[int, TrainState, dict[str, np.ndarray], float], None] | None = None,
-    state: TrainState | None = None,
-) -> TrainOutput:
-    """Same run as `make_train`, one compiled `run_chunk` call per chunk so the host can report.
-
-    `on_chunk(chunk_index, state, chunk_metrics, env_steps_per_second)` runs between chunks (log,
-    checkpoint). Pass `state` to resume from a saved `TrainState`.
-    """
-    agent = make_agent(config, env, env_params)
-    init = jax.jit(agent.init)
-    run_chunk = jax.jit(agent.run_chunk, donate_argnums=0)
-    if state is None:
-        state = init(key, hparams, env_params)
-    done_chunks = int(state.update_step) // agent.updates_per_chunk
-    num_chunks = agent.num_updates // agent.updates_per_chunk
-    history: list[Metrics] = []
-    for chunk in range(done_chunks, num_chunks):
-        start = time.perf_counter()
-        state, metrics = run_chunk(state, env_params)
-        metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - start
-        history.append(metrics)
-        if on_chunk is not None:
-            rate = agent.updates_per_chunk * agent.steps_per_update / max(elapsed, 1e-9)
-            on_chunk(chunk, state, metrics, rate)
-    stacked = (
-        {k: np.concatenate([np.asarray(m[k]) for m in history]) for k in history[0]}
-        if (history)
-        else {}
-    )
-    return TrainOutput(state=state, metrics=stacked)
+def help_lines() -> str:
+    """`name  summary` per registered agent, for the CLI's help texts."""
+    width = max(len(n) for n in AGENTS)
+    return "\n".join(f"  {name:<{width}}  {spec.summary}" for name, spec in AGENTS.items())
 
 
 __all__ = [
     "AGENTS",
     "Agent",
+    "AgentSpec",
     "CVaRPPOConfig",
     "CVaRPPOHParams",
+    "DQNConfig",
+    "DQNHParams",
+    "Metrics",
     "NetworkConfig",
     "PPOConfig",
     "PPOHParams",
+    "QRDQNConfig",
+    "QRDQNHParams",
     "TrainOutput",
-    "TrainState",
     "config_from_dict",
+    "help_lines",
     "make_agent",
     "make_train",
     "stack_hparams",
-    "train_with_progress",
 ]

@@ -4,7 +4,7 @@ One update = roll out `num_envs` vmapped envs for `rollout_len` steps, compute G
 `update_epochs` passes of `num_minibatches` clipped-objective gradient steps. `run_chunk` scans
 `updates_per_chunk` updates; `agents.make_train` scans chunks, so a whole run is one program.
 
-Hyperparameters live in `TrainState.hparams` as float32 arrays (not Python constants), so one
+Hyperparameters live in `PPOState.hparams` as float32 arrays (not Python constants), so one
 compiled program can be vmapped over seeds *and* over learning rate, entropy coefficient, clip,
 gamma, GAE lambda, ... Shape-changing settings (num_envs, rollout_len, network) stay static.
 
@@ -34,8 +34,11 @@ from jax.flatten_util import ravel_pytree
 
 from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
 from agents.common.distributions import action_spec_from_space, to_env_action
+from agents.common.losses import clipped_value_loss, gae, ppo_clip_loss
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
-from agents.common.types import Agent, EpisodeStats, Metrics, TrainState
+from agents.common.optim import adam_init, adam_step
+from agents.common.rollout import EnvRunner, EpisodeStats, collect, reset_runner
+from agents.common.types import Agent, Metrics
 from jaxtrade.errors import ConfigError
 
 
@@ -88,6 +91,22 @@ class PPOConfig:
         per_chunk = max(1, min(self.updates_per_chunk, wanted))
         return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
 
+    def export_head(self) -> dict[str, Any]:
+        """How the numpy runner turns the exported network into an action."""
+        return {"family": "actor_critic"}
+
+    def auto_sizing(self, env: Any, env_params: Any) -> dict[str, Any]:
+        """What `env.num_envs=auto` needs (jaxtrade/config/auto.py): the rollout memory."""
+        return {"rollout_len": self.rollout_len, "num_minibatches": self.num_minibatches}
+
+    def check_num_envs(self, num_envs: int) -> None:
+        batch = num_envs * self.rollout_len
+        if batch % self.num_minibatches:
+            raise ConfigError(
+                f"agent.num_minibatches={self.num_minibatches} is not allowed: env.num_envs * "
+                f"agent.rollout_len = {num_envs}*{self.rollout_len} = {batch} must be divisible "
+                "by it")
+
 
 class Transition(NamedTuple):
     obs: jax.Array
@@ -100,25 +119,38 @@ class Transition(NamedTuple):
     done: jax.Array
 
 
+@struct.dataclass
+class PPOState:
+    """Everything a PPO run needs to continue; a pytree of arrays only.
+
+    `carry` is the recurrent state of the policy network per env (an empty tuple for
+    feed-forward networks); `last_done` marks envs whose `last_obs` starts a new episode (the
+    recurrent carry is reset there). `extra` holds a variant's state (CVaR-PPO's multiplier).
+    """
+
+    params: Any
+    opt_state: Any
+    env_state: Any
+    last_obs: jax.Array
+    last_done: jax.Array
+    carry: Any
+    rng: jax.Array
+    hparams: Any
+    update_step: jax.Array  # int32 scalar, updates done so far
+    episode_stats: EpisodeStats
+    extra: dict[str, Any]
+
+
 class PPOExtension(NamedTuple):
     """Hooks for PPO variants.
 
-    init_extra(hparams) -> dict stored in `TrainState.extra`.
+    init_extra(hparams) -> dict stored in `PPOState.extra`.
     adjust_advantages(traj, advantages, extra, hparams) -> (advantages, extra, metrics): called
     once per update after GAE with the [rollout_len, num_envs] batch.
     """
 
     init_extra: Callable[[Any], dict[str, Any]]
     adjust_advantages: Callable[..., tuple[jax.Array, dict[str, Any], Metrics]]
-
-
-def env_step(env: Any, key: jax.Array, state: Any, action: jax.Array, params: Any):
-    """Normalize gymnax step outputs to (obs, state, reward, terminated, truncated, info)."""
-    out = env.step(key, state, action, params)
-    if len(out) == 6:
-        return out
-    obs, state, reward, done, info = out
-    return obs, state, reward, done, jnp.zeros_like(done), info
 
 
 def make_agent(
@@ -138,151 +170,79 @@ def make_agent(
     )
     network = ActorCritic(config.network, action_spec, obs_ndim=len(obs_shape))
 
-    def flat_optimizer(hp: PPOHParams) -> optax.GradientTransformation:
-        # Built from traced hyperparameters; the state (Adam moments) does not depend on them.
-        return optax.chain(
-            optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5)
-        )
-
-    def optimizer(hp: PPOHParams) -> optax.GradientTransformation:
-        # The state lives on one flat vector of all parameters: `update` runs its minibatch
-        # steps on that vector (one fused Adam update and one norm instead of one per weight
-        # array, which matters for the many small minibatch steps of a PPO update on CPU).
-        return optax.flatten(flat_optimizer(hp))
-
-    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> TrainState:
+    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> PPOState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, net_key, env_key = jax.random.split(key, 3)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(env_key, num_envs), env_params
-        )
+        runner = reset_runner(env, env_params, env_key, num_envs)
         carry = network_carry(config.network, (num_envs,))
-        starts = jnp.ones((num_envs,), bool)
-        params = network.init(net_key, carry, obs[None], starts[None])
-        return TrainState(
+        params = network.init(net_key, carry, runner.obs[None], runner.done[None])
+        # Adam's state lives on one flat vector of all parameters: `update` runs its
+        # minibatch steps on that vector (one fused Adam update and one norm instead of one
+        # per weight array, which matters for the many small minibatch steps on CPU).
+        return PPOState(
             params=params,
-            opt_state=optimizer(hp).init(params),
-            env_state=env_state,
-            last_obs=obs,
-            last_done=starts,
+            opt_state=adam_init(ravel_pytree(params)[0]),
+            env_state=runner.env_state,
+            last_obs=runner.obs,
+            last_done=runner.done,
             carry=carry,
             rng=key,
             hparams=hp,
             update_step=jnp.zeros((), jnp.int32),
-            episode_stats=EpisodeStats.zeros(num_envs),
+            episode_stats=runner.episode_stats,
             extra=extension.init_extra(hp) if extension else {},
         )
 
-    def rollout(state: TrainState, env_params: Any):
+    def rollout(state: PPOState, env_params: Any) -> tuple[PPOState, Transition]:
         hp = state.hparams
 
-        def one_step(carry, _):
-            state, stats, ep_sum, ep_len_sum, ep_count = carry
-            rng, act_key, step_key = jax.random.split(state.rng, 3)
-            net_carry, dist, value = network.apply(
-                state.params, state.carry, state.last_obs[None], state.last_done[None]
-            )
-            raw = dist.sample(seed=act_key)
-            log_prob, raw, value = dist.log_prob(raw)[0], raw[0], value[0]
-            obs, env_state, reward, terminated, truncated, info = jax.vmap(
-                env_step, in_axes=(None, 0, 0, 0, None)
-            )(
-                env,
-                jax.random.split(step_key, num_envs),
-                state.env_state,
-                to_env_action(action_spec, raw),
-                env_params,
-            )
-            reward = reward.astype(jnp.float32)
-            done = jnp.logical_or(terminated, truncated)
+        def policy(net_carry, obs, start, key):
+            net_carry, dist, value = network.apply(state.params, net_carry, obs[None], start[None])
+            raw = dist.sample(seed=key)
+            aux = (raw[0], dist.log_prob(raw)[0], value[0])
+            return net_carry, to_env_action(action_spec, raw[0]), aux
 
-            gae_reward = reward * hp.reward_scale
-            if (
-                config.bootstrap_truncated
-                and isinstance(info, dict)
-                and "final_observation" in info
-            ):
+        def record(step, aux, net_carry) -> Transition:
+            raw, log_prob, value = aux
+            gae_reward = step.reward * hp.reward_scale
+            if config.bootstrap_truncated and isinstance(step.info, dict) and (
+                    "final_observation" in step.info):
                 _, _, final_value = network.apply(
-                    state.params,
-                    net_carry,
-                    info["final_observation"][None],
-                    jnp.zeros((1, num_envs), bool),
+                    state.params, net_carry, step.final_obs[None], jnp.zeros((1, num_envs), bool)
                 )
-                cut = jnp.logical_and(truncated, jnp.logical_not(terminated))
+                cut = jnp.logical_and(step.truncated, jnp.logical_not(step.terminated))
                 gae_reward = gae_reward + hp.gamma * final_value[0] * cut
-
-            transition = Transition(
-                obs=state.last_obs,
-                reset=state.last_done,
-                action=raw,
-                log_prob=log_prob,
-                value=value,
-                reward=gae_reward,
-                raw_reward=reward,
-                done=done,
+            return Transition(
+                obs=step.obs, reset=step.start, action=raw, log_prob=log_prob, value=value,
+                reward=gae_reward, raw_reward=step.reward,
+                done=jnp.logical_or(step.terminated, step.truncated),
             )
-            ret = stats.running_return + reward
-            length = stats.running_length + 1.0
-            ep_sum = ep_sum + jnp.sum(jnp.where(done, ret, 0.0))
-            ep_len_sum = ep_len_sum + jnp.sum(jnp.where(done, length, 0.0))
-            ep_count = ep_count + jnp.sum(done)
-            stats = stats.replace(
-                running_return=jnp.where(done, 0.0, ret),
-                running_length=jnp.where(done, 0.0, length),
-            )
-            state = state.replace(
-                env_state=env_state, last_obs=obs, last_done=done, carry=net_carry, rng=rng
-            )
-            return (state, stats, ep_sum, ep_len_sum, ep_count), transition
 
-        zero = jnp.zeros((), jnp.float32)
-        init = (state, state.episode_stats, zero, zero, jnp.zeros((), jnp.int32))
-        (state, stats, ep_sum, ep_len_sum, ep_count), traj = jax.lax.scan(
-            one_step, init, None, rollout_len
+        runner = EnvRunner(state.env_state, state.last_obs, state.last_done, state.episode_stats)
+        runner, rng, carry, traj = collect(
+            env, env_params, runner, state.rng, policy, state.carry, record, rollout_len
         )
-        finished = ep_count > 0
-        denom = jnp.maximum(ep_count, 1).astype(jnp.float32)
-        stats = stats.replace(
-            last_return=jnp.where(finished, ep_sum / denom, stats.last_return),
-            last_length=jnp.where(finished, ep_len_sum / denom, stats.last_length),
-        )
-        return state.replace(episode_stats=stats), traj
-
-    def gae(traj: Transition, last_value: jax.Array, hp: PPOHParams):
-        def backward(carry, t: Transition):
-            next_adv, next_value = carry
-            not_done = 1.0 - t.done.astype(jnp.float32)
-            delta = t.reward + hp.gamma * next_value * not_done - t.value
-            adv = delta + hp.gamma * hp.gae_lambda * not_done * next_adv
-            return (adv, t.value), adv
-
-        _, advantages = jax.lax.scan(
-            backward, (jnp.zeros_like(last_value), last_value), traj, reverse=True
-        )
-        return advantages, advantages + traj.value
+        state = state.replace(env_state=runner.env_state, last_obs=runner.obs,
+                              last_done=runner.done, episode_stats=runner.episode_stats,
+                              carry=carry, rng=rng)
+        return state, traj
 
     def loss_fn(params, carry0, batch: Transition, advantages, targets, hp: PPOHParams):
         _, dist, value = network.apply(params, carry0, batch.obs, batch.reset)
-        log_prob = dist.log_prob(batch.action)
-        log_ratio = log_prob - batch.log_prob
-        ratio = jnp.exp(log_ratio)
         if config.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        clipped_ratio = jnp.clip(ratio, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps)
-        policy_loss = -jnp.minimum(ratio * advantages, clipped_ratio * advantages).mean()
-        value_error = jnp.square(value - targets)
-        if config.clip_value_loss:
-            clipped = batch.value + jnp.clip(value - batch.value, -hp.clip_eps, hp.clip_eps)
-            value_error = jnp.maximum(value_error, jnp.square(clipped - targets))
-        value_loss = 0.5 * value_error.mean()
+        policy_loss, ratio, log_ratio = ppo_clip_loss(
+            dist.log_prob(batch.action), batch.log_prob, advantages, hp.clip_eps
+        )
+        value_loss = clipped_value_loss(value, batch.value, targets, hp.clip_eps,
+                                        config.clip_value_loss)
         entropy = dist.entropy().mean()
         loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
         approx_kl = jnp.mean(ratio - 1.0 - log_ratio)
         return loss, (policy_loss, value_loss, entropy, approx_kl)
 
-    def update(state: TrainState, traj: Transition, carry0, advantages, targets):
+    def update(state: PPOState, traj: Transition, carry0, advantages, targets):
         hp = state.hparams
-        tx = flat_optimizer(hp)
         lr = hp.learning_rate
         if config.anneal_lr:
             lr = lr * (1.0 - state.update_step.astype(jnp.float32) / num_updates)
@@ -296,8 +256,7 @@ def make_agent(
             params, opt_state, sums = carry
             mb_carry, mb_traj, mb_adv, mb_targets = mb
             (loss, aux), grads = grad_fn(params, mb_carry, mb_traj, mb_adv, mb_targets, hp)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = params - lr * updates
+            params, opt_state = adam_step(params, grads, opt_state, lr, hp.max_grad_norm)
             # Running sums of the logged losses (metrics are per update, not per step).
             sums = sums + jnp.stack([loss, *aux, optax.global_norm(grads)])
             return (params, opt_state, sums), None
@@ -341,13 +300,15 @@ def make_agent(
         means = sums / (config.update_epochs * config.num_minibatches)
         return state, {name: means[i] for i, name in enumerate(names)}
 
-    def one_update(state: TrainState, env_params: Any) -> tuple[TrainState, Metrics]:
+    def one_update(state: PPOState, env_params: Any) -> tuple[PPOState, Metrics]:
         carry0 = state.carry
         state, traj = rollout(state, env_params)
         _, _, last_value = network.apply(
             state.params, state.carry, state.last_obs[None], state.last_done[None]
         )
-        advantages, targets = gae(traj, last_value[0], state.hparams)
+        hp = state.hparams
+        advantages, targets = gae(traj.reward, traj.value, traj.done, last_value[0], hp.gamma,
+                                  hp.gae_lambda)
         metrics: Metrics = {}
         if extension is not None:
             advantages, extra, metrics = extension.adjust_advantages(
@@ -365,7 +326,7 @@ def make_agent(
         }
         return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
-    def run_chunk(state: TrainState, env_params: Any = env_params) -> tuple[TrainState, Metrics]:
+    def run_chunk(state: PPOState, env_params: Any = env_params) -> tuple[PPOState, Metrics]:
         return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
 
     def init_carry() -> Any:
@@ -401,4 +362,6 @@ def make_agent(
         steps_per_update=steps_per_update,
         network=network,
         config=config,
+        policy_params=lambda state: state.params,
+        env_steps=lambda state: state.update_step * steps_per_update,
     )

@@ -319,6 +319,30 @@ class TradingEnv(environment.Environment):
             )
         return window, portfolio
 
+    # ---- compact observations (replay buffers) -------------------------------------------
+
+    def compact_observation(self, obs: jax.Array, bar: jax.Array) -> dict[str, jax.Array]:
+        """What `expand_observation` needs to rebuild `obs` exactly: the bar whose close it
+        was read at (state.t, or info["bar"] for a final observation) and its portfolio part.
+        The market window is not kept: it is a slice of the shared MarketData. Works on
+        batches (leading axes of `obs` and `bar` match)."""
+        p = obs_lib.portfolio_size(self.num_assets, self.include_portfolio)
+        flat_tail = obs[..., obs.shape[-1] - p:] if self.obs_layout == "flat" else \
+            obs[..., 0, obs.shape[-1] - p:]
+        return {"bar": jnp.asarray(bar, jnp.int32), "portfolio": flat_tail}
+
+    def expand_observation(self, compact: dict[str, jax.Array], params: EnvParams) -> jax.Array:
+        """The observation `compact_observation` was made from, bit for bit (one or a batch)."""
+        def one(bar: jax.Array, portfolio: jax.Array) -> jax.Array:
+            window = obs_lib.feature_window(params.market.features, bar, self.window_bars)
+            return obs_lib.assemble(window, portfolio if self.include_portfolio else None,
+                                    self.obs_layout)
+
+        bar, portfolio = compact["bar"], compact["portfolio"]
+        batch = bar.shape
+        flat = jax.vmap(one)(bar.reshape(-1), portfolio.reshape((-1, portfolio.shape[-1])))
+        return flat.reshape(batch + flat.shape[1:])
+
     # ---- actions -------------------------------------------------------------------------
 
     def action_to_weights(self, action: jax.Array, params: EnvParams) -> jax.Array:

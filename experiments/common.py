@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jaxtrade.config import check_batch_divisible, check_window, compose_run
+from jaxtrade.config import check_window, compose_run
 from jaxtrade.config.auto import auto_num_envs
 from jaxtrade.errors import ConfigError
 from jaxtrade.logging import scrub, to_jsonable
@@ -216,16 +216,17 @@ def observation_size(env: Any, env_params: Any) -> int:
 
 
 def resolve_num_envs(cfg: dict[str, Any], env: Any, env_params: Any) -> int:
-    """env.num_envs, with `auto` replaced by the device rule (jaxtrade/config/auto.py)."""
-    agent = cfg["agent"]
-    rollout = int(agent.get("rollout_len", 1))
-    minibatches = int(agent.get("num_minibatches", 1))
+    """env.num_envs, with `auto` replaced by the device rule (jaxtrade/config/auto.py) fed
+    with the chosen agent's own memory figures; then the agent's size checks."""
+    import agents
+
+    agent_cfg = agents.config_from_dict(dict(cfg["agent"]))
     num_envs = cfg["env"]["num_envs"]
     if num_envs == "auto":
-        num_envs = auto_num_envs(observation_size(env, env_params), rollout,
-                                 num_minibatches=minibatches)
+        num_envs = auto_num_envs(observation_size(env, env_params),
+                                 **agent_cfg.auto_sizing(env, env_params))
         cfg["env"]["num_envs"] = num_envs
-    check_batch_divisible(int(num_envs), rollout, "rollout_len", minibatches)
+    agent_cfg.check_num_envs(int(num_envs))
     return int(num_envs)
 
 

@@ -46,6 +46,7 @@ def export(
         out,
         params=params,
         network_config=prep.agent_config.network,
+        head=prep.agent_config.export_head(),
         env=prep.env,
         env_params=prep.env_params,
         run_config=prep.cfg,

@@ -6,7 +6,8 @@ compiled program. Between chunks (K updates each) the host logs, shows progress,
 NaN/inf, evaluates on the validation split and checkpoints. Nothing here knows which agent
 or env it trains: it works with anything that follows the agent protocol (agents/common/
 types.py): `init(key, hparams, env_params)`, `run_chunk(state, env_params)`,
-`num_updates`, `updates_per_chunk`, `steps_per_update`.
+`num_updates`, `updates_per_chunk`, `steps_per_update`, `policy_params(state)`; chunk
+metrics are reduced and NaN-checked by the metrics contract written there.
 
 Resume: the checkpoint holds the whole batched TrainState (RNG keys and optimizer state
 included), and the loop continues from its update count, so N updates + resume + N more
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.common.types import LAST_VALUE_METRICS, is_loss_metric
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import TrainingError
 from jaxtrade.logging import RunLogger
@@ -57,9 +59,10 @@ def _batched_chunk(run_chunk: Callable) -> Callable:
     return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
 
 
-@jax.jit
-def _params_finite(state: Any) -> jax.Array:
-    return jax.vmap(lambda s: _tree_all_finite(getattr(s, "params", s)))(state)
+@functools.lru_cache(maxsize=16)
+def _params_finite(policy_params: Callable) -> Callable:
+    """Per point: are the policy parameters finite (replay buffers may hold unwritten slots)."""
+    return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))))
 
 
 def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
@@ -101,7 +104,7 @@ def run_loop(
         t0 = time.perf_counter()
         state, metrics = run_chunk(state, env_params)
         metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}  # [P, K]
-        finite = np.asarray(_params_finite(state))
+        finite = np.asarray(_params_finite(agent.policy_params)(state))
         elapsed = time.perf_counter() - t0
         _check_finite(metrics, finite, update, per_chunk, last_saved, checkpoints)
         update += per_chunk
@@ -145,12 +148,13 @@ def metrics_points(metrics: Mapping[str, np.ndarray]) -> int:
 
 
 def _reduce_chunk(metrics: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per point: the chunk's last value of episode statistics, the chunk mean of the rest."""
+    """Per point, by the metrics contract (agents/common/types.py): the chunk's last value of
+    run states (episode statistics, env steps, exploration rate), the chunk mean of the rest."""
     out = {}
     for key, value in metrics.items():
         if value.ndim < 2:
             out[key] = value
-        elif key.startswith("episode_"):
+        elif key in LAST_VALUE_METRICS:
             out[key] = value[:, -1]
         else:
             out[key] = value.mean(axis=1)
@@ -164,7 +168,7 @@ def _check_finite(metrics: Mapping[str, np.ndarray], params_finite: np.ndarray, 
     kept = (f"last good checkpoint: update {last_saved} in {checkpoints.directory}"
             if last_saved is not None and checkpoints is not None else "no checkpoint saved yet")
     for key, value in metrics.items():
-        if "loss" not in key or value.ndim < 2:
+        if not is_loss_metric(key) or value.ndim < 2:
             continue
         bad = ~np.isfinite(value)  # [P, K]
         if bad.any():

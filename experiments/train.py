@@ -31,7 +31,7 @@ HELP = """usage: jaxtrade train [key=value ...]
 
 Train an agent; every setting is a Hydra override of configs/config.yaml.
 
-groups:    agent=ppo|cvar_ppo  data=sp500_daily|eurusd_1h|synthetic|csv|parquet
+groups:    agent=<name> (below)  data=sp500_daily|eurusd_1h|synthetic|csv|parquet
            network=mlp|cnn|gru|lstm|attention  logger=none|console|wandb
            experiment=smoke|gpu|cvar_sp500
 keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
@@ -41,8 +41,12 @@ keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            env.final_observation=true (default: truncated episode ends bootstrap with the
            value of the pre-reset observation; false treats them as terminal)
 
+agents:
+{agents}
+
 examples:
   jaxtrade train
+  jaxtrade train agent=dqn agent.n_step=3 agent.prioritized=true
   jaxtrade train agent=cvar_ppo data=eurusd_1h env.num_envs=256 train.total_steps=2e6
   jaxtrade train data=csv data.path=bars.csv logger=wandb run_dir=runs/mine
   jaxtrade train run_dir=runs/mine resume=true
@@ -79,9 +83,16 @@ class TrainSummary:
     loop: LoopResult
 
 
+def help_text() -> str:
+    """HELP with the registered agents (agents.AGENTS), so new agents list themselves."""
+    import agents
+
+    return HELP.format(agents=agents.help_lines())
+
+
 def main(argv: Sequence[str]) -> int:
     if common.wants_help(argv):
-        print(HELP)
+        print(help_text())
         return 0
     cfg = common.compose(argv)
     train(cfg)
@@ -182,7 +193,8 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             # selection that leaves the test split unseen, or the latest), restored and
             # backtested exactly as `jaxtrade backtest checkpoint=...` does: same numbers.
             which = cfg["train"]["report_from"]
-            restored = restore_point(checkpoints, loop.state, which)
+            restored = restore_point(checkpoints, loop.state, which,
+                                     policy_params=agent.policy_params)
             report_dir = write_report(prep, restored, points, requested=which,
                                       print_fn=progress.print, sweep_sharpe_variance=variance)
             if log_cfg["log_artifacts"]:
@@ -249,7 +261,7 @@ def make_validation(prep: Prepared, deterministic: bool = True
     # The market goes in as an argument, not as constants baked into the program.
     evaluate = jax.jit(jax.vmap(one_point, in_axes=(0, None)))
     return lambda state: {k: np.asarray(v) for k, v in
-                          evaluate(state.params, env_params).items()}
+                          evaluate(agent.policy_params(state), env_params).items()}
 
 
 def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mapping[str, Any]],
@@ -320,7 +332,8 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     points = point_list(cfg, hparam_points)
     hparams = point_hparams(prep, points) if hparam_points else None
     like = init_points(prep.agent, point_keys(points), hparams, prep.env_params)
-    restored = restore_point(run_dir / "checkpoints", like, checkpoint, point)
+    restored = restore_point(run_dir / "checkpoints", like, checkpoint, point,
+                             policy_params=prep.agent.policy_params)
     return prep, restored, points
 
 

@@ -167,8 +167,10 @@ def write_bundle(
     run_config: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
     bars: Mapping[str, Any] | None = None,
+    head: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`.
+    """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`, or of a
+    Q network when `head` says so (the agent config's `export_head()`).
 
     `bars` is how the training bars were read (`jaxtrade.data.describe_source`); the runner
     reads its sources the same way. None: canonical columns, ISO 8601 or epoch timestamps.
@@ -232,9 +234,12 @@ def write_bundle(
         "risk": _struct_dict(env_params.risk),
         "network": {
             "family": "actor_critic",
+            **_plain(dict(head or {})),
             "config": net,
             "obs_shape": list(env.observation_shape),
-            "exported": "actor (torso + policy head); the critic is not needed to act",
+            "exported": "actor (torso + policy head); the critic is not needed to act"
+            if (head or {}).get("family", "actor_critic") == "actor_critic"
+            else "Q network (torso + value head); greedy action = argmax",
         },
         "weights": {},
         "versions": _versions(),

@@ -64,9 +64,14 @@ def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> A
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def point_params(state: Any, point: int) -> Any:
-    """The network parameters of one point of a batched TrainState."""
-    return jax.tree_util.tree_map(lambda x: x[point], state.params)
+def _state_params(state: Any) -> Any:
+    return state.params
+
+
+def point_params(state: Any, point: int,
+                 policy_params: Callable[[Any], Any] = _state_params) -> Any:
+    """The policy parameters of one point of a batched agent state (`agent.policy_params`)."""
+    return jax.tree_util.tree_map(lambda x: x[point], policy_params(state))
 
 
 def resolve_checkpoint(manager: CheckpointManager, checkpoint: str | int) -> int:
@@ -102,14 +107,16 @@ class RestoredPoint:
     meta: dict[str, Any]  # what the training loop saved with it (update, validation, ...)
     step: int  # the checkpoint's update number
     point: int  # the chosen point
+    policy_params: Callable[[Any], Any] = _state_params  # the agent's accessor
 
     @property
     def params(self) -> Any:
-        return point_params(self.state, self.point)
+        return point_params(self.state, self.point, self.policy_params)
 
 
 def restore_point(checkpoints: str | Path | CheckpointManager, like: Any,
-                  checkpoint: str | int = "best", point: int | None = None) -> RestoredPoint:
+                  checkpoint: str | int = "best", point: int | None = None,
+                  policy_params: Callable[[Any], Any] = _state_params) -> RestoredPoint:
     """Restore `checkpoint` (best | latest | update number) shaped like `like` and pick a point
     (by default the best validation Sharpe at that checkpoint). `checkpoints` is the run's
     checkpoints/ folder, or the manager that is writing it (training's own report)."""
@@ -120,5 +127,6 @@ def restore_point(checkpoints: str | Path | CheckpointManager, like: Any,
         with CheckpointManager(Path(checkpoints), read_only=True) as manager:
             step = resolve_checkpoint(manager, checkpoint)
             state, meta = manager.restore(like, step)
-    num_points = int(jax.tree_util.tree_leaves(state.params)[0].shape[0])
-    return RestoredPoint(state, meta, step, choose_point(meta, num_points, point))
+    num_points = int(jax.tree_util.tree_leaves(policy_params(state))[0].shape[0])
+    return RestoredPoint(state, meta, step, choose_point(meta, num_points, point),
+                         policy_params)

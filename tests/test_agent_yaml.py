@@ -20,7 +20,7 @@ def _dataclass_defaults(name: str) -> dict:
     return {k: v for k, v in defaults.items() if k not in SET_ELSEWHERE}
 
 
-@pytest.mark.parametrize("name", ["ppo", "cvar_ppo"])
+@pytest.mark.parametrize("name", sorted(agents.AGENTS))
 def test_agent_group_composes_the_dataclass_defaults(name: str) -> None:
     assert compose_raw([f"agent={name}"])["agent"] == _dataclass_defaults(name)
 
@@ -43,6 +43,16 @@ def test_cvar_ppo_inherits_every_ppo_setting_from_ppo_yaml() -> None:
                            "agent.rollout_len=64"])["agent"]
     assert changed["hparams"]["learning_rate"] == 1e-3 and changed["rollout_len"] == 64
     assert changed["hparams"]["cvar_alpha"] == cvar["hparams"]["cvar_alpha"]
+
+
+def test_qrdqn_inherits_every_dqn_setting_from_dqn_yaml() -> None:
+    dqn = compose_raw(["agent=dqn"])["agent"]
+    qrdqn = compose_raw(["agent=qrdqn"])["agent"]
+    assert {k: v for k, v in qrdqn.items() if k in dqn and k != "name"} == {
+        k: v for k, v in dqn.items() if k != "name"}
+    own = yaml.safe_load((config_dir() / "agent" / "qrdqn.yaml").read_text())
+    assert own["defaults"] == ["dqn", "_self_"]
+    assert not (set(own) - {"defaults", "name"}) & set(dqn)
 
 
 def test_config_dir_is_the_repository_configs() -> None:

@@ -10,6 +10,7 @@ import yaml
 
 from jaxtrade.config import check_window, compose_run, config_dir, group_options
 from jaxtrade.config.auto import auto_num_envs, bytes_per_env
+from jaxtrade.config.compose import compose_raw
 from jaxtrade.errors import ConfigError
 
 
@@ -84,7 +85,7 @@ def test_cross_field_constraints() -> None:
 
 def test_group_choice_typo_and_keys_set_elsewhere() -> None:
     assert error_of(["agent=ppp"]) == (
-        "agent='ppp' is not allowed: choose one of cvar_ppo, ppo; did you mean 'ppo'?")
+        "agent='ppp' is not allowed: choose one of cvar_ppo, dqn, ppo, qrdqn; did you mean 'ppo'?")
     assert error_of(["agent.num_envs=4"]) == "agent.num_envs=4 is not allowed: set env.num_envs"
     assert "network.torso" in error_of(["network.torso=transformer"])
 
@@ -113,9 +114,10 @@ def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
     from jaxtrade.config.validate import env_schema
 
     folder = config_dir()
-    for name, (config_cls, _) in AGENTS.items():
+    for name, spec in AGENTS.items():
+        config_cls = spec.config_class
         fields = {f.name for f in dataclasses.fields(config_cls)}
-        listed = set(yaml.safe_load((folder / "agent" / f"{name}.yaml").read_text()))
+        listed = set(compose_raw([f"agent={name}"])["agent"])  # with inherited files
         assert listed == fields - {"num_envs", "total_steps", "network"}, name
     net_fields = {f.name for f in dataclasses.fields(NetworkConfig)}
     for option in group_options("network"):

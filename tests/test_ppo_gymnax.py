@@ -90,17 +90,21 @@ def test_chunked_progress_run_matches_single_program():
     config = PPOConfig(num_envs=4, rollout_len=16, total_steps=4 * 16 * 6, num_minibatches=2,
                        update_epochs=1, updates_per_chunk=2)
     whole = agents.make_train(config, env, env_params)(jax.random.key(3))
-    seen = []
-    chunked = agents.train_with_progress(
-        config, env, env_params, jax.random.key(3),
-        on_chunk=lambda i, state, metrics, rate: seen.append((i, int(state.update_step), rate)),
-    )
-    assert [(i, s) for i, s, _ in seen] == [(0, 2), (1, 4), (2, 6)]
-    assert all(rate > 0 for _, _, rate in seen)
+    # Host-driven chunks, as experiments/loop.run_loop calls them between logs/checkpoints.
+    agent = agents.make_agent(config, env, env_params)
+    run_chunk = jax.jit(agent.run_chunk)
+    state = jax.jit(agent.init)(jax.random.key(3))
+    seen, history = [], []
+    for _ in range(3):
+        state, metrics = run_chunk(state)
+        seen.append(int(agent.env_steps(state)))
+        history.append(jax.device_get(metrics))
+    chunked_metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
+    assert seen == [128, 256, 384]
     for name, values in whole.metrics.items():
         assert values.shape == (6,)
         assert np.all(np.isfinite(values)), name
-        np.testing.assert_allclose(chunked.metrics[name], values, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(chunked_metrics[name], values, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(whole.metrics["env_steps"], 64.0 * np.arange(1, 7))
 
 

@@ -268,3 +268,48 @@ class ActorCritic(nn.Module):
         dist = make_distribution(self.action, head_out, log_std)
         value = _dense(1, 1.0, name="value_head")(critic_x)[..., 0]
         return carry, dist, value
+
+
+Q_HEADS = ("q", "dueling")
+
+
+class QNetwork(nn.Module):
+    """Torso + action-value head for value-based agents: obs [B, *obs_shape] -> [B, A] values,
+    or [B, A, N] quantiles when `num_quantiles` > 0.
+
+    `head="dueling"` splits the head into a state value and action advantages,
+    Q = V + A - mean_a A (Wang et al. 2016), per quantile for distributional heads. Torsos are
+    the feed-forward ones of `NetworkConfig` (mlp, cnn, attention); the layer names
+    (`torso`, `q_head`, `dueling_value`, `dueling_advantage`) are what export and the numpy
+    runner (jaxtrade/live/network.py) read.
+    """
+
+    config: NetworkConfig
+    num_actions: int
+    obs_ndim: int
+    head: str = "q"
+    num_quantiles: int = 0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = FeedForwardTorso(self.config, self.obs_ndim, name="torso")(obs.astype(jnp.float32))
+        width = max(self.num_quantiles, 1)
+        if self.head == "dueling":
+            value = _dense(width, 1.0, name="dueling_value")(x).reshape(-1, 1, width)
+            adv = _dense(self.num_actions * width, 1.0, name="dueling_advantage")(x)
+            adv = adv.reshape(-1, self.num_actions, width)
+            q = value + adv - adv.mean(axis=1, keepdims=True)
+        else:
+            q = _dense(self.num_actions * width, 1.0, name="q_head")(x)
+            q = q.reshape(-1, self.num_actions, width)
+        return q if self.num_quantiles else q[..., 0]
+
+
+def make_q_network(config: NetworkConfig, num_actions: int, obs_ndim: int, head: str,
+                   num_quantiles: int = 0) -> QNetwork:
+    if config.recurrent:
+        raise ConfigError(f"network.torso={config.torso!r} is recurrent; value-based agents "
+                          "use feed-forward torsos (mlp, cnn, attention)")
+    if head not in Q_HEADS:
+        raise ConfigError(f"agent.head must be one of {Q_HEADS}, got {head!r}")
+    return QNetwork(config, num_actions, obs_ndim, head, num_quantiles)

@@ -9,6 +9,11 @@ The rule (documented in configs/env/trading.yaml and the README):
   `rollout_len * (obs_size + 8) * 4 bytes` for the rollout (observations plus action,
   log-prob, value, reward, done, advantage and return, float32) times 4 for minibatch copies,
   activations and gradients. The market itself is shared and not counted per env.
+
+Each agent config states its own figures (`auto_sizing`): PPO the rollout above; replay
+agents (DQN, QR-DQN, ...) their per-env collection memory plus the replay buffer, a fixed
+amount subtracted from the device memory first (a buffer that does not fit is a ConfigError),
+and a smaller CPU rule, since for them more envs only lower the updates per env step.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import math
 import os
 
 import jax
+
+from jaxtrade.errors import ConfigError
 
 CPU_ENVS_PER_CORE = 32
 CPU_RANGE = (8, 1024)
@@ -41,20 +48,31 @@ def free_device_bytes(device: jax.Device) -> int | None:
 
 
 def auto_num_envs(obs_size: int, rollout_len: int, device: jax.Device | None = None,
-                  num_minibatches: int = 1) -> int:
-    """The `num_envs` the rule above picks (a power of two, so minibatches divide it)."""
+                  num_minibatches: int = 1, *, per_env_bytes: int | None = None,
+                  fixed_bytes: int = 0, cpu_envs_per_core: int = CPU_ENVS_PER_CORE,
+                  accel_max: int = ACCEL_RANGE[1]) -> int:
+    """The `num_envs` the rule above picks (a power of two, so minibatches divide it).
+
+    `per_env_bytes` replaces the PPO rollout estimate; `fixed_bytes` (a replay buffer) is
+    taken from the device memory before sizing the envs."""
     device = device or jax.devices()[0]
+    per_env = per_env_bytes if per_env_bytes is not None else bytes_per_env(obs_size, rollout_len)
     if device.platform == "cpu":
         cores = os.cpu_count() or 1
-        n = _pow2_floor(CPU_ENVS_PER_CORE * cores)
+        n = _pow2_floor(cpu_envs_per_core * cores)
         n = min(max(n, CPU_RANGE[0]), CPU_RANGE[1])
     else:
         free = free_device_bytes(device)
         if free is None:
-            n = 4096
+            n = min(4096, accel_max)
         else:
-            n = _pow2_floor(ACCEL_MEMORY_FRACTION * free / bytes_per_env(obs_size, rollout_len))
-        n = min(max(n, ACCEL_RANGE[0]), ACCEL_RANGE[1])
+            if fixed_bytes > 0.9 * free:
+                raise ConfigError(
+                    f"the replay buffer needs {fixed_bytes / 1e9:.2f} GB but the device has "
+                    f"{free / 1e9:.2f} GB free: lower agent.buffer_size")
+            budget = ACCEL_MEMORY_FRACTION * (free - fixed_bytes)
+            n = _pow2_floor(budget / max(per_env, 1))
+        n = min(max(n, ACCEL_RANGE[0]), accel_max)
     # A power of two times rollout_len is divisible by any power-of-two minibatch count;
     # for other counts, grow until it divides.
     while (n * rollout_len) % num_minibatches:

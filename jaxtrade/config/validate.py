@@ -222,25 +222,13 @@ def agent_config_class(name: str) -> type | None:
         import agents
     except Exception:
         return None
-    registry = getattr(agents, "AGENTS", None)
-    if not registry:
-        return None
+    registry = agents.AGENTS
     if name not in registry:
         raise ConfigError(
             f"agent.name={name!r} is not allowed: choose one of {', '.join(sorted(registry))}"
             + suggest(name, registry)
         )
-    entry = registry[name]
-    for candidate in (
-        getattr(entry, "config_class", None),
-        getattr(entry, "Config", None),
-        entry if dataclasses.is_dataclass(entry) else None,
-        entry[0] if isinstance(entry, tuple) and entry and dataclasses.is_dataclass(entry[0])
-        else None,
-    ):
-        if candidate is not None and dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
+    return registry[name].config_class
 
 
 def network_config_class(agent_cls: type | None) -> type | None:
@@ -384,20 +372,12 @@ def _cross_field(cfg: dict[str, Any]) -> None:
     if data["source"] in ("csv", "parquet") and not data.get("path"):
         raise ConfigError(f"data.path=None is not allowed with data.source={data['source']}: "
                           "give the file, e.g. data.path=bars.csv")
-    agent = cfg["agent"]
     num_envs = cfg["env"]["num_envs"]
-    rollout = _first(agent, ("rollout_len", "num_steps", "rollout_steps"))
-    minibatches = agent.get("num_minibatches")
-    if isinstance(num_envs, int) and rollout and minibatches:
-        check_batch_divisible(num_envs, rollout[1], rollout[0], minibatches)
+    agent_cls = agent_config_class(cfg["agent"].get("name", "ppo"))
+    if isinstance(num_envs, int) and agent_cls is not None:
+        # The agent's own size rules (batch divisibility, buffer rows, ...), before compiling.
+        agent_cls.from_dict(dict(cfg["agent"])).check_num_envs(num_envs)
     _check_sweep(cfg)
-
-
-def _first(d: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
-    for key in keys:
-        if d.get(key) is not None:
-            return key, d[key]
-    return None
 
 
 def check_batch_divisible(num_envs: int, rollout_len: int, rollout_key: str,

@@ -11,8 +11,12 @@ compute, in float32, one observation at a time:
              mean over bars, concat state, MLP
   gru/lstm   MLP embedding, then one step of the recurrent cell; the carry is kept between bars
 
-The critic is not exported: a live decision needs only the policy. Any torso or activation
-not listed is refused with `BundleError` when the bundle is loaded, never at the first bar.
+The critic is not exported: a live decision needs only the policy. Value-based agents (DQN,
+QR-DQN; network family "q") export their Q network instead: the torso, then a Q head (or a
+dueling value + advantage head), and `forward` returns one value per action, the mean (or
+lower-tail CVaR) of the quantiles for distributional heads, so argmax is the greedy action
+exactly as in training. Any torso or activation not listed is refused with `BundleError` when
+the bundle is loaded, never at the first bar.
 """
 
 from __future__ import annotations
@@ -88,9 +92,23 @@ class ActorNetwork:
         self.attention_layers = int(config.get("attention_layers", 1))
         self.recurrent_size = int(config.get("recurrent_size", 64))
         self.params = _nest({k: np.asarray(v, F32) for k, v in params.items()})
-        prefix = "torso" if config.get("shared_torso") else "actor_torso"
-        if prefix not in self.params or "policy_head" not in self.params:
-            raise BundleError(f"bundle weights lack '{prefix}' or 'policy_head'")
+        self.family = description.get("family", "actor_critic")
+        self.head = description.get("head", "q")
+        self.num_quantiles = int(description.get("num_quantiles", 0))
+        self.act_on = description.get("act_on", "mean")
+        self.act_cvar_alpha = float(description.get("act_cvar_alpha", 1.0))
+        if self.family == "q":
+            prefix = "torso"
+            heads = ("dueling_value", "dueling_advantage") if self.head == "dueling" else (
+                "q_head",)
+        elif self.family == "actor_critic":
+            prefix = "torso" if config.get("shared_torso") else "actor_torso"
+            heads = ("policy_head",)
+        else:
+            raise BundleError(f"network family {self.family!r} is not supported by the runner")
+        missing = [name for name in (prefix, *heads) if name not in self.params]
+        if missing:
+            raise BundleError(f"bundle weights lack {missing}")
         self.torso_params = self.params[prefix]
         self.action = description.get("action", {})
         self._fused: dict[int, tuple] = {}
@@ -201,7 +219,25 @@ class ActorNetwork:
         elif self.torso == "lstm":
             carry = self._lstm(x, carry, p["OptimizedLSTMCell_0"])
             x = carry[1]
+        if self.family == "q":
+            return self._action_values(x), carry
         return _dense(x, self.params["policy_head"]), carry
+
+    def _action_values(self, x: np.ndarray) -> np.ndarray:
+        """One value per action from the torso features (see the module docstring)."""
+        width = max(self.num_quantiles, 1)
+        if self.head == "dueling":
+            value = _dense(x, self.params["dueling_value"]).reshape(1, width)
+            adv = _dense(x, self.params["dueling_advantage"]).reshape(-1, width)
+            q = value + adv - adv.mean(axis=0, keepdims=True)
+        else:
+            q = _dense(x, self.params["q_head"]).reshape(-1, width)
+        if not self.num_quantiles:
+            return q[:, 0]
+        if self.act_on == "cvar":
+            k = max(1, min(width, math.ceil(self.act_cvar_alpha * width)))
+            return np.sort(q, axis=1)[:, :k].mean(axis=1)
+        return q.mean(axis=1)
 
 
 def _nest(flat: dict[str, np.ndarray]) -> dict:

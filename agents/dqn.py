@@ -1,0 +1,389 @@
+"""Deep Q-Networks with double, dueling, n-step and prioritized-replay options.
+
+One update = every env takes `rollout_len` epsilon-greedy steps (the transitions go to the
+on-device replay buffer), then, once `learning_starts` env steps are done, `gradient_steps`
+minibatch steps on sampled n-step sequences; the target network follows the online one every
+`target_update_every` updates (a copy at tau = 1, Polyak averaging below 1). `run_chunk` scans
+`updates_per_chunk` updates; `agents.make_train` scans chunks, so a whole run is one program.
+
+Targets: y = sum_{k<m} gamma^k r_k + gamma^m (1 - terminated) Q_target(s_m, a*), cut at the
+first episode end inside the sequence; a* = argmax Q_target(s_m) or, with `double`, argmax of
+the online network (van Hasselt et al. 2016). A truncated step bootstraps from the final
+observation the env reported, never from the reset one. Loss: Huber on the TD error, weighted
+by prioritized replay's importance weights (beta annealed from `priority_beta_start` to 1),
+priorities |TD error| + eps (Schaul et al. 2016).
+
+Hyperparameters are float32 leaves of the state: seeds x learning rates x gammas x ... vmap in
+one program. Shape-setting sizes (envs, buffer, batch, n_step, network) stay static.
+
+`make_agent(..., head=...)` lets a distributional variant (QR-DQN, agents/qrdqn.py) replace
+the value head, its target and its loss without copying this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
+from agents.common.distributions import action_spec_from_space
+from agents.common.losses import n_step_returns, periodic_update, td_loss
+from agents.common.networks import NetworkConfig, make_q_network
+from agents.common.optim import adam_init, adam_step
+from agents.common.replay import Replay, make_item, make_replay, obs_codec
+from agents.common.rollout import EnvRunner, collect, reset_runner
+from agents.common.types import Agent, Metrics
+from jaxtrade.errors import ConfigError
+
+
+@struct.dataclass
+class DQNHParams:
+    """Numeric hyperparameters: pytree leaves, so `jax.vmap` can sweep them in one program."""
+
+    learning_rate: float = 1e-3
+    gamma: float = 0.99
+    max_grad_norm: float = 10.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.02
+    epsilon_decay_fraction: float = 0.2  # of total_steps, linear from start to end
+    tau: float = 1.0  # target update: 1 copies the online network, < 1 Polyak-averages
+    huber_delta: float = 1.0
+    priority_beta_start: float = 0.4  # importance-weight exponent, annealed to 1
+    priority_eps: float = 1e-6
+
+
+def _q_network_default() -> NetworkConfig:
+    return NetworkConfig(hidden_sizes=(128, 128), activation="relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    name: str = "dqn"
+    num_envs: int = 8
+    rollout_len: int = 4  # env steps per env per update
+    total_steps: int = 500_000  # env steps over all envs; rounded down to whole chunks
+    gradient_steps: int = 1  # minibatch steps per update
+    batch_size: int = 128
+    buffer_size: int = 100_000  # transitions over all envs
+    learning_starts: int = 10_000  # env steps before the first gradient step
+    target_update_every: int = 64  # updates between target updates
+    n_step: int = 1
+    double: bool = True
+    head: str = "q"  # "q" | "dueling"
+    prioritized: bool = False
+    priority_exponent: float = 0.6  # alpha of prioritized replay (static in flashbax)
+    updates_per_chunk: int = 250  # updates per host call (progress granularity)
+    anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run
+    network: NetworkConfig = dataclasses.field(default_factory=_q_network_default)
+    hparams: DQNHParams = dataclasses.field(default_factory=DQNHParams)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DQNConfig:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def run_sizes(self) -> tuple[int, int, int]:
+        """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
+        steps_per_update = self.num_envs * self.rollout_len
+        wanted = self.total_steps // steps_per_update
+        if wanted < 1:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one update "
+                f"(num_envs * rollout_len = {steps_per_update})"
+            )
+        per_chunk = max(1, min(self.updates_per_chunk, wanted))
+        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
+
+    def check(self, episode_steps: int | None = None) -> None:
+        """One clear ConfigError for sizes that cannot train."""
+        for key in ("num_envs", "rollout_len", "gradient_steps", "batch_size", "n_step",
+                    "target_update_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"agent.{key}={getattr(self, key)} is not allowed: must be >= 1")
+        num_updates, _, steps_per_update = self.run_sizes()
+        last_step = num_updates * steps_per_update
+        if self.learning_starts >= last_step:
+            raise ConfigError(
+                f"agent.learning_starts={self.learning_starts} is not allowed: the run ends at "
+                f"env step {last_step} (total_steps rounded to whole chunks), so it would never "
+                "learn; lower learning_starts or raise train.total_steps")
+        if episode_steps is not None and self.n_step > episode_steps:
+            raise ConfigError(f"agent.n_step={self.n_step} is not allowed: longer than an "
+                              f"episode ({episode_steps} steps)")
+
+    def export_head(self) -> dict[str, Any]:
+        """How the numpy runner turns the exported network into an action: argmax over Q."""
+        return {"family": "q", "head": self.head, "num_quantiles": 0}
+
+    def auto_sizing(self, env: Any, env_params: Any) -> dict[str, Any]:
+        """What `env.num_envs=auto` needs (jaxtrade/config/auto.py): per-env collection
+        memory, the replay buffer as fixed memory, and few envs per CPU core (more envs only
+        lower the gradient steps per env step)."""
+        obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
+        obs_bytes = int(np.prod(obs.shape)) * 4
+        return {"rollout_len": self.rollout_len,
+                "per_env_bytes": self.rollout_len * (2 * obs_bytes + 16) * 4,
+                "fixed_bytes": replay_bytes(self, env, env_params),
+                "cpu_envs_per_core": 4, "accel_max": 1024}
+
+    def check_num_envs(self, num_envs: int) -> None:
+        if self.buffer_size // max(num_envs, 1) < self.n_step + 1:
+            raise ConfigError(f"agent.buffer_size={self.buffer_size} is not allowed: with "
+                              f"env.num_envs={num_envs} each env keeps fewer than "
+                              f"agent.n_step + 1 = {self.n_step + 1} steps")
+
+
+class ValueHead(NamedTuple):
+    """What a value-based variant changes: its outputs, target and loss.
+
+    num_quantiles: 0 for scalar Q values, N for N quantiles per action.
+    action_values(out, hp) -> [B, A]: what acting and argmax use.
+    loss(chosen, target, weights, hp) -> (loss, per-item priority): chosen [B(, N)] is the
+      online output at the taken action, target [B(, N)] is held fixed.
+    metrics(out) -> extra metrics of a batch of online outputs.
+    """
+
+    num_quantiles: int
+    action_values: Callable[[jax.Array, Any], jax.Array]
+    loss: Callable[..., tuple[jax.Array, jax.Array]]
+    metrics: Callable[[jax.Array], Metrics]
+
+
+def q_value_head() -> ValueHead:
+    def loss(chosen, target, weights, hp):
+        value, errors = td_loss(chosen, target, weights, hp.huber_delta)
+        return value, jnp.abs(errors)
+
+    return ValueHead(0, lambda out, hp: out, loss, lambda out: {})
+
+
+@struct.dataclass
+class DQNState:
+    params: Any  # online network
+    target_params: Any
+    opt_state: Any
+    buffer: Any  # flashbax buffer state (items, indices, sum tree when prioritized)
+    runner: EnvRunner
+    rng: jax.Array
+    hparams: Any
+    update_step: jax.Array  # int32 scalar
+
+
+def replay_bytes(config: DQNConfig, env: Any, env_params: Any) -> int:
+    """Device bytes of the replay buffer this config makes on `env` (items as stored)."""
+    codec = obs_codec(env)
+    obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
+    bar = jax.ShapeDtypeStruct((), jnp.int32)
+    stored = jax.eval_shape(lambda o, b: codec.encode(o, b if codec.compact else None), obs, bar)
+    obs_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(stored))
+    per_item = 2 * obs_bytes + 4 + 4 + 1 + 1  # obs, next_obs, action, reward, two flags
+    tree = 2 * 4 * config.buffer_size if config.prioritized else 0  # sum tree, float32
+    return int(config.buffer_size * per_item + tree)
+
+
+def epsilon_at(hp: DQNHParams, env_steps: jax.Array, total_steps: int) -> jax.Array:
+    """Linear decay from epsilon_start to epsilon_end over epsilon_decay_fraction of the run."""
+    decay_steps = jnp.maximum(hp.epsilon_decay_fraction * total_steps, 1.0)
+    frac = jnp.clip(env_steps.astype(jnp.float32) / decay_steps, 0.0, 1.0)
+    return hp.epsilon_start + frac * (hp.epsilon_end - hp.epsilon_start)
+
+
+def episode_steps_of(env: Any, env_params: Any) -> int | None:
+    """Steps of one training episode where the env says (trading: episode_bars; gymnax:
+    max_steps_in_episode), for the n-step check."""
+    for name in ("episode_bars", "max_steps_in_episode"):
+        value = getattr(env_params, name, None)
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, jax.errors.ConcretizationTypeError):
+                return None
+    return None
+
+
+def make_agent(config: DQNConfig, env: Any, env_params: Any,
+               head: ValueHead | None = None) -> Agent:
+    head = head or q_value_head()
+    config.check(episode_steps_of(env, env_params))
+    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
+    num_envs, rollout_len, n_step = config.num_envs, config.rollout_len, config.n_step
+    total_steps = num_updates * steps_per_update
+
+    space = env.action_space(env_params)
+    spec = action_spec_from_space(space)
+    if spec.kind != "discrete":
+        raise ConfigError(f"agent.name={config.name!r} needs discrete actions (the trading "
+                          "env's env.action_mode=discrete); use sac or td3 for continuous ones")
+    num_actions = spec.num_actions
+    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
+    network = make_q_network(config.network, num_actions, len(obs_shape), config.head,
+                             head.num_quantiles)
+    codec = obs_codec(env)
+    replay: Replay = make_replay(config.buffer_size, num_envs, config.batch_size, n_step,
+                                 config.prioritized, config.priority_exponent)
+
+    def greedy_values(params, obs, hp):
+        return head.action_values(network.apply(params, obs), hp)
+
+    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> DQNState:
+        hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
+        key, net_key, env_key = jax.random.split(key, 3)
+        runner = reset_runner(env, env_params, env_key, num_envs)
+        params = network.init(net_key, runner.obs)
+        one = jax.tree.map(lambda x: x[0], make_item(codec, _example_step(runner)))
+        return DQNState(
+            params=params,
+            target_params=params,
+            opt_state=adam_init(params),
+            buffer=replay.init(one),
+            runner=runner,
+            rng=key,
+            hparams=hp,
+            update_step=jnp.zeros((), jnp.int32),
+        )
+
+    def _example_step(runner: EnvRunner):
+        from agents.common.rollout import Step
+
+        zeros = jnp.zeros((num_envs,), jnp.float32)
+        false = jnp.zeros((num_envs,), bool)
+        info = {"bar": codec.current_bar(runner.env_state)} if codec.compact else {}
+        return Step(runner.obs, runner.done, runner.env_state,
+                    jnp.zeros((num_envs,), jnp.int32), zeros, false, false, runner.obs,
+                    runner.obs, info)
+
+    def act_batch(params, obs, key, epsilon, hp):
+        greedy = jnp.argmax(greedy_values(params, obs, hp), axis=-1).astype(jnp.int32)
+        explore_key, action_key = jax.random.split(key)
+        random = jax.random.randint(action_key, greedy.shape, 0, num_actions, jnp.int32)
+        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+        return jnp.where(explore, random, greedy)
+
+    def learn(state: DQNState, key: jax.Array, env_params: Any) -> tuple[DQNState, Metrics]:
+        hp = state.hparams
+        items, indices, probabilities = replay.sample(state.buffer, key)
+        # Sequences [B, n, ...] -> time-major for the n-step return.
+        rewards = jnp.swapaxes(items["reward"], 0, 1)
+        terminated = jnp.swapaxes(items["terminated"], 0, 1)
+        truncated = jnp.swapaxes(items["truncated"], 0, 1)
+        g, discount, last = n_step_returns(rewards, terminated, truncated, hp.gamma)
+        first = jax.tree.map(lambda x: x[:, 0], items["obs"])
+        bootstrap = jax.tree.map(
+            lambda x: jnp.take_along_axis(
+                x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0], items["next_obs"])
+        obs = codec.decode(first, env_params)
+        next_obs = codec.decode(bootstrap, env_params)
+        action = items["action"][:, 0]
+
+        next_target = network.apply(state.target_params, next_obs)
+        if config.double:
+            next_action = jnp.argmax(greedy_values(state.params, next_obs, hp), axis=-1)
+        else:
+            next_action = jnp.argmax(head.action_values(next_target, hp), axis=-1)
+        picked = _take_action(next_target, next_action)
+        shape = (-1,) + (1,) * (picked.ndim - 1)
+        target = g.reshape(shape) + discount.reshape(shape) * picked
+
+        progress = state.update_step.astype(jnp.float32) / max(num_updates, 1)
+        beta = hp.priority_beta_start + progress * (1.0 - hp.priority_beta_start)
+        weights = replay.importance_weights(state.buffer, probabilities, beta)
+
+        def loss_fn(params):
+            out = network.apply(params, obs)
+            loss, priority = head.loss(_take_action(out, action), target, weights, hp)
+            return loss, (priority, out)
+
+        (loss, (priority, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        lr = hp.learning_rate * (1.0 - progress) if config.anneal_lr else hp.learning_rate
+        params, opt_state = adam_step(state.params, grads, state.opt_state, lr, hp.max_grad_norm)
+        buffer = replay.set_priorities(state.buffer, indices, priority + hp.priority_eps)
+        values = head.action_values(out, hp)
+        metrics = {"loss": loss, "q_mean": jnp.mean(_take_action(values, action)),
+                   "td_abs": jnp.mean(priority), "grad_norm": optax.global_norm(grads),
+                   **head.metrics(out)}
+        return state.replace(params=params, opt_state=opt_state, buffer=buffer), metrics
+
+    def one_update(state: DQNState, env_params: Any) -> tuple[DQNState, Metrics]:
+        hp = state.hparams
+        env_steps = state.update_step * steps_per_update
+        epsilon = epsilon_at(hp, env_steps, total_steps)
+
+        def policy(carry, obs, start, key):
+            return carry, act_batch(state.params, obs, key, epsilon, hp), None
+
+        runner, rng, _, records = collect(
+            env, env_params, state.runner, state.rng, policy, (),
+            lambda step, aux, carry: make_item(codec, step), rollout_len)
+        state = state.replace(runner=runner, rng=rng,
+                              buffer=replay.add(state.buffer, records))
+
+        done_steps = env_steps + steps_per_update
+        learning = jnp.logical_and(done_steps >= config.learning_starts,
+                                   replay.can_sample(state.buffer))
+
+        def train(state: DQNState) -> tuple[DQNState, Metrics]:
+            def step(state, key):
+                return learn(state, key, env_params)
+
+            rng, key = jax.random.split(state.rng)
+            state, metrics = jax.lax.scan(step, state.replace(rng=rng),
+                                          jax.random.split(key, config.gradient_steps))
+            return state, jax.tree.map(jnp.mean, metrics)
+
+        def skip(state: DQNState) -> tuple[DQNState, Metrics]:
+            shapes = jax.eval_shape(train, state)[1]
+            return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        state, losses = jax.lax.cond(learning, train, skip, state)
+        update_step = state.update_step + 1
+        target_params = periodic_update(state.params, state.target_params, update_step,
+                                        config.target_update_every, hp.tau)
+        state = state.replace(update_step=update_step, target_params=target_params)
+        stats = state.runner.episode_stats
+        metrics = {
+            "episode_return": stats.last_return,
+            "episode_length": stats.last_length,
+            "env_steps": (update_step * steps_per_update).astype(jnp.float32),
+            "epsilon": epsilon,
+            **losses,
+        }
+        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+
+    def run_chunk(state: DQNState, env_params: Any = env_params) -> tuple[DQNState, Metrics]:
+        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+
+    def act(params, obs, key, deterministic=False, carry=None):
+        """Greedy action for one unbatched observation (epsilon 0.05 when not deterministic)."""
+        hp = hparams_as_arrays(config.hparams)
+        eps = jnp.where(deterministic, 0.0, 0.05)
+        action = act_batch(params, jnp.asarray(obs)[None], key, eps, hp)[0]
+        return action if carry is None else (action, carry)
+
+    return Agent(
+        init=init,
+        run_chunk=run_chunk,
+        act=act,
+        init_carry=lambda: (),
+        num_updates=num_updates,
+        updates_per_chunk=updates_per_chunk,
+        steps_per_update=steps_per_update,
+        network=network,
+        config=config,
+        policy_params=lambda state: state.params,
+        env_steps=lambda state: state.update_step * steps_per_update,
+    )
+
+
+def _take_action(out: jax.Array, action: jax.Array) -> jax.Array:
+    """out[b, action[b]] for values [B, A] or quantiles [B, A, N]."""
+    index = action.astype(jnp.int32).reshape((-1, 1) + (1,) * (out.ndim - 2))
+    return jnp.take_along_axis(out, index, axis=1)[:, 0]
