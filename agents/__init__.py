@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from agents import cvar_ppo, dqn, ppo, qrdqn
+from agents import cvar_ppo, dqn, ppo, qrdqn, sac, td3
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig
 from agents.common.types import Agent, Metrics, TrainOutput
@@ -25,6 +25,8 @@ from agents.cvar_ppo import CVaRPPOConfig, CVaRPPOHParams
 from agents.dqn import DQNConfig, DQNHParams
 from agents.ppo import PPOConfig, PPOHParams
 from agents.qrdqn import QRDQNConfig, QRDQNHParams
+from agents.sac import SACConfig, SACDiscreteConfig, SACDiscreteHParams, SACHParams
+from agents.td3 import DDPGConfig, DDPGHParams, TD3Config, TD3HParams
 from jaxtrade.errors import ConfigError
 
 
@@ -42,6 +44,14 @@ AGENTS: dict[str, AgentSpec] = {
                      "DQN: double, dueling, n-step, prioritized replay (discrete actions)"),
     "qrdqn": AgentSpec(QRDQNConfig, qrdqn.make_agent,
                        "QR-DQN: quantile regression DQN, mean or CVaR acting (discrete)"),
+    "sac": AgentSpec(SACConfig, sac.make_agent,
+                     "SAC: twin Q, tanh-Gaussian, automatic entropy (continuous actions)"),
+    "sac_discrete": AgentSpec(SACDiscreteConfig, sac.make_agent,
+                              "discrete SAC: soft Q over discrete actions"),
+    "td3": AgentSpec(TD3Config, td3.make_agent,
+                     "TD3: clipped double Q, target smoothing, delayed actor (continuous)"),
+    "ddpg": AgentSpec(DDPGConfig, td3.make_agent,
+                      "DDPG: TD3 without its three changes (continuous actions)"),
 }
 
 
@@ -96,6 +106,8 @@ __all__ = [
     "AgentSpec",
     "CVaRPPOConfig",
     "CVaRPPOHParams",
+    "DDPGConfig",
+    "DDPGHParams",
     "DQNConfig",
     "DQNHParams",
     "Metrics",
@@ -104,6 +116,12 @@ __all__ = [
     "PPOHParams",
     "QRDQNConfig",
     "QRDQNHParams",
+    "SACConfig",
+    "SACDiscreteConfig",
+    "SACDiscreteHParams",
+    "SACHParams",
+    "TD3Config",
+    "TD3HParams",
     "TrainOutput",
     "config_from_dict",
     "help_lines",

@@ -67,3 +67,35 @@ def to_env_action(spec: ActionSpec, raw: jax.Array) -> jax.Array:
     low, high = jnp.asarray(spec.low), jnp.asarray(spec.high)
     action = low + (unit + 1.0) * 0.5 * (high - low)
     return action.reshape(raw.shape[:-1] + spec.shape)
+
+
+# ------------------------------------------------------------------ tanh-squashed Gaussian
+# SAC's policy (Haarnoja et al. 2018, appendix C): u ~ N(mean, std), a = tanh(u) in [-1, 1].
+# Its entropy term needs the density of `a`, not of `u`, so the log-probability subtracts the
+# log-Jacobian of tanh: log pi(a) = log N(u) - sum_i log(1 - tanh(u_i)^2). PPO above keeps the
+# Gaussian of `u` (the Jacobian cancels in its ratio); nothing here changes what PPO computes.
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+
+
+def bounded_log_std(head_out: jax.Array) -> jax.Array:
+    """A state-dependent log-std head output mapped smoothly into [LOG_STD_MIN, LOG_STD_MAX]
+    (a hard clip would stop the gradient at the bounds)."""
+    return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(head_out) + 1.0)
+
+
+def tanh_log_det_jacobian(u: jax.Array) -> jax.Array:
+    """sum_i log(1 - tanh(u_i)^2) over the last axis, computed stably as
+    2 (log 2 - u - softplus(-2u)) (no log of a number that rounds to 0 at large |u|)."""
+    return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+def tanh_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+    """(u, log pi(tanh u)) for a reparameterized sample u = mean + std * eps [..., D]: the
+    gradient flows through `mean` and `log_std`. The squashed action is tanh(u)."""
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    u = mean + jnp.exp(log_std) * eps
+    gaussian = jnp.sum(-0.5 * eps**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+    return u, gaussian - tanh_log_det_jacobian(u)

@@ -313,3 +313,87 @@ def make_q_network(config: NetworkConfig, num_actions: int, obs_ndim: int, head:
     if head not in Q_HEADS:
         raise ConfigError(f"agent.head must be one of {Q_HEADS}, got {head!r}")
     return QNetwork(config, num_actions, obs_ndim, head, num_quantiles)
+
+
+class Actor(nn.Module):
+    """Policy of off-policy actor-critic agents (SAC, TD3, DDPG): obs [B, *obs_shape] ->
+    head [B, D] (a Gaussian mean or deterministic pre-tanh action for continuous actions,
+    logits for discrete ones), plus a state-dependent log-std head [B, D] when `log_std`.
+
+    The layer names (`actor_torso`, `policy_head`) are the ones `ActorCritic` uses, so export
+    and the numpy runner (jaxtrade/live/network.py, family "actor_critic") read this actor
+    as they read PPO's: the head output is the mean the runner squashes, or the logits it
+    takes the argmax of. Torsos are the feed-forward ones (mlp, cnn, attention).
+    """
+
+    config: NetworkConfig
+    action_dim: int
+    obs_ndim: int
+    log_std: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array):
+        x = FeedForwardTorso(self.config, self.obs_ndim, name="actor_torso")(
+            obs.astype(jnp.float32))
+        # Small head init: the first policy is near zero-mean / uniform.
+        head = _dense(self.action_dim, 0.01, name="policy_head")(x)
+        if not self.log_std:
+            return head
+        return head, _dense(self.action_dim, 0.01, name="log_std_head")(x)
+
+
+class QCritic(nn.Module):
+    """One action-value network: Q(s, a) [B, 1] for continuous actions `action` [B, D], or
+    Q(s, .) [B, num_outputs] over discrete actions when `action` is None.
+
+    With an mlp torso the action joins the flat observation at the input (the usual SAC/TD3
+    critic); window torsos (cnn, attention) embed the observation first and the action joins
+    their features before one more hidden layer.
+    """
+
+    config: NetworkConfig
+    obs_ndim: int
+    num_outputs: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array | None = None) -> jax.Array:
+        obs = obs.astype(jnp.float32)
+        act = ACTIVATIONS[self.config.activation]
+        if action is None:
+            x = FeedForwardTorso(self.config, self.obs_ndim, name="critic_torso")(obs)
+        elif self.config.torso == "mlp":
+            flat = jnp.concatenate([obs.reshape(obs.shape[0], -1), action], axis=-1)
+            x = MLP(self.config.hidden_sizes, self.config.activation, name="critic_torso")(flat)
+        else:
+            x = FeedForwardTorso(self.config, self.obs_ndim, name="critic_torso")(obs)
+            width = self.config.hidden_sizes[-1] if self.config.hidden_sizes else 64
+            x = act(_dense(width, np.sqrt(2.0))(jnp.concatenate([x, action], axis=-1)))
+        return _dense(self.num_outputs, 1.0, name="q_head")(x)
+
+
+class CriticEnsemble(nn.Module):
+    """`num_critics` independent `QCritic`s evaluated as one batched network (parameters
+    stacked on a leading axis): -> [num_critics, B, num_outputs]. Twin critics (SAC, TD3)
+    are num_critics = 2; DDPG's single critic is 1."""
+
+    config: NetworkConfig
+    obs_ndim: int
+    num_outputs: int = 1
+    num_critics: int = 2
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array | None = None) -> jax.Array:
+        ensemble = nn.vmap(QCritic, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=self.num_critics)
+        return ensemble(self.config, self.obs_ndim, self.num_outputs, name="critics")(obs, action)
+
+
+def check_offpolicy_network(config: NetworkConfig, agent: str) -> None:
+    """Off-policy actor-critics keep separate feed-forward actor and critic torsos (the
+    replay samples single transitions, and export reads `actor_torso`)."""
+    if config.recurrent:
+        raise ConfigError(f"network.torso={config.torso!r} is recurrent; {agent} uses "
+                          "feed-forward torsos (mlp, cnn, attention)")
+    if config.shared_torso:
+        raise ConfigError(f"network.shared_torso=true is not allowed for {agent}: its actor "
+                          "and critics have their own torsos")

@@ -1,0 +1,167 @@
+"""What the replay-based actor-critics (SAC, TD3, DDPG) share: run sizes, replay wiring and
+the collect-then-learn step of one update.
+
+One update = every env takes `rollout_len` steps under the behaviour policy (the transitions
+go to the on-device replay buffer), then, once `learning_starts` env steps are done,
+`gradient_steps` minibatch steps. Before `learning_starts` the behaviour policy acts
+uniformly at random over the action box (as Stable-Baselines3 does), which fills the buffer
+with diverse actions before the first gradient step.
+
+Continuous actions are stored in the buffer as the unit action in [-1, 1]^D that the critic
+sees; the env receives it mapped onto its box (`distributions.to_env_action`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.common.config import config_from_dict, config_to_dict
+from agents.common.distributions import ActionSpec
+from agents.common.replay import ObsCodec, Replay, make_item, obs_codec
+from agents.common.rollout import EnvRunner, Step, collect
+from agents.common.types import Metrics
+from jaxtrade.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicySizes:
+    """Shape-setting sizes of a replay-based actor-critic (static: changing them recompiles).
+
+    Subclasses add `name`, `network` and `hparams`."""
+
+    num_envs: int = 4
+    rollout_len: int = 2  # env steps per env per update
+    total_steps: int = 100_000  # env steps over all envs; rounded down to whole chunks
+    gradient_steps: int = 1  # minibatch steps per update
+    batch_size: int = 256
+    buffer_size: int = 100_000  # transitions over all envs
+    learning_starts: int = 5_000  # env steps (random actions) before the first gradient step
+    updates_per_chunk: int = 1_000  # updates per host call (progress granularity)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Any:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def run_sizes(self) -> tuple[int, int, int]:
+        """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
+        steps_per_update = self.num_envs * self.rollout_len
+        wanted = self.total_steps // steps_per_update
+        if wanted < 1:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one update "
+                f"(num_envs * rollout_len = {steps_per_update})"
+            )
+        per_chunk = max(1, min(self.updates_per_chunk, wanted))
+        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
+
+    def check(self) -> None:
+        """One clear ConfigError for sizes that cannot train."""
+        for key in ("num_envs", "rollout_len", "gradient_steps", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"agent.{key}={getattr(self, key)} is not allowed: must be >= 1")
+        num_updates, _, steps_per_update = self.run_sizes()
+        last_step = num_updates * steps_per_update
+        if self.learning_starts >= last_step:
+            raise ConfigError(
+                f"agent.learning_starts={self.learning_starts} is not allowed: the run ends at "
+                f"env step {last_step} (total_steps rounded to whole chunks), so it would never "
+                "learn; lower learning_starts or raise train.total_steps")
+
+    def check_num_envs(self, num_envs: int) -> None:
+        if self.buffer_size // max(num_envs, 1) < 2:
+            raise ConfigError(f"agent.buffer_size={self.buffer_size} is not allowed: with "
+                              f"env.num_envs={num_envs} each env keeps fewer than 2 steps")
+
+    def export_head(self) -> dict[str, Any]:
+        """The actor exports as PPO's does (`actor_torso` + `policy_head`): the runner squashes
+        the head output as the manifest's action section says (tanh), or takes its argmax."""
+        return {"family": "actor_critic"}
+
+    def auto_sizing(self, env: Any, env_params: Any) -> dict[str, Any]:
+        """What `env.num_envs=auto` needs (jaxtrade/config/auto.py): per-env collection
+        memory, the replay buffer as fixed memory, and few envs per CPU core (more envs only
+        lower the gradient steps per env step)."""
+        obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
+        obs_bytes = int(np.prod(obs.shape)) * 4
+        return {"rollout_len": self.rollout_len,
+                "per_env_bytes": self.rollout_len * (2 * obs_bytes + 16) * 4,
+                "fixed_bytes": replay_bytes(self.buffer_size, env, env_params),
+                "cpu_envs_per_core": 4, "accel_max": 1024}
+
+
+def replay_bytes(buffer_size: int, env: Any, env_params: Any) -> int:
+    """Device bytes of a replay buffer of `buffer_size` transitions on `env` (items as stored:
+    compact trading observations, float32 unit actions)."""
+    codec = obs_codec(env)
+    obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
+    bar = jax.ShapeDtypeStruct((), jnp.int32)
+    stored = jax.eval_shape(lambda o, b: codec.encode(o, b if codec.compact else None), obs, bar)
+    obs_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(stored))
+    space = env.action_space(env_params)
+    action_bytes = 4 * int(np.prod(getattr(space, "shape", ()) or (1,)))
+    return int(buffer_size * (2 * obs_bytes + action_bytes + 4 + 1 + 1))
+
+
+def example_item(codec: ObsCodec, runner: EnvRunner, action: jax.Array) -> dict[str, Any]:
+    """One buffer item shaped like those `collect` records (what flashbax's init needs)."""
+    num_envs = runner.done.shape[0]
+    zeros = jnp.zeros((num_envs,), jnp.float32)
+    false = jnp.zeros((num_envs,), bool)
+    info = {"bar": codec.current_bar(runner.env_state)} if codec.compact else {}
+    step = Step(runner.obs, runner.done, runner.env_state, action, zeros, false, false,
+                runner.obs, runner.obs, info)
+    return jax.tree.map(lambda x: x[0], make_item(codec, step))
+
+
+def random_unit_action(key: jax.Array, spec: ActionSpec, num_envs: int) -> jax.Array:
+    """Uniform random actions for `num_envs` envs: indices, or unit vectors in [-1, 1]^D."""
+    if spec.kind == "discrete":
+        return jax.random.randint(key, (num_envs,), 0, spec.num_actions, jnp.int32)
+    return jax.random.uniform(key, (num_envs, spec.dim), jnp.float32, -1.0, 1.0)
+
+
+# policy(obs [N, ...], key) -> (stored action [N(, D)], env action [N, ...])
+BehaviourPolicy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def collect_to_replay(env: Any, env_params: Any, runner: EnvRunner, rng: jax.Array,
+                      buffer: Any, replay: Replay, codec: ObsCodec,
+                      policy: BehaviourPolicy, num_steps: int
+                      ) -> tuple[EnvRunner, jax.Array, Any]:
+    """Roll `policy` for `num_steps` steps of every env and add the transitions to `buffer`,
+    each with the stored action the policy returned (the unit action, not the env's)."""
+
+    def act(carry, obs, start, key):
+        stored, env_action = policy(obs, key)
+        return carry, env_action, stored
+
+    def record(step: Step, stored: jax.Array, carry: Any) -> dict[str, Any]:
+        return {**make_item(codec, step), "action": stored}
+
+    runner, rng, _, records = collect(env, env_params, runner, rng, act, (), record, num_steps)
+    return runner, rng, replay.add(buffer, records)
+
+
+def learn_when_ready(state: Any, ready: jax.Array, learn: Callable[[Any, jax.Array], Any],
+                     rng: jax.Array, gradient_steps: int) -> tuple[Any, Metrics]:
+    """`gradient_steps` scanned calls of learn(state, key) -> (state, metrics) when `ready`,
+    else the state unchanged and zero metrics; metrics are means over the steps."""
+
+    def train(state: Any) -> tuple[Any, Metrics]:
+        state, metrics = jax.lax.scan(learn, state, jax.random.split(rng, gradient_steps))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def skip(state: Any) -> tuple[Any, Metrics]:
+        shapes = jax.eval_shape(train, state)[1]
+        return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    return jax.lax.cond(ready, train, skip, state)

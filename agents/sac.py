@@ -1,0 +1,337 @@
+"""Soft Actor-Critic, continuous (Haarnoja et al. 2018) and discrete (Christodoulou 2019).
+
+One update = every env takes `rollout_len` steps (uniformly random actions until
+`learning_starts` env steps, then the stochastic policy), the transitions go to the on-device
+replay buffer, then `gradient_steps` minibatch steps (agents/common/offpolicy.py). Each
+minibatch step, in this order:
+
+  critic   twin Q networks regress on y = r + gamma (1 - terminated) V_target(s'), with the
+           soft value V(s) = E_{a~pi(s)}[min_i Q_i(s, a) - alpha log pi(a|s)] under the current
+           policy and the target critics; a truncated step bootstraps from the final
+           observation the env reported, never the reset one
+  actor    maximizes V(s) under the updated critics (reparameterized sample: the gradient
+           flows through the action into min_i Q_i)
+  alpha    log alpha follows d/dlog(alpha) = entropy - target_entropy, so the temperature
+           rises while the policy's entropy is below the target (automatic entropy tuning)
+  targets  Polyak averaging, target <- tau online + (1 - tau) target
+
+Continuous policy: a tanh-squashed Gaussian with a state-dependent log-std head; its
+log-probability includes the tanh Jacobian (agents/common/distributions.py), without which
+the entropy term would reward pushing u to +-inf. target_entropy = -scale * action dims. The
+unit action tanh(u) in [-1, 1]^D is what the critics and the replay see; the env receives it
+mapped onto its action box as PPO's actions are (the trading env: target weights per asset).
+The deterministic action is tanh(mean), which is what the exported actor gives in the numpy
+runner (`network.continuous_squash` is tanh for SAC, so the manifest says so).
+
+Discrete policy (`sac_discrete`): a categorical over the env's actions, the expectations over
+actions taken exactly (sum over pi(a|s)) instead of sampled; the critics output Q(s, .) for
+every action. target_entropy = scale * log(num_actions); the deterministic action is argmax.
+
+Hyperparameters are float32 leaves of the state: seeds x learning rates x tau x entropy
+targets vmap in one program. Shape-setting sizes (envs, buffer, batch, network) stay static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from agents.common.config import hparams_as_arrays
+from agents.common.distributions import (
+    action_spec_from_space,
+    bounded_log_std,
+    tanh_gaussian_sample,
+    to_env_action,
+)
+from agents.common.losses import n_step_returns, polyak_update
+from agents.common.networks import (
+    Actor,
+    CriticEnsemble,
+    NetworkConfig,
+    check_offpolicy_network,
+)
+from agents.common.offpolicy import (
+    OffPolicySizes,
+    collect_to_replay,
+    example_item,
+    learn_when_ready,
+    random_unit_action,
+)
+from agents.common.optim import adam_init, adam_step
+from agents.common.replay import make_replay, obs_codec
+from agents.common.rollout import EnvRunner, reset_runner
+from agents.common.types import Agent, Metrics
+from jaxtrade.errors import ConfigError
+
+
+@struct.dataclass
+class SACHParams:
+    """Numeric hyperparameters: pytree leaves, so `jax.vmap` can sweep them in one program."""
+
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak step of the target critics per gradient step
+    init_alpha: float = 1.0  # starting entropy temperature
+    # continuous: target entropy = -scale * action dims; discrete: scale * log(num actions)
+    target_entropy_scale: float = 1.0
+    max_grad_norm: float = 10.0
+    reward_scale: float = 1.0  # rewards are multiplied by this in the targets (not in logs)
+
+
+def _sac_network() -> NetworkConfig:
+    return NetworkConfig(hidden_sizes=(64, 64), activation="relu", continuous_squash="tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig(OffPolicySizes):
+    name: str = "sac"
+    network: NetworkConfig = dataclasses.field(default_factory=_sac_network)
+    hparams: SACHParams = dataclasses.field(default_factory=SACHParams)
+
+    discrete: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        # The policy is tanh-squashed by construction; export writes the network's squash
+        # into the manifest, so it must say tanh for the runner to squash the same way.
+        if self.network.continuous_squash != "tanh":
+            object.__setattr__(self, "network",
+                               dataclasses.replace(self.network, continuous_squash="tanh"))
+
+
+@struct.dataclass
+class SACDiscreteHParams(SACHParams):
+    # A low entropy target: CartPole punishes a policy kept near uniform by the temperature.
+    target_entropy_scale: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class SACDiscreteConfig(SACConfig):
+    name: str = "sac_discrete"
+    hparams: SACDiscreteHParams = dataclasses.field(default_factory=SACDiscreteHParams)
+
+    discrete: ClassVar[bool] = True
+
+
+@struct.dataclass
+class SACState:
+    actor_params: Any
+    critic_params: Any  # twin critics, stacked on a leading axis of 2
+    target_critic_params: Any
+    log_alpha: jax.Array  # float32 scalar
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    buffer: Any  # flashbax buffer state
+    runner: EnvRunner
+    rng: jax.Array
+    hparams: Any
+    update_step: jax.Array  # int32 scalar
+
+
+def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
+    config.check()
+    check_offpolicy_network(config.network, config.name)
+    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
+    num_envs = config.num_envs
+
+    spec = action_spec_from_space(env.action_space(env_params), "tanh")
+    discrete = type(config).discrete
+    if discrete != (spec.kind == "discrete"):
+        raise ConfigError(
+            f"agent.name={config.name!r} needs {'discrete' if discrete else 'continuous'} "
+            f"actions; use {'sac' if discrete else 'sac_discrete'} for {spec.kind} ones "
+            "(the trading env: env.action_mode)")
+    unit_spec = dataclasses.replace(spec, squash="clip")  # unit actions are already in [-1, 1]
+    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
+    actor = Actor(config.network, spec.dim, len(obs_shape), log_std=not discrete)
+    critic = CriticEnsemble(config.network, len(obs_shape),
+                            num_outputs=spec.num_actions if discrete else 1, num_critics=2)
+    codec = obs_codec(env)
+    replay = make_replay(config.buffer_size, num_envs, config.batch_size, 1)
+
+    def target_entropy(hp: SACHParams) -> jax.Array:
+        if discrete:
+            return hp.target_entropy_scale * np.log(spec.num_actions)
+        return -hp.target_entropy_scale * spec.dim
+
+    # ---------------------------------------------------------------- policy
+    def sample(actor_params, obs, key):
+        """Continuous: (unit action tanh(u) [B, D], log pi [B]) of a reparameterized sample."""
+        mean, log_std = actor.apply(actor_params, obs)
+        u, log_prob = tanh_gaussian_sample(key, mean, bounded_log_std(log_std))
+        return jnp.tanh(u), log_prob
+
+    def soft_value(actor_params, critic_params, obs, key, alpha):
+        """(V(s) = E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] [B], policy entropy [B])."""
+        if discrete:
+            logits = actor.apply(actor_params, obs)
+            log_probs = jax.nn.log_softmax(logits)
+            probs = jnp.exp(log_probs)
+            q = jnp.min(critic.apply(critic_params, obs), axis=0)  # [B, A]
+            return (jnp.sum(probs * (q - alpha * log_probs), axis=-1),
+                    -jnp.sum(probs * log_probs, axis=-1))
+        action, log_prob = sample(actor_params, obs, key)
+        q = jnp.min(critic.apply(critic_params, obs, action)[..., 0], axis=0)  # [B]
+        return q - alpha * log_prob, -log_prob
+
+    def q_taken(critic_params, obs, action):
+        """Each critic's Q(s, a) at the stored actions: [2, B]."""
+        if discrete:
+            q = critic.apply(critic_params, obs)
+            return jnp.take_along_axis(q, action.astype(jnp.int32)[None, :, None], axis=2)[..., 0]
+        return critic.apply(critic_params, obs, action)[..., 0]
+
+    def behaviour(actor_params, obs, key, deterministic, explore):
+        """(stored action, env action) for a batch: random while `explore`, else pi."""
+        sample_key, random_key = jax.random.split(key)
+        if discrete:
+            logits = actor.apply(actor_params, obs)
+            drawn = jax.random.categorical(sample_key, logits).astype(jnp.int32)
+            action = jnp.where(deterministic, jnp.argmax(logits, axis=-1).astype(jnp.int32),
+                               drawn)
+            action = jnp.where(explore, random_unit_action(random_key, spec, obs.shape[0]),
+                               action)
+            return action, action
+        mean, log_std = actor.apply(actor_params, obs)
+        u, _ = tanh_gaussian_sample(sample_key, mean, bounded_log_std(log_std))
+        unit = jnp.tanh(jnp.where(deterministic, mean, u))
+        unit = jnp.where(explore, random_unit_action(random_key, spec, obs.shape[0]), unit)
+        return unit, jax.vmap(lambda a: to_env_action(unit_spec, a))(unit)
+
+    # ---------------------------------------------------------------- state
+    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> SACState:
+        hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
+        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+        runner = reset_runner(env, env_params, env_key, num_envs)
+        actor_params = actor.init(actor_key, runner.obs)
+        stored, _ = behaviour(actor_params, runner.obs, key, True, True)
+        if discrete:
+            critic_params = critic.init(critic_key, runner.obs)
+        else:
+            critic_params = critic.init(critic_key, runner.obs, stored)
+        log_alpha = jnp.log(hp.init_alpha)
+        return SACState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=critic_params,
+            log_alpha=log_alpha,
+            actor_opt=adam_init(actor_params),
+            critic_opt=adam_init(critic_params),
+            alpha_opt=adam_init(log_alpha),
+            buffer=replay.init(example_item(codec, runner, stored)),
+            runner=runner,
+            rng=key,
+            hparams=hp,
+            update_step=jnp.zeros((), jnp.int32),
+        )
+
+    # ---------------------------------------------------------------- one minibatch step
+    def learn(state: SACState, key: jax.Array, env_params: Any) -> tuple[SACState, Metrics]:
+        hp = state.hparams
+        sample_key, target_key, actor_key = jax.random.split(key, 3)
+        items, _, _ = replay.sample(state.buffer, sample_key)
+        g, discount, _ = n_step_returns(
+            jnp.swapaxes(items["reward"], 0, 1) * hp.reward_scale,
+            jnp.swapaxes(items["terminated"], 0, 1), jnp.swapaxes(items["truncated"], 0, 1),
+            hp.gamma)
+        obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["obs"]), env_params)
+        next_obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["next_obs"]), env_params)
+        action = items["action"][:, 0]
+        alpha = jnp.exp(state.log_alpha)
+
+        next_value, _ = soft_value(state.actor_params, state.target_critic_params, next_obs,
+                                   target_key, alpha)
+        target = jax.lax.stop_gradient(g + discount * next_value)
+
+        def critic_loss_fn(critic_params):
+            q = q_taken(critic_params, obs, action)
+            return 0.5 * jnp.sum(jnp.mean(jnp.square(q - target[None]), axis=1)), q
+
+        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            state.critic_params)
+        critic_params, critic_opt = adam_step(state.critic_params, critic_grads,
+                                              state.critic_opt, hp.critic_lr, hp.max_grad_norm)
+
+        def actor_loss_fn(actor_params):
+            value, entropy = soft_value(actor_params, critic_params, obs, actor_key, alpha)
+            return -jnp.mean(value), jnp.mean(entropy)
+
+        (actor_loss, entropy), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            state.actor_params)
+        actor_params, actor_opt = adam_step(state.actor_params, actor_grads, state.actor_opt,
+                                            hp.actor_lr, hp.max_grad_norm)
+
+        entropy_gap = jax.lax.stop_gradient(entropy - target_entropy(hp))
+        alpha_loss, alpha_grad = jax.value_and_grad(lambda la: la * entropy_gap)(state.log_alpha)
+        log_alpha, alpha_opt = adam_step(state.log_alpha, alpha_grad, state.alpha_opt,
+                                         hp.alpha_lr, hp.max_grad_norm)
+
+        state = state.replace(
+            actor_params=actor_params, critic_params=critic_params, log_alpha=log_alpha,
+            actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
+            target_critic_params=polyak_update(critic_params, state.target_critic_params,
+                                               hp.tau))
+        metrics = {"loss": critic_loss + actor_loss + alpha_loss, "critic_loss": critic_loss,
+                   "actor_loss": actor_loss, "alpha_loss": alpha_loss, "alpha": alpha,
+                   "entropy": entropy, "q_mean": jnp.mean(q),
+                   "critic_grad_norm": optax.global_norm(critic_grads)}
+        return state, metrics
+
+    # ---------------------------------------------------------------- one update
+    def one_update(state: SACState, env_params: Any) -> tuple[SACState, Metrics]:
+        env_steps = state.update_step * steps_per_update
+        explore = env_steps < config.learning_starts
+
+        def policy(obs, key):
+            return behaviour(state.actor_params, obs, key, False, explore)
+
+        runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
+                                                state.buffer, replay, codec, policy,
+                                                config.rollout_len)
+        rng, learn_key = jax.random.split(rng)
+        state = state.replace(runner=runner, rng=rng, buffer=buffer)
+        ready = jnp.logical_and(env_steps + steps_per_update >= config.learning_starts,
+                                replay.can_sample(buffer))
+        state, losses = learn_when_ready(state, ready, lambda s, k: learn(s, k, env_params),
+                                         learn_key, config.gradient_steps)
+        update_step = state.update_step + 1
+        state = state.replace(update_step=update_step)
+        stats = state.runner.episode_stats
+        metrics = {
+            "episode_return": stats.last_return,
+            "episode_length": stats.last_length,
+            "env_steps": (update_step * steps_per_update).astype(jnp.float32),
+            **losses,
+        }
+        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+
+    def run_chunk(state: SACState, env_params: Any = env_params) -> tuple[SACState, Metrics]:
+        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+
+    def act(params, obs, key, deterministic=False, carry=None):
+        """Env action for one unbatched observation: tanh(mean) / argmax when deterministic,
+        else a policy sample. `deterministic` may be traced."""
+        _, env_action = behaviour(params, jnp.asarray(obs)[None], key, deterministic, False)
+        return env_action[0] if carry is None else (env_action[0], carry)
+
+    return Agent(
+        init=init,
+        run_chunk=run_chunk,
+        act=act,
+        init_carry=lambda: (),
+        num_updates=num_updates,
+        updates_per_chunk=updates_per_chunk,
+        steps_per_update=steps_per_update,
+        network=actor,
+        config=config,
+        policy_params=lambda state: state.actor_params,
+        env_steps=lambda state: state.update_step * steps_per_update,
+    )
