@@ -22,7 +22,8 @@ import numpy as np
 from experiments import common
 from experiments.loop import LoopResult, run_loop
 from jaxtrade.errors import CheckpointError, ConfigError
-from jaxtrade.runs import RestoredPoint, init_points, point_keys, point_list, restore_point
+from jaxtrade.runs import (RestoredPoint, init_points, point_keys, point_list, restore_point,
+                           resume_points)
 
 __all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
            "prepare", "restore_run", "train", "write_report"]
@@ -94,9 +95,21 @@ def main(argv: Sequence[str]) -> int:
     if common.wants_help(argv):
         print(help_text())
         return 0
+    start_distributed(argv)
     cfg = common.compose(argv)
     train(cfg)
     return 0
+
+
+def start_distributed(argv: Sequence[str]) -> bool:
+    """`jax.distributed` from train.distributed (or the environment), started before the
+    config is validated: validation imports the env package, whose gymnax import starts
+    JAX, and jax.distributed must start first. A no-op without a coordinator."""
+    from jaxtrade import sharding
+    from jaxtrade.config.compose import compose_raw
+
+    raw = compose_raw(common.split_flags(argv))
+    return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
 
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
@@ -127,65 +140,78 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
 
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
           command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
+    from jaxtrade import sharding
     from jaxtrade.checkpoint import CheckpointManager
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
 
+    # Started by `main` already; a direct caller with a coordinator and JAX not started yet
+    # gets it here; a no-op without a coordinator (train.distributed).
+    sharding.initialize_distributed(cfg["train"].get("distributed"))
     prep = prepare(cfg, command)
     run_dir, agent = prep.run_dir, prep.agent
     ckpt_dir = run_dir / "checkpoints"
     resume = bool(cfg["resume"])
-    if resume and not ckpt_dir.is_dir():
+    # Process 0 alone owns the run directory (config, metrics, checkpoints, report, W&B).
+    primary = sharding.is_primary()
+    if primary and resume and not ckpt_dir.is_dir():
         raise CheckpointError(f"resume=true but {ckpt_dir} has no checkpoints to resume from")
-    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+    if primary and not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: it already holds a run; "
                           "pass resume=true to continue it or choose another run_dir")
-    common.write_config(run_dir, cfg)
+    if primary:
+        common.write_config(run_dir, cfg)
 
     points = point_list(cfg, hparam_points)
     keys = point_keys(points)
     hparams = point_hparams(prep, points) if hparam_points else None
-    info = common.run_info(prep.fingerprint)
+    mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), len(points))
+    info = common.run_info(prep.fingerprint, mesh=mesh.describe())
     metadata = {"config": cfg, "run_info": info, "points": points}
 
     checkpoints = CheckpointManager(ckpt_dir, keep_last=cfg["train"]["keep_last"],
-                                    keep_best=cfg["train"]["keep_best"])
-    state = init_points(agent, keys, hparams, prep.env_params)
+                                    keep_best=cfg["train"]["keep_best"]) if primary else None
+    state = init_points(agent, keys, hparams, prep.env_params, mesh)
     start_update = 0
     if resume:
-        state, saved = checkpoints.restore(state)
-        start_update = int(saved["update"])
-        print_fn(f"resuming {run_dir} from update {start_update}")
+        state, start_update = resume_points(checkpoints, state, mesh)
+        if primary:
+            print_fn(f"resuming {run_dir} from update {start_update}")
 
-    evaluate = make_validation(prep, deterministic=cfg["train"]["deterministic_eval"])
+    market = mesh.replicate(prep.env_params)  # one copy per device, for training and validation
+    evaluate = make_validation(prep, deterministic=cfg["train"]["deterministic_eval"],
+                               env_params=market)
     log_cfg = cfg["logger"]
     total_steps = agent.num_updates * agent.steps_per_update
     with Progress(total_steps, start_steps=start_update * agent.steps_per_update,
-                  enabled=log_cfg["kind"] != "none") as progress, RunLogger(
+                  enabled=primary and log_cfg["kind"] != "none") as progress, RunLogger(
         run_dir, kind=log_cfg["kind"], config=cfg, points=points, run_info=info,
         project=log_cfg["project"], entity=log_cfg["entity"], group=log_cfg["group"],
         mode=log_cfg["mode"], tags=log_cfg["tags"],
         resume_after_update=start_update if resume else None,
-        print_fn=progress.print,
+        print_fn=progress.print, write=primary,
     ) as logger:
-        if start_update == 0:
+        if start_update == 0 and primary:
             progress.print(f"training {len(points)} point(s) x {agent.num_updates} updates x "
                            f"{agent.steps_per_update} env steps ({cfg['env']['num_envs']} envs)"
-                           f" -> {run_dir}")
+                           f" on {mesh.num_devices} device(s) -> {run_dir}")
+            if mesh.padding:
+                progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
+                               f"never logged or saved) fill {mesh.num_devices} devices")
         loop = run_loop(
-            agent, prep.env_params, state, start_update=start_update, logger=logger,
+            agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,
             checkpoint_every_updates=cfg["train"]["checkpoint_every_updates"],
             eval_every_updates=cfg["train"]["eval_every_updates"],
             metadata=metadata, evaluate=evaluate, progress=progress,
-            stop_after_updates=cfg["train"].get("stop_after_updates"),
+            stop_after_updates=cfg["train"].get("stop_after_updates"), mesh=mesh,
         )
         sharpe = loop.validation.get("validation_sharpe")
         sharpe_list = [float(x) for x in sharpe] if sharpe is not None else []
         best = int(np.nanargmax(sharpe)) if sharpe is not None and np.isfinite(
             sharpe).any() else 0
         report_dir = None
-        if loop.finished and cfg["train"]["report"]:
+        if loop.finished and cfg["train"]["report"] and checkpoints is not None:
             variance = None
             if len(points) > 1 and sharpe is not None:
                 variance = _per_bar_sharpe_variance(loop.validation.get("validation_returns"))
@@ -199,14 +225,15 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
                                       print_fn=progress.print, sweep_sharpe_variance=variance)
             if log_cfg["log_artifacts"]:
                 logger.log_artifact(report_dir, f"report-{run_dir.name}", "report", point=best)
-        if log_cfg["log_artifacts"] and log_cfg["kind"] == "wandb":
+        if log_cfg["log_artifacts"] and log_cfg["kind"] == "wandb" and checkpoints is not None:
             step = checkpoints.latest_step()
             if step is not None:
                 logger.log_artifact(checkpoints.step_dir(step), f"checkpoint-{run_dir.name}",
                                     "checkpoint", point=best)
         logger.summary({"validation_sharpe": sharpe_list[best]} if sharpe_list else {})
-    checkpoints.close()
-    if not loop.finished:
+    if checkpoints is not None:
+        checkpoints.close()
+    if not loop.finished and primary:
         print_fn(f"stopped after update {loop.updates_done} of {agent.num_updates}; "
                  f"continue with resume=true run_dir={run_dir}")
     return TrainSummary(run_dir, points, sharpe_list, best, report_dir, loop)
@@ -224,14 +251,16 @@ def _per_bar_sharpe_variance(returns: np.ndarray | None) -> float | None:
     return float(per_bar.var(ddof=1))
 
 
-def make_validation(prep: Prepared, deterministic: bool = True
-                    ) -> Callable[[Any], dict[str, np.ndarray]] | None:
+def make_validation(prep: Prepared, deterministic: bool = True, env_params: Any = None
+                    ) -> Callable[[Any], dict[str, Any]] | None:
     """Validation-split metrics of every point's policy, all points in one compiled program.
 
     The backtest's own walk (jaxtrade.evaluate.backtest.walk: eval mode from the split's
     first bar to its last, fills and costs by the env, recurrent state carried from the
     split's start, the book frozen after a bankruptcy), vmapped over the points' parameters,
     which are traced inputs so evaluating after every checkpoint interval compiles once.
+    `env_params`: the market as training placed it (replicated over the device mesh);
+    default `prep.env_params`. Results are device arrays, sharded like the points.
     """
     import jax
     import jax.numpy as jnp
@@ -239,11 +268,12 @@ def make_validation(prep: Prepared, deterministic: bool = True
     from jaxtrade.evaluate.backtest import agent_policy, eval_bounds, eval_params, walk
     from jaxtrade.metrics import max_drawdown, sharpe_ratio, total_return
 
-    env, env_params, agent = prep.env, prep.env_params, prep.agent
+    env, agent = prep.env, prep.agent
+    placed = prep.env_params if env_params is None else env_params
     start, end = prep.market.split_bounds("validation")
     if end - start < 3:
         return None
-    first, last = eval_bounds(env, env_params, "validation")
+    first, last = eval_bounds(env, prep.env_params, "validation")
     bars_per_year = float(prep.market.meta.bars_per_year)
     key = jax.random.PRNGKey(0)
 
@@ -260,8 +290,7 @@ def make_validation(prep: Prepared, deterministic: bool = True
 
     # The market goes in as an argument, not as constants baked into the program.
     evaluate = jax.jit(jax.vmap(one_point, in_axes=(0, None)))
-    return lambda state: {k: np.asarray(v) for k, v in
-                          evaluate(agent.policy_params(state), env_params).items()}
+    return lambda state: evaluate(agent.policy_params(state), placed)
 
 
 def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mapping[str, Any]],
@@ -304,6 +333,9 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics_path = report_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
+    training = training_metrics(prep.run_dir, restored.point, restored.step)
+    if training:
+        metrics["training"] = training
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False))
     print_fn(f"report of checkpoint {restored.step} ({source['requested']}), point "
              f"{restored.point}")
@@ -312,6 +344,23 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
+
+
+def training_metrics(run_dir: Path, point: int, update: int) -> dict[str, float]:
+    """The training metrics logged for `point` at the reported checkpoint's update (or the
+    last before it): the agent's own figures, e.g. QR-DQN's return quantiles, in the report."""
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("point") == point and int(row.get("update", 0)) <= update:
+            found = {k: v for k, v in row.items() if k not in ("point", "time_s")
+                     and isinstance(v, (int, float)) and math.isfinite(v)}
+    return found
 
 
 def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int | None = None,

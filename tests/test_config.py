@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -154,6 +155,30 @@ def test_num_envs_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert auto_num_envs(100_000, 2048, FakeDevice("gpu", int(1e9))) == 64
     # A minibatch count that is not a power of two still divides the batch.
     assert (auto_num_envs(1000, 5, FakeDevice("cpu"), num_minibatches=3) * 5) % 3 == 0
+
+    # Replay agents: the buffer is taken from device memory first, then the envs are sized.
+    gpu = FakeDevice("gpu", int(8e9))
+    free_run = auto_num_envs(1000, 4, gpu, per_env_bytes=int(1e6), accel_max=1 << 20)
+    with_buffer = auto_num_envs(1000, 4, gpu, per_env_bytes=int(1e6), fixed_bytes=int(6e9),
+                                accel_max=1 << 20)
+    assert free_run == 1024 and with_buffer == 256  # pow2 floor of 2000 and of 500
+    with pytest.raises(ConfigError, match="replay buffer needs 7.50 GB"):
+        auto_num_envs(1000, 4, gpu, per_env_bytes=int(1e6), fixed_bytes=int(7.5e9))
+    # ... and a DQN config's own figures on the trading env: a compact buffer, few CPU envs.
+    import agents
+    import envs
+    from jaxtrade.market import from_arrays
+
+    rng = np.random.default_rng(0)
+    market = from_arrays(100 * np.exp(np.cumsum(0.01 * rng.standard_normal((300, 1)), 0)),
+                         features=rng.standard_normal((300, 1, 62)).astype(np.float32),
+                         splits=np.array([[0, 200], [200, 250], [250, 300]]))
+    env, env_params = envs.make("trading", market, window_bars=32)
+    sizing = agents.config_from_dict({"name": "dqn", "buffer_size": 1_000_000}).auto_sizing(
+        env, env_params)
+    assert sizing["fixed_bytes"] < 100e6 < 1_000_000 * 1989 * 4 * 2
+    monkeypatch.setattr(auto.os, "cpu_count", lambda: 2)
+    assert auto_num_envs(1989, **sizing, device=FakeDevice("cpu")) == 8
 
 
 def test_config_dir_is_the_repository_configs() -> None:
