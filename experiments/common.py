@@ -91,20 +91,27 @@ def versions() -> dict[str, str]:
     return found
 
 
-def device_info() -> dict[str, Any]:
+def device_info(mesh: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The machine, and the device mesh the run's points are sharded over (when given:
+    jaxtrade.sharding.PointMesh.describe, with devices, shape and axis names)."""
     import jax
 
     from jaxtrade import hugepages
 
     devices = jax.devices()
-    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "device_count": len(devices), "host": platform.node(),
+    info = {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+            "device_count": len(devices), "local_device_count": jax.local_device_count(),
+            "process_count": jax.process_count(), "host": platform.node(),
             "hugepage_malloc": hugepages.enabled()}
+    if mesh is not None:
+        info["mesh"] = dict(mesh)
+    return info
 
 
-def run_info(data_fingerprint: str | None = None) -> dict[str, Any]:
+def run_info(data_fingerprint: str | None = None,
+             mesh: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What W&B and checkpoint metadata record about where and how a run was made."""
-    return {"git_commit": git_commit(), "versions": versions(), "device": device_info(),
+    return {"git_commit": git_commit(), "versions": versions(), "device": device_info(mesh),
             "data_fingerprint": data_fingerprint, "command": " ".join(sys.argv[:1] + [
                 a for a in sys.argv[1:] if not any(s in a.lower() for s in ("key", "token"))])}
 

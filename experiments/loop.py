@@ -2,7 +2,10 @@
 
 P points (seeds x hyperparameter points) train side by side: the agent's `init` and
 `run_chunk` are vmapped over a leading point axis and jitted once, so the whole batch is one
-compiled program. Between chunks (K updates each) the host logs, shows progress, checks for
+compiled program. The point axis is sharded over the devices of a mesh (jaxtrade.sharding,
+`train.devices`): under `jax.shard_map` each device runs the vmapped chunk on its own points
+with its own copy of the market, and the chunk's metrics are gathered for the host. Between
+chunks (K updates each) the host logs, shows progress, checks for
 NaN/inf, evaluates on the validation split and checkpoints. Nothing here knows which agent
 or env it trains: it works with anything that follows the agent protocol (agents/common/
 types.py): `init(key, hparams, env_params)`, `run_chunk(state, env_params)`,
@@ -26,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from agents.common.types import LAST_VALUE_METRICS, is_loss_metric
 from jaxtrade.checkpoint import CheckpointManager
@@ -33,10 +37,12 @@ from jaxtrade.errors import TrainingError
 from jaxtrade.logging import RunLogger
 from jaxtrade.progress import Progress
 from jaxtrade.runs import init_points
+from jaxtrade.sharding import AXIS, PointMesh, single_device
 
 __all__ = ["LoopResult", "chunk_update_interval", "init_points", "run_loop"]
 
-Evaluate = Callable[[Any], Mapping[str, np.ndarray]]
+# Per-point validation metrics of a (placed) state: arrays [P'] or series [P', T].
+Evaluate = Callable[[Any], Mapping[str, Any]]
 
 
 @dataclasses.dataclass
@@ -55,14 +61,27 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _batched_chunk(run_chunk: Callable) -> Callable:
-    return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
+def _batched_chunk(run_chunk: Callable, mesh: Mesh) -> Callable:
+    """(points state, market) -> (points state, metrics on every device), state donated.
+
+    shard_map rather than letting the compiler partition the vmapped program: points are
+    independent, so each device runs exactly the one-device program on its share and no
+    collective can appear inside a chunk. check_vma is off because agents' scans start
+    carries from constants that become per-device values in the body.
+    """
+    points, shared = NamedSharding(mesh, PartitionSpec(AXIS)), NamedSharding(mesh, PartitionSpec())
+    per_device = jax.shard_map(jax.vmap(run_chunk, in_axes=(0, None)), mesh=mesh,
+                               in_specs=(PartitionSpec(AXIS), PartitionSpec()),
+                               out_specs=PartitionSpec(AXIS), check_vma=False)
+    return jax.jit(per_device, in_shardings=(points, shared), out_shardings=(points, shared),
+                   donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=16)
-def _params_finite(policy_params: Callable) -> Callable:
+def _params_finite(policy_params: Callable, mesh: Mesh) -> Callable:
     """Per point: are the policy parameters finite (replay buffers may hold unwritten slots)."""
-    return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))))
+    return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
@@ -84,15 +103,28 @@ def run_loop(
     evaluate: Evaluate | None = None,
     progress: Progress | None = None,
     stop_after_updates: int | None = None,
+    mesh: PointMesh | None = None,
 ) -> LoopResult:
-    """Train the batched `state` from `start_update` to `agent.num_updates`."""
+    """Train the batched `state` from `start_update` to `agent.num_updates` on `mesh` (one
+    device when None). `state` holds the real points or is already placed on the mesh;
+    metrics, validation, checkpoints and the returned state cover the real points only.
+
+    In a multi-process run every process calls this with the same arguments (checkpoints
+    only on process 0, a logger that writes only there): the chunk, gathers and NaN checks
+    run everywhere in step.
+    """
+    if mesh is None:
+        mesh = single_device(int(jax.tree_util.tree_leaves(state)[0].shape[0]))
+    state = mesh.place(state)
+    env_params = mesh.replicate(env_params)
     per_chunk = int(agent.updates_per_chunk)
     steps_per_update = int(agent.steps_per_update)
     num_updates = int(agent.num_updates)
     interval = chunk_update_interval(checkpoint_every_updates, per_chunk)
     eval_interval = chunk_update_interval(eval_every_updates or checkpoint_every_updates,
                                           per_chunk)
-    run_chunk = _batched_chunk(agent.run_chunk)
+    run_chunk = _batched_chunk(agent.run_chunk, mesh.mesh)
+    params_finite = _params_finite(agent.policy_params, mesh.mesh)
 
     update = int(start_update)
     stop_at = num_updates if stop_after_updates is None else min(
@@ -103,8 +135,8 @@ def run_loop(
     while update < stop_at:
         t0 = time.perf_counter()
         state, metrics = run_chunk(state, env_params)
-        metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}  # [P, K]
-        finite = np.asarray(_params_finite(agent.policy_params)(state))
+        metrics = mesh.fetch(metrics)  # [P, K]
+        finite = mesh.fetch({"finite": params_finite(state)})["finite"]
         elapsed = time.perf_counter() - t0
         _check_finite(metrics, finite, update, per_chunk, last_saved, checkpoints)
         update += per_chunk
@@ -114,7 +146,8 @@ def run_loop(
             metrics) / max(elapsed, 1e-9))
         save = update % interval == 0 or update >= stop_at
         if evaluate is not None and (save or update % eval_interval == 0):
-            validation = {k: np.asarray(v, np.float64) for k, v in evaluate(state).items()}
+            validation = {k: np.asarray(v, np.float64)
+                          for k, v in mesh.fetch(evaluate(state)).items()}
             # Per-point scalars are logged; series (e.g. validation returns) are kept.
             row.update({k: v for k, v in validation.items() if v.ndim == 1})
         if save and checkpoints is not None:
@@ -122,13 +155,15 @@ def run_loop(
             best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
                 sharpe).any() else None
             checkpoints.save(
-                update, state,
+                update, mesh.to_local(state),
                 metadata=dict(metadata, update=update, env_steps=env_steps,
                               validation={k: v.tolist() for k, v in validation.items()
                                           if v.ndim == 1}),
                 metrics=None if best is None else {"validation_sharpe": best},
             )
             last_saved = update
+        elif save and mesh.multi_process:
+            mesh.to_local(state)  # a gather: process 0 saves only if every process joins
         logger.log(update, env_steps, row)
         if progress is not None:
             ret = last_metrics.get("episode_return")
@@ -138,7 +173,8 @@ def run_loop(
                 episode_return=None if ret is None else float(np.nanmean(ret)),
                 validation_sharpe=None if sharpe is None else float(np.nanmax(sharpe)),
             )
-    return LoopResult(state, update, last_metrics, validation, finished=update >= num_updates)
+    return LoopResult(mesh.to_local(state), update, last_metrics, validation,
+                      finished=update >= num_updates)
 
 
 def metrics_points(metrics: Mapping[str, np.ndarray]) -> int:

@@ -22,8 +22,14 @@ import numpy as np
 from experiments import common
 from experiments.loop import LoopResult, run_loop
 from jaxtrade.errors import CheckpointError, ConfigError
-from jaxtrade.runs import (RestoredPoint, init_points, point_keys, point_list, restore_point,
-                           resume_points)
+from jaxtrade.runs import (
+    RestoredPoint,
+    init_points,
+    point_keys,
+    point_list,
+    restore_point,
+    resume_points,
+)
 
 __all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
            "prepare", "restore_run", "train", "write_report"]

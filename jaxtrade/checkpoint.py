@@ -33,8 +33,14 @@ def _is_typed_key(x: Any) -> bool:
 
 def _to_savable(tree: Any) -> Any:
     # Typed PRNG keys have no on-disk dtype: store their raw key data.
-    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x,
+    tree = jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x,
                                   tree)
+    if jax.process_count() > 1:
+        # Process 0 alone saves the gathered state of a multi-process run; orbax refuses
+        # process-local jax.Arrays there, so they go (and come back) as numpy arrays.
+        tree = jax.tree_util.tree_map(
+            lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
+    return tree
 
 
 def _from_savable(tree: Any, like: Any) -> Any:
@@ -71,6 +77,9 @@ class CheckpointManager:
 
         self.directory = Path(directory).resolve()
         self.best_metric = best_metric
+        if not read_only and jax.process_index() != 0:
+            raise CheckpointError("only process 0 of a multi-process run writes checkpoints "
+                                  f"(this is process {jax.process_index()})")
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints in {self.directory}")
         if read_only:  # orbax warns that a read-only manager will not save: we know
@@ -81,12 +90,22 @@ class CheckpointManager:
                 get_metric_fn=lambda m: _finite_metric(m.get(best_metric)),
                 n=keep_best, keep_checkpoints_without_metrics=False,
             ))
+        alone = {}
+        if jax.process_count() > 1:
+            # The manager lives in this process alone (in a multi-process run, process 0
+            # saves the gathered state), so orbax must not wait for the others; it then
+            # leaves creating the directory to us.
+            alone["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()})
+            if not read_only:
+                self.directory.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=False,
-            create=not read_only,
+            create=not read_only and not alone,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
+            **alone,
         )
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(

@@ -82,22 +82,28 @@ class RunLogger:
         tags: Sequence[str] = (),
         resume_after_update: int | None = None,
         print_fn: Callable[[str], None] = print,
+        write: bool = True,
     ) -> None:
         if kind not in ("none", "console", "wandb"):
             raise ConfigError(f"logger.kind={kind!r} is not allowed: choose none, console, wandb")
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.kind = kind
         self.points = [dict(p) for p in points]
         self.print_fn = print_fn
         self._t0 = time.perf_counter()
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._runs: list[Any] = []
+        # write=False: a process of a multi-process run other than process 0 logs nothing
+        # (process 0 writes metrics.jsonl and the W&B runs for the whole run).
+        self.kind = kind if write else "none"
+        self._file: Any = None
+        if not write:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_after_update is not None:
             self._truncate_after(resume_after_update)
         elif self.metrics_path.exists():
             self.metrics_path.unlink()
         self._file = self.metrics_path.open("a")
-        self._runs: list[Any] = []
         if kind == "wandb":
             self._init_wandb(config or {}, run_info or {}, project, entity, group, mode, tags,
                              resume=resume_after_update is not None)
@@ -142,6 +148,8 @@ class RunLogger:
     # --------------------------------------------------------------------- logging
     def log(self, update: int, env_steps: int, metrics: Mapping[str, Any]) -> None:
         """Log one row per point. `metrics` values are scalars or arrays of length P."""
+        if self._file is None:
+            return
         elapsed = time.perf_counter() - self._t0
         rows = []
         for p in range(len(self.points)):
@@ -187,7 +195,7 @@ class RunLogger:
         self._runs[point].log_artifact(artifact)
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
         for run in self._runs:
             run.finish()

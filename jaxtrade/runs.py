@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import ConfigError
+from jaxtrade.sharding import PointMesh, broadcast_from_primary
 
 
 def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, float]] = ()
@@ -48,20 +49,43 @@ def _jitted_init(init: Callable) -> Callable:
     return jax.jit(init)
 
 
-def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
+def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any,
+                mesh: PointMesh | None = None) -> Any:
     """Batched initial TrainState: one point per key (and hparams row, when given).
 
     Points are initialized one by one and stacked: initialization runs once per run, and a
     vmapped network init over 3+ keys was seen to hang in XLA:CPU (jax 0.10.2). Training
-    (`run_chunk`) is vmapped over the points.
+    (`run_chunk`) is vmapped over the points. With a `mesh`, the state comes back padded
+    and sharded over it, each device stacking only its own points (jaxtrade.sharding).
     """
     init = _jitted_init(agent.init)
-    states = [
-        init(keys[i], None if hparams is None else jax.tree.map(lambda x, i=i: x[i], hparams),
-             env_params)
-        for i in range(keys.shape[0])
-    ]
+
+    def make_point(i: int) -> Any:
+        return init(keys[i], None if hparams is None else jax.tree.map(lambda x: x[i], hparams),
+                    env_params)
+
+    if mesh is not None:
+        return mesh.assemble(make_point)
+    states = [make_point(i) for i in range(keys.shape[0])]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: PointMesh
+                  ) -> tuple[Any, int]:
+    """(the latest checkpoint's state placed on `mesh` like `state`, its update number).
+
+    Process 0 reads the checkpoint (`checkpoints` is None on the others) and hands it to
+    every process; a checkpoint holds the real points only, so a run may resume on another
+    number of devices.
+    """
+    like = mesh.to_local(state)
+    restored, update = like, 0
+    if checkpoints is not None:
+        restored, saved = checkpoints.restore(like)
+        update = int(saved["update"])
+    if mesh.multi_process:
+        restored, update = broadcast_from_primary((restored, jnp.int32(update)))
+    return mesh.place(restored), int(update)
 
 
 def _state_params(state: Any) -> Any:

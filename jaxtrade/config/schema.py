@@ -41,6 +41,19 @@ class DataConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # Multi-host training (jax.distributed): process 0's "host:port". Unset (and no
+    # JAX_COORDINATOR_ADDRESS in the environment): one process, nothing is started.
+    coordinator_address: str | None = None
+    # Unset: JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's cluster detection (Slurm, MPI).
+    num_processes: int | None = _f(None, ge=1)
+    process_id: int | None = _f(None, ge=0)
+    # This process's devices (default: all of its local devices; or JAX_LOCAL_DEVICE_IDS).
+    local_device_ids: list[int] | None = None
+    initialization_timeout_s: int = _f(300, ge=1)
+
+
+@dataclass
 class TrainConfig:
     # Environment steps per trained point (seed / hyperparameter point). Accepts 2e5.
     total_steps: int = _f(1_000_000, gt=0)
@@ -64,6 +77,12 @@ class TrainConfig:
     # Stop (as if interrupted) after this many updates in this process; resume=true continues.
     # For time-sliced or preemptible jobs.
     stop_after_updates: int | None = _f(None, ge=1)
+    # Devices the points (seeds x sweep points) are sharded over: "auto" (one host: every
+    # device, at most one per point; many hosts: every device of every process) or a count.
+    # A point count that does not divide by it is padded with copies of the last point,
+    # which train but are never logged, saved or reported.
+    devices: int | str = "auto"
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass

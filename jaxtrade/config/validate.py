@@ -286,6 +286,7 @@ def validate_run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = coerce(out.get(key), str | None, key)
     out["data"] = validate_dataclass(out.get("data") or {}, DataConfig, "data")
     out["train"] = validate_dataclass(out.get("train") or {}, TrainConfig, "train")
+    _check_devices(out["train"])
     out["logger"] = validate_dataclass(out.get("logger") or {}, LoggerConfig, "logger")
     out["sweep"] = validate_dataclass(out.get("sweep") or {}, SweepConfig, "sweep")
     out["env"] = _validate_env(out.get("env") or {})
@@ -359,6 +360,13 @@ def _validate_agent(
     if from_dict is not None:
         from_dict({**checked, "network": net})
     return {"name": name, **checked}, net
+
+
+def _check_devices(train: dict[str, Any]) -> None:
+    """train.devices: "auto" or a device count >= 1 (checked against the machine at start)."""
+    devices = train.get("devices", "auto")
+    if devices != "auto" and (not isinstance(devices, int) or devices < 1):
+        raise _bad("train.devices", devices, "auto or a device count >= 1")
 
 
 def _cross_field(cfg: dict[str, Any]) -> None:
