@@ -64,7 +64,7 @@ class TD3HParams:
 
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
-    gamma: float = 0.98  # a shorter horizon than SAC's: TD3's deterministic targets settle faster
+    gamma: float = 0.98  # with 0.99 the 100k-step Pendulum proof sits at its -250 edge
     tau: float = 0.005  # Polyak step of the targets per actor update
     exploration_noise: float = 0.1  # std of the Gaussian added to the behaviour action
     policy_noise: float = 0.2  # std of the target policy smoothing noise (0: none)
