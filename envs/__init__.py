@@ -6,7 +6,7 @@
 
 Baseline policies are in envs.baselines; jaxtrade.evaluate.backtest walks them (and agents)
 over a split. The Gymnasium adapter lives in envs.gymnasium_adapter (imports gymnasium, a
-dev dependency); multi-device helpers in envs.parallel.
+dev dependency). Training shards its points over devices in jaxtrade.sharding.
 """
 
 

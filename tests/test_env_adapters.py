@@ -1,10 +1,6 @@
 """Gymnasium adapters (env_checker), wrappers (log, adversarial frequency, normalization),
-the registry's overrides and errors, and sharding over two fake CPU devices."""
+the registry's overrides and errors."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import gymnasium
 import jax
@@ -143,38 +139,6 @@ def test_registry_overrides_and_errors():
     assert obs.shape == (6, 10)
     assert env.name == "trading" and env.num_actions == 3
     assert env.observation_space(p).shape == env.observation_shape
-
-
-SHARDED = textwrap.dedent("""
-    import jax, jax.numpy as jnp, numpy as np
-    import envs
-    from envs import parallel
-    from jaxtrade.market import from_arrays
-    assert jax.device_count() == 2
-    market = from_arrays(100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, .01, 300))))
-    env, params = envs.make("trading", market, window_bars=8, episode_bars=20)
-    mesh = parallel.env_mesh()
-    reset, step = parallel.sharded_fns(env, mesh)
-    keys = jax.random.split(jax.random.PRNGKey(0), 8)
-    actions = jnp.arange(8) % 3
-    obs, state = reset(keys, params)
-    out = step(keys, state, actions, params)
-    assert len(out[0].sharding.device_set) == 2 and len(state.t.sharding.device_set) == 2
-    ref_obs, ref_state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
-    ref = jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, ref_state, actions, params)
-    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
-    print("ok")
-""")
-
-
-def test_sharded_envs_over_two_devices_match_single_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("ok")
 
 
 def test_normalize_observation_normalizes_the_final_observation_too():
