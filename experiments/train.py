@@ -44,6 +44,10 @@ groups:    agent=<name> (below)  data=sp500_daily|eurusd_1h|synthetic|csv|parque
 keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            train.total_steps=2e5  train.num_seeds=4  train.checkpoint_every_updates=50
            train.keep_last=2  train.stop_after_updates=N  agent.hparams.learning_rate=3e-4
+           train.devices=auto|N (shard the points, seeds x sweep points, over N devices;
+           auto: all of them, at most one per point)
+           train.distributed.coordinator_address=HOST:PORT  train.distributed.num_processes=2
+           train.distributed.process_id=0 (multi-host; or JAX_COORDINATOR_ADDRESS, ...)
            data.path=bars.csv  env.window_bars=32  env.costs.fee_bps=1.0  ...
            env.final_observation=true (default: truncated episode ends bootstrap with the
            value of the pre-reset observation; false treats them as terminal)

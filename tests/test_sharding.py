@@ -112,7 +112,10 @@ def test_one_and_two_devices_give_the_same_metrics(tmp_path: Path) -> None:
     print(result.stdout)
 
 
-def test_train_devices_is_validated() -> None:
+def test_train_devices_is_validated_and_in_help() -> None:
+    from experiments.train import help_text
+
+    assert "train.devices=auto|N" in help_text()
     assert common.compose(["experiment=smoke"])["train"]["devices"] == "auto"
     assert common.compose(["experiment=smoke", "train.devices=2"])["train"]["devices"] == 2
     for bad in ("0", "many"):
