@@ -4,17 +4,20 @@ Like for like, measured in the same run, every side with the same settings (`Sha
   network      MLP 64 x 64, ReLU (SB3's DQN and QR-DQN default), 32 quantiles for QR-DQN
   replay       100,000 transitions, uniform, minibatch 64, 1-step targets, no double Q
   clock        learning starts after 1,000 env steps; one gradient step per 4 env steps
-               (summed over envs); hard target copy every 1,000 env steps
+               (summed over envs; DQNConfig's own ratio in the last layout below); hard
+               target copy every 1,024 env steps (rounded down to whole updates)
   exploration  epsilon 1 -> 0.05 over the first 10% of the steps; Adam 1e-4, grad norm 10
 
 1. Trading, against SB3 DQN and sb3-contrib QR-DQN on gym-anytrading's `stocks-v0` (GOOGL
    daily closes, a window of 30 bars of close and close difference, 2 positions). jaxtrade
    runs `agents.config_from_dict({...})` + `agents.make_train` on `envs.make("trading")` over
    the same closes and features (its observation also carries the 5 portfolio values, and it
-   pays commission, spread and slippage every step). Two layouts:
-     1 env    SB3 1 env, train_freq 4            jaxtrade num_envs 1, rollout_len 4
-     8 envs   SB3 DummyVecEnv(8), train_freq 1,  jaxtrade num_envs 8 (DQNConfig's default),
-              gradient_steps 2                   rollout_len 1, gradient_steps 2
+   pays commission, spread and slippage every step). Layouts, with N = DQNConfig().num_envs
+   and each side stepping its envs the same number of times between gradient steps:
+     1 env        SB3 1 env, train_freq 4 / jaxtrade num_envs 1, rollout_len 4; 1 gradient step
+     N envs       SB3 DummyVecEnv(N) / jaxtrade num_envs N, 4 env steps per gradient step
+                  (N = 8: 1 step of each env, then 2 gradient steps)
+     N, default   DQNConfig's own rollout_len and gradient_steps, when they differ from that
 2. gymnax CartPole-v1, against rejax's DQN (8 envs, 2 gradient steps per iteration, the same
    `Shared` settings), run with `--rejax-python` (a venv where rejax is installed; rejax 0.1.3
    wants gymnax < 1.0, so that venv has gymnax 0.0.9) as a subprocess of this script. Both
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import subprocess
@@ -49,7 +53,6 @@ from typing import Any
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 WINDOW = 30  # gym-anytrading's observation window, as in scripts/bench_train.py
-TRADING_LAYOUTS = (1, 8)  # num_envs of the two trading comparisons
 CARTPOLE_ENVS = 8
 REJAX_WORKER = "--rejax-worker"
 
@@ -63,7 +66,9 @@ class Shared:
     buffer_size: int = 100_000
     learning_starts: int = 1_000
     env_steps_per_gradient: int = 4  # summed over envs (SB3's train_freq 4 at one env)
-    target_update_steps: int = 1_000  # env steps between hard copies of the online network
+    # env steps between hard copies of the online network, rounded down to whole updates
+    # (`target_interval`) and given to every side as that number
+    target_update_steps: int = 1_024
     learning_rate: float = 1e-4
     gamma: float = 0.99
     exploration_fraction: float = 0.1
@@ -73,15 +78,36 @@ class Shared:
 
 
 def layout(shared: Shared, num_envs: int) -> tuple[int, int]:
-    """(rollout_len, gradient_steps) per update that give `env_steps_per_gradient`."""
+    """(rollout_len, gradient_steps) per update: the fewest steps per env and gradient steps
+    whose ratio is `env_steps_per_gradient` (8 envs, 4: 1 step then 2 gradient steps)."""
     per = shared.env_steps_per_gradient
-    if num_envs <= per:
-        if per % num_envs:
-            raise SystemExit(f"num_envs={num_envs} does not divide {per}")
-        return per // num_envs, 1
-    if num_envs % per:
-        raise SystemExit(f"{per} does not divide num_envs={num_envs}")
-    return 1, num_envs // per
+    common = math.gcd(num_envs, per)
+    return per // common, num_envs // common
+
+
+def target_interval(shared: Shared, num_envs: int) -> tuple[int, int]:
+    """(updates, env steps) between target copies: `target_update_steps` rounded down to
+    whole updates, so each side copies at the same env step."""
+    rollout_len, _ = layout(shared, num_envs)
+    per_update = num_envs * rollout_len
+    updates = max(1, shared.target_update_steps // per_update)
+    return updates, updates * per_update
+
+
+def trading_layouts() -> list[tuple[int, int, str]]:
+    """(num_envs, env steps per gradient step, label) of the trading comparisons: 1 env, the
+    default num_envs at the same 4 env steps per gradient step, and DQNConfig's own layout."""
+    from agents import DQNConfig
+
+    default = DQNConfig()
+    own = default.num_envs * default.rollout_len // default.gradient_steps
+    rows = [(1, 4, ""), (default.num_envs, 4, " (DQNConfig's default num_envs)")]
+    if own != 4:
+        rows.append((default.num_envs, own, f" (DQNConfig's default layout: "
+                                             f"{default.rollout_len} step(s) x "
+                                             f"{default.num_envs} envs, "
+                                             f"{default.gradient_steps} gradient step(s))"))
+    return rows
 
 
 # ---- jaxtrade side ---------------------------------------------------------------------------
@@ -92,7 +118,6 @@ def jaxtrade_config(algo: str, shared: Shared, num_envs: int, steps: int, **chan
     import agents
 
     rollout_len, gradient_steps = layout(shared, num_envs)
-    per_update = num_envs * rollout_len
     data: dict[str, Any] = {
         "name": algo,
         "num_envs": num_envs,
@@ -102,7 +127,7 @@ def jaxtrade_config(algo: str, shared: Shared, num_envs: int, steps: int, **chan
         "batch_size": shared.batch_size,
         "buffer_size": shared.buffer_size,
         "learning_starts": shared.learning_starts,
-        "target_update_every": max(1, shared.target_update_steps // per_update),
+        "target_update_every": target_interval(shared, num_envs)[0],
         "n_step": 1,
         "double": False,  # SB3's DQN / QR-DQN and this rejax run bootstrap from max_a Q_target
         "anneal_lr": False,  # the peers keep the learning rate constant
@@ -216,7 +241,7 @@ def time_sb3(algo: str, shared: Shared, num_envs: int, steps: int) -> float:
         "MlpPolicy", env, learning_rate=shared.learning_rate, buffer_size=shared.buffer_size,
         learning_starts=shared.learning_starts, batch_size=shared.batch_size, tau=1.0,
         gamma=shared.gamma, train_freq=rollout_len, gradient_steps=gradient_steps,
-        target_update_interval=shared.target_update_steps,
+        target_update_interval=target_interval(shared, num_envs)[1],
         exploration_fraction=shared.exploration_fraction, exploration_initial_eps=1.0,
         exploration_final_eps=shared.epsilon_end, max_grad_norm=shared.max_grad_norm,
         policy_kwargs=policy_kwargs, device="cpu", seed=0, verbose=0,
@@ -240,14 +265,17 @@ def rejax_worker(raw: str) -> None:
     args = json.loads(raw)
     shared = Shared(**{**args["shared"], "hidden": tuple(args["shared"]["hidden"])})
     num_envs, steps, repeats = args["num_envs"], args["steps"], args["repeats"]
-    _, gradient_steps = layout(shared, num_envs)
+    rollout_len, gradient_steps = layout(shared, num_envs)
+    if rollout_len != 1:
+        raise SystemExit("rejax steps each env once per iteration: num_envs must be a "
+                         "multiple of env_steps_per_gradient")
     algo = rejax.get_algo("dqn").create(
         env="CartPole-v1", agent="QNetwork", agent_kwargs={"activation": "relu"},
         num_envs=num_envs, buffer_size=shared.buffer_size, fill_buffer=shared.learning_starts,
         batch_size=shared.batch_size, num_epochs=gradient_steps,
         learning_rate=shared.learning_rate, max_grad_norm=shared.max_grad_norm,
         gamma=shared.gamma, total_timesteps=steps, eval_freq=steps,
-        skip_initial_evaluation=True, target_update_freq=shared.target_update_steps,
+        skip_initial_evaluation=True, target_update_freq=target_interval(shared, num_envs)[1],
         polyak=0.0,  # 0: the target becomes the online network (a hard copy)
         eps_start=1.0, eps_end=shared.epsilon_end,
         exploration_fraction=shared.exploration_fraction, ddqn=False,
@@ -467,36 +495,40 @@ def main() -> None:
     if not args.skip_sb3:
         env, env_params = trading_env()
         algos = ("dqn",) if args.skip_qrdqn else ("dqn", "qrdqn")
-        for num_envs in TRADING_LAYOUTS:
-            rollout_len, gradient_steps = layout(shared, num_envs)
+        layouts = trading_layouts()
+        for num_envs, per_gradient, note in layouts:
+            sized = dataclasses.replace(shared, env_steps_per_gradient=per_gradient)
+            rollout_len, gradient_steps = layout(sized, num_envs)
             for algo in algos:
-                config = jaxtrade_config(algo, shared, num_envs, args.steps)
+                config = jaxtrade_config(algo, sized, num_envs, args.steps)
                 ours = time_train(config, env, env_params, args.repeats)
-                peer = time_sb3(algo, shared, num_envs, ours.env_steps)
+                peer = time_sb3(algo, sized, num_envs, ours.env_steps)
                 peer_name = "SB3 DQN" if algo == "dqn" else "sb3-contrib QR-DQN"
-                note = " (jaxtrade's default num_envs)" if num_envs == 8 else ""
-                print(f"trading {algo}, {num_envs} env(s){note}, {rollout_len} steps x "
+                print(f"trading {algo}, {num_envs} env(s){note}: {rollout_len} step(s) x "
                       f"{num_envs} env(s) then {gradient_steps} gradient step(s): jaxtrade "
                       f"{ours.rate:,.0f} env-steps/s ({ours.env_steps:,} steps in "
                       f"{ours.run_s:.2f} s, compile {ours.compile_s:.1f} s, late episode "
                       f"return {ours.episode_return:.3f}); {peer_name} {peer:,.0f} env-steps/s")
-                print(ratio_line(f"jaxtrade {algo} / {peer_name} at {num_envs} env(s)",
-                                 ours.rate, peer, "goal >= 50x"))
-                results["trading"][f"{algo}_{num_envs}"] = {
+                print(ratio_line(f"jaxtrade {algo} / {peer_name} at {num_envs} env(s), "
+                                 f"{per_gradient} env steps per gradient step", ours.rate, peer,
+                                 "goal >= 50x"))
+                results["trading"][f"{algo}_{num_envs}x{per_gradient}"] = {
                     "num_envs": num_envs, "rollout_len": rollout_len,
-                    "gradient_steps": gradient_steps, "jaxtrade": dataclasses.asdict(ours),
-                    "jaxtrade_env_steps_per_s": ours.rate, "peer": peer_name,
-                    "peer_env_steps_per_s": peer, "ratio": ours.rate / peer}
+                    "gradient_steps": gradient_steps, "env_steps_per_gradient": per_gradient,
+                    "jaxtrade": dataclasses.asdict(ours), "jaxtrade_env_steps_per_s": ours.rate,
+                    "peer": peer_name, "peer_env_steps_per_s": peer, "ratio": ours.rate / peer}
         for algo in algos:
-            one, many = (results["trading"].get(f"{algo}_{n}") for n in TRADING_LAYOUTS)
+            default_envs = layouts[1][0]
+            one, many = (results["trading"].get(f"{algo}_{n}x4") for n in (1, default_envs))
             if one and many:
-                print(ratio_line(f"jaxtrade {algo} at 8 envs / {one['peer']} at 1 env",
+                print(ratio_line(f"jaxtrade {algo} at {default_envs} envs / {one['peer']} at "
+                                 "1 env",
                                  many["jaxtrade_env_steps_per_s"], one["peer_env_steps_per_s"],
-                                 "same env steps per gradient step"))
+                                 "4 env steps per gradient step on both"))
 
         # 3. Where the time goes (1-env DQN, the strict like for like).
-        if not args.skip_split and "dqn_1" in results["trading"]:
-            full = Timed(**results["trading"]["dqn_1"]["jaxtrade"])
+        if not args.skip_split and "dqn_1x4" in results["trading"]:
+            full = Timed(**results["trading"]["dqn_1x4"]["jaxtrade"])
             split = time_split(shared, env, env_params, args.steps, args.repeats, full)
             results["split"] = split
             print(f"time split, trading dqn at 1 env ({split['env_steps']:,} env steps, "
