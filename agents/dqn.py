@@ -28,17 +28,22 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
-from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
+from agents.common.config import hparams_as_arrays
 from agents.common.distributions import action_spec_from_space
 from agents.common.losses import n_step_returns, periodic_update, td_loss
 from agents.common.networks import NetworkConfig, make_q_network
+from agents.common.offpolicy import (
+    OffPolicySizes,
+    collect_to_replay,
+    example_item,
+    learn_when_ready,
+)
 from agents.common.optim import adam_init, adam_step
-from agents.common.replay import Replay, make_item, make_replay, obs_codec
-from agents.common.rollout import EnvRunner, collect, reset_runner
+from agents.common.replay import Replay, make_replay, obs_codec
+from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics
 from jaxtrade.errors import ConfigError
 
@@ -47,99 +52,72 @@ from jaxtrade.errors import ConfigError
 class DQNHParams:
     """Numeric hyperparameters: pytree leaves, so `jax.vmap` can sweep them in one program."""
 
-    learning_rate: float = 1e-3
+    learning_rate: float = 2.5e-4
     gamma: float = 0.99
     max_grad_norm: float = 10.0
     epsilon_start: float = 1.0
-    epsilon_end: float = 0.02
-    epsilon_decay_fraction: float = 0.2  # of total_steps, linear from start to end
+    epsilon_end: float = 0.05
+    epsilon_decay_fraction: float = 0.5  # of total_steps, linear from start to end
     tau: float = 1.0  # target update: 1 copies the online network, < 1 Polyak-averages
-    huber_delta: float = 1.0
+    huber_delta: float = 1.0  # with loss="huber"; QR-DQN's kappa
     priority_beta_start: float = 0.4  # importance-weight exponent, annealed to 1
     priority_eps: float = 1e-6
 
 
 def _q_network_default() -> NetworkConfig:
-    return NetworkConfig(hidden_sizes=(128, 128), activation="relu")
+    return NetworkConfig(hidden_sizes=(120, 84), activation="relu")
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(OffPolicySizes):
     name: str = "dqn"
-    num_envs: int = 8
-    rollout_len: int = 4  # env steps per env per update
-    total_steps: int = 500_000  # env steps over all envs; rounded down to whole chunks
-    gradient_steps: int = 1  # minibatch steps per update
+    num_envs: int = 10
+    rollout_len: int = 1  # env steps per env per update
+    total_steps: int = 500_000
     batch_size: int = 128
-    buffer_size: int = 100_000  # transitions over all envs
-    learning_starts: int = 10_000  # env steps before the first gradient step
-    target_update_every: int = 64  # updates between target updates
+    buffer_size: int = 10_000  # transitions over all envs
+    learning_starts: int = 10_000  # env steps (epsilon-greedy) before the first gradient step
+    target_update_every: int = 50  # updates between target updates
     n_step: int = 1
     double: bool = True
     head: str = "q"  # "q" | "dueling"
+    # "mse" (0.5 squared TD error) or "huber" (hparams.huber_delta). With Adam, Huber's
+    # constant pull on large errors let Q values run away on CartPole (to 1e6 in 200k steps
+    # at the defaults), squared error did not.
+    loss: str = "mse"
     prioritized: bool = False
     priority_exponent: float = 0.6  # alpha of prioritized replay (static in flashbax)
-    updates_per_chunk: int = 250  # updates per host call (progress granularity)
-    anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run
+    anneal_lr: bool = False  # linear decay of the learning rate to 0 over the run
     network: NetworkConfig = dataclasses.field(default_factory=_q_network_default)
     hparams: DQNHParams = dataclasses.field(default_factory=DQNHParams)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> DQNConfig:
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    def run_sizes(self) -> tuple[int, int, int]:
-        """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
-        steps_per_update = self.num_envs * self.rollout_len
-        wanted = self.total_steps // steps_per_update
-        if wanted < 1:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one update "
-                f"(num_envs * rollout_len = {steps_per_update})"
-            )
-        per_chunk = max(1, min(self.updates_per_chunk, wanted))
-        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
-
     def check(self, episode_steps: int | None = None) -> None:
         """One clear ConfigError for sizes that cannot train."""
-        for key in ("num_envs", "rollout_len", "gradient_steps", "batch_size", "n_step",
-                    "target_update_every"):
+        super().check()
+        if self.loss not in ("mse", "huber"):
+            raise ConfigError(f"agent.loss={self.loss!r} is not allowed: 'mse' or 'huber'")
+        for key in ("n_step", "target_update_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"agent.{key}={getattr(self, key)} is not allowed: must be >= 1")
-        num_updates, _, steps_per_update = self.run_sizes()
-        last_step = num_updates * steps_per_update
-        if self.learning_starts >= last_step:
-            raise ConfigError(
-                f"agent.learning_starts={self.learning_starts} is not allowed: the run ends at "
-                f"env step {last_step} (total_steps rounded to whole chunks), so it would never "
-                "learn; lower learning_starts or raise train.total_steps")
         if episode_steps is not None and self.n_step > episode_steps:
             raise ConfigError(f"agent.n_step={self.n_step} is not allowed: longer than an "
                               f"episode ({episode_steps} steps)")
-
-    def export_head(self) -> dict[str, Any]:
-        """How the numpy runner turns the exported network into an action: argmax over Q."""
-        return {"family": "q", "head": self.head, "num_quantiles": 0}
-
-    def auto_sizing(self, env: Any, env_params: Any) -> dict[str, Any]:
-        """What `env.num_envs=auto` needs (jaxtrade/config/auto.py): per-env collection
-        memory, the replay buffer as fixed memory, and few envs per CPU core (more envs only
-        lower the gradient steps per env step)."""
-        obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
-        obs_bytes = int(np.prod(obs.shape)) * 4
-        return {"rollout_len": self.rollout_len,
-                "per_env_bytes": self.rollout_len * (2 * obs_bytes + 16) * 4,
-                "fixed_bytes": replay_bytes(self, env, env_params),
-                "cpu_envs_per_core": 4, "accel_max": 1024}
 
     def check_num_envs(self, num_envs: int) -> None:
         if self.buffer_size // max(num_envs, 1) < self.n_step + 1:
             raise ConfigError(f"agent.buffer_size={self.buffer_size} is not allowed: with "
                               f"env.num_envs={num_envs} each env keeps fewer than "
                               f"agent.n_step + 1 = {self.n_step + 1} steps")
+
+    def export_head(self) -> dict[str, Any]:
+        """How the numpy runner turns the exported network into an action: argmax over Q."""
+        return {"family": "q", "head": self.head, "num_quantiles": 0}
+
+    def auto_sizing(self, env: Any, env_params: Any) -> dict[str, Any]:
+        sizing = super().auto_sizing(env, env_params)
+        if self.prioritized:  # the sum tree: two float32 levels' worth per transition
+            sizing["fixed_bytes"] += 2 * 4 * self.buffer_size
+        return sizing
 
 
 class ValueHead(NamedTuple):
@@ -158,9 +136,9 @@ class ValueHead(NamedTuple):
     metrics: Callable[[jax.Array], Metrics]
 
 
-def q_value_head() -> ValueHead:
+def q_value_head(huber: bool = False) -> ValueHead:
     def loss(chosen, target, weights, hp):
-        value, errors = td_loss(chosen, target, weights, hp.huber_delta)
+        value, errors = td_loss(chosen, target, weights, hp.huber_delta if huber else None)
         return value, jnp.abs(errors)
 
     return ValueHead(0, lambda out, hp: out, loss, lambda out: {})
@@ -176,18 +154,6 @@ class DQNState:
     rng: jax.Array
     hparams: Any
     update_step: jax.Array  # int32 scalar
-
-
-def replay_bytes(config: DQNConfig, env: Any, env_params: Any) -> int:
-    """Device bytes of the replay buffer this config makes on `env` (items as stored)."""
-    codec = obs_codec(env)
-    obs = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0))
-    bar = jax.ShapeDtypeStruct((), jnp.int32)
-    stored = jax.eval_shape(lambda o, b: codec.encode(o, b if codec.compact else None), obs, bar)
-    obs_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(stored))
-    per_item = 2 * obs_bytes + 4 + 4 + 1 + 1  # obs, next_obs, action, reward, two flags
-    tree = 2 * 4 * config.buffer_size if config.prioritized else 0  # sum tree, float32
-    return int(config.buffer_size * per_item + tree)
 
 
 def epsilon_at(hp: DQNHParams, env_steps: jax.Array, total_steps: int) -> jax.Array:
@@ -212,7 +178,7 @@ def episode_steps_of(env: Any, env_params: Any) -> int | None:
 
 def make_agent(config: DQNConfig, env: Any, env_params: Any,
                head: ValueHead | None = None) -> Agent:
-    head = head or q_value_head()
+    head = head or q_value_head(config.loss == "huber")
     config.check(episode_steps_of(env, env_params))
     num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
     num_envs, rollout_len, n_step = config.num_envs, config.rollout_len, config.n_step
@@ -239,7 +205,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
         key, net_key, env_key = jax.random.split(key, 3)
         runner = reset_runner(env, env_params, env_key, num_envs)
         params = network.init(net_key, runner.obs)
-        one = jax.tree.map(lambda x: x[0], make_item(codec, _example_step(runner)))
+        one = example_item(codec, runner, jnp.zeros((num_envs,), jnp.int32))
         return DQNState(
             params=params,
             target_params=params,
@@ -250,16 +216,6 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
             hparams=hp,
             update_step=jnp.zeros((), jnp.int32),
         )
-
-    def _example_step(runner: EnvRunner):
-        from agents.common.rollout import Step
-
-        zeros = jnp.zeros((num_envs,), jnp.float32)
-        false = jnp.zeros((num_envs,), bool)
-        info = {"bar": codec.current_bar(runner.env_state)} if codec.compact else {}
-        return Step(runner.obs, runner.done, runner.env_state,
-                    jnp.zeros((num_envs,), jnp.int32), zeros, false, false, runner.obs,
-                    runner.obs, info)
 
     def act_batch(params, obs, key, epsilon, hp):
         greedy = jnp.argmax(greedy_values(params, obs, hp), axis=-1).astype(jnp.int32)
@@ -317,33 +273,19 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
         env_steps = state.update_step * steps_per_update
         epsilon = epsilon_at(hp, env_steps, total_steps)
 
-        def policy(carry, obs, start, key):
-            return carry, act_batch(state.params, obs, key, epsilon, hp), None
+        def policy(obs, key):
+            action = act_batch(state.params, obs, key, epsilon, hp)
+            return action, action
 
-        runner, rng, _, records = collect(
-            env, env_params, state.runner, state.rng, policy, (),
-            lambda step, aux, carry: make_item(codec, step), rollout_len)
-        state = state.replace(runner=runner, rng=rng,
-                              buffer=replay.add(state.buffer, records))
-
+        runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
+                                                state.buffer, replay, codec, policy, rollout_len)
         done_steps = env_steps + steps_per_update
         learning = jnp.logical_and(done_steps >= config.learning_starts,
-                                   replay.can_sample(state.buffer))
-
-        def train(state: DQNState) -> tuple[DQNState, Metrics]:
-            def step(state, key):
-                return learn(state, key, env_params)
-
-            rng, key = jax.random.split(state.rng)
-            state, metrics = jax.lax.scan(step, state.replace(rng=rng),
-                                          jax.random.split(key, config.gradient_steps))
-            return state, jax.tree.map(jnp.mean, metrics)
-
-        def skip(state: DQNState) -> tuple[DQNState, Metrics]:
-            shapes = jax.eval_shape(train, state)[1]
-            return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        state, losses = jax.lax.cond(learning, train, skip, state)
+                                   replay.can_sample(buffer))
+        rng, key = jax.random.split(rng)
+        state = state.replace(runner=runner, rng=rng, buffer=buffer)
+        state, losses = learn_when_ready(
+            state, learning, lambda s, k: learn(s, k, env_params), key, config.gradient_steps)
         update_step = state.update_step + 1
         target_params = periodic_update(state.params, state.target_params, update_step,
                                         config.target_update_every, hp.tau)

@@ -88,6 +88,8 @@ def test_huber_and_td_loss_closed_form() -> None:
                                   jnp.asarray([1.0, 0.5]))
     np.testing.assert_allclose(errors, [0.5, -2.0])
     assert float(loss) == pytest.approx((0.125 + 0.5 * 1.5) / 2)
+    mse, _ = losses.td_loss(jnp.asarray([1.0, 2.0]), jnp.asarray([1.5, 0.0]), None, None)
+    assert float(mse) == pytest.approx((0.125 + 2.0) / 2)
     # The target is held fixed: no gradient flows into it.
     grad = jax.grad(lambda t: losses.td_loss(jnp.zeros(2), t)[0])(jnp.ones(2))
     np.testing.assert_array_equal(grad, 0.0)

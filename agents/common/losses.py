@@ -92,14 +92,15 @@ def huber(x: jax.Array, delta: jax.Array | float = 1.0) -> jax.Array:
 
 def td_loss(
     q: jax.Array, target: jax.Array, weights: jax.Array | None = None,
-    delta: jax.Array | float = 1.0,
+    delta: jax.Array | float | None = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """(mean Huber TD loss, TD errors) for chosen-action values q [B] against target [B].
+    """(mean TD loss, TD errors) for chosen-action values q [B] against target [B]: Huber with
+    `delta`, or half the squared error when `delta` is None.
 
     `weights` are importance-sampling weights of prioritized replay. The target is held
     fixed (stop_gradient)."""
     errors = jax.lax.stop_gradient(target) - q
-    per_item = huber(errors, delta)
+    per_item = 0.5 * jnp.square(errors) if delta is None else huber(errors, delta)
     if weights is not None:
         per_item = per_item * weights
     return per_item.mean(), errors

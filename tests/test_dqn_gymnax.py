@@ -1,0 +1,35 @@
+"""DQN and QR-DQN solve gymnax CartPole-v1 with their defaults, 3 seeds in one program.
+
+Nothing is set but `total_steps` (and `prioritized` for the prioritized-replay variants): the
+defaults must work out of the box. The return is read from the training metrics
+(`out.metrics["episode_return"]`, episodes run with the final exploration rate), averaged
+over the last 2% of updates of each seed.
+"""
+
+from __future__ import annotations
+
+import gymnax
+import jax
+import numpy as np
+import pytest
+
+import agents
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,prioritized", [
+    ("dqn", False), ("dqn", True), ("qrdqn", False), ("qrdqn", True)])
+def test_defaults_solve_cartpole_three_seeds(name: str, prioritized: bool) -> None:
+    env, env_params = gymnax.make("CartPole-v1")
+    data = {"name": name, "total_steps": 500_000}
+    if prioritized:
+        data["prioritized"] = True
+    config = agents.config_from_dict(data)
+    train = agents.make_train(config, env, env_params)
+    out = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 3))
+    returns = np.asarray(out.metrics["episode_return"])  # [3 seeds, num_updates]
+    steps = np.asarray(out.metrics["env_steps"])
+    assert steps[0, -1] <= 500_000 and returns.shape[0] == 3
+    tail = max(1, returns.shape[1] // 50)
+    final = returns[:, -tail:].mean(axis=1)
+    assert np.all(final >= 475.0), final
