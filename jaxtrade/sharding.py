@@ -61,6 +61,8 @@ def _is_array(x: Any) -> bool:
 
 def _host(x: jax.Array) -> np.ndarray:
     """The whole of a (possibly multi-process) array as numpy on this process."""
+    if not isinstance(x, jax.Array):  # already on the host (an evaluate that returns numpy)
+        return np.asarray(x)
     if x.is_fully_addressable or x.is_fully_replicated:
         return np.asarray(x)
     from jax.experimental import multihost_utils

@@ -52,6 +52,9 @@ class ToyAgent(NamedTuple):
     num_updates: int
     updates_per_chunk: int
     steps_per_update: int
+    # The protocol's accessors (agents/common/types.py) the loop reaches the state through.
+    policy_params: Any = lambda state: state.params
+    env_steps: Any = lambda state: state.update_step
 
 
 def make_toy_agent(num_updates: int = 12, updates_per_chunk: int = 3, batch: int = 32
