@@ -28,7 +28,7 @@ Like for like, measured in the same run, every side with the same settings (`Sha
 4. Replay memory of a 1,000,000-transition DQN buffer on the default trading configuration
    (configs/, sp500_daily, 1,989-float observations) after `agent.init`, beside its raw size.
 
-    python scripts/bench_offpolicy.py                     # ~5 minutes on 2 loaded CPU cores
+    python scripts/bench_offpolicy.py                     # ~13 minutes on 2 loaded CPU cores
     python scripts/bench_offpolicy.py --rejax-python /tmp/rejax-venv/bin/python
     python scripts/bench_offpolicy.py --quick             # smoke run
 
