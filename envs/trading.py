@@ -55,6 +55,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -340,7 +341,8 @@ class TradingEnv(environment.Environment):
 
         bar, portfolio = compact["bar"], compact["portfolio"]
         batch = bar.shape
-        flat = jax.vmap(one)(bar.reshape(-1), portfolio.reshape((-1, portfolio.shape[-1])))
+        rows = int(np.prod(batch, dtype=np.int64))  # explicit: -1 is ambiguous with P = 0
+        flat = jax.vmap(one)(bar.reshape(rows), portfolio.reshape((rows, portfolio.shape[-1])))
         return flat.reshape(batch + flat.shape[1:])
 
     # ---- actions -------------------------------------------------------------------------

@@ -23,11 +23,13 @@ def _market(num_bars: int = 400, num_assets: int = 2, num_features: int = 3):
     return from_arrays(close, features=features, splits=splits)
 
 
-@pytest.mark.parametrize("layout", ["flat", "window"])
-def test_rebuilt_observations_equal_collected_ones_bit_for_bit(layout: str) -> None:
+@pytest.mark.parametrize("layout,portfolio", [("flat", True), ("window", True),
+                                              ("flat", False)])
+def test_rebuilt_observations_equal_collected_ones_bit_for_bit(layout: str,
+                                                               portfolio: bool) -> None:
     env, env_params = envs.make("trading", _market(), window_bars=8, obs_layout=layout,
                                 episode_bars=20, final_observation=True,
-                                action_mode="continuous")
+                                action_mode="continuous", include_portfolio=portfolio)
     codec = obs_codec(env)
     assert codec.compact
     num_envs, steps = 4, 60  # several episode ends (truncation) per env
@@ -49,7 +51,8 @@ def test_rebuilt_observations_equal_collected_ones_bit_for_bit(layout: str) -> N
     np.testing.assert_array_equal(np.asarray(rebuilt_next), np.asarray(out["final"]))
     # What is stored per observation: one bar index and the 3 A + 2 portfolio values.
     stored = jax.tree.map(lambda x: x[0, 0], out["item"]["obs"])
-    assert stored["bar"].dtype == jnp.int32 and stored["portfolio"].shape == (3 * 2 + 2,)
+    assert stored["bar"].dtype == jnp.int32
+    assert stored["portfolio"].shape == ((3 * 2 + 2,) if portfolio else (0,))
 
 
 def test_other_envs_and_wrapped_trading_envs_store_observations_as_they_are() -> None:
