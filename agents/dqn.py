@@ -56,7 +56,7 @@ class DQNHParams:
     gamma: float = 0.99
     max_grad_norm: float = 10.0
     epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
+    epsilon_end: float = 0.01
     epsilon_decay_fraction: float = 0.5  # of total_steps, linear from start to end
     tau: float = 1.0  # target update: 1 copies the online network, < 1 Polyak-averages
     huber_delta: float = 1.0  # with loss="huber"; QR-DQN's kappa

@@ -81,6 +81,7 @@ def test_make_docker_tags_the_default_launch_image() -> None:
 
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(),
                         re.M).group(1)
-    out = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run(["make", "--no-print-directory", "-n", "docker"], cwd=REPO,
+                         capture_output=True, text=True,
                          timeout=30).stdout
     assert out.strip() == f"docker build -t {IMAGE_REPOSITORY}:{version} ."

@@ -148,7 +148,7 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ConfigError, match="torso"):
         NetworkConfig(torso="rnn")
     with pytest.raises(ConfigError, match="unknown agent"):
-        agents.config_from_dict({"name": "dqn"})
+        agents.config_from_dict({"name": "a2c"})
     env, env_params = gymnax.make("CartPole-v1")
     with pytest.raises(ConfigError, match="total_steps"):
         agents.make_agent(PPOConfig(total_steps=10), env, env_params)
