@@ -37,9 +37,8 @@ from agents.common.losses import n_step_returns, periodic_update, td_loss
 from agents.common.networks import NetworkConfig, make_q_network
 from agents.common.offpolicy import (
     OffPolicySizes,
-    collect_to_replay,
+    collect_and_learn,
     example_item,
-    learn_when_ready,
 )
 from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
@@ -181,7 +180,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
     head = head or q_value_head(config.loss == "huber")
     config.check(episode_steps_of(env, env_params))
     num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
-    num_envs, rollout_len, n_step = config.num_envs, config.rollout_len, config.n_step
+    num_envs, n_step = config.num_envs, config.n_step
     total_steps = num_updates * steps_per_update
 
     space = env.action_space(env_params)
@@ -277,27 +276,13 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
             action = act_batch(state.params, obs, key, epsilon, hp)
             return action, action
 
-        runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
-                                                state.buffer, replay, codec, policy, rollout_len)
-        done_steps = env_steps + steps_per_update
-        learning = jnp.logical_and(done_steps >= config.learning_starts,
-                                   replay.can_sample(buffer))
-        rng, key = jax.random.split(rng)
-        state = state.replace(runner=runner, rng=rng, buffer=buffer)
-        state, losses = learn_when_ready(
-            state, learning, lambda s, k: learn(s, k, env_params), key, config.gradient_steps)
-        update_step = state.update_step + 1
-        target_params = periodic_update(state.params, state.target_params, update_step,
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec, policy,
+                                           lambda s, k: learn(s, k, env_params), config,
+                                           steps_per_update)
+        target_params = periodic_update(state.params, state.target_params, state.update_step,
                                         config.target_update_every, hp.tau)
-        state = state.replace(update_step=update_step, target_params=target_params)
-        stats = state.runner.episode_stats
-        metrics = {
-            "episode_return": stats.last_return,
-            "episode_length": stats.last_length,
-            "env_steps": (update_step * steps_per_update).astype(jnp.float32),
-            "epsilon": epsilon,
-            **losses,
-        }
+        state = state.replace(target_params=target_params)
+        metrics["epsilon"] = epsilon
         return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
     def run_chunk(state: DQNState, env_params: Any = env_params) -> tuple[DQNState, Metrics]:

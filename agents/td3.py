@@ -45,9 +45,8 @@ from agents.common.networks import (
 )
 from agents.common.offpolicy import (
     OffPolicySizes,
-    collect_to_replay,
+    collect_and_learn,
     example_item,
-    learn_when_ready,
     random_unit_action,
 )
 from agents.common.optim import adam_init, adam_step
@@ -251,24 +250,9 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
         def policy(obs, key):
             return behaviour(state.actor_params, obs, key, hp.exploration_noise, explore)
 
-        runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
-                                                state.buffer, replay, codec, policy,
-                                                config.rollout_len)
-        rng, learn_key = jax.random.split(rng)
-        state = state.replace(runner=runner, rng=rng, buffer=buffer)
-        ready = jnp.logical_and(env_steps + steps_per_update >= config.learning_starts,
-                                replay.can_sample(buffer))
-        state, losses = learn_when_ready(state, ready, lambda s, k: learn(s, k, env_params),
-                                         learn_key, config.gradient_steps)
-        update_step = state.update_step + 1
-        state = state.replace(update_step=update_step)
-        stats = state.runner.episode_stats
-        metrics = {
-            "episode_return": stats.last_return,
-            "episode_length": stats.last_length,
-            "env_steps": (update_step * steps_per_update).astype(jnp.float32),
-            **losses,
-        }
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec, policy,
+                                           lambda s, k: learn(s, k, env_params), config,
+                                           steps_per_update)
         return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
     def run_chunk(state: TD3State, env_params: Any = env_params) -> tuple[TD3State, Metrics]:

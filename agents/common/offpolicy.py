@@ -165,3 +165,34 @@ def learn_when_ready(state: Any, ready: jax.Array, learn: Callable[[Any, jax.Arr
         return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     return jax.lax.cond(ready, train, skip, state)
+
+
+def collect_and_learn(
+    state: Any, env: Any, env_params: Any, replay: Replay, codec: ObsCodec,
+    policy: BehaviourPolicy, learn: Callable[[Any, jax.Array], Any], sizes: OffPolicySizes,
+    steps_per_update: int,
+) -> tuple[Any, Metrics]:
+    """One replay-agent update: collect `rollout_len` steps of every env into the buffer, then
+    `gradient_steps` learn(state, key) calls once `learning_starts` env steps are done.
+
+    `state` has `runner`, `rng`, `buffer` and `update_step` fields; the returned state has
+    `update_step` + 1, the metrics the contract's episode statistics and env steps plus the
+    means of learn's metrics (zeros before learning starts)."""
+    env_steps = state.update_step * steps_per_update
+    runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
+                                            state.buffer, replay, codec, policy,
+                                            sizes.rollout_len)
+    rng, learn_key = jax.random.split(rng)
+    state = state.replace(runner=runner, rng=rng, buffer=buffer)
+    ready = jnp.logical_and(env_steps + steps_per_update >= sizes.learning_starts,
+                            replay.can_sample(buffer))
+    state, losses = learn_when_ready(state, ready, learn, learn_key, sizes.gradient_steps)
+    update_step = state.update_step + 1
+    stats = state.runner.episode_stats
+    metrics = {
+        "episode_return": stats.last_return,
+        "episode_length": stats.last_length,
+        "env_steps": (update_step * steps_per_update).astype(jnp.float32),
+        **losses,
+    }
+    return state.replace(update_step=update_step), metrics
