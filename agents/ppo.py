@@ -32,7 +32,12 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from agents.common.config import config_from_dict, config_to_dict, hparams_as_arrays
+from agents.common.config import (
+    chunked_run_sizes,
+    config_from_dict,
+    config_to_dict,
+    hparams_as_arrays,
+)
 from agents.common.distributions import action_spec_from_space, to_env_action
 from agents.common.losses import clipped_value_loss, gae, ppo_clip_loss
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
@@ -81,15 +86,8 @@ class PPOConfig:
 
     def run_sizes(self) -> tuple[int, int, int]:
         """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
-        steps_per_update = self.num_envs * self.rollout_len
-        wanted = self.total_steps // steps_per_update
-        if wanted < 1:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one update "
-                f"(num_envs * rollout_len = {steps_per_update})"
-            )
-        per_chunk = max(1, min(self.updates_per_chunk, wanted))
-        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
+        return chunked_run_sizes(self.num_envs, self.rollout_len, self.total_steps,
+                                 self.updates_per_chunk)
 
     def export_head(self) -> dict[str, Any]:
         """How the numpy runner turns the exported network into an action."""

@@ -65,3 +65,16 @@ def stack_hparams(hparams_list: list[Any]) -> Any:
     """Stack hyperparameter structs along a new leading axis, for `jax.vmap(train)`."""
     arrays = [hparams_as_arrays(h) for h in hparams_list]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *arrays)
+
+
+def chunked_run_sizes(num_envs: int, rollout_len: int, total_steps: int,
+                      updates_per_chunk: int) -> tuple[int, int, int]:
+    """(num_updates, updates_per_chunk, steps_per_update): `total_steps` env steps rounded down
+    to whole chunks of updates of `num_envs * rollout_len` env steps each."""
+    steps_per_update = num_envs * rollout_len
+    wanted = total_steps // steps_per_update
+    if wanted < 1:
+        raise ConfigError(f"total_steps={total_steps} is less than one update "
+                          f"(num_envs * rollout_len = {steps_per_update})")
+    per_chunk = max(1, min(updates_per_chunk, wanted))
+    return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.common.config import config_from_dict, config_to_dict
+from agents.common.config import chunked_run_sizes, config_from_dict, config_to_dict
 from agents.common.distributions import ActionSpec
 from agents.common.replay import ObsCodec, Replay, make_item, obs_codec
 from agents.common.rollout import EnvRunner, Step, collect
@@ -53,15 +53,8 @@ class OffPolicySizes:
 
     def run_sizes(self) -> tuple[int, int, int]:
         """(num_updates, updates_per_chunk, steps_per_update) after rounding to whole chunks."""
-        steps_per_update = self.num_envs * self.rollout_len
-        wanted = self.total_steps // steps_per_update
-        if wanted < 1:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one update "
-                f"(num_envs * rollout_len = {steps_per_update})"
-            )
-        per_chunk = max(1, min(self.updates_per_chunk, wanted))
-        return (wanted // per_chunk) * per_chunk, per_chunk, steps_per_update
+        return chunked_run_sizes(self.num_envs, self.rollout_len, self.total_steps,
+                                 self.updates_per_chunk)
 
     def check(self) -> None:
         """One clear ConfigError for sizes that cannot train."""
