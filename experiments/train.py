@@ -43,6 +43,8 @@ groups:    agent=<name> (below)  data=sp500_daily|eurusd_1h|synthetic|csv|parque
            experiment=smoke|gpu|cvar_sp500
 keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            train.total_steps=2e5  train.num_seeds=4  train.checkpoint_every_updates=50
+           train.checkpoint_every_steps=1e5  train.eval_every_steps=2e4 (env steps: the same
+           clock for every agent; they replace the *_every_updates settings when set)
            train.keep_last=2  train.stop_after_updates=N  agent.hparams.learning_rate=3e-4
            train.devices=auto|N (shard the points, seeds x sweep points, over N devices;
            auto: all of them, at most one per point)
@@ -211,8 +213,8 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,
-            checkpoint_every_updates=cfg["train"]["checkpoint_every_updates"],
-            eval_every_updates=cfg["train"]["eval_every_updates"],
+            checkpoint_every_updates=interval_updates(cfg["train"], "checkpoint", agent),
+            eval_every_updates=interval_updates(cfg["train"], "eval", agent),
             metadata=metadata, evaluate=evaluate, progress=progress,
             stop_after_updates=cfg["train"].get("stop_after_updates"), mesh=mesh,
         )
@@ -247,6 +249,15 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         print_fn(f"stopped after update {loop.updates_done} of {agent.num_updates}; "
                  f"continue with resume=true run_dir={run_dir}")
     return TrainSummary(run_dir, points, sharpe_list, best, report_dir, loop)
+
+
+def interval_updates(train_cfg: Mapping[str, Any], which: str, agent: Any) -> int:
+    """train.<which>_every_steps in whole updates of this agent when set (env steps are the
+    clock every agent shares), else train.<which>_every_updates."""
+    steps = train_cfg.get(f"{which}_every_steps")
+    if steps:
+        return max(1, math.ceil(int(steps) / int(agent.steps_per_update)))
+    return int(train_cfg[f"{which}_every_updates"])
 
 
 # ------------------------------------------------------------------------ evaluation

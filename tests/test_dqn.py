@@ -100,6 +100,21 @@ def test_resume_with_replay_buffer_equals_an_uninterrupted_run(tmp_path: Path) -
     assert rows[-1]["env_steps"] == 768 and "epsilon" in rows[-1]
 
 
+def test_checkpoint_and_eval_intervals_in_env_steps(tmp_path: Path) -> None:
+    """train.*_every_steps replace the update-based intervals: 256 env steps = 32 updates of
+    8 env steps = 2 chunks, where TINY_DQN alone would evaluate and save every chunk."""
+    run_dir = tmp_path / "steps"
+    out = train(common.compose([*TINY_DQN, f"run_dir={run_dir}",
+                                "train.checkpoint_every_steps=256",
+                                "train.eval_every_steps=256"]), print_fn=lambda _: None)
+    assert out.loop.finished
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows] == [128, 256, 384, 512, 640, 768]
+    assert [r["env_steps"] for r in rows if "validation_sharpe" in r] == [256, 512, 768]
+    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
+        assert manager.latest_step() == 96
+
+
 @pytest.mark.parametrize("override,message", [
     ("agent.buffer_size=16", "agent.buffer_size=16 is not allowed: smaller than agent.batch_size"),
     ("agent.learning_starts=100000", "agent.learning_starts=100000 is not allowed: the run ends"),

@@ -65,6 +65,11 @@ class TrainConfig:
     # Backtest every point on the validation split (Sharpe for progress, W&B and best
     # checkpoint) every this many updates, rounded up to whole chunks; also at checkpoints.
     eval_every_updates: int = _f(10, ge=1)
+    # The same two intervals in env steps, the clock every agent shares (an update is
+    # 1,024 env steps for the default PPO and 10 for the default DQN); when set they replace
+    # the *_updates settings (rounded up to whole updates, then to whole chunks).
+    checkpoint_every_steps: int | None = _f(None, ge=1)
+    eval_every_steps: int | None = _f(None, ge=1)
     # Checkpoints kept: the last `keep_last` plus the `keep_best` best by validation Sharpe.
     keep_last: int = _f(2, ge=1)
     keep_best: int = _f(1, ge=0)
