@@ -9,8 +9,9 @@ minibatch steps on sampled n-step sequences; the target network follows the onli
 Targets: y = sum_{k<m} gamma^k r_k + gamma^m (1 - terminated) Q_target(s_m, a*), cut at the
 first episode end inside the sequence; a* = argmax Q_target(s_m) or, with `double`, argmax of
 the online network (van Hasselt et al. 2016). A truncated step bootstraps from the final
-observation the env reported, never from the reset one. Loss: Huber on the TD error, weighted
-by prioritized replay's importance weights (beta annealed from `priority_beta_start` to 1),
+observation the env reported, never from the reset one. Loss: half the squared TD error
+(`loss="mse"`, the default) or Huber (`loss="huber"`), weighted by prioritized replay's
+importance weights (beta annealed from `priority_beta_start` to 1),
 priorities |TD error| + eps (Schaul et al. 2016).
 
 Hyperparameters are float32 leaves of the state: seeds x learning rates x gammas x ... vmap in
