@@ -19,9 +19,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jaxtrade train $(ARGS)
 
-# pytest exits 5 when it collects no tests: treat that as a failure, like any other non-zero code.
+# Tests run on TEST_WORKERS pytest-xdist workers (2 fits a 2-core CI machine; each worker
+# holds up to ~4 GB), a module per worker at a time (tests/conftest.py). TEST_WORKERS=0 runs
+# them in this process. pytest exits 5 when it collects no tests: treat that as a failure.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

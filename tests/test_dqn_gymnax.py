@@ -17,8 +17,10 @@ import agents
 
 
 @pytest.mark.slow
+# Each run is its own xdist group (tests/conftest.py): four long runs sharing nothing.
 @pytest.mark.parametrize("name,prioritized", [
-    ("dqn", False), ("dqn", True), ("qrdqn", False), ("qrdqn", True)])
+    pytest.param(name, prioritized, marks=pytest.mark.xdist_group(f"{name}-{prioritized}"))
+    for name, prioritized in (("dqn", False), ("dqn", True), ("qrdqn", False), ("qrdqn", True))])
 def test_defaults_solve_cartpole_three_seeds(name: str, prioritized: bool) -> None:
     env, env_params = gymnax.make("CartPole-v1")
     data = {"name": name, "total_steps": 500_000}
