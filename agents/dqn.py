@@ -39,6 +39,7 @@ from agents.common.networks import NetworkConfig, make_q_network
 from agents.common.offpolicy import (
     OffPolicySizes,
     collect_and_learn,
+    env_axis,
     example_item,
 )
 from agents.common.optim import adam_init, adam_step
@@ -308,6 +309,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
         config=config,
         policy_params=lambda state: state.params,
         env_steps=lambda state: state.update_step * steps_per_update,
+        env_axis=env_axis,
     )
 
 

@@ -42,7 +42,14 @@ from agents.common.distributions import action_spec_from_space, to_env_action
 from agents.common.losses import clipped_value_loss, gae, ppo_clip_loss
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
 from agents.common.optim import adam_init, adam_step
-from agents.common.rollout import EnvRunner, EpisodeStats, collect, reset_runner
+from agents.common.rollout import (
+    EnvRunner,
+    EpisodeStats,
+    collect,
+    env_axis_flags,
+    reset_runner,
+    runner_env_axis,
+)
 from agents.common.types import Agent, Metrics
 from jaxtrade.errors import ConfigError
 
@@ -362,4 +369,15 @@ def make_agent(
         config=config,
         policy_params=lambda state: state.params,
         env_steps=lambda state: state.update_step * steps_per_update,
+        env_axis=env_axis,
     )
+
+
+def env_axis(state: PPOState) -> PPOState:
+    """`Agent.env_axis`: env states, last observations, episode accumulators and the
+    recurrent carry lead with the env axis."""
+    runner = runner_env_axis(EnvRunner(state.env_state, state.last_obs, state.last_done,
+                                       state.episode_stats))
+    return env_axis_flags(state, False).replace(
+        env_state=runner.env_state, last_obs=runner.obs, last_done=runner.done,
+        episode_stats=runner.episode_stats, carry=env_axis_flags(state.carry))

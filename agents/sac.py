@@ -59,6 +59,7 @@ from agents.common.networks import (
 from agents.common.offpolicy import (
     OffPolicySizes,
     collect_and_learn,
+    env_axis,
     example_item,
     random_unit_action,
 )
@@ -327,4 +328,5 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
         config=config,
         policy_params=lambda state: state.actor_params,
         env_steps=lambda state: state.update_step * steps_per_update,
+        env_axis=env_axis,
     )

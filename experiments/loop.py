@@ -4,7 +4,9 @@ P points (seeds x hyperparameter points) train side by side: the agent's `init` 
 `run_chunk` are vmapped over a leading point axis and jitted once, so the whole batch is one
 compiled program. The point axis is sharded over the devices of a mesh (jaxtrade.sharding,
 `train.devices`): under `jax.shard_map` each device runs the vmapped chunk on its own points
-with its own copy of the market, and the chunk's metrics are gathered for the host. Between
+with its own copy of the market, and the chunk's metrics are gathered for the host; with
+more devices than points the agent's env axis (`env_axis`) is split too and the compiler
+partitions the vmapped chunk. Between
 chunks (K updates each) the host logs, shows progress, checks for
 NaN/inf, evaluates on the validation split and checkpoints. Nothing here knows which agent
 or env it trains: it works with anything that follows the agent protocol (agents/common/
@@ -61,20 +63,47 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _batched_chunk(run_chunk: Callable, mesh: Mesh) -> Callable:
+def _batched_chunk(run_chunk: Callable, mesh: PointMesh, env_axis: Any = None) -> Callable:
     """(points state, market) -> (points state, metrics on every device), state donated.
 
-    shard_map rather than letting the compiler partition the vmapped program: points are
-    independent, so each device runs exactly the one-device program on its share and no
-    collective can appear inside a chunk. check_vma is off because agents' scans start
+    Points only: shard_map rather than letting the compiler partition the vmapped program:
+    points are independent, so each device runs exactly the one-device program on its share
+    and no collective can appear inside a chunk. check_vma is off because agents' scans start
     carries from constants that become per-device values in the body.
+
+    With the env axis split too (`env_axis`: the agent's leaf flags as a hashable
+    `_Flags`), the compiler partitions the vmapped chunk from the state's shardings.
     """
-    points, shared = NamedSharding(mesh, PartitionSpec(AXIS)), NamedSharding(mesh, PartitionSpec())
-    per_device = jax.shard_map(jax.vmap(run_chunk, in_axes=(0, None)), mesh=mesh,
+    points, shared = mesh.points, mesh.replicated
+    if env_axis is not None and mesh.env_shards > 1:
+        state_sharding = mesh.state_sharding(env_axis.tree())
+        return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)),
+                       in_shardings=(state_sharding, shared),
+                       out_shardings=(state_sharding, points), donate_argnums=0)
+    per_device = jax.shard_map(jax.vmap(run_chunk, in_axes=(0, None)), mesh=mesh.mesh,
                                in_specs=(PartitionSpec(AXIS), PartitionSpec()),
                                out_specs=PartitionSpec(AXIS), check_vma=False)
     return jax.jit(per_device, in_shardings=(points, shared), out_shardings=(points, shared),
                    donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flags:
+    """An agent's env-axis flags in a hashable form (a cache key for the compiled chunk)."""
+
+    treedef: Any
+    leaves: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, agent: Any, state: Any) -> _Flags | None:
+        env_axis = getattr(agent, "env_axis", None)
+        if env_axis is None:
+            return None
+        leaves, treedef = jax.tree_util.tree_flatten(env_axis(state))
+        return cls(treedef, tuple(bool(x) for x in leaves))
+
+    def tree(self) -> Any:
+        return jax.tree_util.tree_unflatten(self.treedef, list(self.leaves))
 
 
 @functools.lru_cache(maxsize=16)
@@ -115,7 +144,8 @@ def run_loop(
     """
     if mesh is None:
         mesh = single_device(int(jax.tree_util.tree_leaves(state)[0].shape[0]))
-    state = mesh.place(state)
+    flags = _Flags.of(agent, state)
+    state = mesh.place(state, None if flags is None else flags.tree())
     env_params = mesh.replicate(env_params)
     per_chunk = int(agent.updates_per_chunk)
     steps_per_update = int(agent.steps_per_update)
@@ -123,7 +153,7 @@ def run_loop(
     interval = chunk_update_interval(checkpoint_every_updates, per_chunk)
     eval_interval = chunk_update_interval(eval_every_updates or checkpoint_every_updates,
                                           per_chunk)
-    run_chunk = _batched_chunk(agent.run_chunk, mesh.mesh)
+    run_chunk = _batched_chunk(agent.run_chunk, mesh, flags)
     params_finite = _params_finite(agent.policy_params, mesh.mesh)
 
     update = int(start_update)

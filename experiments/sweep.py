@@ -123,6 +123,12 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
     plain, vmapped, multirun = split_sweep_overrides(common.split_flags(argv))
     if multirun:
         return run_multirun(plain, vmapped, multirun, print_fn)
+    from experiments.train import start_distributed
+    from jaxtrade import sharding
+
+    # Before the config is validated (validation starts JAX): a vmapped sweep over hosts
+    # is one `train` program whose points span every process's devices.
+    start_distributed(plain)
     cfg = common.compose(plain)
     check_hparam_axes(cfg, vmapped)
     points = sample_points(cfg["sweep"], vmapped)
@@ -133,7 +139,8 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
                           "comma lists such as agent.hparams.learning_rate=1e-4,3e-4")
     cfg["sweep"]["points"] = points
     summary = run_vmapped(cfg, points, print_fn)
-    print_fn(summary_table(summary))
+    if sharding.is_primary():
+        print_fn(summary_table(summary))
     return 0
 
 
@@ -151,7 +158,10 @@ def run_vmapped(cfg: dict[str, Any], points: list[dict[str, float]],
                 trial[key] = float(value[index])
         trials.append(trial)
     summary = summarize(trials, returns, result.run_dir)
-    write_summary(result.run_dir, summary, returns)
+    from jaxtrade import sharding
+
+    if sharding.is_primary():  # process 0 owns the run directory
+        write_summary(result.run_dir, summary, returns)
     return summary
 
 

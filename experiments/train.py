@@ -177,7 +177,10 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     points = point_list(cfg, hparam_points)
     keys = point_keys(points)
     hparams = point_hparams(prep, points) if hparam_points else None
-    mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), len(points))
+    # Devices beyond the points split each point's envs when the agent marks its env axis.
+    num_envs = getattr(agent.config, "num_envs", None) if getattr(
+        agent, "env_axis", None) is not None else None
+    mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), len(points), num_envs)
     info = common.run_info(prep.fingerprint, mesh=mesh.describe())
     metadata = {"config": cfg, "run_info": info, "points": points}
 
@@ -186,7 +189,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     state = init_points(agent, keys, hparams, prep.env_params, mesh)
     start_update = 0
     if resume:
-        state, start_update = resume_points(checkpoints, state, mesh)
+        state, start_update = resume_points(checkpoints, state, mesh, agent.env_axis)
         if primary:
             print_fn(f"resuming {run_dir} from update {start_update}")
 
@@ -204,9 +207,10 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         print_fn=progress.print, write=primary,
     ) as logger:
         if start_update == 0 and primary:
+            split = f" (envs split over {mesh.env_shards})" if mesh.env_shards > 1 else ""
             progress.print(f"training {len(points)} point(s) x {agent.num_updates} updates x "
                            f"{agent.steps_per_update} env steps ({cfg['env']['num_envs']} envs)"
-                           f" on {mesh.num_devices} device(s) -> {run_dir}")
+                           f" on {mesh.num_devices} device(s){split} -> {run_dir}")
             if mesh.padding:
                 progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
                                f"never logged or saved) fill {mesh.num_devices} devices")

@@ -65,18 +65,18 @@ def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any,
                     env_params)
 
     if mesh is not None:
-        return mesh.assemble(make_point)
+        return mesh.assemble(make_point, getattr(agent, "env_axis", None))
     states = [make_point(i) for i in range(keys.shape[0])]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: PointMesh
-                  ) -> tuple[Any, int]:
+def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: PointMesh,
+                  env_axis: Callable[[Any], Any] | None = None) -> tuple[Any, int]:
     """(the latest checkpoint's state placed on `mesh` like `state`, its update number).
 
     Process 0 reads the checkpoint (`checkpoints` is None on the others) and hands it to
     every process; a checkpoint holds the real points only, so a run may resume on another
-    number of devices.
+    number of devices. `env_axis` (the agent's) splits env axes as `init_points` did.
     """
     like = mesh.to_local(state)
     restored, update = like, 0
@@ -85,7 +85,7 @@ def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: Point
         update = int(saved["update"])
     if mesh.multi_process:
         restored, update = broadcast_from_primary((restored, jnp.int32(update)))
-    return mesh.place(restored), int(update)
+    return mesh.place(restored, None if env_axis is None else env_axis(restored)), int(update)
 
 
 def _state_params(state: Any) -> Any:

@@ -17,12 +17,15 @@ train like the point they copy, but never reach logs, validation results, checkp
 reports (`unpad`, `fetch`, `to_local`), so a run's numbers do not depend on the device
 count. `train.devices=auto` uses at most P devices on one host, so auto never pads there.
 
-Only the point axis is sharded. The env axis inside one point is not: the agent protocol
-(agents/common/types.py) does not say which leaves of a state carry the env axis (PPO's
-env_state / last_obs / carry, DQN's runner and the replay buffer rows, each agent's own
-layout), and the updates mix envs: PPO shuffles minibatches over all envs x steps and DQN
-samples replay rows from every env, so an env-sharded point would gather across devices at
-every minibatch or sample. That needs a partition spec declared by each agent.
+The env axis: when a run has fewer points than devices (one W&B sweep run on an 8-GPU pod),
+the mesh gets a second axis, "envs", and the leaves an agent marks with `Agent.env_axis`
+(env states, observations, replay rows) are split over it as well: mesh shape (p, e) with p
+the largest device-count divisor that divides the points (no padding) and e = gcd(devices /
+p, num_envs). That program is not run under shard_map: PPO shuffles minibatches over all
+envs x steps and the replay agents sample rows of every env, so the compiler (GSPMD)
+partitions the vmapped chunk and inserts the gathers and gradient reductions; the numbers
+equal the one-device run up to float reassociation. Env steps, the main cost of a trading
+run with many envs, are split over the devices; an update may gather its batch.
 
 Multi-host: `initialize_distributed` starts `jax.distributed` from `train.distributed` or
 the environment before any JAX computation; then `jax.devices()` lists every process's
@@ -32,6 +35,7 @@ devices, the mesh spans all of them, and every process runs the same program on 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,6 +48,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtrade.errors import ConfigError
 
 AXIS = "points"
+ENV_AXIS = "envs"
 
 # Read when the config leaves a setting unset. JAX itself reads JAX_COORDINATOR_ADDRESS and
 # JAX_LOCAL_DEVICE_IDS; the process count and id follow the same naming.
@@ -80,7 +85,8 @@ def _host_leaf(x: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class PointMesh:
-    """A one-axis mesh over which the `num_points` points of a run are sharded."""
+    """A (points, envs) mesh over which the `num_points` points of a run (and, when the
+    envs axis is longer than 1, the env axis of each point) are sharded."""
 
     mesh: Mesh
     num_points: int
@@ -90,8 +96,16 @@ class PointMesh:
         return int(self.mesh.size)
 
     @property
+    def point_shards(self) -> int:
+        return int(self.mesh.shape[AXIS])
+
+    @property
+    def env_shards(self) -> int:
+        return int(self.mesh.shape[ENV_AXIS])
+
+    @property
     def padded_points(self) -> int:
-        return -(-self.num_points // self.num_devices) * self.num_devices
+        return -(-self.num_points // self.point_shards) * self.point_shards
 
     @property
     def padding(self) -> int:
@@ -105,22 +119,38 @@ class PointMesh:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
+    def state_sharding(self, env_axis: Any = None, tree: Any = None) -> Any:
+        """Per leaf of a points state: its points axis over "points" and, for leaves
+        `env_axis` marks (a pytree of bools like the state), its env axis over "envs"."""
+        if env_axis is None or self.env_shards == 1:
+            return self.points if tree is None else jax.tree.map(lambda _: self.points, tree)
+        both = NamedSharding(self.mesh, PartitionSpec(AXIS, ENV_AXIS))
+        return jax.tree.map(lambda flag: both if flag else self.points, env_axis)
+
     @property
     def multi_process(self) -> bool:
         return jax.process_count() > 1
 
     def describe(self) -> dict[str, Any]:
         """What run metadata records about the mesh."""
-        return {"devices": self.num_devices, "shape": dict(self.mesh.shape),
+        return {"devices": self.num_devices,
+                "shape": {k: int(v) for k, v in self.mesh.shape.items()},
                 "axis_names": list(self.mesh.axis_names),
                 "device_ids": [int(d.id) for d in self.mesh.devices.flat],
                 "process_count": jax.process_count(), "points": self.num_points,
                 "padding_points": self.padding}
 
     # ------------------------------------------------------------------ placing
-    def assemble(self, make_point: Callable[[int], Any]) -> Any:
+    def assemble(self, make_point: Callable[[int], Any],
+                 env_axis: Callable[[Any], Any] | None = None) -> Any:
         """The padded batched state, each device's points built by `make_point(i)` and
-        stacked on that device: no device ever holds more than its own share."""
+        stacked on that device: no device ever holds more than its own share. With an env
+        axis to split (`env_axis`, the agent's), the points are built here and then split."""
+        if env_axis is not None and self.env_shards > 1:
+            rows = [make_point(min(row, self.num_points - 1))
+                    for row in range(self.padded_points)]
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
+            return self.place(stacked, env_axis(stacked))
         index_map = self.points.addressable_devices_indices_map((self.padded_points,))
         shards, treedef = {}, None
         for device, (rows,) in index_map.items():
@@ -143,20 +173,21 @@ class PointMesh:
         ]
         return jax.tree_util.tree_unflatten(treedef, global_leaves)
 
-    def place(self, tree: Any) -> Any:
-        """A local tree of P (or padded) points, padded and sharded over the mesh."""
-        def put(x: Any) -> Any:
+    def place(self, tree: Any, env_axis: Any = None) -> Any:
+        """A local tree of P (or padded) points, padded and sharded over the mesh (env axes
+        too, for the leaves `env_axis` marks; see `state_sharding`)."""
+        def put(x: Any, sharding: NamedSharding) -> Any:
             if not _is_array(x):
                 return x
             if isinstance(x, jax.Array) and x.shape[0] == self.padded_points and \
-                    x.sharding.is_equivalent_to(self.points, x.ndim):
+                    x.sharding.is_equivalent_to(sharding, x.ndim):
                 return x
             if self.padding and x.shape[0] == self.num_points:
                 x = jnp.concatenate([jnp.asarray(x), jnp.repeat(
                     jnp.asarray(x)[-1:], self.padding, axis=0)])
-            return self._put(x, self.points)
+            return self._put(x, sharding)
 
-        return jax.tree.map(put, tree)
+        return jax.tree.map(put, tree, self.state_sharding(env_axis, tree))
 
     def replicate(self, tree: Any) -> Any:
         """A copy of `tree`'s arrays on every device of the mesh (the market, once each)."""
@@ -202,13 +233,17 @@ class PointMesh:
 # ---------------------------------------------------------------------------- choosing
 
 
-def resolve_devices(setting: int | str, num_points: int) -> list[Any]:
-    """The devices of `train.devices`: auto (on one host every device, at most one per point;
-    across hosts every device of every process) or a count N <= the devices available."""
+def resolve_devices(setting: int | str, num_points: int, env_shardable: bool = False
+                    ) -> list[Any]:
+    """The devices of `train.devices`: auto (on one host every device, at most one per point
+    unless the env axis can be split too; across hosts every device of every process) or a
+    count N <= the devices available."""
     available = jax.devices()
     multi = jax.process_count() > 1
     if setting == "auto":
-        return available if multi else available[:max(1, min(len(available), num_points))]
+        if multi or env_shardable:
+            return available
+        return available[:max(1, min(len(available), num_points))]
     count = int(setting)
     if count > len(available):
         raise ConfigError(
@@ -222,9 +257,25 @@ def resolve_devices(setting: int | str, num_points: int) -> list[Any]:
     return available[:count]
 
 
-def point_mesh(setting: int | str, num_points: int) -> PointMesh:
-    devices = resolve_devices(setting, num_points)
-    return PointMesh(Mesh(np.asarray(devices), (AXIS,)), int(num_points))
+def mesh_shape(num_devices: int, num_points: int, num_envs: int | None) -> tuple[int, int]:
+    """(point shards, env shards) for a run: only points unless there are more devices than
+    points and an env axis to split (`num_envs`); then as many point shards as divide both
+    the devices and the points, and gcd(rest, num_envs) env shards."""
+    if not num_envs or num_devices <= num_points:
+        return num_devices, 1
+    p = max(d for d in range(1, num_devices + 1) if num_devices % d == 0 and num_points % d == 0)
+    return p, math.gcd(num_devices // p, int(num_envs))
+
+
+def point_mesh(setting: int | str, num_points: int, num_envs: int | None = None) -> PointMesh:
+    """The mesh of `train.devices` for `num_points` points; `num_envs` (None: the agent
+    does not mark its env axis) lets surplus devices split each point's envs."""
+    devices = resolve_devices(setting, num_points, env_shardable=bool(num_envs))
+    p, e = mesh_shape(len(devices), num_points, num_envs)
+    if p * e < len(devices) and jax.process_count() > 1:
+        p, e = len(devices), 1  # the mesh must span every process: pad points instead
+    grid = np.asarray(devices[:p * e]).reshape(p, e)
+    return PointMesh(Mesh(grid, (AXIS, ENV_AXIS)), int(num_points))
 
 
 def single_device(num_points: int) -> PointMesh:

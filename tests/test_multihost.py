@@ -25,7 +25,7 @@ SCRIPT = """
 import sys
 sys.path.insert(0, "tests")
 from jaxtrade.cli import main
-sys.exit(main(["train", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -35,18 +35,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], command: str = "train") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, command, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _two_processes(args: list[str]) -> list[subprocess.Popen]:
+def _two_processes(args: list[str], command: str = "train") -> list[subprocess.Popen]:
     port = _free_port()
     common = [*args, f"train.distributed.coordinator_address=127.0.0.1:{port}",
               "train.distributed.num_processes=2", "train.distributed.initialization_timeout_s=120"]
-    return [_start([*common, f"train.distributed.process_id={i}"]) for i in (0, 1)]
+    return [_start([*common, f"train.distributed.process_id={i}"], command) for i in (0, 1)]
 
 
 def _wait(procs: list[subprocess.Popen]) -> list[str]:
@@ -91,4 +91,21 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     meta = json.loads((multi / "checkpoints" / "4" / "metadata" / "metadata").read_text())
     mesh = meta["run_info"]["device"]["mesh"]
     assert mesh["devices"] == 2 and mesh["process_count"] == 2 and mesh["shape"] == {
-        "points": 2}
+        "points": 2, "envs": 1}
+
+
+def test_a_vmapped_sweep_over_two_processes_ranks_what_one_process_ranks(tmp_path: Path
+                                                                          ) -> None:
+    sweep = [*TINY, "logger=none", "train.report=false",
+             "agent.hparams.learning_rate=1e-4,1e-3"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    outputs = _wait([_start([*sweep, f"run_dir={single}"], "sweep"),
+                     *_two_processes([*sweep, f"run_dir={multi}"], "sweep")])
+    assert "sweep: 2 trials" in outputs[1] and "sweep: 2 trials" not in outputs[2]
+    assert "on 2 device(s)" in outputs[1]
+    want = json.loads((single / "sweep_summary.json").read_text())["trials"]
+    got = json.loads((multi / "sweep_summary.json").read_text())["trials"]
+    assert [t["trial"] for t in got] == [t["trial"] for t in want] and len(got) == 2
+    for a, b in zip(want, got):
+        assert a["agent.hparams.learning_rate"] == b["agent.hparams.learning_rate"]
+        np.testing.assert_allclose(b["validation_sharpe"], a["validation_sharpe"], rtol=1e-4)

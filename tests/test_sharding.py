@@ -68,11 +68,37 @@ TWO_DEVICES = textwrap.dedent("""
         np.testing.assert_allclose(two.validation_sharpe, one.validation_sharpe, rtol=1e-4)
         with CheckpointManager(out / (agent + "2") / "checkpoints", read_only=True) as m:
             mesh = m.read_metadata(m.latest_step())["run_info"]["device"]["mesh"]
-        assert mesh["devices"] == 2 and mesh["shape"] == {"points": 2}, mesh
-        assert mesh["axis_names"] == ["points"] and mesh["padding_points"] == 0, mesh
+        assert mesh["devices"] == 2 and mesh["shape"] == {"points": 2, "envs": 1}, mesh
+        assert mesh["axis_names"] == ["points", "envs"] and mesh["padding_points"] == 0, mesh
         # Each device holds one point of the final state.
         leaf = jax.tree_util.tree_leaves(two.loop.state)[0]
         assert len(leaf.sharding.device_set) == 2 and leaf.shape[0] == 2
+
+    # One point, two devices: the env axis of the point is split (mesh 1 x 2) and the run
+    # logs what one device logs; the replay agent also stops and resumes on the split mesh.
+    def one_point(args):
+        return [a for a in args if not a.startswith("train.num_seeds=")] + [
+            "train.num_seeds=1"]
+    for agent, args in (("ppo", one_point(PPO)), ("dqn", one_point(DQN))):
+        one = run(agent + "_env1", args, 1)
+        if agent == "dqn":
+            run(agent + "_env2", [*args, "train.stop_after_updates=64"], 2)  # an eval point
+            two = run(agent + "_env2", [*args, "resume=true"], 2)
+        else:
+            two = run(agent + "_env2", args, 2)
+        same(rows(out / (agent + "_env1")), rows(out / (agent + "_env2")),
+             agent + " 1 point, envs split over 2 devices")
+        np.testing.assert_allclose(two.validation_sharpe, one.validation_sharpe, rtol=1e-4)
+        with CheckpointManager(out / (agent + "_env2") / "checkpoints", read_only=True) as m:
+            mesh = m.read_metadata(m.latest_step())["run_info"]["device"]["mesh"]
+        assert mesh["shape"] == {"points": 1, "envs": 2} and mesh["devices"] == 2, mesh
+        obs = two.loop.state.last_obs if agent == "ppo" else two.loop.state.runner.obs
+        assert obs.sharding.spec[:2] == ("points", "envs"), obs.sharding
+        assert len(obs.sharding.device_set) == 2 and len(obs.addressable_shards) == 2
+        assert obs.addressable_shards[0].data.shape[1] == obs.shape[1] // 2
+    # Without an env axis to split (num_envs None), one point stays on one device.
+    assert sharding.point_mesh("auto", 1, None).mesh.devices.shape == (1, 1)
+    assert sharding.mesh_shape(8, 3, 10) == (1, 2) and sharding.mesh_shape(8, 2, 64) == (2, 4)
 
     # Padding: 3 points on 2 devices (the last point repeated once), real points only out.
     mesh = sharding.point_mesh(2, 3)

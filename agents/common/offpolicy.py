@@ -23,8 +23,8 @@ import numpy as np
 
 from agents.common.config import chunked_run_sizes, config_from_dict, config_to_dict
 from agents.common.distributions import ActionSpec
-from agents.common.replay import ObsCodec, Replay, make_item, obs_codec
-from agents.common.rollout import EnvRunner, Step, collect
+from agents.common.replay import ObsCodec, Replay, buffer_env_axis, make_item, obs_codec
+from agents.common.rollout import EnvRunner, Step, collect, runner_env_axis
 from agents.common.types import Metrics
 from jaxtrade.errors import ConfigError
 
@@ -102,6 +102,14 @@ def replay_bytes(buffer_size: int, env: Any, env_params: Any) -> int:
     space = env.action_space(env_params)
     action_bytes = 4 * int(np.prod(getattr(space, "shape", ()) or (1,)))
     return int(buffer_size * (2 * obs_bytes + action_bytes + 4 + 1 + 1))
+
+
+def env_axis(state: Any) -> Any:
+    """`Agent.env_axis` of a replay agent's state (a `runner` and a `buffer` field): its env
+    runner and the buffer's rows lead with the env axis; networks, optimizers, keys don't."""
+    flags = jax.tree.map(lambda _: False, state)
+    return flags.replace(runner=runner_env_axis(state.runner),
+                         buffer=buffer_env_axis(state.buffer))
 
 
 def example_item(codec: ObsCodec, runner: EnvRunner, action: jax.Array) -> dict[str, Any]:

@@ -121,6 +121,13 @@ class Replay(NamedTuple):
         return self.buffer.can_sample(state)
 
 
+def buffer_env_axis(state: Any) -> Any:
+    """Which leaves of a buffer state lead with the env axis: the stored rows ([num_envs, T,
+    ...]); write positions and the prioritized sum tree (over all items) do not."""
+    flags = jax.tree.map(lambda _: False, state)
+    return flags.replace(experience=jax.tree.map(lambda _: True, state.experience))
+
+
 def make_replay(buffer_size: int, num_envs: int, batch_size: int, n_step: int,
                 prioritized: bool = False, priority_exponent: float = 0.6) -> Replay:
     """A buffer holding `buffer_size` transitions in total (rounded down to whole env rows)."""

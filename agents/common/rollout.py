@@ -64,6 +64,17 @@ class EnvRunner:
     episode_stats: EpisodeStats
 
 
+def env_axis_flags(tree: Any, flag: bool = True) -> Any:
+    """`flag` for every leaf of `tree` (the building block of an agent's `env_axis`)."""
+    return jax.tree.map(lambda _: flag, tree)
+
+
+def runner_env_axis(runner: EnvRunner) -> EnvRunner:
+    """Which leaves of a runner lead with the env axis: all but the reported means."""
+    return EnvRunner(env_axis_flags(runner.env_state), True, True,
+                     EpisodeStats(True, True, False, False))
+
+
 def reset_runner(env: Any, env_params: Any, key: jax.Array, num_envs: int) -> EnvRunner:
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(key, num_envs), env_params

@@ -10,6 +10,13 @@ An agent is a bundle of pure functions over its own state pytree (`PPOState`, `D
     action, carry = agent.act(params, obs, key, deterministic, carry)   # recurrent networks
     params = agent.policy_params(state)                    # what `act` needs
     steps = agent.env_steps(state)                         # env steps done (int32 array)
+    flags = agent.env_axis(state)                          # which leaves lead with the env axis
+
+`env_axis(state)` is a pytree of bools shaped like the state's structure: True for each
+leaf whose leading axis (after any point axis a caller adds) is the env axis (env states,
+observations, per-env episode accumulators, replay rows). The training loop shards those
+leaves over devices when a run has fewer points than devices (jaxtrade.sharding); None means
+the agent does not say, and only points are sharded.
 
 The experiment layer (training loop, evaluation, checkpoints, export) reaches a state only
 through these functions, never through one algorithm's field names. `env_params` is passed
@@ -70,3 +77,4 @@ class Agent(NamedTuple):
     config: Any
     policy_params: Callable[[Any], Any]
     env_steps: Callable[[Any], jax.Array]
+    env_axis: Callable[[Any], Any] | None = None
