@@ -85,3 +85,32 @@ def test_make_docker_tags_the_default_launch_image() -> None:
                          capture_output=True, text=True,
                          timeout=30).stdout
     assert out.strip() == f"docker build -t {IMAGE_REPOSITORY}:{version} ."
+
+
+def test_release_workflow_publishes_the_default_launch_image() -> None:
+    # `jaxtrade cloud sweep` launches IMAGE_REPOSITORY:<installed version>; the image workflow
+    # builds this Dockerfile and pushes exactly that name for a tag v<pyproject version>.
+    import yaml
+
+    from experiments.cloud import IMAGE_REPOSITORY
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "image.yml").read_text())
+    assert "v*" in workflow[True]["push"]["tags"]  # YAML 1.1 reads the key `on` as True
+    job = workflow["jobs"]["publish"]
+    assert job["env"]["IMAGE_REPOSITORY"] == IMAGE_REPOSITORY
+    build = next(s for s in job["steps"] if str(s.get("uses", "")).startswith(
+        "docker/build-push-action"))
+    assert build["with"]["context"] == "." and build["with"]["push"] is True
+    assert build["with"]["tags"] == ("${{ env.IMAGE_REPOSITORY }}:"
+                                     "${{ steps.version.outputs.version }}")
+    version = next(s for s in job["steps"] if s.get("id") == "version")["run"]
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert "version = " in pyproject and "pyproject.toml" in version
+    # The version step refuses a tag that is not v<version>: run it as the runner would.
+    script = version.replace("$GITHUB_OUTPUT", "/dev/null")
+    for tag, ok in (("v" + re.search(r'^version = "(.*)"', pyproject, re.M).group(1), True),
+                    ("v0.0.0-other", False)):
+        result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True,
+                                text=True, env={**os.environ, "GITHUB_REF_TYPE": "tag",
+                                                "GITHUB_REF_NAME": tag})
+        assert (result.returncode == 0) is ok, (tag, result.stderr)
