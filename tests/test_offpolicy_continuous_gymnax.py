@@ -2,8 +2,8 @@
 
 The proofs read `out.metrics["episode_return"]` (the training episodes' mean return per
 update) of 3 vmapped seeds and average its last 5% of updates: Pendulum-v1 >= -250 within
-100,000 env steps for sac, td3 and ddpg. Discrete SAC on CartPole-v1 does not reach the
->= 475 goal (see its test for what it reaches).
+100,000 env steps for sac, td3 and ddpg. Discrete SAC solves CartPole-v1 within 500,000 env
+steps, measured as tests/test_dqn_gymnax.py measures DQN (seeds 0-2, last 2% of updates).
 Each run is trained once per module and shared by the tests that read it.
 """
 
@@ -60,16 +60,23 @@ def test_continuous_agents_solve_pendulum_with_defaults(pendulum_run) -> None:
 
 
 @pytest.mark.slow
-def test_discrete_sac_learns_cartpole_with_defaults() -> None:
-    """Not the >= 475 goal: with its defaults discrete SAC reaches a mean of ~260 on its
-    sampled training episodes (seeds peak near 500 mid-run, then settle lower; measured
-    185-265 across learning rates, entropy targets and 1/8-1/32 gradient steps per env step).
-    This pins learning well above a random policy's ~22."""
-    out = train_seeds("sac_discrete", "CartPole-v1", 300_000)
-    per_seed = final_return(out)
-    print("sac_discrete", per_seed)
-    assert per_seed.mean() >= 200.0, per_seed
-    assert per_seed.min() >= 150.0, per_seed
+@pytest.mark.xdist_group("sac_discrete-cartpole")  # a long run sharing nothing (conftest.py)
+def test_discrete_sac_solves_cartpole_with_defaults() -> None:
+    """Mean >= 475 over seeds 0-2 of the sampled training episodes' return, the last 2% of
+    updates, as the DQN proof. Measured: 500, 500, 500 (seeds 3-5: 500, 492, 500)."""
+    env, env_params = gymnax.make("CartPole-v1")
+    config = agents.config_from_dict({"name": "sac_discrete", "total_steps": 500_000})
+    train = agents.make_train(config, env, env_params)
+    keys = jnp.stack([jax.random.key(seed) for seed in range(SEEDS)])
+    out = jax.jit(jax.vmap(train))(keys)
+    returns = np.asarray(out.metrics["episode_return"])  # [3 seeds, num_updates]
+    steps = np.asarray(out.metrics["env_steps"])
+    assert steps[0, -1] <= 500_000 and returns.shape[0] == SEEDS
+    tail = max(1, returns.shape[1] // 50)
+    final = returns[:, -tail:].mean(axis=1)
+    print("sac_discrete", final)
+    assert final.mean() >= 475.0, final
+    assert final.min() >= 300.0, final  # every seed learned, none is carried by the others
 
 
 def test_tanh_gaussian_log_prob_includes_the_jacobian() -> None:
