@@ -19,6 +19,30 @@ def _apply_xla_cpu_workaround() -> None:
     current = _os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_enable_concurrency_optimized_scheduler" not in current:
         _os.environ["XLA_FLAGS"] = f"{current} {_XLA_CPU_FLAG}".strip()
+        _warn_if_jax_started()
+
+
+def _warn_if_jax_started() -> None:
+    """The flag is read when JAX starts its backend: say so when a caller started JAX first
+    (e.g. `import jax; jax.devices()` before `import agents`), where vmapped seeds can stall."""
+    import sys
+
+    if "jax" not in sys.modules:
+        return
+    try:
+        from jax._src import xla_bridge
+
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):
+        return
+    if started:
+        import warnings
+
+        warnings.warn(
+            "JAX started its backend before jaxtrade was imported, so XLA_FLAGS lacks "
+            f"{_XLA_CPU_FLAG} (vmapped programs on CPU can stall without it): import jaxtrade, "
+            "agents or envs before using JAX, or set the flag in XLA_FLAGS yourself",
+            RuntimeWarning, stacklevel=3)
 
 
 _apply_xla_cpu_workaround()

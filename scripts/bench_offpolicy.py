@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jaxtrade  # noqa: E402, F401  (sets XLA:CPU flags before JAX starts)
 
 WINDOW = 30  # gym-anytrading's observation window, as in scripts/bench_train.py
 CARTPOLE_ENVS = 8

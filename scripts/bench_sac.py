@@ -10,6 +10,8 @@ Like for like, measured in the same run, every side with the same settings (`Sha
 1. SAC and TD3 on Pendulum-v1: SB3 on Gymnasium's Pendulum-v1 (torch, CPU, one thread) vs
    jaxtrade's `agents.make_train` on gymnax's Pendulum-v1 (num_envs 1, rollout_len 1,
    gradient_steps 1).
+   The dense bound: SAC's gradient-step FLOPs over this machine's measured matmul rate,
+   the most env-steps/s any implementation reaches here at one gradient step per env step.
 2. rejax's SAC on gymnax Pendulum-v1 with the same settings, when `--rejax-python` names a venv
    where rejax is installed (it pins other jax/gymnax versions, so it runs as a subprocess).
 3. Vmapped seeds: jaxtrade SAC with 1, 8 and 32 seeds in one program (`jax.vmap(train)`),
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jaxtrade  # noqa: E402, F401  (sets XLA:CPU flags before JAX starts)
 
 REJAX_WORKER = "--rejax-worker"
 
@@ -120,6 +123,40 @@ def time_sb3(algo: str, shared: Shared, steps: int) -> float:
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     return model.num_timesteps / (time.perf_counter() - start)
+
+
+def dense_bound(shared: Shared, obs_dim: int = 3, action_dim: int = 1) -> dict[str, float]:
+    """What this machine's dense-layer rate allows: SAC's gradient-step FLOPs (counted) over
+    the measured GFLOP/s of a [batch, hidden] x [hidden, hidden] matmul chain.
+
+    Per gradient step SAC runs (forward-pass equivalents, backward = 2 forwards): the target
+    actor + 2 target critics (3), 2 critics forward and backward (6), the actor forward and
+    backward (3) and the 2 critics forward and back to the action for the actor loss (4):
+    4 actor + 12 critic forwards of the batch.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def mlp_flops(sizes: list[int]) -> int:
+        return 2 * shared.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    hidden = list(shared.hidden)
+    actor = mlp_flops([obs_dim, *hidden, 2 * action_dim])
+    critic = mlp_flops([obs_dim + action_dim, *hidden, 1])
+    step_flops = 4 * actor + 12 * critic
+    width, links = hidden[-1], 64
+    x = jnp.ones((shared.batch_size, width), jnp.float32)
+    w = jnp.full((width, width), 1.0 / width, jnp.float32)
+    chain = jax.jit(lambda x, w: jax.lax.fori_loop(0, links, lambda _, h: h @ w, x))
+    jax.block_until_ready(chain(x, w))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        jax.block_until_ready(chain(x, w))
+        best = min(best, time.perf_counter() - start)
+    rate = links * 2 * shared.batch_size * width * width / best
+    return {"step_mflop": step_flops / 1e6, "dense_gflops": rate / 1e9,
+            "max_gradient_steps_per_s": rate / step_flops}
 
 
 # ---- rejax side (runs in its own venv) -------------------------------------------------------
@@ -221,6 +258,15 @@ def main() -> None:
             print(f"rejax {peer['rejax']} sac (jax {peer['jax']}, gymnax {peer['gymnax']}): "
                   f"{peer['rate']:,.0f} env-steps/s (compile {peer['compile_s']:.1f} s) -> "
                   f"jaxtrade / rejax = {ours / peer['rate']:.2f}x (goal >= 1)")
+    bound = dense_bound(shared)
+    results["dense_bound"] = bound
+    print(f"dense bound: a SAC gradient step is {bound['step_mflop']:.0f} MFLOP of dense layers;"
+          f" this machine multiplies at {bound['dense_gflops']:.0f} GFLOP/s, so at most "
+          f"{bound['max_gradient_steps_per_s']:,.0f} gradient steps/s (one per env step)")
+    if "sb3_sac" in results:
+        need = 20 * results["sb3_sac"] * bound["step_mflop"] / 1e3
+        print(f"20x SB3 SAC would need {20 * results['sb3_sac']:,.0f} gradient steps/s = "
+              f"{need:,.0f} GFLOP/s of dense layers")
     base = None
     for seeds in args.seeds:
         timed = time_jaxtrade("sac", shared, args.seed_steps, args.repeats, seeds)
