@@ -28,6 +28,21 @@ def test_import_sets_the_scheduler_flag_and_keeps_user_flags() -> None:
     assert out == ["--xla_cpu_enable_fast_math=false"]
 
 
+def test_import_after_jax_started_warns_that_the_flag_came_too_late() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "JAXTRADE_KEEP_XLA_FLAGS")}
+    late = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c",
+         "import jax; jax.devices(); import jaxtrade"],
+        env=env, capture_output=True, text=True, cwd=ROOT)
+    assert late.returncode != 0 and "JAX started its backend before jaxtrade" in late.stderr
+    early = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c",
+         "import jax; import jaxtrade; jax.devices()"],  # imported, not started: in time
+        env=env, capture_output=True, text=True, cwd=ROOT)
+    assert early.returncode == 0, early.stderr
+
+
 @pytest.mark.slow
 def test_vmapped_seed_program_runs_repeatedly_without_hanging() -> None:
     script = textwrap.dedent(
