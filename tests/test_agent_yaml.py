@@ -57,3 +57,21 @@ def test_qrdqn_inherits_every_dqn_setting_from_dqn_yaml() -> None:
 
 def test_config_dir_is_the_repository_configs() -> None:
     assert config_dir() == (Path(__file__).resolve().parents[1] / "configs").resolve()
+
+
+@pytest.mark.parametrize("name", sorted(agents.AGENTS))
+def test_every_agent_builds_under_the_smoke_preset(name: str) -> None:
+    # experiment=smoke is the seconds-long check of any agent: its few env steps must leave
+    # a replay agent room to learn (configs/experiment_agent/smoke/<agent>.yaml), which the
+    # agent's own size check enforces when the agent is built.
+    from experiments import common
+    from experiments.train import prepare
+
+    continuous = name in ("sac", "td3", "ddpg")
+    cfg = common.compose(["experiment=smoke", f"agent={name}", "run_dir=/tmp/unused-smoke",
+                          "data.options.num_bars=300",
+                          *(["env.action_mode=continuous"] if continuous else [])])
+    prep = prepare(cfg)
+    starts = getattr(prep.agent_config, "learning_starts", None)
+    last_step = prep.agent.num_updates * prep.agent.steps_per_update
+    assert starts is None or starts < last_step, (starts, last_step)
