@@ -178,8 +178,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     keys = point_keys(points)
     hparams = point_hparams(prep, points) if hparam_points else None
     # Devices beyond the points split each point's envs when the agent marks its env axis.
-    num_envs = getattr(agent.config, "num_envs", None) if getattr(
-        agent, "env_axis", None) is not None else None
+    num_envs = getattr(agent.config, "num_envs", None) if agent.env_axis is not None else None
     mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), len(points), num_envs)
     info = common.run_info(prep.fingerprint, mesh=mesh.describe())
     metadata = {"config": cfg, "run_info": info, "points": points}

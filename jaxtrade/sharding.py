@@ -15,7 +15,8 @@ Padding: when P does not divide by the device count, the last point is repeated 
 device holds the same number of points (jax shards an axis in equal blocks). The copies
 train like the point they copy, but never reach logs, validation results, checkpoints or
 reports (`unpad`, `fetch`, `to_local`), so a run's numbers do not depend on the device
-count. `train.devices=auto` uses at most P devices on one host, so auto never pads there.
+count. Padding happens only when there are more points than point shards and they do not
+divide: with more devices than points, the points axis takes gcd(devices, points) shards.
 
 The env axis: when a run has fewer points than devices (one W&B sweep run on an 8-GPU pod),
 the mesh gets a second axis, "envs", and the leaves an agent marks with `Agent.env_axis`
@@ -263,7 +264,7 @@ def mesh_shape(num_devices: int, num_points: int, num_envs: int | None) -> tuple
     the devices and the points, and gcd(rest, num_envs) env shards."""
     if not num_envs or num_devices <= num_points:
         return num_devices, 1
-    p = max(d for d in range(1, num_devices + 1) if num_devices % d == 0 and num_points % d == 0)
+    p = math.gcd(num_devices, num_points)
     return p, math.gcd(num_devices // p, int(num_envs))
 
 
