@@ -11,6 +11,8 @@ BUNDLE/
                          model and risk rules, network description, the versions that trained
                          it, the run's config, sha256 of every weight file
   weights.safetensors    the actor's parameters (no pickle; the critic is not exported)
+  SHA256SUMS             sha256 of manifest.json and the weights (`sha256sum -c SHA256SUMS`);
+                         the runner refuses a bundle whose files differ from it
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
@@ -37,7 +39,13 @@ import numpy as np
 from jaxtrade.errors import ExportError
 from jaxtrade.live import network as live_network
 from jaxtrade.live.bars import Bar
-from jaxtrade.live.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
+from jaxtrade.live.bundle import (
+    FORMAT_VERSION,
+    MANIFEST,
+    load_bundle,
+    sha256_file,
+    write_checksums,
+)
 from jaxtrade.live.errors import BundleError
 from jaxtrade.live.formats import default_spec as default_bars_spec
 from jaxtrade.live.tensors import write_safetensors
@@ -257,6 +265,7 @@ def write_bundle(
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+        write_checksums(staging, [MANIFEST, WEIGHTS])
         package = Path(live_network.__file__).resolve().parent
         shutil.copytree(
             package, staging / PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -265,7 +274,7 @@ def write_bundle(
         try:  # the runner must accept what was written before the bundle is published
             from jaxtrade.live.engine import Runner
 
-            probe = Runner(load_bundle(staging))
+            probe = Runner(load_bundle(staging), max_jump_seconds=0)
             # One real bar through the features: the column count must match the statistics.
             prices = [float(np.asarray(getattr(market, k))[0, 0])
                       for k in ("open", "high", "low", "close")]

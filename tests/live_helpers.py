@@ -20,9 +20,15 @@ from jaxtrade import features as features_lib
 from jaxtrade import market as market_lib
 from jaxtrade.data.splits import make_splits
 from jaxtrade.evaluate.backtest import backtest
-from jaxtrade.export import write_bundle
+from jaxtrade.export import WEIGHTS, write_bundle
+from jaxtrade.live.bundle import MANIFEST, write_checksums
 
 EMBEDDED = Path(market_lib.__file__).parent / "data" / "embedded"
+
+
+def reseal(bundle: Path) -> Path:
+    """Rewrites a bundle's SHA256SUMS after a test edited its manifest on purpose."""
+    return write_checksums(bundle, [MANIFEST, WEIGHTS])
 
 
 def real_frame(name: str = "sp500_daily", bars: int = 900) -> pl.DataFrame:

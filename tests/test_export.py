@@ -30,6 +30,9 @@ def test_manifest_describes_everything_the_runner_needs(case):
     assert manifest["weights"] == {
         "weights.safetensors": sha256_file(bundle / "weights.safetensors")
     }
+    assert (bundle / "SHA256SUMS").read_text().splitlines() == [
+        f"{sha256_file(bundle / name)}  {name}" for name in ("manifest.json", "weights.safetensors")
+    ]
     names = manifest["features"]["columns"]
     assert manifest["features"]["normalizer"]["feature_names"] == names and len(names) >= 60
     assert manifest["features"]["spec"]["features"][0]["name"] == "returns"
@@ -109,7 +112,7 @@ def test_unsupported_exports_are_refused_and_leave_nothing_behind(case, tmp_path
             feature_spec={"features": [{"name": "returns"}]},
             normalizer={"feature_names": ["log_return"], "center": [0], "scale": [1]},
         )
-    with pytest.raises(ExportError, match="computes 2 features, the normalizer has 1"):
+    with pytest.raises(ExportError, match="gives 2 features, its normalization statistics 1"):
         write_bundle(
             tmp_path / "count",
             params=single_params,

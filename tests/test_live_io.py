@@ -92,17 +92,58 @@ def test_bad_bars_are_rejected_with_a_reason(change, reason):
         parse_bar({**GOOD, **change})
 
 
+def _at(stamp: str):
+    return parse_bar({**GOOD, "timestamp": stamp})
+
+
 def test_gate_rejects_duplicates_and_out_of_order_and_reports_gaps():
     gate = BarGate(bar_interval_us=3600 * 10**6)
     first = parse_bar(GOOD)
-    assert gate.admit(first) is None
+    assert gate.admit(first) == ([(first, None)], [])
     with pytest.raises(BarRejected, match="duplicate"):
         gate.admit(first)
     with pytest.raises(BarRejected, match="out-of-order"):
-        gate.admit(parse_bar({**GOOD, "timestamp": "2020-01-01T23:00:00Z"}))
-    assert gate.admit(parse_bar({**GOOD, "timestamp": "2020-01-02T01:00:00Z"})) is None
-    note = gate.admit(parse_bar({**GOOD, "timestamp": "2020-01-02T11:00:00Z"}))
+        gate.admit(_at("2020-01-01T23:00:00Z"))
+    assert gate.admit(_at("2020-01-02T01:00:00Z"))[0][0][1] is None
+    (admitted, note), = gate.admit(_at("2020-01-02T11:00:00Z"))[0]
     assert note is not None and "gap of 10.0 bars" in note
+
+
+def test_gate_refuses_future_bars_and_holds_jumps_until_the_next_bar_confirms_them():
+    now = parse_timestamp("2020-01-10T00:00:00Z") / 1e6
+    gate = BarGate(3600 * 10**6, max_ahead_us=86_400 * 10**6, max_jump_us=30 * 3600 * 10**6,
+                   clock=lambda: now)
+    with pytest.raises(BarRejected, match="ahead of this machine's clock"):
+        gate.admit(_at("2099-01-01T00:00:00Z"))
+    assert gate.last_timestamp_us is None  # the stream's position did not move
+    # The first bar of a stream waits for a second one that follows it within the limit.
+    first, second = _at("2020-01-02T00:00:00Z"), _at("2020-01-02T01:00:00Z")
+    assert gate.admit(first) == ([], [])
+    assert [b for b, _ in gate.admit(second)[0]] == [first, second]
+    # A lone bar far ahead (inside the clock's limit) is dropped when the next real bar comes.
+    stray, third = _at("2020-01-09T00:00:00Z"), _at("2020-01-02T02:00:00Z")
+    assert gate.admit(stray) == ([], [])
+    admitted, dropped = gate.admit(third)
+    assert [b for b, _ in admitted] == [third]
+    assert dropped[0][0] == stray and "not confirmed" in dropped[0][1]
+    # A real pause (a closure, a restart) is confirmed by the bar after it: one bar of delay.
+    after, next_one = _at("2020-01-06T00:00:00Z"), _at("2020-01-06T01:00:00Z")
+    assert gate.admit(after) == ([], [])
+    admitted, _ = gate.admit(next_one)
+    assert [b for b, _ in admitted] == [after, next_one] and "gap of" in admitted[0][1]
+    assert gate.admit(_at("2020-01-08T00:00:00Z")) == ([], [])
+    assert "the stream ended" in gate.finish()[0][1]
+
+
+@pytest.mark.parametrize("stamp", [1e300, -1e300, 10**400, "1e300", 1e308 * 10],
+                         ids=["1e300", "-1e300", "10**400", "text", "inf"])
+def test_timestamps_outside_years_1_to_9999_are_rejected_not_raised(stamp):
+    with pytest.raises(BarRejected, match="out of range"):
+        BarFormat().bar({**GOOD, "timestamp": stamp})
+    with pytest.raises(BarRejected, match="out of range"):
+        parse_timestamp(stamp)
+    with pytest.raises(BarRejected, match="malformed close"):
+        BarFormat().bar({**GOOD, "close": 10**400})  # overflows a float
 
 
 def test_csv_and_jsonl_sources_yield_malformed_records_instead_of_raising(tmp_path):
@@ -119,10 +160,46 @@ def test_csv_and_jsonl_sources_yield_malformed_records_instead_of_raising(tmp_pa
         parse_bar(records[2])
 
 
+def test_hostile_lines_are_malformed_records_not_exceptions(tmp_path, monkeypatch):
+    good = json.dumps(GOOD).encode()
+    lines = [
+        b"[" * 30_000 + b"]" * 30_000,  # within the line limit: RecursionError in the decoder
+        b"[" + b"1," * 100_000 + b"1]",  # 200 kB: over the line limit, never decoded
+        b'{"timestamp": "2020-01-02", "close": \xff\xfe}',  # not UTF-8
+        b'{"timestamp": 1' + b"0" * 5000 + b"}",  # an int too long to convert
+        b"\xef\xbb\xbf" + good,  # a byte-order mark is not an error
+    ]
+    stream = io.BytesIO(b"\n".join(x for line in lines for x in (line, good)) + b"\n")
+    # The runner reads stdin as bytes: strict text decoding would raise on \xff.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream, encoding="utf-8"))
+    records = list(JsonLinesSource())
+    assert [r == GOOD for r in records] == [False, True] * 4 + [True, True]
+    reasons = [r.reason for r in records[:8:2]]
+    assert "nested too deeply" in reasons[0]
+    assert "longer than the limit of 65536" in reasons[1]
+    assert "undecodable bytes" in reasons[2] and "\\xff" in records[4].raw
+    assert "malformed JSON" in reasons[3]
+    # CSV: a field over the csv module's limit is one malformed row, and the file goes on.
+    path = tmp_path / "bars.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    f"2020-01-01,{'1' * 200_000},2,0.5,1,0\n2020-01-02,1,2,0.5,1.5,0\n")
+    records = list(CsvReplaySource(path))
+    assert "field larger than field limit" in records[0].reason
+    assert parse_bar(records[1]).close == 1.5
+
+
+def test_store_keeps_undecodable_raw_text(tmp_path):
+    store = ReplayStore(tmp_path / "s.sqlite")
+    # Text decoded with surrogateescape (stdin in the C locale) or a JSON "\\udcff" escape.
+    store.record_rejection("malformed JSON", b"{\xff".decode("utf-8", "surrogateescape"))
+    assert store.db.execute("SELECT raw FROM rejections").fetchone()[0] == "{\\udcff"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     bars: list = []
     received: list = []
     polls = 0
+    failures = 0  # POSTs still to answer with 500
 
     def do_GET(self):  # noqa: N802 (the stdlib's name)
         cls = type(self)
@@ -135,9 +212,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):  # noqa: N802
+        cls = type(self)
         length = int(self.headers["Content-Length"])
-        type(self).received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
+        body = json.loads(self.rfile.read(length))
+        if cls.failures > 0:
+            cls.failures -= 1
+            self.send_response(500)
+        else:
+            cls.received.append(body)
+            self.send_response(204)
         self.end_headers()
 
     def log_message(self, *args):
@@ -146,7 +229,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    handler = type("Handler", (_Handler,), {"bars": [], "received": [], "polls": 0})
+    handler = type("Handler", (_Handler,), {"bars": [], "received": [], "polls": 0,
+                                            "failures": 0})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -183,6 +267,42 @@ def test_webhook_sink_posts_changes_only(server, monkeypatch):
     monkeypatch.delenv("JT_HOOK")
     with pytest.raises(BundleError, match="JT_HOOK"):
         WebhookSink("JT_HOOK")
+
+
+def test_webhook_sink_retries_failed_deliveries_in_order(server, monkeypatch):
+    httpd, handler = server
+    monkeypatch.setenv("JT_HOOK", f"http://127.0.0.1:{httpd.server_address[1]}/hook")
+    handler.failures = 3  # the receiver answers 500 three times
+    errors: list[str] = []
+    sink = WebhookSink("JT_HOOK", first_backoff_seconds=0.01, on_error=errors.append)
+    for target in (0.0, 1.0, 1.0, -1.0, 0.5):
+        sink.emit({"timestamp": "t", "target_position": target})
+    sink.close()
+    assert [d["target_position"] for d in handler.received] == [0.0, 1.0, -1.0, 0.5]
+    assert len(errors) == 3 and "next try in" in errors[0]
+
+
+def test_undelivered_alerts_wait_in_the_store_and_go_first_after_a_restart(
+    server, monkeypatch, tmp_path
+):
+    httpd, handler = server
+    monkeypatch.setenv("JT_HOOK", f"http://127.0.0.1:{httpd.server_address[1]}/hook")
+    store = ReplayStore(tmp_path / "s.sqlite")
+    handler.failures = 10**9  # down for the whole first run
+    quiet = {"first_backoff_seconds": 0.01, "wait_seconds": 0.05, "close_wait_seconds": 0.05}
+    errors: list[str] = []
+    sink = WebhookSink("JT_HOOK", store=store, on_error=errors.append, **quiet)
+    for target in (1.0, -1.0, 0.0):
+        sink.emit({"timestamp": "t", "target_position": target})
+    sink.close()
+    assert handler.received == [] and "3 alert(s) undelivered at exit, kept" in errors[-1]
+    assert len(store.pending_alerts()) == 3
+    handler.failures = 0
+    restarted = WebhookSink("JT_HOOK", store=store, **quiet)
+    restarted.emit({"timestamp": "t", "target_position": 0.0})  # unchanged: no new alert
+    restarted.emit({"timestamp": "t", "target_position": 2.0})
+    assert [d["target_position"] for d in handler.received] == [1.0, -1.0, 0.0, 2.0]
+    assert store.pending_alerts() == []
 
 
 def test_file_sink_writes_strict_json(tmp_path):

@@ -2,8 +2,9 @@
 
 A record is whatever a source delivers (a CSV row dict, a decoded JSON object). `parse_bar`
 turns it into a `Bar` or raises `BarRejected` with the reason; `BarGate` then rejects bars that
-are well-formed but unusable in sequence (duplicate or out-of-order timestamps) and reports gaps.
-Nothing here raises anything else, so a bad bar can never stop the runner.
+are well-formed but unusable in sequence (duplicate or out-of-order timestamps, stamped too far
+ahead of the clock or of the previous bar) and reports gaps. Nothing here raises anything
+else, so a bad bar can never stop the runner.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +20,9 @@ from .errors import BarRejected
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 PRICE_FIELDS = ("open", "high", "low", "close")
+# Timestamps a datetime can hold (years 1 to 9999); anything else is a rejected bar.
+MIN_TIMESTAMP_US = -62_135_596_800_000_000
+MAX_TIMESTAMP_US = 253_402_300_799_999_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,24 @@ class Bar:
     @property
     def iso(self) -> str:
         return format_timestamp(self.timestamp_us)
+
+
+def checked_micros(micros: float | int) -> int:
+    """Microseconds since the epoch as an int, or `BarRejected` outside years 1 to 9999."""
+    if isinstance(micros, float) and math.isnan(micros):
+        raise BarRejected("non-finite timestamp nan")
+    if not MIN_TIMESTAMP_US <= micros <= MAX_TIMESTAMP_US:
+        raise BarRejected("timestamp out of range (years 1 to 9999)")
+    return int(round(micros))
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """repr of a value cut to `limit` characters (an int of 5,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_timestamp(timestamp_us: int) -> str:
@@ -88,21 +111,21 @@ def parse_timestamp(value: object) -> int:
     if isinstance(value, dt.datetime):
         return utc_micros(value)
     if isinstance(value, bool):
-        raise BarRejected(f"malformed timestamp {value!r}")
+        raise BarRejected(f"malformed timestamp {shown(value, 80)}")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise BarRejected(f"non-finite timestamp {value!r}")
-        return int(round(value * 1_000_000))
+        return checked_micros(value * 1_000_000)
     if not isinstance(value, str) or not value.strip():
-        raise BarRejected(f"malformed timestamp {value!r}")
+        raise BarRejected(f"malformed timestamp {shown(value, 80)}")
     text = value.strip()
     try:
-        return int(round(float(text) * 1_000_000))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return checked_micros(seconds * 1_000_000)
     moment = parse_iso(text)
     if moment is None:
-        raise BarRejected(f"malformed timestamp {text!r}")
+        raise BarRejected(f"malformed timestamp {shown(text, 80)}")
     return utc_micros(moment)
 
 
@@ -122,6 +145,7 @@ def parse_bar(record: object) -> Bar:
 
 def bar_from_fields(timestamp_us: int, fields: Mapping[str, object]) -> Bar:
     """A bar from its timestamp and open/high/low/close[/volume] values, checked one by one."""
+    timestamp_us = checked_micros(timestamp_us)
     values: dict[str, float] = {}
     for name in (*PRICE_FIELDS, "volume"):
         raw = fields.get(name, 0.0)
@@ -131,8 +155,8 @@ def bar_from_fields(timestamp_us: int, fields: Mapping[str, object]) -> Bar:
             raise BarRejected(f"malformed record: missing {name}")
         try:
             number = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise BarRejected(f"malformed {name} {raw!r}") from None
+        except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
+            raise BarRejected(f"malformed {name} {shown(raw)}") from None
         if not math.isfinite(number):
             raise BarRejected(f"non-finite {name} ({number})")
         values[name] = number
@@ -146,23 +170,59 @@ def bar_from_fields(timestamp_us: int, fields: Mapping[str, object]) -> Bar:
     return Bar(timestamp_us=timestamp_us, **values)
 
 
+def _duration(us: int) -> str:
+    seconds = us / 1e6
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 2 * 3_600:
+        return f"{seconds / 3_600:.1f} hours"
+    return f"{seconds:.0f} s"
+
+
 class BarGate:
-    """Orders the stream: refuses duplicate and out-of-order bars, reports gaps.
+    """Orders the stream: refuses duplicate, out-of-order and future bars, reports gaps.
 
     A gap (more time since the previous bar than `gap_threshold_us`, by default the longest
     gap seen in training) is reported, not refused: markets close, and refusing the first bar
     after a closure would stall the runner.
+
+    Two rules keep one mis-stamped bar (a 2099 date) from moving the stream's position past
+    real data, after which every real bar would be out of order:
+      * a bar stamped more than `max_ahead_us` after the clock is rejected;
+      * a bar more than `max_jump_us` after the previous bar (or the first bar of a stream)
+        is held, not used: the next bar confirms it (it follows the held bar by at most
+        `max_jump_us`; both are then admitted, a pause after a closure or a restart costs one
+        bar of delay) or drops it (the held bar is rejected and the next one judged alone).
+    `finish()` drops a bar still held when the stream ends. None or 0 turns a rule off.
     """
 
     def __init__(
-        self, bar_interval_us: int | None = None, gap_threshold_us: int | None = None
+        self,
+        bar_interval_us: int | None = None,
+        gap_threshold_us: int | None = None,
+        *,
+        max_ahead_us: int | None = None,
+        max_jump_us: int | None = None,
+        clock=time.time,
     ) -> None:
         self.bar_interval_us = bar_interval_us
         self.gap_threshold_us = gap_threshold_us or (3 * bar_interval_us if bar_interval_us else 0)
+        self.max_ahead_us = max_ahead_us or None
+        self.max_jump_us = max_jump_us or None
+        self.clock = clock
         self.last_timestamp_us: int | None = None
+        self.held: Bar | None = None
 
-    def admit(self, bar: Bar) -> str | None:
-        """Raises `BarRejected` for a bar out of sequence; returns a gap note or None."""
+    def admit(self, bar: Bar) -> tuple[list[tuple[Bar, str | None]], list[tuple[Bar, str]]]:
+        """(bars to use now, in order, each with a gap note or None; held bars dropped, each
+        with the reason). Raises `BarRejected` for `bar` itself when it cannot be used."""
+        if self.max_ahead_us is not None:
+            ahead = bar.timestamp_us - int(self.clock() * 1e6)
+            if ahead > self.max_ahead_us:
+                raise BarRejected(
+                    f"timestamp {bar.iso} is {_duration(ahead)} ahead of this machine's clock "
+                    f"(at most {_duration(self.max_ahead_us)} allowed)"
+                )
         last = self.last_timestamp_us
         if last is not None:
             if bar.timestamp_us == last:
@@ -171,7 +231,41 @@ class BarGate:
                 raise BarRejected(
                     f"out-of-order timestamp {bar.iso} (last was {format_timestamp(last)})"
                 )
-        self.last_timestamp_us = bar.timestamp_us
+        dropped: list[tuple[Bar, str]] = []
+        held = self.held
+        if held is not None:
+            if bar.timestamp_us == held.timestamp_us:
+                raise BarRejected(f"duplicate timestamp {bar.iso}")
+            if 0 < bar.timestamp_us - held.timestamp_us <= self.max_jump_us:
+                self.held = None
+                return [(held, self._advance(held)), (bar, self._advance(bar))], dropped
+            self.held = None
+            dropped.append((held, self._unconfirmed(held, f"the next bar is {bar.iso}")))
+        if self.max_jump_us is not None and (
+            last is None or bar.timestamp_us - last > self.max_jump_us
+        ):
+            self.held = bar
+            return [], dropped
+        return [(bar, self._advance(bar))], dropped
+
+    def resume(self, timestamp_us: int) -> None:
+        """Continue after a bar already used (the last one in the replay store)."""
+        self.last_timestamp_us, self.held = timestamp_us, None
+
+    def finish(self, why: str = "the stream ended") -> list[tuple[Bar, str]]:
+        """Drops the bar still held (at the end of a stream: it was never confirmed)."""
+        held, self.held = self.held, None
+        return [] if held is None else [(held, self._unconfirmed(held, why))]
+
+    def _unconfirmed(self, held: Bar, why: str) -> str:
+        last = self.last_timestamp_us
+        after = "as the first bar" if last is None else \
+            f"{_duration(held.timestamp_us - last)} after {format_timestamp(last)}"
+        return (f"timestamp {held.iso} ({after}) not confirmed by a following bar within "
+                f"{_duration(self.max_jump_us)}: {why}")
+
+    def _advance(self, bar: Bar) -> str | None:
+        last, self.last_timestamp_us = self.last_timestamp_us, bar.timestamp_us
         if last is not None and self.bar_interval_us and self.gap_threshold_us:
             elapsed = bar.timestamp_us - last
             if elapsed > self.gap_threshold_us:

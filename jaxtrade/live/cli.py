@@ -5,12 +5,16 @@
 
 Sources: `--bars PATH` (CSV, or Parquet when pyarrow is installed), `--stdin` (JSON lines),
 `--url URL` (HTTP polling example). Sinks: `--sink stdout` (default), `--sink file:PATH`,
-`--sink webhook:ENV_VAR` (URL read from that environment variable; posts on target changes).
+`--sink webhook:ENV_VAR` (URL read from that environment variable; posts on target changes,
+retried with backoff, kept in the store until delivered, in order).
 Every source is read the way training read its bars (the manifest's `bars` section:
 vendor headers, klines without header, epochs, day-first dates; see formats.py).
 One JSON line per decided bar goes to the sinks; at the end one `{"summary": {...}}` line is
 printed to stdout, counting accepted, rejected and gap bars. Rejected bars and gaps are logged
-to stderr and the runner goes on.
+to stderr and the runner goes on. A bar stamped more than --max-ahead-seconds (default one
+day) after this machine's clock is rejected; a bar more than --max-jump-seconds (default ten
+times the longest pause seen in training) after the previous one waits for the next bar to
+confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
 
 Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
 not map onto bars stops before the first bar, naming the file, the columns found and the
@@ -27,11 +31,17 @@ from pathlib import Path
 
 from .bars import parse_timestamp
 from .bundle import load_bundle
-from .engine import Runner
+from .engine import MAX_AHEAD_SECONDS, Runner
 from .errors import BarRejected, BundleError
 from .formats import BarFormat
 from .sinks import FileSink, MultiSink, Sink, StdoutSink, WebhookSink
-from .sources import BarSource, HttpPollingSource, JsonLinesSource, replay_source
+from .sources import (
+    MAX_LINE_BYTES,
+    BarSource,
+    HttpPollingSource,
+    JsonLinesSource,
+    replay_source,
+)
 from .store import ReplayStore
 
 # key=value spellings of `jaxtrade live` mapped onto the flags.
@@ -47,6 +57,9 @@ _KEYS = {
     "purge_days": "--purge-days",
     "poll_seconds": "--poll-seconds",
     "max_polls": "--max-polls",
+    "max_ahead_seconds": "--max-ahead-seconds",
+    "max_jump_seconds": "--max-jump-seconds",
+    "max_line_bytes": "--max-line-bytes",
 }
 
 
@@ -76,7 +89,8 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
         prog="runner.py" if default_bundle else "jaxtrade live",
         description="Run an exported jaxtrade policy bundle on bars (paper trading).",
         epilog="key=value spellings work too: bundle=DIR source=replay|stdin|http path=FILE "
-        "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N",
+        "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N "
+        "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N",
     )
     parser.add_argument("--bundle", default=default_bundle, help="bundle directory")
     src = parser.add_mutually_exclusive_group()
@@ -103,12 +117,23 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
         help="stdout | file:PATH | webhook:ENV_VAR (repeatable)",
     )
     parser.add_argument("--initial-equity", type=float, default=None)
+    parser.add_argument(
+        "--max-ahead-seconds", type=float, default=MAX_AHEAD_SECONDS,
+        help="reject bars stamped this much after this machine's clock (0: off; default a day)",
+    )
+    parser.add_argument(
+        "--max-jump-seconds", type=float, default=None,
+        help="a bar this much after the previous one waits for the next bar to confirm it "
+        "(0: off; default 10x the longest pause seen in training)",
+    )
+    parser.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+                        help="reject longer JSON lines on stdin unread")
     parser.add_argument("--no-summary", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
 
-def _sinks(specs: list[str] | None) -> Sink:
+def _sinks(specs: list[str] | None, store: ReplayStore | None) -> Sink:
     sinks: list[Sink] = []
     for spec in specs or ["stdout"]:
         if spec == "stdout":
@@ -116,7 +141,7 @@ def _sinks(specs: list[str] | None) -> Sink:
         elif spec.startswith("file:"):
             sinks.append(FileSink(spec[5:]))
         elif spec.startswith("webhook:"):
-            sinks.append(WebhookSink(spec[8:]))
+            sinks.append(WebhookSink(spec[8:], store=store))
         else:
             raise BundleError(f"unknown sink {spec!r}: use stdout, file:PATH or webhook:ENV_VAR")
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
@@ -128,7 +153,7 @@ def _source(args, bar_format: BarFormat) -> BarSource:
     if args.url:
         return HttpPollingSource(args.url, poll_seconds=args.poll_seconds,
                                  max_polls=args.max_polls, bar_format=bar_format)
-    return JsonLinesSource()
+    return JsonLinesSource(max_line_bytes=args.max_line_bytes)
 
 
 def main(argv: list[str] | None = None, *, default_bundle: str | None = None) -> int:
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         store = ReplayStore(args.store, durable=args.durable) if args.store else None
         if store is not None and args.purge_days is not None:
             store.purge(args.purge_days * 86_400.0)
-        sink = _sinks(args.sink)
+        sink = _sinks(args.sink, store)
         max_age = None if args.purge_days is None else args.purge_days * 86_400.0
         runner = Runner(
             bundle,
@@ -157,10 +182,13 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             store=store,
             initial_equity=args.initial_equity,
             max_age_seconds=max_age,
+            max_ahead_seconds=args.max_ahead_seconds,
+            max_jump_seconds=args.max_jump_seconds,
         )
-        # After a restart the store holds what was already acknowledged: rebuild from it and
-        # skip those bars in the source.
+        # After a restart the store holds what was already processed: rebuild from it, print
+        # what was stored but not printed, and skip those bars in the source.
         resume_after = runner.replay_store(start_us)
+        runner.emit_unemitted()
         try:
             summary = runner.run(source, start_us=start_us, resume_after_us=resume_after)
         finally:

@@ -1,7 +1,8 @@
 """The runner: bar in -> validated -> fills -> features -> policy -> decision out, per bar.
 
 For each raw record from a source:
-  1. parse and order-check it (bad bars are logged with their reason and skipped);
+  1. parse and order-check it (bad bars are logged with their reason and skipped; a bar
+     stamped far ahead of the clock or of the previous bar is refused or held, bars.BarGate);
   2. fill the order decided at the previous bar on this bar's open (paper ledger);
   3. update features incrementally, normalize, push into the observation window;
   4. once trading (from `start`) and the window is full: observation = window + portfolio
@@ -12,14 +13,16 @@ For each raw record from a source:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
 
-from .bars import Bar, BarGate
+from .bars import Bar, BarGate, format_timestamp
 from .bundle import Bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
@@ -27,12 +30,29 @@ from .formats import BarFormat
 from .ledger import Ledger, summary
 from .network import ActorNetwork
 from .regimes import RegimeFilter
-from .sinks import Sink
+from .sinks import Sink, decision_line
 from .sources import MalformedRecord
-from .store import ReplayStore
+from .store import ReplayStore, stored_text
 
 log = logging.getLogger("jaxtrade.live")
 F32 = np.float32
+# A bar stamped more than this after the machine's clock is refused (clock skew, feeds that
+# stamp a bar with its close or in a nearby time zone all stay well inside a day).
+MAX_AHEAD_SECONDS = 86_400.0
+# A bar more than this many gap thresholds (the longest pause in training, at least three
+# bars) after the previous one waits for the next bar to confirm it.
+MAX_JUMP_GAPS = 10
+
+
+def _raw(record: object) -> str:
+    """The stored text of a rejected record (cut before any long repr is built)."""
+    if isinstance(record, Bar):
+        return json.dumps({"timestamp": record.iso, "open": record.open, "high": record.high,
+                           "low": record.low, "close": record.close, "volume": record.volume})
+    try:
+        return str(record)[:1000]
+    except (ValueError, RecursionError):  # an int of 5,000 digits, nesting beyond the limit
+        return f"<unprintable {type(record).__name__}>"
 
 
 class MarketState:
@@ -76,7 +96,14 @@ class Runner:
         initial_equity: float | None = None,
         max_age_seconds: float | None = None,
         purge_every_bars: int = 1000,
+        max_ahead_seconds: float | None = MAX_AHEAD_SECONDS,
+        max_jump_seconds: float | None = None,
+        clock=time.time,
     ) -> None:
+        """`max_ahead_seconds`: refuse bars stamped further ahead of `clock()`;
+        `max_jump_seconds`: hold a bar further after the previous one until the next bar
+        confirms it (None: `MAX_JUMP_GAPS` gap thresholds of the manifest). 0 turns either
+        rule off."""
         m = bundle.manifest
         # Age policy of the replay store: rows older than this are deleted every
         # `purge_every_bars` bars (and once at start by the CLI).
@@ -107,59 +134,124 @@ class Runner:
             self.market_state = MarketState(
                 int(market.get("atr_window", 14)), int(market.get("volatility_window", 20))
             )
+            if self.layout not in ("flat", "window"):
+                raise BundleError(f"observation layout {self.layout!r} is not supported")
+            self.num_features = len(self.normalizer.center)
+            computed = FeatureEngine(features["spec"]["features"]).update(
+                Bar(0, 1.0, 1.0, 1.0, 1.0, 0.0)).shape[0] + 3 * bool(self.regime_in_features)
+            if computed != self.num_features:
+                raise BundleError(
+                    f"the manifest's feature spec gives {computed} features, its normalization "
+                    f"statistics {self.num_features}"
+                )
+            # Rows written twice (at i and i + W), so the window is always one contiguous view.
+            self._window = np.zeros((2 * self.window_bars, self.num_features), F32)
+            self.bars_seen = 0
+            built = self.observation(1.0).shape
+            if built != self.network.obs_shape:
+                raise BundleError(
+                    f"the runner builds observations of shape {list(built)} (window_bars="
+                    f"{self.window_bars}, {self.num_features} features, layout {self.layout}), "
+                    f"the network takes {list(self.network.obs_shape)}"
+                )
         except KeyError as err:
             raise BundleError(f"manifest lacks {err}") from None
-        if self.layout not in ("flat", "window"):
-            raise BundleError(f"observation layout {self.layout!r} is not supported")
-        self.num_features = len(self.normalizer.center)
-        # Rows written twice (at i and i + W), so the window is always one contiguous view.
-        self._window = np.zeros((2 * self.window_bars, self.num_features), F32)
-        self.bars_seen = 0
+        except (TypeError, ValueError, IndexError, ZeroDivisionError, np.linalg.LinAlgError) as err:
+            # check_manifest covers the common mistakes; this keeps the rest to one line too.
+            raise BundleError(f"manifest holds a value the runner cannot use: {err}") from None
         self.carry = self.network.initial_carry()
+        gap_threshold_us = int(float(m.get("gap_threshold_seconds", 0)) * 1e6) or None
         self.gate = BarGate(
             int(float(m.get("bar_interval_seconds", 0)) * 1e6) or None,
-            int(float(m.get("gap_threshold_seconds", 0)) * 1e6) or None,
+            gap_threshold_us,
+            max_ahead_us=int((max_ahead_seconds or 0) * 1e6) or None,
+            clock=clock,
         )
+        if max_jump_seconds is None:
+            self.gate.max_jump_us = MAX_JUMP_GAPS * self.gate.gap_threshold_us or None
+        else:
+            self.gate.max_jump_us = int(max_jump_seconds * 1e6) or None
         self.sink, self.store = sink, store
         self.trading = False
         self.equity_curve: list[float] = []
         self.accepted = 0
         self.rejected = 0
         self.gaps = 0
-        self.resumed = 0  # bars of the source already in the store (skipped after a restart)
+        # Records of the source already processed before a restart (bars in the store, and
+        # rejections stored after the same bar with the same text): skipped, counted here.
+        self.resumed = 0
+        self.resume_after_us: int | None = None
+        self._stored_rejections: Counter | None = None
+        self._position_us: int | None = None  # the last bar of the source used or skipped
+        self.start_us: int | None = None  # bars before it only warm up
         self.first_rejection: str | None = None
         self.decisions = 0
         self.last_regime = np.full(3, 1.0 / 3.0)
 
     # --- per bar ------------------------------------------------------------------------------
     def process(self, record, *, trade: bool = True, emit: bool = True) -> dict | None:
-        """Handle one raw record; never raises for bad input (it is logged and skipped)."""
+        """Handle one raw record; never raises for bad input (it is logged and skipped).
+
+        Returns the decision of the last bar this record let through (a held bar and the bar
+        confirming it go through together), or None.
+        """
         if isinstance(record, MalformedRecord):
             return self._reject(record.reason, record.raw)
         try:
             bar = self.format.bar(record)
-            note = self.gate.admit(bar)
         except BarRejected as err:
-            return self._reject(err.reason, str(record))
-        self.accepted += 1
-        if note:
-            self.gaps += 1
-            log.warning("gap: %s", note)
-        try:
-            return self._step(bar, trade=trade, emit=emit)
-        except BundleError:
-            raise  # a bundle that cannot run is fatal; one bar's trouble is not
-        except Exception:  # noqa: BLE001 - the runner must outlive a failure on one bar
-            log.exception("internal error on bar %s; skipped", bar.iso)
+            return self._reject(err.reason, _raw(record))
+        except Exception as err:  # noqa: BLE001 - no record, however built, may stop the runner
+            return self._reject(f"unreadable record ({type(err).__name__})", _raw(record))
+        if self.resume_after_us is not None and bar.timestamp_us <= self.resume_after_us:
+            # Already processed before the restart; a bar held before it was out of place.
+            for held, reason in self.gate.finish(f"the next bar is {bar.iso}"):
+                self._reject(reason, _raw(held))
+            self.resumed += 1
+            self._position_us = max(self._position_us or bar.timestamp_us, bar.timestamp_us)
             return None
+        try:
+            admitted, dropped = self.gate.admit(bar)
+        except BarRejected as err:
+            return self._reject(err.reason, _raw(record))
+        for held, reason in dropped:
+            self._reject(reason, _raw(held))
+        decision = None
+        for bar, note in admitted:
+            self._stored_rejections = None  # past the restart point: every rejection is new
+            self._position_us = bar.timestamp_us
+            self.accepted += 1
+            if note:
+                self.gaps += 1
+                log.warning("gap: %s", note)
+            trade_bar = trade and (self.start_us is None or bar.timestamp_us >= self.start_us)
+            try:
+                decision = self._step(bar, trade=trade_bar, emit=emit)
+            except BundleError:
+                raise  # a bundle that cannot run is fatal; one bar's trouble is not
+            except Exception:  # noqa: BLE001 - the runner must outlive a failure on one bar
+                log.exception("internal error on bar %s; skipped", bar.iso)
+                decision = None
+        return decision
+
+    def finish(self) -> None:
+        """End of the stream: a bar still held for confirmation is rejected."""
+        for held, reason in self.gate.finish():
+            self._reject(reason, _raw(held))
 
     def _reject(self, reason: str, raw: str) -> None:
+        stored = self._stored_rejections
+        key = (self._position_us, stored_text(raw))
+        if stored is not None and stored[key] > 0:
+            stored[key] -= 1  # rejected and stored before the restart: not a new rejection
+            self.resumed += 1
+            return None
         self.rejected += 1
         if self.first_rejection is None:
             self.first_rejection = reason
         log.warning("rejected bar: %s", reason)
         if self.store is not None:
-            self.store.record_rejection(reason, raw)
+            self.store.record_rejection(reason, raw, self._position_us)
         return None
 
     def _step(self, bar: Bar, *, trade: bool, emit: bool) -> dict | None:
@@ -195,12 +287,18 @@ class Runner:
             decision = self._decide(bar)
         if decision is not None:
             decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
+        deliver = decision is not None and emit and self.sink is not None
         if self.store is not None:
-            self.store.record_bar(bar, decision, fills)
+            # The line goes into the store with the bar; it is marked emitted once the sinks
+            # took it, so a kill in between prints it after the restart.
+            self.store.record_bar(bar, decision, fills,
+                                  line=decision_line(decision) if deliver else None)
             if self.max_age_seconds is not None and self.bars_seen % self.purge_every_bars == 0:
                 self.store.purge(self.max_age_seconds)
-        if decision is not None and emit and self.sink is not None:
+        if deliver:
             self.sink.emit(decision)
+            if self.store is not None:
+                self.store.mark_emitted(bar.timestamp_us)
         return decision
 
     def latest_row(self) -> np.ndarray:
@@ -254,19 +352,13 @@ class Runner:
         self, records: Iterable, *, start_us: int | None = None, resume_after_us: int | None = None
     ) -> dict:
         """Feed a stream; bars before `start_us` only warm up; returns the summary."""
+        if start_us is not None:
+            self.start_us = start_us
+        if resume_after_us is not None:
+            self.resume_after_us = resume_after_us
         for record in records:
-            bar = None
-            if not isinstance(record, MalformedRecord):
-                try:
-                    bar = self.format.bar(record)
-                except BarRejected:
-                    bar = None  # `process` logs and stores the reason
-            if bar is not None and resume_after_us is not None:
-                if bar.timestamp_us <= resume_after_us:
-                    self.resumed += 1
-                    continue  # already processed before the restart
-            trade = start_us is None or bar is None or bar.timestamp_us >= start_us
-            self.process(record if bar is None else bar, trade=trade)
+            self.process(record)
+        self.finish()
         return self.summary()
 
     def summary(self) -> dict:
@@ -281,16 +373,45 @@ class Runner:
         return out
 
     def replay_store(self, start_us: int | None) -> int | None:
-        """Rebuild state from the bars already in the store (after a restart); last timestamp."""
+        """Rebuild state from the bars already in the store (after a restart); last timestamp.
+
+        The source's bars up to that timestamp, and the rejections stored after the same bar
+        with the same text, are then skipped as already processed.
+        """
         if self.store is None:
             return None
+        self.start_us = start_us
         rows = self.store.last_bars(10**12)
+        if not rows:
+            return None
+        last = int(rows[-1][0])
+        limit = self.gate.max_ahead_us
+        if limit is not None and last > int(self.gate.clock() * 1e6) + limit:
+            raise BundleError(
+                f"{self.store.path}: holds bars up to {format_timestamp(last)}, ahead of this "
+                f"machine's clock; delete them (DELETE FROM bars WHERE timestamp_us > ...) or "
+                "start a new store"
+            )
         for ts, o, h, lo, c, v in rows:
             bar = Bar(int(ts), o, h, lo, c, v)
-            self.gate.admit(bar)
             trade = start_us is None or bar.timestamp_us >= start_us
             self._step_without_store(bar, trade)
-        return rows[-1][0] if rows else None
+        self.gate.resume(last)
+        self.resume_after_us = last
+        self._stored_rejections = Counter(
+            (after, stored_text(raw or "")) for after, raw in self.store.rejections()
+        )
+        return last
+
+    def emit_unemitted(self) -> int:
+        """Hands the sinks the decisions stored but not emitted before a restart, in order."""
+        if self.store is None or self.sink is None:
+            return 0
+        rows = self.store.unemitted_lines()
+        for timestamp_us, line in rows:
+            self.sink.emit(json.loads(line))
+            self.store.mark_emitted(timestamp_us)
+        return len(rows)
 
     def _step_without_store(self, bar: Bar, trade: bool) -> None:
         store, self.store = self.store, None

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .bars import Bar, bar_from_fields, parse_iso, utc_micros
+from .bars import Bar, bar_from_fields, checked_micros, parse_iso, shown, utc_micros
 from .errors import BarRejected, BundleError
 
 CANONICAL = ("timestamp", "open", "high", "low", "close", "volume")
@@ -65,7 +65,7 @@ def _epoch_micros(number: float) -> int:
         raise BarRejected(f"non-finite timestamp {number!r}")
     magnitude = abs(number)
     scale = next(s for limit, s in _EPOCH_SCALE if magnitude < limit)
-    return int(round(number * scale))
+    return checked_micros(number * scale)
 
 
 def _number(text: str) -> float | None:
@@ -227,17 +227,19 @@ class BarFormat:
     def timestamp_us(self, value: object) -> int:
         """Microseconds since the epoch (UTC) of one timestamp cell, by the recorded rule."""
         if isinstance(value, bool) or value is None:
-            raise BarRejected(f"malformed timestamp {value!r}")
+            raise BarRejected(f"malformed timestamp {shown(value, 80)}")
         if isinstance(value, dt.datetime):
             return self._local(value)
         if isinstance(value, dt.date):
             return self._local(dt.datetime(value.year, value.month, value.day))
         if isinstance(value, int | float):
+            if not -1e20 < value < 1e20:  # beyond any epoch unit; 10**400 overflows a float
+                raise BarRejected("timestamp out of range (years 1 to 9999)")
             if self._compact_date(str(int(value)) if float(value).is_integer() else ""):
                 return self._text(str(int(value)))
             return _epoch_micros(float(value))
         if not isinstance(value, str) or not value.strip():
-            raise BarRejected(f"malformed timestamp {value!r}")
+            raise BarRejected(f"malformed timestamp {shown(value, 80)}")
         return self._text(value.strip())
 
     def _compact_date(self, text: str) -> bool:
@@ -256,7 +258,7 @@ class BarFormat:
         moment = parse_iso(text)
         if moment is None:
             rule = f" (expected format {self.fmt!r})" if self.fmt else ""
-            raise BarRejected(f"malformed timestamp {text!r}{rule}")
+            raise BarRejected(f"malformed timestamp {shown(text, 80)}{rule}")
         return self._local(moment)
 
     def _strptime(self, text: str) -> dt.datetime | None:

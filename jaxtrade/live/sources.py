@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import csv
-import io
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from .errors import BarRejected, BundleError
 from .formats import BarFormat, HeaderError, sniff_header
@@ -89,7 +88,14 @@ class CsvReplaySource(BarSource):
             if not self.headerless:
                 next(reader, None)
             width = len(self.columns)
-            for row in reader:
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:  # a field over the csv module's limit (128 KiB)
+                    yield MalformedRecord(f"line {reader.line_num}: {err}")
+                    continue
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != width:
@@ -131,23 +137,58 @@ class ParquetReplaySource(BarSource):
             yield from batch.to_pylist()
 
 
+# A bar is a few hundred bytes; a longer line is refused unread (a 10 MB JSON array would
+# take seconds and gigabytes to decode).
+MAX_LINE_BYTES = 65_536
+
+
 class JsonLinesSource(BarSource):
-    """One JSON object per line (stdin by default): the simplest bridge from any other process."""
+    """One JSON object per line (stdin by default): the simplest bridge from any other process.
+
+    Lines are read as bytes and decoded here, so undecodable bytes, lines longer than
+    `max_line_bytes`, JSON nested too deeply or numbers too long to convert are each one
+    `MalformedRecord`, never an exception.
+    """
 
     name = "jsonl"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stdin
+    def __init__(
+        self, stream: TextIO | BinaryIO | None = None, *, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.max_line_bytes = max_line_bytes
 
     def records(self) -> Iterator[dict | MalformedRecord]:
-        for line in self.stream:
-            text = line.strip()
+        limit = self.max_line_bytes
+        while True:
+            line = self.stream.readline(limit + 1)
+            if not line:
+                return
+            newline = b"\n" if isinstance(line, bytes) else "\n"
+            if len(line) > limit and not line.endswith(newline):
+                size = len(line)
+                while line and not line.endswith(newline):  # skip the rest, holding no more
+                    line = self.stream.readline(limit)
+                    size += len(line)
+                yield MalformedRecord(f"line of {size} bytes, longer than the limit "
+                                      f"of {limit}")
+                continue
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield MalformedRecord(f"undecodable bytes (not UTF-8 at byte {err.start})",
+                                          line[:200].decode("utf-8", "backslashreplace"))
+                    continue
+            text = line.strip().lstrip("\ufeff")
             if not text:
                 continue
             try:
                 yield json.loads(text)
-            except json.JSONDecodeError as err:
-                yield MalformedRecord(f"malformed JSON ({err.msg})", text[:200])
+            except RecursionError:
+                yield MalformedRecord("malformed JSON (nested too deeply)", text[:200])
+            except ValueError as err:  # JSONDecodeError, or an integer of 4,300+ digits
+                yield MalformedRecord(f"malformed JSON ({getattr(err, 'msg', err)})", text[:200])
 
 
 class HttpPollingSource(BarSource):
@@ -170,6 +211,7 @@ class HttpPollingSource(BarSource):
         max_polls: int | None = None,
         on_error=None,
         bar_format: BarFormat | None = None,
+        max_response_bytes: int = 1 << 20,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise BundleError(f"HttpPollingSource needs an http(s) URL, got {url!r}")
@@ -177,6 +219,7 @@ class HttpPollingSource(BarSource):
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self.max_polls = max_polls
+        self.max_response_bytes = max_response_bytes
         self.on_error = on_error or (lambda message: print(message, file=sys.stderr))
         self._last_seen: int | None = None
         self.format = bar_format or BarFormat()
@@ -184,7 +227,13 @@ class HttpPollingSource(BarSource):
     def _fetch(self) -> list:
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
         with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-            payload = json.load(io.TextIOWrapper(response, encoding="utf-8"))
+            body = response.read(self.max_response_bytes + 1)
+        if len(body) > self.max_response_bytes:
+            raise ValueError(f"response longer than {self.max_response_bytes} bytes")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("response JSON nested too deeply") from None
         return payload if isinstance(payload, list) else [payload]
 
     def records(self) -> Iterator[dict | MalformedRecord]:

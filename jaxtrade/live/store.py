@@ -5,6 +5,12 @@ runner acknowledges a bar (prints its line) only after `record_bar` committed, s
 killed at any moment loses no acknowledged bar. `synchronous=NORMAL` in WAL mode survives a
 killed process; pass `durable=True` (`synchronous=FULL`) to also survive power loss, at the
 price of an fsync per bar.
+
+A decision's printed line is stored with it and marked emitted once the sinks took it, so a
+decision stored but not yet printed when the process died is printed after the restart (at
+least once: a kill between printing and marking prints it twice). Rejections are stored with
+the timestamp of the bar before them, so that a restart replaying the same input does not
+count them again. Webhook alerts wait in `alerts` until delivered.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     observation BLOB,
     latency_us REAL,
     equity REAL,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    line TEXT,
+    emitted INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -46,10 +54,30 @@ CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     reason TEXT NOT NULL,
     raw TEXT,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    after_us INTEGER
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    payload TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    delivered_at REAL
 );
 CREATE INDEX IF NOT EXISTS fills_time ON fills (timestamp_us);
 """
+# Columns added since the first stores were written: (table, column, declaration).
+_ADDED = (
+    ("decisions", "line", "TEXT"),
+    ("decisions", "emitted", "INTEGER NOT NULL DEFAULT 1"),
+    ("rejections", "after_us", "INTEGER"),
+)
+RAW_CHARS = 1000
+
+
+def stored_text(text: str) -> str:
+    """What the store keeps of raw input: cut, and lone surrogates (undecodable bytes read
+    with surrogateescape, JSON escapes like \\ud800) written as escapes SQLite can encode."""
+    return text[:RAW_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ReplayStore:
@@ -61,6 +89,10 @@ class ReplayStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.db.executescript(_SCHEMA)
+        for table, column, declaration in _ADDED:
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def record_bar(
         self,
@@ -68,8 +100,10 @@ class ReplayStore:
         decision: dict | None = None,
         fills: list[dict] | tuple = (),
         observation: bytes | None = None,
+        line: str | None = None,
     ) -> None:
-        """Writes the bar, its decision (None during warm-up) and fills in one transaction."""
+        """Writes the bar, its decision (None during warm-up) and fills in one transaction;
+        `line` is the decision as the sinks will get it (None: it goes to no sink)."""
         now = time.time()
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -94,7 +128,7 @@ class ReplayStore:
                 )
             if decision is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         bar.timestamp_us,
                         float(decision["target_position"]),
@@ -105,6 +139,8 @@ class ReplayStore:
                         decision.get("latency_us"),
                         decision.get("equity"),
                         now,
+                        line,
+                        int(line is None),
                     ),
                 )
             db.execute("COMMIT")
@@ -112,11 +148,48 @@ class ReplayStore:
             db.execute("ROLLBACK")
             raise
 
-    def record_rejection(self, reason: str, raw: str = "") -> None:
+    def record_rejection(self, reason: str, raw: str = "", after_us: int | None = None) -> None:
+        """One rejected record; `after_us`: the timestamp of the last bar before it."""
         self.db.execute(
-            "INSERT INTO rejections (reason, raw, recorded_at) VALUES (?, ?, ?)",
-            (reason, raw[:1000], time.time()),
+            "INSERT INTO rejections (reason, raw, recorded_at, after_us) VALUES (?, ?, ?, ?)",
+            (stored_text(reason), stored_text(raw), time.time(), after_us),
         )
+
+    def rejections(self) -> list[tuple[int | None, str]]:
+        """(after_us, raw) of every stored rejection."""
+        return self.db.execute("SELECT after_us, raw FROM rejections").fetchall()
+
+    def mark_emitted(self, timestamp_us: int) -> None:
+        self.db.execute("UPDATE decisions SET emitted = 1 WHERE timestamp_us = ?", (timestamp_us,))
+
+    def unemitted_lines(self) -> list[tuple[int, str]]:
+        """(timestamp_us, line) of decisions stored but not yet handed to the sinks, in order."""
+        return self.db.execute(
+            "SELECT timestamp_us, line FROM decisions WHERE emitted = 0 AND line IS NOT NULL"
+            " ORDER BY timestamp_us"
+        ).fetchall()
+
+    # --- the webhook outbox -------------------------------------------------------------------
+    def add_alert(self, payload: str) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO alerts (payload, recorded_at) VALUES (?, ?)", (payload, time.time())
+        )
+        return int(cursor.lastrowid)
+
+    def pending_alerts(self) -> list[tuple[int, str]]:
+        """(id, payload) of alerts not yet delivered, oldest first."""
+        return self.db.execute(
+            "SELECT id, payload FROM alerts WHERE delivered_at IS NULL ORDER BY id"
+        ).fetchall()
+
+    def alert_delivered(self, alert_id: int) -> None:
+        self.db.execute(
+            "UPDATE alerts SET delivered_at = ? WHERE id = ?", (time.time(), alert_id)
+        )
+
+    def last_alert(self) -> str | None:
+        row = self.db.execute("SELECT payload FROM alerts ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else row[0]
 
     def purge(self, max_age_seconds: float, *, now: float | None = None) -> int:
         """Deletes rows recorded more than `max_age_seconds` ago; returns how many went."""
@@ -127,6 +200,10 @@ class ReplayStore:
             removed += self.db.execute(
                 f"DELETE FROM {table} WHERE recorded_at < ?", (cutoff,)
             ).rowcount
+        # Undelivered alerts stay, however old: they are still owed.
+        removed += self.db.execute(
+            "DELETE FROM alerts WHERE recorded_at < ? AND delivered_at IS NOT NULL", (cutoff,)
+        ).rowcount
         self.db.execute("COMMIT")
         return removed
 
