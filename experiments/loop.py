@@ -180,6 +180,10 @@ def run_loop(
                           for k, v in mesh.fetch(evaluate(state)).items()}
             # Per-point scalars are logged; series (e.g. validation returns) are kept.
             row.update({k: v for k, v in validation.items() if v.ndim == 1})
+        # The row goes to metrics.jsonl before the checkpoint: a kill between the two then
+        # leaves a row above the latest checkpoint, which resume drops and logs again,
+        # never a checkpoint whose row is missing.
+        logger.log(update, env_steps, row)
         if save and checkpoints is not None:
             sharpe = validation.get("validation_sharpe")
             best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
@@ -194,7 +198,6 @@ def run_loop(
             last_saved = update
         elif save and mesh.multi_process:
             mesh.to_local(state)  # a gather: process 0 saves only if every process joins
-        logger.log(update, env_steps, row)
         if progress is not None:
             ret = last_metrics.get("episode_return")
             sharpe = validation.get("validation_sharpe")

@@ -173,6 +173,38 @@ def test_nan_stops_with_update_named_and_keeps_last_good(tmp_path: Path) -> None
     assert f"last good checkpoint: update {last}" in str(err.value)
 
 
+class Killed(BaseException):
+    """Stands in for a SIGKILL at a chosen moment of the loop (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_kill_around_a_checkpoint_write_keeps_each_metrics_row_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Killed just after checkpoint 6 is on disk (or just before it is written): metrics.jsonl
+    then holds every update up to the checkpoint, and after resume each update exactly once."""
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    save = CheckpointManager.save
+
+    def save_and_die(self: CheckpointManager, step: int, *args: Any, **kwargs: Any) -> None:
+        if step == 6 and when == "before":
+            raise Killed
+        save(self, step, *args, **kwargs)
+        if step == 6:
+            raise Killed
+
+    monkeypatch.setattr(CheckpointManager, "save", save_and_die)
+    with pytest.raises(Killed):
+        train_toy(tmp_path, agent)
+    monkeypatch.undo()
+    with CheckpointManager(tmp_path / "checkpoints", read_only=True) as manager:
+        saved = manager.latest_step()
+    assert saved == (6 if when == "after" else 3)
+    updates = [row["update"] for row in read_metrics(tmp_path)]
+    assert [u for u in updates if u <= saved] == list(range(3, saved + 1, 3))
+    train_toy(tmp_path, agent, resume=True)
+    assert [row["update"] for row in read_metrics(tmp_path)] == [3, 6, 9, 12]
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
