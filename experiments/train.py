@@ -357,7 +357,8 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics_path = report_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
-    training = training_metrics(prep.run_dir, restored.point, restored.step)
+    training = training_metrics(prep.run_dir, restored.point, restored.step,
+                                warn=lambda message: print_fn(f"warning: {message}"))
     if training:
         metrics["training"] = training
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False))
@@ -370,18 +371,16 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     return report_dir
 
 
-def training_metrics(run_dir: Path, point: int, update: int) -> dict[str, float]:
+def training_metrics(run_dir: Path, point: int, update: int,
+                     warn: Callable[[str], None] | None = None) -> dict[str, float]:
     """The training metrics logged for `point` at the reported checkpoint's update (or the
-    last before it): the agent's own figures, e.g. QR-DQN's return quantiles, in the report."""
-    import json
+    last before it): the agent's own figures, e.g. QR-DQN's return quantiles, in the report.
+    Torn or garbage lines of metrics.jsonl are skipped and reported through `warn`."""
+    from jaxtrade.logging import read_metrics
 
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
     found: dict[str, float] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("point") == point and int(row.get("update", 0)) <= update:
+    for row in read_metrics(run_dir, warn):
+        if row.get("point") == point and row["update"] <= update:
             found = {k: v for k, v in row.items() if k not in ("point", "time_s")
                      and isinstance(v, (int, float)) and math.isfinite(v)}
     return found

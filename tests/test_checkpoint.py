@@ -205,6 +205,26 @@ def test_kill_around_a_checkpoint_write_keeps_each_metrics_row_once(
     assert [row["update"] for row in read_metrics(tmp_path)] == [3, 6, 9, 12]
 
 
+def test_torn_metrics_lines_are_skipped_and_reported(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A garbage line and a torn last line (a kill mid-write) in metrics.jsonl: resume drops
+    them with a warning and continues; the report's reader skips them likewise."""
+    from experiments.train import training_metrics
+
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    train_toy(tmp_path, agent, stop_after=6)
+    path = tmp_path / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "\x00\xff garbage\n" + "".join(lines[1:]) + '{"point": 0, "upd')
+    warnings: list[str] = []
+    assert training_metrics(tmp_path, 0, 6, warn=warnings.append)["update"] == 6
+    assert len(warnings) == 1 and "skipped 2 line(s)" in warnings[0] and "line 2, 4" in warnings[0]
+    capsys.readouterr()
+    train_toy(tmp_path, agent, resume=True)
+    assert "skipped 2 line(s)" in capsys.readouterr().out
+    assert [row["update"] for row in read_metrics(tmp_path)] == [3, 6, 9, 12]
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
