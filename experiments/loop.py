@@ -234,8 +234,15 @@ def _check_finite(metrics: Mapping[str, np.ndarray], params_finite: np.ndarray, 
                   per_chunk: int, last_saved: int | None,
                   checkpoints: CheckpointManager | None) -> None:
     """TrainingError naming the first update whose loss (or the chunk whose params) broke."""
-    kept = (f"last good checkpoint: update {last_saved} in {checkpoints.directory}"
-            if last_saved is not None and checkpoints is not None else "no checkpoint saved yet")
+    bad_loss = any(is_loss_metric(k) and v.ndim >= 2 and not np.isfinite(v).all()
+                   for k, v in metrics.items())
+    if not bad_loss and params_finite.all():
+        return
+    # The checkpoint named as last good is checked against its checksums first.
+    good = (checkpoints.newest_intact(last_saved)
+            if last_saved is not None and checkpoints is not None else None)
+    kept = (f"last good checkpoint: update {good} in {checkpoints.directory}"
+            if good is not None and checkpoints is not None else "no intact checkpoint saved yet")
     for key, value in metrics.items():
         if not is_loss_metric(key) or value.ndim < 2:
             continue

@@ -153,7 +153,7 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
           command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
     from jaxtrade import sharding
-    from jaxtrade.checkpoint import CheckpointManager
+    from jaxtrade.checkpoint import CheckpointManager, saved_steps
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
 
@@ -166,9 +166,16 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     resume = bool(cfg["resume"])
     # Process 0 alone owns the run directory (config, metrics, checkpoints, report, W&B).
     primary = sharding.is_primary()
-    if primary and resume and not ckpt_dir.is_dir():
-        raise CheckpointError(f"resume=true but {ckpt_dir} has no checkpoints to resume from")
-    if primary and not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+    # Complete checkpoints only: a kill during the first save leaves a half-written
+    # temporary folder, which neither makes a run to protect nor one to resume.
+    have_checkpoints = bool(saved_steps(ckpt_dir)) if primary else False
+    if primary and resume and not have_checkpoints:
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
+                                  "config.yaml, no checkpoints)")
+        print_fn(f"{run_dir} has no complete checkpoint (stopped during its first save?): "
+                 "starting it from update 0")
+    if primary and not resume and have_checkpoints:
         raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: it already holds a run; "
                           "pass resume=true to continue it or choose another run_dir")
     if primary:

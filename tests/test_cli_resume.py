@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
@@ -14,6 +15,7 @@ from experiments.loop import init_points
 from experiments.train import prepare, train
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import CheckpointError, ConfigError
+from jaxtrade.logging import read_metrics
 
 RUN = [*TINY, "logger=none", "train.report=false", "train.total_steps=1024"]
 
@@ -63,3 +65,27 @@ def test_choose_point_ranks_missing_and_nan_scores_last() -> None:
     assert choose_point(meta, 5, point=2) == 2
     with pytest.raises(ConfigError, match=r"point=5 is not allowed: the run has points 0\.\.4"):
         choose_point(meta, 5, point=5)
+
+
+def test_a_kill_during_the_first_checkpoint_leaves_a_run_dir_both_ways_accept(
+        tmp_path: Path) -> None:
+    """What a SIGKILL during the first save leaves (orbax 0.12): config.yaml, metrics rows and
+    checkpoints/<step>.orbax-checkpoint-tmp/ with no complete step. A fresh start takes the
+    folder (nothing complete to protect) and so does resume=true (from update 0)."""
+    killed = tmp_path / "killed"
+    train(common.compose([*RUN, f"run_dir={killed}", "train.stop_after_updates=2"]),
+          print_fn=lambda _: None)
+    shutil.rmtree(killed / "checkpoints")
+    partial = killed / "checkpoints" / "2.orbax-checkpoint-tmp"
+    (partial / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+    (partial / "_CHECKPOINT_METADATA").write_text('{"init_timestamp_nsecs": 1')
+    again = tmp_path / "again"
+    shutil.copytree(killed, again)
+    lines: list[str] = []
+    resumed = train(common.compose([*RUN, f"run_dir={killed}", "resume=true"]),
+                    print_fn=lines.append)
+    assert resumed.loop.finished and any("starting it from update 0" in x for x in lines)
+    fresh = train(common.compose([*RUN, f"run_dir={again}"]), print_fn=lambda _: None)
+    assert fresh.loop.finished
+    for run_dir in (killed, again):
+        assert [row["update"] for row in read_metrics(run_dir)] == list(range(2, 9, 2))
