@@ -413,7 +413,25 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     like = init_points(prep.agent, point_keys(points), hparams, prep.env_params)
     restored = restore_point(run_dir / "checkpoints", like, checkpoint, point,
                              policy_params=prep.agent.policy_params)
+    check_training_bars(prep, restored.meta)
     return prep, restored, points
+
+
+def check_training_bars(prep: Prepared, checkpoint_meta: Mapping[str, Any]) -> None:
+    """DataError unless the bars read for the run now are the ones it trained on (by the data
+    fingerprint saved with the checkpoint): backtest, export and their fitted normalization
+    and regimes are rebuilt from them, so edited bars would silently give another policy's
+    inputs."""
+    from jaxtrade.errors import DataError
+
+    saved = (checkpoint_meta.get("run_info") or {}).get("data_fingerprint")
+    if saved and saved != prep.fingerprint:
+        data = prep.cfg["data"]
+        raise DataError(
+            f"the run's training bars changed since training (fingerprint {prep.fingerprint} "
+            f"now, {saved} in the checkpoint): the normalization and regimes fitted at "
+            "training cannot be rebuilt; restore the file the run trained on",
+            path=str(data.get("path") or data["source"]))
 
 
 def metrics_table(metrics_json: Path) -> str:
