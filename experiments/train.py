@@ -66,7 +66,9 @@ examples:
 
 The run directory gets config.yaml (resolved), metrics.jsonl, checkpoints/ (orbax: every
 train.checkpoint_every_updates updates, keep-last-N plus the best by validation Sharpe),
-and report/ at the end. resume=true continues from the latest checkpoint exactly.
+and report/ at the end. resume=true continues from the latest checkpoint exactly, with the
+run's own config.yaml: overrides may change logging, checkpointing, reporting and devices;
+one that changes what the run is (data, seed, sizes, hyperparameters) is refused.
 Exit codes: 0 ok, 2 bad config or data, 1 internal error (e.g. training diverged).
 """
 
@@ -118,10 +120,18 @@ def start_distributed(argv: Sequence[str]) -> bool:
     config is validated: validation imports the env package, whose gymnax import starts
     JAX, and jax.distributed must start first. A no-op without a coordinator."""
     from jaxtrade import sharding
-    from jaxtrade.config.compose import compose_raw
+    from jaxtrade.config.compose import compose_raw, parse_overrides
 
-    raw = compose_raw(common.split_flags(argv))
-    return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
+    overrides = common.split_flags(argv)
+    if not common.resume_asked(overrides):
+        raw = compose_raw(overrides)
+        return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
+    # A resume's other settings come from the run's config.yaml, which composing them on the
+    # defaults could not; train.distributed is this command's alone (common.PER_INVOCATION).
+    distributed = {ov.key_or_group.rsplit(".", 1)[1]: ov.value()
+                   for ov in parse_overrides(overrides)
+                   if ov.key_or_group.startswith("train.distributed.")}
+    return sharding.initialize_distributed(distributed or None)
 
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
@@ -178,7 +188,12 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     if primary and not resume and have_checkpoints:
         raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: it already holds a run; "
                           "pass resume=true to continue it or choose another run_dir")
-    if primary:
+    if primary and resume:
+        # The run's record stays what it trained with: a resume never rewrites config.yaml,
+        # and refuses a config (e.g. other sweep points) that would make it another run.
+        common.refuse_other_run(run_dir, common.run_differences(
+            common.read_run_config(run_dir), cfg))
+    elif primary:
         common.write_config(run_dir, cfg)
 
     points = point_list(cfg, hparam_points)

@@ -14,6 +14,7 @@ from experiments import common
 from experiments.loop import init_points
 from experiments.train import prepare, train
 from jaxtrade.checkpoint import CheckpointManager
+from jaxtrade.cli import main
 from jaxtrade.errors import CheckpointError, ConfigError
 from jaxtrade.logging import read_metrics
 
@@ -29,7 +30,7 @@ def final_state(run_dir: Path) -> tuple[object, dict]:
         return manager.restore(like)
 
 
-def test_resume_continues_exactly(tmp_path: Path) -> None:
+def test_resume_continues_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     straight = tmp_path / "straight"
     train(common.compose([*RUN, f"run_dir={straight}"]), print_fn=lambda _: None)
     split = tmp_path / "split"
@@ -38,8 +39,21 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert first.loop.updates_done == 4 and not first.loop.finished
     with pytest.raises(ConfigError, match="already holds a run"):
         train(common.compose([*RUN, f"run_dir={split}"]), print_fn=lambda _: None)
-    second = train(common.compose([*RUN, f"run_dir={split}", "resume=true"]),
-                   print_fn=lambda _: None)
+    record = (split / "config.yaml").read_bytes()
+    # Settings that make it another run are refused in one line listing them (a value equal
+    # to the default counts), and nothing of the run is touched.
+    code = main(["train", f"run_dir={split}", "resume=true", "seed=5", "data.options.seed=7",
+                 "agent.hparams.learning_rate=0.012", "env.num_envs=auto", "logger=console"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "ConfigError" in err
+    for change in ("seed: 0 -> 5", "data.options.seed: 0 -> 7", "env.num_envs: 4 -> 'auto'",
+                   "agent.hparams.learning_rate: 0.00025 -> 0.012"):
+        assert change in err
+    assert "logger" not in err.split("another run:")[1]  # logging may change
+    assert (split / "config.yaml").read_bytes() == record
+    # The README's form: the run's own config (not the defaults), continued exactly.
+    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=lambda _: None)
+    assert (split / "config.yaml").read_bytes() == record
     assert second.loop.updates_done == 8 and second.loop.finished
     a, meta_a = final_state(straight)
     b, meta_b = final_state(split)
