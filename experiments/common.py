@@ -360,6 +360,12 @@ def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
         raise ConfigError("resume=true needs run_dir=R, the run to continue")
     run_dir = Path(str(given["run_dir"])).expanduser()
     if not (run_dir / "config.yaml").is_file():
+        import jax
+
+        if jax.process_index() != 0:
+            # Process 0 alone writes the run directory, which another host of a multi-process
+            # run may not see: it composes its command line, and process 0 checks the run.
+            return compose_run(overrides)
         raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
                               "config.yaml, no checkpoints)")
     saved = read_run_config(run_dir)
