@@ -372,7 +372,12 @@ def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
     merged = to_jsonable(dict(saved))
     if chosen:
         defaults = _leaves(to_jsonable(compose_run([])))
-        composed = to_jsonable(compose_run(chosen))
+        values = [text for text, ov in parsed
+                  if ov.key_or_group not in names and ov.key_or_group not in ("run_dir", "resume")]
+        try:  # a choice may need its keys to validate (data=csv data.path=...)
+            composed = to_jsonable(compose_run(chosen + values))
+        except ConfigError:  # or the keys may be the run's own, not the defaults'
+            composed = to_jsonable(compose_run(chosen))
         leaves = _leaves(composed)
         sections = {ov.key_or_group for _, ov in parsed
                     if ov.key_or_group in names and ov.key_or_group in composed}
