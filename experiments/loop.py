@@ -239,10 +239,11 @@ def _check_finite(metrics: Mapping[str, np.ndarray], params_finite: np.ndarray, 
     if not bad_loss and params_finite.all():
         return
     # The checkpoint named as last good is checked against its checksums first.
-    good = (checkpoints.newest_intact(last_saved)
-            if last_saved is not None and checkpoints is not None else None)
-    kept = (f"last good checkpoint: update {good} in {checkpoints.directory}"
-            if good is not None and checkpoints is not None else "no intact checkpoint saved yet")
+    kept = "no checkpoint saved yet"
+    if last_saved is not None and checkpoints is not None:
+        good = checkpoints.newest_intact(last_saved)
+        kept = (f"last good checkpoint: update {good} in {checkpoints.directory}"
+                if good is not None else f"no intact checkpoint in {checkpoints.directory}")
     for key, value in metrics.items():
         if not is_loss_metric(key) or value.ndim < 2:
             continue
