@@ -114,13 +114,9 @@ def backtest_dir(run_dir: Path, data_path: Path, out: str | Path | None) -> Path
 def fitted_state(prep: Any, checkpoint_meta: dict[str, Any]) -> dict[str, Any]:
     """What the run fitted on its training split, from its rebuilt training market (as
     `jaxtrade export` takes it), after checking the training bars are the ones it saw."""
-    saved = (checkpoint_meta.get("run_info") or {}).get("data_fingerprint")
-    if saved and saved != prep.fingerprint:
-        data = prep.cfg["data"]
-        raise ConfigError(
-            f"the run's training bars ({data.get('path') or data['source']}) changed since "
-            f"training (fingerprint {prep.fingerprint}, the checkpoint has "
-            f"{saved}): the normalization and regimes fitted at training cannot be rebuilt")
+    from experiments.train import check_training_bars
+
+    check_training_bars(prep, checkpoint_meta)
     extra = prep.market.meta.extra
     return {"normalizer": extra.get("normalizer"), "regime_model": extra.get("regime_model"),
             "bars_per_year": float(prep.market.meta.bars_per_year),

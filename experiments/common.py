@@ -23,6 +23,7 @@ import yaml
 
 from jaxtrade.config import check_window, compose_run
 from jaxtrade.config.auto import auto_num_envs
+from jaxtrade.config.compose import compose_raw
 from jaxtrade.errors import ConfigError
 from jaxtrade.logging import scrub, to_jsonable
 
@@ -263,7 +264,160 @@ def replace_hparams(hparams: Any, values: Mapping[str, float]) -> Any:
 
 
 def compose(argv: Sequence[str]) -> dict[str, Any]:
-    return compose_run(split_flags(argv))
+    """The run config of a command line. With resume=true it is the run's own config
+    (run_dir/config.yaml, see `compose_resume`), not the defaults."""
+    overrides = split_flags(argv)
+    if resume_asked(overrides):
+        return compose_resume(overrides)
+    return compose_run(overrides)
+
+
+def resume_asked(overrides: Sequence[str]) -> bool:
+    from jaxtrade.config.compose import parse_overrides
+
+    asked = False
+    for override in parse_overrides(overrides):
+        if override.key_or_group == "resume":
+            value = override.value()
+            asked = value is True or str(value).strip().lower() in ("true", "1", "yes")
+    return asked
+
+
+# What may change when a run continues: how it is logged, checkpointed, evaluated for
+# progress, reported and where it runs. Anything else (data, seed, env, agent, network,
+# sizes, hyperparameters, sweep points) is what the run is.
+RESUME_MAY_CHANGE = (
+    "run_dir", "resume", "compile_cache", "compile_cache_dir", "logger",
+    "train.stop_after_updates", "train.report", "train.report_from", "train.devices",
+    "train.distributed", "train.keep_last", "train.keep_best", "train.checkpoint_every_updates",
+    "train.checkpoint_every_steps", "train.eval_every_updates", "train.eval_every_steps",
+)
+# Of those, what belongs to one invocation and the machine it runs on, not to the run: a
+# resume takes them from its own command line (or their defaults), never from config.yaml.
+PER_INVOCATION = ("train.stop_after_updates", "train.devices", "train.distributed")
+_UNSET = object()
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted path: value} of a plain config (lists are values)."""
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_leaves(value, path) if isinstance(value, Mapping) and value else
+                   {path: value})
+    return out
+
+
+def _may_change(path: str) -> bool:
+    return any(path == key or path.startswith(key + ".") for key in RESUME_MAY_CHANGE)
+
+
+def run_differences(saved: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    """'key: old -> new' for every setting that makes `cfg` another run than `saved`."""
+    old = _leaves(to_jsonable(scrub(dict(saved))))
+    new = _leaves(to_jsonable(scrub(dict(cfg))))
+    lines = []
+    # Shallow keys and names first: `seed` and `agent.name` lead a long list.
+    for path in sorted(set(old) | set(new), key=lambda p: (
+            p.count("."), not p.endswith((".name", ".source", ".path")), p)):
+        a, b = old.get(path, _UNSET), new.get(path, _UNSET)
+        if a != b and not _may_change(path):
+            show = lambda v: "unset" if v is _UNSET else repr(v)  # noqa: E731
+            lines.append(f"{path}: {show(a)} -> {show(b)}")
+    return lines
+
+
+def refuse_other_run(run_dir: Path, differences: Sequence[str]) -> None:
+    if not differences:
+        return
+    shown = ", ".join(differences[:6]) + (f" and {len(differences) - 6} more"
+                                          if len(differences) > 6 else "")
+    raise ConfigError(f"resume=true continues {run_dir} as it was configured "
+                      f"({run_dir / 'config.yaml'}); these settings would make it another run: "
+                      f"{shown}. Drop them, or train a new run in another run_dir")
+
+
+def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
+    """The config of `jaxtrade train run_dir=R resume=true [overrides]`: R/config.yaml, with
+    the command's overrides applied to it; one that changes what the run is (anything outside
+    RESUME_MAY_CHANGE: logging, checkpointing, reporting, devices) is a ConfigError listing
+    the differences. PER_INVOCATION settings come from this command line or the defaults.
+
+    Dotted keys are set on the run's config (a key the run does not have is an unknown key);
+    a group choice (`logger=wandb`) sets what it sets on the defaults and the section it
+    names, so repeating the run's original command line with resume=true is accepted.
+    """
+    from jaxtrade.config.compose import apply_override, groups, parse_overrides
+    from jaxtrade.errors import CheckpointError
+
+    parsed = list(zip(overrides, parse_overrides(overrides), strict=True))
+    names = set(groups())
+    chosen = [text for text, ov in parsed if ov.key_or_group in names]
+    given = {ov.key_or_group: ov.value() for _, ov in parsed if ov.key_or_group not in names}
+    if not given.get("run_dir"):
+        raise ConfigError("resume=true needs run_dir=R, the run to continue")
+    run_dir = Path(str(given["run_dir"])).expanduser()
+    if not (run_dir / "config.yaml").is_file():
+        import jax
+
+        if jax.process_index() != 0:
+            # Process 0 alone writes the run directory, which another host of a multi-process
+            # run may not see: it composes its command line, and process 0 checks the run.
+            return compose_run(overrides)
+        raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
+                              "config.yaml, no checkpoints)")
+    saved = read_run_config(run_dir)
+    merged = to_jsonable(dict(saved))
+    if chosen:
+        defaults = _leaves(to_jsonable(compose_run([])))
+        values = [text for text, ov in parsed
+                  if ov.key_or_group not in names and ov.key_or_group not in ("run_dir", "resume")]
+        try:  # a choice may need its keys to validate (data=csv data.path=...)
+            composed = to_jsonable(compose_run(chosen + values))
+        except ConfigError:  # or the keys may be the run's own, not the defaults'
+            composed = to_jsonable(compose_run(chosen))
+        leaves = _leaves(composed)
+        sections = {ov.key_or_group for _, ov in parsed
+                    if ov.key_or_group in names and ov.key_or_group in composed}
+        for path, value in leaves.items():
+            if path not in ("run_dir", "resume") and (
+                    defaults.get(path, _UNSET) != value or _under(path, sections)):
+                _set_path(merged, path, value)
+        for path in _leaves(merged):
+            # Keys the choice drops (agent=dqn has no PPO keys).
+            if path not in leaves and (path in defaults or _under(path, sections)):
+                _set_path(merged, path, _UNSET)
+    fresh = to_jsonable(compose_raw([]))
+    for path in PER_INVOCATION:
+        section, key = path.split(".")
+        merged[section][key] = fresh[section].get(key)
+    for text, ov in parsed:
+        if ov.key_or_group not in names and ov.key_or_group not in ("run_dir", "resume"):
+            apply_override(merged, ov.key_or_group, ov.value(), text)
+    refuse_other_run(run_dir, run_differences(saved, merged))
+    merged["run_dir"], merged["resume"] = str(given["run_dir"]), True
+    return compose_run_from_saved(merged)
+
+
+def _under(path: str, prefixes: set[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            if value is _UNSET:
+                return
+            node[key] = {}
+        node = node[key]
+    if value is _UNSET:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
 
 
 def compose_run_from_saved(saved: Mapping[str, Any]) -> dict[str, Any]:

@@ -180,6 +180,10 @@ def run_loop(
                           for k, v in mesh.fetch(evaluate(state)).items()}
             # Per-point scalars are logged; series (e.g. validation returns) are kept.
             row.update({k: v for k, v in validation.items() if v.ndim == 1})
+        # The row goes to metrics.jsonl before the checkpoint: a kill between the two then
+        # leaves a row above the latest checkpoint, which resume drops and logs again,
+        # never a checkpoint whose row is missing.
+        logger.log(update, env_steps, row)
         if save and checkpoints is not None:
             sharpe = validation.get("validation_sharpe")
             best = float(np.nanmax(sharpe)) if sharpe is not None and np.isfinite(
@@ -194,7 +198,6 @@ def run_loop(
             last_saved = update
         elif save and mesh.multi_process:
             mesh.to_local(state)  # a gather: process 0 saves only if every process joins
-        logger.log(update, env_steps, row)
         if progress is not None:
             ret = last_metrics.get("episode_return")
             sharpe = validation.get("validation_sharpe")
@@ -231,8 +234,16 @@ def _check_finite(metrics: Mapping[str, np.ndarray], params_finite: np.ndarray, 
                   per_chunk: int, last_saved: int | None,
                   checkpoints: CheckpointManager | None) -> None:
     """TrainingError naming the first update whose loss (or the chunk whose params) broke."""
-    kept = (f"last good checkpoint: update {last_saved} in {checkpoints.directory}"
-            if last_saved is not None and checkpoints is not None else "no checkpoint saved yet")
+    bad_loss = any(is_loss_metric(k) and v.ndim >= 2 and not np.isfinite(v).all()
+                   for k, v in metrics.items())
+    if not bad_loss and params_finite.all():
+        return
+    # The checkpoint named as last good is checked against its checksums first.
+    kept = "no checkpoint saved yet"
+    if last_saved is not None and checkpoints is not None:
+        good = checkpoints.newest_intact(last_saved)
+        kept = (f"last good checkpoint: update {good} in {checkpoints.directory}"
+                if good is not None else f"no intact checkpoint in {checkpoints.directory}")
     for key, value in metrics.items():
         if not is_loss_metric(key) or value.ndim < 2:
             continue

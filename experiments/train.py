@@ -66,7 +66,9 @@ examples:
 
 The run directory gets config.yaml (resolved), metrics.jsonl, checkpoints/ (orbax: every
 train.checkpoint_every_updates updates, keep-last-N plus the best by validation Sharpe),
-and report/ at the end. resume=true continues from the latest checkpoint exactly.
+and report/ at the end. resume=true continues from the latest checkpoint exactly, with the
+run's own config.yaml: overrides may change logging, checkpointing, reporting and devices;
+one that changes what the run is (data, seed, sizes, hyperparameters) is refused.
 Exit codes: 0 ok, 2 bad config or data, 1 internal error (e.g. training diverged).
 """
 
@@ -118,10 +120,18 @@ def start_distributed(argv: Sequence[str]) -> bool:
     config is validated: validation imports the env package, whose gymnax import starts
     JAX, and jax.distributed must start first. A no-op without a coordinator."""
     from jaxtrade import sharding
-    from jaxtrade.config.compose import compose_raw
+    from jaxtrade.config.compose import compose_raw, parse_overrides
 
-    raw = compose_raw(common.split_flags(argv))
-    return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
+    overrides = common.split_flags(argv)
+    if not common.resume_asked(overrides):
+        raw = compose_raw(overrides)
+        return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
+    # A resume's other settings come from the run's config.yaml, which composing them on the
+    # defaults could not; train.distributed is this command's alone (common.PER_INVOCATION).
+    distributed = {ov.key_or_group.rsplit(".", 1)[1]: ov.value()
+                   for ov in parse_overrides(overrides)
+                   if ov.key_or_group.startswith("train.distributed.")}
+    return sharding.initialize_distributed(distributed or None)
 
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
@@ -153,7 +163,7 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
           command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
     from jaxtrade import sharding
-    from jaxtrade.checkpoint import CheckpointManager
+    from jaxtrade.checkpoint import CheckpointManager, saved_steps
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
 
@@ -166,12 +176,24 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     resume = bool(cfg["resume"])
     # Process 0 alone owns the run directory (config, metrics, checkpoints, report, W&B).
     primary = sharding.is_primary()
-    if primary and resume and not ckpt_dir.is_dir():
-        raise CheckpointError(f"resume=true but {ckpt_dir} has no checkpoints to resume from")
-    if primary and not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+    # Complete checkpoints only: a kill during the first save leaves a half-written
+    # temporary folder, which neither makes a run to protect nor one to resume.
+    have_checkpoints = bool(saved_steps(ckpt_dir)) if primary else False
+    if primary and resume and not have_checkpoints:
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
+                                  "config.yaml, no checkpoints)")
+        print_fn(f"{run_dir} has no complete checkpoint (stopped during its first save?): "
+                 "starting it from update 0")
+    if primary and not resume and have_checkpoints:
         raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: it already holds a run; "
                           "pass resume=true to continue it or choose another run_dir")
-    if primary:
+    if primary and resume:
+        # The run's record stays what it trained with: a resume never rewrites config.yaml,
+        # and refuses a config (e.g. other sweep points) that would make it another run.
+        common.refuse_other_run(run_dir, common.run_differences(
+            common.read_run_config(run_dir), cfg))
+    elif primary:
         common.write_config(run_dir, cfg)
 
     points = point_list(cfg, hparam_points)
@@ -357,7 +379,8 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics_path = report_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
-    training = training_metrics(prep.run_dir, restored.point, restored.step)
+    training = training_metrics(prep.run_dir, restored.point, restored.step,
+                                warn=lambda message: print_fn(f"warning: {message}"))
     if training:
         metrics["training"] = training
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False))
@@ -370,18 +393,16 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     return report_dir
 
 
-def training_metrics(run_dir: Path, point: int, update: int) -> dict[str, float]:
+def training_metrics(run_dir: Path, point: int, update: int,
+                     warn: Callable[[str], None] | None = None) -> dict[str, float]:
     """The training metrics logged for `point` at the reported checkpoint's update (or the
-    last before it): the agent's own figures, e.g. QR-DQN's return quantiles, in the report."""
-    import json
+    last before it): the agent's own figures, e.g. QR-DQN's return quantiles, in the report.
+    Torn or garbage lines of metrics.jsonl are skipped and reported through `warn`."""
+    from jaxtrade.logging import read_metrics
 
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
     found: dict[str, float] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("point") == point and int(row.get("update", 0)) <= update:
+    for row in read_metrics(run_dir, warn):
+        if row.get("point") == point and row["update"] <= update:
             found = {k: v for k, v in row.items() if k not in ("point", "time_s")
                      and isinstance(v, (int, float)) and math.isfinite(v)}
     return found
@@ -407,7 +428,25 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     like = init_points(prep.agent, point_keys(points), hparams, prep.env_params)
     restored = restore_point(run_dir / "checkpoints", like, checkpoint, point,
                              policy_params=prep.agent.policy_params)
+    check_training_bars(prep, restored.meta)
     return prep, restored, points
+
+
+def check_training_bars(prep: Prepared, checkpoint_meta: Mapping[str, Any]) -> None:
+    """DataError unless the bars read for the run now are the ones it trained on (by the data
+    fingerprint saved with the checkpoint): backtest, export and their fitted normalization
+    and regimes are rebuilt from them, so edited bars would silently give another policy's
+    inputs."""
+    from jaxtrade.errors import DataError
+
+    saved = (checkpoint_meta.get("run_info") or {}).get("data_fingerprint")
+    if saved and saved != prep.fingerprint:
+        data = prep.cfg["data"]
+        raise DataError(
+            f"the run's training bars changed since training (fingerprint {prep.fingerprint} "
+            f"now, {saved} in the checkpoint): the normalization and regimes fitted at "
+            "training cannot be rebuilt; restore the file the run trained on",
+            path=str(data.get("path") or data["source"]))
 
 
 def metrics_table(metrics_json: Path) -> str:

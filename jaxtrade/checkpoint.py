@@ -8,13 +8,27 @@ metric (validation Sharpe by default).
 
 Saves are synchronous and atomic: orbax writes into a temporary directory and renames it
 when complete, so a process killed mid-save leaves the previous checkpoint intact (the
-half-written temporary directory is removed the next time the manager opens).
+half-written temporary directory is removed the next time the manager opens; `saved_steps`
+counts complete checkpoints only).
+
+Each checkpoint is verified: when a save is on disk, the size and sha256 of every file of
+the step go to `<step>/jaxtrade_sha256.json`, and a restore checks them first (a truncated
+or altered file is named), then treats any failure to read the step as damage too. Asked
+for "latest" or "best", a restore that meets a damaged checkpoint warns and falls back to
+the newest intact one; asked for an update number, it stops with one line. A writable
+manager moves the damaged step aside to `<checkpoints>.damaged/` (so training can save that
+update again). Checkpoints written before checksums existed are restored unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +39,36 @@ import numpy as np
 from jaxtrade.errors import CheckpointError
 
 BEST_METRIC = "validation_sharpe"
+CHECKSUMS = "jaxtrade_sha256.json"
+
+
+def saved_steps(directory: str | Path) -> list[int]:
+    """Update numbers of the complete checkpoints in `directory`, read without orbax (a step
+    folder gets its number only when its save is complete)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _step_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"jaxtrade: warning: {message}", file=sys.stderr)
+
+
+class _Damaged(Exception):
+    """A checkpoint whose files fail their checksums or cannot be read (the reason)."""
 
 
 def _is_typed_key(x: Any) -> bool:
@@ -71,12 +115,15 @@ class CheckpointManager:
         keep_best: int = 1,
         best_metric: str = BEST_METRIC,
         read_only: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         import orbax.checkpoint as ocp
         from orbax.checkpoint import checkpoint_managers as policies
 
         self.directory = Path(directory).resolve()
         self.best_metric = best_metric
+        self.read_only = read_only
+        self.warn = warn or _warn_stderr
         if not read_only and jax.process_index() != 0:
             raise CheckpointError("only process 0 of a multi-process run writes checkpoints "
                                   f"(this is process {jax.process_index()})")
@@ -129,7 +176,11 @@ class CheckpointManager:
         return best
 
     def metrics(self, step: int) -> dict[str, Any]:
-        meta = self.read_metadata(step)
+        """The metrics saved with `step` ({} when its metadata cannot be read)."""
+        try:
+            meta = self.read_metadata(step)
+        except Exception:  # noqa: BLE001 - a damaged step has no score; restore reports it
+            return {}
         return dict(meta.get("metrics") or {})
 
     def step_dir(self, step: int) -> Path:
@@ -152,6 +203,61 @@ class CheckpointManager:
             force=True,
         )
         self._manager.wait_until_finished()
+        self._write_checksums(int(step))
+
+    # ------------------------------------------------------------------ verification
+    def _write_checksums(self, step: int) -> None:
+        step_dir = self.step_dir(step)
+        if not step_dir.is_dir():  # not kept by the preservation policy
+            return
+        files = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in _step_files(step_dir)}
+        tmp = step_dir / (CHECKSUMS + ".tmp")
+        tmp.write_text(json.dumps({"files": files}, indent=1))
+        os.replace(tmp, step_dir / CHECKSUMS)
+
+    def damage(self, step: int) -> str | None:
+        """Why checkpoint `step` is damaged (a file missing, truncated or altered since it was
+        written), or None when its files match their checksums (or it has none to check)."""
+        step_dir = self.step_dir(step)
+        path = step_dir / CHECKSUMS
+        if not path.is_file():
+            return None if step_dir.is_dir() else "its folder is missing"
+        try:
+            files = json.loads(path.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{CHECKSUMS} is unreadable"
+        for name, want in files.items():
+            found = step_dir / name
+            if not found.is_file():
+                return f"{name} is missing"
+            size = found.stat().st_size
+            if size != want["bytes"]:
+                return f"{name} holds {size} bytes, {want['bytes']} were written"
+            if _sha256(found) != want["sha256"]:
+                return f"{name} differs from what was written (sha256 mismatch)"
+        return None
+
+    def newest_intact(self, at_most: int | None = None) -> int | None:
+        """The newest checkpoint (<= `at_most`) whose files pass their checksums."""
+        for step in reversed(self.all_steps()):
+            if (at_most is None or step <= at_most) and self.damage(step) is None:
+                return step
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        """Move a damaged step out of the way (writable managers only): training may then
+        save that update again, and nothing restores it by accident."""
+        if self.read_only or not self.step_dir(step).is_dir():
+            return
+        aside = self.directory.parent / f"{self.directory.name}.damaged"
+        aside.mkdir(parents=True, exist_ok=True)
+        target, n = aside / str(step), 1
+        while target.exists():
+            target, n = aside / f"{step}-{n}", n + 1
+        os.replace(self.step_dir(step), target)
+        self._manager.reload()
+        self.warn(f"moved damaged checkpoint {step} to {target}")
 
     def read_metadata(self, step: int) -> dict[str, Any]:
         ocp = self._ocp
@@ -178,10 +284,36 @@ class CheckpointManager:
         """The state saved at `step` ("latest"/None, "best" or an int), shaped like `like`.
 
         `like` is a state of the same structure (e.g. a freshly initialized one): it gives
-        shapes, dtypes and shardings; its values are ignored.
+        shapes, dtypes and shardings; its values are ignored. A damaged checkpoint asked for
+        by name ("latest", "best") gives way to the newest intact one, with a warning; asked
+        for by number, it is a CheckpointError.
         """
+        first = self.resolve_step(step)
+        named = step is None or step in ("latest", "best")
+        candidates = [first] + ([s for s in reversed(self.all_steps()) if s != first]
+                                if named else [])
+        damaged: list[str] = []
+        for candidate in candidates:
+            try:
+                reason = self.damage(candidate)
+                if reason is not None:
+                    raise _Damaged(reason)
+                restored = self._restore_step(like, candidate)
+            except _Damaged as err:
+                damaged.append(f"checkpoint {candidate} in {self.directory} is damaged ({err})")
+                self._set_aside(candidate)
+                continue
+            if damaged:
+                self.warn(f"{'; '.join(damaged)}; using checkpoint {candidate}, the newest "
+                          "intact one")
+            return restored
+        if not named:
+            raise CheckpointError(f"{damaged[0]}; choose another checkpoint "
+                                  f"(have: {self.all_steps() or 'none'})")
+        raise CheckpointError(f"no intact checkpoint: {'; '.join(damaged)}")
+
+    def _restore_step(self, like: Any, step: int) -> tuple[Any, dict[str, Any]]:
         ocp = self._ocp
-        step = self.resolve_step(step)
         template = jax.tree_util.tree_map(
             lambda x: ocp.utils.to_shape_dtype_struct(np.asarray(x) if not isinstance(
                 x, jax.Array) else x),
@@ -204,11 +336,15 @@ class CheckpointManager:
                     metadata=ocp.args.JsonRestore(),
                 ),
             )
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(
-                f"checkpoint {step} in {self.directory} does not match this run's state "
-                f"(different agent, network or num_envs?): {str(err).splitlines()[0]}"
-            ) from None
+        except Exception as err:  # noqa: BLE001 - orbax raises bare Exceptions on bad files
+            first_line = (str(err).splitlines() or [type(err).__name__])[0]
+            first_line = first_line.split(" See full TensorStore details")[0][:200]
+            if saved is None and isinstance(err, (ValueError, KeyError, TypeError)):
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory} does not match this run's state "
+                    f"(different agent, network or num_envs?): {first_line}") from None
+            # The shapes matched (or could not be read): the files are what failed.
+            raise _Damaged(f"unreadable: {first_line}") from None
         return _from_savable(restored["state"], like), dict(restored["metadata"])
 
     def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:

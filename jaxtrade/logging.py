@@ -57,11 +57,48 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+def read_metrics(run_dir: str | Path, warn: Callable[[str], None] | None = None
+                 ) -> list[dict[str, Any]]:
+    """The rows of run_dir/metrics.jsonl. A line that is not a row (torn by a kill or a full
+    disk mid-write) is skipped and reported through `warn` (default: stderr)."""
+    rows, bad = _read_rows(Path(run_dir) / "metrics.jsonl")
+    if bad:
+        (warn or _warn)(_skipped(Path(run_dir) / "metrics.jsonl", bad))
+    return rows
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """(rows, numbers of the lines that are not rows)."""
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [], []
+    rows, bad = [], []
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict):
+                    raise ValueError("not an object")
+                row["update"] = int(row.get("update", 0))
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                bad.append(number)
+                continue
+            rows.append(row)
+    return rows, bad
+
+
+def _skipped(path: Path, bad: Sequence[int]) -> str:
+    shown = ", ".join(str(n) for n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5
+                                                   else "")
+    return (f"{path}: skipped {len(bad)} line(s) that are not metrics rows (torn or garbage "
+            f"writes): line {shown}")
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"jaxtrade: warning: {message}", file=sys.stderr)
 
 
 class RunLogger:
@@ -203,11 +240,13 @@ class RunLogger:
 
     def _truncate_after(self, update: int) -> None:
         # Rows written after the checkpoint we resume from would be logged twice.
-        if not self.metrics_path.is_file():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("update", 0) <= update]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        # A torn or garbage line (a kill mid-write) is dropped and reported.
+        rows, bad = _read_rows(self.metrics_path)
+        if bad:
+            self.print_fn(f"warning: {_skipped(self.metrics_path, bad)}")
+        kept = [json.dumps(row) + "\n" for row in rows if row["update"] <= update]
+        if self.metrics_path.is_file():
+            self.metrics_path.write_text("".join(kept))
 
     def __enter__(self) -> RunLogger:
         return self

@@ -77,10 +77,12 @@ def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: Point
     Process 0 reads the checkpoint (`checkpoints` is None on the others) and hands it to
     every process; a checkpoint holds the real points only, so a run may resume on another
     number of devices. `env_axis` (the agent's) splits env axes as `init_points` did.
+    Without a complete checkpoint (a kill during the first save) the run starts over:
+    `state` as given, update 0.
     """
     like = mesh.to_local(state)
     restored, update = like, 0
-    if checkpoints is not None:
+    if checkpoints is not None and checkpoints.all_steps():
         restored, saved = checkpoints.restore(like)
         update = int(saved["update"])
     if mesh.multi_process:

@@ -149,6 +149,17 @@ def test_changed_training_bars_and_an_out_over_the_run_report_are_refused(traine
     assert _backtest(f"run_dir={copy}", f"data.path={csv}") == 2
     assert "changed since training" in capsys.readouterr().err
     assert not (copy / "backtests").exists()
+    # The run's own backtest and its export rebuild the fit from those bars too: refused with
+    # one line naming the file and both fingerprints (export used to refit on the new file).
+    saved = json.loads(next((run_dir / "checkpoints").glob("*/metadata/metadata")).read_text())
+    for command in (["backtest", f"run_dir={copy}"],
+                    ["export", f"run_dir={copy}", f"out={tmp_path / 'bundle'}"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "DataError" in err and str(edited) in err
+        assert "changed since training" in err
+        assert saved["run_info"]["data_fingerprint"] in err
+    assert not (copy / "report").exists() and not (tmp_path / "bundle").exists()
 
 
 def test_backtest_help_names_the_other_bars_form(capsys):

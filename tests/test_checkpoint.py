@@ -173,6 +173,135 @@ def test_nan_stops_with_update_named_and_keeps_last_good(tmp_path: Path) -> None
     assert f"last good checkpoint: update {last}" in str(err.value)
 
 
+class Killed(BaseException):
+    """Stands in for a SIGKILL at a chosen moment of the loop (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_kill_around_a_checkpoint_write_keeps_each_metrics_row_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Killed just after checkpoint 6 is on disk (or just before it is written): metrics.jsonl
+    then holds every update up to the checkpoint, and after resume each update exactly once."""
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    save = CheckpointManager.save
+
+    def save_and_die(self: CheckpointManager, step: int, *args: Any, **kwargs: Any) -> None:
+        if step == 6 and when == "before":
+            raise Killed
+        save(self, step, *args, **kwargs)
+        if step == 6:
+            raise Killed
+
+    monkeypatch.setattr(CheckpointManager, "save", save_and_die)
+    with pytest.raises(Killed):
+        train_toy(tmp_path, agent)
+    monkeypatch.undo()
+    with CheckpointManager(tmp_path / "checkpoints", read_only=True) as manager:
+        saved = manager.latest_step()
+    assert saved == (6 if when == "after" else 3)
+    updates = [row["update"] for row in read_metrics(tmp_path)]
+    assert [u for u in updates if u <= saved] == list(range(3, saved + 1, 3))
+    train_toy(tmp_path, agent, resume=True)
+    assert [row["update"] for row in read_metrics(tmp_path)] == [3, 6, 9, 12]
+
+
+def test_torn_metrics_lines_are_skipped_and_reported(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A garbage line and a torn last line (a kill mid-write) in metrics.jsonl: resume drops
+    them with a warning and continues; the report's reader skips them likewise."""
+    from experiments.train import training_metrics
+
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    train_toy(tmp_path, agent, stop_after=6)
+    path = tmp_path / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "\x00\xff garbage\n" + "".join(lines[1:]) + '{"point": 0, "upd')
+    warnings: list[str] = []
+    assert training_metrics(tmp_path, 0, 6, warn=warnings.append)["update"] == 6
+    assert len(warnings) == 1 and "skipped 2 line(s)" in warnings[0] and "line 2, 4" in warnings[0]
+    capsys.readouterr()
+    train_toy(tmp_path, agent, resume=True)
+    assert "skipped 2 line(s)" in capsys.readouterr().out
+    assert [row["update"] for row in read_metrics(tmp_path)] == [3, 6, 9, 12]
+
+
+def damage(step_dir: Path, how: str) -> Path:
+    """Truncate the largest array file of a checkpoint, or flip bytes in its middle."""
+    target = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    data = target.read_bytes()
+    if how == "truncate":
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        middle = len(data) // 2
+        target.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16])
+                           + data[middle + 16:])
+    return target
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture, how: str) -> None:
+    """A truncated array file (orbax raised a bare Exception: a 160-line traceback) or flipped
+    bytes (loaded silently) in the latest checkpoint: its checksums name the damage; "latest"
+    falls back to the newest intact checkpoint with a warning, its number is one line, and a
+    resume continues from the intact one, bit-exactly."""
+    agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
+    straight = train_toy(tmp_path / "straight", agent)
+    run_dir = tmp_path / "run"
+    first = train_toy(run_dir, agent, stop_after=9)
+    damage(run_dir / "checkpoints" / "9", how)
+    like = first.state
+    warnings: list[str] = []
+    with CheckpointManager(run_dir / "checkpoints", read_only=True, warn=warnings.append) as m:
+        assert m.damage(6) is None and "state/" in (m.damage(9) or "")
+        _, meta = m.restore(like)
+        assert meta["update"] == 6
+        assert len(warnings) == 1 and "checkpoint 9" in warnings[0] and "damaged" in warnings[0]
+        assert "using checkpoint 6" in warnings[0]
+        with pytest.raises(CheckpointError, match="checkpoint 9 .* is damaged") as err:
+            m.restore(like, 9)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    capsys.readouterr()
+    second = train_toy(run_dir, agent, resume=True)
+    assert "checkpoint 9" in capsys.readouterr().err
+    assert (run_dir / "checkpoints.damaged" / "9").is_dir()  # moved aside, not deleted
+    assert second.updates_done == 12
+    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(second.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [row["update"] for row in read_metrics(run_dir)] == [3, 6, 9, 12]
+
+
+def test_no_intact_checkpoint_is_one_line(tmp_path: Path) -> None:
+    agent = make_toy_agent(num_updates=6, updates_per_chunk=3)
+    result = train_toy(tmp_path, agent)
+    for step in (3, 6):
+        damage(tmp_path / "checkpoints" / str(step), "truncate")
+    with CheckpointManager(tmp_path / "checkpoints", read_only=True) as manager:
+        with pytest.raises(CheckpointError, match="no intact checkpoint") as err:
+            manager.restore(result.state)
+    assert "\n" not in str(err.value)
+
+
+def test_nan_guard_never_names_a_damaged_checkpoint_last_good(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint 27 is damaged on disk after its write; the run then diverges at update 28:
+    the last good checkpoint named is 24, the newest that passes its checksums."""
+    save = CheckpointManager.save
+
+    def save_then_damage(self: CheckpointManager, step: int, *args: Any, **kwargs: Any) -> None:
+        save(self, step, *args, **kwargs)
+        if step == 27:
+            damage(self.step_dir(step), "flip")
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_damage)
+    agent = make_toy_agent(num_updates=30, updates_per_chunk=3)
+    hparams = ToyHParams(learning_rate=jnp.asarray([3.0], jnp.float32))  # diverges at 28
+    with pytest.raises(TrainingError, match="at update 28") as err:
+        train_toy(tmp_path, agent, hparams=hparams, every=3)
+    assert "last good checkpoint: update 24 " in str(err.value)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
