@@ -55,6 +55,8 @@ def test_user_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture) -> 
     assert code == 2
     assert err.strip().count("\n") == 0
     assert "'env.num_env'" in err and "did you mean 'env.num_envs'?" in err
+    code, out, err = run_cli(["train", "experiment=smok"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "did you mean 'smoke'?" in err
     code, out, err = run_cli(["train", "data=csv", "data.path=/no/such/bars.csv"], capsys)
     assert code == 2 and err.startswith("jaxtrade: DataError:") and "/no/such/bars.csv" in err
     code, out, err = run_cli(["bench", "nosuch"], capsys)

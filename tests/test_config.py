@@ -92,6 +92,24 @@ def test_group_choice_typo_and_keys_set_elsewhere() -> None:
     assert "network.torso" in error_of(["network.torso=transformer"])
 
 
+def test_a_choice_that_names_no_file_is_refused_in_every_group() -> None:
+    """`optional` groups (experiment, experiment_agent) used to skip a typo silently."""
+    from jaxtrade.config.compose import groups
+
+    assert error_of(["experiment=smok"]) == (
+        "experiment='smok' is not allowed: choose one of cvar_sp500, gpu, smoke; "
+        "did you mean 'smoke'?")
+    assert "did you mean 'minimal'?" in error_of(["features=minimall"])
+    assert "did you mean 'smoke/dqn'?" in error_of(["experiment_agent=smoke/dqnn"])
+    for group in groups():
+        options = group_options(group)
+        assert options, group
+        typo = options[0] + "x"
+        message = error_of([f"{group}={typo}"])
+        assert message.startswith(f"{group}='{typo}' is not allowed: choose one of"), message
+        assert f"did you mean '{options[0]}'?" in message, message
+
+
 def test_scientific_notation_for_integers_and_presets() -> None:
     cfg = compose_run(["train.total_steps=2e5", "agent.hparams.learning_rate=1e-4"])
     assert cfg["train"]["total_steps"] == 200_000
