@@ -127,6 +127,24 @@ def test_every_group_option_composes() -> None:
             assert cfg is not None, (group, option)
 
 
+def test_every_preset_composes_with_every_data_source(tmp_path: Path) -> None:
+    """experiment=smoke data=csv failed: the preset's generator option reached the CSV reader."""
+    from experiments.common import load_frame
+    from jaxtrade.data.synthetic import synthetic_frame
+
+    frame = synthetic_frame(num_bars=200)
+    files = {"csv": tmp_path / "bars.csv", "parquet": tmp_path / "bars.parquet"}
+    frame.write_csv(files["csv"])
+    frame.write_parquet(files["parquet"])
+    for preset in group_options("experiment"):
+        for source in group_options("data"):
+            extra = [f"data.path={files[source]}"] if source in files else []
+            cfg = compose_run([f"experiment={preset}", f"data={source}", *extra])
+            assert cfg["data"]["source"] == source
+            assert load_frame(cfg["data"]).height > 0, (preset, source)
+    assert compose_run(["experiment=smoke"])["data"]["options"]["num_bars"] == 600
+
+
 def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
     """Every agent / network / env setting is overridable because the YAML names it."""
     from agents import AGENTS
