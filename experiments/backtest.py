@@ -137,7 +137,9 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     fitted = fitted_state(prep, checkpoint_meta)
     cfg = copy.deepcopy(prep.cfg)
     cfg["data"]["path"] = str(data_path)
+    cfg["data"]["fingerprint"] = None  # other bars: the training bars were checked above
     frame = common.load_frame(cfg["data"])
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
     splits = common.make_data_splits(cfg, common.num_bars_per_symbol(frame))
     train_start, train_end = splits.train
     check_window(int(cfg["env"].get("window_bars", 1)), train_end - train_start)
@@ -157,7 +159,7 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     env, env_params = common.build_env(cfg, market)
     agent = agents.make_agent(prep.agent_config, env, env_params)
     return dataclasses.replace(prep, cfg=cfg, run_dir=out_dir, frame=frame,
-                               fingerprint=common.data_fingerprint(frame), market=market,
+                               fingerprint=cfg["data"]["fingerprint"], market=market,
                                env=env, env_params=env_params, agent=agent)
 
 

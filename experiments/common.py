@@ -120,7 +120,7 @@ def resolve_run_dir(cfg: Mapping[str, Any], command: str = "train") -> Path:
     if cfg.get("run_dir"):
         return Path(cfg["run_dir"]).expanduser().resolve()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    data = Path(str(cfg["data"]["source"])).stem
+    data = Path(data_label(cfg["data"])).stem
     name = f"{cfg['agent'].get('name', 'agent')}-{data}-{stamp}"
     return (Path("runs") / (name if command == "train" else f"{command}-{name}")).resolve()
 
@@ -145,15 +145,31 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_frame(data_cfg: Mapping[str, Any]) -> Any:
+    """The bars of the data section; refused when `data.fingerprint` is set and they hash
+    otherwise (a run's config.yaml records the bars it trained on)."""
     from jaxtrade.data import load_ohlcv
+    from jaxtrade.errors import DataError
 
     source = data_cfg["source"]
     options = dict(data_cfg.get("options") or {})
     if data_cfg.get("columns"):
         options["columns"] = dict(data_cfg["columns"])
     if source in ("csv", "parquet"):
-        return load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
-    return load_ohlcv(data_cfg.get("path") or source, **options)
+        frame = load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
+    else:
+        frame = load_ohlcv(source, **options)
+    expected = data_cfg.get("fingerprint")
+    if expected and expected != (found := data_fingerprint(frame)):
+        raise DataError(f"the bars changed since training: they hash to {found}, the run "
+                        f"recorded data.fingerprint={expected}", path=data_label(data_cfg))
+    return frame
+
+
+def data_label(data_cfg: Mapping[str, Any]) -> str:
+    """What a run trained on, in words: the file name for file sources, else the source."""
+    if data_cfg["source"] in ("csv", "parquet") and data_cfg.get("path"):
+        return Path(str(data_cfg["path"])).name
+    return str(data_cfg["source"])
 
 
 def data_fingerprint(frame: Any) -> str:

@@ -130,12 +130,14 @@ def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     common.enable_compile_cache(cfg)
     run_dir = common.resolve_run_dir(cfg, command)
     frame = common.load_frame(cfg["data"])
+    # config.yaml, W&B and the report record the bars trained on.
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
     market = common.build_market(cfg, frame)
     env, env_params = common.build_env(cfg, market)
     num_envs = common.resolve_num_envs(cfg, env, env_params)
     agent_cfg = common.agent_config(cfg, env, env_params, num_envs)
     agent = agents.make_agent(agent_cfg, env, env_params)
-    return Prepared(cfg, run_dir, frame, common.data_fingerprint(frame), market, env,
+    return Prepared(cfg, run_dir, frame, cfg["data"]["fingerprint"], market, env,
                     env_params, agent, agent_cfg)
 
 
@@ -350,8 +352,9 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
         costs_description=costs_description(prep.env_params),
         sweep_sharpe_variance=sweep_sharpe_variance,
-        title=f"jaxtrade: {prep.cfg['agent']['name']} on {prep.cfg['data']['source']}, "
-              f"checkpoint of update {restored.step}, point {restored.point}",
+        title=f"jaxtrade: {prep.cfg['agent']['name']} on {common.data_label(prep.cfg['data'])} "
+              f"(bars {prep.fingerprint}), checkpoint of update {restored.step}, "
+              f"point {restored.point}",
     )
     report_dir = Path(page).parent
     metrics_path = report_dir / "metrics.json"

@@ -81,6 +81,38 @@ def test_train_writes_the_run_directory(trained: tuple[Path, str]) -> None:
     assert "buy_and_hold" in metrics["baselines"]
     assert f"report: {run_dir / 'report' / 'report.html'}" in stdout
     assert "buy_and_hold" in stdout and "test Sharpe" in stdout
+    # The run records the bars it trained on: config.yaml and the report's title.
+    fingerprint = cfg["data"]["fingerprint"]
+    assert len(fingerprint) == 16
+    html = (run_dir / "report" / "report.html").read_text()
+    assert f"ppo on synthetic (bars {fingerprint})" in html
+
+
+def test_a_file_run_records_the_file_and_refuses_changed_bars(tmp_path: Path) -> None:
+    """data.path without data=csv trained on the file but recorded sp500_daily; a config.yaml
+    fingerprint that the bars no longer match is refused."""
+    from experiments import common
+    from jaxtrade.config import compose_run
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.errors import ConfigError, DataError
+
+    csv = tmp_path / "rw.csv"
+    synthetic_frame(num_bars=300, seed=1).write_csv(csv)
+    with pytest.raises(ConfigError, match=r"data.path='.*rw.csv' is not allowed with "
+                                          r"data=sp500_daily \(an embedded dataset\): add "
+                                          r"data=csv"):
+        compose_run([f"data.path={csv}"])
+    with pytest.raises(ConfigError, match="add data=csv"):
+        compose_run(["experiment=smoke", f"data.path={csv}"])
+    cfg = compose_run(["data=csv", f"data.path={csv}"])
+    assert common.data_label(cfg["data"]) == "rw.csv"
+    assert common.resolve_run_dir(cfg).name.startswith("ppo-rw-")
+    frame = common.load_frame(cfg["data"])
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
+    assert common.load_frame(cfg["data"]).equals(frame)
+    synthetic_frame(num_bars=300, seed=2).write_csv(csv)
+    with pytest.raises(DataError, match="rw.csv: the bars changed since training"):
+        common.load_frame(cfg["data"])
 
 
 def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
@@ -93,6 +125,7 @@ def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
     assert info["git_commit"] and info["versions"]["jax"] and info["device"]["device_kind"]
     assert len(info["data_fingerprint"]) == 16
     assert run["config"]["env"]["num_envs"] == 4
+    assert run["config"]["data"]["fingerprint"] == info["data_fingerprint"]
     steps = [h["_step"] for h in run["history"] if "loss" in h]
     assert steps == [2, 4]  # streamed at each chunk boundary
     kinds = {kind for kind, _ in run["artifacts"]}

@@ -38,6 +38,10 @@ class DataConfig:
     embargo_bars: int = _f(0, ge=0)
     # Forward-filtered HMM regime probabilities as features (slower to build).
     regimes: bool = False
+    # sha256 (16 hex) of the bars: `jaxtrade train` records the bars it trained on here in
+    # run_dir/config.yaml; when set, bars that hash otherwise are refused (a file changed
+    # since the run, or pin the data a run must train on).
+    fingerprint: str | None = None
 
 
 @dataclass

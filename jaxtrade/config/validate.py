@@ -29,6 +29,9 @@ AGENT_KEYS_SET_ELSEWHERE = {
     "network": "network.<key>",
 }
 
+# Data sources read from data.path.
+FILE_SOURCES = ("csv", "parquet")
+
 TOP_LEVEL_KEYS = (
     "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir",
     "data", "features", "env", "agent", "network", "train", "logger", "sweep",
@@ -377,9 +380,15 @@ def _cross_field(cfg: dict[str, Any]) -> None:
             f"data.train_frac + data.validation_frac = {total:g} is not allowed: must be < 1 "
             "so a test split remains"
         )
-    if data["source"] in ("csv", "parquet") and not data.get("path"):
+    if data["source"] in FILE_SOURCES and not data.get("path"):
         raise ConfigError(f"data.path=None is not allowed with data.source={data['source']}: "
                           "give the file, e.g. data.path=bars.csv")
+    if data["source"] not in FILE_SOURCES and data.get("path"):
+        # Training on the file while the run records the other source would mislabel it.
+        kind = "parquet" if str(data["path"]).lower().endswith((".parquet", ".pq")) else "csv"
+        what = "the generator" if data["source"] == "synthetic" else "an embedded dataset"
+        raise ConfigError(f"data.path={str(data['path'])!r} is not allowed with "
+                          f"data={data['source']} ({what}): add data={kind} to train on the file")
     num_envs = cfg["env"]["num_envs"]
     agent_cls = agent_config_class(cfg["agent"].get("name", "ppo"))
     if isinstance(num_envs, int) and agent_cls is not None:
