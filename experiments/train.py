@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from experiments import common
-from experiments.loop import LoopResult, run_loop
+from experiments.loop import LoopResult, chunk_update_interval, run_loop
 from jaxtrade.errors import CheckpointError, ConfigError
 from jaxtrade.runs import (
     RestoredPoint,
@@ -31,8 +31,8 @@ from jaxtrade.runs import (
     resume_points,
 )
 
-__all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
-           "prepare", "restore_run", "train", "write_report"]
+__all__ = ["Prepared", "TrainSummary", "chunk_notice", "main", "make_validation",
+           "point_hparams", "point_list", "prepare", "restore_run", "train", "write_report"]
 
 HELP = """usage: jaxtrade train [key=value ...]
 
@@ -215,6 +215,8 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             if mesh.padding:
                 progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
                                f"never logged or saved) fill {mesh.num_devices} devices")
+        if primary and (notice := chunk_notice(cfg["train"], agent)):
+            progress.print(notice)
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,
@@ -263,6 +265,30 @@ def interval_updates(train_cfg: Mapping[str, Any], which: str, agent: Any) -> in
     if steps:
         return max(1, math.ceil(int(steps) / int(agent.steps_per_update)))
     return int(train_cfg[f"{which}_every_updates"])
+
+
+def chunk_notice(train_cfg: Mapping[str, Any], agent: Any) -> str | None:
+    """One line when the host acts later than asked: checkpoints, validation and
+    `stop_after_updates` happen between chunks of `agent.updates_per_chunk` compiled updates,
+    so an interval that is not a whole number of chunks is rounded up to one."""
+    per_chunk = int(agent.updates_per_chunk)
+    rounded = []
+    for which, what in (("checkpoint", "checkpoints"), ("eval", "validation")):
+        asked = interval_updates(train_cfg, which, agent)
+        if asked % per_chunk:
+            key = (f"{which}_every_steps" if train_cfg.get(f"{which}_every_steps")
+                   else f"{which}_every_updates")
+            rounded.append(f"{what} every {chunk_update_interval(asked, per_chunk)} updates "
+                           f"(train.{key}={train_cfg[key]})")
+    stop = train_cfg.get("stop_after_updates")
+    if stop and stop % per_chunk and stop < int(agent.num_updates):
+        rounded.append(f"a stop after {chunk_update_interval(stop, per_chunk)} updates "
+                       f"(train.stop_after_updates={stop})")
+    if not rounded:
+        return None
+    return (f"note: {'; '.join(rounded)}: rounded up to whole chunks of "
+            f"agent.updates_per_chunk={per_chunk} (set it to a divisor of the interval for "
+            "exact intervals)")
 
 
 # ------------------------------------------------------------------------ evaluation

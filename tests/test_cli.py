@@ -115,6 +115,28 @@ def test_a_file_run_records_the_file_and_refuses_changed_bars(tmp_path: Path) ->
         common.load_frame(cfg["data"])
 
 
+def test_intervals_that_are_not_whole_chunks_are_noticed() -> None:
+    """checkpoint_every_updates=5 became 10 and stop_after_updates=1 stopped at 10, silently."""
+    from types import SimpleNamespace
+
+    from experiments.train import chunk_notice
+    from jaxtrade.config import compose_run
+
+    ppo = SimpleNamespace(updates_per_chunk=10, num_updates=100, steps_per_update=1024)
+    assert chunk_notice(compose_run([])["train"], ppo) is None  # 20 and 10: whole chunks
+    cfg = compose_run(["train.checkpoint_every_updates=5", "train.stop_after_updates=1"])
+    assert chunk_notice(cfg["train"], ppo) == (
+        "note: checkpoints every 10 updates (train.checkpoint_every_updates=5); a stop after 10 "
+        "updates "
+        "(train.stop_after_updates=1): rounded up to whole chunks of agent.updates_per_chunk=10 "
+        "(set it to a divisor of the interval for exact intervals)")
+    steps = compose_run(["train.eval_every_steps=3000"])["train"]
+    assert "validation every 10 updates (train.eval_every_steps=3000)" in chunk_notice(steps, ppo)
+    # A stop at or past the end of the run is not a rounding.
+    done = compose_run(["train.stop_after_updates=105"])["train"]
+    assert chunk_notice(done, ppo) is None
+
+
 def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
     run_dir, _ = trained
     runs = list(wandb_runs(run_dir).values())

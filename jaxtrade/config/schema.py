@@ -64,7 +64,7 @@ class TrainConfig:
     # Seeds trained side by side in one program (vmapped).
     num_seeds: int = _f(1, ge=1)
     # Save a checkpoint (and compute validation Sharpe) every this many updates; rounded up
-    # to a whole chunk of the agent's `updates_per_chunk`.
+    # to a whole chunk of the agent's `updates_per_chunk` (train prints a notice when so).
     checkpoint_every_updates: int = _f(20, ge=1)
     # Backtest every point on the validation split (Sharpe for progress, W&B and best
     # checkpoint) every this many updates, rounded up to whole chunks; also at checkpoints.
@@ -84,7 +84,7 @@ class TrainConfig:
     report: bool = True
     report_from: str = _f("best", choices=("best", "latest"))
     # Stop (as if interrupted) after this many updates in this process; resume=true continues.
-    # For time-sliced or preemptible jobs.
+    # For time-sliced or preemptible jobs. Rounded up to whole chunks, with a notice.
     stop_after_updates: int | None = _f(None, ge=1)
     # Devices the points (seeds x sweep points) are sharded over: "auto" (one host: every
     # device, at most one per point; many hosts: every device of every process) or a count.
