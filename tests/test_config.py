@@ -72,6 +72,27 @@ def test_out_of_range(override: str, expected: str) -> None:
     assert error_of([override]) == expected
 
 
+def test_sizes_no_run_can_have_are_refused_before_jax() -> None:
+    """total_steps=1e15 overflowed the update counter inside JAX; num_envs=1e9 reached it."""
+    message = error_of(["env.num_envs=1e9"])
+    assert message.startswith("env.num_envs=1000000000 is not allowed: its envs need at least "
+                              "1,023.7 TB (1000000000 envs x 129 observations of 32 bars x 62 "
+                              "features, float32)")
+    assert "15.9 TB" in error_of(["env.num_envs=1e9", "agent=dqn"])  # 2 observations per env
+    assert "x 14 features" in error_of(["env.num_envs=1e9", "features=minimal"])
+    message = error_of(["train.total_steps=1e15"])
+    assert message.startswith("train.total_steps=1000000000000000 is not allowed: 9.77e+11 "
+                              "updates of 1024 env steps (env.num_envs=auto, which may pick 8 "
+                              "envs, agent.rollout_len=128) overflow the device's update counter")
+    assert "env.num_envs=4096" in error_of(["train.total_steps=1e16", "env.num_envs=4096"])
+    assert error_of(["env.num_envs=8", "train.total_steps=100"]) == (
+        "train.total_steps=100 is not allowed: less than one update (env.num_envs * "
+        "agent.rollout_len = 8*128 = 1024 env steps)")
+    # Large but possible runs pass.
+    compose_run(["env.num_envs=65536", "train.total_steps=1e12"])
+    compose_run(["agent=dqn", "train.total_steps=1e10"])
+
+
 def test_cross_field_constraints() -> None:
     message = error_of(["env.num_envs=3", "agent.rollout_len=100", "agent.num_minibatches=7"])
     assert message.startswith("agent.num_minibatches=7 is not allowed")
