@@ -132,7 +132,7 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     """The run's `Prepared` rebuilt on the bars of `data_path` with the training fit."""
     import agents
     from jaxtrade import market as market_lib
-    from jaxtrade.config import check_window
+    from jaxtrade.config import check_eval_splits, check_window
 
     fitted = fitted_state(prep, checkpoint_meta)
     cfg = copy.deepcopy(prep.cfg)
@@ -140,7 +140,9 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     cfg["data"]["fingerprint"] = None  # other bars: the training bars were checked above
     frame = common.load_frame(cfg["data"])
     cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
-    splits = common.make_data_splits(cfg, common.num_bars_per_symbol(frame))
+    num_bars = common.num_bars_per_symbol(frame)
+    splits = common.make_data_splits(cfg, num_bars)
+    check_eval_splits(splits, num_bars, cfg["data"])
     train_start, train_end = splits.train
     check_window(int(cfg["env"].get("window_bars", 1)), train_end - train_start)
     regimes = bool(cfg["data"].get("regimes", False))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jaxtrade.config import check_window, compose_run
+from jaxtrade.config import check_eval_splits, check_window, compose_run
 from jaxtrade.config.auto import auto_num_envs
 from jaxtrade.errors import ConfigError
 from jaxtrade.logging import scrub, to_jsonable
@@ -212,7 +212,9 @@ def build_market(cfg: Mapping[str, Any], frame: Any) -> Any:
     """Features + MarketData; checks the observation window against the training split."""
     from jaxtrade import market as market_lib
 
-    splits = make_data_splits(cfg, num_bars_per_symbol(frame))
+    num_bars = num_bars_per_symbol(frame)
+    splits = make_data_splits(cfg, num_bars)
+    check_eval_splits(splits, num_bars, cfg["data"])
     train_start, train_end = splits.train
     window = int(cfg["env"].get("window_bars", 1))
     check_window(window, train_end - train_start)

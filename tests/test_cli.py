@@ -115,6 +115,23 @@ def test_a_file_run_records_the_file_and_refuses_changed_bars(tmp_path: Path) ->
         common.load_frame(cfg["data"])
 
 
+def test_splits_too_short_to_judge_a_policy_are_refused(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """50 bars gave 5-bar validation and test splits and a report of "Sharpe 14.02"."""
+    from jaxtrade.data.synthetic import synthetic_frame
+
+    csv = tmp_path / "bars50.csv"
+    synthetic_frame(num_bars=50, seed=1).write_csv(csv)
+    code, out, err = run_cli(["train", "data=csv", f"data.path={csv}", "env.window_bars=8",
+                              "env.num_envs=4", "logger=none", f"run_dir={tmp_path / 'r'}"],
+                             capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert ("the validation and test split(s) are too short to judge a policy: validation 6 "
+            "bars, test 6 of 50 (data.train_frac=0.7, data.validation_frac=0.15, "
+            "data.embargo_bars=5); each needs at least 30") in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
 def test_intervals_that_are_not_whole_chunks_are_noticed() -> None:
     """checkpoint_every_updates=5 became 10 and stop_after_updates=1 stopped at 10, silently."""
     from types import SimpleNamespace

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxtrade.data.splits import TRAIN_FRAC, VALIDATION_FRAC
+
 SCHEMA_NAME = "jaxtrade_schema"
 
 
@@ -33,8 +35,8 @@ class DataConfig:
     columns: dict[str, str] | None = None
     # Extra keyword options passed to `jaxtrade.data.load_ohlcv` (e.g. synthetic num_bars).
     options: dict[str, Any] = _f({})
-    train_frac: float = _f(0.7, gt=0.0, lt=1.0)
-    validation_frac: float = _f(0.15, ge=0.0, lt=1.0)
+    train_frac: float = _f(TRAIN_FRAC, gt=0.0, lt=1.0)
+    validation_frac: float = _f(VALIDATION_FRAC, ge=0.0, lt=1.0)
     embargo_bars: int = _f(0, ge=0)
     # Forward-filtered HMM regime probabilities as features (slower to build).
     regimes: bool = False
