@@ -126,6 +126,18 @@ def test_missing_column(tmp_path: Path) -> None:
         load_ohlcv(path)
 
 
+def test_unmapped_column_error_gives_the_cli_spelling(tmp_path: Path) -> None:
+    header = ["Price" if c == "close" else c for c in HEADER]
+    assert header != HEADER
+    path = write(tmp_path / "price.csv", good_lines(), header)
+    with pytest.raises(DataError, match=r"price\.csv: missing column\(s\) \['close'\] .*map them "
+                                        r"on the command line with data\.columns\.close=<file "
+                                        r"column> \(in Python: load_ohlcv\(\.\.\., "
+                                        r"columns=\{'close': <file column>\}\)\)"):
+        load_ohlcv(path)
+    assert load_ohlcv(path, columns={"close": "Price"}).height == len(good_lines())
+
+
 def test_too_few_bars(tmp_path: Path) -> None:
     path = write(tmp_path / "short.csv", good_lines(40))
     assert load_ohlcv(path, min_bars=40).height == 40

@@ -155,9 +155,11 @@ def _resolve_columns(
                 break
     missing = [c for c in CANONICAL if c not in mapping]
     if missing:
+        cli = " ".join(f"data.columns.{c}=<file column>" for c in missing)
+        python = ", ".join(f"'{c}': <file column>" for c in missing)
         raise DataError(
-            f"missing column(s) {missing} in the header; file columns: {names} "
-            "(pass columns={canonical: file_column} to map other names)",
+            f"missing column(s) {missing} in the header; file columns: {names}; map them "
+            f"on the command line with {cli} (in Python: load_ohlcv(..., columns={{{python}}}))",
             path=str(path),
         )
     return mapping
