@@ -149,7 +149,8 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     if regimes and fitted["regime_model"] is None:
         raise ConfigError("the run uses regimes but its training market holds no regime model")
     market = market_lib.build(
-        frame, common.feature_spec(cfg), splits,
+        # The features the run trained on (without the volume ones when its bars had none).
+        frame, prep.market.meta.extra.get("feature_spec") or common.feature_spec(cfg), splits,
         normalization="zscore" if fitted["normalizer"] is not None else "none",
         normalizer=fitted["normalizer"],
         regime_model=fitted["regime_model"] if regimes else None,

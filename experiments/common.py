@@ -13,7 +13,7 @@ import hashlib
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,8 @@ def load_frame(data_cfg: Mapping[str, Any]) -> Any:
     options = dict(data_cfg.get("options") or {})
     if data_cfg.get("columns"):
         options["columns"] = dict(data_cfg["columns"])
+    if data_cfg.get("adjust"):
+        options["adjust"] = True
     if source in ("csv", "parquet"):
         frame = load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
     else:
@@ -208,6 +210,29 @@ def feature_spec(cfg: Mapping[str, Any]) -> Any:
     return features.FeatureSpec.from_dict(spec)
 
 
+def has_volume(frame: Any) -> bool:
+    """Whether every symbol traded some volume: a file without a volume column loads with
+    volume 0 (jaxtrade.data.formats), and volume features of it are constants or 0/0."""
+    import polars as pl
+
+    traded = pl.col("volume") != 0
+    if "symbol" in frame.columns:
+        return bool(frame.group_by("symbol").agg(traded.any())["volume"].all())
+    return bool(frame.select(traded.any()).item())
+
+
+def volume_free_spec(spec: Any, frame: Any, notify: Callable[[str], None] = print) -> Any:
+    """`spec` less the features that need volume when the bars have none, with one line
+    naming them."""
+    if has_volume(frame):
+        return spec
+    spec, dropped = spec.without_volume()
+    if dropped:
+        notify(f"note: the bars have no volume; left out the feature(s) that need it: "
+               f"{', '.join(e.label() for e in dropped)}")
+    return spec
+
+
 def build_market(cfg: Mapping[str, Any], frame: Any) -> Any:
     """Features + MarketData; checks the observation window against the training split."""
     from jaxtrade import market as market_lib
@@ -218,7 +243,7 @@ def build_market(cfg: Mapping[str, Any], frame: Any) -> Any:
     train_start, train_end = splits.train
     window = int(cfg["env"].get("window_bars", 1))
     check_window(window, train_end - train_start)
-    return market_lib.build(frame, feature_spec(cfg), splits,
+    return market_lib.build(frame, volume_free_spec(feature_spec(cfg), frame), splits,
                             regimes=bool(cfg["data"].get("regimes", False)))
 
 

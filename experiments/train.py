@@ -447,7 +447,11 @@ def metrics_table(metrics_json: Path) -> str:
     rows = [("policy", data)] + [(name, by_split) for name, by_split in
                                  (data.get("baselines") or {}).items()]
     splits = [s for s in ("train", "validation", "test") if s in data]
-    header = f"{'':18s}" + "".join(f"{s + ' Sharpe':>18s}" for s in splits) + \
+    from jaxtrade.evaluate.report import short_splits
+
+    short = short_splits(data)  # marked with * (verdict says why)
+    header = f"{'':18s}" + "".join(
+        f"{s + ' Sharpe' + ('*' if s in short else ''):>18s}" for s in splits) + \
         f"{'test return':>14s}{'test max DD':>14s}"
     lines = [header]
     for name, by_split in rows:
@@ -467,8 +471,12 @@ def verdict(metrics_json: Path) -> list[str]:
     """
     import json
 
+    from jaxtrade.evaluate.report import sharpe_standard_error, short_splits
+
     data = json.loads(Path(metrics_json).read_text())
     baselines = data.get("baselines") or {}
+    short = short_splits(data)
+    significance = data.get("significance") or {}
     lines = []
 
     def sharpe(by_split: dict[str, Any], split: str) -> float | None:
@@ -483,7 +491,19 @@ def verdict(metrics_json: Path) -> list[str]:
         rank = 1 + sum(v > mine for v in others.values())
         best = max(others, key=others.get)
         lines.append(f"{split}: policy Sharpe {mine:.2f} ranks {rank} of {len(others) + 1} "
-                     f"(best baseline {best} {others[best]:.2f})")
+                     f"(best baseline {best} {others[best]:.2f})"
+                     + (f" [short sample: {short[split]} bars]" if split in short else ""))
+    if short:
+        per_year = float(data["bars_per_year"])
+        psr = "; ".join(
+            f"{s} {_num(significance.get(f'psr_{s}'))} on n={significance.get(f'psr_{s}_bars', n)}"
+            for s, n in short.items())
+        lines.append(
+            f"caution: {' and '.join(f'{s} ({n} bars)' for s, n in short.items())} rest on "
+            f"fewer than {data.get('min_reliable_bars', math.ceil(per_year))} bars (a year at "
+            f"{per_year:g} bars per year): a Sharpe ratio from {min(short.values())} bars has a "
+            f"standard error of about "
+            f"{sharpe_standard_error(per_year, min(short.values())):.1f}; PSR {psr}")
     train, validation = sharpe(data, "train"), sharpe(data, "validation")
     if train is not None and validation is not None and train - validation > 1.0:
         lines.append(f"warning: train Sharpe {train:.2f} vs validation {validation:.2f}: the "

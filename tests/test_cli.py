@@ -304,3 +304,37 @@ def test_backtest_names_a_missing_or_bad_checkpoint(trained: tuple[Path, str],
     assert code == 2 and "checkpoint='newest' is not allowed" in err
     code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=3"], capsys)
     assert code != 0 and "no checkpoint 3" in err and "[2, 4]" in err
+
+
+def test_volume_less_bars_train_without_volume_features_and_adjust_is_a_cli_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Bars without volume were refused; now the features that need volume are left out, in
+    one line naming them. data.adjust=true takes Yahoo's Adj Close as the close."""
+    from experiments import common
+    from jaxtrade.config import compose_run
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.errors import ConfigError
+
+    bars = synthetic_frame(num_bars=400, seed=1)
+    csv = tmp_path / "fx.csv"
+    bars.drop("volume").write_csv(csv)
+    cfg = compose_run(["data=csv", f"data.path={csv}"])
+    market = common.build_market(cfg, common.load_frame(cfg["data"]))
+    out = capsys.readouterr().out
+    assert ("note: the bars have no volume; left out the feature(s) that need it: obv, "
+            "volume_roc, zscore(log_volume)") in out
+    names = market.meta.feature_names
+    assert not any(n.startswith(("obv", "volume_roc")) or "log_volume" in n for n in names)
+    assert any(n.startswith("rsi") for n in names)
+
+    yahoo = tmp_path / "SPY.csv"
+    bars.with_columns((bars["close"] * 0.5).alias("Adj Close")).rename(
+        {"timestamp": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+         "volume": "Volume"}).write_csv(yahoo)
+    plain = common.load_frame(compose_run(["data=csv", f"data.path={yahoo}"])["data"])
+    adjusted = common.load_frame(
+        compose_run(["data=csv", f"data.path={yahoo}", "data.adjust=true"])["data"])
+    for col in ("open", "high", "low", "close"):
+        assert (adjusted[col] / plain[col] - 0.5).abs().max() < 1e-12
+    with pytest.raises(ConfigError, match="data.adjust=true is not allowed with data=synthetic"):
+        compose_run(["data=synthetic", "data.adjust=true"])

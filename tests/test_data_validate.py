@@ -120,9 +120,10 @@ def test_unsorted_timestamps(tmp_path: Path) -> None:
 
 
 def test_missing_column(tmp_path: Path) -> None:
-    lines = [line[:5] for line in good_lines()]
-    path = write(tmp_path / "novol.csv", lines, HEADER[:5])
-    with pytest.raises(DataError, match=r"novol\.csv: missing column\(s\) \['volume'\]"):
+    # Volume is optional (volume-less bars load with volume 0); a missing price is not.
+    lines = [line[:2] + line[3:] for line in good_lines()]
+    path = write(tmp_path / "nohigh.csv", lines, HEADER[:2] + HEADER[3:])
+    with pytest.raises(DataError, match=r"nohigh\.csv: missing column\(s\) \['high'\]"):
         load_ohlcv(path)
 
 

@@ -35,6 +35,9 @@ class DataConfig:
     columns: dict[str, str] | None = None
     # Extra keyword options passed to `jaxtrade.data.load_ohlcv` (e.g. synthetic num_bars).
     options: dict[str, Any] = _f({})
+    # Files with an `Adj Close` column (Yahoo): its values as the close, open/high/low scaled
+    # by Adj Close / Close (split- and dividend-adjusted history).
+    adjust: bool = False
     train_frac: float = _f(TRAIN_FRAC, gt=0.0, lt=1.0)
     validation_frac: float = _f(VALIDATION_FRAC, ge=0.0, lt=1.0)
     embargo_bars: int = _f(0, ge=0)

@@ -383,6 +383,9 @@ def _cross_field(cfg: dict[str, Any]) -> None:
     if data["source"] in FILE_SOURCES and not data.get("path"):
         raise ConfigError(f"data.path=None is not allowed with data.source={data['source']}: "
                           "give the file, e.g. data.path=bars.csv")
+    if data.get("adjust") and data["source"] not in FILE_SOURCES:
+        raise ConfigError(f"data.adjust=true is not allowed with data={data['source']}: it "
+                          "scales a file's prices to its Adj Close column (data=csv or parquet)")
     if data["source"] not in FILE_SOURCES and data.get("path"):
         # Training on the file while the run records the other source would mislabel it.
         kind = "parquet" if str(data["path"]).lower().endswith((".parquet", ".pq")) else "csv"

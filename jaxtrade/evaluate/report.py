@@ -10,7 +10,9 @@ metrics.json (machine-readable, shape of DESIGN.md "Run directory"):
   {"train"|"validation"|"test": {metric: value, ..., "psr": P(Sharpe > 0)},
    "baselines": {name: {split: {...}}}, "costs": str, "sweep_trials": int,
    "bars_per_year": float, "splits": {split: {"start", "end", "bars"}},
-   "significance": {...}, "monte_carlo": {...} (when given)}
+   "min_reliable_bars": one year of bars (splits with fewer are marked as short samples),
+   "significance": {"psr_<split>", "psr_<split>_bars" (its sample size), ...},
+   "monte_carlo": {...} (when given)}
 Non-finite numbers are written as null.
 """
 
@@ -87,6 +89,29 @@ def psr_of(returns: np.ndarray) -> float:
     return float(metrics_lib.probabilistic_sharpe_ratio(sharpe, len(r), g3, g4))
 
 
+def min_reliable_bars(bars_per_year: float) -> int:
+    """Fewest bars a metric should rest on before it is read without caution: one year of
+    bars (252 daily). Below it the annualized Sharpe's standard error, about
+    sqrt(bars_per_year / n), exceeds 1."""
+    return int(math.ceil(bars_per_year))
+
+
+def sharpe_standard_error(bars_per_year: float, num_bars: int) -> float:
+    """Approximate standard error of an annualized Sharpe ratio from `num_bars` bars (Lo 2002,
+    at a Sharpe near 0): sqrt(bars_per_year / n)."""
+    return math.sqrt(bars_per_year / max(num_bars, 1))
+
+
+def short_splits(metrics: Mapping[str, Any]) -> dict[str, int]:
+    """{split: bars} of the splits of a metrics.json with fewer than min_reliable_bars."""
+    per_year = metrics.get("bars_per_year")
+    if not per_year:
+        return {}
+    need = min_reliable_bars(per_year)
+    return {s: int(info["bars"]) for s, info in (metrics.get("splits") or {}).items()
+            if int(info.get("bars", need)) < need}
+
+
 def _split_metrics(result: BacktestResult) -> dict[str, Any]:
     return {**result.metrics, "psr": psr_of(result.returns[1:])}
 
@@ -119,6 +144,7 @@ def build_metrics_json(
         }
         for split, r in results_by_split.items()
     }
+    out["min_reliable_bars"] = min_reliable_bars(first.bars_per_year)
     out["significance"] = _significance(results_by_split, sweep_trials, sweep_sharpe_variance)
     if mc is not None:
         out["monte_carlo"] = mc.summary()
@@ -129,6 +155,7 @@ def _significance(results_by_split, sweep_trials, sweep_sharpe_variance) -> dict
     sig: dict[str, Any] = {"sweep_trials": int(sweep_trials)}
     for split, result in results_by_split.items():
         sig[f"psr_{split}"] = psr_of(result.returns[1:])
+        sig[f"psr_{split}_bars"] = int(len(result.returns[1:]))  # the PSR's sample size
         if sweep_trials > 1 and sweep_sharpe_variance is not None:
             r = result.returns[1:]
             if len(r) > 3 and np.std(r) > 0:
@@ -460,15 +487,17 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def _metrics_table(split: str, metrics: dict[str, Any]) -> str:
+def _metrics_table(split: str, metrics: dict[str, Any], short_bars: int | None = None) -> str:
     names = ["policy", *metrics["baselines"].keys()]
+    mark = (f" <span class='warn'>({short_bars} bars: short sample)</span>"
+            if short_bars is not None else "")
     columns = [metrics[split]] + [metrics["baselines"][n].get(split, {}) for n in names[1:]]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = []
     for key in (*metrics_lib.METRIC_KEYS, "psr"):
         cells = "".join(f"<td>{_fmt(key, c.get(key))}</td>" for c in columns)
         rows.append(f"<tr><th class='k'>{html.escape(LABELS.get(key, key))}</th>{cells}</tr>")
-    return (f"<table><thead><tr><th>{split}</th>{head}</tr></thead>"
+    return (f"<table><thead><tr><th>{split}{mark}</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -494,21 +523,32 @@ border:1px solid #e3e3e3} figcaption{font-size:13px;color:#555}
 
 def _html(metrics: dict[str, Any], folder: Path, title: str, window: int) -> str:
     splits = [s for s in SPLIT_NAMES if s in metrics]
+    short = short_splits(metrics)
     span = "".join(
         f"<li><b>{s}</b>: {metrics['splits'][s]['start'][:19]} to "
-        f"{metrics['splits'][s]['end'][:19]} ({metrics['splits'][s]['bars']} bars)</li>"
+        f"{metrics['splits'][s]['end'][:19]} ({metrics['splits'][s]['bars']} bars)"
+        + (" <span class='warn'>short sample</span>" if s in short else "") + "</li>"
         for s in splits
     )
+    if short:
+        per_year = metrics["bars_per_year"]
+        span += (
+            "<li class='warn'><b>Short sample</b>: "
+            + ", ".join(f"{s} ({n} bars, Sharpe standard error ~"
+                        f"{sharpe_standard_error(per_year, n):.1f})" for s, n in short.items())
+            + f" rest on fewer than {metrics['min_reliable_bars']} bars (one year at "
+            f"{per_year:g} bars per year): read their metrics, ranks and PSR as rough</li>")
     sig = metrics.get("significance", {})
     trials = metrics["sweep_trials"]
-    sig_bits = [f"PSR {s}: {_fmt('psr', sig.get(f'psr_{s}'))}" for s in splits]
+    sig_bits = [f"PSR {s}: {_fmt('psr', sig.get(f'psr_{s}'))} (n={sig.get(f'psr_{s}_bars')} bars)"
+                for s in splits]
     if "dsr" in sig:
         sig_bits.append(f"Deflated Sharpe (DSR) for {trials} trials: {_fmt('psr', sig['dsr'])}")
     elif trials > 1:
         sig_bits.append("<span class='warn'>DSR not computed: Sharpe variance across the "
                         "sweep not given</span>")
     costs = html.escape(metrics["costs"] or "not stated")
-    tables = "".join(_metrics_table(s, metrics) for s in splits)
+    tables = "".join(_metrics_table(s, metrics, short.get(s)) for s in splits)
     figures = "".join(_img(folder, name) for name in PLOTS)
     mc = metrics.get("monte_carlo")
     mc_line = ""
