@@ -44,6 +44,11 @@ def split_flags(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
+def override_keys(argv: Sequence[str]) -> set[str]:
+    """The dotted keys of the `key=value` overrides in argv (`+key`, `~key` included)."""
+    return {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a and not a.startswith("-")}
+
+
 # ------------------------------------------------------------------------ environment
 
 

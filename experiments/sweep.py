@@ -23,7 +23,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,17 +138,19 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
         raise ConfigError("sweep has no points: give sweep=<name> (e.g. sweep=lr_ent_grid) or "
                           "comma lists such as agent.hparams.learning_rate=1e-4,3e-4")
     cfg["sweep"]["points"] = points
-    summary = run_vmapped(cfg, points, print_fn)
+    summary = run_vmapped(cfg, points, print_fn, set_by_user=common.override_keys(argv))
     if sharding.is_primary():
         print_fn(summary_table(summary))
     return 0
 
 
 def run_vmapped(cfg: dict[str, Any], points: list[dict[str, float]],
-                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+                print_fn: Callable[[str], None] = print,
+                set_by_user: Collection[str] | None = None) -> dict[str, Any]:
     from experiments.train import train
 
-    result = train(cfg, hparam_points=points, command="sweep", print_fn=print_fn)
+    result = train(cfg, hparam_points=points, command="sweep", print_fn=print_fn,
+                   set_by_user=set_by_user)
     trials = []
     returns = result.loop.validation.get("validation_returns")
     for index, point in enumerate(result.points):

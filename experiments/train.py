@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     start_distributed(argv)
     cfg = common.compose(argv)
-    train(cfg)
+    train(cfg, set_by_user=common.override_keys(argv))
     return 0
 
 
@@ -153,7 +153,10 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
-          command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
+          command: str = "train", print_fn: Callable[[str], None] = print,
+          set_by_user: Collection[str] | None = None) -> TrainSummary:
+    """Train `cfg`'s points. `set_by_user`: the dotted keys the user gave (command-line
+    overrides); interval rounding is noticed only for those (None: for every key)."""
     from jaxtrade import sharding
     from jaxtrade.checkpoint import CheckpointManager
     from jaxtrade.logging import RunLogger
@@ -215,7 +218,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             if mesh.padding:
                 progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
                                f"never logged or saved) fill {mesh.num_devices} devices")
-        if primary and (notice := chunk_notice(cfg["train"], agent)):
+        if primary and (notice := chunk_notice(cfg["train"], agent, set_by_user)):
             progress.print(notice)
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
@@ -267,17 +270,22 @@ def interval_updates(train_cfg: Mapping[str, Any], which: str, agent: Any) -> in
     return int(train_cfg[f"{which}_every_updates"])
 
 
-def chunk_notice(train_cfg: Mapping[str, Any], agent: Any) -> str | None:
-    """One line when the host acts later than asked: checkpoints, validation and
+def chunk_notice(train_cfg: Mapping[str, Any], agent: Any,
+                 set_by_user: Collection[str] | None = None) -> str | None:
+    """One line when the host acts later than the user asked: checkpoints, validation and
     `stop_after_updates` happen between chunks of `agent.updates_per_chunk` compiled updates,
-    so an interval that is not a whole number of chunks is rounded up to one."""
+    so an interval that is not a whole number of chunks is rounded up to one.
+
+    Only for keys in `set_by_user` (all when None): the default 20-update checkpoint interval
+    of a 1,000-update DQN chunk is the defaults' doing, and a notice about it on every run
+    would be noise."""
     per_chunk = int(agent.updates_per_chunk)
     rounded = []
     for which, what in (("checkpoint", "checkpoints"), ("eval", "validation")):
         asked = interval_updates(train_cfg, which, agent)
-        if asked % per_chunk:
-            key = (f"{which}_every_steps" if train_cfg.get(f"{which}_every_steps")
-                   else f"{which}_every_updates")
+        key = (f"{which}_every_steps" if train_cfg.get(f"{which}_every_steps")
+               else f"{which}_every_updates")
+        if asked % per_chunk and (set_by_user is None or f"train.{key}" in set_by_user):
             rounded.append(f"{what} every {chunk_update_interval(asked, per_chunk)} updates "
                            f"(train.{key}={train_cfg[key]})")
     stop = train_cfg.get("stop_after_updates")

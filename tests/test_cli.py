@@ -154,6 +154,27 @@ def test_intervals_that_are_not_whole_chunks_are_noticed() -> None:
     assert chunk_notice(done, ppo) is None
 
 
+def test_default_intervals_rounded_to_a_dqn_chunk_are_not_noticed() -> None:
+    """Every default DQN run printed the rounding notice (the default 20-update checkpoint
+    interval vs its 1,000-update chunk), which the user did not cause."""
+    from types import SimpleNamespace
+
+    from experiments.common import override_keys
+    from experiments.train import chunk_notice
+    from jaxtrade.config import compose_run
+
+    dqn = SimpleNamespace(updates_per_chunk=1000, num_updates=100_000, steps_per_update=10)
+    argv = ["agent=dqn"]
+    assert chunk_notice(compose_run(argv)["train"], dqn, override_keys(argv)) is None
+    argv = ["agent=dqn", "train.checkpoint_every_updates=20", "train.eval_every_steps=5000"]
+    assert override_keys(argv) == {"agent", "train.checkpoint_every_updates",
+                                   "train.eval_every_steps"}
+    assert chunk_notice(compose_run(argv)["train"], dqn, override_keys(argv)) == (
+        "note: checkpoints every 1000 updates (train.checkpoint_every_updates=20); validation "
+        "every 1000 updates (train.eval_every_steps=5000): rounded up to whole chunks of "
+        "agent.updates_per_chunk=1000 (set it to a divisor of the interval for exact intervals)")
+
+
 def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
     run_dir, _ = trained
     runs = list(wandb_runs(run_dir).values())
