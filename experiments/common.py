@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import math
 import platform
 import subprocess
 import sys
@@ -42,6 +43,11 @@ def split_flags(argv: Sequence[str]) -> list[str]:
         raise ConfigError(f"unknown option {flags[0]}; give settings as key=value overrides "
                           "(see --help)")
     return list(argv)
+
+
+def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
+    """Checkpoint interval rounded up to a whole number of chunks."""
+    return max(1, math.ceil(every_updates / updates_per_chunk)) * updates_per_chunk
 
 
 def override_keys(argv: Sequence[str]) -> set[str]:

@@ -15,24 +15,30 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from experiments import common
-from experiments.loop import LoopResult, chunk_update_interval, run_loop
+from experiments.common import chunk_update_interval
 from jaxtrade.errors import CheckpointError, ConfigError
-from jaxtrade.runs import (
-    RestoredPoint,
-    init_points,
-    point_keys,
-    point_list,
-    restore_point,
-    resume_points,
-)
+
+# JAX, the agents and the training loop are imported where they are used, after the config
+# is validated: a typo is reported in about a second, not after the imports.
+if TYPE_CHECKING:
+    from experiments.loop import LoopResult
+    from jaxtrade.runs import RestoredPoint
 
 __all__ = ["Prepared", "TrainSummary", "chunk_notice", "main", "make_validation",
            "point_hparams", "point_list", "prepare", "restore_run", "train", "write_report"]
+
+
+def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, Any]] = ()
+               ) -> list[dict[str, Any]]:
+    """jaxtrade.runs.point_list (imported on call: it starts JAX)."""
+    from jaxtrade import runs
+
+    return runs.point_list(cfg, hparam_points)
 
 HELP = """usage: jaxtrade train [key=value ...]
 
@@ -97,10 +103,24 @@ class TrainSummary:
 
 
 def help_text() -> str:
-    """HELP with the registered agents (agents.AGENTS), so new agents list themselves."""
-    import agents
+    """HELP with the agents `agent=` can choose: configs/agent/*.yaml, each with the first
+    sentence of its header comment (read from the files: --help imports no JAX)."""
+    import re
 
-    return HELP.format(agents=agents.help_lines())
+    from jaxtrade.config.compose import config_dir, group_options
+
+    names = group_options("agent")
+    width = max((len(n) for n in names), default=0)
+    lines = []
+    for name in names:
+        text = (config_dir() / "agent" / f"{name}.yaml").read_text()
+        comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
+                           if line.startswith("#"))
+        summary = re.sub(r"\s*\(agents/[^)]*\)", "", comment).split(". ")[0].split("; ")[0]
+        if len(summary) > 72:
+            summary = summary[:69].rsplit(" ", 1)[0].rstrip(",:") + " ..."
+        lines.append(f"  {name:<{width}}  {summary}")
+    return HELP.format(agents="\n".join(lines))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -117,11 +137,18 @@ def start_distributed(argv: Sequence[str]) -> bool:
     """`jax.distributed` from train.distributed (or the environment), started before the
     config is validated: validation imports the env package, whose gymnax import starts
     JAX, and jax.distributed must start first. A no-op without a coordinator."""
-    from jaxtrade import sharding
+    import os
+
     from jaxtrade.config.compose import compose_raw
 
     raw = compose_raw(common.split_flags(argv))
-    return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
+    distributed = (raw.get("train") or {}).get("distributed")
+    if not (distributed or {}).get("coordinator_address") and not os.environ.get(
+            "JAX_COORDINATOR_ADDRESS"):
+        return False  # nothing to start; JAX is not imported for it
+    from jaxtrade import sharding
+
+    return sharding.initialize_distributed(distributed)
 
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
@@ -157,10 +184,12 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
           set_by_user: Collection[str] | None = None) -> TrainSummary:
     """Train `cfg`'s points. `set_by_user`: the dotted keys the user gave (command-line
     overrides); interval rounding is noticed only for those (None: for every key)."""
+    from experiments.loop import run_loop
     from jaxtrade import sharding
     from jaxtrade.checkpoint import CheckpointManager
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
+    from jaxtrade.runs import init_points, point_keys, restore_point, resume_points
 
     # Started by `main` already; a direct caller with a coordinator and JAX not started yet
     # gets it here; a no-op without a coordinator (train.distributed).
@@ -208,7 +237,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         project=log_cfg["project"], entity=log_cfg["entity"], group=log_cfg["group"],
         mode=log_cfg["mode"], tags=log_cfg["tags"],
         resume_after_update=start_update if resume else None,
-        print_fn=progress.print, write=primary,
+        print_fn=progress.print, write=primary, verbose=log_cfg["verbose"],
     ) as logger:
         if start_update == 0 and primary:
             split = f" (envs split over {mesh.env_shards})" if mesh.env_shards > 1 else ""
@@ -220,6 +249,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
                                f"never logged or saved) fill {mesh.num_devices} devices")
         if primary and (notice := chunk_notice(cfg["train"], agent, set_by_user)):
             progress.print(notice)
+        progress.compiling()
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,
@@ -432,6 +462,8 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     Returns (prepared run, the restored checkpoint and chosen point, all points); the point
     defaults to the best by validation Sharpe at that checkpoint.
     """
+    from jaxtrade.runs import init_points, point_keys, restore_point
+
     run_dir = Path(run_dir)
     cfg = common.read_run_config(run_dir)
     cfg["run_dir"] = str(run_dir)
@@ -459,11 +491,11 @@ def metrics_table(metrics_json: Path) -> str:
 
     short = short_splits(data)  # marked with * (verdict says why)
     header = f"{'':18s}" + "".join(
-        f"{s + ' Sharpe' + ('*' if s in short else ''):>18s}" for s in splits) + \
+        f"{s + ' Sharpe' + ('*' if s in short else ''):>20s}" for s in splits) + \
         f"{'test return':>14s}{'test max DD':>14s}"
     lines = [header]
     for name, by_split in rows:
-        cells = "".join(f"{_num((by_split.get(s) or {}).get('sharpe')):>18s}" for s in splits)
+        cells = "".join(f"{_num((by_split.get(s) or {}).get('sharpe')):>20s}" for s in splits)
         test = by_split.get("test") or {}
         lines.append(f"{name:18s}{cells}{_num(test.get('total_return'), pct=True):>14s}"
                      f"{_num(test.get('max_drawdown'), pct=True):>14s}")

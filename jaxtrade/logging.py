@@ -2,8 +2,10 @@
 
 Whatever the kind, every logged row also goes to `run_dir/metrics.jsonl` (one JSON object
 per line: `point`, `update`, `env_steps`, `time_s` and the metrics), so nothing depends on
-W&B. A run trains P points side by side (seeds x hyperparameter points, vmapped); each
-point is its own W&B run inside one group, so W&B's comparison views work.
+W&B. The console shows one progress line per chunk (jaxtrade.progress); `verbose=True`
+(`logger.verbose=true`) prints every metric of each chunk too. A run trains P points side by
+side (seeds x hyperparameter points, vmapped); each point is its own W&B run inside one
+group, so W&B's comparison views work.
 
 W&B runs offline by default (`logger.mode=offline`, files under `run_dir/wandb/`, upload
 later with `wandb sync`); `WANDB_MODE` in the environment takes precedence. Secrets never
@@ -83,12 +85,16 @@ class RunLogger:
         resume_after_update: int | None = None,
         print_fn: Callable[[str], None] = print,
         write: bool = True,
+        verbose: bool = False,
     ) -> None:
         if kind not in ("none", "console", "wandb"):
             raise ConfigError(f"logger.kind={kind!r} is not allowed: choose none, console, wandb")
         self.run_dir = Path(run_dir)
         self.points = [dict(p) for p in points]
         self.print_fn = print_fn
+        # Every metric of every chunk on the console (logger.verbose=true); otherwise the
+        # progress line says what a reader follows and the rest is in metrics.jsonl.
+        self.verbose = verbose
         self._t0 = time.perf_counter()
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._runs: list[Any] = []
@@ -167,7 +173,7 @@ class RunLogger:
         for run, row in zip(self._runs, rows):
             run.log({k: v for k, v in row.items() if k not in ("point", "update")
                      and isinstance(v, (int, float))}, step=int(update))
-        if self.kind == "console":
+        if self.kind == "console" and self.verbose:
             shown = ", ".join(f"{k}={_short(v)}" for k, v in rows[0].items()
                               if k not in ("point", "time_s") and isinstance(v, (int, float)))
             self.print_fn(f"[{update}] {shown}" + (f" (point 0 of {len(rows)})"

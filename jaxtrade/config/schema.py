@@ -110,6 +110,9 @@ class LoggerConfig:
     mode: str = _f("offline", choices=("offline", "online", "disabled"))
     tags: list[str] = _f([])
     log_artifacts: bool = True
+    # Every metric of every chunk on the console (they always go to metrics.jsonl); off: one
+    # progress line per chunk (steps, steps/s, ETA, episode return, validation Sharpe).
+    verbose: bool = False
 
 
 @dataclass
