@@ -153,7 +153,9 @@ def start_distributed(argv: Sequence[str]) -> bool:
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     import agents
+    from jaxtrade.logging import silence_expected_orbax_warnings
 
+    silence_expected_orbax_warnings()  # a clean resume printed orbax warnings like a failure
     common.enable_compile_cache(cfg)
     run_dir = common.resolve_run_dir(cfg, command)
     frame = common.load_frame(cfg["data"])

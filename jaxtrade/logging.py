@@ -59,6 +59,30 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+class _ExpectedOrbaxWarnings:
+    """Drops orbax's 'Item "state"/"metadata" was found in the checkpoint, but could not be
+    restored' warnings: orbax logs them whenever a fresh CheckpointManager reads a step
+    before it has been told the items' handlers (jaxtrade.checkpoint reads the saved shapes
+    first, then restores both items with their handlers), so on a clean resume they read
+    like a failure while nothing failed. A restore that does fail raises its own error."""
+
+    ITEMS = ("state", "metadata")
+
+    def filter(self, record: Any) -> bool:
+        return not (str(record.msg).startswith('Item "%s" was found in the checkpoint, but '
+                                               "could not")
+                    and record.args and record.args[0] in self.ITEMS)
+
+
+def silence_expected_orbax_warnings() -> None:
+    """Install the filter on absl's logger (orbax logs through absl); idempotent."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ExpectedOrbaxWarnings) for f in logger.filters):
+        logger.addFilter(_ExpectedOrbaxWarnings())
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():

@@ -193,3 +193,32 @@ def test_progress_says_it_compiles_and_how_long_it_took() -> None:
     # steps/s count from the end of the compile: none yet after the first chunk.
     assert lines[2].startswith("train: steps 250/1000") and "| - steps/s |" in lines[2]
     assert lines[3].startswith("train: steps 500/1000") and "| - steps/s |" not in lines[3]
+
+
+def test_a_clean_resume_prints_no_orbax_item_warnings(tmp_path: Path) -> None:
+    """Resuming printed orbax's 'Item "metadata" was found in the checkpoint, but could not
+    be restored' (and "state") warnings, which read like a failure."""
+    import logging
+
+    from jaxtrade.checkpoint import CheckpointManager
+    from jaxtrade.logging import silence_expected_orbax_warnings
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("absl").addHandler(handler)
+    try:
+        silence_expected_orbax_warnings()
+        manager = CheckpointManager(tmp_path / "ck")
+        manager.save(1, {"x": np.zeros(3)}, metadata={"a": 1})
+        manager.close()
+        manager = CheckpointManager(tmp_path / "ck")
+        state, meta = manager.restore({"x": np.zeros(3)})
+        manager.close()
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    assert meta["a"] == 1 and not [m for m in seen if "could not be restored" in m]
