@@ -32,6 +32,7 @@ import numpy as np
 from experiments import common
 from jaxtrade.config.compose import parse_overrides
 from jaxtrade.errors import ConfigError
+from jaxtrade.logging import plural
 
 HELP = """usage: jaxtrade sweep [sweep=NAME] [key=value ...] [key=a,b,c ...]
 
@@ -207,7 +208,7 @@ def summary_table(summary: Mapping[str, Any], limit: int = 20) -> str:
     head = f"{'rank':>4} {'trial':>5} " + " ".join(
         f"{a.removeprefix(HPARAM_PREFIX):>{widths[a]}}" for a in axes)
     head += f" {'val Sharpe':>11} {'val return':>11} {'val max DD':>11}"
-    lines = [f"sweep: {summary['num_trials']} trials (ranked by validation Sharpe) in "
+    lines = [f"sweep: {plural(summary['num_trials'], 'trial')} (ranked by validation Sharpe) in "
              f"{summary['run_dir']}", head]
     for rank, t in enumerate(shown, 1):
         cells = " ".join(f"{_cell(t.get(a)):>{widths[a]}}" for a in axes)
@@ -220,7 +221,7 @@ def summary_table(summary: Mapping[str, Any], limit: int = 20) -> str:
     if sig:
         lines.append(f"best trial: per-bar Sharpe {sig['sharpe_per_bar']:.4f}, PSR "
                      f"{sig['psr']:.3f}, Deflated Sharpe {sig['dsr']:.3f} over "
-                     f"{sig['num_trials']} trials (probability the best is not luck)")
+                     f"{plural(sig['num_trials'], 'trial')} (probability the best is not luck)")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from experiments import common
 from experiments.common import chunk_update_interval
 from jaxtrade.errors import CheckpointError, ConfigError
+from jaxtrade.logging import plural
 
 # JAX, the agents and the training loop are imported where they are used, after the config
 # is validated: a typo is reported in about a second, not after the imports.
@@ -243,11 +244,13 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     ) as logger:
         if start_update == 0 and primary:
             split = f" (envs split over {mesh.env_shards})" if mesh.env_shards > 1 else ""
-            progress.print(f"training {len(points)} point(s) x {agent.num_updates} updates x "
+            progress.print(f"training {plural(len(points), 'point')} x "
+                           f"{plural(agent.num_updates, 'update')} x "
                            f"{agent.steps_per_update} env steps ({cfg['env']['num_envs']} envs)"
-                           f" on {mesh.num_devices} device(s){split} -> {run_dir}")
+                           f" on {plural(mesh.num_devices, 'device')}{split} -> {run_dir}")
             if mesh.padding:
-                progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
+                progress.print(f"{plural(mesh.padding, 'padding point')} (copies of the last "
+                               "point, "
                                f"never logged or saved) fill {mesh.num_devices} devices")
         if primary and (notice := chunk_notice(cfg["train"], agent, set_by_user)):
             progress.print(notice)
@@ -418,6 +421,7 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
         costs_description=costs_description(prep.env_params),
         sweep_sharpe_variance=sweep_sharpe_variance,
+        symbol_names=plot_symbol_names(prep.market.meta.symbols, prep.cfg["data"]),
         title=f"jaxtrade: {prep.cfg['agent']['name']} on {common.data_label(prep.cfg['data'])} "
               f"(bars {prep.fingerprint}), checkpoint of update {restored.step}, "
               f"point {restored.point}",
@@ -437,6 +441,14 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
+
+
+def plot_symbol_names(symbols: Sequence[str], data_cfg: Mapping[str, Any]) -> list[str]:
+    """The market's symbols, with the name a single-symbol source without a symbol column
+    gets (`asset0`) replaced by what the run trained on (the file's stem, the dataset)."""
+    if tuple(symbols) == ("asset0",):
+        return [Path(common.data_label(data_cfg)).stem]
+    return list(symbols)
 
 
 def training_metrics(run_dir: Path, point: int, update: int) -> dict[str, float]:

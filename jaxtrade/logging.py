@@ -83,6 +83,11 @@ def silence_expected_orbax_warnings() -> None:
         logger.addFilter(_ExpectedOrbaxWarnings())
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 pod`, `2 pods`, `0 trials`: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():

@@ -222,3 +222,11 @@ def test_a_clean_resume_prints_no_orbax_item_warnings(tmp_path: Path) -> None:
     finally:
         logging.getLogger("absl").removeHandler(handler)
     assert meta["a"] == 1 and not [m for m in seen if "could not be restored" in m]
+
+
+def test_counts_read_in_the_right_number() -> None:
+    """Output said "1 pods", "1 trials" and "1 point(s)"."""
+    from jaxtrade.logging import plural
+
+    assert [plural(n, "pod") for n in (0, 1, 2)] == ["0 pods", "1 pod", "2 pods"]
+    assert plural(1, "trial") == "1 trial" and plural(3, "padding point") == "3 padding points"

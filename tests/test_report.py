@@ -94,3 +94,13 @@ def test_positions_csv_has_every_evaluated_bar(report_dir: Path) -> None:
     # Eval mode walks each split from its first decidable bar to its last bar.
     assert counts == {"train": 500 - 7, "validation": 200, "test": 200}
     assert set(positions["target_position"].unique().to_list()) <= {-1.0, 0.0, 1.0}
+
+
+def test_plots_read_for_thin_and_busy_policies() -> None:
+    """Prices were labelled 2.5e+03; one +71% month set the colour scale of every other."""
+    assert [report_lib.plain_number(v) for v in (2500.0, 104.0, 1.5, 0.8)] == [
+        "2,500", "104", "1.5", "0.8"]
+    grid = np.full((3, 12), 0.02)
+    grid[0, 0] = 0.71
+    assert report_lib.colour_limit(grid) < 0.1
+    assert report_lib.exposure_window_bars(252, 2000) == 21
