@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from jaxtrade.data.splits import TRAIN_FRAC, VALIDATION_FRAC
+from jaxtrade.defaults import TRAIN_FRAC, VALIDATION_FRAC
 
 SCHEMA_NAME = "jaxtrade_schema"
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxtrade.defaults import TRAIN_FRAC, VALIDATION_FRAC
 from jaxtrade.errors import ConfigError
 
 SPLIT_NAMES = ("train", "validation", "test")
 # The default chronological split, for `make_splits`, `jaxtrade.market.build` and the CLI
-# (`data.train_frac`, `data.validation_frac`): 70 / 15 / 15.
-TRAIN_FRAC = 0.7
-VALIDATION_FRAC = 0.15
+# (`data.train_frac`, `data.validation_frac`): 70 / 15 / 15 (jaxtrade/defaults.py).
 
 
 @dataclass(frozen=True)
