@@ -128,20 +128,25 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     """The run's `Prepared` rebuilt on the bars of `data_path` with the training fit."""
     import agents
     from jaxtrade import market as market_lib
-    from jaxtrade.config import check_window
+    from jaxtrade.config import check_eval_splits, check_window
 
     fitted = fitted_state(prep, checkpoint_meta)
     cfg = copy.deepcopy(prep.cfg)
     cfg["data"]["path"] = str(data_path)
+    cfg["data"]["fingerprint"] = None  # other bars: the training bars were checked above
     frame = common.load_frame(cfg["data"])
-    splits = common.make_data_splits(cfg, common.num_bars_per_symbol(frame))
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
+    num_bars = common.num_bars_per_symbol(frame)
+    splits = common.make_data_splits(cfg, num_bars)
+    check_eval_splits(splits, num_bars, cfg["data"])
     train_start, train_end = splits.train
     check_window(int(cfg["env"].get("window_bars", 1)), train_end - train_start)
     regimes = bool(cfg["data"].get("regimes", False))
     if regimes and fitted["regime_model"] is None:
         raise ConfigError("the run uses regimes but its training market holds no regime model")
     market = market_lib.build(
-        frame, common.feature_spec(cfg), splits,
+        # The features the run trained on (without the volume ones when its bars had none).
+        frame, prep.market.meta.extra.get("feature_spec") or common.feature_spec(cfg), splits,
         normalization="zscore" if fitted["normalizer"] is not None else "none",
         normalizer=fitted["normalizer"],
         regime_model=fitted["regime_model"] if regimes else None,
@@ -153,7 +158,7 @@ def on_other_bars(prep: Any, checkpoint_meta: dict[str, Any], data_path: Path,
     env, env_params = common.build_env(cfg, market)
     agent = agents.make_agent(prep.agent_config, env, env_params)
     return dataclasses.replace(prep, cfg=cfg, run_dir=out_dir, frame=frame,
-                               fingerprint=common.data_fingerprint(frame), market=market,
+                               fingerprint=cfg["data"]["fingerprint"], market=market,
                                env=env, env_params=env_params, agent=agent)
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from jaxtrade.cloud import SECRET_ENV, CloudError, require_env
 from jaxtrade.errors import ConfigError
+from jaxtrade.logging import plural
 
 IMAGE_REPOSITORY = "ghcr.io/jaxtrade/jaxtrade"  # `make docker` builds and tags this name
 
@@ -267,11 +268,11 @@ def sweep_main(argv: list[str], print_fn: Callable[[str], None] = print) -> int:
                     "cloud stop`" if result.not_terminated else "")
             kept = (f"; the W&B sweep {path} stays (attach to it with --sweep-id)"
                     if not args.sweep_id else "")
-            raise CloudError(f"{result.failure}; terminated the {len(result.pods)} pod(s) "
+            raise CloudError(f"{result.failure}; terminated the {plural(len(result.pods), 'pod')} "
                              f"already created{left}{kept}")
-        print(f"jaxtrade: warning: {result.failure}; kept the {len(result.pods)} pod(s) "
+        print(f"jaxtrade: warning: {result.failure}; kept the {plural(len(result.pods), 'pod')} "
               f"already created (of {spec.num_pods})", file=sys.stderr)
-    print_fn(f"{len(result.pods)} pod(s) x {spec.gpus_per_pod} {spec.gpu_type} running "
+    print_fn(f"{plural(len(result.pods), 'pod')} x {spec.gpus_per_pod} {spec.gpu_type} running "
              f"{path}; each ends itself within {args.max_hours:g} h")
     return 0
 
@@ -301,7 +302,8 @@ def plan_text(spec: Any, config: dict[str, Any], path: str, args: argparse.Names
         f"  pods:       {spec.num_pods} x {spec.gpus_per_pod} {spec.gpu_type} "
         f"({spec.cloud_type} cloud), image {spec.image}",
         f"  volume:     {volume}",
-        f"  GPU hours:  at most {gpu_hours:g} ({spec.num_pods} pods x {spec.gpus_per_pod} GPUs "
+        f"  GPU hours:  at most {gpu_hours:g} ({plural(spec.num_pods, 'pod')} x "
+        f"{plural(spec.gpus_per_pod, 'GPU')} "
         f"x {args.max_hours:g} h)",
         f"  each pod:   {spec.start_command}"
         + ("" if count else "  (no --count: until the sweep is done)"),
@@ -340,7 +342,8 @@ def status_main(argv: list[str], print_fn: Callable[[str], None] = print) -> int
     for record in records:
         live = [p["id"] for p in record["pods"] if p["status"] != "terminated"]
         states = runpod_pods.pod_status(live, key) if live else {}
-        print_fn(f"{record['launch_id']}: sweep {record['sweep']}, {len(record['pods'])} pod(s) "
+        print_fn(f"{record['launch_id']}: sweep {record['sweep']}, "
+                 f"{plural(len(record['pods']), 'pod')} "
                  f"x {record['gpus_per_pod']} {record['gpu_type']}, launched "
                  f"{record['created_utc']}, max {record['max_hours']:g} h")
         for pod in record["pods"]:

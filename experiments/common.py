@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import math
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jaxtrade.config import check_window, compose_run
+from jaxtrade.config import check_eval_splits, check_window, compose_run
 from jaxtrade.config.auto import auto_num_envs
 from jaxtrade.config.compose import compose_raw
 from jaxtrade.errors import ConfigError
@@ -43,6 +44,16 @@ def split_flags(argv: Sequence[str]) -> list[str]:
         raise ConfigError(f"unknown option {flags[0]}; give settings as key=value overrides "
                           "(see --help)")
     return list(argv)
+
+
+def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
+    """Checkpoint interval rounded up to a whole number of chunks."""
+    return max(1, math.ceil(every_updates / updates_per_chunk)) * updates_per_chunk
+
+
+def override_keys(argv: Sequence[str]) -> set[str]:
+    """The dotted keys of the `key=value` overrides in argv (`+key`, `~key` included)."""
+    return {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a and not a.startswith("-")}
 
 
 # ------------------------------------------------------------------------ environment
@@ -121,7 +132,7 @@ def resolve_run_dir(cfg: Mapping[str, Any], command: str = "train") -> Path:
     if cfg.get("run_dir"):
         return Path(cfg["run_dir"]).expanduser().resolve()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    data = Path(str(cfg["data"]["source"])).stem
+    data = Path(data_label(cfg["data"])).stem
     name = f"{cfg['agent'].get('name', 'agent')}-{data}-{stamp}"
     return (Path("runs") / (name if command == "train" else f"{command}-{name}")).resolve()
 
@@ -146,15 +157,33 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_frame(data_cfg: Mapping[str, Any]) -> Any:
+    """The bars of the data section; refused when `data.fingerprint` is set and they hash
+    otherwise (a run's config.yaml records the bars it trained on)."""
     from jaxtrade.data import load_ohlcv
+    from jaxtrade.errors import DataError
 
     source = data_cfg["source"]
     options = dict(data_cfg.get("options") or {})
     if data_cfg.get("columns"):
         options["columns"] = dict(data_cfg["columns"])
+    if data_cfg.get("adjust"):
+        options["adjust"] = True
     if source in ("csv", "parquet"):
-        return load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
-    return load_ohlcv(data_cfg.get("path") or source, **options)
+        frame = load_ohlcv(Path(data_cfg["path"]).expanduser(), format=source, **options)
+    else:
+        frame = load_ohlcv(source, **options)
+    expected = data_cfg.get("fingerprint")
+    if expected and expected != (found := data_fingerprint(frame)):
+        raise DataError(f"the bars changed since training: they hash to {found}, the run "
+                        f"recorded data.fingerprint={expected}", path=data_label(data_cfg))
+    return frame
+
+
+def data_label(data_cfg: Mapping[str, Any]) -> str:
+    """What a run trained on, in words: the file name for file sources, else the source."""
+    if data_cfg["source"] in ("csv", "parquet") and data_cfg.get("path"):
+        return Path(str(data_cfg["path"])).name
+    return str(data_cfg["source"])
 
 
 def data_fingerprint(frame: Any) -> str:
@@ -193,15 +222,40 @@ def feature_spec(cfg: Mapping[str, Any]) -> Any:
     return features.FeatureSpec.from_dict(spec)
 
 
+def has_volume(frame: Any) -> bool:
+    """Whether every symbol traded some volume: a file without a volume column loads with
+    volume 0 (jaxtrade.data.formats), and volume features of it are constants or 0/0."""
+    import polars as pl
+
+    traded = pl.col("volume") != 0
+    if "symbol" in frame.columns:
+        return bool(frame.group_by("symbol").agg(traded.any())["volume"].all())
+    return bool(frame.select(traded.any()).item())
+
+
+def volume_free_spec(spec: Any, frame: Any, notify: Callable[[str], None] = print) -> Any:
+    """`spec` less the features that need volume when the bars have none, with one line
+    naming them."""
+    if has_volume(frame):
+        return spec
+    spec, dropped = spec.without_volume()
+    if dropped:
+        notify(f"note: the bars have no volume; left out the feature(s) that need it: "
+               f"{', '.join(e.label() for e in dropped)}")
+    return spec
+
+
 def build_market(cfg: Mapping[str, Any], frame: Any) -> Any:
     """Features + MarketData; checks the observation window against the training split."""
     from jaxtrade import market as market_lib
 
-    splits = make_data_splits(cfg, num_bars_per_symbol(frame))
+    num_bars = num_bars_per_symbol(frame)
+    splits = make_data_splits(cfg, num_bars)
+    check_eval_splits(splits, num_bars, cfg["data"])
     train_start, train_end = splits.train
     window = int(cfg["env"].get("window_bars", 1))
     check_window(window, train_end - train_start)
-    return market_lib.build(frame, feature_spec(cfg), splits,
+    return market_lib.build(frame, volume_free_spec(feature_spec(cfg), frame), splits,
                             regimes=bool(cfg["data"].get("regimes", False)))
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from agents.common.types import LAST_VALUE_METRICS, is_loss_metric
+from experiments.common import chunk_update_interval
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import TrainingError
 from jaxtrade.logging import RunLogger
@@ -111,11 +111,6 @@ def _params_finite(policy_params: Callable, mesh: Mesh) -> Callable:
     """Per point: are the policy parameters finite (replay buffers may hold unwritten slots)."""
     return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))),
                    out_shardings=NamedSharding(mesh, PartitionSpec()))
-
-
-def chunk_update_interval(every_updates: int, updates_per_chunk: int) -> int:
-    """Checkpoint interval rounded up to a whole number of chunks."""
-    return max(1, math.ceil(every_updates / updates_per_chunk)) * updates_per_chunk
 
 
 def run_loop(

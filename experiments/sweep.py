@@ -23,7 +23,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 from experiments import common
 from jaxtrade.config.compose import parse_overrides
 from jaxtrade.errors import ConfigError
+from jaxtrade.logging import plural
 
 HELP = """usage: jaxtrade sweep [sweep=NAME] [key=value ...] [key=a,b,c ...]
 
@@ -138,17 +139,19 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
         raise ConfigError("sweep has no points: give sweep=<name> (e.g. sweep=lr_ent_grid) or "
                           "comma lists such as agent.hparams.learning_rate=1e-4,3e-4")
     cfg["sweep"]["points"] = points
-    summary = run_vmapped(cfg, points, print_fn)
+    summary = run_vmapped(cfg, points, print_fn, set_by_user=common.override_keys(argv))
     if sharding.is_primary():
         print_fn(summary_table(summary))
     return 0
 
 
 def run_vmapped(cfg: dict[str, Any], points: list[dict[str, float]],
-                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+                print_fn: Callable[[str], None] = print,
+                set_by_user: Collection[str] | None = None) -> dict[str, Any]:
     from experiments.train import train
 
-    result = train(cfg, hparam_points=points, command="sweep", print_fn=print_fn)
+    result = train(cfg, hparam_points=points, command="sweep", print_fn=print_fn,
+                   set_by_user=set_by_user)
     trials = []
     returns = result.loop.validation.get("validation_returns")
     for index, point in enumerate(result.points):
@@ -205,7 +208,7 @@ def summary_table(summary: Mapping[str, Any], limit: int = 20) -> str:
     head = f"{'rank':>4} {'trial':>5} " + " ".join(
         f"{a.removeprefix(HPARAM_PREFIX):>{widths[a]}}" for a in axes)
     head += f" {'val Sharpe':>11} {'val return':>11} {'val max DD':>11}"
-    lines = [f"sweep: {summary['num_trials']} trials (ranked by validation Sharpe) in "
+    lines = [f"sweep: {plural(summary['num_trials'], 'trial')} (ranked by validation Sharpe) in "
              f"{summary['run_dir']}", head]
     for rank, t in enumerate(shown, 1):
         cells = " ".join(f"{_cell(t.get(a)):>{widths[a]}}" for a in axes)
@@ -218,7 +221,7 @@ def summary_table(summary: Mapping[str, Any], limit: int = 20) -> str:
     if sig:
         lines.append(f"best trial: per-bar Sharpe {sig['sharpe_per_bar']:.4f}, PSR "
                      f"{sig['psr']:.3f}, Deflated Sharpe {sig['dsr']:.3f} over "
-                     f"{sig['num_trials']} trials (probability the best is not luck)")
+                     f"{plural(sig['num_trials'], 'trial')} (probability the best is not luck)")
     return "\n".join(lines)
 
 

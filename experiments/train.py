@@ -13,26 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from experiments import common
-from experiments.loop import LoopResult, run_loop
+from experiments.common import chunk_update_interval
 from jaxtrade.errors import CheckpointError, ConfigError
-from jaxtrade.runs import (
-    RestoredPoint,
-    init_points,
-    point_keys,
-    point_list,
-    restore_point,
-    resume_points,
-)
+from jaxtrade.logging import plural
 
-__all__ = ["Prepared", "TrainSummary", "main", "make_validation", "point_hparams", "point_list",
-           "prepare", "restore_run", "train", "write_report"]
+# JAX, the agents and the training loop are imported where they are used, after the config
+# is validated: a typo is reported in about a second, not after the imports.
+if TYPE_CHECKING:
+    from experiments.loop import LoopResult
+    from jaxtrade.runs import RestoredPoint
+
+__all__ = ["Prepared", "TrainSummary", "chunk_notice", "main", "make_validation",
+           "point_hparams", "point_list", "prepare", "restore_run", "train", "write_report"]
+
+
+def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, Any]] = ()
+               ) -> list[dict[str, Any]]:
+    """jaxtrade.runs.point_list (imported on call: it starts JAX)."""
+    from jaxtrade import runs
+
+    return runs.point_list(cfg, hparam_points)
 
 HELP = """usage: jaxtrade train [key=value ...]
 
@@ -99,10 +106,24 @@ class TrainSummary:
 
 
 def help_text() -> str:
-    """HELP with the registered agents (agents.AGENTS), so new agents list themselves."""
-    import agents
+    """HELP with the agents `agent=` can choose: configs/agent/*.yaml, each with the first
+    sentence of its header comment (read from the files: --help imports no JAX)."""
+    import re
 
-    return HELP.format(agents=agents.help_lines())
+    from jaxtrade.config.compose import config_dir, group_options
+
+    names = group_options("agent")
+    width = max((len(n) for n in names), default=0)
+    lines = []
+    for name in names:
+        text = (config_dir() / "agent" / f"{name}.yaml").read_text()
+        comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
+                           if line.startswith("#"))
+        summary = re.sub(r"\s*\(agents/[^)]*\)", "", comment).split(". ")[0].split("; ")[0]
+        if len(summary) > 72:
+            summary = summary[:69].rsplit(" ", 1)[0].rstrip(",:") + " ..."
+        lines.append(f"  {name:<{width}}  {summary}")
+    return HELP.format(agents="\n".join(lines))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -111,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     start_distributed(argv)
     cfg = common.compose(argv)
-    train(cfg)
+    train(cfg, set_by_user=common.override_keys(argv))
     return 0
 
 
@@ -119,33 +140,44 @@ def start_distributed(argv: Sequence[str]) -> bool:
     """`jax.distributed` from train.distributed (or the environment), started before the
     config is validated: validation imports the env package, whose gymnax import starts
     JAX, and jax.distributed must start first. A no-op without a coordinator."""
-    from jaxtrade import sharding
+    import os
+
     from jaxtrade.config.compose import compose_raw, parse_overrides
 
     overrides = common.split_flags(argv)
     if not common.resume_asked(overrides):
-        raw = compose_raw(overrides)
-        return sharding.initialize_distributed((raw.get("train") or {}).get("distributed"))
-    # A resume's other settings come from the run's config.yaml, which composing them on the
-    # defaults could not; train.distributed is this command's alone (common.PER_INVOCATION).
-    distributed = {ov.key_or_group.rsplit(".", 1)[1]: ov.value()
-                   for ov in parse_overrides(overrides)
-                   if ov.key_or_group.startswith("train.distributed.")}
-    return sharding.initialize_distributed(distributed or None)
+        distributed = (compose_raw(overrides).get("train") or {}).get("distributed")
+    else:
+        # A resume's other settings come from the run's config.yaml, which composing them on
+        # the defaults could not; train.distributed is this command's alone
+        # (common.PER_INVOCATION).
+        distributed = {ov.key_or_group.rsplit(".", 1)[1]: ov.value()
+                       for ov in parse_overrides(overrides)
+                       if ov.key_or_group.startswith("train.distributed.")} or None
+    if not (distributed or {}).get("coordinator_address") and not os.environ.get(
+            "JAX_COORDINATOR_ADDRESS"):
+        return False  # nothing to start; JAX is not imported for it
+    from jaxtrade import sharding
+
+    return sharding.initialize_distributed(distributed)
 
 
 def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     import agents
+    from jaxtrade.logging import silence_expected_orbax_warnings
 
+    silence_expected_orbax_warnings()  # a clean resume printed orbax warnings like a failure
     common.enable_compile_cache(cfg)
     run_dir = common.resolve_run_dir(cfg, command)
     frame = common.load_frame(cfg["data"])
+    # config.yaml, W&B and the report record the bars trained on.
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
     market = common.build_market(cfg, frame)
     env, env_params = common.build_env(cfg, market)
     num_envs = common.resolve_num_envs(cfg, env, env_params)
     agent_cfg = common.agent_config(cfg, env, env_params, num_envs)
     agent = agents.make_agent(agent_cfg, env, env_params)
-    return Prepared(cfg, run_dir, frame, common.data_fingerprint(frame), market, env,
+    return Prepared(cfg, run_dir, frame, cfg["data"]["fingerprint"], market, env,
                     env_params, agent, agent_cfg)
 
 
@@ -161,11 +193,16 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] = (),
-          command: str = "train", print_fn: Callable[[str], None] = print) -> TrainSummary:
+          command: str = "train", print_fn: Callable[[str], None] = print,
+          set_by_user: Collection[str] | None = None) -> TrainSummary:
+    """Train `cfg`'s points. `set_by_user`: the dotted keys the user gave (command-line
+    overrides); interval rounding is noticed only for those (None: for every key)."""
+    from experiments.loop import run_loop
     from jaxtrade import sharding
     from jaxtrade.checkpoint import CheckpointManager, saved_steps
     from jaxtrade.logging import RunLogger
     from jaxtrade.progress import Progress
+    from jaxtrade.runs import init_points, point_keys, restore_point, resume_points
 
     # Started by `main` already; a direct caller with a coordinator and JAX not started yet
     # gets it here; a no-op without a coordinator (train.distributed).
@@ -225,16 +262,21 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         project=log_cfg["project"], entity=log_cfg["entity"], group=log_cfg["group"],
         mode=log_cfg["mode"], tags=log_cfg["tags"],
         resume_after_update=start_update if resume else None,
-        print_fn=progress.print, write=primary,
+        print_fn=progress.print, write=primary, verbose=log_cfg["verbose"],
     ) as logger:
         if start_update == 0 and primary:
             split = f" (envs split over {mesh.env_shards})" if mesh.env_shards > 1 else ""
-            progress.print(f"training {len(points)} point(s) x {agent.num_updates} updates x "
+            progress.print(f"training {plural(len(points), 'point')} x "
+                           f"{plural(agent.num_updates, 'update')} x "
                            f"{agent.steps_per_update} env steps ({cfg['env']['num_envs']} envs)"
-                           f" on {mesh.num_devices} device(s){split} -> {run_dir}")
+                           f" on {plural(mesh.num_devices, 'device')}{split} -> {run_dir}")
             if mesh.padding:
-                progress.print(f"{mesh.padding} padding point(s) (copies of the last point, "
+                progress.print(f"{plural(mesh.padding, 'padding point')} (copies of the last "
+                               "point, "
                                f"never logged or saved) fill {mesh.num_devices} devices")
+        if primary and (notice := chunk_notice(cfg["train"], agent, set_by_user)):
+            progress.print(notice)
+        progress.compiling()
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,
@@ -283,6 +325,35 @@ def interval_updates(train_cfg: Mapping[str, Any], which: str, agent: Any) -> in
     if steps:
         return max(1, math.ceil(int(steps) / int(agent.steps_per_update)))
     return int(train_cfg[f"{which}_every_updates"])
+
+
+def chunk_notice(train_cfg: Mapping[str, Any], agent: Any,
+                 set_by_user: Collection[str] | None = None) -> str | None:
+    """One line when the host acts later than the user asked: checkpoints, validation and
+    `stop_after_updates` happen between chunks of `agent.updates_per_chunk` compiled updates,
+    so an interval that is not a whole number of chunks is rounded up to one.
+
+    Only for keys in `set_by_user` (all when None): the default 20-update checkpoint interval
+    of a 1,000-update DQN chunk is the defaults' doing, and a notice about it on every run
+    would be noise."""
+    per_chunk = int(agent.updates_per_chunk)
+    rounded = []
+    for which, what in (("checkpoint", "checkpoints"), ("eval", "validation")):
+        asked = interval_updates(train_cfg, which, agent)
+        key = (f"{which}_every_steps" if train_cfg.get(f"{which}_every_steps")
+               else f"{which}_every_updates")
+        if asked % per_chunk and (set_by_user is None or f"train.{key}" in set_by_user):
+            rounded.append(f"{what} every {chunk_update_interval(asked, per_chunk)} updates "
+                           f"(train.{key}={train_cfg[key]})")
+    stop = train_cfg.get("stop_after_updates")
+    if stop and stop % per_chunk and stop < int(agent.num_updates):
+        rounded.append(f"a stop after {chunk_update_interval(stop, per_chunk)} updates "
+                       f"(train.stop_after_updates={stop})")
+    if not rounded:
+        return None
+    return (f"note: {'; '.join(rounded)}: rounded up to whole chunks of "
+            f"agent.updates_per_chunk={per_chunk} (set it to a divisor of the interval for "
+            "exact intervals)")
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -372,8 +443,10 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
         costs_description=costs_description(prep.env_params),
         sweep_sharpe_variance=sweep_sharpe_variance,
-        title=f"jaxtrade: {prep.cfg['agent']['name']} on {prep.cfg['data']['source']}, "
-              f"checkpoint of update {restored.step}, point {restored.point}",
+        symbol_names=plot_symbol_names(prep.market.meta.symbols, prep.cfg["data"]),
+        title=f"jaxtrade: {prep.cfg['agent']['name']} on {common.data_label(prep.cfg['data'])} "
+              f"(bars {prep.fingerprint}), checkpoint of update {restored.step}, "
+              f"point {restored.point}",
     )
     report_dir = Path(page).parent
     metrics_path = report_dir / "metrics.json"
@@ -391,6 +464,14 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
+
+
+def plot_symbol_names(symbols: Sequence[str], data_cfg: Mapping[str, Any]) -> list[str]:
+    """The market's symbols, with the name a single-symbol source without a symbol column
+    gets (`asset0`) replaced by what the run trained on (the file's stem, the dataset)."""
+    if tuple(symbols) == ("asset0",):
+        return [Path(common.data_label(data_cfg)).stem]
+    return list(symbols)
 
 
 def training_metrics(run_dir: Path, point: int, update: int,
@@ -416,6 +497,8 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     Returns (prepared run, the restored checkpoint and chosen point, all points); the point
     defaults to the best by validation Sharpe at that checkpoint.
     """
+    from jaxtrade.runs import init_points, point_keys, restore_point
+
     run_dir = Path(run_dir)
     cfg = common.read_run_config(run_dir)
     cfg["run_dir"] = str(run_dir)
@@ -457,11 +540,15 @@ def metrics_table(metrics_json: Path) -> str:
     rows = [("policy", data)] + [(name, by_split) for name, by_split in
                                  (data.get("baselines") or {}).items()]
     splits = [s for s in ("train", "validation", "test") if s in data]
-    header = f"{'':18s}" + "".join(f"{s + ' Sharpe':>18s}" for s in splits) + \
+    from jaxtrade.evaluate.report import short_splits
+
+    short = short_splits(data)  # marked with * (verdict says why)
+    header = f"{'':18s}" + "".join(
+        f"{s + ' Sharpe' + ('*' if s in short else ''):>20s}" for s in splits) + \
         f"{'test return':>14s}{'test max DD':>14s}"
     lines = [header]
     for name, by_split in rows:
-        cells = "".join(f"{_num((by_split.get(s) or {}).get('sharpe')):>18s}" for s in splits)
+        cells = "".join(f"{_num((by_split.get(s) or {}).get('sharpe')):>20s}" for s in splits)
         test = by_split.get("test") or {}
         lines.append(f"{name:18s}{cells}{_num(test.get('total_return'), pct=True):>14s}"
                      f"{_num(test.get('max_drawdown'), pct=True):>14s}")
@@ -477,8 +564,12 @@ def verdict(metrics_json: Path) -> list[str]:
     """
     import json
 
+    from jaxtrade.evaluate.report import sharpe_standard_error, short_splits
+
     data = json.loads(Path(metrics_json).read_text())
     baselines = data.get("baselines") or {}
+    short = short_splits(data)
+    significance = data.get("significance") or {}
     lines = []
 
     def sharpe(by_split: dict[str, Any], split: str) -> float | None:
@@ -493,7 +584,19 @@ def verdict(metrics_json: Path) -> list[str]:
         rank = 1 + sum(v > mine for v in others.values())
         best = max(others, key=others.get)
         lines.append(f"{split}: policy Sharpe {mine:.2f} ranks {rank} of {len(others) + 1} "
-                     f"(best baseline {best} {others[best]:.2f})")
+                     f"(best baseline {best} {others[best]:.2f})"
+                     + (f" [short sample: {short[split]} bars]" if split in short else ""))
+    if short:
+        per_year = float(data["bars_per_year"])
+        psr = "; ".join(
+            f"{s} {_num(significance.get(f'psr_{s}'))} on n={significance.get(f'psr_{s}_bars', n)}"
+            for s, n in short.items())
+        lines.append(
+            f"caution: {' and '.join(f'{s} ({n} bars)' for s, n in short.items())} rest on "
+            f"fewer than {data.get('min_reliable_bars', math.ceil(per_year))} bars (a year at "
+            f"{per_year:g} bars per year): a Sharpe ratio from {min(short.values())} bars has a "
+            f"standard error of about "
+            f"{sharpe_standard_error(per_year, min(short.values())):.1f}; PSR {psr}")
     train, validation = sharpe(data, "train"), sharpe(data, "validation")
     if train is not None and validation is not None and train - validation > 1.0:
         lines.append(f"warning: train Sharpe {train:.2f} vs validation {validation:.2f}: the "

@@ -2,8 +2,10 @@
 
 Whatever the kind, every logged row also goes to `run_dir/metrics.jsonl` (one JSON object
 per line: `point`, `update`, `env_steps`, `time_s` and the metrics), so nothing depends on
-W&B. A run trains P points side by side (seeds x hyperparameter points, vmapped); each
-point is its own W&B run inside one group, so W&B's comparison views work.
+W&B. The console shows one progress line per chunk (jaxtrade.progress); `verbose=True`
+(`logger.verbose=true`) prints every metric of each chunk too. A run trains P points side by
+side (seeds x hyperparameter points, vmapped); each point is its own W&B run inside one
+group, so W&B's comparison views work.
 
 W&B runs offline by default (`logger.mode=offline`, files under `run_dir/wandb/`, upload
 later with `wandb sync`); `WANDB_MODE` in the environment takes precedence. Secrets never
@@ -55,6 +57,35 @@ def to_jsonable(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+class _ExpectedOrbaxWarnings:
+    """Drops orbax's 'Item "state"/"metadata" was found in the checkpoint, but could not be
+    restored' warnings: orbax logs them whenever a fresh CheckpointManager reads a step
+    before it has been told the items' handlers (jaxtrade.checkpoint reads the saved shapes
+    first, then restores both items with their handlers), so on a clean resume they read
+    like a failure while nothing failed. A restore that does fail raises its own error."""
+
+    ITEMS = ("state", "metadata")
+
+    def filter(self, record: Any) -> bool:
+        return not (str(record.msg).startswith('Item "%s" was found in the checkpoint, but '
+                                               "could not")
+                    and record.args and record.args[0] in self.ITEMS)
+
+
+def silence_expected_orbax_warnings() -> None:
+    """Install the filter on absl's logger (orbax logs through absl); idempotent."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ExpectedOrbaxWarnings) for f in logger.filters):
+        logger.addFilter(_ExpectedOrbaxWarnings())
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 pod`, `2 pods`, `0 trials`: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
 
 
 def read_metrics(run_dir: str | Path, warn: Callable[[str], None] | None = None
@@ -120,12 +151,16 @@ class RunLogger:
         resume_after_update: int | None = None,
         print_fn: Callable[[str], None] = print,
         write: bool = True,
+        verbose: bool = False,
     ) -> None:
         if kind not in ("none", "console", "wandb"):
             raise ConfigError(f"logger.kind={kind!r} is not allowed: choose none, console, wandb")
         self.run_dir = Path(run_dir)
         self.points = [dict(p) for p in points]
         self.print_fn = print_fn
+        # Every metric of every chunk on the console (logger.verbose=true); otherwise the
+        # progress line says what a reader follows and the rest is in metrics.jsonl.
+        self.verbose = verbose
         self._t0 = time.perf_counter()
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._runs: list[Any] = []
@@ -204,7 +239,7 @@ class RunLogger:
         for run, row in zip(self._runs, rows):
             run.log({k: v for k, v in row.items() if k not in ("point", "update")
                      and isinstance(v, (int, float))}, step=int(update))
-        if self.kind == "console":
+        if self.kind == "console" and self.verbose:
             shown = ", ".join(f"{k}={_short(v)}" for k, v in rows[0].items()
                               if k not in ("point", "time_s") and isinstance(v, (int, float)))
             self.print_fn(f"[{update}] {shown}" + (f" (point 0 of {len(rows)})"

@@ -208,9 +208,9 @@ def build(
     `symbol`). Symbols are aligned on the union of their timestamps; `valid` marks the bars
     an asset really has, and at the others its prices are carried forward (before its first
     bar: its first prices), its features are 0. `split` is a `jaxtrade.data.Splits` over
-    that timeline, or None for `make_splits(T, 0.6, 0.2)`. The normalizer (`normalization`
-    "zscore" | "robust" | "none") is fitted on the valid bars of the train split pooled over
-    assets; NaN warm-up values become 0. `regimes=True` fits the HMM of
+    that timeline, or None for `make_splits(T)` (70 / 15 / 15, the CLI's default too). The
+    normalizer (`normalization` "zscore" | "robust" | "none") is fitted on the valid bars of
+    the train split pooled over assets; NaN warm-up values become 0. `regimes=True` fits the HMM of
     `jaxtrade.features.regimes` on the train bars and forward-filters every bar; otherwise
     the regime tensor is uniform. `atr` is Wilder ATR(14) and `volatility` the rolling std
     (20 bars, ddof=1) of log returns, both causal, in the same conventions as `from_arrays`.
@@ -285,7 +285,7 @@ def build(
     volatility = np.nan_to_num(_carry(place(wide.get_column("__vol").to_numpy())))
 
     if split is None:
-        split = make_splits(num_bars, 0.6, 0.2)
+        split = make_splits(num_bars)
     if not isinstance(split, Splits):
         raise ConfigError(f"split must be a jaxtrade.data.Splits or None, got {type(split)}")
     splits = split.as_array()

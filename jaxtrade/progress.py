@@ -43,6 +43,14 @@ class Progress:
         self._val_sharpe: float | None = None
         self._live: Any = None
         self._task: Any = None
+        self._compile_t0: float | None = None
+
+    def compiling(self) -> None:
+        """Say that the first chunk compiles (tens of seconds of silence otherwise); the
+        first `update` says how long it took, and steps/s count from there."""
+        self._compile_t0 = time.perf_counter()
+        if self.enabled:
+            self.print("compiling (first run of this shape; later runs use the cache)")
 
     # -------------------------------------------------------------- numbers
     @property
@@ -110,6 +118,12 @@ class Progress:
 
     def update(self, steps: int, *, episode_return: float | None = None,
                validation_sharpe: float | None = None) -> None:
+        if self._compile_t0 is not None:
+            now = time.perf_counter()
+            if self.enabled:
+                self.print(f"compiled and ran the first chunk in {now - self._compile_t0:.1f} s")
+            # The rate and ETA are of training, not of compiling.
+            self._compile_t0, self._t0, self._start_steps = None, now, int(steps)
         self._steps = int(steps)
         if episode_return is not None:
             self._episode_return = float(episode_return)

@@ -55,6 +55,8 @@ def test_user_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture) -> 
     assert code == 2
     assert err.strip().count("\n") == 0
     assert "'env.num_env'" in err and "did you mean 'env.num_envs'?" in err
+    code, out, err = run_cli(["train", "experiment=smok"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "did you mean 'smoke'?" in err
     code, out, err = run_cli(["train", "data=csv", "data.path=/no/such/bars.csv"], capsys)
     assert code == 2 and err.startswith("jaxtrade: DataError:") and "/no/such/bars.csv" in err
     code, out, err = run_cli(["bench", "nosuch"], capsys)
@@ -79,6 +81,98 @@ def test_train_writes_the_run_directory(trained: tuple[Path, str]) -> None:
     assert "buy_and_hold" in metrics["baselines"]
     assert f"report: {run_dir / 'report' / 'report.html'}" in stdout
     assert "buy_and_hold" in stdout and "test Sharpe" in stdout
+    # The run records the bars it trained on: config.yaml and the report's title.
+    fingerprint = cfg["data"]["fingerprint"]
+    assert len(fingerprint) == 16
+    html = (run_dir / "report" / "report.html").read_text()
+    assert f"ppo on synthetic (bars {fingerprint})" in html
+
+
+def test_a_file_run_records_the_file_and_refuses_changed_bars(tmp_path: Path) -> None:
+    """data.path without data=csv trained on the file but recorded sp500_daily; a config.yaml
+    fingerprint that the bars no longer match is refused."""
+    from experiments import common
+    from jaxtrade.config import compose_run
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.errors import ConfigError, DataError
+
+    csv = tmp_path / "rw.csv"
+    synthetic_frame(num_bars=300, seed=1).write_csv(csv)
+    with pytest.raises(ConfigError, match=r"data.path='.*rw.csv' is not allowed with "
+                                          r"data=sp500_daily \(an embedded dataset\): add "
+                                          r"data=csv"):
+        compose_run([f"data.path={csv}"])
+    with pytest.raises(ConfigError, match="add data=csv"):
+        compose_run(["experiment=smoke", f"data.path={csv}"])
+    cfg = compose_run(["data=csv", f"data.path={csv}"])
+    assert common.data_label(cfg["data"]) == "rw.csv"
+    assert common.resolve_run_dir(cfg).name.startswith("ppo-rw-")
+    frame = common.load_frame(cfg["data"])
+    cfg["data"]["fingerprint"] = common.data_fingerprint(frame)
+    assert common.load_frame(cfg["data"]).equals(frame)
+    synthetic_frame(num_bars=300, seed=2).write_csv(csv)
+    with pytest.raises(DataError, match="rw.csv: the bars changed since training"):
+        common.load_frame(cfg["data"])
+
+
+def test_splits_too_short_to_judge_a_policy_are_refused(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """50 bars gave 5-bar validation and test splits and a report of "Sharpe 14.02"."""
+    from jaxtrade.data.synthetic import synthetic_frame
+
+    csv = tmp_path / "bars50.csv"
+    synthetic_frame(num_bars=50, seed=1).write_csv(csv)
+    code, out, err = run_cli(["train", "data=csv", f"data.path={csv}", "env.window_bars=8",
+                              "env.num_envs=4", "logger=none", f"run_dir={tmp_path / 'r'}"],
+                             capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert ("the validation and test split(s) are too short to judge a policy: validation 6 "
+            "bars, test 6 of 50 (data.train_frac=0.7, data.validation_frac=0.15, "
+            "data.embargo_bars=5); each needs at least 30") in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_intervals_that_are_not_whole_chunks_are_noticed() -> None:
+    """checkpoint_every_updates=5 became 10 and stop_after_updates=1 stopped at 10, silently."""
+    from types import SimpleNamespace
+
+    from experiments.train import chunk_notice
+    from jaxtrade.config import compose_run
+
+    ppo = SimpleNamespace(updates_per_chunk=10, num_updates=100, steps_per_update=1024)
+    assert chunk_notice(compose_run([])["train"], ppo) is None  # 20 and 10: whole chunks
+    cfg = compose_run(["train.checkpoint_every_updates=5", "train.stop_after_updates=1"])
+    assert chunk_notice(cfg["train"], ppo) == (
+        "note: checkpoints every 10 updates (train.checkpoint_every_updates=5); a stop after 10 "
+        "updates "
+        "(train.stop_after_updates=1): rounded up to whole chunks of agent.updates_per_chunk=10 "
+        "(set it to a divisor of the interval for exact intervals)")
+    steps = compose_run(["train.eval_every_steps=3000"])["train"]
+    assert "validation every 10 updates (train.eval_every_steps=3000)" in chunk_notice(steps, ppo)
+    # A stop at or past the end of the run is not a rounding.
+    done = compose_run(["train.stop_after_updates=105"])["train"]
+    assert chunk_notice(done, ppo) is None
+
+
+def test_default_intervals_rounded_to_a_dqn_chunk_are_not_noticed() -> None:
+    """Every default DQN run printed the rounding notice (the default 20-update checkpoint
+    interval vs its 1,000-update chunk), which the user did not cause."""
+    from types import SimpleNamespace
+
+    from experiments.common import override_keys
+    from experiments.train import chunk_notice
+    from jaxtrade.config import compose_run
+
+    dqn = SimpleNamespace(updates_per_chunk=1000, num_updates=100_000, steps_per_update=10)
+    argv = ["agent=dqn"]
+    assert chunk_notice(compose_run(argv)["train"], dqn, override_keys(argv)) is None
+    argv = ["agent=dqn", "train.checkpoint_every_updates=20", "train.eval_every_steps=5000"]
+    assert override_keys(argv) == {"agent", "train.checkpoint_every_updates",
+                                   "train.eval_every_steps"}
+    assert chunk_notice(compose_run(argv)["train"], dqn, override_keys(argv)) == (
+        "note: checkpoints every 1000 updates (train.checkpoint_every_updates=20); validation "
+        "every 1000 updates (train.eval_every_steps=5000): rounded up to whole chunks of "
+        "agent.updates_per_chunk=1000 (set it to a divisor of the interval for exact intervals)")
 
 
 def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
@@ -91,6 +185,7 @@ def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
     assert info["git_commit"] and info["versions"]["jax"] and info["device"]["device_kind"]
     assert len(info["data_fingerprint"]) == 16
     assert run["config"]["env"]["num_envs"] == 4
+    assert run["config"]["data"]["fingerprint"] == info["data_fingerprint"]
     steps = [h["_step"] for h in run["history"] if "loss" in h]
     assert steps == [2, 4]  # streamed at each chunk boundary
     kinds = {kind for kind, _ in run["artifacts"]}
@@ -230,3 +325,37 @@ def test_backtest_names_a_missing_or_bad_checkpoint(trained: tuple[Path, str],
     assert code == 2 and "checkpoint='newest' is not allowed" in err
     code, out, err = run_cli(["backtest", f"run_dir={run_dir}", "checkpoint=3"], capsys)
     assert code != 0 and "no checkpoint 3" in err and "[2, 4]" in err
+
+
+def test_volume_less_bars_train_without_volume_features_and_adjust_is_a_cli_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Bars without volume were refused; now the features that need volume are left out, in
+    one line naming them. data.adjust=true takes Yahoo's Adj Close as the close."""
+    from experiments import common
+    from jaxtrade.config import compose_run
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.errors import ConfigError
+
+    bars = synthetic_frame(num_bars=400, seed=1)
+    csv = tmp_path / "fx.csv"
+    bars.drop("volume").write_csv(csv)
+    cfg = compose_run(["data=csv", f"data.path={csv}"])
+    market = common.build_market(cfg, common.load_frame(cfg["data"]))
+    out = capsys.readouterr().out
+    assert ("note: the bars have no volume; left out the feature(s) that need it: obv, "
+            "volume_roc, zscore(log_volume)") in out
+    names = market.meta.feature_names
+    assert not any(n.startswith(("obv", "volume_roc")) or "log_volume" in n for n in names)
+    assert any(n.startswith("rsi") for n in names)
+
+    yahoo = tmp_path / "SPY.csv"
+    bars.with_columns((bars["close"] * 0.5).alias("Adj Close")).rename(
+        {"timestamp": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+         "volume": "Volume"}).write_csv(yahoo)
+    plain = common.load_frame(compose_run(["data=csv", f"data.path={yahoo}"])["data"])
+    adjusted = common.load_frame(
+        compose_run(["data=csv", f"data.path={yahoo}", "data.adjust=true"])["data"])
+    for col in ("open", "high", "low", "close"):
+        assert (adjusted[col] / plain[col] - 0.5).abs().max() < 1e-12
+    with pytest.raises(ConfigError, match="data.adjust=true is not allowed with data=synthetic"):
+        compose_run(["data=synthetic", "data.adjust=true"])

@@ -221,7 +221,7 @@ def test_partial_failure_terminates_the_pods_created(
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "jaxtrade-abc123de-2 was refused" in err
-    assert "no longer any instances" in err and "terminated the 2 pod(s)" in err
+    assert "no longer any instances" in err and "terminated the 2 pods" in err
     assert sorted(runpod_api.terminated) == ["pod001", "pod002"] and not runpod_api.pods
     record = json.loads(next(records.glob("*.json")).read_text())
     assert [p["status"] for p in record["pods"]] == ["terminated", "terminated"]
@@ -236,7 +236,7 @@ def test_partial_failure_keep(runpod_api: FakeRunPod, wandb_sweeps: list, keys: 
                  "--on-partial-failure", "keep", "--records", str(records)])
     err = capsys.readouterr().err
     assert code == 0
-    assert "kept the 1 pod(s)" in err
+    assert "kept the 1 pod" in err
     assert runpod_api.terminated == [] and list(runpod_api.pods) == ["pod001"]
     record = json.loads(next(records.glob("*.json")).read_text())
     assert [(p["id"], p["status"]) for p in record["pods"]] == [("pod001", "created")]

@@ -72,6 +72,27 @@ def test_out_of_range(override: str, expected: str) -> None:
     assert error_of([override]) == expected
 
 
+def test_sizes_no_run_can_have_are_refused_before_jax() -> None:
+    """total_steps=1e15 overflowed the update counter inside JAX; num_envs=1e9 reached it."""
+    message = error_of(["env.num_envs=1e9"])
+    assert message.startswith("env.num_envs=1000000000 is not allowed: its envs need at least "
+                              "1,023.7 TB (1000000000 envs x 129 observations of 32 bars x 62 "
+                              "features, float32)")
+    assert "15.9 TB" in error_of(["env.num_envs=1e9", "agent=dqn"])  # 2 observations per env
+    assert "x 14 features" in error_of(["env.num_envs=1e9", "features=minimal"])
+    message = error_of(["train.total_steps=1e15"])
+    assert message.startswith("train.total_steps=1000000000000000 is not allowed: 9.77e+11 "
+                              "updates of 1024 env steps (env.num_envs=auto, which may pick 8 "
+                              "envs, agent.rollout_len=128) overflow the device's update counter")
+    assert "env.num_envs=4096" in error_of(["train.total_steps=1e16", "env.num_envs=4096"])
+    assert error_of(["env.num_envs=8", "train.total_steps=100"]) == (
+        "train.total_steps=100 is not allowed: less than one update (env.num_envs * "
+        "agent.rollout_len = 8*128 = 1024 env steps)")
+    # Large but possible runs pass.
+    compose_run(["env.num_envs=65536", "train.total_steps=1e12"])
+    compose_run(["agent=dqn", "train.total_steps=1e10"])
+
+
 def test_cross_field_constraints() -> None:
     message = error_of(["env.num_envs=3", "agent.rollout_len=100", "agent.num_minibatches=7"])
     assert message.startswith("agent.num_minibatches=7 is not allowed")
@@ -92,6 +113,24 @@ def test_group_choice_typo_and_keys_set_elsewhere() -> None:
     assert "network.torso" in error_of(["network.torso=transformer"])
 
 
+def test_a_choice_that_names_no_file_is_refused_in_every_group() -> None:
+    """`optional` groups (experiment, experiment_agent) used to skip a typo silently."""
+    from jaxtrade.config.compose import groups
+
+    assert error_of(["experiment=smok"]) == (
+        "experiment='smok' is not allowed: choose one of cvar_sp500, gpu, smoke; "
+        "did you mean 'smoke'?")
+    assert "did you mean 'minimal'?" in error_of(["features=minimall"])
+    assert "did you mean 'smoke/dqn'?" in error_of(["experiment_agent=smoke/dqnn"])
+    for group in groups():
+        options = group_options(group)
+        assert options, group
+        typo = options[0] + "x"
+        message = error_of([f"{group}={typo}"])
+        assert message.startswith(f"{group}='{typo}' is not allowed: choose one of"), message
+        assert f"did you mean '{options[0]}'?" in message, message
+
+
 def test_scientific_notation_for_integers_and_presets() -> None:
     cfg = compose_run(["train.total_steps=2e5", "agent.hparams.learning_rate=1e-4"])
     assert cfg["train"]["total_steps"] == 200_000
@@ -107,6 +146,24 @@ def test_every_group_option_composes() -> None:
             extra = ["data.path=bars.csv"] if option in ("csv", "parquet") else []
             cfg = compose_run([f"{group}={option}", *extra])
             assert cfg is not None, (group, option)
+
+
+def test_every_preset_composes_with_every_data_source(tmp_path: Path) -> None:
+    """experiment=smoke data=csv failed: the preset's generator option reached the CSV reader."""
+    from experiments.common import load_frame
+    from jaxtrade.data.synthetic import synthetic_frame
+
+    frame = synthetic_frame(num_bars=200)
+    files = {"csv": tmp_path / "bars.csv", "parquet": tmp_path / "bars.parquet"}
+    frame.write_csv(files["csv"])
+    frame.write_parquet(files["parquet"])
+    for preset in group_options("experiment"):
+        for source in group_options("data"):
+            extra = [f"data.path={files[source]}"] if source in files else []
+            cfg = compose_run([f"experiment={preset}", f"data={source}", *extra])
+            assert cfg["data"]["source"] == source
+            assert load_frame(cfg["data"]).height > 0, (preset, source)
+    assert compose_run(["experiment=smoke"])["data"]["options"]["num_bars"] == 600
 
 
 def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:

@@ -103,6 +103,31 @@ def test_yahoo_layout(tmp_path: Path, date_style: str) -> None:
         np.testing.assert_allclose(adjusted[col].to_numpy(), ref[col].to_numpy() * 0.5, rtol=1e-15)
 
 
+def test_bars_without_volume_load_with_volume_zero(tmp_path: Path) -> None:
+    """FX and many crypto exports have no volume column; they were refused."""
+    ref = make_bars()
+    rows = [f"{r['timestamp'].isoformat()},{r['open']!r},{r['high']!r},{r['low']!r},"
+            f"{r['close']!r}" for r in ref.iter_rows(named=True)]
+    path = write_lines(tmp_path / "eurusd.csv", "time,open,high,low,close", rows)
+    assert_frame_equal(load_ohlcv(path), ref.with_columns(volume=pl.lit(0.0)))
+
+
+def test_yahoo_file_with_only_adj_close_is_a_close_only_series(tmp_path: Path) -> None:
+    ref = make_bars(step=timedelta(days=1))
+    rows = [f"{r['timestamp']:%Y-%m-%d},{r['close']!r},{r['volume']!r}"
+            for r in ref.iter_rows(named=True)]
+    path = write_lines(tmp_path / "SPY.csv", "Date,Adj Close,Volume", rows)
+    flat = ref.with_columns(open=pl.col("close"), high=pl.col("close"), low=pl.col("close"))
+    assert_frame_equal(load_ohlcv(path), flat)
+    assert_frame_equal(load_ohlcv(path, adjust=True), flat)
+    # Unadjusted open/high/low beside an adjusted close cannot be reconciled without Close.
+    rows = [f"{r['timestamp']:%Y-%m-%d},{r['open']!r},{r['high']!r},{r['low']!r},"
+            f"{r['close']!r}" for r in ref.iter_rows(named=True)]
+    path = write_lines(tmp_path / "QQQ.csv", "Date,Open,High,Low,Adj Close", rows)
+    with pytest.raises(DataError, match="has 'Adj Close' but no Close"):
+        load_ohlcv(path)
+
+
 @pytest.mark.parametrize("unit,scale", [("ms", 1_000), ("us", 1_000_000)])
 def test_binance_klines_without_header(tmp_path: Path, unit: str, scale: int) -> None:
     ref = make_bars()

@@ -9,6 +9,15 @@ from jaxtrade.data import Splits, make_splits, walk_forward
 from jaxtrade.errors import ConfigError
 
 
+def test_one_default_split_for_the_library_and_the_cli() -> None:
+    """make_splits (and so jaxtrade.market.build) defaulted to 60/20/20, the CLI to 70/15/15."""
+    from jaxtrade.config.schema import DataConfig
+
+    s = make_splits(1000)
+    assert (s.train, s.validation, s.test) == ((0, 700), (700, 850), (850, 1000))
+    assert (DataConfig().train_frac, DataConfig().validation_frac) == (0.7, 0.15)
+
+
 def _ranges(s: Splits) -> list[tuple[int, int]]:
     return [r for r in (s.train, s.validation, s.test) if r[1] > r[0]]
 

@@ -120,10 +120,23 @@ def test_unsorted_timestamps(tmp_path: Path) -> None:
 
 
 def test_missing_column(tmp_path: Path) -> None:
-    lines = [line[:5] for line in good_lines()]
-    path = write(tmp_path / "novol.csv", lines, HEADER[:5])
-    with pytest.raises(DataError, match=r"novol\.csv: missing column\(s\) \['volume'\]"):
+    # Volume is optional (volume-less bars load with volume 0); a missing price is not.
+    lines = [line[:2] + line[3:] for line in good_lines()]
+    path = write(tmp_path / "nohigh.csv", lines, HEADER[:2] + HEADER[3:])
+    with pytest.raises(DataError, match=r"nohigh\.csv: missing column\(s\) \['high'\]"):
         load_ohlcv(path)
+
+
+def test_unmapped_column_error_gives_the_cli_spelling(tmp_path: Path) -> None:
+    header = ["Price" if c == "close" else c for c in HEADER]
+    assert header != HEADER
+    path = write(tmp_path / "price.csv", good_lines(), header)
+    with pytest.raises(DataError, match=r"price\.csv: missing column\(s\) \['close'\] .*map them "
+                                        r"on the command line with data\.columns\.close=<file "
+                                        r"column> \(in Python: load_ohlcv\(\.\.\., "
+                                        r"columns=\{'close': <file column>\}\)\)"):
+        load_ohlcv(path)
+    assert load_ohlcv(path, columns={"close": "Price"}).height == len(good_lines())
 
 
 def test_too_few_bars(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def _read_wandb_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
 def test_metrics_jsonl_rows_per_point_and_resume_truncation(tmp_path: Path) -> None:
     lines: list[str] = []
     with RunLogger(tmp_path, kind="console", points=[{"seed": 0}, {"seed": 1}],
-                   print_fn=lines.append) as logger:
+                   print_fn=lines.append, verbose=True) as logger:
         for update in (10, 20, 30):
             logger.log(update, update * 64, {"loss": np.array([0.5, 0.25]) * update,
                                              "lr": 3e-4, "nan_metric": np.array([np.nan, 1.0])})
@@ -166,3 +166,67 @@ def test_progress_rich_display_renders() -> None:
         progress.print("a message")
     out = stream.getvalue()
     assert "a message" in out and "50/100" in out and "val Sharpe 0.500" in out
+
+
+def test_console_shows_progress_lines_and_metrics_only_when_verbose(tmp_path: Path) -> None:
+    """Every chunk printed a ~300-character line of raw metric names beside the progress
+    line; the metrics now go to metrics.jsonl, and to the console with logger.verbose=true."""
+    lines: list[str] = []
+    with RunLogger(tmp_path, kind="console", print_fn=lines.append) as logger:
+        logger.log(10, 640, {"loss": 0.5, "entropy": 1.0})
+    assert lines == [] and read_metrics(tmp_path)[0]["loss"] == 0.5
+    from jaxtrade.config import compose_run
+
+    assert compose_run([])["logger"]["verbose"] is False
+    assert compose_run(["logger.verbose=true"])["logger"]["verbose"] is True
+
+
+def test_progress_says_it_compiles_and_how_long_it_took() -> None:
+    stream = io.StringIO()
+    with Progress(1000, stream=stream) as progress:
+        progress.compiling()
+        progress.update(250, episode_return=0.5)
+        progress.update(500)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "compiling (first run of this shape; later runs use the cache)"
+    assert lines[1].startswith("compiled and ran the first chunk in ") and lines[1].endswith(" s")
+    # steps/s count from the end of the compile: none yet after the first chunk.
+    assert lines[2].startswith("train: steps 250/1000") and "| - steps/s |" in lines[2]
+    assert lines[3].startswith("train: steps 500/1000") and "| - steps/s |" not in lines[3]
+
+
+def test_a_clean_resume_prints_no_orbax_item_warnings(tmp_path: Path) -> None:
+    """Resuming printed orbax's 'Item "metadata" was found in the checkpoint, but could not
+    be restored' (and "state") warnings, which read like a failure."""
+    import logging
+
+    from jaxtrade.checkpoint import CheckpointManager
+    from jaxtrade.logging import silence_expected_orbax_warnings
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("absl").addHandler(handler)
+    try:
+        silence_expected_orbax_warnings()
+        manager = CheckpointManager(tmp_path / "ck")
+        manager.save(1, {"x": np.zeros(3)}, metadata={"a": 1})
+        manager.close()
+        manager = CheckpointManager(tmp_path / "ck")
+        state, meta = manager.restore({"x": np.zeros(3)})
+        manager.close()
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    assert meta["a"] == 1 and not [m for m in seen if "could not be restored" in m]
+
+
+def test_counts_read_in_the_right_number() -> None:
+    """Output said "1 pods", "1 trials" and "1 point(s)"."""
+    from jaxtrade.logging import plural
+
+    assert [plural(n, "pod") for n in (0, 1, 2)] == ["0 pods", "1 pod", "2 pods"]
+    assert plural(1, "trial") == "1 trial" and plural(3, "padding point") == "3 padding points"

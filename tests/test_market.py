@@ -37,7 +37,8 @@ def test_shapes_dtypes_splits_and_meta(sp500: pl.DataFrame, market: M.MarketData
     for leaf in jax.tree_util.tree_leaves(market):
         assert leaf.dtype == (jnp.int32 if leaf is market.splits else jnp.float32)
         assert leaf.devices() == {jax.devices()[0]}
-    np.testing.assert_array_equal(market.splits, make_splits(t, 0.6, 0.2).as_array())
+    # One default split for the library and the CLI (data.train_frac / validation_frac).
+    np.testing.assert_array_equal(market.splits, make_splits(t, 0.7, 0.15).as_array())
     assert market.meta.feature_names == tuple(SPEC.columns(multi_asset=False))
     assert market.meta.bars_per_year == 252.0
     assert market.meta.extra["feature_spec"] == SPEC.to_dict()

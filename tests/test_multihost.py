@@ -75,7 +75,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     procs = [_start([*RUN, f"run_dir={single}"]),
              *_two_processes([*RUN, f"run_dir={multi}", "train.stop_after_updates=2"])]
     outputs = _wait(procs)
-    assert "on 2 device(s)" in outputs[1] and "training" not in outputs[2]
+    assert "on 2 devices" in outputs[1] and "training" not in outputs[2]
     assert sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) \
         == ["2"]
     _wait(_two_processes([*RUN, f"run_dir={multi}", "resume=true"]))
@@ -102,7 +102,7 @@ def test_a_vmapped_sweep_over_two_processes_ranks_what_one_process_ranks(tmp_pat
     outputs = _wait([_start([*sweep, f"run_dir={single}"], "sweep"),
                      *_two_processes([*sweep, f"run_dir={multi}"], "sweep")])
     assert "sweep: 2 trials" in outputs[1] and "sweep: 2 trials" not in outputs[2]
-    assert "on 2 device(s)" in outputs[1]
+    assert "on 2 devices" in outputs[1]
     want = json.loads((single / "sweep_summary.json").read_text())["trials"]
     got = json.loads((multi / "sweep_summary.json").read_text())["trials"]
     assert [t["trial"] for t in got] == [t["trial"] for t in want] and len(got) == 2

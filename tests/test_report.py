@@ -56,8 +56,13 @@ def test_report_files_exist_and_html_references_every_plot(report_dir: Path) -> 
     # Self-contained: images are inline, nothing is fetched from the network.
     assert html.count("data:image/png;base64,") == len(report_lib.PLOTS)
     assert not re.search(r"(src|href)=['\"]https?:", html)
-    for split in ("train", "validation", "test"):
-        assert f"<th>{split}</th>" in html
+    assert "<th>train</th>" in html
+    # 199-bar validation and test splits: under a year of daily bars, marked as such.
+    for split in ("validation", "test"):
+        assert f"<th>{split} <span class='warn'>(199 bars: short sample)</span></th>" in html
+        assert f"PSR {split}: " in html and "(n=199 bars)" in html
+    assert ("validation (199 bars, Sharpe standard error ~1.1), test (199 bars, Sharpe standard"
+            " error ~1.1) rest on fewer than 252 bars") in html
     assert "Sweep trials</b> behind this configuration: 12" in html
     assert "commission 1 bps" in html
 
@@ -70,6 +75,8 @@ def test_metrics_json_shape(report_dir: Path) -> None:
     assert set(metrics["baselines"]) == {"buy_and_hold", "logistic"}
     assert set(metrics["baselines"]["buy_and_hold"]) == {"train", "validation", "test"}
     assert metrics["sweep_trials"] == 12 and "commission" in metrics["costs"]
+    assert metrics["min_reliable_bars"] == 252
+    assert metrics["significance"]["psr_test_bars"] == metrics["splits"]["test"]["bars"] == 199
     assert 0.0 <= metrics["significance"]["dsr"] <= 1.0
     # More trials can only lower the deflated value below the undeflated PSR.
     assert metrics["significance"]["dsr_test"] <= metrics["significance"]["psr_test"]
@@ -87,3 +94,13 @@ def test_positions_csv_has_every_evaluated_bar(report_dir: Path) -> None:
     # Eval mode walks each split from its first decidable bar to its last bar.
     assert counts == {"train": 500 - 7, "validation": 200, "test": 200}
     assert set(positions["target_position"].unique().to_list()) <= {-1.0, 0.0, 1.0}
+
+
+def test_plots_read_for_thin_and_busy_policies() -> None:
+    """Prices were labelled 2.5e+03; one +71% month set the colour scale of every other."""
+    assert [report_lib.plain_number(v) for v in (2500.0, 104.0, 1.5, 0.8)] == [
+        "2,500", "104", "1.5", "0.8"]
+    grid = np.full((3, 12), 0.02)
+    grid[0, 0] = 0.71
+    assert report_lib.colour_limit(grid) < 0.1
+    assert report_lib.exposure_window_bars(252, 2000) == 21

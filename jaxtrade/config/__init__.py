@@ -10,7 +10,12 @@ from jaxtrade.config.schema import (
     TrainConfig,
     register_configs,
 )
-from jaxtrade.config.validate import check_batch_divisible, check_window, validate_run
+from jaxtrade.config.validate import (
+    check_batch_divisible,
+    check_eval_splits,
+    check_window,
+    validate_run,
+)
 
 __all__ = [
     "DataConfig",
@@ -20,6 +25,7 @@ __all__ = [
     "SweepParam",
     "TrainConfig",
     "check_batch_divisible",
+    "check_eval_splits",
     "check_window",
     "compose_raw",
     "compose_run",

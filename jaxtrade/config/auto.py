@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import os
-
-import jax
+from typing import TYPE_CHECKING
 
 from jaxtrade.errors import ConfigError
+
+if TYPE_CHECKING:  # JAX is imported when a size is picked, not with the config package
+    import jax
 
 CPU_ENVS_PER_CORE = 32
 CPU_RANGE = (8, 1024)
@@ -55,7 +57,10 @@ def auto_num_envs(obs_size: int, rollout_len: int, device: jax.Device | None = N
 
     `per_env_bytes` replaces the PPO rollout estimate; `fixed_bytes` (a replay buffer) is
     taken from the device memory before sizing the envs."""
-    device = device or jax.devices()[0]
+    if device is None:
+        import jax
+
+        device = jax.devices()[0]
     per_env = per_env_bytes if per_env_bytes is not None else bytes_per_env(obs_size, rollout_len)
     if device.platform == "cpu":
         cores = os.cpu_count() or 1

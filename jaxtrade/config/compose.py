@@ -34,9 +34,13 @@ def config_dir() -> Path:
 
 
 def group_options(group: str) -> list[str]:
-    """The YAML options of a config group (`configs/<group>/*.yaml`)."""
+    """The YAML options of a config group: `configs/<group>/*.yaml`, and `sub/name` for
+    files in subfolders (experiment_agent/smoke/dqn.yaml is `smoke/dqn`)."""
     folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(folder).with_suffix("").as_posix()
+                  for p in folder.rglob("*.yaml"))
 
 
 def groups() -> list[str]:
@@ -71,7 +75,7 @@ def compose_raw(overrides: Sequence[str], config_name: str = "config") -> dict[s
     if not (folder / f"{config_name}.yaml").is_file():
         raise ConfigError(f"config directory {folder} has no {config_name}.yaml "
                           f"(set {CONFIG_DIR_ENV} to the folder holding jaxtrade's configs/)")
-    parse_overrides(overrides)
+    check_group_choices(parse_overrides(overrides))
     overrides = [_integral_exponent(o) for o in overrides]
     GlobalHydra.instance().clear()
     try:
@@ -102,21 +106,31 @@ def compose_run(overrides: Sequence[str], config_name: str = "config") -> dict[s
     return validate_run(compose_raw(overrides, config_name))
 
 
+def check_group_choices(parsed: Sequence[Any]) -> None:
+    """A group choice that names no YAML file (`experiment=smok`) is a ConfigError naming
+    the closest option, for every group: Hydra would skip an `optional` group's missing
+    choice silently and train with the defaults."""
+    group_names = set(groups())
+    for ov in parsed:
+        key = ov.key_or_group
+        if key not in group_names or ov.is_delete():
+            continue
+        value = ov.value()
+        # A multirun list (agent=ppo,dqn) is checked option by option.
+        choices = list(value.list) if hasattr(value, "list") else [value]
+        options = group_options(key)
+        for choice in choices:
+            if isinstance(choice, str) and choice not in options:
+                raise ConfigError(f"{key}={choice!r} is not allowed: choose one of "
+                                  f"{', '.join(options)}{suggest(choice, options)}")
+
+
 def explain_failure(err: BaseException, overrides: Sequence[str], config_name: str) -> ConfigError:
     """Turn a Hydra composition error into one line naming the offending override."""
     parsed = parse_overrides(overrides)
     group_names = set(groups())
-    # 1. A group choice that does not exist: agent=ppp.
-    for ov in parsed:
-        key = ov.key_or_group
-        if key in group_names and not ov.is_delete():
-            choice = ov.value()
-            options = group_options(key)
-            if isinstance(choice, str) and choice not in options:
-                return ConfigError(f"{key}={choice!r} is not allowed: choose one of "
-                                   f"{', '.join(options)}{suggest(choice, options)}")
-    # 2. A key or value: replay the value overrides on the config composed from the group
-    #    choices alone, checking each with the validator.
+    # A key or value: replay the value overrides on the config composed from the group
+    # choices alone (each checked by check_group_choices), checking each with the validator.
     selections = [o for o, ov in zip(overrides, parsed, strict=True)
                   if ov.key_or_group in group_names]
     try:

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxtrade.defaults import TRAIN_FRAC, VALIDATION_FRAC
+
 SCHEMA_NAME = "jaxtrade_schema"
 
 
@@ -33,11 +35,18 @@ class DataConfig:
     columns: dict[str, str] | None = None
     # Extra keyword options passed to `jaxtrade.data.load_ohlcv` (e.g. synthetic num_bars).
     options: dict[str, Any] = _f({})
-    train_frac: float = _f(0.7, gt=0.0, lt=1.0)
-    validation_frac: float = _f(0.15, ge=0.0, lt=1.0)
+    # Files with an `Adj Close` column (Yahoo): its values as the close, open/high/low scaled
+    # by Adj Close / Close (split- and dividend-adjusted history).
+    adjust: bool = False
+    train_frac: float = _f(TRAIN_FRAC, gt=0.0, lt=1.0)
+    validation_frac: float = _f(VALIDATION_FRAC, ge=0.0, lt=1.0)
     embargo_bars: int = _f(0, ge=0)
     # Forward-filtered HMM regime probabilities as features (slower to build).
     regimes: bool = False
+    # sha256 (16 hex) of the bars: `jaxtrade train` records the bars it trained on here in
+    # run_dir/config.yaml; when set, bars that hash otherwise are refused (a file changed
+    # since the run, or pin the data a run must train on).
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -60,7 +69,7 @@ class TrainConfig:
     # Seeds trained side by side in one program (vmapped).
     num_seeds: int = _f(1, ge=1)
     # Save a checkpoint (and compute validation Sharpe) every this many updates; rounded up
-    # to a whole chunk of the agent's `updates_per_chunk`.
+    # to a whole chunk of the agent's `updates_per_chunk` (train prints a notice when so).
     checkpoint_every_updates: int = _f(20, ge=1)
     # Backtest every point on the validation split (Sharpe for progress, W&B and best
     # checkpoint) every this many updates, rounded up to whole chunks; also at checkpoints.
@@ -80,7 +89,7 @@ class TrainConfig:
     report: bool = True
     report_from: str = _f("best", choices=("best", "latest"))
     # Stop (as if interrupted) after this many updates in this process; resume=true continues.
-    # For time-sliced or preemptible jobs.
+    # For time-sliced or preemptible jobs. Rounded up to whole chunks, with a notice.
     stop_after_updates: int | None = _f(None, ge=1)
     # Devices the points (seeds x sweep points) are sharded over: "auto" (one host: every
     # device, at most one per point; many hosts: every device of every process) or a count.
@@ -101,6 +110,9 @@ class LoggerConfig:
     mode: str = _f("offline", choices=("offline", "online", "disabled"))
     tags: list[str] = _f([])
     log_artifacts: bool = True
+    # Every metric of every chunk on the console (they always go to metrics.jsonl); off: one
+    # progress line per chunk (steps, steps/s, ETA, episode return, validation Sharpe).
+    verbose: bool = False
 
 
 @dataclass

@@ -29,6 +29,9 @@ AGENT_KEYS_SET_ELSEWHERE = {
     "network": "network.<key>",
 }
 
+# Data sources read from data.path.
+FILE_SOURCES = ("csv", "parquet")
+
 TOP_LEVEL_KEYS = (
     "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir",
     "data", "features", "env", "agent", "network", "train", "logger", "sweep",
@@ -377,15 +380,93 @@ def _cross_field(cfg: dict[str, Any]) -> None:
             f"data.train_frac + data.validation_frac = {total:g} is not allowed: must be < 1 "
             "so a test split remains"
         )
-    if data["source"] in ("csv", "parquet") and not data.get("path"):
+    if data["source"] in FILE_SOURCES and not data.get("path"):
         raise ConfigError(f"data.path=None is not allowed with data.source={data['source']}: "
                           "give the file, e.g. data.path=bars.csv")
+    if data.get("adjust") and data["source"] not in FILE_SOURCES:
+        raise ConfigError(f"data.adjust=true is not allowed with data={data['source']}: it "
+                          "scales a file's prices to its Adj Close column (data=csv or parquet)")
+    if data["source"] not in FILE_SOURCES and data.get("path"):
+        # Training on the file while the run records the other source would mislabel it.
+        kind = "parquet" if str(data["path"]).lower().endswith((".parquet", ".pq")) else "csv"
+        what = "the generator" if data["source"] == "synthetic" else "an embedded dataset"
+        raise ConfigError(f"data.path={str(data['path'])!r} is not allowed with "
+                          f"data={data['source']} ({what}): add data={kind} to train on the file")
+    _check_sizes(cfg)
     num_envs = cfg["env"]["num_envs"]
     agent_cls = agent_config_class(cfg["agent"].get("name", "ppo"))
     if isinstance(num_envs, int) and agent_cls is not None:
         # The agent's own size rules (batch divisibility, buffer rows, ...), before compiling.
         agent_cls.from_dict(dict(cfg["agent"])).check_num_envs(num_envs)
     _check_sweep(cfg)
+
+
+# One point's env batch (a lower bound of its memory, see _check_sizes) above this fits no
+# accelerator and no ordinary host: such a size is a typo, refused before JAX allocates it.
+MAX_ENV_BATCH_BYTES = 2**40
+# Updates are counted in int32 on the device (JAX's default integers).
+MAX_UPDATES = 2**31 - 1
+# The fewest envs `env.num_envs=auto` picks (jaxtrade/config/auto.py, CPU_RANGE).
+AUTO_MIN_ENVS = 8
+
+
+def _check_sizes(cfg: dict[str, Any]) -> None:
+    """Sizes no run can have, refused in one line before anything is built.
+
+    Memory: one point's env batch holds at least its observations for a rollout plus the
+    current one, num_envs * (rollout_len + 1) * window_bars * feature columns float32 values
+    (portfolio state, actions, network activations and the replay buffer come on top).
+    Length: train.total_steps in updates of num_envs * rollout_len env steps must fit the
+    device's int32 update counter; with env.num_envs=auto, for the fewest envs auto picks."""
+    num_envs = cfg["env"]["num_envs"]
+    rollout_len = int(cfg["agent"].get("rollout_len", 1) or 1)
+    total_steps = int(cfg["train"]["total_steps"])
+    if isinstance(num_envs, int):
+        window = int(cfg["env"].get("window_bars", 1) or 1)
+        values = num_envs * (rollout_len + 1) * window * _feature_columns(cfg.get("features"))
+        if 4 * values > MAX_ENV_BATCH_BYTES:
+            raise ConfigError(
+                f"env.num_envs={num_envs} is not allowed: its envs need at least "
+                f"{_bytes(4 * values)} ({num_envs} envs x {rollout_len + 1} observations of "
+                f"{window} bars x {values // (num_envs * (rollout_len + 1) * window)} features,"
+                f" float32), above the {_bytes(MAX_ENV_BATCH_BYTES)} one point's envs may hold; "
+                "lower it or use env.num_envs=auto")
+        if total_steps < num_envs * rollout_len:
+            raise ConfigError(
+                f"train.total_steps={total_steps} is not allowed: less than one update "
+                f"(env.num_envs * agent.rollout_len = {num_envs}*{rollout_len} = "
+                f"{num_envs * rollout_len} env steps)")
+    envs = num_envs if isinstance(num_envs, int) else AUTO_MIN_ENVS
+    updates = total_steps // (envs * rollout_len)
+    if updates > MAX_UPDATES:
+        how = (f"env.num_envs={num_envs}" if isinstance(num_envs, int) else
+               f"env.num_envs=auto, which may pick {AUTO_MIN_ENVS} envs")
+        raise ConfigError(
+            f"train.total_steps={total_steps} is not allowed: {updates:.3g} updates of "
+            f"{envs * rollout_len} env steps ({how}, agent.rollout_len={rollout_len}) overflow "
+            f"the device's update counter (at most {MAX_UPDATES}); lower it or raise "
+            "env.num_envs")
+
+
+def _feature_columns(features: Any) -> int:
+    """Feature columns per bar of one asset (1 when the spec cannot be read here; its own
+    error comes when the features are built)."""
+    from jaxtrade.errors import JaxTradeError
+    from jaxtrade.features.spec import FeatureSpec, default_spec
+
+    try:
+        spec = FeatureSpec.from_dict(features) if features else default_spec()
+        return max(1, len(spec.columns(multi_asset=False)))
+    except (JaxTradeError, TypeError, ValueError, KeyError):
+        return 1
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
 
 
 def check_batch_divisible(num_envs: int, rollout_len: int, rollout_key: str,
@@ -405,6 +486,27 @@ def check_window(window_bars: int, train_bars: int, key: str = "env.window_bars"
             f"{key}={window_bars} is not allowed: must be shorter than the training split "
             f"({train_bars} bars); use a smaller window or more data / data.train_frac"
         )
+
+
+# Fewest bars in a validation or test split: below this a Sharpe ratio or a rank among
+# baselines is noise (a 5-bar split once reported "validation Sharpe 14.02, PSR 0.995").
+MIN_EVAL_BARS = 30
+
+
+def check_eval_splits(splits: Any, num_bars: int, data: Mapping[str, Any]) -> None:
+    """Validation (unless data.validation_frac=0 leaves none) and test splits of at least
+    MIN_EVAL_BARS bars, else one ConfigError with the sizes and what sets them."""
+    sizes = {name: end - start for name in ("validation", "test")
+             for start, end in [splits.bounds(name)]}
+    short = [n for n, size in sizes.items()
+             if size < MIN_EVAL_BARS and not (n == "validation" and size == 0)]
+    if short:
+        raise ConfigError(
+            f"the {' and '.join(short)} split(s) are too short to judge a policy: validation "
+            f"{sizes['validation']} bars, test {sizes['test']} of {num_bars} (data.train_frac="
+            f"{data['train_frac']:g}, data.validation_frac={data['validation_frac']:g}, "
+            f"data.embargo_bars={data['embargo_bars']}); each needs at least {MIN_EVAL_BARS}: "
+            "use more bars or larger fractions")
 
 
 def _check_sweep(cfg: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
     frame = load_ohlcv("sp500_daily")            # or a CSV/Parquet path, a folder, "synthetic"
     report = validate(frame)                      # DataError on bad data; report.gaps lists gaps
     daily = resample(load_ohlcv("eurusd_1h"), "1d")
-    splits = make_splits(frame.height, 0.6, 0.2, embargo_bars=20)
+    splits = make_splits(frame.height, embargo_bars=20)   # 70 / 15 / 15 as the CLI
 """
 
 from jaxtrade.data.calendar import Gap, fill_gaps, find_gaps, infer_bars_per_year

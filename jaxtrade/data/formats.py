@@ -5,8 +5,13 @@ Recognised layouts (detected from the header, or forced with `format=`):
            and `OPENTIME` are the same name); `columns` maps canonical names to file columns
            for headers that use other names.
   yahoo    `Date,Open,High,Low,Close,Adj Close,Volume`. `close` is the traded close, so OHLC
-           stay consistent; pass `adjust=True` to scale open/high/low/close by
-           `Adj Close / Close` (split and dividend adjusted history).
+           stay consistent; pass `adjust=True` (CLI `data.adjust=true`) to scale
+           open/high/low/close by `Adj Close / Close` (split and dividend adjusted history).
+           A file with `Adj Close` and no other price is a close-only series of it.
+
+Optional columns: without `volume` the bars get volume 0 (and `jaxtrade train` leaves out the
+features that need volume); with `close` (or `Adj Close`) and none of open/high/low, the bars
+are flat at the close (open = high = low = close). Either is logged as a warning.
   binance  kline files without a header: open time, open, high, low, close, volume, close
            time, ... ; the epoch unit (s, ms, us, ns) is taken from the magnitude of the values,
            since the exchange moved from milliseconds to microseconds.
@@ -24,6 +29,7 @@ rule) as plain JSON: an exported bundle records it so its runner reads bars the 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +38,8 @@ from typing import Any
 import polars as pl
 
 from jaxtrade.errors import DataError
+
+log = logging.getLogger(__name__)
 
 CANONICAL = ("timestamp", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -153,11 +161,29 @@ def _resolve_columns(
             if alias in by_norm and by_norm[alias] not in mapping.values():
                 mapping[canon] = by_norm[alias]
                 break
-    missing = [c for c in CANONICAL if c not in mapping]
+    adj_close = next((c for c in names if _norm(c) == "adjclose"), None)
+    if "close" not in mapping and adj_close is not None:
+        # A Yahoo export of the adjusted close alone (Date, Adj Close[, Volume]).
+        mapping["close"] = adj_close
+        if any(p in mapping for p in ("open", "high", "low")):
+            raise DataError(
+                f"the file has {adj_close!r} but no Close: its open/high/low cannot be scaled to "
+                f"the adjusted close; add the Close column (then data.adjust=true scales them) "
+                f"or keep only {adj_close!r} (a close-only series); file columns: {names}",
+                path=str(path))
+    # Optional: bars without volume (FX, many crypto exports) get volume 0 and the features
+    # that need volume are dropped (jaxtrade.features.without_volume); a close-only series
+    # gets open = high = low = close.
+    optional = {"volume"}
+    if "close" in mapping and not any(p in mapping for p in ("open", "high", "low")):
+        optional |= {"open", "high", "low"}
+    missing = [c for c in CANONICAL if c not in mapping and c not in optional]
     if missing:
+        cli = " ".join(f"data.columns.{c}=<file column>" for c in missing)
+        python = ", ".join(f"'{c}': <file column>" for c in missing)
         raise DataError(
-            f"missing column(s) {missing} in the header; file columns: {names} "
-            "(pass columns={canonical: file_column} to map other names)",
+            f"missing column(s) {missing} in the header; file columns: {names}; map them "
+            f"on the command line with {cli} (in Python: load_ohlcv(..., columns={{{python}}}))",
             path=str(path),
         )
     return mapping
@@ -377,7 +403,20 @@ def _read(
     out["timestamp"], rule = _timestamps_and_rule(frame, mapping["timestamp"], timestamp_format,
                                                   path, timezone)
     for canon in CANONICAL[1:]:
-        out[canon] = _numbers(frame, mapping[canon], canon, path).alias(canon)
+        if canon in mapping:
+            out[canon] = _numbers(frame, mapping[canon], canon, path).alias(canon)
+    for canon in ("open", "high", "low"):
+        if canon not in mapping:  # a close-only series: flat bars at the close
+            out[canon] = out["close"].alias(canon)
+    if "volume" not in mapping:
+        out["volume"] = pl.Series("volume", [0.0] * frame.height, dtype=pl.Float64)
+    absent = [c for c in CANONICAL[1:] if c not in mapping]
+    if absent:
+        log.warning("%s: no %s column: %s", path, "/".join(absent), "; ".join(
+            (["volume set to 0 (features that need volume are left out)"]
+             if "volume" in absent else [])
+            + (["open, high and low set to the close (a close-only series: fills at the next "
+                "bar's open become fills at its close)"] if "open" in absent else [])))
     if "symbol" in mapping:
         out["symbol"] = frame[mapping["symbol"]].cast(pl.String).alias("symbol")
     bars = pl.DataFrame(out)
@@ -385,7 +424,8 @@ def _read(
     if adjust:
         adj = next((c for c in frame.columns if _norm(c) == "adjclose"), None)
         if adj is None:
-            raise DataError("adjust=True needs an 'Adj Close' column", path=str(path))
+            raise DataError("adjust=True (data.adjust=true) needs an 'Adj Close' column; file "
+                            f"columns: {[c for c in frame.columns if c != ROW]}", path=str(path))
         factor = _numbers(frame, adj, "adj close", path) / bars["close"]
         bars = bars.with_columns([(pl.col(p) * factor).alias(p) for p in PRICES])
     spec = {

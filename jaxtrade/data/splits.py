@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxtrade.defaults import TRAIN_FRAC, VALIDATION_FRAC
 from jaxtrade.errors import ConfigError
 
 SPLIT_NAMES = ("train", "validation", "test")
+# The default chronological split, for `make_splits`, `jaxtrade.market.build` and the CLI
+# (`data.train_frac`, `data.validation_frac`): 70 / 15 / 15 (jaxtrade/defaults.py).
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ def _place(
 
 def make_splits(
     num_bars: int,
-    train_frac: float = 0.6,
-    validation_frac: float = 0.2,
+    train_frac: float = TRAIN_FRAC,
+    validation_frac: float = VALIDATION_FRAC,
     embargo_bars: int = 0,
 ) -> Splits:
     """Chronological train / validation / test split of `num_bars` bars.

@@ -10,7 +10,9 @@ metrics.json (machine-readable, shape of DESIGN.md "Run directory"):
   {"train"|"validation"|"test": {metric: value, ..., "psr": P(Sharpe > 0)},
    "baselines": {name: {split: {...}}}, "costs": str, "sweep_trials": int,
    "bars_per_year": float, "splits": {split: {"start", "end", "bars"}},
-   "significance": {...}, "monte_carlo": {...} (when given)}
+   "min_reliable_bars": one year of bars (splits with fewer are marked as short samples),
+   "significance": {"psr_<split>", "psr_<split>_bars" (its sample size), ...},
+   "monte_carlo": {...} (when given)}
 Non-finite numbers are written as null.
 """
 
@@ -35,6 +37,7 @@ import polars as pl  # noqa: E402
 from jaxtrade import metrics as metrics_lib  # noqa: E402
 from jaxtrade.evaluate.backtest import BacktestResult  # noqa: E402
 from jaxtrade.evaluate.montecarlo import QUANTILES, MonteCarloResult  # noqa: E402
+from jaxtrade.logging import plural  # noqa: E402
 from jaxtrade.market import SPLIT_NAMES  # noqa: E402
 
 PLOTS = {
@@ -46,6 +49,8 @@ PLOTS = {
     "monthly_returns.png": "Monthly returns",
     "montecarlo.png": "Monte Carlo (stationary block bootstrap of test returns)",
 }
+# Darker split colours for lines and frames.
+SPLIT_EDGES = {"train": "#4c72b0", "validation": "#dd8452", "test": "#55a868"}
 SPLIT_COLORS = {"train": "#dde6f3", "validation": "#fbe9cf", "test": "#dff0dc"}
 PERCENT_KEYS = {
     "max_drawdown", "total_return", "annual_return", "annual_volatility", "win_rate",
@@ -87,6 +92,29 @@ def psr_of(returns: np.ndarray) -> float:
     return float(metrics_lib.probabilistic_sharpe_ratio(sharpe, len(r), g3, g4))
 
 
+def min_reliable_bars(bars_per_year: float) -> int:
+    """Fewest bars a metric should rest on before it is read without caution: one year of
+    bars (252 daily). Below it the annualized Sharpe's standard error, about
+    sqrt(bars_per_year / n), exceeds 1."""
+    return int(math.ceil(bars_per_year))
+
+
+def sharpe_standard_error(bars_per_year: float, num_bars: int) -> float:
+    """Approximate standard error of an annualized Sharpe ratio from `num_bars` bars (Lo 2002,
+    at a Sharpe near 0): sqrt(bars_per_year / n)."""
+    return math.sqrt(bars_per_year / max(num_bars, 1))
+
+
+def short_splits(metrics: Mapping[str, Any]) -> dict[str, int]:
+    """{split: bars} of the splits of a metrics.json with fewer than min_reliable_bars."""
+    per_year = metrics.get("bars_per_year")
+    if not per_year:
+        return {}
+    need = min_reliable_bars(per_year)
+    return {s: int(info["bars"]) for s, info in (metrics.get("splits") or {}).items()
+            if int(info.get("bars", need)) < need}
+
+
 def _split_metrics(result: BacktestResult) -> dict[str, Any]:
     return {**result.metrics, "psr": psr_of(result.returns[1:])}
 
@@ -119,6 +147,7 @@ def build_metrics_json(
         }
         for split, r in results_by_split.items()
     }
+    out["min_reliable_bars"] = min_reliable_bars(first.bars_per_year)
     out["significance"] = _significance(results_by_split, sweep_trials, sweep_sharpe_variance)
     if mc is not None:
         out["monte_carlo"] = mc.summary()
@@ -129,6 +158,7 @@ def _significance(results_by_split, sweep_trials, sweep_sharpe_variance) -> dict
     sig: dict[str, Any] = {"sweep_trials": int(sweep_trials)}
     for split, result in results_by_split.items():
         sig[f"psr_{split}"] = psr_of(result.returns[1:])
+        sig[f"psr_{split}_bars"] = int(len(result.returns[1:]))  # the PSR's sample size
         if sweep_trials > 1 and sweep_sharpe_variance is not None:
             r = result.returns[1:]
             if len(r) > 3 and np.std(r) > 0:
@@ -184,7 +214,14 @@ def _plain_log_axis(ax: plt.Axes) -> None:
     else:
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
         ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+
+
+def plain_number(value: float) -> str:
+    """A tick label without scientific notation: 2,500 (not 2.5e+03), 104, 1.5, 0.8."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _split_panels(results_by_split: Mapping[str, BacktestResult], height: float = 4.2):
@@ -246,9 +283,28 @@ def _shade_splits(ax: plt.Axes, results_by_split) -> None:
                    lw=0, label=f"{split} split")
 
 
-def plot_positions(results_by_split, path: Path, max_assets: int = 3) -> None:
+def exposure_window_bars(bars_per_year: float, num_bars: int) -> int:
+    """About a month of bars (21 daily), at most a fifth of the shortest split, at least 3."""
+    return int(max(3, min(round(bars_per_year / 12), num_bars // 5)))
+
+
+def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    if len(values) >= window:
+        out[window - 1:] = np.lib.stride_tricks.sliding_window_view(values, window).mean(axis=1)
+    return out
+
+
+def plot_positions(results_by_split, path: Path, max_assets: int = 3,
+                   symbol_names: Any = None) -> None:
+    """Price over the splits and the policy's position: the target position as a thin step
+    line and its rolling mean over about a month (the net exposure a high-turnover policy
+    holds, which a step line alone shows as a barcode)."""
     first = next(iter(results_by_split.values()))
     num_assets = min(len(first.symbols), max_assets)
+    names = list(symbol_names or first.symbols)
+    window = exposure_window_bars(first.bars_per_year,
+                                  min(r.num_bars for r in results_by_split.values()))
     fig, axes = plt.subplots(2 * num_assets, 1, figsize=(13, 3.2 * num_assets + 1.5),
                              sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1] * num_assets})
@@ -256,16 +312,21 @@ def plot_positions(results_by_split, path: Path, max_assets: int = 3) -> None:
     for a in range(num_assets):
         price_ax, pos_ax = axes[2 * a], axes[2 * a + 1]
         _shade_splits(price_ax, results_by_split)
-        for result in results_by_split.values():
+        for i, result in enumerate(results_by_split.values()):
             price_ax.plot(_dates(result), result.close[:, a], color="black", lw=0.9)
             pos_ax.step(_dates(result), result.target_positions[:, a], where="post",
-                        color="tab:blue", lw=0.9)
-        price_ax.set_ylabel(f"{first.symbols[a]} close\n(price units)")
+                        color="tab:blue", lw=0.5, alpha=0.35,
+                        label="target position" if i == 0 else None)
+            pos_ax.plot(_dates(result), _rolling_mean(result.target_positions[:, a], window),
+                        color="navy", lw=1.6,
+                        label=f"rolling mean, {window} bars" if i == 0 else None)
+        price_ax.set_ylabel(f"{names[a]} close\n(price units)")
         _plain_log_axis(price_ax)
         price_ax.grid(True, alpha=0.25)
         pos_ax.axhline(0.0, color="grey", lw=0.6)
-        pos_ax.set_ylabel("Target position\n(fraction of equity)")
+        pos_ax.set_ylabel(f"{names[a]} position\n(fraction of equity)")
         pos_ax.grid(True, alpha=0.25)
+        pos_ax.legend(loc="upper left", fontsize=8, ncol=2, framealpha=0.9)
         if a == 0:
             price_ax.legend(loc="upper left", fontsize=8)
             price_ax.set_title("Price (log scale) and the policy's target position; "
@@ -353,11 +414,13 @@ def plot_return_histogram(results_by_split, path: Path) -> None:
 
 
 def monthly_returns(results_by_split) -> pl.DataFrame:
-    """Compounded strategy return per calendar month over every evaluated bar."""
+    """Compounded strategy return per calendar month over every evaluated bar, with the split
+    most of the month's bars belong to."""
     parts = []
-    for result in results_by_split.values():
+    for split, result in results_by_split.items():
         parts.append(
-            pl.DataFrame({"timestamp": result.timestamps[1:], "r": result.returns[1:]})
+            pl.DataFrame({"timestamp": result.timestamps[1:], "r": result.returns[1:],
+                          "split": [split] * (len(result.returns) - 1)})
         )
     frame = pl.concat(parts).sort("timestamp")
     return (
@@ -365,22 +428,35 @@ def monthly_returns(results_by_split) -> pl.DataFrame:
             year=pl.col("timestamp").dt.year(), month=pl.col("timestamp").dt.month()
         )
         .group_by("year", "month")
-        .agg((pl.col("r").log1p().sum().exp() - 1.0).alias("return"))
+        .agg((pl.col("r").log1p().sum().exp() - 1.0).alias("return"),
+             pl.col("split").mode().first().alias("split"))
         .sort("year", "month")
     )
 
 
 def plot_monthly_heatmap(results_by_split, path: Path) -> None:
+    from matplotlib.patches import Patch, Rectangle
+
     monthly = monthly_returns(results_by_split)
     years = sorted(set(monthly["year"].to_list()))
     grid = np.full((len(years), 12), np.nan)
-    for year, month, value in monthly.iter_rows():
+    split_of: dict[tuple[int, int], str] = {}
+    for year, month, value, split in monthly.iter_rows():
         grid[years.index(year), month - 1] = value
-    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.01
+        split_of[(years.index(year), month - 1)] = split
+    limit = colour_limit(grid)
     height = max(2.5, 0.32 * len(years) + 1.6)
     fig, ax = plt.subplots(figsize=(11, height))
     image = ax.imshow(grid * 100, cmap="RdYlGn", vmin=-limit * 100, vmax=limit * 100,
                       aspect="auto")
+    # Each month framed in the colour of its split (most of its bars).
+    for (i, j), split in split_of.items():
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2,
+                               edgecolor=SPLIT_EDGES.get(split, "grey")))
+    ax.legend(handles=[Patch(facecolor="white", edgecolor=SPLIT_EDGES[s], lw=2.2, label=s)
+                       for s in SPLIT_NAMES if s in results_by_split],
+              loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=8, title="split",
+              title_fontsize=8, frameon=False)
     ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
                               "Oct", "Nov", "Dec"])
     ax.set_yticks(range(len(years)), [str(y) for y in years])
@@ -388,15 +464,24 @@ def plot_monthly_heatmap(results_by_split, path: Path) -> None:
         for i in range(len(years)):
             for j in range(12):
                 if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j] * 100:.1f}", ha="center", va="center",
+                    ax.text(j, i, f"{grid[i, j] * 100:.1f}".replace("-0.0", "0.0"),
+                            ha="center", va="center",
                             fontsize=7)
-    fig.colorbar(image, ax=ax, label="Monthly return (%)")
+    fig.colorbar(image, ax=ax, label="Monthly return (%)", extend="both")
     ax.set_xlabel("Month")
     ax.set_ylabel("Year")
     ax.set_title("Policy monthly returns, net of costs (all evaluated splits)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def colour_limit(grid: np.ndarray) -> float:
+    """Half-width of a diverging colour scale that one extreme cell does not set: the 95th
+    percentile of |value| (cells beyond it take the end colours; the printed numbers stay
+    exact), at least 0.5%."""
+    finite = np.abs(grid[np.isfinite(grid)])
+    return max(float(np.percentile(finite, 95)), 0.005) if finite.size else 0.01
 
 
 def plot_montecarlo(mc: MonteCarloResult | None, path: Path) -> None:
@@ -460,15 +545,17 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def _metrics_table(split: str, metrics: dict[str, Any]) -> str:
+def _metrics_table(split: str, metrics: dict[str, Any], short_bars: int | None = None) -> str:
     names = ["policy", *metrics["baselines"].keys()]
+    mark = (f" <span class='warn'>({short_bars} bars: short sample)</span>"
+            if short_bars is not None else "")
     columns = [metrics[split]] + [metrics["baselines"][n].get(split, {}) for n in names[1:]]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = []
     for key in (*metrics_lib.METRIC_KEYS, "psr"):
         cells = "".join(f"<td>{_fmt(key, c.get(key))}</td>" for c in columns)
         rows.append(f"<tr><th class='k'>{html.escape(LABELS.get(key, key))}</th>{cells}</tr>")
-    return (f"<table><thead><tr><th>{split}</th>{head}</tr></thead>"
+    return (f"<table><thead><tr><th>{split}{mark}</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -494,21 +581,33 @@ border:1px solid #e3e3e3} figcaption{font-size:13px;color:#555}
 
 def _html(metrics: dict[str, Any], folder: Path, title: str, window: int) -> str:
     splits = [s for s in SPLIT_NAMES if s in metrics]
+    short = short_splits(metrics)
     span = "".join(
         f"<li><b>{s}</b>: {metrics['splits'][s]['start'][:19]} to "
-        f"{metrics['splits'][s]['end'][:19]} ({metrics['splits'][s]['bars']} bars)</li>"
+        f"{metrics['splits'][s]['end'][:19]} ({metrics['splits'][s]['bars']} bars)"
+        + (" <span class='warn'>short sample</span>" if s in short else "") + "</li>"
         for s in splits
     )
+    if short:
+        per_year = metrics["bars_per_year"]
+        span += (
+            "<li class='warn'><b>Short sample</b>: "
+            + ", ".join(f"{s} ({n} bars, Sharpe standard error ~"
+                        f"{sharpe_standard_error(per_year, n):.1f})" for s, n in short.items())
+            + f" rest on fewer than {metrics['min_reliable_bars']} bars (one year at "
+            f"{per_year:g} bars per year): read their metrics, ranks and PSR as rough</li>")
     sig = metrics.get("significance", {})
     trials = metrics["sweep_trials"]
-    sig_bits = [f"PSR {s}: {_fmt('psr', sig.get(f'psr_{s}'))}" for s in splits]
+    sig_bits = [f"PSR {s}: {_fmt('psr', sig.get(f'psr_{s}'))} (n={sig.get(f'psr_{s}_bars')} bars)"
+                for s in splits]
     if "dsr" in sig:
-        sig_bits.append(f"Deflated Sharpe (DSR) for {trials} trials: {_fmt('psr', sig['dsr'])}")
+        sig_bits.append(f"Deflated Sharpe (DSR) for {plural(trials, 'trial')}: "
+                        f"{_fmt('psr', sig['dsr'])}")
     elif trials > 1:
         sig_bits.append("<span class='warn'>DSR not computed: Sharpe variance across the "
                         "sweep not given</span>")
     costs = html.escape(metrics["costs"] or "not stated")
-    tables = "".join(_metrics_table(s, metrics) for s in splits)
+    tables = "".join(_metrics_table(s, metrics, short.get(s)) for s in splits)
     figures = "".join(_img(folder, name) for name in PLOTS)
     mc = metrics.get("monte_carlo")
     mc_line = ""
@@ -559,6 +658,7 @@ def write_report(
     costs_description: str = "",
     sweep_sharpe_variance: float | None = None,
     title: str = "jaxtrade backtest report",
+    symbol_names: Any = None,
 ) -> Path:
     """Write run_dir/report/ (HTML, PNGs, metrics.json, positions.csv); return the HTML path."""
     if not results_by_split:
@@ -571,7 +671,7 @@ def write_report(
     write_positions_csv(results_by_split, folder / "positions.csv")
     plot_equity(results_by_split, baselines, folder / "equity.png")
     plot_drawdown(results_by_split, baselines, folder / "drawdown.png")
-    plot_positions(results_by_split, folder / "positions.png")
+    plot_positions(results_by_split, folder / "positions.png", symbol_names=symbol_names)
     window = plot_rolling_sharpe(results_by_split, baselines, folder / "rolling_sharpe.png")
     plot_return_histogram(results_by_split, folder / "returns_hist.png")
     plot_monthly_heatmap(results_by_split, folder / "monthly_returns.png")

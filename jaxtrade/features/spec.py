@@ -21,6 +21,9 @@ from typing import Any
 from jaxtrade.errors import FeatureError
 from jaxtrade.features import registry
 
+# Features that read the volume column (zscore does when its column is volume or log_volume).
+VOLUME_FEATURES = ("obv", "volume_roc")
+
 _TIMEFRAME = re.compile(r"^[1-9][0-9]*(m|h|d|w)$")
 _TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -42,6 +45,15 @@ class FeatureEntry:
     @property
     def cross_asset(self) -> bool:
         return registry.get(self.name).cross_asset
+
+    @property
+    def uses_volume(self) -> bool:
+        return self.name in VOLUME_FEATURES or (
+            self.name == "zscore" and self.params.get("column") in ("volume", "log_volume"))
+
+    def label(self) -> str:
+        """`obv`, `zscore(log_volume)`: the entry in a notice."""
+        return f"zscore({self.params['column']})" if self.name == "zscore" else self.name
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, **self.params}
@@ -92,6 +104,16 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": [e.to_dict() for e in self.entries]}
+
+    def without_volume(self) -> tuple[FeatureSpec, list[FeatureEntry]]:
+        """(this spec less the entries that read volume, those entries): for bars without
+        volume, where they would be constants or 0/0."""
+        dropped = [e for e in self.entries if e.uses_volume]
+        kept = tuple(e for e in self.entries if not e.uses_volume)
+        if dropped and not kept:
+            raise FeatureError("every feature of the spec needs volume and the bars have none: "
+                               f"{', '.join(e.label() for e in dropped)}")
+        return FeatureSpec(kept), dropped
 
     @classmethod
     def from_dict(cls, raw: Any) -> FeatureSpec:
