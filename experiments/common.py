@@ -175,7 +175,8 @@ def load_frame(data_cfg: Mapping[str, Any]) -> Any:
     expected = data_cfg.get("fingerprint")
     if expected and expected != (found := data_fingerprint(frame)):
         raise DataError(f"the bars changed since training: they hash to {found}, the run "
-                        f"recorded data.fingerprint={expected}", path=data_label(data_cfg))
+                        f"recorded data.fingerprint={expected}",
+                        path=str(data_cfg["path"]) if source in ("csv", "parquet") else source)
     return frame
 
 
