@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before a test module starts JAX)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

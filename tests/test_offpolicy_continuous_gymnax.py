@@ -3,7 +3,7 @@
 The proofs read `out.metrics["episode_return"]` (the training episodes' mean return per
 update) of 3 vmapped seeds and average its last 5% of updates: Pendulum-v1 >= -250 within
 100,000 env steps for sac, td3 and ddpg. Discrete SAC solves CartPole-v1 within 500,000 env
-steps, measured as tests/test_dqn_gymnax.py measures DQN (seeds 0-2, last 2% of updates).
+steps: its greedy policy after training, evaluated on fresh episodes.
 Each run is trained once per module and shared by the tests that read it.
 """
 
@@ -19,6 +19,7 @@ import pytest
 
 import agents
 from agents.common.distributions import tanh_gaussian_sample, tanh_log_det_jacobian
+from agents.common.evaluate import make_train_and_evaluate
 from jaxtrade.errors import ConfigError
 
 SEEDS = 3
@@ -62,21 +63,22 @@ def test_continuous_agents_solve_pendulum_with_defaults(pendulum_run) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("sac_discrete-cartpole")  # a long run sharing nothing (conftest.py)
 def test_discrete_sac_solves_cartpole_with_defaults() -> None:
-    """Mean >= 475 over seeds 0-2 of the sampled training episodes' return, the last 2% of
-    updates, as the DQN proof. Measured: 500, 500, 500 (seeds 3-5: 500, 492, 500)."""
+    """The greedy (argmax) policy of each seed's final network, 10 evaluation episodes
+    (agents/common/evaluate.py): mean >= 475 and every seed >= 400. The sampled training
+    episodes are not the measure: a stochastic policy's sampled episodes fail now and then
+    (a seed's training tail read 398 on another machine while its argmax policy holds the pole).
+    Keys: split(key(20261203), 3), fixed before any run with them; the defaults were measured on
+    split(key(1000), 10) by scripts/bench_learning.py: all ten 500 (BENCHMARKS.md)."""
     env, env_params = gymnax.make("CartPole-v1")
     config = agents.config_from_dict({"name": "sac_discrete", "total_steps": 500_000})
-    train = agents.make_train(config, env, env_params)
-    keys = jnp.stack([jax.random.key(seed) for seed in range(SEEDS)])
-    out = jax.jit(jax.vmap(train))(keys)
-    returns = np.asarray(out.metrics["episode_return"])  # [3 seeds, num_updates]
-    steps = np.asarray(out.metrics["env_steps"])
-    assert steps[0, -1] <= 500_000 and returns.shape[0] == SEEDS
-    tail = max(1, returns.shape[1] // 50)
-    final = returns[:, -tail:].mean(axis=1)
-    print("sac_discrete", final)
+    program = make_train_and_evaluate(config, env, env_params, 10)
+    keys = jax.random.split(jax.random.key(20_261_203), SEEDS)
+    metrics, greedy = jax.jit(jax.vmap(program))(keys)
+    assert np.asarray(metrics["env_steps"])[0, -1] <= 500_000
+    final = np.asarray(greedy).mean(axis=1)
+    print("sac_discrete greedy", final)
     assert final.mean() >= 475.0, final
-    assert final.min() >= 300.0, final  # every seed learned, none is carried by the others
+    assert final.min() >= 400.0, final  # every seed learned, none is carried by the others
 
 
 def test_tanh_gaussian_log_prob_includes_the_jacobian() -> None:
