@@ -350,6 +350,10 @@ RESUME_MAY_CHANGE = (
 # Of those, what belongs to one invocation and the machine it runs on, not to the run: a
 # resume takes them from its own command line (or their defaults), never from config.yaml.
 PER_INVOCATION = ("train.stop_after_updates", "train.devices", "train.distributed")
+# Records train writes into config.yaml rather than settings: left unset on a resume's command
+# line they are not a change (the bars themselves are checked against the checkpoint on load);
+# set to another value they are.
+RECORDED_BY_TRAIN = ("data.fingerprint",)
 _UNSET = object()
 
 
@@ -378,8 +382,8 @@ def run_differences(saved: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[st
     for path in sorted(set(old) | set(new), key=lambda p: (
             p.count("."), not p.endswith((".name", ".source", ".path")), p)):
         a, b = old.get(path, _UNSET), new.get(path, _UNSET)
-        if path == "data.fingerprint" and b in (None, _UNSET):
-            continue  # recorded by train, not asked for: the bars themselves are checked on load
+        if path in RECORDED_BY_TRAIN and b in (None, _UNSET):
+            continue
         if a != b and not _may_change(path):
             show = lambda v: "unset" if v is _UNSET else repr(v)  # noqa: E731
             lines.append(f"{path}: {show(a)} -> {show(b)}")
