@@ -24,19 +24,22 @@ def _flat_actor_params(params) -> dict[str, np.ndarray]:
     return flat
 
 
-# Every torso once; window layout for cnn/attention; shared torsos on the cheap ones.
+# Every torso once; window layout for cnn/attention; shared torsos on the cheap ones;
+# LayerNorm in the MLP layers of an MLP and a CNN head.
 CASES = [
-    ("mlp", 1, True),
-    ("cnn", 2, False),
-    ("attention", 1, False),
-    ("gru", 1, True),
-    ("lstm", 1, False),
+    ("mlp", 1, True, False),
+    ("mlp", 1, False, True),
+    ("cnn", 2, False, True),
+    ("attention", 1, False, False),
+    ("gru", 1, True, False),
+    ("lstm", 1, False, False),
 ]
 
 
-@pytest.mark.parametrize("torso, obs_ndim, shared", CASES)
-def test_numpy_actor_matches_flax(torso, obs_ndim, shared):
+@pytest.mark.parametrize("torso, obs_ndim, shared, layer_norm", CASES)
+def test_numpy_actor_matches_flax(torso, obs_ndim, shared, layer_norm):
     cfg = NetworkConfig(
+        layer_norm=layer_norm,
         torso=torso,
         activation="gelu" if torso == "cnn" else "tanh",
         shared_torso=shared,

@@ -57,6 +57,7 @@ class NetworkConfig:
     torso: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    layer_norm: bool = False  # LayerNorm after each hidden Dense of the MLP, before activation
     shared_torso: bool = False  # one torso feeding both heads, or separate actor and critic torsos
     window_shape: tuple[int, int] | None = None  # (W bars, F features) of a flat observation
     num_state_features: int = 0  # entries after the window in a flat observation
@@ -99,12 +100,14 @@ def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
 class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for size in self.hidden_sizes:
-            x = act(_dense(size, np.sqrt(2.0))(x))
+            x = _dense(size, np.sqrt(2.0))(x)
+            x = act(nn.LayerNorm()(x) if self.layer_norm else x)
         return x
 
 
@@ -148,7 +151,7 @@ class CNNTorso(nn.Module):
             )(x)
             x = act(x)
         x = jnp.concatenate([x.reshape(x.shape[0], -1), state], axis=-1)
-        return MLP(self.config.hidden_sizes, self.config.activation)(x)
+        return MLP(self.config.hidden_sizes, self.config.activation, self.config.layer_norm)(x)
 
 
 class AttentionTorso(nn.Module):
@@ -175,7 +178,7 @@ class AttentionTorso(nn.Module):
             y = _dense(cfg.attention_dim, 1.0)(nn.gelu(_dense(2 * cfg.attention_dim, 1.0)(y)))
             x = x + y
         x = jnp.concatenate([nn.LayerNorm()(x).mean(axis=1), state], axis=-1)
-        return MLP(cfg.hidden_sizes, cfg.activation)(x)
+        return MLP(cfg.hidden_sizes, cfg.activation, cfg.layer_norm)(x)
 
 
 class FeedForwardTorso(nn.Module):
@@ -188,7 +191,9 @@ class FeedForwardTorso(nn.Module):
             return CNNTorso(self.config, self.obs_ndim)(obs)
         if self.config.torso == "attention":
             return AttentionTorso(self.config, self.obs_ndim)(obs)
-        return MLP(self.config.hidden_sizes, self.config.activation)(obs.reshape(obs.shape[0], -1))
+        return MLP(self.config.hidden_sizes, self.config.activation, self.config.layer_norm)(
+            obs.reshape(obs.shape[0], -1)
+        )
 
 
 class RecurrentTorso(nn.Module):
@@ -199,7 +204,9 @@ class RecurrentTorso(nn.Module):
     @nn.compact
     def __call__(self, carry: Any, obs: jax.Array, resets: jax.Array) -> tuple[Any, jax.Array]:
         steps, batch = resets.shape
-        emb = MLP(self.config.hidden_sizes, self.config.activation)(obs.reshape(steps, batch, -1))
+        emb = MLP(self.config.hidden_sizes, self.config.activation, self.config.layer_norm)(
+            obs.reshape(steps, batch, -1)
+        )
         cell_type = nn.GRUCell if self.config.torso == "gru" else nn.OptimizedLSTMCell
         cell = cell_type(self.config.recurrent_size)
 
@@ -305,11 +312,14 @@ class QNetwork(nn.Module):
         return q if self.num_quantiles else q[..., 0]
 
 
-def make_q_network(config: NetworkConfig, num_actions: int, obs_ndim: int, head: str,
-                   num_quantiles: int = 0) -> QNetwork:
+def make_q_network(
+    config: NetworkConfig, num_actions: int, obs_ndim: int, head: str, num_quantiles: int = 0
+) -> QNetwork:
     if config.recurrent:
-        raise ConfigError(f"network.torso={config.torso!r} is recurrent; value-based agents "
-                          "use feed-forward torsos (mlp, cnn, attention)")
+        raise ConfigError(
+            f"network.torso={config.torso!r} is recurrent; value-based agents "
+            "use feed-forward torsos (mlp, cnn, attention)"
+        )
     if head not in Q_HEADS:
         raise ConfigError(f"agent.head must be one of {Q_HEADS}, got {head!r}")
     return QNetwork(config, num_actions, obs_ndim, head, num_quantiles)
@@ -334,7 +344,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array):
         x = FeedForwardTorso(self.config, self.obs_ndim, name="actor_torso")(
-            obs.astype(jnp.float32))
+            obs.astype(jnp.float32)
+        )
         # Small head init: the first policy is near zero-mean / uniform.
         head = _dense(self.action_dim, 0.01, name="policy_head")(x)
         if not self.log_std:
@@ -363,7 +374,12 @@ class QCritic(nn.Module):
             x = FeedForwardTorso(self.config, self.obs_ndim, name="critic_torso")(obs)
         elif self.config.torso == "mlp":
             flat = jnp.concatenate([obs.reshape(obs.shape[0], -1), action], axis=-1)
-            x = MLP(self.config.hidden_sizes, self.config.activation, name="critic_torso")(flat)
+            x = MLP(
+                self.config.hidden_sizes,
+                self.config.activation,
+                self.config.layer_norm,
+                name="critic_torso",
+            )(flat)
         else:
             x = FeedForwardTorso(self.config, self.obs_ndim, name="critic_torso")(obs)
             width = self.config.hidden_sizes[-1] if self.config.hidden_sizes else 64
@@ -383,8 +399,14 @@ class CriticEnsemble(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array | None = None) -> jax.Array:
-        ensemble = nn.vmap(QCritic, variable_axes={"params": 0}, split_rngs={"params": True},
-                           in_axes=None, out_axes=0, axis_size=self.num_critics)
+        ensemble = nn.vmap(
+            QCritic,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_critics,
+        )
         return ensemble(self.config, self.obs_ndim, self.num_outputs, name="critics")(obs, action)
 
 
@@ -392,8 +414,12 @@ def check_offpolicy_network(config: NetworkConfig, agent: str) -> None:
     """Off-policy actor-critics keep separate feed-forward actor and critic torsos (the
     replay samples single transitions, and export reads `actor_torso`)."""
     if config.recurrent:
-        raise ConfigError(f"network.torso={config.torso!r} is recurrent; {agent} uses "
-                          "feed-forward torsos (mlp, cnn, attention)")
+        raise ConfigError(
+            f"network.torso={config.torso!r} is recurrent; {agent} uses "
+            "feed-forward torsos (mlp, cnn, attention)"
+        )
     if config.shared_torso:
-        raise ConfigError(f"network.shared_torso=true is not allowed for {agent}: its actor "
-                          "and critics have their own torsos")
+        raise ConfigError(
+            f"network.shared_torso=true is not allowed for {agent}: its actor "
+            "and critics have their own torsos"
+        )

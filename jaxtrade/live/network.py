@@ -132,7 +132,8 @@ class ActorNetwork:
     # --- torsos -------------------------------------------------------------------------------
     def _mlp(self, x: np.ndarray, p: dict) -> np.ndarray:
         for i in range(self.hidden_layers):
-            x = self.act(_dense(x, p[f"Dense_{i}"]))
+            x = _dense(x, p[f"Dense_{i}"])
+            x = self.act(_layer_norm(x, p[f"LayerNorm_{i}"]) if f"LayerNorm_{i}" in p else x)
         return x
 
     def _split_window(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
