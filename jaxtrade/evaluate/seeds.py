@@ -19,6 +19,7 @@ meaning.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -178,6 +179,35 @@ def seed_summary(
     }
 
 
+def point_summary(row: Mapping[str, Any]) -> dict[str, float | None]:
+    """One point's figures as flat W&B summary keys: {"test/sharpe": ..., ...}."""
+    return {
+        f"{split}/{metric}": row[split][metric]
+        for split in SEED_SPLITS
+        if split in row
+        for metric in SEED_METRICS
+    }
+
+
+def group_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The aggregate as flat W&B summary keys: {"test/sharpe/iqm": ..., "num_seeds": 3, ...};
+    the interval as .../iqm_ci_low and .../iqm_ci_high (absent below MIN_SEEDS_FOR_CI)."""
+    out: dict[str, Any] = {
+        "num_seeds": summary["num_seeds"],
+        "update": summary["update"],
+        "reported_point": summary["reported_point"],
+    }
+    for split, by_metric in summary["aggregate"].items():
+        for metric, agg in by_metric.items():
+            key = f"{split}/{metric}"
+            out.update({f"{key}/{stat}": agg[stat] for stat in ("mean", "std", "iqm")})
+            if agg["iqm_ci"]:
+                out[f"{key}/iqm_ci_low"], out[f"{key}/iqm_ci_high"] = agg["iqm_ci"]
+    if summary.get("ci_note"):
+        out["note"] = summary["ci_note"]
+    return out
+
+
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -228,9 +258,7 @@ def seed_tables(summary: Mapping[str, Any], max_rows: int = 20) -> list[str]:
         else f"points {', '.join(map(str, pooled))} (the reported hyperparameters)"
     )
     lines.append(f"over {n} seed{'s' * (n != 1)} ({which}):")
-    lines.append(
-        f"{'':20}{'mean':>10}{'std':>10}{'IQM':>10}  {f'IQM {100 * CONFIDENCE:g}% CI':<22}"
-    )
+    lines.append(f"{'':20}{'mean':>10}{'std':>10}{'IQM':>10}  IQM {100 * CONFIDENCE:g}% CI")
     for split in splits:
         for metric in SEED_METRICS:
             agg = summary["aggregate"][split][metric]
@@ -240,5 +268,5 @@ def seed_tables(summary: Mapping[str, Any], max_rows: int = 20) -> list[str]:
                 f"{interval(agg['iqm_ci'], metric):<22}".rstrip()
             )
     if summary.get("ci_note"):
-        lines.append(f"note: {summary['ci_note']}")
+        lines += textwrap.wrap(f"note: {summary['ci_note']}", 99, subsequent_indent="  ")
     return lines
