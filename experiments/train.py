@@ -476,6 +476,7 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics_path = report_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
+    metrics["agent"] = prep.cfg["agent"]["name"]  # `jaxtrade compare` shows it
     training = training_metrics(prep.run_dir, restored.point, restored.step,
                                 warn=lambda message: print_fn(f"warning: {message}"))
     if training:

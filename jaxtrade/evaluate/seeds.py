@@ -216,7 +216,7 @@ def _finite(value: Any) -> float | None:
 
 LABELS = {"sharpe": "Sharpe", "total_return": "return", "max_drawdown": "max DD"}
 SHORT_SPLITS = {"validation": "val", "test": "test"}
-PERCENT = {"total_return", "max_drawdown"}
+PERCENT = {"total_return", "max_drawdown", "annual_return"}
 
 
 def number(value: Any, metric: str) -> str:
