@@ -4,11 +4,22 @@ seed beside the aggregate."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
+from test_cli import TINY
+from test_logging import read_wandb_records, wandb_runs
 
+from jaxtrade.cli import main
 from jaxtrade.evaluate import seeds
+
+NUM_SEEDS = 3
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 50])
@@ -85,3 +96,160 @@ def test_aggregate_and_small_sample_honesty() -> None:
     assert seeds.aggregate([None])["mean"] is None
     assert seeds.ci_note(4) is None
     assert "3 seeds" in seeds.ci_note(3) and "train.num_seeds>=4" in seeds.ci_note(3)
+
+
+# ------------------------------------------------------------- a train.num_seeds=3 run
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A smoke run of 3 seeds (W&B offline), its console output and report."""
+    run_dir = tmp_path_factory.mktemp("seeds") / "run"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(
+            [
+                "train",
+                *TINY,
+                f"train.num_seeds={NUM_SEEDS}",
+                "logger=wandb",
+                "logger.log_artifacts=false",
+                f"run_dir={run_dir}",
+                "seed=5",
+            ]
+        )
+    assert code == 0
+    return run_dir, buffer.getvalue()
+
+
+def test_metrics_json_has_every_seed_and_the_aggregate(three_seeds: tuple[Path, str]) -> None:
+    run_dir, _ = three_seeds
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    record = metrics["seeds"]
+    reported = metrics["checkpoint"]["point"]
+    assert record["reported_point"] == reported
+    assert record["update"] == metrics["checkpoint"]["update"]
+    assert record["num_seeds"] == NUM_SEEDS and record["aggregated_points"] == [0, 1, 2]
+    assert [(r["point"], r["seed"]) for r in record["points"]] == [(0, 5), (1, 6), (2, 7)]
+    assert metrics["agent"] == "ppo"
+    for split in ("validation", "test"):
+        # The reported point's row is the report's own backtest.
+        row = record["points"][reported][split]
+        for metric in seeds.SEED_METRICS:
+            assert row[metric] == pytest.approx(metrics[split][metric], abs=1e-12)
+        for metric in seeds.SEED_METRICS:
+            values = [r[split][metric] for r in record["points"]]
+            agg = record["aggregate"][split][metric]
+            assert agg["n"] == NUM_SEEDS
+            assert agg["mean"] == pytest.approx(np.mean(values))
+            assert agg["std"] == pytest.approx(np.std(values, ddof=1))
+            assert agg["iqm"] == pytest.approx(stats.trim_mean(values, 0.25))
+            assert agg["iqm_ci"] is None  # 3 seeds: no interval, and a note says why
+    assert "3 seeds" in record["ci_note"]
+    # The seeds differ: three policies, not one copied three times.
+    assert len({r["test"]["sharpe"] for r in record["points"]}) > 1
+
+
+def test_console_shows_every_seed_and_the_aggregate(three_seeds: tuple[Path, str]) -> None:
+    run_dir, stdout = three_seeds
+    record = json.loads((run_dir / "report" / "metrics.json").read_text())["seeds"]
+    assert re.search(
+        rf"report of checkpoint \d+ \(best\), point {record['reported_point']} "
+        rf"\(seed \d\), one of {NUM_SEEDS} points",
+        stdout,
+    )
+    lines = stdout[stdout.index("every point at checkpoint") :].splitlines()
+    rows = [line.split() for line in lines if re.match(r"^\s+\d\*?\s+\d+\s", line)]
+    assert [row[1] for row in rows] == ["5", "6", "7"]
+    assert sum(row[0].endswith("*") for row in rows) == 1
+    shown = rows[record["reported_point"]]
+    assert shown[2] == seeds.number(
+        record["points"][record["reported_point"]]["validation"]["sharpe"], "sharpe"
+    )
+    assert f"over {NUM_SEEDS} seeds" in stdout
+    for label in (
+        "validation Sharpe",
+        "validation return",
+        "validation max DD",
+        "test Sharpe",
+        "test return",
+        "test max DD",
+    ):
+        line = next(line for line in lines if line.startswith(label))
+        assert len(line.split()) == len(label.split()) + 4  # mean, std, IQM, '-' for the CI
+    assert "note: no IQM confidence interval from 3 seeds" in stdout
+    assert (
+        max(
+            len(line)
+            for line in lines[
+                : lines.index(next(line for line in lines if line.startswith("report:")))
+            ]
+        )
+        <= 100
+    )
+
+
+def test_report_html_shows_every_seed(three_seeds: tuple[Path, str]) -> None:
+    run_dir, _ = three_seeds
+    page = (run_dir / "report" / "report.html").read_text()
+    assert f"aggregate over {NUM_SEEDS} seeds" in page
+    assert page.count("(reported)</th>") == 1
+    assert "IQM 95% CI" in page and "no IQM confidence interval from 3 seeds" in page
+    assert "nan" not in re.sub(r"base64,[^']*'", "", page).lower()
+
+
+def test_wandb_has_per_seed_summaries_and_one_group_summary_run(
+    three_seeds: tuple[Path, str],
+) -> None:
+    run_dir, _ = three_seeds
+    record = json.loads((run_dir / "report" / "metrics.json").read_text())["seeds"]
+    runs = wandb_runs(run_dir)
+    assert len(runs) == NUM_SEEDS + 1 and len({r["group"] for r in runs.values()}) == 1
+    summaries = {}
+    for path in run_dir.glob("wandb/*run-*/run-*.wandb"):
+        summary: dict[str, object] = {}
+        name = None
+        for rec in read_wandb_records(path):
+            kind = rec.WhichOneof("record_type")
+            if kind == "run":
+                name = rec.run.display_name
+            elif kind == "summary":
+                for item in rec.summary.update:
+                    summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        summaries[name] = summary
+    group = next(iter(runs.values()))["group"]
+    aggregate = summaries[f"{group}/summary"]
+    assert aggregate["num_seeds"] == NUM_SEEDS
+    assert aggregate["test/sharpe/iqm"] == pytest.approx(
+        record["aggregate"]["test"]["sharpe"]["iqm"]
+    )
+    assert aggregate["validation/max_drawdown/std"] == pytest.approx(
+        record["aggregate"]["validation"]["max_drawdown"]["std"]
+    )
+    assert "test/sharpe/iqm_ci_low" not in aggregate  # no interval from 3 seeds
+    for row in record["points"]:
+        own = next(s for n, s in summaries.items() if n.startswith(f"{group}/{row['point']} "))
+        assert own["test/sharpe"] == pytest.approx(row["test"]["sharpe"])
+
+
+def test_every_seed_is_what_backtest_gives_for_its_point(
+    three_seeds: tuple[Path, str], capsys: pytest.CaptureFixture
+) -> None:
+    run_dir, _ = three_seeds
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    record = metrics["seeds"]
+    other = next(r["point"] for r in record["points"] if r["point"] != record["reported_point"])
+    assert (
+        main(["backtest", f"run_dir={run_dir}", f"checkpoint={record['update']}", f"point={other}"])
+        == 0
+    )
+    capsys.readouterr()
+    again = json.loads((run_dir / "report" / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for metric in seeds.SEED_METRICS:
+            assert again[split][metric] == pytest.approx(
+                record["points"][other][split][metric], abs=1e-12
+            )
+    # The same seeds, the same aggregate, whichever point the report shows.
+    assert again["seeds"]["aggregate"] == record["aggregate"]
+    assert again["seeds"]["reported_point"] == other
