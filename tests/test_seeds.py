@@ -98,6 +98,35 @@ def test_aggregate_and_small_sample_honesty() -> None:
     assert "3 seeds" in seeds.ci_note(3) and "train.num_seeds>=4" in seeds.ci_note(3)
 
 
+def test_seed_tables_of_a_sweep_group_points_and_show_the_interval_from_4_seeds() -> None:
+    # Two learning rates x 5 seeds (points hyperparameter-major, as jaxtrade.runs lists them).
+    points = [
+        {"seed": s, "agent.hparams.learning_rate": lr} for lr in (1e-4, 3e-4) for s in range(5)
+    ]
+    per_point = [
+        {
+            split: {"sharpe": 0.1 * i, "total_return": 0.01 * i, "max_drawdown": -0.05}
+            for split in ("validation", "test")
+        }
+        for i in range(10)
+    ]
+    summary = seeds.seed_summary(per_point, points, reported_point=7, update=12)
+    assert summary["aggregated_points"] == [5, 6, 7, 8, 9] and summary["ci_note"] is None
+    agg = summary["aggregate"]["test"]["sharpe"]
+    assert agg["iqm"] == pytest.approx(0.7)  # 0.6, 0.7, 0.8 of 0.5 ... 0.9
+    assert agg["iqm_ci"][0] <= 0.7 <= agg["iqm_ci"][1]
+    lines = seeds.seed_tables(summary)
+    assert max(len(line) for line in lines) <= 100
+    assert lines.index("learning_rate=0.0001:") < lines.index("learning_rate=0.0003:")
+    assert "over 5 seeds (learning_rate=0.0003: points 5, 6, 7, 8, 9):" in lines
+    test_sharpe = next(line for line in lines if line.startswith("test Sharpe"))
+    low, high = (seeds.number(v, "sharpe") for v in agg["iqm_ci"])
+    assert test_sharpe.split() == ["test", "Sharpe", "0.70", "0.16", "0.70", f"[{low},", f"{high}]"]
+    assert not any(line.startswith("note:") for line in lines)
+    flat = seeds.group_summary(summary)
+    assert flat["test/sharpe/iqm_ci_low"] == agg["iqm_ci"][0] and "note" not in flat
+
+
 # ------------------------------------------------------------- a train.num_seeds=3 run
 
 

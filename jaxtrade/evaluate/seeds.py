@@ -230,6 +230,16 @@ def interval(ci: Sequence[float] | None, metric: str) -> str:
     return "-" if not ci else f"[{number(ci[0], metric)}, {number(ci[1], metric)}]"
 
 
+def configuration_label(row: Mapping[str, Any]) -> str:
+    """A point's sweep hyperparameters, e.g. `learning_rate=0.0001, ent_coef=0.01`."""
+    skip = {"point", "seed", *SEED_SPLITS}
+    return ", ".join(
+        f"{k.rsplit('.', 1)[-1]}={v:g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+        for k, v in row.items()
+        if k not in skip
+    )
+
+
 def seed_tables(summary: Mapping[str, Any], max_rows: int = 20) -> list[str]:
     """Console lines (under 100 columns): one row per point, then the aggregate."""
     rows = summary["points"]
@@ -242,7 +252,12 @@ def seed_tables(summary: Mapping[str, Any], max_rows: int = 20) -> list[str]:
         f"every point at checkpoint {summary['update']} (* = the one reported above):",
         f"{'point':>6} {'seed':>6}  " + " ".join(h.rjust(w) for h, w in zip(heads, widths)),
     ]
+    shown_configuration = ""
     for row in rows[:max_rows]:
+        # A sweep's points: each run of seeds under the hyperparameters they share.
+        if (label := configuration_label(row)) and label != shown_configuration:
+            lines.append(textwrap.shorten(f"  {label}:", 99, placeholder=" ..."))
+            shown_configuration = label
         mark = "*" if row["point"] == reported else " "
         cells = " ".join(
             number((row.get(s) or {}).get(m), m).rjust(w) for (s, m), w in zip(columns, widths)
@@ -255,7 +270,7 @@ def seed_tables(summary: Mapping[str, Any], max_rows: int = 20) -> list[str]:
     which = (
         "every point"
         if len(pooled) == len(rows)
-        else f"points {', '.join(map(str, pooled))} (the reported hyperparameters)"
+        else f"{configuration_label(rows[reported])}: points {', '.join(map(str, pooled))}"
     )
     lines.append(f"over {n} seed{'s' * (n != 1)} ({which}):")
     lines.append(f"{'':20}{'mean':>10}{'std':>10}{'IQM':>10}  IQM {100 * CONFIDENCE:g}% CI")
