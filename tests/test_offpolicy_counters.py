@@ -43,8 +43,9 @@ def normal_update_steps(steps_per_update: int, seed: int = 0) -> np.ndarray:
     return np.unique(steps[(steps >= 0) & (steps <= limit)]).astype(np.int32)
 
 
-def old_epsilon(hp: DQNHParams, update_step: jax.Array, steps_per_update: int,
-                total_steps: int) -> jax.Array:
+def old_epsilon(
+    hp: DQNHParams, update_step: jax.Array, steps_per_update: int, total_steps: int
+) -> jax.Array:
     """DQN's epsilon as it was computed before (int32 env steps)."""
     env_steps = update_step * steps_per_update
     decay_steps = jnp.maximum(hp.epsilon_decay_fraction * total_steps, 1.0)
@@ -52,8 +53,9 @@ def old_epsilon(hp: DQNHParams, update_step: jax.Array, steps_per_update: int,
     return hp.epsilon_start + frac * (hp.epsilon_end - hp.epsilon_start)
 
 
-def new_epsilon(hp: DQNHParams, update_step: jax.Array, steps_per_update: int,
-                total_steps: int) -> jax.Array:
+def new_epsilon(
+    hp: DQNHParams, update_step: jax.Array, steps_per_update: int, total_steps: int
+) -> jax.Array:
     """DQN's epsilon as agents/dqn.py computes it now."""
     return epsilon_at(hp, env_steps_done(update_step, steps_per_update), total_steps)
 
@@ -80,17 +82,21 @@ def bits(x: jax.Array) -> np.ndarray:
 
 @pytest.mark.parametrize("steps_per_update", STEPS_PER_UPDATE)
 def test_env_steps_and_epsilon_are_bit_identical_in_runs_that_did_not_wrap(
-        steps_per_update: int) -> None:
+    steps_per_update: int,
+) -> None:
     u = jnp.asarray(normal_update_steps(steps_per_update))
     old_steps = jax.jit(lambda u: (u * steps_per_update).astype(jnp.float32))(u)
     new_steps = jax.jit(lambda u: env_steps_done(u, steps_per_update))(u)
     np.testing.assert_array_equal(bits(new_steps), bits(old_steps))
-    hps = [DQNHParams(), DQNHParams(epsilon_start=0.9, epsilon_end=0.03,
-                                    epsilon_decay_fraction=0.37)]
+    hps = [
+        DQNHParams(),
+        DQNHParams(epsilon_start=0.9, epsilon_end=0.03, epsilon_decay_fraction=0.37),
+    ]
     # Run lengths as DQN computes them (num_updates * steps_per_update), including ones that
     # float32 cannot hold exactly; the old schedule only built up to int32's range.
-    totals = {steps_per_update * n for n in (1, 50_000, 12_345_677)
-              if steps_per_update * n <= INT32_MAX}
+    totals = {
+        steps_per_update * n for n in (1, 50_000, 12_345_677) if steps_per_update * n <= INT32_MAX
+    }
     totals.add(wrap_limit(steps_per_update) * steps_per_update)
     for hp in hps:
         hp = hparams_as_arrays(hp)
@@ -101,8 +107,7 @@ def test_env_steps_and_epsilon_are_bit_identical_in_runs_that_did_not_wrap(
 
 
 @pytest.mark.parametrize("steps_per_update", STEPS_PER_UPDATE)
-def test_learning_gate_and_random_phase_are_the_same_in_update_units(
-        steps_per_update: int) -> None:
+def test_learning_gate_and_random_phase_are_the_same_in_update_units(steps_per_update: int) -> None:
     u = normal_update_steps(steps_per_update).astype(np.int64)
     s = steps_per_update
     starts = {0, 1, s - 1, s, s + 1, 5_000, 10_000, 12_345, 2**24 + 3, INT32_MAX - 1}
@@ -123,16 +128,18 @@ def test_learning_gate_and_random_phase_are_the_same_in_update_units(
 def test_counts_past_two_to_the_31_env_steps_do_not_wrap() -> None:
     s = 65_536
     u = jnp.asarray([32_767, 32_768, 40_000, 2**31 - 2], jnp.int32)
-    np.testing.assert_allclose(np.asarray(env_steps_done(u, s)),
-                               np.asarray(u, np.float64) * s, rtol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(env_steps_done(u, s)), np.asarray(u, np.float64) * s, rtol=1e-7
+    )
     assert np.asarray(env_steps_done(u, s)).min() > 0
     # The old clock: negative past the wrap, so epsilon went back to its start.
     assert int(u[1] * s) < 0
     hp = hparams_as_arrays(DQNHParams(epsilon_decay_fraction=1.0))
     total = 40_000 * s
     eps = np.asarray(epsilon_at(hp, env_steps_done(u[:3], s), total))
-    np.testing.assert_allclose(eps, 1.0 - np.array([32_767, 32_768, 40_000]) / 40_000 * 0.99,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        eps, 1.0 - np.array([32_767, 32_768, 40_000]) / 40_000 * 0.99, rtol=1e-6
+    )
     assert updates_to_reach(10_000, s) == 1 and updates_to_reach(0, s) == 0
     assert updates_to_reach(10**20, s) == INT32_MAX  # never reached by an int32 counter
 
@@ -143,9 +150,16 @@ def test_replay_agents_learn_and_decay_epsilon_past_two_to_the_31_env_steps(name
     steps at their ends, 32,768 and 32,769 x 65,536, wrapped past 2**31 in int32."""
     env, env_params = gymnax.make("CartPole-v1")
     num_envs, num_updates = 65_536, 40_000
-    data = {"name": name, "num_envs": num_envs, "rollout_len": 1,
-            "total_steps": num_updates * num_envs, "updates_per_chunk": 2,
-            "buffer_size": 4 * num_envs, "batch_size": 32, "learning_starts": 10_000}
+    data = {
+        "name": name,
+        "num_envs": num_envs,
+        "rollout_len": 1,
+        "total_steps": num_updates * num_envs,
+        "updates_per_chunk": 2,
+        "buffer_size": 4 * num_envs,
+        "batch_size": 32,
+        "learning_starts": 10_000,
+    }
     if name == "dqn":
         data["hparams"] = {"epsilon_decay_fraction": 1.0}
     agent = agents.make_agent(agents.config_from_dict(data), env, env_params)
@@ -161,6 +175,8 @@ def test_replay_agents_learn_and_decay_epsilon_past_two_to_the_31_env_steps(name
     loss = np.asarray(metrics["loss"])
     assert np.all(loss != 0.0), loss
     if name == "dqn":
-        np.testing.assert_allclose(np.asarray(metrics["epsilon"]),
-                                   1.0 - np.array([32_767, 32_768]) / num_updates * 0.99,
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(metrics["epsilon"]),
+            1.0 - np.array([32_767, 32_768]) / num_updates * 0.99,
+            rtol=1e-6,
+        )
