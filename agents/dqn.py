@@ -33,6 +33,7 @@ import optax
 from flax import struct
 
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import env_steps_done
 from agents.common.distributions import action_spec_from_space
 from agents.common.losses import n_step_returns, periodic_update, td_loss
 from agents.common.networks import NetworkConfig, make_q_network
@@ -165,7 +166,8 @@ class DQNState:
 
 def epsilon_at(hp: DQNHParams, env_steps: jax.Array, total_steps: int) -> jax.Array:
     """Linear decay from epsilon_start to epsilon_end over epsilon_decay_fraction of the run."""
-    decay_steps = jnp.maximum(hp.epsilon_decay_fraction * total_steps, 1.0)
+    # float(): a Python int past int32 would not convert (the same float32 below it).
+    decay_steps = jnp.maximum(hp.epsilon_decay_fraction * float(total_steps), 1.0)
     frac = jnp.clip(env_steps.astype(jnp.float32) / decay_steps, 0.0, 1.0)
     return hp.epsilon_start + frac * (hp.epsilon_end - hp.epsilon_start)
 
@@ -278,8 +280,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
 
     def one_update(state: DQNState, env_params: Any) -> tuple[DQNState, Metrics]:
         hp = state.hparams
-        env_steps = state.update_step * steps_per_update
-        epsilon = epsilon_at(hp, env_steps, total_steps)
+        epsilon = epsilon_at(hp, env_steps_done(state.update_step, steps_per_update), total_steps)
 
         def policy(obs, key):
             action = act_batch(state.params, obs, key, epsilon, hp)
