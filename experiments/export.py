@@ -54,6 +54,7 @@ def export(
         env_params=prep.env_params,
         run_config=prep.cfg,
         bars=bars if bars is not None else bars_spec(prep.cfg["data"], symbol),
+        monitor=report_drawdown(Path(run_dir)),
         source={
             "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": str(checkpoint),
@@ -61,6 +62,23 @@ def export(
             "point": restored.point,
         },
     )
+
+
+def report_drawdown(run_dir: Path) -> dict[str, Any]:
+    """The worst max drawdown of the policy over the splits of the run's report (the runner's
+    drawdown alert threshold), when the run has a report."""
+    import json
+    import math
+
+    path = run_dir / "report" / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = [float(v) for s in ("train", "validation", "test")
+             if isinstance(v := (metrics.get(s) or {}).get("max_drawdown"), (int, float))
+             and math.isfinite(v)]
+    return {"backtest_max_drawdown": min(found)} if found else {}
 
 
 def bars_spec(data_cfg: Mapping[str, Any], symbol: str | None = None) -> dict[str, Any]:
