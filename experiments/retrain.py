@@ -416,7 +416,7 @@ def deploy_initial(
     from jaxtrade.live.pointer import swap_pointer
 
     work = retrains / "0000"
-    work.mkdir()
+    work.mkdir(parents=True)
     print_fn(
         f"no deployed bundle at {pointer}: exporting {run_dir}'s latest checkpoint as the incumbent"
     )
