@@ -98,7 +98,17 @@ def main(argv: Sequence[str]) -> int:
     gate = args.get("gate", "ratio")
     if gate not in deploy.GATES:
         raise ConfigError(f"gate={gate!r} is not allowed: choose {' or '.join(deploy.GATES)}")
-    record = retrain(
+    from jaxtrade.live.errors import BundleError
+
+    try:
+        record = _run(args, gate)
+    except BundleError as err:  # a pointer or bundle that cannot be used: one line
+        raise ConfigError(str(err)) from None
+    return 0 if record["decision"] == "promoted" else EXIT_KEPT
+
+
+def _run(args: Mapping[str, str], gate: str) -> dict[str, Any]:
+    return retrain(
         Path(args["run_dir"]),
         Path(args["bars"]),
         pointer=Path(args["bundle"]) if "bundle" in args else None,
@@ -108,7 +118,6 @@ def main(argv: Sequence[str]) -> int:
         psr_threshold=_number(args, "psr_threshold", float) or 0.95,
         now=_parse_time(args["now"]) if "now" in args else None,
     )
-    return 0 if record["decision"] == "promoted" else EXIT_KEPT
 
 
 def _parse(argv: Sequence[str]) -> dict[str, str]:
@@ -620,10 +629,18 @@ def candidate_config(
 
 def train_candidate(cfg: dict[str, Any], print_fn: Callable[[str], None]) -> None:
     from experiments.train import train
+    from jaxtrade.checkpoint import saved_steps
 
+    checkpoints = Path(cfg["run_dir"]) / "checkpoints"
+    resumed = saved_steps(checkpoints)[-1]
     summary = train(cfg, print_fn=print_fn, set_by_user=())
     if not summary.loop.finished:
         raise ConfigError("the candidate's training stopped early")
+    if saved_steps(checkpoints)[-1] <= resumed:
+        raise ConfigError(
+            f"the candidate trained no update past the resumed update {resumed}: steps= is "
+            "less than one chunk of updates (agent.updates_per_chunk); give more steps"
+        )
 
 
 # ------------------------------------------------------------------------------ evaluation

@@ -29,8 +29,12 @@ from live_helpers import TINY_RUN, tiny_frame, write_csv
 from experiments import retrain as retrain_mod
 from jaxtrade import deploy
 from jaxtrade.cli import main
+from jaxtrade.live.bars import Bar
 from jaxtrade.live.bundle import load_bundle
+from jaxtrade.live.engine import Runner
 from jaxtrade.live.pointer import read_pointer, swap_pointer
+from jaxtrade.live.sinks import Sink
+from jaxtrade.live.store import ReplayStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +48,9 @@ def _quiet(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory):
-    """(folder, history CSV, new-bars CSV, the whole frame)."""
+    """(folder, history CSV (bars 0-399), new-bars CSV (400-599), the whole frame (650))."""
     root = tmp_path_factory.mktemp("retrain")
-    frame = tiny_frame(bars=600)
+    frame = tiny_frame(bars=650)
     history = write_csv(frame.head(400), root / "history.csv")
     new = write_csv(frame.slice(400, 200), root / "new.csv")
     return root, history, new, frame
@@ -78,27 +82,65 @@ def _tree_hash(folder: Path) -> dict[str, str]:
     }
 
 
+class Recorder(Sink):
+    def __init__(self) -> None:
+        self.decisions: list[dict] = []
+
+    def emit(self, decision: dict) -> None:
+        self.decisions.append(decision)
+
+
 @pytest.fixture(scope="module")
 def real_retrain(base_run, market, tmp_path_factory):
-    """A first retrain with real training; (run, record, stdout, incumbent files before)."""
-    _, _, new, _ = market
+    """The loop end to end, with real training: the incumbent deployed, a runner following
+    the pointer trades bars 0-599 into its store, a retrain reads the new bars from that
+    store; returns (run, record, stdout, incumbent bundle, its files' hashes, runner)."""
+    _, _, _, frame = market
     run = _copy_run(base_run, tmp_path_factory.mktemp("real"))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         retrain_mod.deploy_initial(run, run / "retrains", run / "deployed", print)
     incumbent = read_pointer(run / "deployed")
     before = _tree_hash(incumbent)
-    code, text = _quiet("retrain", f"run_dir={run}", f"bars={new}", "steps=256")
+    runner = Runner(
+        load_bundle(incumbent),
+        sink=Recorder(),
+        store=ReplayStore(run / "replay.sqlite"),
+        max_ahead_seconds=0,
+        max_jump_seconds=0,
+        pointer=run / "deployed",
+    )
+    for bar in _bars(frame.head(600)):
+        runner.process(bar)
+    # The gates' judgement is tested on constructed returns below; here a PSR threshold of
+    # ~0 promotes any candidate that trades differently, so the loop's mechanics are tested
+    # whatever a smoke-sized training happens to learn.
+    code, text = _quiet(
+        "retrain",
+        f"run_dir={run}",
+        f"bars={run / 'replay.sqlite'}",
+        "steps=256",
+        "gate=psr",
+        "psr_threshold=1e-9",
+    )
     record = deploy.read_history(run / "retrains")[-1]
     assert code == (0 if record["decision"] == "promoted" else retrain_mod.EXIT_KEPT)
-    return run, record, out.getvalue() + text, incumbent, before
+    return run, record, out.getvalue() + text, incumbent, before, runner
+
+
+def _bars(frame) -> list[Bar]:
+    stamps = retrain_mod._stamps_us(frame)
+    rows = frame.select("open", "high", "low", "close", "volume").rows()
+    return [Bar(int(t), *row) for t, row in zip(stamps, rows, strict=True)]
 
 
 def test_retrain_records_a_decision_both_scores_and_the_data_range(real_retrain, market):
-    run, record, text, incumbent, before = real_retrain
-    assert record["number"] == 1 and record["gate"] == "ratio"
+    run, record, text, incumbent, before, _ = real_retrain
+    assert record["number"] == 1 and record["gate"] == "psr"
     data = record["data"]
     assert data["history_bars"] == 400 and data["new_bars_used"] == 200 and data["bars"] == 600
+    # The runner's store holds the history's bars too, exactly as the run's file has them.
+    assert data["new_bars_before_history_end"] == 400 and data["conflicting_bars"] == 0
     assert data["last_bar"] == "2011-08-23T00:00:00Z"
     # The validation window rolled forward: it lies in the merged bars' validation split,
     # after the history's training split, and both bundles were scored on the same bars.
@@ -106,23 +148,25 @@ def test_retrain_records_a_decision_both_scores_and_the_data_range(real_retrain,
     cand, inc = record["candidate"]["scores"], record["incumbent"]["scores"]
     assert cand["num_bars"] == inc["num_bars"] > 50
     assert record["incumbent"]["bundle"] == str(incumbent)
-    # The decision is the gate's rule applied to the recorded scores.
-    again = deploy.ratio_gate(cand, inc, 1.05)
-    assert record["decision"] == ("promoted" if again.passed else "kept")
+    # The gate's inputs are recorded: one retrain so far, so one trial and no luck benchmark.
+    inputs = record["gate_inputs"]
+    assert inputs["trials"] == 1 and inputs["benchmark_sharpe_per_bar"] == 0.0
+    assert inputs["num_bars"] == cand["num_bars"] and inputs["threshold"] == 1e-9
+    assert record["decision"] == ("promoted" if inputs["psr"] >= 1e-9 else "kept")
     assert set(record["timings_s"]) >= {"bars", "trained", "exported", "evaluated", "total"}
     decision = json.loads((run / "retrains" / "0001" / "decision.json").read_text())
     assert decision == record
     # The pointer names the candidate exactly when it was promoted; the incumbent's files
     # are untouched either way.
     deployed = read_pointer(run / "deployed")
-    expected = record["candidate"]["bundle"] if again.passed else str(incumbent)
+    expected = record["candidate"]["bundle"] if inputs["psr"] >= 1e-9 else str(incumbent)
     assert deployed == Path(expected)
     assert _tree_hash(incumbent) == before
     load_bundle(deployed)
 
 
 def test_the_candidate_continues_the_incumbent_checkpoint_on_refitted_features(real_retrain):
-    run, record, _, _, _ = real_retrain
+    run, record, _, _, _, _ = real_retrain
     candidate = load_bundle(record["candidate"]["bundle"]).manifest
     incumbent = load_bundle(record["incumbent"]["bundle"]).manifest
     # Resumed from update 4 of the base run (512 steps of 4 envs x 32) plus steps=256.
@@ -137,7 +181,7 @@ def test_the_candidate_continues_the_incumbent_checkpoint_on_refitted_features(r
 
 
 def test_history_command_prints_every_decision(real_retrain):
-    run, record, _, _, _ = real_retrain
+    run, record, _, _, _, _ = real_retrain
     code, text = _quiet("retrain", "--history", str(run))
     assert code == 0
     lines = text.splitlines()
@@ -146,6 +190,35 @@ def test_history_command_prints_every_decision(real_retrain):
     assert lines[2].split()[0] == "1" and record["decision"] in lines[2]
     assert f"{record['candidate']['scores']['sharpe']:.2f}" in lines[2]
     assert "deployed now:" in lines[-1]
+
+
+def test_the_running_runner_switches_to_a_promoted_bundle_and_not_to_a_kept_one(
+    real_retrain, market
+):
+    run, record, _, incumbent, _, runner = real_retrain
+    _, _, _, frame = market
+    assert record["decision"] == "promoted", record["reason"]
+    ledger, later = runner.ledger, _bars(frame.slice(600, 50))
+    runner.process(later[0])
+    assert runner.bundle_root == Path(record["candidate"]["bundle"]) and runner.switches == 1
+    assert runner.ledger is ledger
+    for bar in later[1:]:
+        runner.process(bar)
+    # A candidate that must beat the incumbent 1000-fold is kept out; the runner stays.
+    code, _ = _quiet(
+        "retrain", f"run_dir={run}", f"bars={run / 'replay.sqlite'}", "steps=256", "factor=1000"
+    )
+    kept = deploy.read_history(run / "retrains")[-1]
+    assert code == retrain_mod.EXIT_KEPT and kept["decision"] == "kept"
+    assert kept["gate"] == "ratio" and kept["gate_inputs"]["factor"] == 1000
+    assert "Sharpe not better by the factor" in kept["reason"]
+    assert kept["incumbent"]["bundle"] == record["candidate"]["bundle"]
+    assert kept["data"]["new_bars_used"] == 50
+    assert read_pointer(run / "deployed") == Path(record["candidate"]["bundle"])
+    runner.process(_bars(frame.tail(1))[0])  # nothing new to follow
+    assert runner.switches == 1
+    kinds = [k for k, _, _ in runner.store.events()]
+    assert kinds == ["bundle_switched"]
 
 
 def test_gate_ratio_matches_backtest_compare():
@@ -321,7 +394,7 @@ sys.exit(retrain.main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("stage", ["exported", "decided"])
+@pytest.mark.parametrize("stage", ["trained", "decided", "promoted"])
 def test_sigkill_during_a_retrain_leaves_the_pointer_and_the_next_retrain_runs(
     base_run, market, tmp_path, monkeypatch, stage
 ):
@@ -332,19 +405,30 @@ def test_sigkill_during_a_retrain_leaves_the_pointer_and_the_next_retrain_runs(
     incumbent = _check_deployed(run)
     before = _tree_hash(incumbent)
     env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}")
+    args = [f"run_dir={run}", f"bars={new}", "gate=psr", "psr_threshold=1e-9"]  # promotes
     done = subprocess.run(
-        [sys.executable, "-c", _KILLER, stage, f"run_dir={run}", f"bars={new}", "factor=1.0"],
+        [sys.executable, "-c", _KILLER, stage, *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    assert _check_deployed(run, incumbent) and _tree_hash(incumbent) == before
+    swapped = run / "retrains" / "0001" / "bundle"
+    assert _check_deployed(run) == (swapped if stage == "promoted" else incumbent)
+    assert _tree_hash(incumbent) == before
     monkeypatch.setattr(retrain_mod, "train_candidate", _no_training)
     record = retrain_mod.retrain(run, new, print_fn=lambda _: None)
-    assert record["number"] == (1 if stage == "exported" else 2)
+    # Killed before its decision: the folder is removed and its number used again. Killed
+    # after it: the decision is recorded, as promoted only if the pointer had been swapped.
+    assert record["number"] == (1 if stage == "trained" else 2)
+    first = deploy.read_history(run / "retrains")[1]
+    assert first["number"] == 1
+    if stage != "trained":
+        assert first["recovered"]
+        assert first["decision"] == ("promoted" if stage == "promoted" else "kept")
     _check_deployed(run)
+    assert _tree_hash(incumbent) == before
 
 
 def test_swap_pointer_is_one_rename_to_a_relative_link(tmp_path):
