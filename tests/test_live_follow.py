@@ -267,3 +267,47 @@ def test_live_cli_takes_a_bundle_pointer(bundles, tmp_path):
     assert code == 0
     lines = out.getvalue().splitlines()
     assert json.loads(lines[-1])["summary"]["decisions"] == len(lines) - 1 > 100
+
+
+def test_alerts_reach_a_webhook_through_the_stores_outbox(bundles, tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    from jaxtrade.live.sinks import WebhookSink
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the stdlib's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("JT_ALERTS", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        _, frame, a, _, _ = bundles
+        store = ReplayStore(tmp_path / "replay.sqlite")
+        sink = WebhookSink("JT_ALERTS", store=store)
+        runner = Runner(
+            load_bundle(a),
+            sink=sink,
+            store=store,
+            max_ahead_seconds=0,
+            max_jump_seconds=0,
+            monitor={"min_sharpe": 100.0, "sharpe_window": 20},
+        )
+        for bar in _bars(frame.tail(60)):
+            runner.process(bar)
+        sink.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    alerts = [r["alert"] for r in received if "alert" in r]
+    assert [x["kind"] for x in alerts] == ["sharpe"]
+    assert alerts[0]["threshold"] == 100.0 and alerts[0]["bundle"] == str(a)
+    assert store.pending_alerts() == [] and store.events("sharpe")
