@@ -252,6 +252,12 @@ def test_degradation_alerts_fire_once_per_crossing(bundles):
     # Falling: the Sharpe alert, then the drawdown alert once past -5 %; rising again both
     # clear, and nothing repeats while a condition lasts.
     assert kinds == ["sharpe", "drawdown"]
+    # A Sharpe hovering at the threshold alerts once, not at every crossing: returns cycling
+    # +1 %, +1 %, -2 % put the 20-bar Sharpe above 0 one bar in three.
+    hover = Monitor(manifest, bars_per_year=252.0, sharpe_window=20, min_sharpe=0.0, drift_psi=None)
+    equity = np.cumprod(1.0 + np.tile([0.01, 0.01, -0.02], 100))
+    kinds = [x["kind"] for i, v in enumerate(equity) for x in hover.on_bar(100.0, v, str(i))]
+    assert kinds == ["sharpe"]
 
 
 def test_live_cli_takes_a_bundle_pointer(bundles, tmp_path):

@@ -21,9 +21,9 @@ is far in its tail: on held-out i.i.d. bars (1,800 training returns as reference
 whose volatility moves in regimes shift by this measure every time the regime changes:
 raise `drift_window` or `drift_psi` there, or read the alerts as regime changes.
 
-Each alert fires once when its condition starts and again only after the condition cleared
-(Sharpe back above the threshold, drawdown back within the limit, PSI back below half the
-threshold).
+Each alert fires once when its condition starts and again only after the condition cleared:
+the Sharpe at or above the threshold for a whole `sharpe_window` of bars, the equity at a new
+peak, the PSI below half the threshold (so a figure hovering at a threshold does not chatter).
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Monitor:
         self.peak = -math.inf
         self.active: set[str] = set()
         self.last_psi = math.nan
+        self._sharpe_ok_bars = 0
 
     def describe(self) -> str:
         parts = []
@@ -135,10 +136,11 @@ class Monitor:
             r = curve[1:] / curve[:-1] - 1.0
             std = r.std(ddof=1)
             sharpe = float(r.mean() / std * math.sqrt(self.bars_per_year)) if std > 0 else 0.0
+            self._sharpe_ok_bars = self._sharpe_ok_bars + 1 if sharpe >= self.min_sharpe else 0
             alerts += self._raise(
                 "sharpe",
                 sharpe < self.min_sharpe,
-                sharpe >= self.min_sharpe,
+                self._sharpe_ok_bars >= self.sharpe_window,
                 {
                     "timestamp": timestamp,
                     "sharpe": round(sharpe, 4),
@@ -153,7 +155,7 @@ class Monitor:
             alerts += self._raise(
                 "drawdown",
                 drawdown < self.max_drawdown,
-                drawdown >= self.max_drawdown,
+                drawdown >= 0.0,
                 {
                     "timestamp": timestamp,
                     "drawdown": round(drawdown, 6),
