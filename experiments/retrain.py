@@ -16,8 +16,9 @@ One retrain, in order (RUN/retrains/NNNN/ holds everything it writes):
      split; the validation and test splits roll forward with the run's fractions), exported;
   5. the gate: candidate and incumbent bundles run by the numpy runner on the same newest
      validation window; `ratio` or `psr` (jaxtrade/deploy.py) decides;
-  6. decision.json is written, the pointer swapped in one rename when the gate passed, and
-     the record appended to RUN/retrains/history.jsonl.
+  6. decision.json is written (and put in the candidate's report/metrics.json), the pointer
+     swapped in one rename when the gate passed, and the record appended to
+     RUN/retrains/history.jsonl (history.txt: the same as a table).
 
 The incumbent bundle is never written to: a failure or a kill at any step leaves the pointer
 naming a complete bundle, and the next retrain starts cleanly.
@@ -29,6 +30,7 @@ import contextlib
 import copy
 import datetime as dt
 import fcntl
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,9 +63,10 @@ validation window with the numpy runner, and promote the candidate only if the g
   now=ISO_TIME    the clock for "closed" bars (default: this machine's UTC time)
 
 Every retrain writes R/retrains/NNNN/decision.json (both scores, the gate and its inputs, the
-bundle paths, the data range, timings) and appends it to R/retrains/history.jsonl, which
-`jaxtrade retrain --history R` prints. Exit codes: 0 promoted, 3 incumbent kept, 2 bad
-arguments or data, 1 internal error.
+bundle paths, the data range, timings), puts it in the candidate's report/metrics.json under
+"retrain", and appends it to R/retrains/history.jsonl, which `jaxtrade retrain --history R`
+prints (and R/retrains/history.txt holds as a table).
+Exit codes: 0 promoted, 3 incumbent kept, 2 bad arguments or data, 1 internal error.
 
 nightly, with cron (22:30 UTC, after the daily close):
   30 22 * * *  cd /srv/trading && jaxtrade retrain run_dir=runs/prod bars=live/replay.sqlite \\
@@ -223,8 +226,6 @@ def recover(retrains: Path, pointer: Path, print_fn: Callable[[str], None] = pri
             continue
         if int(work.name) in recorded:
             continue
-        import json
-
         record = json.loads(decision.read_text())
         live = deployed is not None and deployed == (work / "bundle").resolve()
         if record.get("decision") == "promoted" and not live:
@@ -405,6 +406,11 @@ def _finish(
             finished_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
     )
+    report = work / "run" / "report" / "metrics.json"
+    if report.is_file():  # the candidate's report names the decision made on it
+        metrics = json.loads(report.read_text())
+        metrics["retrain"] = record
+        deploy.write_json_atomic(report, metrics)
     deploy.write_json_atomic(work / deploy.DECISION, record)
     _stage("decided")
     if promote is not None:
@@ -412,6 +418,9 @@ def _finish(
         _stage("promoted")
     deploy.append_history(retrains, record)
     _stage("recorded")
+    (retrains / "history.txt").write_text(
+        deploy.format_history(deploy.read_history(retrains)) + "\n", encoding="utf-8"
+    )
     print_fn(f"{record['decision'].upper()}: {record['reason']}")
     print_fn(f"decision: {work / deploy.DECISION}")
     return record

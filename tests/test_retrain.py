@@ -156,6 +156,8 @@ def test_retrain_records_a_decision_both_scores_and_the_data_range(real_retrain,
     assert set(record["timings_s"]) >= {"bars", "trained", "exported", "evaluated", "total"}
     decision = json.loads((run / "retrains" / "0001" / "decision.json").read_text())
     assert decision == record
+    report = run / "retrains" / "0001" / "run" / "report" / "metrics.json"
+    assert json.loads(report.read_text())["retrain"] == record
     # The pointer names the candidate exactly when it was promoted; the incumbent's files
     # are untouched either way.
     deployed = read_pointer(run / "deployed")
@@ -190,6 +192,7 @@ def test_history_command_prints_every_decision(real_retrain):
     assert lines[2].split()[0] == "1" and record["decision"] in lines[2]
     assert f"{record['candidate']['scores']['sharpe']:.2f}" in lines[2]
     assert "deployed now:" in lines[-1]
+    assert (run / "retrains" / "history.txt").read_text().splitlines() == lines[:-1]
 
 
 def test_the_running_runner_switches_to_a_promoted_bundle_and_not_to_a_kept_one(
