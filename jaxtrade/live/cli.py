@@ -15,6 +15,8 @@ to stderr and the runner goes on. A bar stamped more than --max-ahead-seconds (d
 day) after this machine's clock is rejected; a bar more than --max-jump-seconds (default ten
 times the longest pause seen in training) after the previous one waits for the next bar to
 confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
+`--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
+with format=onnx); features, ledger and risk rules are the same numpy code.
 
 Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
 not map onto bars stops before the first bar, naming the file, the columns found and the
@@ -60,6 +62,7 @@ _KEYS = {
     "max_ahead_seconds": "--max-ahead-seconds",
     "max_jump_seconds": "--max-jump-seconds",
     "max_line_bytes": "--max-line-bytes",
+    "engine": "--engine",
 }
 
 
@@ -90,7 +93,7 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
         description="Run an exported jaxtrade policy bundle on bars (paper trading).",
         epilog="key=value spellings work too: bundle=DIR source=replay|stdin|http path=FILE "
         "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N "
-        "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N",
+        "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N engine=numpy|onnx",
     )
     parser.add_argument("--bundle", default=default_bundle, help="bundle directory")
     src = parser.add_mutually_exclusive_group()
@@ -128,6 +131,11 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                         help="reject longer JSON lines on stdin unread")
+    parser.add_argument(
+        "--engine", choices=("numpy", "onnx"), default="numpy",
+        help="policy forward pass: numpy (default) or the bundle's policy.onnx through "
+        "onnxruntime (export with format=onnx; pip install onnxruntime)",
+    )
     parser.add_argument("--no-summary", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -184,6 +192,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             max_age_seconds=max_age,
             max_ahead_seconds=args.max_ahead_seconds,
             max_jump_seconds=args.max_jump_seconds,
+            engine=args.engine,
         )
         # After a restart the store holds what was already processed: rebuild from it, print
         # what was stored but not printed, and skip those bars in the source.

@@ -99,11 +99,13 @@ class Runner:
         max_ahead_seconds: float | None = MAX_AHEAD_SECONDS,
         max_jump_seconds: float | None = None,
         clock=time.time,
+        engine: str = "numpy",
     ) -> None:
         """`max_ahead_seconds`: refuse bars stamped further ahead of `clock()`;
         `max_jump_seconds`: hold a bar further after the previous one until the next bar
         confirms it (None: `MAX_JUMP_GAPS` gap thresholds of the manifest). 0 turns either
-        rule off."""
+        rule off. `engine`: "numpy" (network.py) or "onnx" (the bundle's policy.onnx through
+        onnxruntime, onnx_engine.py) runs the policy; everything else is the same code."""
         m = bundle.manifest
         # Age policy of the replay store: rows older than this are deleted every
         # `purge_every_bars` bars (and once at start by the CLI).
@@ -126,6 +128,12 @@ class Runner:
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
             self.network = ActorNetwork(m["network"], bundle.weights)
+            if engine == "onnx":
+                from .onnx_engine import OnnxActor
+
+                self.network = OnnxActor(bundle)
+            elif engine != "numpy":
+                raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
             trading = dict(m["trading"])
             if initial_equity is not None:
                 trading["initial_equity"] = float(initial_equity)
