@@ -370,7 +370,10 @@ class _PolicyGraph:
         ]
         if "log_std" in params and isinstance(params["log_std"], np.ndarray):
             log_std = g.op(
-                "Expand", g.const(params["log_std"], "log_std"), g.op("Shape", mean), out="log_std"
+                "Expand",
+                g.const(params["log_std"], "log_std_param"),
+                g.op("Shape", mean),
+                out="log_std",
             )
             outputs.append((log_std, "float", ["batch", dim]))
         return outputs
