@@ -43,6 +43,7 @@ import optax
 from flax import struct
 
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import updates_to_reach
 from agents.common.distributions import (
     action_spec_from_space,
     bounded_log_std,
@@ -301,8 +302,7 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
 
     # ---------------------------------------------------------------- one update
     def one_update(state: SACState, env_params: Any) -> tuple[SACState, Metrics]:
-        env_steps = state.update_step * steps_per_update
-        explore = env_steps < config.learning_starts
+        explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
         def policy(obs, key):
             return behaviour(state.actor_params, obs, key, False, explore)

@@ -35,6 +35,7 @@ import optax
 from flax import struct
 
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import updates_to_reach
 from agents.common.distributions import action_spec_from_space, to_env_action
 from agents.common.losses import n_step_returns, polyak_update
 from agents.common.networks import (
@@ -245,8 +246,7 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
 
     def one_update(state: TD3State, env_params: Any) -> tuple[TD3State, Metrics]:
         hp = state.hparams
-        env_steps = state.update_step * steps_per_update
-        explore = env_steps < config.learning_starts
+        explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
         def policy(obs, key):
             return behaviour(state.actor_params, obs, key, hp.exploration_noise, explore)
