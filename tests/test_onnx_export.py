@@ -328,6 +328,52 @@ def test_a_tampered_policy_onnx_is_refused(onnx_bundle, tmp_path):
         load_bundle(bad)
 
 
+def test_a_promoted_bundle_runs_on_the_runners_engine(onnx_bundle, tmp_path):
+    """`--bundle-pointer` with `--engine onnx`: a promoted bundle with a graph takes over on
+    onnxruntime; one without policy.onnx is refused with an alert, the running one trades on."""
+    from jaxtrade.cli import main as cli
+    from jaxtrade.live.engine import Runner
+    from jaxtrade.live.formats import BarFormat
+    from jaxtrade.live.onnx_engine import OnnxActor
+    from jaxtrade.live.pointer import swap_pointer
+    from jaxtrade.live.sinks import Sink
+    from jaxtrade.live.sources import replay_source
+
+    class Alerts(Sink):
+        def __init__(self) -> None:
+            self.alerts: list[dict] = []
+
+        def emit(self, decision: dict) -> None:
+            pass
+
+        def alert(self, payload: dict) -> None:
+            self.alerts.append(payload)
+
+    bundle, csv, _ = onnx_bundle
+    numpy_only, promoted = tmp_path / "numpy-only", tmp_path / "promoted"
+    assert cli(["export", f"run_dir={tiny_run()[0]}", f"out={numpy_only}"]) == 0
+    shutil.copytree(bundle, promoted)
+    pointer = tmp_path / "deployed"
+    swap_pointer(pointer, bundle)
+    sink = Alerts()
+    runner = Runner(load_bundle(bundle), sink=sink, pointer=pointer, engine="onnx")
+    records = list(replay_source(csv, BarFormat(load_bundle(bundle).manifest["bars"])))
+    third = len(records) // 3
+    for record in records[:third]:
+        runner.process(record)
+    swap_pointer(pointer, numpy_only)
+    for record in records[third : 2 * third]:
+        runner.process(record)
+    assert runner.switches == 0 and isinstance(runner.network, OnnxActor)
+    assert [a["kind"] for a in sink.alerts] == ["bundle_refused"]
+    assert "has no policy.onnx" in sink.alerts[0]["message"]
+    swap_pointer(pointer, promoted)
+    decisions = [runner.process(record) for record in records[2 * third :]]
+    assert runner.switches == 1 and isinstance(runner.network, OnnxActor)
+    assert Path(runner.bundle_root) == promoted
+    assert any(d is not None for d in decisions)
+
+
 # --- without the extra, or without a graph: one line each ------------------------------------
 def test_export_without_the_extra_says_what_to_install(monkeypatch, tmp_path):
     from jaxtrade.export import write_bundle
