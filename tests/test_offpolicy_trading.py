@@ -50,6 +50,7 @@ def test_cli_agent_harvests_planted_momentum_out_of_sample(tmp_path, ar1_csv, ag
     code = main(["train", f"agent={agent}", "data=csv", f"data.path={ar1_csv}",
                  "features.features=[{name: log_returns, lags: [1]}]", "env.window_bars=4",
                  "train.total_steps=64000", "agent.learning_starts=2000",
+                 "network=mlp",  # the tanh 64x64 network this proof was measured with
                  "agent.hparams.gamma=0.5", "env.reward.scale=100", "logger=none",
                  f"run_dir={run_dir}"])
     out = capsys.readouterr().out
