@@ -64,7 +64,8 @@ def test_cli_agent_harvests_planted_momentum_out_of_sample(tmp_path, ar1_csv, ag
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["env_steps"] == 64_000
     if agent == "qrdqn":  # the learned return quantiles reach metrics.jsonl and the report
-        assert rows[-1]["quantile_05"] <= rows[-1]["quantile_95"]
+        assert rows[-1]["dqn/quantile_05"] <= rows[-1]["dqn/quantile_95"]
         training = metrics["training"]
         assert training["update"] == metrics["checkpoint"]["update"]
-        assert training["quantile_05"] <= training["quantile_50"] <= training["quantile_95"]
+        assert (training["dqn/quantile_05"] <= training["dqn/quantile_50"]
+                <= training["dqn/quantile_95"])
