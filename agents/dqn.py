@@ -66,6 +66,7 @@ class DQNHParams:
     huber_delta: float = 1.0  # with loss="huber"; QR-DQN's kappa
     priority_beta_start: float = 0.4  # importance-weight exponent, annealed to 1
     priority_eps: float = 1e-6
+    adam_eps: float = 1e-5  # Adam's denominator floor: damps steps when gradients are tiny
 
 
 def _q_network_default() -> NetworkConfig:
@@ -254,7 +255,8 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
 
         (loss, (priority, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         lr = hp.learning_rate * (1.0 - progress) if config.anneal_lr else hp.learning_rate
-        params, opt_state = adam_step(state.params, grads, state.opt_state, lr, hp.max_grad_norm)
+        params, opt_state = adam_step(state.params, grads, state.opt_state, lr, hp.max_grad_norm,
+                                      hp.adam_eps)
         buffer = replay.set_priorities(state.buffer, batch.indices, priority + hp.priority_eps)
         values = head.action_values(out, hp)
         metrics = {"loss": loss, "q_mean": jnp.mean(_take_action(values, action)),

@@ -331,13 +331,32 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             if step is not None:
                 logger.log_artifact(checkpoints.step_dir(step), f"checkpoint-{run_dir.name}",
                                     "checkpoint", point=best)
-        logger.summary({"validation_sharpe": sharpe_list[best]} if sharpe_list else {})
+        for point, value in enumerate(sharpe_list):  # each point's run its own figure
+            logger.summary({"validation_sharpe": value}, point=point)
+        if report_dir is not None:
+            log_seeds(logger, report_dir / "metrics.json")
     if checkpoints is not None:
         checkpoints.close()
     if not loop.finished and primary:
         print_fn(f"stopped after update {loop.updates_done} of {agent.num_updates}; "
                  f"continue with resume=true run_dir={run_dir}")
     return TrainSummary(run_dir, points, sharpe_list, best, report_dir, loop)
+
+
+def log_seeds(logger: Any, metrics_json: Path) -> None:
+    """W&B: each point's run gets its own report figures, and a run of several points one
+    summary run in its group with the aggregate over seeds (report/metrics.json "seeds")."""
+    import json
+
+    from jaxtrade.evaluate.seeds import group_summary, point_summary
+
+    seeds = json.loads(metrics_json.read_text()).get("seeds")
+    if not seeds:
+        return
+    for row in seeds["points"]:
+        logger.summary(point_summary(row), point=row["point"])
+    if len(seeds["points"]) > 1:
+        logger.group_summary(group_summary(seeds))
 
 
 def interval_updates(train_cfg: Mapping[str, Any], which: str, agent: Any) -> int:
@@ -436,7 +455,9 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
                  requested: str | int | None = None, print_fn: Callable[[str], None] = print,
                  sweep_sharpe_variance: float | None = None) -> Path:
     """Backtest one point of a restored checkpoint on every split beside the baselines and
-    write run_dir/report/; metrics.json's "checkpoint" names the update and point used.
+    write run_dir/report/; metrics.json's "checkpoint" names the update and point used, and
+    its "seeds" every point's validation and test figures with their aggregate over seeds
+    (jaxtrade.evaluate.seeds), shown on the console and in report.html for several points.
 
     `jaxtrade train` (its final report) and `jaxtrade backtest` both come here with a
     checkpoint restored by jaxtrade.runs.restore_point, so the same checkpoint gives the same
@@ -448,10 +469,13 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     from jaxtrade.evaluate.baselines import run_baselines
     from jaxtrade.evaluate.montecarlo import bootstrap
     from jaxtrade.evaluate.report import write_report as write_report_files
+    from jaxtrade.evaluate.seeds import seed_summary, seed_tables
 
     deterministic = bool(prep.cfg["train"]["deterministic_eval"])
     policy = agent_policy(prep.agent, restored.params)
     results = backtest_all_splits(prep.env, prep.env_params, policy, deterministic=deterministic)
+    seeds = seed_summary(per_point_metrics(prep, restored, len(points), results),
+                         points, restored.point, restored.step)
     baselines = run_baselines(prep.env, prep.env_params, splits=tuple(results))
     test = results.get("test")
     mc = None
@@ -464,7 +488,7 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     page = write_report_files(
         prep.run_dir, results, baselines, mc=mc, sweep_trials=len(points),
         costs_description=costs_description(prep.env_params),
-        sweep_sharpe_variance=sweep_sharpe_variance,
+        sweep_sharpe_variance=sweep_sharpe_variance, seeds=seeds,
         symbol_names=plot_symbol_names(prep.market.meta.symbols, prep.cfg["data"]),
         title=f"jaxtrade: {prep.cfg['agent']['name']} on {common.data_label(prep.cfg['data'])} "
               f"(bars {prep.fingerprint}), checkpoint of update {restored.step}, "
@@ -474,18 +498,47 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics_path = report_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
+    metrics["agent"] = prep.cfg["agent"]["name"]  # `jaxtrade compare` shows it
     training = training_metrics(prep.run_dir, restored.point, restored.step,
                                 warn=lambda message: print_fn(f"warning: {message}"))
     if training:
         metrics["training"] = training
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    seed = points[restored.point].get("seed")
     print_fn(f"report of checkpoint {restored.step} ({source['requested']}), point "
-             f"{restored.point}")
+             f"{restored.point}" + (f" (seed {seed}), one of {plural(len(points), 'point')} "
+                                    "(all of them below)" if len(points) > 1 else ""))
     print_fn(metrics_table(metrics_path))
     for line in verdict(metrics_path):
         print_fn(line)
+    if len(points) > 1:
+        for line in seed_tables(seeds):
+            print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
+
+
+def per_point_metrics(prep: Prepared, restored: RestoredPoint, num_points: int,
+                      results: Mapping[str, Any]) -> list[dict[str, dict[str, float]]]:
+    """Every point's validation and test metrics at the restored checkpoint, each from the
+    same backtest `jaxtrade backtest point=P` runs (one compiled walk serves every point);
+    the reported point's are `results`, its backtest on all splits."""
+    from jaxtrade.evaluate.backtest import agent_policy, backtest
+    from jaxtrade.evaluate.seeds import SEED_SPLITS
+    from jaxtrade.runs import point_params
+
+    deterministic = bool(prep.cfg["train"]["deterministic_eval"])
+    splits = [s for s in SEED_SPLITS if s in results]
+    rows = []
+    for point in range(num_points):
+        if point == restored.point:
+            rows.append({s: dict(results[s].metrics) for s in splits})
+            continue
+        policy = agent_policy(prep.agent, point_params(restored.state, point,
+                                                       restored.policy_params))
+        rows.append({s: backtest(prep.env, prep.env_params, policy, split=s,
+                                 deterministic=deterministic).metrics for s in splits})
+    return rows
 
 
 def plot_symbol_names(symbols: Sequence[str], data_cfg: Mapping[str, Any]) -> list[str]:

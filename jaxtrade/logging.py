@@ -5,7 +5,8 @@ per line: `point`, `update`, `env_steps`, `time_s` and the metrics), so nothing 
 W&B. The console shows one progress line per chunk (jaxtrade.progress); `verbose=True`
 (`logger.verbose=true`) prints every metric of each chunk too. A run trains P points side by
 side (seeds x hyperparameter points, vmapped); each point is its own W&B run inside one
-group, so W&B's comparison views work.
+group, so W&B's comparison views work, and `group_summary` adds one run to the group that
+holds the aggregate over its seeds.
 
 W&B runs offline by default (`logger.mode=offline`, files under `run_dir/wandb/`, upload
 later with `wandb sync`); `WANDB_MODE` in the environment takes precedence. Secrets never
@@ -164,6 +165,7 @@ class RunLogger:
         self._t0 = time.perf_counter()
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._runs: list[Any] = []
+        self._wandb_group: dict[str, Any] = {}  # what group_summary's run is started with
         # write=False: a process of a multi-process run other than process 0 logs nothing
         # (process 0 writes metrics.jsonl and the W&B runs for the whole run).
         self.kind = kind if write else "none"
@@ -194,6 +196,10 @@ class RunLogger:
         group = group or self.run_dir.resolve().name
         ids_path = self.run_dir / "wandb_run_ids.json"
         ids = json.loads(ids_path.read_text()) if resume and ids_path.is_file() else {}
+        # For the group's summary run, started only when the run ends (group_summary).
+        self._wandb_group = dict(config=config, run_info=run_info, project=project,
+                                 entity=entity, group=group, mode=mode, tags=list(tags),
+                                 summary_id=ids.get("summary"))
         new_ids = {}
         for index, point in enumerate(self.points):
             run_config = scrub(dict(config, point=point, run_info=dict(run_info)))
@@ -215,6 +221,8 @@ class RunLogger:
                                   "online mode or use logger.mode=offline") from None
             new_ids[str(index)] = run.id
             self._runs.append(run)
+        if "summary" in ids:
+            new_ids["summary"] = ids["summary"]
         ids_path.write_text(json.dumps(new_ids))
 
     # --------------------------------------------------------------------- logging
@@ -251,6 +259,32 @@ class RunLogger:
             if point is None or point == index:
                 for key, value in to_jsonable(dict(values)).items():
                     run.summary[key] = value
+
+    def group_summary(self, values: Mapping[str, Any]) -> None:
+        """One more W&B run in the group (job type "summary", named GROUP/summary) holding
+        `values`, e.g. the aggregate over the group's seeds, in its summary. A resumed run
+        writes to the same summary run again."""
+        if not self._runs:
+            return
+        import wandb
+
+        spec = self._wandb_group
+        run = wandb.init(
+            project=spec["project"], entity=spec["entity"], group=spec["group"],
+            job_type="summary", name=f"{spec['group']}/summary", id=spec["summary_id"],
+            resume="allow" if spec["summary_id"] else None,
+            config=to_jsonable(scrub(dict(spec["config"], run_info=dict(spec["run_info"])))),
+            dir=str(self.run_dir), mode=spec["mode"], tags=spec["tags"], reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off", save_code=False,
+                                    x_disable_stats=True),
+        )
+        for key, value in to_jsonable(dict(values)).items():
+            run.summary[key] = value
+        ids_path = self.run_dir / "wandb_run_ids.json"
+        ids = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
+        ids_path.write_text(json.dumps(dict(ids, summary=run.id)))
+        spec["summary_id"] = run.id
+        run.finish()
 
     def log_artifact(self, path: str | Path, name: str, kind: str, point: int = 0) -> None:
         """Attach a file or directory (report, checkpoint) to point `point`'s W&B run."""

@@ -237,11 +237,59 @@ def test_compare_runs_table_and_csv(tmp_path: Path, capsys) -> None:
     assert frame["run"].to_list() == ["run_a", "run_b"]
     assert frame["validation_sharpe"].to_list() == [1.0, 1.5]
     assert frame["best_baseline"].to_list() == ["buy_and_hold"] * 2
+    assert frame["seeds"].to_list() == [1, 1]  # reports without a "seeds" record: one seed
+    assert frame["validation_sharpe_iqm"].to_list() == [1.0, 1.5]
+    assert frame["validation_sharpe_std"].to_list() == [None, None]
     csv = tmp_path / "cmp.csv"
     assert compare.main_compare([str(a), str(b), "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
-    assert "run_a" in out and "validation_sharpe" in out
-    assert csv.read_text().splitlines()[0].startswith("run,")
+    assert "run_a" in out and "val Sharpe" in out
+    assert csv.read_text().splitlines()[0].startswith("run,agent,seeds,validation_sharpe,")
+
+
+def test_compare_fits_100_columns_with_agents_seeds_and_no_nan(tmp_path: Path, capsys) -> None:
+    from jaxtrade.evaluate.seeds import seed_summary
+
+    single = _write_metrics(tmp_path / "ppo_single_seed_on_a_long_run_directory_name", 1.0, -0.2)
+    (single / "config.yaml").write_text("agent:\n  name: ppo\nseed: 0\n")
+    metrics = json.loads((single / "report" / "metrics.json").read_text())
+    metrics["sweep_trials"] = 1  # one trial: no deflated Sharpe, and no NaN printed for it
+    (single / "report" / "metrics.json").write_text(json.dumps(metrics))
+    several = _write_metrics(tmp_path / "dqn5", 0.5, -0.3)
+    per_point = [{s: {"sharpe": v, "total_return": v / 10, "max_drawdown": -0.1 - v / 100}
+                  for s in ("validation", "test")} for v in (0.1, 0.2, 0.3, 0.9, -0.4)]
+    metrics = json.loads((several / "report" / "metrics.json").read_text())
+    metrics["agent"] = "dqn"
+    metrics["seeds"] = seed_summary(per_point, [{"seed": i} for i in range(5)], 3, 40)
+    metrics["significance"] = {"dsr": 0.42}
+    (several / "report" / "metrics.json").write_text(json.dumps(metrics))
+
+    frame = compare.compare_runs([single, several])
+    assert frame["agent"].to_list() == ["ppo", "dqn"]
+    assert frame["seeds"].to_list() == [1, 5]
+    assert frame["test_sharpe_mean"][1] == pytest.approx(0.22)
+    assert frame["test_sharpe_iqm"][1] == pytest.approx(0.2)  # mean of 0.1, 0.2, 0.3
+    low, high = frame["test_sharpe_iqm_ci_low"][1], frame["test_sharpe_iqm_ci_high"][1]
+    assert -0.4 <= low <= 0.2 <= high <= 0.9
+    assert frame["dsr"].to_list() == [None, 0.42]
+
+    assert compare.main_compare([str(single), str(several)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "nan" not in out.lower()
+    assert "over seeds: Sharpe" in out and "0.20 [" in out  # dqn5's IQM with its interval
+    assert "0.22 ± " in out
+    # Why each dash: one note per reason (wrapped to the width), naming the runs concerned.
+    notes = " ".join(out[out.index("DSR -:"):].split())
+    assert notes.count("DSR -:") == 1
+    dsr, rest = notes.removeprefix("DSR -: ").split(" IQM CI [-]: ")
+    assert dsr.startswith("ppo_single") and "needs >= 2 trials" in dsr and "dqn5" not in dsr
+    assert rest.startswith("ppo_single") and "dqn5" not in rest
+    csv = tmp_path / "wide.csv"
+    assert compare.main_compare([str(single), str(several), "--csv", str(csv)]) == 0
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"agent", "seeds", "test_sharpe_iqm_ci_low", "test_max_drawdown_std"} <= set(header)
+    assert "nan" not in csv.read_text().lower()
 
 
 def test_scale_costs_and_description(setup) -> None:

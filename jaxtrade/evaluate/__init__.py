@@ -9,5 +9,6 @@ backtest`; the package does not rebind the module names):
   gate          compare_runs(new_run_dir, old_run_dir, factor=1.05) -> Decision
   report        write_report(run_dir, results_by_split, baselines, ...)
   compare       compare_runs(run_dirs) -> polars.DataFrame, main_compare(argv)
+  seeds         interquartile_mean, bootstrap_ci, seed_summary (every seed and the aggregate)
   pipeline      evaluate_policy(run_dir, env, env_params, policy_fn, ...) -> report.html
 """

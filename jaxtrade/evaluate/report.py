@@ -12,7 +12,10 @@ metrics.json (machine-readable, shape of DESIGN.md "Run directory"):
    "bars_per_year": float, "splits": {split: {"start", "end", "bars"}},
    "min_reliable_bars": one year of bars (splits with fewer are marked as short samples),
    "significance": {"psr_<split>", "psr_<split>_bars" (its sample size), ...},
-   "monte_carlo": {...} (when given)}
+   "monte_carlo": {...} (when given),
+   "seeds": every point's validation / test Sharpe, return and max drawdown and their
+            aggregate over seeds: mean, std, IQM with its bootstrap CI (when given;
+            jaxtrade.evaluate.seeds.seed_summary)}
 Non-finite numbers are written as null.
 """
 
@@ -635,10 +638,52 @@ def _html(metrics: dict[str, Any], folder: Path, title: str, window: int) -> str
 </ul></div>
 <h2>Metrics by split (policy beside baselines on the same split and costs)</h2>
 {tables}
+{_seeds_section(metrics.get("seeds"))}
 <h2>Plots</h2>
 {figures}
 </body></html>
 """
+
+
+def _seeds_section(seeds: Mapping[str, Any] | None) -> str:
+    """Every point beside the aggregate over seeds (runs of more than one point)."""
+    from jaxtrade.evaluate import seeds as seeds_lib
+
+    if not seeds or len(seeds["points"]) < 2:
+        return ""
+    splits = list(seeds["aggregate"])
+    metrics = seeds_lib.SEED_METRICS
+    label = lambda s, m: f"{s} {seeds_lib.LABELS[m]}"
+    head = "".join(f"<th>{html.escape(label(s, m))}</th>" for s in splits for m in metrics)
+    reported = seeds["reported_point"]
+    rows = "".join(
+        f"<tr><th class='k'>{row['point']}{' (reported)' if row['point'] == reported else ''}"
+        "</th>"
+        f"<td>{html.escape(str(row.get('seed', '-')))}</td>"
+        + "".join(f"<td>{seeds_lib.number((row.get(s) or {}).get(m), m)}</td>"
+                  for s in splits for m in metrics) + "</tr>"
+        for row in seeds["points"])
+    per_point = (f"<table><thead><tr><th>point</th><th>seed</th>{head}</tr></thead>"
+                 f"<tbody>{rows}</tbody></table>")
+    confidence = f"{100 * seeds_lib.CONFIDENCE:g}%"
+    agg_rows = "".join(
+        f"<tr><th class='k'>{html.escape(label(s, m))}</th>"
+        + "".join(f"<td>{seeds_lib.number(a[k], m)}</td>" for k in ("mean", "std", "iqm"))
+        + f"<td>{seeds_lib.interval(a['iqm_ci'], m)}</td></tr>"
+        for s in splits for m in metrics if (a := seeds["aggregate"][s][m]))
+    aggregate = (f"<table><thead><tr><th></th><th>mean</th><th>std</th><th>IQM</th>"
+                 f"<th>IQM {confidence} CI</th></tr></thead><tbody>{agg_rows}</tbody></table>")
+    n = seeds["num_seeds"]
+    note = (f"<p class='warn'>{html.escape(seeds['ci_note'])}</p>" if seeds.get("ci_note")
+            else "")
+    return (f"<h2>Every seed, and the aggregate over {plural(n, 'seed')}</h2>"
+            f"<p>Each point's policy at the checkpoint of update {seeds['update']}, backtested "
+            "on the same splits and costs; the metrics above are the reported point's. The "
+            "aggregate pools the seeds of the reported hyperparameters (points "
+            f"{', '.join(map(str, seeds['aggregated_points']))}): mean, standard deviation, "
+            f"and the interquartile mean with a {confidence} percentile bootstrap interval "
+            "(Agarwal et al. 2021, rliable).</p>"
+            f"{per_point}{aggregate}{note}")
 
 
 def write_positions_csv(results_by_split: Mapping[str, BacktestResult], path: Path) -> None:
@@ -659,14 +704,18 @@ def write_report(
     sweep_sharpe_variance: float | None = None,
     title: str = "jaxtrade backtest report",
     symbol_names: Any = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write run_dir/report/ (HTML, PNGs, metrics.json, positions.csv); return the HTML path."""
+    """Write run_dir/report/ (HTML, PNGs, metrics.json, positions.csv); return the HTML path.
+    `seeds`: jaxtrade.evaluate.seeds.seed_summary of the run's points, when it has them."""
     if not results_by_split:
         raise ValueError("write_report needs at least one split's backtest")
     folder = Path(run_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     metrics = build_metrics_json(results_by_split, baselines, mc, sweep_trials,
                                  costs_description, sweep_sharpe_variance)
+    if seeds is not None:
+        metrics["seeds"] = _finite_or_none(dict(seeds))
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     write_positions_csv(results_by_split, folder / "positions.csv")
     plot_equity(results_by_split, baselines, folder / "equity.png")
