@@ -35,6 +35,7 @@ from flax import struct
 
 from agents.common.agent import build_agent, target_weights
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import env_steps_done
 from agents.common.distributions import action_spec_from_space
 from agents.common.losses import periodic_update, td_loss
 from agents.common.networks import NetworkConfig, make_q_network
@@ -66,7 +67,12 @@ class DQNHParams:
     huber_delta: float = 1.0  # with loss="huber"; QR-DQN's kappa
     priority_beta_start: float = 0.4  # importance-weight exponent, annealed to 1
     priority_eps: float = 1e-6
-    adam_eps: float = 1e-5  # Adam's denominator floor: damps steps when gradients are tiny
+    # Adam's denominator floor. At 1e-5, once the TD error is near zero (CartPole: Q = 100
+    # everywhere) Adam still takes full-size steps along gradient noise and the greedy policy
+    # drifts until it collapses; a larger floor damps steps whose gradients are that small.
+    # Too large slows learning where losses are small by construction (quantile losses,
+    # importance weights). Measured over seeds in BENCHMARKS.md (issue 19).
+    adam_eps: float = 1e-3
 
 
 def _q_network_default() -> NetworkConfig:
@@ -83,7 +89,7 @@ class DQNConfig(OffPolicySizes):
     buffer_size: int = 10_000  # transitions over all envs
     learning_starts: int = 10_000  # env steps (epsilon-greedy) before the first gradient step
     target_update_every: int = 50  # updates between target updates
-    n_step: int = 1
+    n_step: int = 3  # n-step returns: faster credit, fewer late collapses (BENCHMARKS.md)
     double: bool = True
     head: str = "q"  # "q" | "dueling"
     # "mse" (0.5 squared TD error) or "huber" (hparams.huber_delta). With Adam, Huber's
@@ -163,7 +169,8 @@ class DQNState:
 
 def epsilon_at(hp: DQNHParams, env_steps: jax.Array, total_steps: int) -> jax.Array:
     """Linear decay from epsilon_start to epsilon_end over epsilon_decay_fraction of the run."""
-    decay_steps = jnp.maximum(hp.epsilon_decay_fraction * total_steps, 1.0)
+    # float(): a Python int past int32 would not convert (the same float32 below it).
+    decay_steps = jnp.maximum(hp.epsilon_decay_fraction * float(total_steps), 1.0)
     frac = jnp.clip(env_steps.astype(jnp.float32) / decay_steps, 0.0, 1.0)
     return hp.epsilon_start + frac * (hp.epsilon_end - hp.epsilon_start)
 
@@ -266,8 +273,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
 
     def update(state: DQNState, env_params: Any) -> tuple[DQNState, Metrics]:
         hp = state.hparams
-        env_steps = state.update_step * steps_per_update
-        epsilon = epsilon_at(hp, env_steps, total_steps)
+        epsilon = epsilon_at(hp, env_steps_done(state.update_step, steps_per_update), total_steps)
 
         def behaviour(obs, env_state, key):
             action = epsilon_greedy(greedy_values(state.params, obs, hp), key, epsilon)

@@ -44,6 +44,7 @@ from flax import struct
 
 from agents.common.agent import build_agent, target_weights
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import updates_to_reach
 from agents.common.distributions import bounded_log_std, tanh_gaussian_sample
 from agents.common.losses import polyak_update
 from agents.common.networks import NetworkConfig
@@ -257,8 +258,7 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
 
     # ---------------------------------------------------------------- one update
     def update(state: SACState, env_params: Any) -> tuple[SACState, Metrics]:
-        env_steps = state.update_step * steps_per_update
-        explore = env_steps < config.learning_starts
+        explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
         def explore_then_sample(obs, env_state, key):
             return behaviour(state.actor_params, obs, key, False, explore)

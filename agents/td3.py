@@ -36,6 +36,7 @@ from flax import struct
 
 from agents.common.agent import build_agent, target_weights
 from agents.common.config import hparams_as_arrays
+from agents.common.counters import updates_to_reach
 from agents.common.losses import polyak_update
 from agents.common.networks import NetworkConfig
 from agents.common.offpolicy import (
@@ -213,8 +214,7 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
 
     def update(state: TD3State, env_params: Any) -> tuple[TD3State, Metrics]:
         hp = state.hparams
-        env_steps = state.update_step * steps_per_update
-        explore = env_steps < config.learning_starts
+        explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
         def explore_then_noisy_mu(obs, env_state, key):
             return behaviour(state.actor_params, obs, key, hp.exploration_noise, explore)

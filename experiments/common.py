@@ -293,6 +293,60 @@ def resolve_num_envs(cfg: dict[str, Any], env: Any, env_params: Any) -> int:
     return int(num_envs)
 
 
+def _tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays (or shapes) in `tree`; a PRNG key counts as its 8 bytes of data."""
+    import jax
+
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        itemsize = 8 if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else (
+            np.dtype(leaf.dtype).itemsize)
+        total += int(np.prod(leaf.shape)) * itemsize
+    return total
+
+
+def training_memory(env: Any, env_params: Any, agent_cfg: Any, mesh: Any) -> Any:
+    """jaxtrade/config/memory.py's MemoryEstimate of what one device of `mesh` holds while
+    training (on CPU: the host, for all this process's devices): every point's env states,
+    observations, the agent's rollout storage and its replay buffer."""
+    import jax
+
+    from jaxtrade.config.auto import bytes_per_env
+    from jaxtrade.config.memory import MemoryEstimate
+
+    devices = list(mesh.mesh.devices.flat)
+    obs, state = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
+    sizing = agent_cfg.auto_sizing(env, env_params)
+    storage = sizing.get("per_env_bytes")
+    if storage is None:
+        storage = bytes_per_env(int(np.prod(obs.shape)), sizing["rollout_len"])
+    num_envs, fixed = int(agent_cfg.num_envs), int(sizing.get("fixed_bytes", 0))
+    if devices[0].platform == "cpu":
+        # CPU devices share the host's memory: it holds every point of this process.
+        local = sum(d.process_index == jax.process_index() for d in devices)
+        points = -(-mesh.padded_points * local // len(devices))
+    else:  # each device holds its share of the points, and of each point's envs
+        points = mesh.padded_points // mesh.point_shards
+        num_envs, fixed = -(-num_envs // mesh.env_shards), -(-fixed // mesh.env_shards)
+    return MemoryEstimate(points=points, num_envs=num_envs, env_bytes=_tree_bytes((obs, state)),
+                          storage_bytes=int(storage), fixed_bytes=fixed)
+
+
+def check_memory(cfg: Mapping[str, Any], env: Any, env_params: Any, agent_cfg: Any,
+                 mesh: Any, sweep_points: int = 1) -> None:
+    """One-line ConfigError when training cannot fit: `training_memory` against what the
+    mesh's device, or on CPU the host, has available (unchecked where that is unknown)."""
+    from jaxtrade.config.memory import check_fits, device_available_bytes
+
+    available = device_available_bytes(mesh.mesh.devices.flat[0])
+    if available is None:
+        return
+    check_fits(training_memory(env, env_params, agent_cfg, mesh), *available,
+               num_envs=cfg["env"]["num_envs"], num_seeds=int(cfg["train"]["num_seeds"]),
+               sweep_points=max(1, sweep_points),
+               buffer_size=getattr(agent_cfg, "buffer_size", None))
+
+
 def agent_config(cfg: Mapping[str, Any], env: Any, env_params: Any, num_envs: int) -> Any:
     """The agent's config dataclass from the agent + network sections and the run sizes."""
     import agents

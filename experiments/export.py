@@ -32,12 +32,15 @@ def _to_host(tree: Any) -> Any:
 
 
 def export(
-    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None
+    run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None,
+    *, bars: Mapping[str, Any] | None = None,
 ) -> Path:
     """Restore a run's checkpoint and write its bundle (the best sweep point by default).
 
     The checkpoint and point are chosen by jaxtrade.runs.restore_point, as for `jaxtrade
-    backtest`, so a bundle trades like the backtest of the same checkpoint.
+    backtest`, so a bundle trades like the backtest of the same checkpoint. `bars`: how the
+    runner reads its sources (default: as the run read its bars; `jaxtrade retrain` keeps the
+    deployed bundle's, since its candidates train on bars it stored canonically).
     """
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
     params = _to_host(restored.params)
@@ -50,7 +53,8 @@ def export(
         env=prep.env,
         env_params=prep.env_params,
         run_config=prep.cfg,
-        bars=bars_spec(prep.cfg["data"], symbol),
+        bars=bars if bars is not None else bars_spec(prep.cfg["data"], symbol),
+        monitor=report_drawdown(Path(run_dir)),
         source={
             "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": str(checkpoint),
@@ -58,6 +62,23 @@ def export(
             "point": restored.point,
         },
     )
+
+
+def report_drawdown(run_dir: Path) -> dict[str, Any]:
+    """The worst max drawdown of the policy over the splits of the run's report (the runner's
+    drawdown alert threshold), when the run has a report."""
+    import json
+    import math
+
+    path = run_dir / "report" / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = [float(v) for s in ("train", "validation", "test")
+             if isinstance(v := (metrics.get(s) or {}).get("max_drawdown"), (int, float))
+             and math.isfinite(v)]
+    return {"backtest_max_drawdown": min(found)} if found else {}
 
 
 def bars_spec(data_cfg: Mapping[str, Any], symbol: str | None = None) -> dict[str, Any]:

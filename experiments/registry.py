@@ -52,6 +52,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "backtest": _lazy("experiments.backtest"),
     "sweep": _lazy("experiments.sweep"),
     "export": _lazy("experiments.export"),
+    "retrain": _lazy("experiments.retrain"),
     "live": _optional("jaxtrade.live.cli", "main", "live"),
     "data": _lazy("experiments.data"),
     "bench": _lazy("experiments.bench"),

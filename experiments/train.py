@@ -231,6 +231,13 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     sharding.initialize_distributed(cfg["train"].get("distributed"))
     prep = prepare(cfg, command)
     run_dir, agent = prep.run_dir, prep.agent
+    # Devices beyond the points split each point's envs when the agent marks its env axis.
+    num_envs = getattr(agent.config, "num_envs", None) if agent.env_axis is not None else None
+    num_points = int(cfg["train"]["num_seeds"]) * max(1, len(hparam_points))
+    mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), num_points, num_envs)
+    # Before the run directory is written or any state allocated.
+    common.check_memory(cfg, prep.env, prep.env_params, prep.agent_config, mesh,
+                        len(hparam_points))
     ckpt_dir = run_dir / "checkpoints"
     resume = bool(cfg["resume"])
     # Process 0 alone owns the run directory (config, metrics, checkpoints, report, W&B).
@@ -258,9 +265,6 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     points = point_list(cfg, hparam_points)
     keys = point_keys(points)
     hparams = point_hparams(prep, points) if hparam_points else None
-    # Devices beyond the points split each point's envs when the agent marks its env axis.
-    num_envs = getattr(agent.config, "num_envs", None) if agent.env_axis is not None else None
-    mesh = sharding.point_mesh(cfg["train"].get("devices", "auto"), len(points), num_envs)
     info = common.run_info(prep.fingerprint, mesh=mesh.describe())
     metadata = {"config": cfg, "run_info": info, "points": points}
 

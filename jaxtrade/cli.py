@@ -13,6 +13,7 @@ commands:
   backtest   evaluate a run directory out of sample against baselines
   sweep      hyperparameter sweep (numeric axes vmapped in one program)
   export     export a run to a numpy-only bundle
+  retrain    continue a run on new bars, promote it behind a deploy gate (--history R)
   live       run an exported bundle on a bar source (paper trading)
   data       list / inspect / validate / convert datasets, list features
   bench      run the benchmark scripts

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrade.errors import ExportError
+from jaxtrade.live import monitor as live_monitor
 from jaxtrade.live import network as live_network
 from jaxtrade.live.bars import Bar
 from jaxtrade.live.bundle import (
@@ -162,6 +163,21 @@ def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> d
     }
 
 
+def _monitor_section(market: Any, monitor: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the runner's drift and degradation alerts compare against: the training split's
+    close-to-close log returns as deciles and shares, plus the given thresholds."""
+    section = _plain(dict(monitor or {}))
+    start, end = market.split_bounds("train")
+    close = np.asarray(market.close, dtype=np.float64)[start:end, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.diff(np.log(close))
+    try:
+        section["returns"] = live_monitor.reference_bins(returns)
+    except ValueError:  # too few training bars to say what is usual
+        pass
+    return section
+
+
 def write_bundle(
     out: str | Path,
     *,
@@ -176,12 +192,15 @@ def write_bundle(
     source: Mapping[str, Any] | None = None,
     bars: Mapping[str, Any] | None = None,
     head: Mapping[str, Any] | None = None,
+    monitor: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`, or of a
     Q network when `head` says so (the agent config's `export_head()`).
 
     `bars` is how the training bars were read (`jaxtrade.data.describe_source`); the runner
     reads its sources the same way. None: canonical columns, ISO 8601 or epoch timestamps.
+    `monitor`: thresholds for the runner's alerts (e.g. `backtest_max_drawdown`); the
+    training split's return distribution is added to it (jaxtrade/live/monitor.py).
     """
     market = env_params.market
     if market.num_assets != 1:
@@ -250,6 +269,7 @@ def write_bundle(
             else "Q network (torso + value head); greedy action = argmax",
         },
         "weights": {},
+        "monitor": _monitor_section(market, monitor),
         "versions": _versions(),
         "source": _plain(dict(source or {})),
         "run_config": _plain(dict(run_config or {})),

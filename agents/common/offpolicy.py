@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents.common.config import chunked_run_sizes, config_from_dict, config_to_dict
+from agents.common.counters import env_steps_done, updates_to_reach
 from agents.common.distributions import ActionSpec, action_spec_from_space, to_env_action
 from agents.common.losses import n_step_returns, twin_critic_loss
 from agents.common.networks import Actor, CriticEnsemble, check_offpolicy_network
@@ -190,13 +191,14 @@ def collect_and_learn(
     `state` has `runner`, `rng`, `buffer` and `update_step` fields; the returned state has
     `update_step` + 1, the metrics the contract's episode statistics and env steps plus the
     means of learn's metrics (zeros before learning starts)."""
-    env_steps = state.update_step * steps_per_update
     runner, rng, buffer = collect_to_replay(env, env_params, state.runner, state.rng,
                                             state.buffer, replay, codec, policy,
                                             sizes.rollout_len)
     rng, learn_key = jax.random.split(rng)
     state = state.replace(runner=runner, rng=rng, buffer=buffer)
-    ready = jnp.logical_and(env_steps + steps_per_update >= sizes.learning_starts,
+    # This update's collection ends at env step (update_step + 1) * steps_per_update.
+    first_learning_update = updates_to_reach(sizes.learning_starts, steps_per_update)
+    ready = jnp.logical_and(state.update_step + 1 >= first_learning_update,
                             replay.can_sample(buffer))
     state, losses = learn_when_ready(state, ready, learn, learn_key, sizes.gradient_steps)
     update_step = state.update_step + 1
@@ -204,7 +206,7 @@ def collect_and_learn(
     metrics = {
         "episode_return": stats.last_return,
         "episode_length": stats.last_length,
-        "env_steps": (update_step * steps_per_update).astype(jnp.float32),
+        "env_steps": env_steps_done(update_step, steps_per_update),
         **losses,
     }
     return state.replace(update_step=update_step), metrics

@@ -417,7 +417,10 @@ def _check_sizes(cfg: dict[str, Any]) -> None:
     current one, num_envs * (rollout_len + 1) * window_bars * feature columns float32 values
     (portfolio state, actions, network activations and the replay buffer come on top).
     Length: train.total_steps in updates of num_envs * rollout_len env steps must fit the
-    device's int32 update counter; with env.num_envs=auto, for the fewest envs auto picks."""
+    device's int32 update counter (and TD3's minibatch-step counter); with env.num_envs=auto,
+    for the fewest envs auto picks. The env steps of one update must fit int32 too.
+    What this machine can hold is checked once the env is built (experiments/common.py,
+    check_memory, from jaxtrade/config/memory.py's estimate)."""
     num_envs = cfg["env"]["num_envs"]
     rollout_len = int(cfg["agent"].get("rollout_len", 1) or 1)
     total_steps = int(cfg["train"]["total_steps"])
@@ -436,6 +439,11 @@ def _check_sizes(cfg: dict[str, Any]) -> None:
                 f"train.total_steps={total_steps} is not allowed: less than one update "
                 f"(env.num_envs * agent.rollout_len = {num_envs}*{rollout_len} = "
                 f"{num_envs * rollout_len} env steps)")
+        if num_envs * rollout_len > MAX_UPDATES:
+            raise ConfigError(
+                f"env.num_envs={num_envs} is not allowed: env.num_envs * agent.rollout_len = "
+                f"{num_envs}*{rollout_len} = {num_envs * rollout_len} env steps per update do "
+                f"not fit the device's int32 step arithmetic (at most {MAX_UPDATES}); lower it")
     envs = num_envs if isinstance(num_envs, int) else AUTO_MIN_ENVS
     updates = total_steps // (envs * rollout_len)
     if updates > MAX_UPDATES:
@@ -446,6 +454,20 @@ def _check_sizes(cfg: dict[str, Any]) -> None:
             f"{envs * rollout_len} env steps ({how}, agent.rollout_len={rollout_len}) overflow "
             f"the device's update counter (at most {MAX_UPDATES}); lower it or raise "
             "env.num_envs")
+    gradient_steps = int(cfg["agent"].get("gradient_steps", 1) or 1)
+    if _counts_gradient_steps(cfg["agent"]) and updates * gradient_steps > MAX_UPDATES:
+        raise ConfigError(
+            f"train.total_steps={total_steps} is not allowed: {updates:.3g} updates x "
+            f"agent.gradient_steps={gradient_steps} overflow {cfg['agent']['name']}'s int32 "
+            f"counter of minibatch steps (at most {MAX_UPDATES}); lower it, "
+            "agent.gradient_steps or raise env.num_envs")
+
+
+def _counts_gradient_steps(agent: Mapping[str, Any]) -> bool:
+    """Whether the agent counts its minibatch steps on the device (TD3 and DDPG: the clock of
+    the delayed actor, `policy_delay`)."""
+    cls = agent_config_class(str(agent.get("name", "ppo")))
+    return cls is not None and "policy_delay" in {f.name for f in dataclasses.fields(cls)}
 
 
 def _feature_columns(features: Any) -> int:

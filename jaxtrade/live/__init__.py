@@ -30,5 +30,9 @@ observation {window_bars, layout, include_portfolio, shape}, action {mode, discr
 low/high, squash}, trading / costs / risk (the env's TradingConfig, TransactionConfig,
 RiskConfig),
 market {atr_window, volatility_window}, network {config, obs_shape}, weights {file: sha256},
-bars_per_year, bar_interval_seconds, gap_threshold_seconds, versions, source, run_config.
+bars_per_year, bar_interval_seconds, gap_threshold_seconds, monitor {returns {edges, shares},
+backtest_max_drawdown} (monitor.py), versions, source, run_config.
+
+`--bundle-pointer P` follows a pointer that `jaxtrade retrain` swaps on a promotion
+(pointer.py): the promoted bundle takes over between bars (engine.Runner.follow_pointer).
 """

@@ -16,6 +16,16 @@ day) after this machine's clock is rejected; a bar more than --max-jump-seconds 
 times the longest pause seen in training) after the previous one waits for the next bar to
 confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
 
+`--bundle-pointer P` (instead of --bundle) follows `jaxtrade retrain`'s promotions: when the
+pointer names another bundle, it takes over at the next bar boundary (sha256-checked, warmed
+up on the bars seen so far) and the ledger, store and open position carry on; a bundle that
+fails its checks is refused with an alert and the running one keeps trading.
+Alerts (monitor.py; logged to stderr, stored in the store's `events`, posted by webhook
+sinks): live Sharpe below --min-sharpe (1.0) over --sharpe-window (100) bars, drawdown deeper
+than --max-drawdown (default the backtest's worst, from the bundle), and a shift of the
+returns' distribution from training's (PSI over --drift-window 150 bars above --drift-psi
+0.25). `--on-drift flat` holds no position from a drift alert until a promotion.
+
 Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
 not map onto bars stops before the first bar, naming the file, the columns found and the
 columns expected); 1 a stream of which no bar was accepted; 130 interrupted.
@@ -34,6 +44,7 @@ from .bundle import load_bundle
 from .engine import MAX_AHEAD_SECONDS, Runner
 from .errors import BarRejected, BundleError
 from .formats import BarFormat
+from .pointer import read_pointer
 from .sinks import FileSink, MultiSink, Sink, StdoutSink, WebhookSink
 from .sources import (
     MAX_LINE_BYTES,
@@ -60,6 +71,13 @@ _KEYS = {
     "max_ahead_seconds": "--max-ahead-seconds",
     "max_jump_seconds": "--max-jump-seconds",
     "max_line_bytes": "--max-line-bytes",
+    "bundle_pointer": "--bundle-pointer",
+    "on_drift": "--on-drift",
+    "min_sharpe": "--min-sharpe",
+    "sharpe_window": "--sharpe-window",
+    "max_drawdown": "--max-drawdown",
+    "drift_psi": "--drift-psi",
+    "drift_window": "--drift-window",
 }
 
 
@@ -92,7 +110,10 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
         "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N "
         "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N",
     )
-    parser.add_argument("--bundle", default=default_bundle, help="bundle directory")
+    bundles = parser.add_mutually_exclusive_group()
+    bundles.add_argument("--bundle", default=default_bundle, help="bundle directory")
+    bundles.add_argument("--bundle-pointer",
+                         help="pointer to the deployed bundle (followed between bars)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bars", help="replay a CSV (or Parquet) file of OHLCV bars")
     src.add_argument("--stdin", action="store_true", help="read JSON-lines bars from stdin")
@@ -128,6 +149,17 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                         help="reject longer JSON lines on stdin unread")
+    parser.add_argument("--on-drift", choices=("alert", "flat"), default="alert",
+                        help="flat: hold no position from a drift alert until a promotion")
+    parser.add_argument("--min-sharpe", type=float, default=1.0,
+                        help="alert when live Sharpe over --sharpe-window bars falls below")
+    parser.add_argument("--sharpe-window", type=int, default=100)
+    parser.add_argument("--max-drawdown", type=float, default=None,
+                        help="alert below this drawdown, e.g. -0.2 (default the backtest's)")
+    parser.add_argument("--drift-psi", type=float, default=0.25,
+                        help="alert when the returns' PSI vs training exceeds this")
+    parser.add_argument("--drift-window", type=int, default=150)
+    parser.add_argument("--no-monitor", action="store_true", help="no alerts")
     parser.add_argument("--no-summary", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -165,9 +197,15 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             stream=sys.stderr,
             format="runner: %(levelname)s %(message)s",
         )
-        if not args.bundle:
+        if args.bundle_pointer:
+            bundle = load_bundle(read_pointer(args.bundle_pointer))
+        elif args.bundle:
+            bundle = load_bundle(Path(args.bundle))
+        else:
             raise BundleError("no bundle given (--bundle DIR or bundle=DIR)")
-        bundle = load_bundle(Path(args.bundle))
+        for name in ("sharpe_window", "drift_window"):
+            if getattr(args, name) < 2:
+                raise BundleError(f"--{name.replace('_', '-')} must be at least 2")
         # Made first: a file whose header cannot be mapped stops before anything is written.
         source = _source(args, BarFormat(bundle.manifest.get("bars")))
         start_us = parse_timestamp(args.start) if args.start else None
@@ -184,6 +222,12 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             max_age_seconds=max_age,
             max_ahead_seconds=args.max_ahead_seconds,
             max_jump_seconds=args.max_jump_seconds,
+            pointer=args.bundle_pointer,
+            monitor=None if args.no_monitor else {
+                "min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
+                "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
+                "drift_window": args.drift_window},
+            on_drift=args.on_drift,
         )
         # After a restart the store holds what was already processed: rebuild from it, print
         # what was stored but not printed, and skip those bars in the source.

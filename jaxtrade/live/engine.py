@@ -17,18 +17,21 @@ import json
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
 from .bars import Bar, BarGate, format_timestamp
-from .bundle import Bundle
+from .bundle import Bundle, load_bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import Ledger, summary
+from .monitor import Monitor
 from .network import ActorNetwork
+from .pointer import read_pointer
 from .regimes import RegimeFilter
 from .sinks import Sink, decision_line
 from .sources import MalformedRecord
@@ -42,6 +45,10 @@ MAX_AHEAD_SECONDS = 86_400.0
 # A bar more than this many gap thresholds (the longest pause in training, at least three
 # bars) after the previous one waits for the next bar to confirm it.
 MAX_JUMP_GAPS = 10
+# Raw bars kept to warm a promoted bundle's features up before it takes over.
+RECENT_BARS = 50_000
+# What a promoted bundle must share with the running one: the ledger carries on with it.
+SAME_BOOK = ("action", "trading", "costs", "risk", "symbol")
 
 
 def _raw(record: object) -> str:
@@ -99,11 +106,16 @@ class Runner:
         max_ahead_seconds: float | None = MAX_AHEAD_SECONDS,
         max_jump_seconds: float | None = None,
         clock=time.time,
+        pointer: str | Path | None = None,
+        monitor: dict | None = None,
+        on_drift: str = "alert",
     ) -> None:
         """`max_ahead_seconds`: refuse bars stamped further ahead of `clock()`;
         `max_jump_seconds`: hold a bar further after the previous one until the next bar
         confirms it (None: `MAX_JUMP_GAPS` gap thresholds of the manifest). 0 turns either
-        rule off."""
+        rule off. `pointer`: the bundle pointer to follow (`follow_pointer`); `monitor`:
+        keyword arguments of monitor.Monitor (None: no alerts); `on_drift`: "alert", or
+        "flat" to hold no position from a drift alert until a promoted bundle takes over."""
         m = bundle.manifest
         # Age policy of the replay store: rows older than this are deleted every
         # `purge_every_bars` bars (and once at start by the CLI).
@@ -187,6 +199,24 @@ class Runner:
         self.first_rejection: str | None = None
         self.decisions = 0
         self.last_regime = np.full(3, 1.0 / 3.0)
+        self.bundle_root = Path(bundle.root)
+        self.pointer = Path(pointer) if pointer is not None else None
+        self._refused: Path | None = None  # a promoted bundle refused, until the pointer moves
+        self.switches = 0
+        self._recent: deque[Bar] = deque(maxlen=RECENT_BARS)
+        if on_drift not in ("alert", "flat"):
+            raise BundleError(f"on_drift must be alert or flat, got {on_drift!r}")
+        self.on_drift = on_drift
+        self.flat_until_promotion = False
+        self.monitor_options = monitor
+        self.monitor = None
+        if monitor is not None:
+            self.monitor = Monitor(m, bars_per_year=float(m.get("bars_per_year", 252.0)),
+                                   **monitor)
+        if on_drift == "flat" and self._flat_action() is None:
+            raise BundleError("--on-drift flat needs a flat action: the bundle's discrete "
+                              "levels hold no 0")
+        self.alerts = 0
 
     # --- per bar ------------------------------------------------------------------------------
     def process(self, record, *, trade: bool = True, emit: bool = True) -> dict | None:
@@ -195,6 +225,8 @@ class Runner:
         Returns the decision of the last bar this record let through (a held bar and the bar
         confirming it go through together), or None.
         """
+        if self.pointer is not None:
+            self.follow_pointer()  # between bars: a promotion takes over before this one
         if isinstance(record, MalformedRecord):
             return self._reject(record.reason, record.raw)
         try:
@@ -256,9 +288,15 @@ class Runner:
 
     def _step(self, bar: Bar, *, trade: bool, emit: bool) -> dict | None:
         started = time.perf_counter()
+        self._recent.append(bar)
         fills = self.ledger.on_bar(bar) if self.trading else []
         if self.trading:
             self.equity_curve.append(float(self.ledger.equity))
+        if self.monitor is not None and not self._rebuilding:
+            # Not while rebuilding from the store after a restart: those alerts were sent.
+            for alert in self.monitor.on_bar(bar.close, float(self.ledger.equity)
+                                             if self.trading else None, bar.iso):
+                self.alert(alert)
         raw = self.features.update(bar)
         prev_close = self.market_state.prev_close
         self.market_state.update(bar)
@@ -342,6 +380,10 @@ class Runner:
             bar.timestamp_us, bar.close, ms.atr, ms.volatility, self.last_regime, action
         )
         self.decisions += 1
+        if self.flat_until_promotion:
+            target = self.ledger.decide(bar.timestamp_us, bar.close, ms.atr, ms.volatility,
+                                        self.last_regime, self._flat_action())
+            out["flat"] = "drift alert: flat until a retrained bundle is promoted"
         out["target_position"] = float(target)
         out["position"] = round(self.ledger.position_weight(), 8)
         out["equity"] = float(self.ledger.equity)
@@ -368,6 +410,11 @@ class Runner:
         out["accepted_bars"] = self.accepted
         out["rejected_bars"] = self.rejected
         out["gap_bars"] = self.gaps
+        if self.switches:
+            out["bundle_switches"] = self.switches
+            out["bundle"] = str(self.bundle_root)
+        if self.alerts:
+            out["alerts"] = self.alerts
         if self.resumed:
             out["resumed_bars"] = self.resumed
         return out
@@ -413,9 +460,89 @@ class Runner:
             self.store.mark_emitted(timestamp_us)
         return len(rows)
 
+    _rebuilding = False
+
     def _step_without_store(self, bar: Bar, trade: bool) -> None:
         store, self.store = self.store, None
+        self._rebuilding = True
         try:
             self._step(bar, trade=trade, emit=False)
         finally:
             self.store = store
+            self._rebuilding = False
+
+    # --- alerts and promotions ----------------------------------------------------------------
+    def _flat_action(self):
+        """The action whose target weight is 0 (None when a discrete bundle has no such)."""
+        action = self.manifest["action"]
+        if action["mode"] == "discrete":
+            levels = [float(x) for x in action["discrete_levels"]]
+            return levels.index(0.0) if 0.0 in levels else None
+        return np.zeros(len(action["low"]), F32)
+
+    def alert(self, payload: dict) -> None:
+        """Log an alert, store it with the bar it follows, hand it to the sinks; a drift
+        alert with on_drift="flat" also takes the position flat until a promotion."""
+        payload = dict(payload, bundle=str(self.bundle_root))
+        if payload.get("kind") == "drift" and self.on_drift == "flat":
+            self.flat_until_promotion = True
+            payload["action_taken"] = "flat until a retrained bundle is promoted"
+        self.alerts += 1
+        log.warning("alert: %s", payload.get("message", payload.get("kind")))
+        if self.store is not None:
+            self.store.record_event(payload.get("kind", "alert"), payload, self._position_us)
+        if self.sink is not None:
+            self.sink.alert(payload)
+
+    def follow_pointer(self) -> bool:
+        """Switch to the bundle the pointer names when it moved (True when switched).
+
+        The new bundle is loaded (sha256-checked), must trade the same book (actions,
+        trading, costs, risk, symbol) and warms its features up on the bars seen so far;
+        then it takes over the features, normalization, regimes and network, and the ledger,
+        store, sinks and counters carry on. A bundle that fails is refused with an alert and
+        the running one keeps trading; it is tried again only when the pointer moves."""
+        try:
+            target = read_pointer(self.pointer)
+        except BundleError as err:
+            if self._refused != self.pointer:
+                self._refused = self.pointer
+                self.alert({"kind": "bundle_refused", "message": str(err)})
+            return False
+        if target.resolve() == self.bundle_root.resolve() or target == self._refused:
+            return False
+        try:
+            bundle = load_bundle(target)
+            differ = [k for k in SAME_BOOK if bundle.manifest.get(k) != self.manifest.get(k)]
+            if differ:
+                raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
+                                  "running bundle; restart the runner to switch to it")
+            fresh = Runner(bundle, max_ahead_seconds=0, max_jump_seconds=0)
+            for bar in self._recent:
+                fresh._step_without_store(bar, trade=False)
+        except BundleError as err:
+            self._refused = target
+            self.alert({"kind": "bundle_refused", "to": str(target),
+                        "message": f"refused the promoted bundle, keeping {self.bundle_root}: "
+                        f"{err}"})
+            return False
+        previous = self.bundle_root
+        for name in ("manifest", "format", "window_bars", "layout", "include_portfolio",
+                     "features", "normalizer", "regimes", "regime_in_features", "network",
+                     "market_state", "num_features", "_window", "bars_seen", "carry",
+                     "last_regime"):
+            setattr(self, name, getattr(fresh, name))
+        self.bundle_root, self._refused = Path(bundle.root), None
+        self.switches += 1
+        if self.monitor is not None:
+            self.monitor = Monitor(self.manifest, bars_per_year=float(
+                self.manifest.get("bars_per_year", 252.0)), **self.monitor_options)
+        was_flat, self.flat_until_promotion = self.flat_until_promotion, False
+        event = {"kind": "bundle_switched", "from": str(previous), "to": str(target),
+                 "warmup_bars": len(self._recent),
+                 "message": f"switched to the promoted bundle {target} (was {previous})"
+                 + ("; trading again after the drift alert" if was_flat else "")}
+        log.warning("%s", event["message"])
+        if self.store is not None:
+            self.store.record_event("bundle_switched", event, self._position_us)
+        return True

@@ -33,6 +33,11 @@ class Sink(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Called once when the runner stops."""
 
+    def alert(self, payload: dict) -> None:  # noqa: B027 - sinks without an alert channel
+        """Deliver one alert (drift, degradation, a refused bundle). Only webhooks send them:
+        stdout and files carry decisions alone (the runner logs every alert to stderr and
+        stores it in the replay store's `events`)."""
+
 
 def decision_line(decision: dict) -> str:
     """A decision as one line of strict JSON (what every sink writes)."""
@@ -182,6 +187,11 @@ class WebhookSink(Sink):
             self._enqueue(decision_line(decision))
         self.flush(self.wait_seconds)
 
+    def alert(self, payload: dict) -> None:
+        """Always sent (whatever `only_on_change`), in order with the decisions."""
+        self._enqueue(decision_line({"alert": payload}))
+        self.flush(self.wait_seconds)
+
     def close(self) -> None:
         left = self.flush(self.close_wait_seconds)
         if left:
@@ -196,6 +206,10 @@ class MultiSink(Sink):
     def emit(self, decision: dict) -> None:
         for sink in self.sinks:
             sink.emit(decision)
+
+    def alert(self, payload: dict) -> None:
+        for sink in self.sinks:
+            sink.alert(payload)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -10,7 +10,9 @@ A decision's printed line is stored with it and marked emitted once the sinks to
 decision stored but not yet printed when the process died is printed after the restart (at
 least once: a kill between printing and marking prints it twice). Rejections are stored with
 the timestamp of the bar before them, so that a restart replaying the same input does not
-count them again. Webhook alerts wait in `alerts` until delivered.
+count them again. Webhook alerts wait in `alerts` until delivered. `events` records what
+happened to the runner itself (a promoted bundle taking over or refused, drift and
+degradation alerts), each with the timestamp of the bar before it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     payload TEXT NOT NULL,
     recorded_at REAL NOT NULL,
     delivered_at REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    after_us INTEGER,
+    recorded_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fills_time ON fills (timestamp_us);
 """
@@ -154,6 +163,19 @@ class ReplayStore:
             "INSERT INTO rejections (reason, raw, recorded_at, after_us) VALUES (?, ?, ?, ?)",
             (stored_text(reason), stored_text(raw), time.time(), after_us),
         )
+
+    def record_event(self, kind: str, payload: dict, after_us: int | None = None) -> None:
+        """One runner event (JSON payload) after the bar stamped `after_us`."""
+        self.db.execute(
+            "INSERT INTO events (kind, payload, after_us, recorded_at) VALUES (?, ?, ?, ?)",
+            (kind, json.dumps(payload, default=str), after_us, time.time()),
+        )
+
+    def events(self, kind: str | None = None) -> list[tuple[str, dict, int | None]]:
+        """(kind, payload, after_us) of the stored events, oldest first."""
+        rows = self.db.execute(
+            "SELECT kind, payload, after_us FROM events ORDER BY id").fetchall()
+        return [(k, json.loads(p), a) for k, p, a in rows if kind is None or k == kind]
 
     def rejections(self) -> list[tuple[int | None, str]]:
         """(after_us, raw) of every stored rejection."""
