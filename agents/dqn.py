@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.common.agent import build_agent, target_weights
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import env_steps_done
 from agents.common.distributions import action_spec_from_space
@@ -295,10 +295,8 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
         out = network.apply(params, obs)
         values = head.action_values(out, hparams_as_arrays(config.hparams))
         action = epsilon_greedy(values, key, jnp.where(deterministic, 0.0, 0.05))
-        return PolicyOutput(action=action,
-                            target_weights=target_weights(env, action, env_params),
-                            logits=None, value=None, q_values=values,
-                            quantiles=out if head.num_quantiles else None, carry=carry)
+        return policy_output(env, env_params, action, carry, q_values=values,
+                             quantiles=out if head.num_quantiles else None)
 
     return build_agent(
         family="dqn",

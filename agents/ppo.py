@@ -33,7 +33,7 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from agents.common.agent import build_agent, target_weights
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import (
     chunked_run_sizes,
     config_from_dict,
@@ -345,10 +345,7 @@ def make_agent(
         raw = jnp.where(deterministic, dist.mode(), dist.sample(seed=key))[0]
         action = to_env_action(action_spec, raw)
         logits = dist.logits[0] if action_spec.kind == "discrete" else None
-        return PolicyOutput(action=action,
-                            target_weights=target_weights(env, action, env_params),
-                            logits=logits, value=value[0], q_values=None, quantiles=None,
-                            carry=carry)
+        return policy_output(env, env_params, action, carry, logits=logits, value=value[0])
 
     return build_agent(
         family="ppo",

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from agents.common.agent import build_agent, target_weights
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import updates_to_reach
 from agents.common.distributions import bounded_log_std, tanh_gaussian_sample
@@ -275,10 +275,7 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
         its belief (the critics are not policy parameters)."""
         _, action = behaviour(params, obs, key, deterministic, False)
         logits = actor.apply(params, obs) if discrete else None
-        return PolicyOutput(action=action,
-                            target_weights=target_weights(env, action, env_params),
-                            logits=logits, value=None, q_values=None, quantiles=None,
-                            carry=carry)
+        return policy_output(env, env_params, action, carry, logits=logits)
 
     return build_agent(
         family="sac",

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.common.agent import build_agent, target_weights
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import updates_to_reach
 from agents.common.losses import polyak_update
@@ -231,10 +231,7 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
         critics are not policy parameters."""
         noise = jnp.where(deterministic, 0.0, 0.1)
         _, action = behaviour(params, obs, key, noise, False)
-        return PolicyOutput(action=action,
-                            target_weights=target_weights(env, action, env_params),
-                            logits=None, value=None, q_values=None, quantiles=None,
-                            carry=carry)
+        return policy_output(env, env_params, action, carry)
 
     return build_agent(
         family="td3",

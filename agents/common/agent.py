@@ -26,6 +26,24 @@ def target_weights(env: Any, action: jax.Array, env_params: Any) -> jax.Array | 
     return jax.vmap(to_weights, in_axes=(0, None))(action, env_params)
 
 
+def policy_output(
+    env: Any,
+    env_params: Any,
+    action: jax.Array,
+    carry: Any,
+    *,
+    logits: jax.Array | None = None,
+    value: jax.Array | None = None,
+    q_values: jax.Array | None = None,
+    quantiles: jax.Array | None = None,
+) -> PolicyOutput:
+    """A `PolicyOutput` with the env's target weights of `action`; beliefs an agent has not
+    are None."""
+    return PolicyOutput(
+        action, target_weights(env, action, env_params), logits, value, q_values, quantiles, carry
+    )
+
+
 def _batch_of_one(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
 
