@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # `make run` installs what training and the report need (the package's dependencies);
-# `make test` and `make lint` add the [dev] extra (pytest, ruff, reference libraries).
+# `make test` and `make lint` add the [dev] extra (pytest, ruff, reference libraries) and the
+# [onnx] extra (onnx + onnxruntime, so the ONNX parity tests run).
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -18,7 +19,7 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx]"
 	touch $(TEST_STAMP)
 
 install: $(RUN_STAMP)

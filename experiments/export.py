@@ -1,6 +1,10 @@
 """`jaxtrade export`: restore a run's checkpoint and write its numpy-only bundle.
 
     jaxtrade export run_dir=runs/x out=bundles/x [checkpoint=best|latest|STEP] [point=N]
+                    [format=numpy|onnx] [formats=[numpy,onnx]]
+
+format=onnx (or formats=[numpy,onnx]) also writes policy.onnx, for `runner.py --engine onnx`;
+it needs the extra `pip install -e ".[onnx]"`. The numpy weights are always written.
 
 The checkpoint and point are chosen as for `jaxtrade backtest` (jaxtrade.runs), so a bundle
 trades like the backtest of the same checkpoint. What a bundle holds and what is refused is
@@ -31,16 +35,20 @@ def _to_host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
 
 
+FORMATS = ("numpy", "onnx")
+
+
 def export(
     run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None,
-    *, bars: Mapping[str, Any] | None = None,
+    *, bars: Mapping[str, Any] | None = None, formats: Sequence[str] = ("numpy",),
 ) -> Path:
     """Restore a run's checkpoint and write its bundle (the best sweep point by default).
 
     The checkpoint and point are chosen by jaxtrade.runs.restore_point, as for `jaxtrade
     backtest`, so a bundle trades like the backtest of the same checkpoint. `bars`: how the
     runner reads its sources (default: as the run read its bars; `jaxtrade retrain` keeps the
-    deployed bundle's, since its candidates train on bars it stored canonically).
+    deployed bundle's, since its candidates train on bars it stored canonically). `formats`:
+    "onnx" among them also writes policy.onnx.
     """
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
     params = _to_host(restored.params)
@@ -50,6 +58,7 @@ def export(
         params=params,
         network_config=prep.agent_config.network,
         head=prep.agent_config.export_head(),
+        onnx="onnx" in formats,
         env=prep.env,
         env_params=prep.env_params,
         run_config=prep.cfg,
@@ -96,6 +105,17 @@ def bars_spec(data_cfg: Mapping[str, Any], symbol: str | None = None) -> dict[st
     return describe_source(data_cfg.get("path") or source, symbol=symbol, **options)
 
 
+def parse_formats(value: str) -> tuple[str, ...]:
+    """`onnx`, `[numpy,onnx]` or `numpy,onnx` -> the formats, each checked."""
+    names = [v.strip(" []'\"") for v in value.split(",") if v.strip(" []'\"")]
+    for name in names:
+        if name not in FORMATS:
+            raise ConfigError(f"unknown export format {name!r}; use {', '.join(FORMATS)}")
+    if not names:
+        raise ConfigError("formats is empty; use numpy, onnx or [numpy,onnx]")
+    return tuple(names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
@@ -106,16 +126,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "=" not in arg:
             raise ConfigError(f"expected key=value, got {arg!r} (see jaxtrade export --help)")
         key, value = arg.split("=", 1)
-        if key not in ("run_dir", "out", "checkpoint", "point"):
-            raise ConfigError(f"unknown key {key!r}; use run_dir, out, checkpoint, point")
+        if key not in ("run_dir", "out", "checkpoint", "point", "format", "formats"):
+            raise ConfigError(
+                f"unknown key {key!r}; use run_dir, out, checkpoint, point, format, formats")
         args[key] = value
     if "run_dir" not in args or "out" not in args:
         raise ConfigError("run_dir and out are required: jaxtrade export run_dir=runs/x out=B")
     point = int(args["point"]) if "point" in args else None
-    path = export(args["run_dir"], args["out"], args.get("checkpoint", "best"), point)
+    formats = parse_formats(",".join(args[k] for k in ("format", "formats") if k in args)
+                            or "numpy")
+    path = export(args["run_dir"], args["out"], args.get("checkpoint", "best"), point,
+                  formats=formats)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(
         f"exported {args['run_dir']} to {path} ({size / 1024:.0f} KiB); "
         f"run it with: python {path / 'runner.py'} --bars bars.csv"
+        + (" [--engine onnx]" if "onnx" in formats else "")
     )
     return 0

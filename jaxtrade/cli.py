@@ -12,7 +12,7 @@ commands:
   train      train an agent (Hydra overrides, e.g. agent=ppo env.num_envs=1024)
   backtest   evaluate a run directory out of sample against baselines
   sweep      hyperparameter sweep (numeric axes vmapped in one program)
-  export     export a run to a numpy-only bundle
+  export     export a run to a numpy-only bundle (format=onnx adds policy.onnx)
   retrain    continue a run on new bars, promote it behind a deploy gate (--history R)
   live       run an exported bundle on a bar source (paper trading)
   data       list / inspect / validate / convert datasets, list features

@@ -11,15 +11,20 @@ BUNDLE/
                          model and risk rules, network description, the versions that trained
                          it, the run's config, sha256 of every weight file
   weights.safetensors    the actor's parameters (no pickle; the critic is not exported)
-  SHA256SUMS             sha256 of manifest.json and the weights (`sha256sum -c SHA256SUMS`);
-                         the runner refuses a bundle whose files differ from it
+  policy.onnx            with format=onnx (or formats=[numpy,onnx]): the same policy as an
+                         ONNX graph for `runner.py --engine onnx` (jaxtrade/export_onnx.py:
+                         inputs, outputs, and why it is built without JAX); needs the extra
+                         `pip install -e ".[onnx]"`
+  SHA256SUMS             sha256 of manifest.json, the weights and policy.onnx (`sha256sum -c
+                         SHA256SUMS`); the runner refuses a bundle whose files differ from it
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
 Refused with `ExportError` (never a half-written bundle): multi-asset markets (the runner
 trades one symbol), feature entries with a timeframe, network kinds or activations the runner
-cannot run. ONNX export is not provided: the numpy runner is smaller, has no extra
-dependency, and its parity with training is tested bar for bar.
+cannot run. The numpy weights are always written: the runner's numpy engine is the default,
+has no extra dependency, and its parity with training is tested bar for bar; policy.onnx is
+checked against it on random observations before the bundle is published.
 """
 
 from __future__ import annotations
@@ -193,6 +198,7 @@ def write_bundle(
     bars: Mapping[str, Any] | None = None,
     head: Mapping[str, Any] | None = None,
     monitor: Mapping[str, Any] | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`, or of a
     Q network when `head` says so (the agent config's `export_head()`).
@@ -201,7 +207,12 @@ def write_bundle(
     reads its sources the same way. None: canonical columns, ISO 8601 or epoch timestamps.
     `monitor`: thresholds for the runner's alerts (e.g. `backtest_max_drawdown`); the
     training split's return distribution is added to it (jaxtrade/live/monitor.py).
+    `onnx`: also write policy.onnx (the `onnx` extra; jaxtrade/export_onnx.py).
     """
+    if onnx:
+        from jaxtrade.export_onnx import require_onnx
+
+        require_onnx()  # before anything is written
     market = env_params.market
     if market.num_assets != 1:
         raise ExportError(
@@ -284,8 +295,14 @@ def write_bundle(
         flat = flatten_actor_params(params)
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
+        files = [MANIFEST, WEIGHTS]
+        if onnx:
+            from jaxtrade.export_onnx import write_policy_onnx
+
+            manifest["onnx"] = write_policy_onnx(staging, manifest, flat)
+            files.append(manifest["onnx"]["file"])
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
-        write_checksums(staging, [MANIFEST, WEIGHTS])
+        write_checksums(staging, files)
         package = Path(live_network.__file__).resolve().parent
         shutil.copytree(
             package, staging / PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -299,6 +316,10 @@ def write_bundle(
             prices = [float(np.asarray(getattr(market, k))[0, 0])
                       for k in ("open", "high", "low", "close")]
             probe.process(Bar(int(stamps[0]), *prices, 0.0), trade=False)
+            if onnx:
+                from jaxtrade.export_onnx import check_against_numpy
+
+                check_against_numpy(staging)
         except BundleError as err:
             raise ExportError(f"the exported bundle does not load in the runner: {err}") from None
         if out.exists():

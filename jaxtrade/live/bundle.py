@@ -2,7 +2,8 @@
 
 Nothing in a bundle is executed or unpickled: the manifest is JSON, weights are safetensors
 (or npz read with allow_pickle=False). `SHA256SUMS` (the format `sha256sum -c` checks) holds
-the sha256 of manifest.json and of every weight file; a file whose sha256 differs, or that is
+the sha256 of manifest.json, of every weight file and of policy.onnx when the bundle has one
+(its manifest section `onnx` names it); a file whose sha256 differs, or that is
 a symbolic link, is refused before anything runs. The manifest is then validated (finite
 numbers, positive scales and windows, known modes), so a bundle that cannot trade stops at
 start with one line instead of failing at every bar.
@@ -149,6 +150,15 @@ def load_bundle(root: str | Path) -> Bundle:
             weights.update(read_npz(path))
         else:
             raise BundleError(f"{path}: weights must be .safetensors or .npz")
+    graph = manifest.get("onnx")
+    if graph is not None:  # policy.onnx (export format=onnx): checked even when unused
+        if not isinstance(graph, dict):
+            raise BundleError(f"{manifest_path}: onnx is not an object")
+        name = _plain_name(graph.get("file"), manifest_path)
+        if sums.get(name) != graph.get("sha256"):
+            raise BundleError(f"{root / CHECKSUMS}: the sha256 of {name} differs from the "
+                              "manifest's (or is missing)")
+        _verify(root / name, graph["sha256"], "ONNX graph")
     return Bundle(root=root, manifest=manifest, weights=weights)
 
 

@@ -15,6 +15,8 @@ to stderr and the runner goes on. A bar stamped more than --max-ahead-seconds (d
 day) after this machine's clock is rejected; a bar more than --max-jump-seconds (default ten
 times the longest pause seen in training) after the previous one waits for the next bar to
 confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
+`--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
+with format=onnx); features, ledger and risk rules are the same numpy code.
 
 `--bundle-pointer P` (instead of --bundle) follows `jaxtrade retrain`'s promotions: when the
 pointer names another bundle, it takes over at the next bar boundary (sha256-checked, warmed
@@ -78,6 +80,7 @@ _KEYS = {
     "max_drawdown": "--max-drawdown",
     "drift_psi": "--drift-psi",
     "drift_window": "--drift-window",
+    "engine": "--engine",
 }
 
 
@@ -108,7 +111,7 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
         description="Run an exported jaxtrade policy bundle on bars (paper trading).",
         epilog="key=value spellings work too: bundle=DIR source=replay|stdin|http path=FILE "
         "url=URL start=TIME store=FILE sink=SPEC initial_equity=X purge_days=N "
-        "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N",
+        "max_ahead_seconds=S max_jump_seconds=S max_line_bytes=N engine=numpy|onnx",
     )
     bundles = parser.add_mutually_exclusive_group()
     bundles.add_argument("--bundle", default=default_bundle, help="bundle directory")
@@ -160,6 +163,11 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
                         help="alert when the returns' PSI vs training exceeds this")
     parser.add_argument("--drift-window", type=int, default=150)
     parser.add_argument("--no-monitor", action="store_true", help="no alerts")
+    parser.add_argument(
+        "--engine", choices=("numpy", "onnx"), default="numpy",
+        help="policy forward pass: numpy (default) or the bundle's policy.onnx through "
+        "onnxruntime (export with format=onnx; pip install onnxruntime)",
+    )
     parser.add_argument("--no-summary", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -228,6 +236,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
                 "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
                 "drift_window": args.drift_window},
             on_drift=args.on_drift,
+            engine=args.engine,
         )
         # After a restart the store holds what was already processed: rebuild from it, print
         # what was stored but not printed, and skip those bars in the source.

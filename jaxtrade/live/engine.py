@@ -109,13 +109,17 @@ class Runner:
         pointer: str | Path | None = None,
         monitor: dict | None = None,
         on_drift: str = "alert",
+        engine: str = "numpy",
     ) -> None:
         """`max_ahead_seconds`: refuse bars stamped further ahead of `clock()`;
         `max_jump_seconds`: hold a bar further after the previous one until the next bar
         confirms it (None: `MAX_JUMP_GAPS` gap thresholds of the manifest). 0 turns either
         rule off. `pointer`: the bundle pointer to follow (`follow_pointer`); `monitor`:
         keyword arguments of monitor.Monitor (None: no alerts); `on_drift`: "alert", or
-        "flat" to hold no position from a drift alert until a promoted bundle takes over."""
+        "flat" to hold no position from a drift alert until a promoted bundle takes over.
+        `engine`: "numpy" (network.py) or "onnx" (the bundle's policy.onnx through
+        onnxruntime, onnx_engine.py) runs the policy, a promoted bundle's too; everything
+        else is the same code."""
         m = bundle.manifest
         # Age policy of the replay store: rows older than this are deleted every
         # `purge_every_bars` bars (and once at start by the CLI).
@@ -138,6 +142,13 @@ class Runner:
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
             self.network = ActorNetwork(m["network"], bundle.weights)
+            if engine == "onnx":
+                from .onnx_engine import OnnxActor
+
+                self.network = OnnxActor(bundle)
+            elif engine != "numpy":
+                raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
+            self.engine = engine
             trading = dict(m["trading"])
             if initial_equity is not None:
                 trading["initial_equity"] = float(initial_equity)
@@ -517,7 +528,7 @@ class Runner:
             if differ:
                 raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
                                   "running bundle; restart the runner to switch to it")
-            fresh = Runner(bundle, max_ahead_seconds=0, max_jump_seconds=0)
+            fresh = Runner(bundle, max_ahead_seconds=0, max_jump_seconds=0, engine=self.engine)
             for bar in self._recent:
                 fresh._step_without_store(bar, trade=False)
         except BundleError as err:

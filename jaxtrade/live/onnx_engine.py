@@ -1,0 +1,104 @@
+"""The bundle's policy.onnx run by onnxruntime: `runner.py --engine onnx`.
+
+Optional: the runner needs onnxruntime only when this engine is asked for (`pip install
+onnxruntime`, or the `jaxtrade[onnx]` extra), and the bundle needs a policy.onnx (`jaxtrade
+export ... format=onnx`). Everything else per bar (features, normalization, observation,
+ledger, risk rules) is the numpy runner's own code: `OnnxActor` has `ActorNetwork`'s
+interface (`forward(obs, carry) -> (head, carry)`, `initial_carry()`, `obs_shape`) and
+returns the same head output (logits, Gaussian mean or Q values), so both engines decide
+through the same lines of engine.py.
+
+The graph's bytes are checked against the manifest's sha256 (itself checked against
+SHA256SUMS when the bundle was loaded) before onnxruntime reads them. onnxruntime runs on one
+thread: a single observation per bar is far too small to gain from more, and a live runner
+shares its machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .errors import BundleError
+
+F32 = np.float32
+INSTALL_HINT = "pip install onnxruntime, or the jaxtrade[onnx] extra"
+
+
+class OnnxActor:
+    """Policy forward pass through onnxruntime; `carry` as `ActorNetwork` keeps it."""
+
+    def __init__(self, bundle: Bundle, *, threads: int = 1) -> None:
+        section = bundle.manifest.get("onnx")
+        if not isinstance(section, dict) or not isinstance(section.get("file"), str):
+            raise BundleError(
+                f"{bundle.root}: the bundle has no policy.onnx (export it with "
+                "format=onnx to use --engine onnx)"
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError(f"--engine onnx needs onnxruntime ({INSTALL_HINT})") from None
+        path = bundle.root / section["file"]
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"{path}: missing or a symbolic link; a bundle holds its own files")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != section.get("sha256"):
+            raise BundleError(
+                f"{path}: sha256 does not match the bundle's; refusing a tampered "
+                "or corrupted ONNX graph"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BundleError(f"{path}: onnxruntime cannot load it ({err})") from None
+        network = bundle.manifest.get("network", {})
+        self.obs_shape = tuple(int(d) for d in network.get("obs_shape", ()))
+        self.torso = network.get("config", {}).get("torso", "mlp")
+        self.recurrent_size = int(network.get("config", {}).get("recurrent_size", 64))
+        self.head = str(section.get("head", "logits"))
+        # Input name -> output name of the recurrent state ({} for feed-forward torsos).
+        self.state: dict[str, str] = dict(section.get("state", {}))
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        expected = {"gru": ["hidden"], "lstm": ["cell", "hidden"]}.get(self.torso, [])
+        if self.head not in self.outputs or sorted(self.state) != sorted(expected):
+            raise BundleError(
+                f"{path}: its outputs {self.outputs} do not fit the manifest's {self.torso} network"
+            )
+        # The head, then the next state in the order `forward` unpacks it (cell, hidden).
+        self._fetch = [self.head, *(self.state[name] for name in expected)]
+
+    def initial_carry(self) -> Any:
+        zeros = np.zeros(self.recurrent_size, F32)
+        if self.torso == "lstm":
+            return (zeros, zeros.copy())
+        return zeros if self.torso == "gru" else None
+
+    def _feeds(self, obs: np.ndarray, carry: Any) -> dict[str, np.ndarray]:
+        feeds = {"observation": np.asarray(obs, F32).reshape((-1, *self.obs_shape))}
+        if self.torso == "gru":
+            feeds["hidden"] = np.asarray(carry, F32).reshape(1, -1)
+        elif self.torso == "lstm":
+            feeds["cell"] = np.asarray(carry[0], F32).reshape(1, -1)
+            feeds["hidden"] = np.asarray(carry[1], F32).reshape(1, -1)
+        return feeds
+
+    def forward(self, obs: np.ndarray, carry: Any = None) -> tuple[np.ndarray, Any]:
+        """Head output for one observation (logits, Gaussian mean or Q values), next carry."""
+        head, *state = self.session.run(self._fetch, self._feeds(obs, carry))
+        if self.torso == "lstm":
+            return head[0], (state[0][0], state[1][0])
+        return head[0], (state[0][0] if self.torso == "gru" else None)
+
+    def run(self, obs: np.ndarray, carry: Any = None) -> dict[str, np.ndarray]:
+        """Every output of the graph for one observation (action, target_weight, beliefs,
+        next state), batch axis dropped."""
+        values = self.session.run(self.outputs, self._feeds(obs, carry))
+        return {name: value[0] for name, value in zip(self.outputs, values)}
