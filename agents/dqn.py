@@ -3,8 +3,9 @@
 One update = every env takes `rollout_len` epsilon-greedy steps (the transitions go to the
 on-device replay buffer), then, once `learning_starts` env steps are done, `gradient_steps`
 minibatch steps on sampled n-step sequences; the target network follows the online one every
-`target_update_every` updates (a copy at tau = 1, Polyak averaging below 1). `run_chunk` scans
-`updates_per_chunk` updates; `agents.make_train` scans chunks, so a whole run is one program.
+`target_update_every` updates (a copy at tau = 1, Polyak averaging below 1). `update` is one
+of them; the shared core scans `updates_per_chunk` updates per chunk and `agents.make_train`
+scans chunks, so a whole run is one program.
 
 Targets: y = sum_{k<m} gamma^k r_k + gamma^m (1 - terminated) Q_target(s_m, a*), cut at the
 first episode end inside the sequence; a* = argmax Q_target(s_m) or, with `double`, argmax of
@@ -32,21 +33,23 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import env_steps_done
 from agents.common.distributions import action_spec_from_space
-from agents.common.losses import n_step_returns, periodic_update, td_loss
+from agents.common.losses import periodic_update, td_loss
 from agents.common.networks import NetworkConfig, make_q_network
 from agents.common.offpolicy import (
     OffPolicySizes,
     collect_and_learn,
     env_axis,
     example_item,
+    sample_batch,
 )
 from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
-from agents.common.types import Agent, Metrics
+from agents.common.types import Agent, Metrics, PolicyOutput
 from jaxtrade.errors import ConfigError
 
 
@@ -188,7 +191,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
                head: ValueHead | None = None) -> Agent:
     head = head or q_value_head(config.loss == "huber")
     config.check(episode_steps_of(env, env_params))
-    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
+    num_updates, _, steps_per_update = config.run_sizes()
     num_envs, n_step = config.num_envs, config.n_step
     total_steps = num_updates * steps_per_update
 
@@ -208,7 +211,7 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
     def greedy_values(params, obs, hp):
         return head.action_values(network.apply(params, obs), hp)
 
-    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> DQNState:
+    def init(key: jax.Array, hparams: Any, env_params: Any) -> DQNState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, net_key, env_key = jax.random.split(key, 3)
         runner = reset_runner(env, env_params, env_key, num_envs)
@@ -225,8 +228,9 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
             update_step=jnp.zeros((), jnp.int32),
         )
 
-    def act_batch(params, obs, key, epsilon, hp):
-        greedy = jnp.argmax(greedy_values(params, obs, hp), axis=-1).astype(jnp.int32)
+    def epsilon_greedy(values, key, epsilon):
+        """[B] actions: argmax of `values` [B, A], uniformly random with prob. `epsilon`."""
+        greedy = jnp.argmax(values, axis=-1).astype(jnp.int32)
         explore_key, action_key = jax.random.split(key)
         random = jax.random.randint(action_key, greedy.shape, 0, num_actions, jnp.int32)
         explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
@@ -234,19 +238,8 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
 
     def learn(state: DQNState, key: jax.Array, env_params: Any) -> tuple[DQNState, Metrics]:
         hp = state.hparams
-        items, indices, probabilities = replay.sample(state.buffer, key)
-        # Sequences [B, n, ...] -> time-major for the n-step return.
-        rewards = jnp.swapaxes(items["reward"], 0, 1)
-        terminated = jnp.swapaxes(items["terminated"], 0, 1)
-        truncated = jnp.swapaxes(items["truncated"], 0, 1)
-        g, discount, last = n_step_returns(rewards, terminated, truncated, hp.gamma)
-        first = jax.tree.map(lambda x: x[:, 0], items["obs"])
-        bootstrap = jax.tree.map(
-            lambda x: jnp.take_along_axis(
-                x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0], items["next_obs"])
-        obs = codec.decode(first, env_params)
-        next_obs = codec.decode(bootstrap, env_params)
-        action = items["action"][:, 0]
+        batch = sample_batch(replay, codec, state.buffer, key, env_params, hp.gamma)
+        obs, action, next_obs = batch.obs, batch.action, batch.next_obs
 
         next_target = network.apply(state.target_params, next_obs)
         if config.double:
@@ -255,11 +248,11 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
             next_action = jnp.argmax(head.action_values(next_target, hp), axis=-1)
         picked = _take_action(next_target, next_action)
         shape = (-1,) + (1,) * (picked.ndim - 1)
-        target = g.reshape(shape) + discount.reshape(shape) * picked
+        target = batch.returns.reshape(shape) + batch.discount.reshape(shape) * picked
 
         progress = state.update_step.astype(jnp.float32) / max(num_updates, 1)
         beta = hp.priority_beta_start + progress * (1.0 - hp.priority_beta_start)
-        weights = replay.importance_weights(state.buffer, probabilities, beta)
+        weights = replay.importance_weights(state.buffer, batch.probabilities, beta)
 
         def loss_fn(params):
             out = network.apply(params, obs)
@@ -270,52 +263,48 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
         lr = hp.learning_rate * (1.0 - progress) if config.anneal_lr else hp.learning_rate
         params, opt_state = adam_step(state.params, grads, state.opt_state, lr, hp.max_grad_norm,
                                       hp.adam_eps)
-        buffer = replay.set_priorities(state.buffer, indices, priority + hp.priority_eps)
+        buffer = replay.set_priorities(state.buffer, batch.indices, priority + hp.priority_eps)
         values = head.action_values(out, hp)
         metrics = {"loss": loss, "q_mean": jnp.mean(_take_action(values, action)),
                    "td_abs": jnp.mean(priority), "grad_norm": optax.global_norm(grads),
                    **head.metrics(out)}
         return state.replace(params=params, opt_state=opt_state, buffer=buffer), metrics
 
-    def one_update(state: DQNState, env_params: Any) -> tuple[DQNState, Metrics]:
+    def update(state: DQNState, env_params: Any) -> tuple[DQNState, Metrics]:
         hp = state.hparams
         epsilon = epsilon_at(hp, env_steps_done(state.update_step, steps_per_update), total_steps)
 
-        def policy(obs, key):
-            action = act_batch(state.params, obs, key, epsilon, hp)
+        def behaviour(obs, env_state, key):
+            action = epsilon_greedy(greedy_values(state.params, obs, hp), key, epsilon)
             return action, action
 
-        state, metrics = collect_and_learn(state, env, env_params, replay, codec, policy,
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec, behaviour,
                                            lambda s, k: learn(s, k, env_params), config,
                                            steps_per_update)
         target_params = periodic_update(state.params, state.target_params, state.update_step,
                                         config.target_update_every, hp.tau)
         state = state.replace(target_params=target_params)
         metrics["epsilon"] = epsilon
-        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+        return state, metrics
 
-    def run_chunk(state: DQNState, env_params: Any = env_params) -> tuple[DQNState, Metrics]:
-        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+    def policy(params, obs, env_state, env_params, key, carry, deterministic) -> PolicyOutput:
+        """Batched policy call (agents/common/types.py): greedy when `deterministic` (may be
+        traced), else epsilon-greedy at 0.05; the action values (and QR-DQN's quantiles)
+        as beliefs."""
+        out = network.apply(params, obs)
+        values = head.action_values(out, hparams_as_arrays(config.hparams))
+        action = epsilon_greedy(values, key, jnp.where(deterministic, 0.0, 0.05))
+        return policy_output(env, env_params, action, carry, q_values=values,
+                             quantiles=out if head.num_quantiles else None)
 
-    def act(params, obs, key, deterministic=False, carry=None):
-        """Greedy action for one unbatched observation (epsilon 0.05 when not deterministic)."""
-        hp = hparams_as_arrays(config.hparams)
-        eps = jnp.where(deterministic, 0.0, 0.05)
-        action = act_batch(params, jnp.asarray(obs)[None], key, eps, hp)[0]
-        return action if carry is None else (action, carry)
-
-    return Agent(
-        init=init,
-        run_chunk=run_chunk,
-        act=act,
-        init_carry=lambda: (),
-        num_updates=num_updates,
-        updates_per_chunk=updates_per_chunk,
-        steps_per_update=steps_per_update,
-        network=network,
+    return build_agent(
+        family="dqn",
         config=config,
+        network=network,
+        init=init,
+        update=update,
+        policy=policy,
         policy_params=lambda state: state.params,
-        env_steps=lambda state: state.update_step * steps_per_update,
         env_axis=env_axis,
     )
 

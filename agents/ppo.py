@@ -1,8 +1,9 @@
 """Proximal Policy Optimization, discrete and continuous, feed-forward and recurrent.
 
 One update = roll out `num_envs` vmapped envs for `rollout_len` steps, compute GAE, then
-`update_epochs` passes of `num_minibatches` clipped-objective gradient steps. `run_chunk` scans
-`updates_per_chunk` updates; `agents.make_train` scans chunks, so a whole run is one program.
+`update_epochs` passes of `num_minibatches` clipped-objective gradient steps. `update` is one
+of them; the shared core scans `updates_per_chunk` updates per chunk and `agents.make_train`
+scans chunks, so a whole run is one program.
 
 Hyperparameters live in `PPOState.hparams` as float32 arrays (not Python constants), so one
 compiled program can be vmapped over seeds *and* over learning rate, entropy coefficient, clip,
@@ -32,6 +33,7 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import (
     chunked_run_sizes,
     config_from_dict,
@@ -50,7 +52,7 @@ from agents.common.rollout import (
     reset_runner,
     runner_env_axis,
 )
-from agents.common.types import Agent, Metrics
+from agents.common.types import Agent, Metrics, PolicyOutput
 from jaxtrade.errors import ConfigError
 
 
@@ -161,7 +163,7 @@ class PPOExtension(NamedTuple):
 def make_agent(
     config: PPOConfig, env: Any, env_params: Any, extension: PPOExtension | None = None
 ) -> Agent:
-    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
+    num_updates, _, steps_per_update = config.run_sizes()
     num_envs, rollout_len = config.num_envs, config.rollout_len
     if config.network.recurrent:
         if num_envs % config.num_minibatches:
@@ -175,7 +177,7 @@ def make_agent(
     )
     network = ActorCritic(config.network, action_spec, obs_ndim=len(obs_shape))
 
-    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> PPOState:
+    def init(key: jax.Array, hparams: Any, env_params: Any) -> PPOState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, net_key, env_key = jax.random.split(key, 3)
         runner = reset_runner(env, env_params, env_key, num_envs)
@@ -201,7 +203,7 @@ def make_agent(
     def rollout(state: PPOState, env_params: Any) -> tuple[PPOState, Transition]:
         hp = state.hparams
 
-        def policy(net_carry, obs, start, key):
+        def behaviour(net_carry, obs, env_state, start, key):
             net_carry, dist, value = network.apply(state.params, net_carry, obs[None], start[None])
             raw = dist.sample(seed=key)
             aux = (raw[0], dist.log_prob(raw)[0], value[0])
@@ -225,7 +227,7 @@ def make_agent(
 
         runner = EnvRunner(state.env_state, state.last_obs, state.last_done, state.episode_stats)
         runner, rng, carry, traj = collect(
-            env, env_params, runner, state.rng, policy, state.carry, record, rollout_len
+            env, env_params, runner, state.rng, behaviour, state.carry, record, rollout_len
         )
         state = state.replace(env_state=runner.env_state, last_obs=runner.obs,
                               last_done=runner.done, episode_stats=runner.episode_stats,
@@ -246,7 +248,7 @@ def make_agent(
         approx_kl = jnp.mean(ratio - 1.0 - log_ratio)
         return loss, (policy_loss, value_loss, entropy, approx_kl)
 
-    def update(state: PPOState, traj: Transition, carry0, advantages, targets):
+    def optimize(state: PPOState, traj: Transition, carry0, advantages, targets):
         hp = state.hparams
         lr = hp.learning_rate
         if config.anneal_lr:
@@ -305,7 +307,7 @@ def make_agent(
         means = sums / (config.update_epochs * config.num_minibatches)
         return state, {name: means[i] for i, name in enumerate(names)}
 
-    def one_update(state: PPOState, env_params: Any) -> tuple[PPOState, Metrics]:
+    def update(state: PPOState, env_params: Any) -> tuple[PPOState, Metrics]:
         carry0 = state.carry
         state, traj = rollout(state, env_params)
         _, _, last_value = network.apply(
@@ -320,7 +322,7 @@ def make_agent(
                 traj, advantages, state.extra, state.hparams
             )
             state = state.replace(extra=extra)
-        state, losses = update(state, traj, carry0, advantages, targets)
+        state, losses = optimize(state, traj, carry0, advantages, targets)
         state = state.replace(update_step=state.update_step + 1)
         metrics = {
             "episode_return": state.episode_stats.last_return,
@@ -329,46 +331,31 @@ def make_agent(
             "env_steps": state.update_step.astype(jnp.float32) * steps_per_update,
             **metrics,
         }
-        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
-
-    def run_chunk(state: PPOState, env_params: Any = env_params) -> tuple[PPOState, Metrics]:
-        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+        return state, metrics
 
     def init_carry() -> Any:
         return network_carry(config.network, ())
 
-    def act(params, obs, key, deterministic=False, carry=None):
-        """Action for one unbatched observation; with `carry`, returns (action, new_carry).
-
-        `deterministic` may be a Python bool or a traced bool (mode vs sample). Recurrent callers
-        start each episode from `init_carry()`.
-        """
-        net_carry = (
-            network_carry(config.network, (1,))
-            if carry is None
-            else jax.tree.map(lambda c: c[None], carry)
-        )
-        net_carry, dist, _ = network.apply(
-            params, net_carry, jnp.asarray(obs)[None, None], jnp.zeros((1, 1), bool)
-        )
-        raw = jnp.where(deterministic, dist.mode(), dist.sample(seed=key))[0, 0]
+    def policy(params, obs, env_state, env_params, key, carry, deterministic) -> PolicyOutput:
+        """Batched policy call (agents/common/types.py): the distribution's mode when
+        `deterministic` (may be traced), else a sample; logits of a categorical policy and
+        the critic's value as beliefs."""
+        resets = jnp.zeros((1, obs.shape[0]), bool)
+        carry, dist, value = network.apply(params, carry, obs[None], resets)
+        raw = jnp.where(deterministic, dist.mode(), dist.sample(seed=key))[0]
         action = to_env_action(action_spec, raw)
-        if carry is None:
-            return action
-        return action, jax.tree.map(lambda c: c[0], net_carry)
+        logits = dist.logits[0] if action_spec.kind == "discrete" else None
+        return policy_output(env, env_params, action, carry, logits=logits, value=value[0])
 
-    return Agent(
-        init=init,
-        run_chunk=run_chunk,
-        act=act,
-        init_carry=init_carry,
-        num_updates=num_updates,
-        updates_per_chunk=updates_per_chunk,
-        steps_per_update=steps_per_update,
-        network=network,
+    return build_agent(
+        family="ppo",
         config=config,
+        network=network,
+        init=init,
+        update=update,
+        policy=policy,
         policy_params=lambda state: state.params,
-        env_steps=lambda state: state.update_step * steps_per_update,
+        init_carry=init_carry,
         env_axis=env_axis,
     )
 

@@ -42,33 +42,25 @@ import numpy as np
 import optax
 from flax import struct
 
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import updates_to_reach
-from agents.common.distributions import (
-    action_spec_from_space,
-    bounded_log_std,
-    tanh_gaussian_sample,
-    to_env_action,
-)
-from agents.common.losses import n_step_returns, polyak_update
-from agents.common.networks import (
-    Actor,
-    CriticEnsemble,
-    NetworkConfig,
-    check_offpolicy_network,
-)
+from agents.common.distributions import bounded_log_std, tanh_gaussian_sample
+from agents.common.losses import polyak_update
+from agents.common.networks import NetworkConfig
 from agents.common.offpolicy import (
-    OffPolicySizes,
+    TanhActorSizes,
+    actor_critic_parts,
     collect_and_learn,
+    critic_step,
     env_axis,
     example_item,
     random_unit_action,
+    sample_batch,
 )
 from agents.common.optim import adam_init, adam_step
-from agents.common.replay import make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
-from agents.common.types import Agent, Metrics
-from jaxtrade.errors import ConfigError
+from agents.common.types import Agent, Metrics, PolicyOutput
 
 
 @struct.dataclass
@@ -92,35 +84,23 @@ def _sac_network() -> NetworkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SACConfig(OffPolicySizes):
+class SACConfig(TanhActorSizes):
     name: str = "sac"
     network: NetworkConfig = dataclasses.field(default_factory=_sac_network)
     hparams: SACHParams = dataclasses.field(default_factory=SACHParams)
 
     discrete: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        # The policy is tanh-squashed by construction; export writes the network's squash
-        # into the manifest, so it must say tanh for the runner to squash the same way.
-        if self.network.continuous_squash != "tanh":
-            object.__setattr__(self, "network",
-                               dataclasses.replace(self.network, continuous_squash="tanh"))
-
 
 @struct.dataclass
 class SACDiscreteHParams(SACHParams):
-    # Slower learning rates than the continuous defaults: at 1e-3 CartPole's returns peak
-    # early and then decay (measured with tau 0.005).
+    # Slower learning rates, fast targets (few gradient steps per run) and a low entropy
+    # target than the continuous defaults; why, measured: BENCHMARKS.md, "Why the SAC / TD3
+    # defaults are what they are".
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
-    # Fast targets: a 500,000-step run has only ~15,600 gradient steps (32 env steps each),
-    # and at the continuous 0.005 the target critics lag so far that CartPole's Q is still
-    # climbing (~45 of ~100) at the end and the returns stall near 190-270 (measured; 0.02:
-    # 360, 0.05: 500 and 475 on two seed sets, 0.1: 500, 497 and 500 on three).
     tau: float = 0.1
-    # A low entropy target: the training episodes act on samples, and CartPole punishes a
-    # policy the temperature keeps near uniform.
     target_entropy_scale: float = 0.3
 
 
@@ -152,25 +132,12 @@ class SACState:
 
 
 def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
-    config.check()
-    check_offpolicy_network(config.network, config.name)
-    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
-    num_envs = config.num_envs
-
-    spec = action_spec_from_space(env.action_space(env_params), "tanh")
     discrete = type(config).discrete
-    if discrete != (spec.kind == "discrete"):
-        raise ConfigError(
-            f"agent.name={config.name!r} needs {'discrete' if discrete else 'continuous'} "
-            f"actions; use {'sac' if discrete else 'sac_discrete'} for {spec.kind} ones "
-            "(the trading env: env.action_mode)")
-    unit_spec = dataclasses.replace(spec, squash="clip")  # unit actions are already in [-1, 1]
-    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
-    actor = Actor(config.network, spec.dim, len(obs_shape), log_std=not discrete)
-    critic = CriticEnsemble(config.network, len(obs_shape),
-                            num_outputs=spec.num_actions if discrete else 1, num_critics=2)
-    codec = obs_codec(env)
-    replay = make_replay(config.buffer_size, num_envs, config.batch_size, 1)
+    parts = actor_critic_parts(config, env, env_params, discrete=discrete, log_std=not discrete,
+                               num_critics=2, other_agents="sac" if discrete else "sac_discrete")
+    spec, actor, critic, codec, replay = (parts.spec, parts.actor, parts.critic, parts.codec,
+                                          parts.replay)
+    steps_per_update = parts.steps_per_update
 
     def target_entropy(hp: SACHParams) -> jax.Array:
         if discrete:
@@ -219,13 +186,13 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
         u, _ = tanh_gaussian_sample(sample_key, mean, bounded_log_std(log_std))
         unit = jnp.tanh(jnp.where(deterministic, mean, u))
         unit = jnp.where(explore, random_unit_action(random_key, spec, obs.shape[0]), unit)
-        return unit, jax.vmap(lambda a: to_env_action(unit_spec, a))(unit)
+        return unit, parts.to_env(unit)
 
     # ---------------------------------------------------------------- state
-    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> SACState:
+    def init(key: jax.Array, hparams: Any, env_params: Any) -> SACState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        runner = reset_runner(env, env_params, env_key, num_envs)
+        runner = reset_runner(env, env_params, env_key, config.num_envs)
         actor_params = actor.init(actor_key, runner.obs)
         stored, _ = behaviour(actor_params, runner.obs, key, True, True)
         if discrete:
@@ -252,28 +219,17 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
     def learn(state: SACState, key: jax.Array, env_params: Any) -> tuple[SACState, Metrics]:
         hp = state.hparams
         sample_key, target_key, actor_key = jax.random.split(key, 3)
-        items, _, _ = replay.sample(state.buffer, sample_key)
-        g, discount, _ = n_step_returns(
-            jnp.swapaxes(items["reward"], 0, 1) * hp.reward_scale,
-            jnp.swapaxes(items["terminated"], 0, 1), jnp.swapaxes(items["truncated"], 0, 1),
-            hp.gamma)
-        obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["obs"]), env_params)
-        next_obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["next_obs"]), env_params)
-        action = items["action"][:, 0]
+        batch = sample_batch(replay, codec, state.buffer, sample_key, env_params, hp.gamma,
+                             hp.reward_scale)
+        obs = batch.obs
         alpha = jnp.exp(state.log_alpha)
 
-        next_value, _ = soft_value(state.actor_params, state.target_critic_params, next_obs,
-                                   target_key, alpha)
-        target = jax.lax.stop_gradient(g + discount * next_value)
-
-        def critic_loss_fn(critic_params):
-            q = q_taken(critic_params, obs, action)
-            return 0.5 * jnp.sum(jnp.mean(jnp.square(q - target[None]), axis=1)), q
-
-        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.critic_params)
-        critic_params, critic_opt = adam_step(state.critic_params, critic_grads,
-                                              state.critic_opt, hp.critic_lr, hp.max_grad_norm)
+        next_value, _ = soft_value(state.actor_params, state.target_critic_params,
+                                   batch.next_obs, target_key, alpha)
+        target = jax.lax.stop_gradient(batch.returns + batch.discount * next_value)
+        critic_params, critic_opt, critic_loss, q, critic_grads = critic_step(
+            lambda params: q_taken(params, obs, batch.action), state.critic_params,
+            state.critic_opt, target, hp.critic_lr, hp.max_grad_norm)
 
         def actor_loss_fn(actor_params):
             value, entropy = soft_value(actor_params, critic_params, obs, actor_key, alpha)
@@ -301,37 +257,33 @@ def make_agent(config: SACConfig, env: Any, env_params: Any) -> Agent:
         return state, metrics
 
     # ---------------------------------------------------------------- one update
-    def one_update(state: SACState, env_params: Any) -> tuple[SACState, Metrics]:
+    def update(state: SACState, env_params: Any) -> tuple[SACState, Metrics]:
         explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
-        def policy(obs, key):
+        def explore_then_sample(obs, env_state, key):
             return behaviour(state.actor_params, obs, key, False, explore)
 
-        state, metrics = collect_and_learn(state, env, env_params, replay, codec, policy,
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec,
+                                           explore_then_sample,
                                            lambda s, k: learn(s, k, env_params), config,
                                            steps_per_update)
-        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+        return state, metrics
 
-    def run_chunk(state: SACState, env_params: Any = env_params) -> tuple[SACState, Metrics]:
-        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
+    def policy(params, obs, env_state, env_params, key, carry, deterministic) -> PolicyOutput:
+        """Batched policy call (agents/common/types.py): tanh(mean) / argmax when
+        `deterministic` (may be traced), else a policy sample; a discrete policy's logits as
+        its belief (the critics are not policy parameters)."""
+        _, action = behaviour(params, obs, key, deterministic, False)
+        logits = actor.apply(params, obs) if discrete else None
+        return policy_output(env, env_params, action, carry, logits=logits)
 
-    def act(params, obs, key, deterministic=False, carry=None):
-        """Env action for one unbatched observation: tanh(mean) / argmax when deterministic,
-        else a policy sample. `deterministic` may be traced."""
-        _, env_action = behaviour(params, jnp.asarray(obs)[None], key, deterministic, False)
-        return env_action[0] if carry is None else (env_action[0], carry)
-
-    return Agent(
-        init=init,
-        run_chunk=run_chunk,
-        act=act,
-        init_carry=lambda: (),
-        num_updates=num_updates,
-        updates_per_chunk=updates_per_chunk,
-        steps_per_update=steps_per_update,
-        network=actor,
+    return build_agent(
+        family="sac",
         config=config,
+        network=actor,
+        init=init,
+        update=update,
+        policy=policy,
         policy_params=lambda state: state.actor_params,
-        env_steps=lambda state: state.update_step * steps_per_update,
         env_axis=env_axis,
     )

@@ -34,27 +34,24 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from agents.common.agent import build_agent, policy_output
 from agents.common.config import hparams_as_arrays
 from agents.common.counters import updates_to_reach
-from agents.common.distributions import action_spec_from_space, to_env_action
-from agents.common.losses import n_step_returns, polyak_update
-from agents.common.networks import (
-    Actor,
-    CriticEnsemble,
-    NetworkConfig,
-    check_offpolicy_network,
-)
+from agents.common.losses import polyak_update
+from agents.common.networks import NetworkConfig
 from agents.common.offpolicy import (
-    OffPolicySizes,
+    TanhActorSizes,
+    actor_critic_parts,
     collect_and_learn,
+    critic_step,
     env_axis,
     example_item,
     random_unit_action,
+    sample_batch,
 )
 from agents.common.optim import adam_init, adam_step
-from agents.common.replay import make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
-from agents.common.types import Agent, Metrics
+from agents.common.types import Agent, Metrics, PolicyOutput
 from jaxtrade.errors import ConfigError
 
 
@@ -65,7 +62,7 @@ class TD3HParams:
 
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
-    gamma: float = 0.98  # with 0.99 the 100k-step Pendulum proof sits at its -250 edge
+    gamma: float = 0.98  # not 0.99: see BENCHMARKS.md, "Why the SAC / TD3 defaults ..."
     tau: float = 0.005  # Polyak step of the targets per actor update
     exploration_noise: float = 0.1  # std of the Gaussian added to the behaviour action
     policy_noise: float = 0.2  # std of the target policy smoothing noise (0: none)
@@ -79,19 +76,12 @@ def _td3_network() -> NetworkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TD3Config(OffPolicySizes):
+class TD3Config(TanhActorSizes):
     name: str = "td3"
     twin_critic: bool = True  # clipped double Q
     policy_delay: int = 2  # minibatch steps per actor and target update
     network: NetworkConfig = dataclasses.field(default_factory=_td3_network)
     hparams: TD3HParams = dataclasses.field(default_factory=TD3HParams)
-
-    def __post_init__(self) -> None:
-        # The actor is tanh-squashed by construction; export writes the network's squash into
-        # the manifest, so it must say tanh for the runner to squash the same way.
-        if self.network.continuous_squash != "tanh":
-            object.__setattr__(self, "network",
-                               dataclasses.replace(self.network, continuous_squash="tanh"))
 
     def check(self) -> None:
         super().check()
@@ -130,23 +120,12 @@ class TD3State:
 
 
 def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
-    config.check()
-    check_offpolicy_network(config.network, config.name)
-    num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
-    num_envs = config.num_envs
-
-    spec = action_spec_from_space(env.action_space(env_params), "tanh")
-    if spec.kind != "continuous":
-        raise ConfigError(f"agent.name={config.name!r} needs continuous actions (the trading "
-                          "env's env.action_mode=continuous); use sac_discrete, dqn or ppo "
-                          "for discrete ones")
-    unit_spec = dataclasses.replace(spec, squash="clip")  # unit actions are already in [-1, 1]
-    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
-    actor = Actor(config.network, spec.dim, len(obs_shape))
-    critic = CriticEnsemble(config.network, len(obs_shape), num_outputs=1,
-                            num_critics=2 if config.twin_critic else 1)
-    codec = obs_codec(env)
-    replay = make_replay(config.buffer_size, num_envs, config.batch_size, 1)
+    parts = actor_critic_parts(config, env, env_params, discrete=False, log_std=False,
+                               num_critics=2 if config.twin_critic else 1,
+                               other_agents="sac_discrete, dqn or ppo")
+    spec, actor, critic, codec, replay = (parts.spec, parts.actor, parts.critic, parts.codec,
+                                          parts.replay)
+    steps_per_update = parts.steps_per_update
 
     def mu(actor_params, obs):
         """The deterministic unit action tanh(actor(s)) [B, D]."""
@@ -158,12 +137,12 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
         unit = mu(actor_params, obs)
         unit = jnp.clip(unit + noise_std * jax.random.normal(noise_key, unit.shape), -1.0, 1.0)
         unit = jnp.where(explore, random_unit_action(random_key, spec, obs.shape[0]), unit)
-        return unit, jax.vmap(lambda a: to_env_action(unit_spec, a))(unit)
+        return unit, parts.to_env(unit)
 
-    def init(key: jax.Array, hparams: Any = None, env_params: Any = env_params) -> TD3State:
+    def init(key: jax.Array, hparams: Any, env_params: Any) -> TD3State:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        runner = reset_runner(env, env_params, env_key, num_envs)
+        runner = reset_runner(env, env_params, env_key, config.num_envs)
         actor_params = actor.init(actor_key, runner.obs)
         unit = mu(actor_params, runner.obs)
         critic_params = critic.init(critic_key, runner.obs, unit)
@@ -185,14 +164,9 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
     def learn(state: TD3State, key: jax.Array, env_params: Any) -> tuple[TD3State, Metrics]:
         hp = state.hparams
         sample_key, noise_key = jax.random.split(key)
-        items, _, _ = replay.sample(state.buffer, sample_key)
-        g, discount, _ = n_step_returns(
-            jnp.swapaxes(items["reward"], 0, 1) * hp.reward_scale,
-            jnp.swapaxes(items["terminated"], 0, 1), jnp.swapaxes(items["truncated"], 0, 1),
-            hp.gamma)
-        obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["obs"]), env_params)
-        next_obs = codec.decode(jax.tree.map(lambda x: x[:, 0], items["next_obs"]), env_params)
-        action = items["action"][:, 0]
+        batch = sample_batch(replay, codec, state.buffer, sample_key, env_params, hp.gamma,
+                             hp.reward_scale)
+        obs, next_obs = batch.obs, batch.next_obs
 
         # Target policy smoothing: a noisy target action regularizes Q over its neighbourhood.
         next_unit = mu(state.target_actor_params, next_obs)
@@ -201,16 +175,10 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
         next_unit = jnp.clip(next_unit + smoothing, -1.0, 1.0)
         next_q = jnp.min(critic.apply(state.target_critic_params, next_obs, next_unit)[..., 0],
                          axis=0)
-        target = jax.lax.stop_gradient(g + discount * next_q)
-
-        def critic_loss_fn(critic_params):
-            q = critic.apply(critic_params, obs, action)[..., 0]  # [critics, B]
-            return 0.5 * jnp.sum(jnp.mean(jnp.square(q - target[None]), axis=1)), q
-
-        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.critic_params)
-        critic_params, critic_opt = adam_step(state.critic_params, critic_grads,
-                                              state.critic_opt, hp.critic_lr, hp.max_grad_norm)
+        target = jax.lax.stop_gradient(batch.returns + batch.discount * next_q)
+        critic_params, critic_opt, critic_loss, q, critic_grads = critic_step(
+            lambda params: critic.apply(params, obs, batch.action)[..., 0], state.critic_params,
+            state.critic_opt, target, hp.critic_lr, hp.max_grad_norm)
         gradient_step = state.gradient_step + 1
         state = state.replace(critic_params=critic_params, critic_opt=critic_opt,
                               gradient_step=gradient_step)
@@ -244,39 +212,34 @@ def make_agent(config: TD3Config, env: Any, env_params: Any) -> Agent:
                    "critic_grad_norm": optax.global_norm(critic_grads)}
         return state, metrics
 
-    def one_update(state: TD3State, env_params: Any) -> tuple[TD3State, Metrics]:
+    def update(state: TD3State, env_params: Any) -> tuple[TD3State, Metrics]:
         hp = state.hparams
         explore = state.update_step < updates_to_reach(config.learning_starts, steps_per_update)
 
-        def policy(obs, key):
+        def explore_then_noisy_mu(obs, env_state, key):
             return behaviour(state.actor_params, obs, key, hp.exploration_noise, explore)
 
-        state, metrics = collect_and_learn(state, env, env_params, replay, codec, policy,
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec,
+                                           explore_then_noisy_mu,
                                            lambda s, k: learn(s, k, env_params), config,
                                            steps_per_update)
-        return state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+        return state, metrics
 
-    def run_chunk(state: TD3State, env_params: Any = env_params) -> tuple[TD3State, Metrics]:
-        return jax.lax.scan(lambda s, _: one_update(s, env_params), state, None, updates_per_chunk)
-
-    def act(params, obs, key, deterministic=False, carry=None):
-        """Env action for one unbatched observation: tanh(mu(s)), plus exploration noise
-        (std 0.1 in unit terms) when not deterministic. `deterministic` may be traced."""
+    def policy(params, obs, env_state, env_params, key, carry, deterministic) -> PolicyOutput:
+        """Batched policy call (agents/common/types.py): tanh(mu(s)), plus exploration noise
+        (std 0.1 in unit terms) when not `deterministic` (may be traced). No beliefs: the
+        critics are not policy parameters."""
         noise = jnp.where(deterministic, 0.0, 0.1)
-        _, env_action = behaviour(params, jnp.asarray(obs)[None], key, noise, False)
-        return env_action[0] if carry is None else (env_action[0], carry)
+        _, action = behaviour(params, obs, key, noise, False)
+        return policy_output(env, env_params, action, carry)
 
-    return Agent(
-        init=init,
-        run_chunk=run_chunk,
-        act=act,
-        init_carry=lambda: (),
-        num_updates=num_updates,
-        updates_per_chunk=updates_per_chunk,
-        steps_per_update=steps_per_update,
-        network=actor,
+    return build_agent(
+        family="td3",
         config=config,
+        network=actor,
+        init=init,
+        update=update,
+        policy=policy,
         policy_params=lambda state: state.actor_params,
-        env_steps=lambda state: state.update_step * steps_per_update,
         env_axis=env_axis,
     )

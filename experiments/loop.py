@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from agents.common.types import LAST_VALUE_METRICS, is_loss_metric
+from agents.common.types import find_metric, is_last_value_metric, is_loss_metric
 from experiments.common import chunk_update_interval
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import TrainingError
@@ -194,7 +194,7 @@ def run_loop(
         elif save and mesh.multi_process:
             mesh.to_local(state)  # a gather: process 0 saves only if every process joins
         if progress is not None:
-            ret = last_metrics.get("episode_return")
+            ret = find_metric(last_metrics, "episode_return")
             sharpe = validation.get("validation_sharpe")
             progress.update(
                 env_steps,
@@ -218,7 +218,7 @@ def _reduce_chunk(metrics: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key, value in metrics.items():
         if value.ndim < 2:
             out[key] = value
-        elif key in LAST_VALUE_METRICS:
+        elif is_last_value_metric(key):
             out[key] = value[:, -1]
         else:
             out[key] = value.mean(axis=1)

@@ -43,10 +43,14 @@ def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, Any]
 
 HELP = """usage: jaxtrade train [key=value ...]
 
-Train an agent; every setting is a Hydra override of configs/config.yaml.
+Train an agent; every setting is a Hydra override of configs/config.yaml. An agent's
+defaults (its network and, for sac/td3/ddpg, env.action_mode=continuous included) are its
+config dataclass's: `jaxtrade train agent=<name> [key=value ...] --help` prints the
+settings that command line trains with.
 
 groups:    agent=<name> (below)  data=sp500_daily|eurusd_1h|synthetic|csv|parquet
-           network=mlp|cnn|gru|lstm|attention  logger=none|console|wandb
+           network=mlp|cnn|gru|lstm|attention (default: the agent's own network)
+           logger=none|console|wandb
            experiment=smoke|gpu|cvar_sp500
 keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            train.total_steps=2e5  train.num_seeds=4  train.checkpoint_every_updates=50
@@ -126,9 +130,27 @@ def help_text() -> str:
     return HELP.format(agents="\n".join(lines))
 
 
+def effective_settings(argv: Sequence[str]) -> str:
+    """The agent, network and run sizes a command line trains with, as YAML: each agent's
+    defaults come from its config dataclass, so this is where a reader sees their values."""
+    import yaml
+
+    overrides = [a for a in argv if a not in ("-h", "--help")]
+    cfg = common.compose(overrides)
+    shown = {"agent": cfg["agent"], "network": cfg["network"],
+             "env": {"num_envs": cfg["env"].get("num_envs"),
+                     "action_mode": cfg["env"].get("action_mode")},
+             "train": {"total_steps": cfg["train"]["total_steps"]}}
+    return (f"effective settings of `jaxtrade train {' '.join(overrides)}`:\n"
+            + yaml.safe_dump(shown, sort_keys=False, default_flow_style=None).rstrip())
+
+
 def main(argv: Sequence[str]) -> int:
     if common.wants_help(argv):
         print(help_text())
+        if any("=" in a for a in argv):  # settings asked about: compose them (loads the agents)
+            print()
+            print(effective_settings(argv))
         return 0
     start_distributed(argv)
     cfg = common.compose(argv)

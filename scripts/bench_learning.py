@@ -90,6 +90,7 @@ def run_row(name: str, seeds: int, base_seed: int, total_steps: int, eval_episod
 
     import agents
     from agents.common.evaluate import make_train_and_evaluate
+    from agents.common.types import find_metric
 
     env_name, data = ROWS[name]
     data = merge({**data, "total_steps": total_steps}, overrides)
@@ -99,7 +100,7 @@ def run_row(name: str, seeds: int, base_seed: int, total_steps: int, eval_episod
 
     def train_and_evaluate(key):
         metrics, greedy = program(key)
-        return metrics["episode_return"], greedy
+        return find_metric(metrics, "episode_return"), greedy
 
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     start = time.perf_counter()

@@ -167,6 +167,7 @@ def time_train(config: Any, env: Any, env_params: Any, repeats: int) -> Timed:
     import numpy as np
 
     import agents
+    from agents.common.types import find_metric
 
     train = agents.make_train(config, env, env_params)
     key = jax.random.key(0)
@@ -180,7 +181,7 @@ def time_train(config: Any, env: Any, env_params: Any, repeats: int) -> Timed:
         out = jax.block_until_ready(compiled(jax.random.key(i + 1)))
         best = min(best, time.perf_counter() - start)
     agent = agents.make_agent(config, env, env_params)
-    returns = np.asarray(out.metrics["episode_return"])
+    returns = np.asarray(find_metric(out.metrics, "episode_return"))
     tail = returns[-max(1, len(returns) // 10):]
     return Timed(compile_s, best, agent.num_updates * agent.steps_per_update,
                  float(np.mean(tail)))
@@ -327,12 +328,12 @@ def time_pieces(config: Any, env: Any, env_params: Any, num_updates: int) -> dic
     from agents.common.rollout import collect
 
     agent = agents.make_agent(config, env, env_params)
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
     codec = obs_codec(env)
     replay = make_replay(config.buffer_size, config.num_envs, config.batch_size, config.n_step)
     network = agent.network
 
-    def policy(carry, obs, start, key):
+    def policy(carry, obs, env_state, start, key):
         # The acting cost of an epsilon-greedy step: one forward pass and a random draw.
         greedy = jnp.argmax(network.apply(state.params, obs), axis=-1).astype(jnp.int32)
         explore_key, action_key = jax.random.split(key)
@@ -436,7 +437,7 @@ def replay_memory(buffer_size: int = 1_000_000) -> dict[str, Any]:
         cfg["data"])))
     config = agents.config_from_dict({"name": "dqn", "buffer_size": buffer_size})
     agent = agents.make_agent(config, env, env_params)
-    state = jax.block_until_ready(jax.jit(agent.init)(jax.random.key(0)))
+    state = jax.block_until_ready(jax.jit(agent.init)(jax.random.key(0), None, env_params))
     obs_floats = common.observation_size(env, env_params)
     # obs and next_obs as float32, action int32, reward float32, two bool flags
     raw = buffer_size * (2 * obs_floats * 4 + 4 + 4 + 1 + 1)

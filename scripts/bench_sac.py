@@ -81,6 +81,7 @@ def time_jaxtrade(algo: str, shared: Shared, steps: int, repeats: int,
     import numpy as np
 
     import agents
+    from agents.common.types import find_metric
 
     env, env_params = gymnax.make("Pendulum-v1")
     config = jaxtrade_config(algo, shared, steps)
@@ -99,7 +100,7 @@ def time_jaxtrade(algo: str, shared: Shared, steps: int, repeats: int,
         best = min(best, time.perf_counter() - start)
     agent = agents.make_agent(config, env, env_params)
     done = agent.num_updates * agent.steps_per_update
-    returns = np.asarray(out.metrics["episode_return"]).reshape(seeds, -1)
+    returns = np.asarray(find_metric(out.metrics, "episode_return")).reshape(seeds, -1)
     tail = returns[:, -max(1, returns.shape[1] // 10):]
     return {"compile_s": compile_s, "run_s": best, "env_steps": done * seeds,
             "rate": done * seeds / best, "final_return": float(tail.mean())}

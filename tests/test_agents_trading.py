@@ -33,13 +33,14 @@ def _market(log_returns: np.ndarray, train_end: int, valid_end: int):
 
 
 def _evaluate(env, env_params, policy, num_steps: int, key):
-    """Per-bar rewards (net log returns) of `policy(obs, key)` over one eval episode on a split."""
+    """Per-bar rewards (net log returns) of `policy(obs, state, key)` over one eval episode on
+    a split."""
 
     def step(carry, key):
         obs, state, alive = carry
         act_key, step_key = jax.random.split(key)
         obs, state, reward, terminated, truncated, _ = env.step(
-            step_key, state, policy(obs, act_key), env_params
+            step_key, state, policy(obs, state, act_key), env_params
         )
         out = jnp.where(alive, reward, jnp.nan)
         return (obs, state, alive & ~(terminated | truncated)), out
@@ -76,10 +77,12 @@ def test_ppo_harvests_planted_momentum_out_of_sample_after_costs():
     test_params = env_params.replace(split=jnp.asarray(2), eval_mode=jnp.asarray(True))
     steps = 600
     key = jax.random.key(1)
-    learned = _evaluate(env, test_params, lambda o, k: agent.act(out.state.params, o, k, True),
+    learned = _evaluate(env, test_params, lambda o, s, k: agent.act(
+        out.state.params, o, s, test_params, k, (), True)[0],
                         steps, key)
-    buy_hold = _evaluate(env, test_params, lambda o, k: jnp.asarray(2), steps, key)
-    random = _evaluate(env, test_params, lambda o, k: jax.random.randint(k, (), 0, 3), steps, key)
+    buy_hold = _evaluate(env, test_params, lambda o, s, k: jnp.asarray(2), steps, key)
+    random = _evaluate(env, test_params, lambda o, s, k: jax.random.randint(k, (), 0, 3),
+                       steps, key)
     assert len(learned) > 500
     sharpe = {"ppo": _sharpe(learned), "buy_hold": _sharpe(buy_hold), "random": _sharpe(random)}
     print(sharpe)
@@ -119,12 +122,12 @@ def test_cvar_ppo_cuts_crash_tail_and_meets_constraint():
     ppo_out = agents.make_train(ppo_config, env, env_params)(jax.random.key(0))
     cvar_out = agents.make_train(cvar_config, env, env_params)(jax.random.key(0))
     for name in ("cvar", "lambda", "constraint_violation"):
-        assert np.all(np.isfinite(cvar_out.metrics[name])), name
+        assert np.all(np.isfinite(cvar_out.metrics[f"ppo/{name}"])), name
 
     # Dual ascent from zero: the first batches violate the constraint, so lambda rises from 0
     # by exactly lambda_lr * (CVaR - threshold), projected at 0, update after update.
-    lam = np.asarray(cvar_out.metrics["lambda"], np.float64)
-    batch_cvar = np.asarray(cvar_out.metrics["cvar"], np.float64)
+    lam = np.asarray(cvar_out.metrics["ppo/lambda"], np.float64)
+    batch_cvar = np.asarray(cvar_out.metrics["ppo/cvar"], np.float64)
     np.testing.assert_allclose(
         lam[1:], np.maximum(0.0, lam[:-1] + lambda_lr * (batch_cvar[:-1] - threshold)), atol=1e-4)
     first_raised = int(np.argmax(lam > 0.0))
@@ -139,8 +142,8 @@ def test_cvar_ppo_cuts_crash_tail_and_meets_constraint():
     key = jax.random.key(2)
     losses, rewards = {}, {}
     for name, out in (("ppo", ppo_out), ("cvar_ppo", cvar_out)):
-        rewards[name] = _evaluate(env, test_params, lambda o, k, p=out.state.params: agent.act(
-            p, o, k, True), 990, key)
+        rewards[name] = _evaluate(env, test_params, lambda o, s, k, p=out.state.params: agent.act(
+            p, o, s, test_params, k, (), True)[0], 990, key)
         assert len(rewards[name]) > 900
         losses[name] = float(tail_stats(jnp.asarray(-rewards[name]), alpha)[1])
     # Out of sample: a Lagrangian holds CVaR at the threshold, not below it, so the test split's

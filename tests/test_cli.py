@@ -73,7 +73,7 @@ def test_train_writes_the_run_directory(trained: tuple[Path, str]) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [2, 4]
     assert [r["env_steps"] for r in rows] == [256, 512]
-    assert all(r["loss"] is not None and "validation_sharpe" in r for r in rows)
+    assert all(r["ppo/loss"] is not None and "validation_sharpe" in r for r in rows)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) \
         == ["2", "4"]
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
@@ -186,7 +186,7 @@ def test_train_streams_to_wandb_offline(trained: tuple[Path, str]) -> None:
     assert len(info["data_fingerprint"]) == 16
     assert run["config"]["env"]["num_envs"] == 4
     assert run["config"]["data"]["fingerprint"] == info["data_fingerprint"]
-    steps = [h["_step"] for h in run["history"] if "loss" in h]
+    steps = [h["_step"] for h in run["history"] if "ppo/loss" in h]
     assert steps == [2, 4]  # streamed at each chunk boundary
     kinds = {kind for kind, _ in run["artifacts"]}
     assert kinds == {"report", "checkpoint"}

@@ -167,7 +167,8 @@ def test_every_preset_composes_with_every_data_source(tmp_path: Path) -> None:
 
 
 def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
-    """Every agent / network / env setting is overridable because the YAML names it."""
+    """Every agent / network / env setting is overridable because the composed config names
+    it (the agent and network files build on their dataclasses' defaults)."""
     from agents import AGENTS
     from agents.common.networks import NetworkConfig
     from jaxtrade.config.validate import env_schema
@@ -179,9 +180,8 @@ def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
         listed = set(compose_raw([f"agent={name}"])["agent"])  # with inherited files
         assert listed == fields - {"num_envs", "total_steps", "network"}, name
     net_fields = {f.name for f in dataclasses.fields(NetworkConfig)}
-    for option in group_options("network"):
-        assert set(yaml.safe_load((folder / "network" / f"{option}.yaml").read_text())) \
-            == net_fields
+    for option in group_options("network"):  # with NetworkConfig's defaults they build on
+        assert set(compose_raw([f"network={option}"])["network"]) == net_fields, option
     static, groups = env_schema()
     env = yaml.safe_load((folder / "env" / "trading.yaml").read_text())
     for group, cls in groups.items():

@@ -68,10 +68,10 @@ def run_updates():
     def run(lambda_init: float, threshold: float, lambda_lr: float):
         hparams = CVaRPPOHParams(cvar_alpha=ALPHA, cvar_threshold=threshold,
                                  lambda_lr=lambda_lr, lambda_init=lambda_init)
-        state = agent.init(jax.random.key(0), hparams)
-        state, metrics = run_chunk(state, None)
-        return (np.asarray(metrics["lambda"]), float(state.extra["lagrange_multiplier"]),
-                np.asarray(metrics["cvar"]))
+        state = agent.init(jax.random.key(0), hparams, None)
+        state, metrics = run_chunk(state, None)  # the env has no params
+        return (np.asarray(metrics["ppo/lambda"]), float(state.extra["lagrange_multiplier"]),
+                np.asarray(metrics["ppo/cvar"]))
 
     return run
 

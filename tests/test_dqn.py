@@ -40,14 +40,15 @@ def test_vmapped_hyperparameter_points_equal_single_runs(name, extra) -> None:
         single = train_fn(jax.random.key(seed), config.hparams.replace(learning_rate=lr,
                                                                        gamma=0.95))
         for metric in ("loss", "q_mean", "episode_return", "epsilon"):
-            np.testing.assert_allclose(batched.metrics[metric][i], single.metrics[metric],
+            np.testing.assert_allclose(batched.metrics[f"dqn/{metric}"][i],
+                                       single.metrics[f"dqn/{metric}"],
                                        rtol=2e-4, atol=1e-5, err_msg=metric)
-    loss = np.asarray(batched.metrics["loss"])
+    loss = np.asarray(batched.metrics["dqn/loss"])
     assert np.all(loss[:, : 64 // 8 - 1] == 0.0)  # nothing learned before learning_starts
     assert np.all(loss[:, -10:] > 0.0)
     assert not np.allclose(loss[0], loss[1])  # the learning rates really differ
     if name == "qrdqn":
-        q = {k: np.asarray(batched.metrics[k])[:, -1] for k in
+        q = {k: np.asarray(batched.metrics[f"dqn/{k}"])[:, -1] for k in
              ("quantile_05", "quantile_50", "quantile_95", "quantile_spread")}
         assert np.all(q["quantile_05"] <= q["quantile_50"])
         assert np.all(q["quantile_50"] <= q["quantile_95"])
@@ -97,7 +98,7 @@ def test_resume_with_replay_buffer_equals_an_uninterrupted_run(tmp_path: Path) -
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     rows = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["env_steps"] == 768 and "epsilon" in rows[-1]
+    assert rows[-1]["env_steps"] == 768 and "dqn/epsilon" in rows[-1]
 
 
 def test_checkpoint_and_eval_intervals_in_env_steps(tmp_path: Path) -> None:

@@ -335,7 +335,7 @@ def test_recurrent_agent_backtest_carries_its_state_from_the_split_start(setup) 
     config = PPOConfig(num_envs=2, num_minibatches=1, rollout_len=8, total_steps=32,
                        network=network)
     agent = agents.make_agent(config, env, env_params)
-    params = agent.init(jax.random.key(3)).params
+    params = agent.init(jax.random.key(3), None, env_params).params
     # A strong policy head so that the hidden state moves decisions from bar to bar.
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x * 50.0 if "policy_head" in jax.tree_util.keystr(path) else x, params)
@@ -344,17 +344,19 @@ def test_recurrent_agent_backtest_carries_its_state_from_the_split_start(setup) 
     first, last = bt.eval_bounds(env, env_params, "test")
     walk_params = bt.eval_params(env_params, "test")
     key = jax.random.PRNGKey(0)
-    act = jax.jit(lambda obs, carry: agent.act(params, obs, key, True, carry))
-    act_fresh = jax.jit(lambda obs: agent.act(params, obs, key, True))
+    act = jax.jit(lambda obs, state, carry: agent.act(params, obs, state, walk_params, key,
+                                                      carry, True))
+    act_fresh = jax.jit(lambda obs, state: agent.act(params, obs, state, walk_params, key,
+                                                     agent.init_carry(), True)[0])
     step = jax.jit(env.step_env)
     obs, state = env.reset(key, walk_params)
     carry, carried, fresh = agent.init_carry(), [], []
     for _ in range(last - first):
-        action, carry = act(obs, carry)
-        fresh.append(float(env.action_to_weights(act_fresh(obs), walk_params)[0]))
+        action, carry = act(obs, state, carry)
+        fresh.append(float(env.action_to_weights(act_fresh(obs, state), walk_params)[0]))
         obs, state, _, _, info = step(key, state, action, walk_params)
         carried.append(float(info["target_weights"][0]))
-    final, _ = act(obs, carry)
+    final, _ = act(obs, state, carry)
     carried.append(float(env.action_to_weights(final, walk_params)[0]))
     assert len(set(carried)) >= 2  # decisions that really move
     np.testing.assert_array_equal(result.target_positions[:, 0], carried)

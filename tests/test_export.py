@@ -152,7 +152,7 @@ def test_trained_run_exports_and_trades_like_its_backtest(tmp_path, capsys):
     result = backtest(
         prep.env,
         prep.env_params,
-        lambda key, obs, state, p: agent.act(params, obs, key, True),
+        lambda key, obs, state, p: agent.act(params, obs, state, p, key, (), True)[0],
         split="test",
     )
     bars = tmp_path / "bars.csv"

@@ -64,9 +64,9 @@ def test_recurrent_ppo_replays_rollouts_with_the_same_resets():
     out = agents.make_train(config, env, env_params)(
         jax.random.key(0), config.hparams.replace(learning_rate=0.0)
     )
-    assert float(out.metrics["episode_length"][-1]) < 64  # episodes did end inside rollouts
-    np.testing.assert_allclose(out.metrics["approx_kl"], 0.0, atol=1e-6)
-    np.testing.assert_allclose(out.metrics["policy_loss"], 0.0, atol=1e-5)
+    assert float(out.metrics["ppo/episode_length"][-1]) < 64  # episodes did end inside rollouts
+    np.testing.assert_allclose(out.metrics["ppo/approx_kl"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(out.metrics["ppo/policy_loss"], 0.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("torso", ["mlp", "cnn", "attention"])
@@ -115,25 +115,27 @@ def test_act_on_gymnax_envs():
         env, env_params = gymnax.make(name)
         config = PPOConfig(num_envs=2, rollout_len=8, total_steps=16, num_minibatches=2)
         agent = agents.make_agent(config, env, env_params)
-        state = jax.jit(agent.init)(jax.random.key(0))
+        state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
         obs = state.last_obs[0]
+        env_state = jax.tree.map(lambda x: x[0], state.env_state)
         act = jax.jit(agent.act)
-        a1 = act(state.params, obs, jax.random.key(1), True)
-        a2 = act(state.params, obs, jax.random.key(2), True)
+        a1, _ = act(state.params, obs, env_state, env_params, jax.random.key(1), (), True)
+        a2, _ = act(state.params, obs, env_state, env_params, jax.random.key(2), (), True)
         np.testing.assert_array_equal(a1, a2)  # deterministic ignores the key
         if name == "CartPole-v1":
             assert a1.shape == () and int(a1) in (0, 1)
         else:
             assert a1.shape == (1,) and -2.0 <= float(a1[0]) <= 2.0
-        action, carry = act(state.params, obs, jax.random.key(1), False, agent.init_carry())
+        action, carry = act(state.params, obs, env_state, env_params, jax.random.key(1),
+                            agent.init_carry(), False)
         assert carry == ()
     recurrent = agents.make_agent(
         dataclasses.replace(config, network=NetworkConfig(torso="lstm", recurrent_size=4)),
         env, env_params,
     )
-    state = jax.jit(recurrent.init)(jax.random.key(0))
-    action, carry = jax.jit(recurrent.act)(state.params, obs, jax.random.key(1), True,
-                                  recurrent.init_carry())
+    state = jax.jit(recurrent.init)(jax.random.key(0), None, env_params)
+    action, carry = jax.jit(recurrent.act)(state.params, obs, env_state, env_params,
+                                           jax.random.key(1), recurrent.init_carry(), True)
     assert jax.tree.map(jnp.shape, carry) == (((4,), (4,)), ((4,), (4,)))
 
 

@@ -1,6 +1,6 @@
 """SAC, TD3, DDPG and discrete SAC on gymnax classic control, with nothing set but total_steps.
 
-The proofs read `out.metrics["episode_return"]` (the training episodes' mean return per
+The proofs read `out.metrics["<family>/episode_return"]` (the training episodes' mean return per
 update) of 3 vmapped seeds and average its last 5% of updates: Pendulum-v1 >= -250 within
 100,000 env steps for sac, td3 and ddpg. Discrete SAC solves CartPole-v1 within 500,000 env
 steps: its greedy policy after training, evaluated on fresh episodes.
@@ -32,8 +32,12 @@ def train_seeds(name: str, env_name: str, total_steps: int):
     return jax.vmap(train)(jax.random.split(jax.random.key(0), SEEDS))
 
 
-def final_return(out) -> np.ndarray:
-    returns = np.asarray(out.metrics["episode_return"])  # [seeds, updates]
+def family(name: str) -> str:
+    return {"sac": "sac", "sac_discrete": "sac", "td3": "td3", "ddpg": "td3"}[name]
+
+
+def final_return(out, name: str) -> np.ndarray:
+    returns = np.asarray(out.metrics[f"{family(name)}/episode_return"])  # [seeds, updates]
     tail = max(1, returns.shape[1] // 20)
     return returns[:, -tail:].mean(axis=1)
 
@@ -46,18 +50,18 @@ def pendulum_run(request):
 @pytest.mark.slow
 def test_continuous_agents_solve_pendulum_with_defaults(pendulum_run) -> None:
     name, out = pendulum_run
-    per_seed = final_return(out)
+    per_seed = final_return(out, name)
     print(name, per_seed)
     assert np.all(np.isfinite(per_seed))
     assert per_seed.mean() >= -250.0, (name, per_seed)
     # Learning, not luck: the first returns after the random warm-up are far worse.
-    early = np.asarray(out.metrics["episode_return"])[:, 700].mean()
+    early = np.asarray(out.metrics[f"{family(name)}/episode_return"])[:, 700].mean()
     assert early < -900.0, early
     for key in ("loss", "critic_loss", "actor_loss", "env_steps"):
-        assert np.all(np.isfinite(np.asarray(out.metrics[key]))), key
+        assert np.all(np.isfinite(np.asarray(out.metrics[f"{family(name)}/{key}"]))), key
     if name == "sac":
         # Automatic entropy tuning moved the temperature from its start of 1.
-        assert float(np.asarray(out.metrics["alpha"])[:, -1].max()) < 0.5
+        assert float(np.asarray(out.metrics["sac/alpha"])[:, -1].max()) < 0.5
 
 
 @pytest.mark.slow
@@ -74,7 +78,7 @@ def test_discrete_sac_solves_cartpole_with_defaults() -> None:
     program = make_train_and_evaluate(config, env, env_params, 10)
     keys = jax.random.split(jax.random.key(20_261_203), SEEDS)
     metrics, greedy = jax.jit(jax.vmap(program))(keys)
-    assert np.asarray(metrics["env_steps"])[0, -1] <= 500_000
+    assert np.asarray(metrics["sac/env_steps"])[0, -1] <= 500_000
     final = np.asarray(greedy).mean(axis=1)
     print("sac_discrete greedy", final)
     assert final.mean() >= 475.0, final
@@ -146,9 +150,10 @@ def test_vmapped_hyperparameter_points_equal_single_runs(name: str) -> None:
     for i, point in enumerate(points):
         single = train(key, point)
         for metric in ("loss", "critic_loss", "episode_return", "q_mean"):
-            np.testing.assert_allclose(np.asarray(batched.metrics[metric][i]),
-                                       np.asarray(single.metrics[metric]), rtol=2e-5,
+            named = f"{family(name)}/{metric}"
+            np.testing.assert_allclose(np.asarray(batched.metrics[named][i]),
+                                       np.asarray(single.metrics[named]), rtol=2e-5,
                                        atol=1e-5, err_msg=f"{name} {metric} point {i}")
-    loss = np.asarray(batched.metrics["critic_loss"])
+    loss = np.asarray(batched.metrics[f"{family(name)}/critic_loss"])
     assert not np.allclose(loss[0], loss[1])  # the points really differ
 

@@ -164,9 +164,10 @@ def test_replay_agents_learn_and_decay_epsilon_past_two_to_the_31_env_steps(name
         data["hparams"] = {"epsilon_decay_fraction": 1.0}
     agent = agents.make_agent(agents.config_from_dict(data), env, env_params)
     assert agent.num_updates == num_updates
-    state = agent.init(jax.random.key(0))
+    state = agent.init(jax.random.key(0), None, env_params)
     state = state.replace(update_step=jnp.asarray(32_767, jnp.int32))
-    state, metrics = jax.jit(agent.run_chunk)(state)
+    state, metrics = jax.jit(agent.run_chunk)(state, env_params)
+    metrics = {key.split("/", 1)[1]: value for key, value in metrics.items()}  # dqn/, sac/...
     assert int(state.update_step) == 32_769
     steps = np.asarray(metrics["env_steps"])
     np.testing.assert_array_equal(steps, np.array([32_768, 32_769], np.float64) * num_envs)

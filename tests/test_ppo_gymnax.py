@@ -20,9 +20,9 @@ def test_ppo_solves_cartpole_three_seeds_in_one_program():
     )
     train = agents.make_train(config, env, env_params)
     out = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 3))
-    returns = np.asarray(out.metrics["episode_return"])  # [3 seeds, num_updates]
+    returns = np.asarray(out.metrics["ppo/episode_return"])  # [3 seeds, num_updates]
     assert returns.shape == (3, config.run_sizes()[0])
-    assert float(out.metrics["env_steps"][0, -1]) <= 500_000
+    assert float(out.metrics["ppo/env_steps"][0, -1]) <= 500_000
     final = returns[:, -10:].mean(axis=1)
     assert np.all(final >= 475.0), final
 
@@ -40,7 +40,7 @@ def test_continuous_ppo_solves_pendulum():
     )
     train = agents.make_train(config, env, env_params)
     out = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(1), 2))
-    final = np.asarray(out.metrics["episode_return"])[:, -5:].mean(axis=1)
+    final = np.asarray(out.metrics["ppo/episode_return"])[:, -5:].mean(axis=1)
     assert np.all(final >= -250.0), final
     # The learned deterministic policy also swings up and balances on fresh episodes.
     agent = agents.make_agent(config, env, env_params)
@@ -51,7 +51,7 @@ def test_continuous_ppo_solves_pendulum():
 
         def step(carry, key):
             obs, state = carry
-            action = agent.act(params, obs, key, True)
+            action, _ = agent.act(params, obs, state, env_params, key, (), True)
             obs, state, reward, _, _, _ = env.step(key, state, action, env_params)
             return (obs, state), reward
 
@@ -76,13 +76,14 @@ def test_vmapped_learning_rates_and_seeds_equal_single_runs():
         single = train(jax.random.key(seed), config.hparams.replace(learning_rate=lr))
         for name in ("loss", "episode_return", "approx_kl", "grad_norm"):
             np.testing.assert_allclose(
-                batched.metrics[name][i], single.metrics[name], rtol=2e-4, atol=1e-5, err_msg=name
+                batched.metrics[f"ppo/{name}"][i], single.metrics[f"ppo/{name}"], rtol=2e-4,
+                atol=1e-5, err_msg=name
             )
         for got, want in zip(jax.tree.leaves(batched.state.params), jax.tree.leaves(
                 single.state.params)):
             np.testing.assert_allclose(got[i], want, rtol=2e-4, atol=2e-5)
     # Different learning rates really produced different runs (the sweep is not a no-op).
-    assert not np.allclose(batched.metrics["loss"][0], batched.metrics["loss"][2])
+    assert not np.allclose(batched.metrics["ppo/loss"][0], batched.metrics["ppo/loss"][2])
 
 
 def test_chunked_progress_run_matches_single_program():
@@ -93,10 +94,10 @@ def test_chunked_progress_run_matches_single_program():
     # Host-driven chunks, as experiments/loop.run_loop calls them between logs/checkpoints.
     agent = agents.make_agent(config, env, env_params)
     run_chunk = jax.jit(agent.run_chunk)
-    state = jax.jit(agent.init)(jax.random.key(3))
+    state = jax.jit(agent.init)(jax.random.key(3), None, env_params)
     seen, history = [], []
     for _ in range(3):
-        state, metrics = run_chunk(state)
+        state, metrics = run_chunk(state, env_params)
         seen.append(int(agent.env_steps(state)))
         history.append(jax.device_get(metrics))
     chunked_metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
@@ -105,7 +106,7 @@ def test_chunked_progress_run_matches_single_program():
         assert values.shape == (6,)
         assert np.all(np.isfinite(values)), name
         np.testing.assert_allclose(chunked_metrics[name], values, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(whole.metrics["env_steps"], 64.0 * np.arange(1, 7))
+    np.testing.assert_array_equal(whole.metrics["ppo/env_steps"], 64.0 * np.arange(1, 7))
 
 
 def test_resume_from_state_continues_identically():
@@ -114,15 +115,15 @@ def test_resume_from_state_continues_identically():
                        update_epochs=1, updates_per_chunk=2)
     agent = agents.make_agent(config, env, env_params)
     run_chunk = jax.jit(agent.run_chunk)
-    state = jax.jit(agent.init)(jax.random.key(5))
-    state, _ = run_chunk(state)
+    state = jax.jit(agent.init)(jax.random.key(5), None, env_params)
+    state, _ = run_chunk(state, env_params)
     # A host round trip (what a checkpoint does) must not change the continuation.
     restored = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)) if not
                             jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, state)
-    a, metrics_a = run_chunk(state)
-    b, metrics_b = run_chunk(restored)
+    a, metrics_a = run_chunk(state, env_params)
+    b, metrics_b = run_chunk(restored, env_params)
     for got, want in zip(jax.tree.leaves(b), jax.tree.leaves(a)):
         if jax.dtypes.issubdtype(got.dtype, jax.dtypes.prng_key):
             got, want = jax.random.key_data(got), jax.random.key_data(want)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    np.testing.assert_array_equal(metrics_a["loss"], metrics_b["loss"])
+    np.testing.assert_array_equal(metrics_a["ppo/loss"], metrics_b["ppo/loss"])

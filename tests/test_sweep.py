@@ -75,7 +75,7 @@ def test_two_by_two_vmapped_sweep_gives_four_runs(tmp_path: Path,
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if r["update"] == rows[-1]["update"]]
     assert sorted(r["point"] for r in last) == [0, 1, 2, 3]
-    assert len({round(r["loss"], 8) for r in last}) == 4
+    assert len({round(r["ppo/loss"], 8) for r in last}) == 4
     runs = list(wandb_runs(run_dir).values())
     assert len(runs) == 4 and len({r["group"] for r in runs}) == 1
     assert {(r["config"]["point"]["agent.hparams.learning_rate"],

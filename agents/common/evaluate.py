@@ -34,7 +34,8 @@ def greedy_returns(agent: Agent, params: Any, env: Any, env_params: Any, key: ja
         def step(carry, step_key):
             obs, env_state, policy_carry, total, alive = carry
             act_key, env_key = jax.random.split(step_key)
-            action, policy_carry = agent.act(params, obs, act_key, True, policy_carry)
+            action, policy_carry = agent.act(params, obs, env_state, env_params, act_key,
+                                             policy_carry, True)
             obs, env_state, reward, terminated, truncated, _ = env_step(
                 env, env_key, env_state, action, env_params)
             done = jnp.logical_or(terminated, truncated)

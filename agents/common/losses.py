@@ -163,3 +163,10 @@ def periodic_update(
     updated = polyak_update(online, target, tau)
     do = (step % every) == 0
     return jax.tree.map(lambda u, t: jnp.where(do, u, t), updated, target)
+
+
+def twin_critic_loss(q: jax.Array, target: jax.Array) -> jax.Array:
+    """Half the squared error of every critic's Q [C, B] against one target [B]: each critic's
+    batch mean, summed over critics (every critic regresses on the same target; with C = 2 the
+    clipped double Q of TD3 and SAC, with C = 1 DDPG's one critic)."""
+    return 0.5 * jnp.sum(jnp.mean(jnp.square(q - target[None]), axis=1))

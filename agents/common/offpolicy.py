@@ -1,5 +1,6 @@
-"""What the replay-based actor-critics (SAC, TD3, DDPG) share: run sizes, replay wiring and
-the collect-then-learn step of one update.
+"""What the replay-based agents (DQN, QR-DQN, SAC, TD3, DDPG) share: run sizes, replay wiring,
+the sampled batch, the collect-then-learn step of one update, and the set-up and critic step
+of the tanh-squashed actor-critics (SAC, TD3, DDPG).
 
 One update = every env takes `rollout_len` steps under the behaviour policy (the transitions
 go to the on-device replay buffer), then, once `learning_starts` env steps are done,
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,18 @@ import numpy as np
 
 from agents.common.config import chunked_run_sizes, config_from_dict, config_to_dict
 from agents.common.counters import env_steps_done, updates_to_reach
-from agents.common.distributions import ActionSpec
-from agents.common.replay import ObsCodec, Replay, buffer_env_axis, make_item, obs_codec
+from agents.common.distributions import ActionSpec, action_spec_from_space, to_env_action
+from agents.common.losses import n_step_returns, twin_critic_loss
+from agents.common.networks import Actor, CriticEnsemble, check_offpolicy_network
+from agents.common.optim import adam_step
+from agents.common.replay import (
+    ObsCodec,
+    Replay,
+    buffer_env_axis,
+    make_item,
+    make_replay,
+    obs_codec,
+)
 from agents.common.rollout import EnvRunner, Step, collect, runner_env_axis
 from agents.common.types import Metrics
 from jaxtrade.errors import ConfigError
@@ -131,8 +142,8 @@ def random_unit_action(key: jax.Array, spec: ActionSpec, num_envs: int) -> jax.A
     return jax.random.uniform(key, (num_envs, spec.dim), jnp.float32, -1.0, 1.0)
 
 
-# policy(obs [N, ...], key) -> (stored action [N(, D)], env action [N, ...])
-BehaviourPolicy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# policy(obs [N, ...], env states [N], key) -> (stored action [N(, D)], env action [N, ...])
+BehaviourPolicy = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def collect_to_replay(env: Any, env_params: Any, runner: EnvRunner, rng: jax.Array,
@@ -142,8 +153,8 @@ def collect_to_replay(env: Any, env_params: Any, runner: EnvRunner, rng: jax.Arr
     """Roll `policy` for `num_steps` steps of every env and add the transitions to `buffer`,
     each with the stored action the policy returned (the unit action, not the env's)."""
 
-    def act(carry, obs, start, key):
-        stored, env_action = policy(obs, key)
+    def act(carry, obs, env_state, start, key):
+        stored, env_action = policy(obs, env_state, key)
         return carry, env_action, stored
 
     def record(step: Step, stored: jax.Array, carry: Any) -> dict[str, Any]:
@@ -199,3 +210,110 @@ def collect_and_learn(
         **losses,
     }
     return state.replace(update_step=update_step), metrics
+
+
+class ReplayBatch(NamedTuple):
+    """A sampled minibatch, ready for a target: y = returns + discount * V(next_obs)."""
+
+    obs: Any  # [B, ...] the observations acted on (trading: rebuilt from the market)
+    action: jax.Array  # [B(, D)] the stored actions
+    returns: jax.Array  # [B] discounted n-step reward sum, cut at the first episode end
+    discount: jax.Array  # [B] gamma^m of the bootstrap, 0 where the episode terminated
+    next_obs: Any  # [B, ...] the observation to bootstrap from (a truncated end's final one)
+    indices: Any  # what prioritized replay updates priorities at
+    probabilities: jax.Array  # the sampling probabilities (importance weights)
+
+
+def sample_batch(replay: Replay, codec: ObsCodec, buffer: Any, key: jax.Array, env_params: Any,
+                 gamma: jax.Array, reward_scale: jax.Array | None = None) -> ReplayBatch:
+    """Sample sequences [B, n, ...] and turn them into n-step targets' inputs; rewards are
+    multiplied by `reward_scale` when given (targets only, never the logged returns)."""
+    items, indices, probabilities = replay.sample(buffer, key)
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)
+    rewards = time_major(items["reward"])
+    if reward_scale is not None:
+        rewards = rewards * reward_scale
+    returns, discount, last = n_step_returns(rewards, time_major(items["terminated"]),
+                                             time_major(items["truncated"]), gamma)
+    first = jax.tree.map(lambda x: x[:, 0], items["obs"])
+    bootstrap = jax.tree.map(
+        lambda x: jnp.take_along_axis(
+            x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0], items["next_obs"])
+    return ReplayBatch(codec.decode(first, env_params), items["action"][:, 0], returns,
+                       discount, codec.decode(bootstrap, env_params), indices, probabilities)
+
+
+@dataclasses.dataclass(frozen=True)
+class TanhActorSizes(OffPolicySizes):
+    """Sizes of a tanh-squashed actor-critic (SAC, TD3, DDPG). Subclasses add `name`,
+    `network` and `hparams`."""
+
+    def __post_init__(self) -> None:
+        # The actor is tanh-squashed by construction; export writes the network's squash
+        # into the manifest, so it must say tanh for the runner to squash the same way.
+        network = self.network  # type: ignore[attr-defined]
+        if network.continuous_squash != "tanh":
+            object.__setattr__(self, "network",
+                               dataclasses.replace(network, continuous_squash="tanh"))
+
+
+class ActorCriticParts(NamedTuple):
+    """What a tanh-squashed actor-critic builds from its config and env."""
+
+    spec: ActionSpec  # the env's action space (continuous: tanh-squashed onto its box)
+    actor: Actor
+    critic: CriticEnsemble  # critics stacked on a leading axis
+    codec: ObsCodec
+    replay: Replay  # one-step transitions
+    steps_per_update: int
+    to_env: Callable[[jax.Array], jax.Array]  # stored actions [B(, D)] -> env actions [B, ...]
+
+
+def actor_critic_parts(config: Any, env: Any, env_params: Any, *, discrete: bool,
+                       log_std: bool, num_critics: int, other_agents: str) -> ActorCriticParts:
+    """Check `config` and the env's action space (`discrete` or continuous actions; the error
+    names `other_agents` for the other kind) and build the actor, critics and replay.
+
+    Continuous actors output the pre-tanh action (and a log-std head when `log_std`);
+    the unit action tanh(.) in [-1, 1]^D is what the critics and the replay see, and the env
+    receives it mapped onto its action box. Discrete actors output logits and the critics Q
+    for every action."""
+    config.check()
+    check_offpolicy_network(config.network, config.name)
+    steps_per_update = config.run_sizes()[2]
+    spec = action_spec_from_space(env.action_space(env_params), "tanh")
+    if discrete != (spec.kind == "discrete"):
+        needs = "discrete" if discrete else "continuous"
+        raise ConfigError(f"agent.name={config.name!r} needs {needs} actions (the trading "
+                          f"env's env.action_mode={needs}); use {other_agents} for "
+                          f"{spec.kind} ones")
+    obs_shape = jax.eval_shape(lambda k: env.reset(k, env_params)[0], jax.random.key(0)).shape
+    actor = Actor(config.network, spec.dim, len(obs_shape), log_std=log_std)
+    critic = CriticEnsemble(config.network, len(obs_shape),
+                            num_outputs=spec.num_actions if discrete else 1,
+                            num_critics=num_critics)
+    unit_spec = dataclasses.replace(spec, squash="clip")  # unit actions are already in [-1, 1]
+
+    def to_env(stored: jax.Array) -> jax.Array:
+        if discrete:
+            return stored
+        return jax.vmap(lambda a: to_env_action(unit_spec, a))(stored)
+
+    replay = make_replay(config.buffer_size, config.num_envs, config.batch_size, 1)
+    return ActorCriticParts(spec, actor, critic, obs_codec(env), replay, steps_per_update,
+                            to_env)
+
+
+def critic_step(q_taken: Callable[[Any], jax.Array], params: Any, opt_state: Any,
+                target: jax.Array, learning_rate: jax.Array, max_grad_norm: jax.Array
+                ) -> tuple[Any, Any, jax.Array, jax.Array, Any]:
+    """One Adam step of the critics on `twin_critic_loss(q_taken(params), target)`:
+    (params, opt_state, loss, Q [C, B] before the step, gradients)."""
+
+    def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+        q = q_taken(params)
+        return twin_critic_loss(q, target), q
+
+    (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    params, opt_state = adam_step(params, grads, opt_state, learning_rate, max_grad_norm)
+    return params, opt_state, loss, q, grads

@@ -97,8 +97,10 @@ class Step(NamedTuple):
     info: Any
 
 
-# policy(policy_carry, obs, start, key) -> (policy_carry, env_action, aux)
-Policy = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array, Any]]
+# policy(policy_carry, obs, env_state, start, key) -> (policy_carry, env_action, aux): obs
+# [num_envs, ...] with the env states they were read from (the exact portfolio) and the flags
+# of those that start an episode.
+Policy = Callable[[Any, jax.Array, Any, jax.Array, jax.Array], tuple[Any, jax.Array, Any]]
 # record(step, aux, policy_carry_after) -> the pytree kept for this step
 Record = Callable[[Step, Any, Any], Any]
 
@@ -124,7 +126,8 @@ def collect(
     def one_step(carry, _):
         runner, rng, policy_carry, ep_sum, ep_len_sum, ep_count = carry
         rng, act_key, step_key = jax.random.split(rng, 3)
-        policy_carry, action, aux = policy(policy_carry, runner.obs, runner.done, act_key)
+        policy_carry, action, aux = policy(policy_carry, runner.obs, runner.env_state,
+                                           runner.done, act_key)
         obs, env_state, reward, terminated, truncated, info = jax.vmap(
             env_step, in_axes=(None, 0, 0, 0, None)
         )(env, jax.random.split(step_key, num_envs), runner.env_state, action, env_params)

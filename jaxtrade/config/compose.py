@@ -70,12 +70,13 @@ def compose_raw(overrides: Sequence[str], config_name: str = "config") -> dict[s
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    register_configs()
     folder = config_dir()
     if not (folder / f"{config_name}.yaml").is_file():
         raise ConfigError(f"config directory {folder} has no {config_name}.yaml "
                           f"(set {CONFIG_DIR_ENV} to the folder holding jaxtrade's configs/)")
+    # Group-choice typos are answered before the agents (and JAX) load for their defaults.
     check_group_choices(parse_overrides(overrides))
+    register_configs()
     overrides = [_integral_exponent(o) for o in overrides]
     GlobalHydra.instance().clear()
     try:

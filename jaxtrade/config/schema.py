@@ -164,6 +164,41 @@ def register_configs() -> None:
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
+    _register_agent_defaults(cs)
+
+
+def _register_agent_defaults(cs: Any) -> None:
+    """The agents' defaults, written once in their config dataclasses, as config nodes:
+
+      agent/_defaults_<name>    every default of agent <name> but those set by other groups
+                                (configs/agent/<name>.yaml builds on it)
+      network/_of_<name>        agent <name>'s own default network: the network of a run
+                                whose command line chooses none (configs/config.yaml)
+      network/_network_config   NetworkConfig's defaults (configs/network/<torso>.yaml)
+      agent_env/<mode>          env.action_mode=<mode>, for agents that need one kind of
+                                actions (an explicit env.action_mode on the command line wins,
+                                and the agent then says it cannot act on it)
+
+    Nothing is registered when the agents cannot be imported (a config check without them).
+    """
+    try:
+        import agents
+        from agents.common.config import config_to_dict
+        from agents.common.networks import NetworkConfig
+    except ImportError:
+        return
+    from jaxtrade.config.validate import AGENT_KEYS_SET_ELSEWHERE
+
+    for name, spec in agents.AGENTS.items():
+        defaults = config_to_dict(spec.config_class())
+        network = defaults.pop("network")
+        for key in AGENT_KEYS_SET_ELSEWHERE:
+            defaults.pop(key, None)
+        cs.store(group="agent", name=f"_defaults_{name}", node=defaults)
+        cs.store(group="network", name=f"_of_{name}", node=network)
+    cs.store(group="network", name="_network_config", node=config_to_dict(NetworkConfig()))
+    for mode in ("discrete", "continuous"):
+        cs.store(group="agent_env", name=mode, node={"env": {"action_mode": mode}})
 
 
 def field_names(cls: type) -> list[str]:

@@ -20,7 +20,8 @@ decided target changes only when the policy trades, which is what trade statisti
 Recurrent policies: a policy with an `init_carry()` method is called as
 `policy_fn(key, obs, state, params, carry) -> (action, carry)`; the backtest starts it from
 `init_carry()` at the split's first bar and threads the carry bar to bar, exactly as training
-rollouts and the live runner do. `agent_policy(agent, params)` wraps an agent's `act` that
+rollouts and the live runner do. `agent_policy(agent, params)` wraps an agent's `act` (its
+batched policy call for one bar, given the observation and the env state it summarizes) that
 way (for every network: a feed-forward carry is an empty tuple) and hands the agent's
 parameters to the compiled walk as inputs, so one program serves every checkpoint.
 """
@@ -62,7 +63,7 @@ class AgentPolicy:
 
     def __call__(self, key: jax.Array, obs: jax.Array, state: Any, env_params: Any, carry: Any,
                  deterministic: Any = True) -> tuple[jax.Array, Any]:
-        return self.act(self.params, obs, key, deterministic, carry)
+        return self.act(self.params, obs, state, env_params, key, carry, deterministic)
 
 
 def agent_policy(agent: Any, params: Any) -> AgentPolicy:

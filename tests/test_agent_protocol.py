@@ -1,0 +1,226 @@
+"""The agent protocol (agents/common/types.py) for every registered agent.
+
+`update` is the unit `run_chunk` scans; `policy` is the one batched call every consumer acts
+through and `act` its one-observation form; `env_params` is a required argument everywhere;
+metrics are named `<family>/<name>`. Each agent runs a few updates of a tiny configuration on
+a gymnax env (CartPole for discrete actions, Pendulum for continuous ones), and once on
+jaxtrade's trading env, where the policy's target weights are the env's.
+"""
+
+from __future__ import annotations
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import envs
+from agents.common.types import REQUIRED_METRICS, PolicyOutput, metric_name
+from jaxtrade.market import from_arrays
+
+UPDATES = 4
+NET = {"hidden_sizes": [8, 8]}
+OFF_POLICY = {
+    "num_envs": 2,
+    "rollout_len": 2,
+    "total_steps": 2 * 2 * UPDATES * 2,
+    "updates_per_chunk": UPDATES,
+    "learning_starts": 8,
+    "batch_size": 4,
+    "buffer_size": 64,
+    "network": NET,
+}
+ON_POLICY = {
+    "num_envs": 2,
+    "rollout_len": 8,
+    "total_steps": 2 * 8 * UPDATES * 2,
+    "updates_per_chunk": UPDATES,
+    "num_minibatches": 2,
+    "update_epochs": 1,
+    "network": NET,
+}
+# name -> (config overrides, family, discrete actions, beliefs it reports)
+CASES = {
+    "ppo": (ON_POLICY, "ppo", True, {"logits", "value"}),
+    "cvar_ppo": (ON_POLICY, "ppo", True, {"logits", "value"}),
+    "dqn": (OFF_POLICY, "dqn", True, {"q_values"}),
+    "qrdqn": ({**OFF_POLICY, "num_quantiles": 5}, "dqn", True, {"q_values", "quantiles"}),
+    "sac": (OFF_POLICY, "sac", False, set()),
+    "sac_discrete": (OFF_POLICY, "sac", True, {"logits"}),
+    "td3": (OFF_POLICY, "td3", False, set()),
+    "ddpg": (OFF_POLICY, "td3", False, set()),
+}
+BELIEFS = ("logits", "value", "q_values", "quantiles")
+
+
+def test_every_registered_agent_is_covered() -> None:
+    assert set(CASES) == set(agents.AGENTS)
+
+
+def _agent(name: str, env, env_params):
+    overrides, *_ = CASES[name]
+    return agents.make_agent(agents.config_from_dict({"name": name, **overrides}), env, env_params)
+
+
+def _gymnax(name: str):
+    return gymnax.make("CartPole-v1" if CASES[name][2] else "Pendulum-v1")
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def trained(request):
+    """(name, env, env_params, agent, initial state, state and metrics after one chunk)."""
+    name = request.param
+    env, env_params = _gymnax(name)
+    agent = _agent(name, env, env_params)
+    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+    after, metrics = jax.jit(agent.run_chunk)(state, env_params)
+    return name, env, env_params, agent, state, after, jax.device_get(metrics)
+
+
+def test_updates_one_by_one_equal_run_chunk(trained) -> None:
+    name, _, env_params, agent, state, after, chunk_metrics = trained
+    update = jax.jit(agent.update)
+    steps = []
+    for _ in range(agent.updates_per_chunk):
+        state, metrics = update(state, env_params)
+        steps.append(jax.device_get(metrics))
+    assert set(steps[0]) == set(chunk_metrics)
+    for key, values in chunk_metrics.items():
+        np.testing.assert_allclose(
+            [m[key] for m in steps], values, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
+        )
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(after)):
+        if jax.dtypes.issubdtype(got.dtype, jax.dtypes.prng_key):
+            got, want = jax.random.key_data(got), jax.random.key_data(want)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    assert int(agent.env_steps(state)) == agent.updates_per_chunk * agent.steps_per_update
+
+
+def test_metrics_are_named_under_the_agents_family(trained) -> None:
+    name, *_, agent, _, _, metrics = trained
+    family = CASES[name][1]
+    assert agent.family == family
+    assert all(key.startswith(f"{family}/") for key in metrics), sorted(metrics)
+    assert set(REQUIRED_METRICS) <= {metric_name(key) for key in metrics}
+    assert all(
+        np.asarray(v).dtype == np.float32 and np.shape(v) == (UPDATES,) for v in metrics.values()
+    )
+    np.testing.assert_array_equal(
+        metrics[f"{family}/env_steps"], agent.steps_per_update * np.arange(1, UPDATES + 1)
+    )
+
+
+def _batch(env, env_params, size: int):
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(5), size), env_params
+    )
+    return obs, env_state
+
+
+def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) -> None:
+    name, env, env_params, agent, _, after, _ = trained
+    _, _, discrete, beliefs = CASES[name]
+    params = agent.policy_params(after)
+    batch = 3
+    obs, env_state = _batch(env, env_params, batch)
+    carry = jax.tree.map(lambda c: jnp.stack([c] * batch), agent.init_carry())
+    policy = jax.jit(agent.policy, static_argnums=6)
+    out = policy(params, obs, env_state, env_params, jax.random.key(1), carry, True)
+    assert isinstance(out, PolicyOutput)
+    action_space = env.action_space(env_params)
+    if discrete:
+        assert out.action.shape == (batch,)
+        assert np.all((np.asarray(out.action) >= 0) & (np.asarray(out.action) < action_space.n))
+    else:
+        assert out.action.shape == (batch, *action_space.shape)
+        assert np.all(np.abs(np.asarray(out.action)) <= 2.0 + 1e-6)  # Pendulum's torque box
+    assert out.target_weights is None  # gymnax envs have no portfolio
+    for field in BELIEFS:
+        assert (getattr(out, field) is not None) == (field in beliefs), (name, field)
+    num_actions = getattr(action_space, "n", 0)
+    if "logits" in beliefs:
+        assert out.logits.shape == (batch, num_actions)
+    if "value" in beliefs:
+        assert out.value.shape == (batch,)
+    if "q_values" in beliefs:
+        assert out.q_values.shape == (batch, num_actions)
+        np.testing.assert_array_equal(out.action, np.argmax(out.q_values, axis=-1))
+    if "quantiles" in beliefs:
+        assert out.quantiles.shape == (batch, num_actions, 5)
+    if "logits" in beliefs and name == "sac_discrete":
+        np.testing.assert_array_equal(out.action, np.argmax(out.logits, axis=-1))
+
+    # `act` is the policy for one observation: the same action, for a greedy and a sampled call.
+    act = jax.jit(agent.act, static_argnums=6)
+    for deterministic in (True, False):
+        key = jax.random.key(2)
+        for i in range(batch):
+            one = lambda x, i=i: x[i]
+            single = policy(
+                params,
+                obs[i : i + 1],
+                jax.tree.map(lambda x, i=i: x[i : i + 1], env_state),
+                env_params,
+                key,
+                jax.tree.map(lambda c, i=i: c[i : i + 1], carry),
+                deterministic,
+            )
+            action, new_carry = act(
+                params,
+                one(obs),
+                jax.tree.map(one, env_state),
+                env_params,
+                key,
+                agent.init_carry(),
+                deterministic,
+            )
+            np.testing.assert_array_equal(action, single.action[0])
+            assert jax.tree.structure(new_carry) == jax.tree.structure(agent.init_carry())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_env_params_is_a_required_argument(name: str) -> None:
+    env, env_params = _gymnax(name)
+    agent = _agent(name, env, env_params)
+    key = jax.random.key(0)
+    with pytest.raises(TypeError):
+        agent.init(key)
+    with pytest.raises(TypeError):
+        agent.init(key, None)
+    state = agent.init(key, None, env_params)
+    for step in (agent.update, agent.run_chunk):
+        with pytest.raises(TypeError):
+            step(state)
+    obs, env_state = _batch(env, env_params, 1)
+    params = agent.policy_params(state)
+    with pytest.raises(TypeError):
+        agent.policy(params, obs, env_state, key, (), True)
+    with pytest.raises(TypeError):
+        agent.act(params, obs[0], jax.tree.map(lambda x: x[0], env_state), key, (), True)
+
+
+@pytest.fixture(scope="module")
+def trading_market():
+    rng = np.random.default_rng(0)
+    log_returns = 0.01 * rng.standard_normal((200, 2))
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    splits = np.array([[0, 120], [120, 160], [160, 200]])
+    return from_arrays(close, features=log_returns[:, :, None], splits=splits)
+
+
+@pytest.mark.parametrize("name", ["ppo", "dqn", "sac", "td3"])
+def test_policy_target_weights_are_the_envs_on_the_trading_env(trading_market, name) -> None:
+    mode = "discrete" if CASES[name][2] else "continuous"
+    env, env_params = envs.make("trading", trading_market, window_bars=4, action_mode=mode)
+    agent = _agent(name, env, env_params)
+    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+    obs, env_state = _batch(env, env_params, 4)
+    carry = jax.tree.map(lambda c: jnp.stack([c] * 4), agent.init_carry())
+    out = agent.policy(
+        agent.policy_params(state), obs, env_state, env_params, jax.random.key(1), carry, False
+    )
+    want = jax.vmap(env.action_to_weights, in_axes=(0, None))(out.action, env_params)
+    assert out.target_weights.shape == (4, env.num_assets)
+    np.testing.assert_array_equal(out.target_weights, want)
