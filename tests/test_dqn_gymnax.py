@@ -2,7 +2,7 @@
 
 Nothing is set but `total_steps` (and `prioritized` for the prioritized-replay variants): the
 defaults must work out of the box. The return is read from the training metrics
-(`out.metrics["episode_return"]`, episodes run with the final exploration rate), averaged
+(`out.metrics["dqn/episode_return"]`, episodes run with the final exploration rate), averaged
 over the last 2% of updates of each seed, then over the 3 seeds.
 """
 
@@ -30,8 +30,8 @@ def test_defaults_solve_cartpole_three_seeds(name: str, prioritized: bool) -> No
     train = agents.make_train(config, env, env_params)
     keys = jax.numpy.stack([jax.random.key(seed) for seed in range(3)])
     out = jax.jit(jax.vmap(train))(keys)
-    returns = np.asarray(out.metrics["episode_return"])  # [3 seeds, num_updates]
-    steps = np.asarray(out.metrics["env_steps"])
+    returns = np.asarray(out.metrics["dqn/episode_return"])  # [3 seeds, num_updates]
+    steps = np.asarray(out.metrics["dqn/env_steps"])
     assert steps[0, -1] <= 500_000 and returns.shape[0] == 3
     tail = max(1, returns.shape[1] // 50)
     final = returns[:, -tail:].mean(axis=1)
