@@ -38,12 +38,13 @@ LOGGED_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 @struct.dataclass
 class QRDQNHParams(dqn.DQNHParams):
-    pass
+    adam_eps: float = 1e-5  # DQN's 1e-2 floor slowed QR-DQN (BENCHMARKS.md, issue 19)
 
 
 @dataclasses.dataclass(frozen=True)
 class QRDQNConfig(dqn.DQNConfig):
     name: str = "qrdqn"
+    n_step: int = 1  # DQN's n_step=3 did not make QR-DQN reliable alone (BENCHMARKS.md)
     num_quantiles: int = 32
     act_on: str = "mean"  # "mean" | "cvar"
     act_cvar_alpha: float = 0.25  # tail fraction for act_on="cvar"
