@@ -182,7 +182,7 @@ def test_a_host_without_the_memory_refuses_each_family(prepared, monkeypatch) ->
     ("overrides", "start"),
     [
         (
-            ["agent=dqn", "env.num_envs=1e7", "agent.buffer_size=2e7"],
+            ["agent=dqn", "env.num_envs=1e7", "agent.buffer_size=4e7"],
             "env.num_envs=10000000 is not allowed: training needs about ",
         ),
         (

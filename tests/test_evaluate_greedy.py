@@ -20,9 +20,9 @@ def test_greedy_returns_match_a_python_episode_loop() -> None:
                                                        "learning_starts": 1_000}),
                               env, env_params)
 
-    def act(params, obs, key, deterministic=False, carry=None):
+    def act(params, obs, env_state, env_params, key, carry=None, deterministic=False):
         action = (obs[2] + params * obs[3] > 0).astype(jnp.int32)  # angle + w * angular velocity
-        return action if carry is None else (action, carry)
+        return action, carry
 
     agent = agent._replace(act=act)
     key = jax.random.key(3)
@@ -36,7 +36,7 @@ def test_greedy_returns_match_a_python_episode_loop() -> None:
             total = 0.0
             for step_key in jax.random.split(steps_key, 200):
                 _, env_key = jax.random.split(step_key)
-                action = act(weight, obs, None)
+                action, _ = act(weight, obs, state, env_params, None)
                 obs, state, reward, terminated, truncated, _ = env.step(
                     env_key, state, action, env_params)
                 total += float(reward)

@@ -35,7 +35,7 @@ def test_rebuilt_observations_equal_collected_ones_bit_for_bit(layout: str,
     num_envs, steps = 4, 60  # several episode ends (truncation) per env
     runner = reset_runner(env, env_params, jax.random.key(0), num_envs)
 
-    def policy(carry, obs, start, key):
+    def policy(carry, obs, env_state, start, key):
         return carry, jax.random.uniform(key, (num_envs, 2), minval=-1.0, maxval=1.0), None
 
     def record(step, aux, carry):

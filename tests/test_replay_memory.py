@@ -26,7 +26,7 @@ def test_million_transition_default_trading_buffer_is_at_most_100_mb() -> None:
 
     config = agents.config_from_dict({"name": "dqn", "buffer_size": TRANSITIONS})
     agent = agents.make_agent(config, env, env_params)
-    state = jax.eval_shape(agent.init, jax.random.key(0))
+    state = jax.eval_shape(lambda key: agent.init(key, None, env_params), jax.random.key(0))
     leaves = jax.tree.leaves(state.buffer)
     stored = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
 
