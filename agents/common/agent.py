@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from agents.common.counters import env_steps_exact
 from agents.common.types import Agent, Metrics, PolicyOutput
 
 
@@ -110,7 +111,7 @@ def build_agent(
         network=network,
         config=config,
         policy_params=policy_params,
-        env_steps=lambda state: state.update_step * steps_per_update,
+        env_steps=lambda state: env_steps_exact(state.update_step, steps_per_update),
         family=family,
         env_axis=env_axis,
     )

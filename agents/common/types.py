@@ -15,7 +15,8 @@ An agent is a bundle of pure functions over its own state pytree (`PPOState`, `D
     carry = agent.init_carry()                            # one env's recurrent state at an
                                                           # episode start (() feed-forward)
     params = agent.policy_params(state)                   # what `policy` / `act` need
-    steps = agent.env_steps(state)                        # env steps done (int32 array)
+    steps = agent.env_steps(state)                        # env steps done (exact int64 numpy,
+                                                          # on the host)
     flags = agent.env_axis(state)                         # which leaves lead with the env axis
 
 `update` is the unit composite agents interleave (an ensemble updates its members in turn);
@@ -69,6 +70,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from flax import struct
 
 Metrics = dict[str, jax.Array]
@@ -147,6 +149,6 @@ class Agent(NamedTuple):
     network: Any
     config: Any
     policy_params: Callable[[Any], Any]
-    env_steps: Callable[[Any], jax.Array]
+    env_steps: Callable[[Any], np.ndarray]  # exact int64, host side (agents/common/counters.py)
     family: str  # the metrics' namespace
     env_axis: Callable[[Any], Any] | None = None
