@@ -14,8 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# --no-compile: pip would byte-compile every module of every package (about 250 MiB of
+# __pycache__ and a good part of the install time on 2 cores); Python compiles the modules a
+# run imports when it first imports them.
 $(RUN_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-compile -e .
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): $(RUN_STAMP)

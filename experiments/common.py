@@ -378,18 +378,39 @@ def compose(argv: Sequence[str]) -> dict[str, Any]:
     overrides = split_flags(argv)
     if resume_asked(overrides):
         return compose_resume(overrides)
+    if fork_asked(overrides):
+        return compose_fork(overrides)
+    refuse_fork_keys(overrides)
     return compose_run(overrides)
 
 
-def resume_asked(overrides: Sequence[str]) -> bool:
+def refuse_fork_keys(overrides: Sequence[str]) -> None:
+    """from_run= without resume=fork, or forked_from set by hand, is a ConfigError."""
+    keys = override_keys(overrides)
+    if recorded := sorted(k for k in keys if k.split(".")[0] in ("from_run", "forked_from")):
+        raise ConfigError(f"{recorded[0]} is not allowed here: from_run=R goes with "
+                          "resume=fork (train a new run from R's checkpoint), and forked_from is "
+                          "what such a run records")
+
+
+def _resume_value(overrides: Sequence[str]) -> str:
+    """resume's value on a command line, lower case ('' when not given)."""
     from jaxtrade.config.compose import parse_overrides
 
-    asked = False
+    value: Any = ""
     for override in parse_overrides(overrides):
         if override.key_or_group == "resume":
             value = override.value()
-            asked = value is True or str(value).strip().lower() in ("true", "1", "yes")
-    return asked
+    return "true" if value is True else str(value).strip().lower()
+
+
+def resume_asked(overrides: Sequence[str]) -> bool:
+    return _resume_value(overrides) in ("true", "1", "yes")
+
+
+def fork_asked(overrides: Sequence[str]) -> bool:
+    """`resume=fork`: a new run that starts from another run's checkpoint (`compose_fork`)."""
+    return _resume_value(overrides) == "fork"
 
 
 # What may change when a run continues: how it is logged, checkpointed, evaluated for
@@ -464,13 +485,15 @@ def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
     a group choice (`logger=wandb`) sets what it sets on the defaults and the section it
     names, so repeating the run's original command line with resume=true is accepted.
     """
-    from jaxtrade.config.compose import apply_override, groups, parse_overrides
+    from jaxtrade.config.compose import groups, parse_overrides
     from jaxtrade.errors import CheckpointError
 
     parsed = list(zip(overrides, parse_overrides(overrides), strict=True))
     names = set(groups())
-    chosen = [text for text, ov in parsed if ov.key_or_group in names]
     given = {ov.key_or_group: ov.value() for _, ov in parsed if ov.key_or_group not in names}
+    if "from_run" in given:
+        raise ConfigError("from_run=R goes with resume=fork (a new run from R's checkpoint); "
+                          "resume=true continues run_dir itself")
     if not given.get("run_dir"):
         raise ConfigError("resume=true needs run_dir=R, the run to continue")
     run_dir = Path(str(given["run_dir"])).expanduser()
@@ -484,11 +507,87 @@ def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
         raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
                               "config.yaml, no checkpoints)")
     saved = read_run_config(run_dir)
+    merged = _saved_with_overrides(saved, parsed, ("run_dir", "resume"))
+    refuse_other_run(run_dir, run_differences(saved, merged))
+    merged["run_dir"], merged["resume"] = str(given["run_dir"]), True
+    return compose_run_from_saved(merged)
+
+
+# What a fork cannot change: the checkpoint's state carries its random keys, so another seed
+# would be recorded but not trained with.
+FORK_MAY_NOT_CHANGE = ("seed",)
+
+
+def compose_fork(overrides: Sequence[str]) -> dict[str, Any]:
+    """The config of `jaxtrade train resume=fork from_run=R run_dir=NEW [overrides]`: a new
+    run in NEW that starts from R's latest checkpoint (its update count, parameters,
+    optimizer, env and replay state) with R's config.yaml and the command's overrides, which
+    may change what the run is (more train.total_steps, other bars, costs, hyperparameters).
+    NEW/config.yaml records `forked_from`: R, the checkpoint's update, R's data fingerprint
+    and every setting that differs from R's. R is only read.
+
+    Refused with one line: no from_run or run_dir, NEW being R, NEW already holding a run,
+    R without config.yaml or a complete checkpoint, and a change the checkpoint's state
+    cannot honour (FORK_MAY_NOT_CHANGE; a shape the state does not fit is refused when the
+    checkpoint is restored, before NEW is written).
+    """
+    from jaxtrade.checkpoint import saved_steps
+    from jaxtrade.config.compose import groups, parse_overrides
+    from jaxtrade.errors import CheckpointError
+
+    parsed = list(zip(overrides, parse_overrides(overrides), strict=True))
+    names = set(groups())
+    given = {ov.key_or_group: ov.value() for _, ov in parsed if ov.key_or_group not in names}
+    if not given.get("from_run") or not given.get("run_dir"):
+        raise ConfigError("resume=fork needs from_run=R (the run whose latest checkpoint the "
+                          "new run starts from) and run_dir=NEW (the new run's directory)")
+    source = Path(str(given["from_run"])).expanduser().resolve()
+    target = Path(str(given["run_dir"])).expanduser().resolve()
+    if source == target:
+        raise ConfigError(f"resume=fork starts a new run: run_dir must be another directory "
+                          f"than from_run={str(source)!r} (resume=true continues that run)")
+    if not (source / "config.yaml").is_file():
+        raise CheckpointError(f"from_run={str(source)!r} holds no run to fork (no config.yaml)")
+    steps = saved_steps(source / "checkpoints")
+    if not steps:
+        raise CheckpointError(f"from_run={str(source)!r} has no complete checkpoint to fork")
+    if saved_steps(target / "checkpoints"):
+        raise ConfigError(f"run_dir={str(target)!r} is not allowed: it already holds a run; "
+                          "resume=fork needs a new run_dir (resume=true continues that run)")
+    saved = read_run_config(source)
+    merged = _saved_with_overrides(saved, parsed, ("run_dir", "resume", "from_run"))
+    merged.pop("forked_from", None)  # R's own provenance stays in R/config.yaml
+    changes = run_differences({k: v for k, v in saved.items() if k != "forked_from"}, merged)
+    refused = [c for c in changes if c.split(":", 1)[0] in FORK_MAY_NOT_CHANGE]
+    if refused:
+        raise ConfigError(f"resume=fork cannot change {', '.join(refused)}: the checkpoint's "
+                          "state carries its random keys; train a new run for another seed")
+    data = merged.get("data") or {}
+    if any(c.startswith("data.") for c in changes):
+        data["fingerprint"] = None  # other bars: train records theirs
+    merged["run_dir"], merged["resume"] = str(given["run_dir"]), False
+    merged["forked_from"] = {
+        "run_dir": str(source),
+        "update": int(steps[-1]),
+        "data_fingerprint": (saved.get("data") or {}).get("fingerprint"),
+        "changes": changes,
+    }
+    return compose_run_from_saved(merged)
+
+
+def _saved_with_overrides(saved: Mapping[str, Any], parsed: Sequence[tuple[str, Any]],
+                          skip: Sequence[str]) -> dict[str, Any]:
+    """A run's saved config with a command line's overrides applied (see `compose_resume`);
+    `skip`: keys of the command line that are not settings of the run."""
+    from jaxtrade.config.compose import apply_override, groups
+
+    names = set(groups())
+    chosen = [text for text, ov in parsed if ov.key_or_group in names]
     merged = to_jsonable(dict(saved))
     if chosen:
         defaults = _leaves(to_jsonable(compose_run([])))
         values = [text for text, ov in parsed
-                  if ov.key_or_group not in names and ov.key_or_group not in ("run_dir", "resume")]
+                  if ov.key_or_group not in names and ov.key_or_group not in skip]
         try:  # a choice may need its keys to validate (data=csv data.path=...)
             composed = to_jsonable(compose_run(chosen + values))
         except ConfigError:  # or the keys may be the run's own, not the defaults'
@@ -509,11 +608,9 @@ def compose_resume(overrides: Sequence[str]) -> dict[str, Any]:
         section, key = path.split(".")
         merged[section][key] = fresh[section].get(key)
     for text, ov in parsed:
-        if ov.key_or_group not in names and ov.key_or_group not in ("run_dir", "resume"):
+        if ov.key_or_group not in names and ov.key_or_group not in skip:
             apply_override(merged, ov.key_or_group, ov.value(), text)
-    refuse_other_run(run_dir, run_differences(saved, merged))
-    merged["run_dir"], merged["resume"] = str(given["run_dir"]), True
-    return compose_run_from_saved(merged)
+    return merged
 
 
 def _under(path: str, prefixes: set[str]) -> bool:

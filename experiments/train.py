@@ -74,12 +74,16 @@ examples:
   jaxtrade train agent=cvar_ppo data=eurusd_1h env.num_envs=256 train.total_steps=2e6
   jaxtrade train data=csv data.path=bars.csv logger=wandb run_dir=runs/mine
   jaxtrade train run_dir=runs/mine resume=true
+  jaxtrade train resume=fork from_run=runs/mine run_dir=runs/more train.total_steps=4e6
 
 The run directory gets config.yaml (resolved), metrics.jsonl, checkpoints/ (orbax: every
 train.checkpoint_every_updates updates, keep-last-N plus the best by validation Sharpe),
 and report/ at the end. resume=true continues from the latest checkpoint exactly, with the
 run's own config.yaml: overrides may change logging, checkpointing, reporting and devices;
 one that changes what the run is (data, seed, sizes, hyperparameters) is refused.
+resume=fork from_run=R run_dir=NEW starts a new run from R's latest checkpoint with R's config
+and the overrides (all but seed and the state's shapes may change), recorded in
+NEW/config.yaml as forked_from; R is only read.
 Exit codes: 0 ok, 2 bad config or data, 1 internal error (e.g. training diverged).
 """
 
@@ -167,11 +171,12 @@ def start_distributed(argv: Sequence[str]) -> bool:
     from jaxtrade.config.compose import compose_raw, parse_overrides
 
     overrides = common.split_flags(argv)
-    if not common.resume_asked(overrides):
+    if not (common.resume_asked(overrides) or common.fork_asked(overrides)):
+        common.refuse_fork_keys(overrides)
         distributed = (compose_raw(overrides).get("train") or {}).get("distributed")
     else:
-        # A resume's other settings come from the run's config.yaml, which composing them on
-        # the defaults could not; train.distributed is this command's alone
+        # A resume's (or fork's) other settings come from a run's config.yaml, which composing
+        # them on the defaults could not; train.distributed is this command's alone
         # (common.PER_INVOCATION).
         distributed = {ov.key_or_group.rsplit(".", 1)[1]: ov.value()
                        for ov in parse_overrides(overrides)
@@ -245,12 +250,17 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     # Complete checkpoints only: a kill during the first save leaves a half-written
     # temporary folder, which neither makes a run to protect nor one to resume.
     have_checkpoints = bool(saved_steps(ckpt_dir)) if primary else False
+    # A fork (resume=fork) starts from its source run's checkpoint until it has one of its
+    # own, also when resumed after a kill before its first save.
+    fork = cfg.get("forked_from")
+    fork_start = fork is not None and not have_checkpoints
     if primary and resume and not have_checkpoints:
         if not (run_dir / "config.yaml").is_file():
             raise CheckpointError(f"resume=true but {run_dir} holds no run to resume (no "
                                   "config.yaml, no checkpoints)")
-        print_fn(f"{run_dir} has no complete checkpoint (stopped during its first save?): "
-                 "starting it from update 0")
+        if fork is None:
+            print_fn(f"{run_dir} has no complete checkpoint (stopped during its first save?): "
+                     "starting it from update 0")
     if primary and not resume and have_checkpoints:
         raise ConfigError(f"run_dir={str(run_dir)!r} is not allowed: it already holds a run; "
                           "pass resume=true to continue it or choose another run_dir")
@@ -259,7 +269,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         # and refuses a config (e.g. other sweep points) that would make it another run.
         common.refuse_other_run(run_dir, common.run_differences(
             common.read_run_config(run_dir), cfg))
-    elif primary:
+    elif primary and not fork_start:  # a fork's once its source checkpoint is restored
         common.write_config(run_dir, cfg)
 
     points = point_list(cfg, hparam_points)
@@ -268,11 +278,21 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
     info = common.run_info(prep.fingerprint, mesh=mesh.describe())
     metadata = {"config": cfg, "run_info": info, "points": points}
 
-    checkpoints = CheckpointManager(ckpt_dir, keep_last=cfg["train"]["keep_last"],
-                                    keep_best=cfg["train"]["keep_best"]) if primary else None
     state = init_points(agent, keys, hparams, prep.env_params, mesh)
     start_update = 0
-    if resume:
+    if fork_start:  # before anything is written to the fork's run_dir
+        state, start_update = start_fork(fork, agent, state, mesh, primary)
+    checkpoints = CheckpointManager(ckpt_dir, keep_last=cfg["train"]["keep_last"],
+                                    keep_best=cfg["train"]["keep_best"]) if primary else None
+    if fork_start:
+        if primary:
+            if not resume:
+                common.write_config(run_dir, cfg)
+            copy_fork_metrics(Path(fork["run_dir"]), run_dir)
+            changed = "; ".join(fork.get("changes") or []) or "no setting changed"
+            print_fn(f"forking {fork['run_dir']} at update {start_update} -> {run_dir} "
+                     f"({changed})")
+    elif resume:
         state, start_update = resume_points(checkpoints, state, mesh, agent.env_axis)
         if primary:
             print_fn(f"resuming {run_dir} from update {start_update}")
@@ -287,7 +307,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         run_dir, kind=log_cfg["kind"], config=cfg, points=points, run_info=info,
         project=log_cfg["project"], entity=log_cfg["entity"], group=log_cfg["group"],
         mode=log_cfg["mode"], tags=log_cfg["tags"],
-        resume_after_update=start_update if resume else None,
+        resume_after_update=start_update if resume or fork_start else None,
         print_fn=progress.print, write=primary, verbose=log_cfg["verbose"],
     ) as logger:
         if start_update == 0 and primary:
@@ -345,6 +365,41 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
         print_fn(f"stopped after update {loop.updates_done} of {agent.num_updates}; "
                  f"continue with resume=true run_dir={run_dir}")
     return TrainSummary(run_dir, points, sharpe_list, best, report_dir, loop)
+
+
+def start_fork(fork: Mapping[str, Any], agent: Any, like: Any, mesh: Any, primary: bool
+               ) -> tuple[Any, int]:
+    """(the fork's source checkpoint restored like `like`, its update): the state of
+    `forked_from.run_dir` at `forked_from.update`, read only, with this config's
+    hyperparameters when the fork changes them (the state carries its own)."""
+    from jaxtrade.checkpoint import CheckpointManager
+    from jaxtrade.runs import resume_points
+
+    changed_hparams = [c for c in fork.get("changes") or [] if c.startswith("agent.hparams.")]
+    if changed_hparams and agent.with_hparams_of is None:
+        raise ConfigError(f"resume=fork cannot change {', '.join(changed_hparams)}: this "
+                          "agent's state does not let its hyperparameters be replaced")
+    source = Path(fork["run_dir"]) / "checkpoints"
+    manager = CheckpointManager(source, read_only=True) if primary else None
+    try:
+        state, update = resume_points(manager, like, mesh, agent.env_axis,
+                                      step=int(fork["update"]))
+    finally:
+        if manager is not None:
+            manager.close()
+    if changed_hparams:
+        state = agent.with_hparams_of(state, like)
+    return state, update
+
+
+def copy_fork_metrics(source: Path, run_dir: Path) -> None:
+    """The source run's metrics.jsonl into the fork's, whose RunLogger then keeps the rows up
+    to the fork's first update: the fork's record holds every update it builds on."""
+    import shutil
+
+    if (source / "metrics.jsonl").is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "metrics.jsonl", run_dir / "metrics.jsonl")
 
 
 def log_seeds(logger: Any, metrics_json: Path) -> None:

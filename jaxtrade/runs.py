@@ -71,8 +71,10 @@ def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any,
 
 
 def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: PointMesh,
-                  env_axis: Callable[[Any], Any] | None = None) -> tuple[Any, int]:
-    """(the latest checkpoint's state placed on `mesh` like `state`, its update number).
+                  env_axis: Callable[[Any], Any] | None = None,
+                  step: int | None = None) -> tuple[Any, int]:
+    """(the latest checkpoint's state, or checkpoint `step`'s, placed on `mesh` like `state`,
+    its update number).
 
     Process 0 reads the checkpoint (`checkpoints` is None on the others) and hands it to
     every process; a checkpoint holds the real points only, so a run may resume on another
@@ -83,7 +85,7 @@ def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: Point
     like = mesh.to_local(state)
     restored, update = like, 0
     if checkpoints is not None and checkpoints.all_steps():
-        restored, saved = checkpoints.restore(like)
+        restored, saved = checkpoints.restore(like, step)
         update = int(saved["update"])
     if mesh.multi_process:
         restored, update = broadcast_from_primary((restored, jnp.int32(update)))

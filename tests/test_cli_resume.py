@@ -103,3 +103,78 @@ def test_a_kill_during_the_first_checkpoint_leaves_a_run_dir_both_ways_accept(
     assert fresh.loop.finished
     for run_dir in (killed, again):
         assert [row["update"] for row in read_metrics(run_dir)] == list(range(2, 9, 2))
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_fork_starts_a_new_run_from_another_runs_checkpoint(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`resume=fork from_run=R run_dir=NEW`: NEW continues R's latest checkpoint (the same
+    numbers as R continued, when nothing changes), records where it came from and what it
+    changed in NEW/config.yaml, holds every update in metrics.jsonl once, and R is only
+    read. A changed hyperparameter is the one the fork trains with."""
+    import yaml
+
+    straight = tmp_path / "straight"
+    train(common.compose([*RUN, f"run_dir={straight}"]), print_fn=lambda _: None)
+    source = tmp_path / "source"
+    train(common.compose([*RUN, f"run_dir={source}", "train.stop_after_updates=4"]),
+          print_fn=lambda _: None)
+    before = _tree_bytes(source)
+
+    fork = tmp_path / "fork"
+    lines: list[str] = []
+    done = train(common.compose(["resume=fork", f"from_run={source}", f"run_dir={fork}"]),
+                 print_fn=lines.append)
+    assert done.loop.finished and done.loop.updates_done == 8
+    assert any(f"forking {source} at update 4" in x for x in lines), lines
+    record = yaml.safe_load((fork / "config.yaml").read_text())
+    assert record["forked_from"] == {"run_dir": str(source), "update": 4, "changes": [],
+                                     "data_fingerprint": record["data"]["fingerprint"]}
+    assert record["resume"] is False and record["run_dir"] == str(fork)
+    assert [row["update"] for row in read_metrics(fork)] == list(range(2, 9, 2))
+    a, _ = final_state(straight)
+    b, meta = final_state(fork)
+    assert meta["update"] == 8
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert _tree_bytes(source) == before  # the original is untouched
+    # The fork is a run of its own: resume=true continues it, backtest reads its config.
+    again = train(common.compose([f"run_dir={fork}", "resume=true"]), print_fn=lambda _: None)
+    assert again.loop.updates_done == 8 and again.loop.finished
+
+    # Changes that make it another run are what a fork is for; they are recorded.
+    longer = tmp_path / "longer"
+    done = train(common.compose(["resume=fork", f"from_run={source}", f"run_dir={longer}",
+                                 "train.total_steps=2048", "agent.hparams.learning_rate=0.012"]),
+                 print_fn=lambda _: None)
+    assert done.loop.finished and done.loop.updates_done == 16
+    changes = yaml.safe_load((longer / "config.yaml").read_text())["forked_from"]["changes"]
+    assert sorted(changes) == ["agent.hparams.learning_rate: 0.00025 -> 0.012",
+                               "train.total_steps: 1024 -> 2048"]
+    state, _ = final_state(longer)
+    np.testing.assert_allclose(np.asarray(state.hparams.learning_rate), [0.012], rtol=1e-6)
+    assert [row["update"] for row in read_metrics(longer)] == list(range(2, 17, 2))
+    assert _tree_bytes(source) == before
+
+    # Refused in one line (exit 2), with nothing written.
+    for args, message in [
+        (["resume=fork", f"run_dir={tmp_path / 'x'}"], "needs from_run=R"),
+        (["resume=fork", f"from_run={source}", f"run_dir={source}"], "another directory"),
+        (["resume=fork", f"from_run={source}", f"run_dir={fork}"], "already holds a run"),
+        (["resume=fork", f"from_run={source}", f"run_dir={tmp_path / 'x'}", "seed=3"],
+         "cannot change seed: 0 -> 3"),
+        (["resume=fork", f"from_run={tmp_path / 'none'}", f"run_dir={tmp_path / 'x'}"],
+         "holds no run to fork"),
+        (["resume=fork", f"from_run={source}", f"run_dir={tmp_path / 'x'}", "env.num_envs=8"],
+         "does not match this run's state"),
+        ([f"from_run={source}", f"run_dir={tmp_path / 'x'}"], "goes with resume=fork"),
+    ]:
+        code = main(["train", *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and message in err, (args, err)
+    assert not (tmp_path / "x").exists()
+    assert _tree_bytes(source) == before

@@ -24,7 +24,7 @@ def _dry_run(target: str) -> str:
 def test_make_run_installs_no_test_extras_and_make_test_adds_them() -> None:
     """`make run` installed the [dev] extra (194 packages, a 1.9 GB venv) before training."""
     run = _dry_run("run")
-    assert "pip install --quiet -e .\n" in run and "[dev]" not in run
+    assert "pip install --quiet --no-compile -e .\n" in run and "[dev]" not in run
     assert "jaxtrade train" in run
     test = _dry_run("test")
     assert 'pip install --quiet -e ".[dev,onnx]"' in test and "pytest" in test

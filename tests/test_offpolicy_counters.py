@@ -182,3 +182,30 @@ def test_replay_agents_learn_and_decay_epsilon_past_two_to_the_31_env_steps(name
             1.0 - np.array([32_767, 32_768]) / num_updates * 0.99,
             rtol=1e-6,
         )
+
+
+@pytest.mark.parametrize("name", ["ppo", "dqn", "sac_discrete"])
+def test_protocol_env_steps_are_exact_past_two_to_the_31(name: str) -> None:
+    """`Agent.env_steps` was the int32 product `update_step * steps_per_update`: negative at
+    update 32,768 of 65,536 envs. It is now exact int64 (no JAX 64-bit mode), for one state
+    and for a batch of points, up to the largest update count int32 holds."""
+    env, env_params = gymnax.make("CartPole-v1")
+    num_envs = 65_536
+    data = {"name": name, "num_envs": num_envs, "rollout_len": 1,
+            "total_steps": 40_000 * num_envs}
+    if name != "ppo":
+        data.update(buffer_size=4 * num_envs, learning_starts=10_000)
+    agent = agents.make_agent(agents.config_from_dict(data), env, env_params)
+    assert agent.steps_per_update == num_envs
+    assert not jax.config.jax_enable_x64
+    state = agent.init(jax.random.key(0), None, env_params)
+    for update in (0, 1, 32_767, 32_768, 40_000, INT32_MAX):
+        steps = agent.env_steps(state.replace(update_step=jnp.asarray(update, jnp.int32)))
+        assert steps.dtype == np.int64 and int(steps) == update * num_envs
+    assert int(agent.env_steps(state.replace(update_step=jnp.asarray(32_768, jnp.int32)))) \
+        == 2**31  # the old clock read -2**31 here
+    batch = jnp.asarray([32_767, 32_768, INT32_MAX], jnp.int32)
+    np.testing.assert_array_equal(
+        agent.env_steps(state.replace(update_step=batch)),
+        np.array([32_767, 32_768, INT32_MAX], np.int64) * num_envs,
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from agents.common.counters import env_steps_exact
 from agents.common.types import Agent, Metrics, PolicyOutput
 
 
@@ -62,7 +63,8 @@ def build_agent(
 ) -> Agent:
     """The `Agent` of an algorithm: `update(state, env_params) -> (state, metrics)` is its
     one update with plain metric names; `policy` its batched policy call. Run sizes are the
-    config's `run_sizes()`; states count their updates in an int32 `update_step`."""
+    config's `run_sizes()`; states count their updates in an int32 `update_step` and hold
+    their hyperparameters in `hparams`."""
     num_updates, updates_per_chunk, steps_per_update = config.run_sizes()
 
     def public_update(state: Any, env_params: Any) -> tuple[Any, Metrics]:
@@ -110,7 +112,8 @@ def build_agent(
         network=network,
         config=config,
         policy_params=policy_params,
-        env_steps=lambda state: state.update_step * steps_per_update,
+        env_steps=lambda state: env_steps_exact(state.update_step, steps_per_update),
         family=family,
         env_axis=env_axis,
+        with_hparams_of=lambda state, other: state.replace(hparams=other.hparams),
     )

@@ -4,14 +4,17 @@ An agent's state counts updates in int32 (JAX's default integer; the config vali
 refuses runs with more updates than int32 holds). Env steps are `update_step *
 steps_per_update`, which in int32 wraps past 2**31 env steps (40,000 updates of 65,536 envs):
 a gate on env steps then switched learning off and DQN's epsilon jumped back to its start.
-So gates compare update counts against thresholds worked out in Python in update units, and
-schedules read env steps as float32, taken from the exact int32 product while it fits.
+So gates compare update counts against thresholds worked out in Python in update units,
+schedules read env steps as float32, taken from the exact int32 product while it fits, and the
+protocol's `Agent.env_steps` counts them exactly in int64 on the host (`env_steps_exact`),
+without JAX's 64-bit mode.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 INT32_MAX = 2**31 - 1
 
@@ -42,3 +45,11 @@ def env_steps_done(update_step: jax.Array, steps_per_update: int) -> jax.Array:
     product = (update_step * steps_per_update).astype(jnp.float32)
     scaled = update_step.astype(jnp.float32) * jnp.float32(steps_per_update)
     return jnp.where(exact, product, scaled)
+
+
+def env_steps_exact(update_step: jax.Array, steps_per_update: int) -> np.ndarray:
+    """Env steps done after `update_step` updates, exactly: an int64 numpy array (a scalar
+    for one state, [P] for a batch of points), multiplied on the host so it needs no JAX
+    64-bit mode. `update_step` is int32, so the product is below 2**31 * steps_per_update
+    and never wraps. Host side only: inside a compiled program read `env_steps_done`."""
+    return np.asarray(jax.device_get(update_step), np.int64) * np.int64(steps_per_update)

@@ -15,8 +15,10 @@ An agent is a bundle of pure functions over its own state pytree (`PPOState`, `D
     carry = agent.init_carry()                            # one env's recurrent state at an
                                                           # episode start (() feed-forward)
     params = agent.policy_params(state)                   # what `policy` / `act` need
-    steps = agent.env_steps(state)                        # env steps done (int32 array)
+    steps = agent.env_steps(state)                        # env steps done (exact int64 numpy,
+                                                          # on the host)
     flags = agent.env_axis(state)                         # which leaves lead with the env axis
+    state = agent.with_hparams_of(state, other)           # `other`'s hyperparameters in `state`
 
 `update` is the unit composite agents interleave (an ensemble updates its members in turn);
 `run_chunk` is `updates_per_chunk` of them in one `lax.scan` (agents/common/agent.py builds
@@ -69,6 +71,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from flax import struct
 
 Metrics = dict[str, jax.Array]
@@ -147,6 +150,9 @@ class Agent(NamedTuple):
     network: Any
     config: Any
     policy_params: Callable[[Any], Any]
-    env_steps: Callable[[Any], jax.Array]
+    env_steps: Callable[[Any], np.ndarray]  # exact int64, host side (agents/common/counters.py)
     family: str  # the metrics' namespace
     env_axis: Callable[[Any], Any] | None = None
+    # (state, other) -> `state` with `other`'s hyperparameters (a fork of a run that changes
+    # them); None: the agent cannot swap them.
+    with_hparams_of: Callable[[Any, Any], Any] | None = None

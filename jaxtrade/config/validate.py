@@ -35,6 +35,8 @@ FILE_SOURCES = ("csv", "parquet")
 TOP_LEVEL_KEYS = (
     "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir",
     "data", "features", "env", "agent", "network", "train", "logger", "sweep",
+    # Recorded by `jaxtrade train resume=fork` (experiments.common.compose_fork), not a setting.
+    "forked_from",
 )
 
 
@@ -296,8 +298,19 @@ def validate_run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out["agent"], out["network"] = _validate_agent(
         out.get("agent") or {}, out.get("network") or {}
     )
+    if out.get("forked_from") is not None:
+        out["forked_from"] = _validate_fork_record(out["forked_from"])
     _cross_field(out)
     return out
+
+
+def _validate_fork_record(record: Any) -> dict[str, Any]:
+    """forked_from: {run_dir, update, data_fingerprint, changes} of a forked run."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("run_dir"), str) or not (
+            isinstance(record.get("update"), int) and record["update"] >= 0):
+        raise ConfigError(f"forked_from={record!r} is not allowed: a fork's record holds the "
+                          "run_dir and update it started from (written by resume=fork)")
+    return dict(record)
 
 
 def _validate_env(env: Mapping[str, Any]) -> dict[str, Any]:
