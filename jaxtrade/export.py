@@ -21,7 +21,7 @@ BUNDLE/
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
 Refused with `ExportError` (never a half-written bundle): multi-asset markets (the runner
-trades one symbol), feature entries with a timeframe, network kinds or activations the runner
+trades one symbol), network kinds or activations the runner
 cannot run. The numpy weights are always written: the runner's numpy engine is the default,
 has no extra dependency, and its parity with training is tested bar for bar; policy.onnx is
 checked against it on random observations before the bundle is published.
@@ -149,18 +149,18 @@ def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> d
     spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
     normalizer = normalizer.to_dict() if hasattr(normalizer, "to_dict") else dict(normalizer)
     regimes = regimes.to_dict() if hasattr(regimes, "to_dict") else regimes
-    for entry in spec["features"]:
-        if entry.get("timeframe"):
-            raise ExportError(
-                f"feature {entry['name']!r} uses timeframe={entry['timeframe']!r}: coarser-bar "
-                "features are not supported by the live runner; train without them to export"
-            )
     names = list(market.meta.feature_names)
     if list(normalizer.get("feature_names", names)) != names:
         raise ExportError("the normalizer's feature names differ from the market's features")
     regime_columns = [n for n in names if n.startswith("regime_")]
+    stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
+    steps = np.diff(stamps)
+    steps = steps[steps > 0]
     return {
         "spec": spec,
+        # `timeframe` entries: a coarse bar closes for the fine bar t once t + this reaches its
+        # close (jaxtrade.features.timeframe.bar_spacing; one day for a single bar, as there).
+        "bar_spacing_seconds": float(steps.min()) / 1e6 if steps.size else 86_400.0,
         "columns": names,
         "normalizer": normalizer,
         "regimes": regimes,

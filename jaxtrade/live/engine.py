@@ -136,7 +136,8 @@ class Runner:
             self.window_bars = int(observation["window_bars"])
             self.layout = observation.get("layout", "flat")
             self.include_portfolio = bool(observation.get("include_portfolio", True))
-            self.features = FeatureEngine(features["spec"]["features"])
+            spacing = features.get("bar_spacing_seconds")
+            self.features = FeatureEngine(features["spec"]["features"], spacing)
             self.normalizer = Normalizer(features["normalizer"])
             regimes = features.get("regimes")
             self.regimes = RegimeFilter(regimes) if regimes else None
@@ -160,7 +161,7 @@ class Runner:
             if self.layout not in ("flat", "window"):
                 raise BundleError(f"observation layout {self.layout!r} is not supported")
             self.num_features = len(self.normalizer.center)
-            computed = FeatureEngine(features["spec"]["features"]).update(
+            computed = FeatureEngine(features["spec"]["features"], spacing).update(
                 Bar(0, 1.0, 1.0, 1.0, 1.0, 0.0)).shape[0] + 3 * bool(self.regime_in_features)
             if computed != self.num_features:
                 raise BundleError(
