@@ -131,6 +131,10 @@ class Runner:
         if self.format.spec.get("fill_gaps") == "ffill":
             log.warning("training filled gaps with flat bars (fill_gaps='ffill'); this runner "
                         "does not, so features after a gap can differ from training's")
+        if len(m.get("symbols") or [None]) > 1:
+            raise BundleError(f"this bundle trades {len(m['symbols'])} symbols "
+                              f"({', '.join(map(str, m['symbols']))}): run it with "
+                              "--multi-asset (jaxtrade_live.multi.MultiAssetRunner)")
         try:
             features, observation = m["features"], m["observation"]
             self.window_bars = int(observation["window_bars"])

@@ -654,16 +654,28 @@ class FeatureEngine:
     `bar_spacing_seconds`: the smallest spacing of training's bars, needed by `timeframe`
     entries (the manifest's `features.bar_spacing_seconds`)."""
 
-    def __init__(self, entries: list[dict], bar_spacing_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        entries: list[dict],
+        bar_spacing_seconds: float | None = None,
+        cross_asset: bool = False,
+    ) -> None:
+        """`cross_asset`: leave a slot for the cross-asset entries in `parts` (the multi-asset
+        runner fills them, multi.CrossAsset); without it they are skipped, as for one symbol."""
         self.features = []
-        # Per output entry: ("fine", index into self.features) or (timeframe, index, width).
+        # Per output entry: ("fine", index into self.features), (timeframe, index, width) or
+        # ("cross", index into self.cross_entries).
         self.plan: list[tuple] = []
+        self.cross_entries: list[dict] = []
         coarse: dict[str, list] = {}
         for raw in entries:
             entry = dict(raw)
             name = entry.pop("name")
             timeframe = entry.pop("timeframe", None)
             if name in CROSS_ASSET:
+                if cross_asset:
+                    self.plan.append(("cross", len(self.cross_entries)))
+                    self.cross_entries.append(dict(raw))
                 continue
             if timeframe:
                 if not bar_spacing_seconds:
@@ -688,22 +700,30 @@ class FeatureEngine:
 
     def update(self, bar: Bar) -> np.ndarray:
         """Raw (unnormalized) feature values at this bar, NaN where training has null."""
-        self.context.update(bar)
-        fine = [f.update(self.context) for f in self.features]
-        if self.coarse:
-            for frame in self.coarse.values():
-                frame.update(bar)
-            values = []
-            for step in self.plan:
-                if step[0] == "fine":
-                    values += fine[step[1]]
-                else:
-                    latest = self.coarse[step[0]].latest
-                    values += latest[step[1]] if latest is not None else [NAN] * step[2]
+        if self.coarse or self.cross_entries:
+            values = [v for part in self.parts(bar) if part is not None for v in part]
         else:
-            values = [v for f in fine for v in f]
+            self.context.update(bar)
+            values = [v for f in self.features for v in f.update(self.context)]
         out = np.asarray(values, dtype=np.float64)
         out[~np.isfinite(out)] = np.nan
+        return out
+
+    def parts(self, bar: Bar) -> list[list[float] | None]:
+        """This bar's values per spec entry, in spec order (None: a cross-asset entry)."""
+        self.context.update(bar)
+        fine = [f.update(self.context) for f in self.features]
+        for frame in self.coarse.values():
+            frame.update(bar)
+        out: list[list[float] | None] = []
+        for step in self.plan:
+            if step[0] == "fine":
+                out.append(fine[step[1]])
+            elif step[0] == "cross":
+                out.append(None)
+            else:
+                latest = self.coarse[step[0]].latest
+                out.append(latest[step[1]] if latest is not None else [NAN] * step[2])
         return out
 
 
