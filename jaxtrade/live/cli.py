@@ -15,6 +15,12 @@ to stderr and the runner goes on. A bar stamped more than --max-ahead-seconds (d
 day) after this machine's clock is rejected; a bar more than --max-jump-seconds (default ten
 times the longest pause seen in training) after the previous one waits for the next bar to
 confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
+A bundle trained on several symbols (its manifest lists `symbols`) runs in
+multi.MultiAssetRunner: `--bars` is one file with a `symbol` column (rows in time order) or a
+folder with one file per symbol (named SYMBOL.csv), `--stdin` JSON lines with a `symbol` key;
+one line per timestamp carries `target_positions` {symbol: weight}. A symbol whose bar is
+missing at a timestamp is handled as the backtest handles it (prices carried, no fill there);
+its bar arriving after a later timestamp was seen is rejected, never applied late.
 `--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
 with format=onnx); features, ledger and risk rules are the same numpy code.
 
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         for name in ("sharpe_window", "drift_window"):
             if getattr(args, name) < 2:
                 raise BundleError(f"--{name.replace('_', '-')} must be at least 2")
+        if len(bundle.manifest.get("symbols") or [None]) > 1:
+            return _run_multi(args, bundle)
         # Made first: a file whose header cannot be mapped stops before anything is written.
         source = _source(args, BarFormat(bundle.manifest.get("bars")))
         start_us = parse_timestamp(args.start) if args.start else None
@@ -263,3 +271,56 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _multi_records(args, bar_format: BarFormat):
+    """(symbol, record) pairs in time order from a folder of per-symbol files, or the raw
+    records of one file / stdin (their `symbol` field names the symbol)."""
+    import heapq
+
+    if args.bars and Path(args.bars).is_dir():
+        files = sorted(p for p in Path(args.bars).iterdir()
+                       if p.suffix.lower() in (".csv", ".parquet", ".pq"))
+        if not files:
+            raise BundleError(f"{args.bars}: no .csv or .parquet file (one per symbol)")
+        streams = []
+        for k, path in enumerate(files):
+            rows = []
+            for i, record in enumerate(replay_source(path, bar_format).records()):
+                try:
+                    stamp = bar_format.bar(record).timestamp_us
+                except Exception:  # noqa: BLE001 - the runner rejects it with its reason
+                    stamp = -1
+                rows.append((stamp, k, i, (path.stem, record)))
+            streams.append(rows)
+        return (item[3] for item in heapq.merge(*streams, key=lambda r: (r[0], r[1], r[2])))
+    if args.url:
+        raise BundleError("a multi-asset bundle reads --bars (file or folder) or --stdin")
+    return _source(args, bar_format)
+
+
+def _run_multi(args, bundle) -> int:
+    from .multi import MultiAssetRunner
+
+    if args.store or args.bundle_pointer:
+        raise BundleError("a multi-asset bundle runs without --store and --bundle-pointer "
+                          "for now")
+    bar_format = BarFormat(bundle.manifest.get("bars"))
+    records = _multi_records(args, bar_format)
+    start_us = parse_timestamp(args.start) if args.start else None
+    sink = _sinks(args.sink, None)
+    runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
+                              engine=args.engine)
+    try:
+        summary = runner.run(records, start_us=start_us)
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+        sink.close()
+    if not args.no_summary:
+        print(json.dumps({"summary": summary}, default=float), flush=True)
+    if runner.timestamps == 0:
+        print(f"runner: error: no bar accepted ({runner.rejected} rejected)", file=sys.stderr)
+        return 1
+    return 0

@@ -37,11 +37,13 @@ import numpy as np
 from .bars import Bar, format_timestamp
 from .bundle import Bundle
 from .engine import MarketState
-from .errors import BundleError
+from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
+from .formats import BarFormat
 from .ledger import BPS, F32, f32, summary
 from .network import ActorNetwork
 from .regimes import RegimeFilter
+from .sources import MalformedRecord
 
 log = logging.getLogger("jaxtrade.live")
 
@@ -289,6 +291,7 @@ class MultiAssetRunner:
                  engine: str = "numpy") -> None:
         m = bundle.manifest
         self.manifest = m
+        self.format = BarFormat(m.get("bars"))
         try:
             self.symbols = [str(s) for s in m["symbols"]]
             self.index = {s: a for a, s in enumerate(self.symbols)}
@@ -356,6 +359,21 @@ class MultiAssetRunner:
         self.start_us: int | None = None
 
     # --- input -------------------------------------------------------------------------------
+    def process_record(self, record, symbol: str | None = None, *, trade: bool = True):
+        """A raw record of a source (read as training read its bars); its symbol is
+        `symbol` (one file per symbol) or the record's own `symbol` field."""
+        if isinstance(record, MalformedRecord):
+            return self._reject(record.reason)
+        if symbol is None:
+            symbol = record.get("symbol") if isinstance(record, dict) else None
+            if symbol in (None, ""):
+                return self._reject("record without a symbol")
+        try:
+            bar = self.format.bar(record)
+        except BarRejected as err:
+            return self._reject(err.reason)
+        return self.process(str(symbol), bar, trade=trade)
+
     def process(self, symbol: str, bar: Bar, *, trade: bool = True) -> list[dict]:
         """One symbol's bar; returns the decisions of the timestamps this bar completed."""
         a = self.index.get(str(symbol))
@@ -502,12 +520,16 @@ class MultiAssetRunner:
         return out
 
     # --- whole streams -----------------------------------------------------------------------
-    def run(self, records: Iterable[tuple[str, Bar]], *, start_us: int | None = None) -> dict:
-        """Feed (symbol, bar) pairs in time order; bars before `start_us` only warm up."""
+    def run(self, records: Iterable, *, start_us: int | None = None) -> dict:
+        """Feed records in time order (raw records with a `symbol` field, or (symbol,
+        record) pairs); bars before `start_us` only warm up."""
         if start_us is not None:
             self.start_us = start_us
-        for symbol, bar in records:
-            self.process(symbol, bar)
+        for record in records:
+            if isinstance(record, tuple) and len(record) == 2 and isinstance(record[0], str):
+                self.process_record(record[1], record[0])
+            else:
+                self.process_record(record)
         self.flush()
         return self.summary()
 
