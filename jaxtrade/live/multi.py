@@ -46,6 +46,7 @@ from .regimes import RegimeFilter
 from .sources import MalformedRecord
 
 log = logging.getLogger("jaxtrade.live")
+_sum = np.add.reduce
 
 
 class CrossAsset:
@@ -82,9 +83,12 @@ class CrossAsset:
                     xs.push(r)
                     ys.push(others)
                     x, y = xs.tail(window), ys.tail(window)
-                    if x is None or np.isnan(x).any() or np.isnan(y).any():
+                    if x is None:
                         continue
-                    dx, dy = x - x.mean(), y - y.mean()
+                    sx, sy = float(_sum(x)), float(_sum(y))
+                    if math.isnan(sx) or math.isnan(sy):  # a NaN in the window: null
+                        continue
+                    dx, dy = x - sx / window, y - sy / window
                     spread = math.sqrt(float(np.dot(dx, dx) * np.dot(dy, dy)))
                     with np.errstate(invalid="ignore", divide="ignore"):
                         values[a] = float(np.dot(dx, dy)) / spread if spread > 0 else math.nan
@@ -93,8 +97,8 @@ class CrossAsset:
                 if ring.count >= window:
                     end = (ring.count - 1) % window + window + 1
                     past = history[end - window : end]
-                    mean = past.sum(axis=0) / window
-                    s2 = np.einsum("ta,tb->ab", past, past)
+                    mean = _sum(past, axis=0) / window
+                    s2 = past.T @ past
                     cov = (s2 - window * np.outer(mean, mean)) / (window - 1)
                     ridge = 1e-9 * np.trace(cov) / self.num_assets + 1e-18
                     cov = cov + ridge * np.eye(self.num_assets)
