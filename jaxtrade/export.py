@@ -181,6 +181,13 @@ def _monitor_section(market: Any, monitor: Mapping[str, Any] | None) -> dict[str
         section["returns"] = live_monitor.reference_bins(returns)
     except ValueError:  # too few training bars to say what is usual
         pass
+    # The policy's normalized inputs on the training split (every symbol's valid bars).
+    features = np.asarray(market.features, dtype=np.float64)[start:end]
+    valid = np.asarray(market.valid, dtype=bool)[start:end]
+    rows = features[valid]
+    if rows.shape[0] >= 50:
+        section["features"] = live_monitor.reference_feature_bins(
+            rows, list(market.meta.feature_names))
     return section
 
 

@@ -32,7 +32,9 @@ Alerts (monitor.py; logged to stderr, stored in the store's `events`, posted by 
 sinks): live Sharpe below --min-sharpe (1.0) over --sharpe-window (100) bars, drawdown deeper
 than --max-drawdown (default the backtest's worst, from the bundle), and a shift of the
 returns' distribution from training's (PSI over --drift-window 150 bars above --drift-psi
-0.25). `--on-drift flat` holds no position from a drift alert until a promotion.
+0.25), and of the policy's inputs (the median over features of their PSI against the training
+split's, over --feature-window 300 bars, above --feature-psi 0.5; monitor.py). `--on-drift
+flat` holds no position from either drift alert until a promotion.
 
 Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
 not map onto bars stops before the first bar, naming the file, the columns found and the
@@ -86,6 +88,8 @@ _KEYS = {
     "max_drawdown": "--max-drawdown",
     "drift_psi": "--drift-psi",
     "drift_window": "--drift-window",
+    "feature_psi": "--feature-psi",
+    "feature_window": "--feature-window",
     "engine": "--engine",
 }
 
@@ -168,6 +172,10 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--drift-psi", type=float, default=0.25,
                         help="alert when the returns' PSI vs training exceeds this")
     parser.add_argument("--drift-window", type=int, default=150)
+    parser.add_argument("--feature-psi", type=float, default=0.5,
+                        help="alert when the median PSI of the policy's normalized features "
+                        "vs training's exceeds this (0: off)")
+    parser.add_argument("--feature-window", type=int, default=300)
     parser.add_argument("--no-monitor", action="store_true", help="no alerts")
     parser.add_argument(
         "--engine", choices=("numpy", "onnx"), default="numpy",
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             bundle = load_bundle(Path(args.bundle))
         else:
             raise BundleError("no bundle given (--bundle DIR or bundle=DIR)")
-        for name in ("sharpe_window", "drift_window"):
+        for name in ("sharpe_window", "drift_window", "feature_window"):
             if getattr(args, name) < 2:
                 raise BundleError(f"--{name.replace('_', '-')} must be at least 2")
         if len(bundle.manifest.get("symbols") or [None]) > 1:
@@ -242,7 +250,9 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             monitor=None if args.no_monitor else {
                 "min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
                 "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
-                "drift_window": args.drift_window},
+                "drift_window": args.drift_window,
+                "feature_psi": args.feature_psi or None,
+                "feature_window": args.feature_window},
             on_drift=args.on_drift,
             engine=args.engine,
         )

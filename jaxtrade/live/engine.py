@@ -328,6 +328,9 @@ class Runner:
             )
         # The env reads float32 features from MarketData: round the same way.
         row = self.normalizer(raw).astype(F32)
+        if self.monitor is not None and not self._rebuilding:
+            for alert in self.monitor.on_features(row, bar.iso):
+                self.alert(alert)
         i = self.bars_seen % self.window_bars
         self._window[i] = row
         self._window[i + self.window_bars] = row
@@ -500,7 +503,7 @@ class Runner:
         """Log an alert, store it with the bar it follows, hand it to the sinks; a drift
         alert with on_drift="flat" also takes the position flat until a promotion."""
         payload = dict(payload, bundle=str(self.bundle_root))
-        if payload.get("kind") == "drift" and self.on_drift == "flat":
+        if payload.get("kind") in ("drift", "feature_drift") and self.on_drift == "flat":
             self.flat_until_promotion = True
             payload["action_taken"] = "flat until a retrained bundle is promoted"
         self.alerts += 1
