@@ -181,3 +181,44 @@ def test_cli_run_export_and_runner_py_reproduce_positions_csv_for_every_symbol(t
         # The report's last row is the policy's target before the risk rules (no next bar).
         np.testing.assert_allclose(ours[:-1], expected[:-1], atol=1e-6)
     assert lines[-1]["summary"]["decisions"] == len(decisions)
+
+
+def test_runner_py_reads_a_folder_per_symbol_and_json_lines_alike(case, tmp_path):
+    """The same bars as one file with a symbol column, a folder with one file per symbol, and
+    JSON lines on stdin give the same decisions; a late bar is rejected, not applied."""
+    import json
+    import subprocess
+    import sys
+
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params, _ = make_policy(env, env_params)
+    bundle = write_bundle(tmp_path / "b", params=params, network_config=cfg, env=env,
+                          env_params=env_params)
+    frame = frame.tail(400)
+    one = tmp_path / "one.csv"
+    frame.write_csv(one)
+    folder = tmp_path / "per_symbol"
+    folder.mkdir()
+    for (symbol,), part in frame.group_by("symbol", maintain_order=True):
+        part.drop("symbol").write_csv(folder / f"{symbol}.csv")
+    rows = frame.with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
+    late = dict(rows[10])  # a bar of a timestamp already processed
+    lines = [json.dumps(r) for r in rows[:200]] + [json.dumps(late)]
+    lines += [json.dumps(r) for r in rows[200:]]
+
+    def run(*args, stdin=None):
+        proc = subprocess.run([sys.executable, str(bundle / "runner.py"), *args],
+                              input=stdin, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+        return [x for x in out if "target_positions" in x], out[-1]["summary"]
+
+    by_file, _ = run("--bars", str(one))
+    by_folder, _ = run("--bars", str(folder))
+    by_stdin, summary = run("--stdin", stdin="\n".join(lines) + "\n")
+    assert len(by_file) > 100
+    for other in (by_folder, by_stdin):
+        assert [d["timestamp"] for d in other] == [d["timestamp"] for d in by_file]
+        assert [d["target_positions"] for d in other] == [d["target_positions"] for d in by_file]
+    assert summary["rejected_bars"] == 1
