@@ -360,6 +360,7 @@ class MultiAssetRunner:
         self.last_timestamp_us: int | None = None
         self._pending_us: int | None = None
         self._pending: dict[int, Bar] = {}
+        self._pending_trade = True
         self.start_us: int | None = None
 
     # --- input -------------------------------------------------------------------------------
@@ -391,21 +392,25 @@ class MultiAssetRunner:
             if bar.timestamp_us < self._pending_us:
                 return self._reject(f"{symbol} bar {bar.iso} is older than the timestamp "
                                     f"{format_timestamp(self._pending_us)} being collected")
-            out += self.flush(trade=trade)
+            out += self.flush()  # the earlier timestamp, with the trade flag it came with
         if a in self._pending:
             return out + self._reject(f"duplicate {symbol} bar at {bar.iso}")
+        if not self._pending:
+            self._pending_trade = trade
         self._pending_us = bar.timestamp_us
         self._pending[a] = bar
         if len(self._pending) == self.num_assets:
-            out += self.flush(trade=trade)
+            out += self.flush()
         return out
 
-    def flush(self, *, trade: bool = True) -> list[dict]:
-        """Process the timestamp being collected with the bars that came (end of a stream)."""
+    def flush(self, *, trade: bool | None = None) -> list[dict]:
+        """Process the timestamp being collected with the bars that came (end of a stream);
+        `trade` None: as its first bar's `process` call said."""
         if self._pending_us is None:
             return []
         ts, bars = self._pending_us, self._pending
         self._pending_us, self._pending = None, {}
+        trade = self._pending_trade if trade is None else trade
         trade = trade and (self.start_us is None or ts >= self.start_us)
         decision = self.step(ts, bars, trade=trade)
         return [decision] if decision is not None else []
