@@ -222,3 +222,45 @@ def test_runner_py_reads_a_folder_per_symbol_and_json_lines_alike(case, tmp_path
         assert [d["timestamp"] for d in other] == [d["timestamp"] for d in by_file]
         assert [d["target_positions"] for d in other] == [d["target_positions"] for d in by_file]
     assert summary["rejected_bars"] == 1
+
+
+def test_multi_asset_alerts_reach_the_sink(case, tmp_path):
+    """Degradation on the [A]-asset ledger's equity and feature drift over every symbol's
+    rows: returns five times larger from bar 600 on raise the feature drift alert after it."""
+    from jaxtrade.live.sinks import Sink
+
+    class Recorder(Sink):
+        def __init__(self) -> None:
+            self.alerts: list[dict] = []
+
+        def emit(self, decision: dict) -> None:
+            pass
+
+        def alert(self, payload: dict) -> None:
+            self.alerts.append(payload)
+
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params, _ = make_policy(env, env_params)
+    bundle = write_bundle(tmp_path / "b", params=params, network_config=cfg, env=env,
+                          env_params=env_params)
+    assert load_bundle(bundle).manifest["monitor"]["features"]["bins"]
+    stamps = frame["timestamp"].unique().sort()
+    cut = stamps[600]
+    factor = pl.when(pl.col("timestamp") >= cut).then(5.0).otherwise(1.0)
+    r = (pl.col("close") / pl.col("close").shift(1)).log().over("symbol").fill_null(0.0)
+    shifted = frame.with_columns(
+        ((r * factor).cum_sum().over("symbol").exp() / r.cum_sum().over("symbol").exp())
+        .alias("__scale"))
+    shifted = shifted.with_columns(
+        *(pl.col(c) * pl.col("__scale") for c in ("open", "high", "low", "close"))
+    ).drop("__scale")
+    sink = Recorder()
+    runner = MultiAssetRunner(load_bundle(bundle), sink=sink, monitor={
+        "min_sharpe": 100.0, "sharpe_window": 20, "drift_psi": None, "feature_window": 200})
+    runner.run(stream(shifted))
+    kinds = [a["kind"] for a in sink.alerts]
+    assert "sharpe" in kinds
+    drift = [a for a in sink.alerts if a["kind"] == "feature_drift"]
+    assert drift and any(a["timestamp"] >= cut.strftime("%Y-%m-%dT%H") for a in drift)
+    assert runner.summary()["alerts"] == len(sink.alerts)

@@ -20,7 +20,9 @@ multi.MultiAssetRunner: `--bars` is one file with a `symbol` column (rows in tim
 folder with one file per symbol (named SYMBOL.csv), `--stdin` JSON lines with a `symbol` key;
 one line per timestamp carries `target_positions` {symbol: weight}. A symbol whose bar is
 missing at a timestamp is handled as the backtest handles it (prices carried, no fill there);
-its bar arriving after a later timestamp was seen is rejected, never applied late.
+its bar arriving after a later timestamp was seen is rejected, never applied late. The
+alerts are the same (return drift on the first symbol's closes); --store, --bundle-pointer and
+--on-drift flat are not available there yet.
 `--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
 with format=onnx); features, ledger and risk rules are the same numpy code.
 
@@ -247,12 +249,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             max_ahead_seconds=args.max_ahead_seconds,
             max_jump_seconds=args.max_jump_seconds,
             pointer=args.bundle_pointer,
-            monitor=None if args.no_monitor else {
-                "min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
-                "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
-                "drift_window": args.drift_window,
-                "feature_psi": args.feature_psi or None,
-                "feature_window": args.feature_window},
+            monitor=_monitor_options(args),
             on_drift=args.on_drift,
             engine=args.engine,
         )
@@ -281,6 +278,15 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _monitor_options(args) -> dict | None:
+    if args.no_monitor:
+        return None
+    return {"min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
+            "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
+            "drift_window": args.drift_window, "feature_psi": args.feature_psi or None,
+            "feature_window": args.feature_window}
 
 
 def _multi_records(args, bar_format: BarFormat):
@@ -312,15 +318,15 @@ def _multi_records(args, bar_format: BarFormat):
 def _run_multi(args, bundle) -> int:
     from .multi import MultiAssetRunner
 
-    if args.store or args.bundle_pointer:
-        raise BundleError("a multi-asset bundle runs without --store and --bundle-pointer "
-                          "for now")
+    if args.store or args.bundle_pointer or args.on_drift == "flat":
+        raise BundleError("a multi-asset bundle runs without --store, --bundle-pointer and "
+                          "--on-drift flat for now")
     bar_format = BarFormat(bundle.manifest.get("bars"))
     records = _multi_records(args, bar_format)
     start_us = parse_timestamp(args.start) if args.start else None
     sink = _sinks(args.sink, None)
     runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
-                              engine=args.engine)
+                              engine=args.engine, monitor=_monitor_options(args))
     try:
         summary = runner.run(records, start_us=start_us)
     finally:

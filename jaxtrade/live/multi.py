@@ -21,8 +21,9 @@ one decision is returned per timestamp with `target_positions` {symbol: weight}.
 
 Before a symbol's first bar the market back-fills its prices from that first bar; the runner
 cannot, so it holds the symbol flat and, with ATR sizing on, sizes it with ATR 0 until then.
-Not here yet (the single-symbol Runner has them): the replay store, the bar gate's
-clock/jump rules, bundle pointers and the monitor's alerts.
+Alerts (monitor.py) as in the single-symbol Runner (`monitor=`). Not here yet (the
+single-symbol Runner has them): the replay store, the bar gate's clock/jump rules, bundle
+pointers and `--on-drift flat`.
 """
 
 from __future__ import annotations
@@ -292,7 +293,11 @@ class MultiAssetRunner:
     """Bars of several symbols in, one decision per timestamp out (module docstring)."""
 
     def __init__(self, bundle: Bundle, *, sink=None, initial_equity: float | None = None,
-                 engine: str = "numpy") -> None:
+                 engine: str = "numpy", monitor: dict | None = None) -> None:
+        """`monitor`: keyword arguments of monitor.Monitor (None: no alerts). Its return
+        drift reads the first symbol's closes (the bundle's reference is that symbol's
+        training returns), feature drift every symbol's rows in turn, degradation the
+        ledger's equity; alerts are logged and handed to the sink."""
         m = bundle.manifest
         self.manifest = m
         self.format = BarFormat(m.get("bars"))
@@ -362,6 +367,13 @@ class MultiAssetRunner:
         self._pending: dict[int, Bar] = {}
         self._pending_trade = True
         self.start_us: int | None = None
+        self.monitor = None
+        if monitor is not None:
+            from .monitor import Monitor
+
+            self.monitor = Monitor(m, bars_per_year=float(m.get("bars_per_year", 252.0)),
+                                   **monitor)
+        self.alerts = 0
 
     # --- input -------------------------------------------------------------------------------
     def process_record(self, record, symbol: str | None = None, *, trade: bool = True):
@@ -447,6 +459,11 @@ class MultiAssetRunner:
             self.equity_curve.append(float(self.ledger.equity))
         else:
             self.ledger.last_close = np.asarray(prices[:, 3], F32)
+        iso = format_timestamp(timestamp_us)
+        if self.monitor is not None and 0 in bars:
+            equity = float(self.ledger.equity) if self.trading else None
+            for alert in self.monitor.on_bar(bars[0].close, equity, iso):
+                self.alert(alert)
 
         parts = {a: self.engines[a].parts(bar) for a, bar in bars.items()}
         cross = self.cross.update(returns, present) if self.cross.entries else []
@@ -468,6 +485,9 @@ class MultiAssetRunner:
                 raise BundleError(f"the runner computes {raw.shape[0]} features, the normalizer "
                                   f"has {self.num_features}")
             row[a] = self.normalizer(raw).astype(F32)
+            if self.monitor is not None:
+                for alert in self.monitor.on_features(row[a], iso):
+                    self.alert(alert)
         i = self.bars_seen % self.window_bars
         self._window[i] = row
         self._window[i + self.window_bars] = row
@@ -485,6 +505,12 @@ class MultiAssetRunner:
         if self.sink is not None:
             self.sink.emit(decision)
         return decision
+
+    def alert(self, payload: dict) -> None:
+        self.alerts += 1
+        log.warning("alert: %s", payload.get("message", payload.get("kind")))
+        if self.sink is not None and hasattr(self.sink, "alert"):
+            self.sink.alert(payload)
 
     def observation(self) -> np.ndarray:
         start = self.bars_seen % self.window_bars
@@ -547,4 +573,6 @@ class MultiAssetRunner:
         out = summary(self.equity_curve, bars_per_year, self.ledger) if self.equity_curve else {}
         out.update(decisions=self.decisions, timestamps=self.timestamps,
                    missing_bars=self.missing_bars, rejected_bars=self.rejected)
+        if self.alerts:
+            out["alerts"] = self.alerts
         return out
