@@ -421,6 +421,7 @@ def _finish(
     (retrains / "history.txt").write_text(
         deploy.format_history(deploy.read_history(retrains)) + "\n", encoding="utf-8"
     )
+    deploy.update_report_history(retrains.parent)  # RUN/report/report.html shows it too
     print_fn(f"{record['decision'].upper()}: {record['reason']}")
     print_fn(f"decision: {work / deploy.DECISION}")
     return record

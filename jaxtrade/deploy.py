@@ -262,3 +262,82 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
             f"{num((r.get('timings_s') or {}).get('total')):>6}  {note}"
         )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ report
+HISTORY_BEGIN = "<!-- retrain-history -->"
+HISTORY_END = "<!-- /retrain-history -->"
+
+
+def history_html(records: Sequence[dict[str, Any]]) -> str:
+    """The decision history as the report's section: one row per retrain attempt with its
+    date, gate, decision, candidate vs incumbent scores on the shared validation window, the
+    data range and the reason (between markers, so a later retrain replaces it)."""
+    import html
+
+    def num(value: Any, pct: bool = False) -> str:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "-"
+        return f"{100 * value:.1f}%" if pct else f"{value:.2f}"
+
+    rows = []
+    for r in records:
+        cand = (r.get("candidate") or {}).get("scores") or {}
+        inc = (r.get("incumbent") or {}).get("scores") or {}
+        data = r.get("data") or {}
+        window = data.get("validation") or {}
+        decision = str(r.get("decision", "?"))
+        note = str(r.get("reason", ""))
+        if r.get("recovered"):
+            note = "(recovered after an interrupted retrain) " + note
+        cells = [
+            str(r.get("number", "")), str(r.get("finished_utc", ""))[:19],
+            str(r.get("gate") or "-"), f"<b>{html.escape(decision)}</b>",
+            num(cand.get("sharpe")), num(inc.get("sharpe")),
+            num(cand.get("max_drawdown"), True), num(inc.get("max_drawdown"), True),
+            num(cand.get("total_return"), True), num(inc.get("total_return"), True),
+            f"{str(window.get('first_bar', ''))[:19]} to {str(window.get('last_bar', ''))[:19]}"
+            if window else "-",
+            str(data.get("new_bars_used", "-")),
+        ]
+        cls = " class='promoted'" if decision == "promoted" else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells[:3])
+                    + f"<td>{cells[3]}</td>"
+                    + "".join(f"<td>{html.escape(c)}</td>" for c in cells[4:])
+                    + f"<td>{html.escape(note)}</td></tr>")
+    head = ("<tr><th>#</th><th>finished (UTC)</th><th>gate</th><th>decision</th>"
+            "<th>candidate Sharpe</th><th>incumbent Sharpe</th><th>candidate max DD</th>"
+            "<th>incumbent max DD</th><th>candidate return</th><th>incumbent return</th>"
+            "<th>validation window</th><th>new bars</th><th>reason</th></tr>")
+    retrains = [r for r in records if r.get("gate")]  # not the initial deployment
+    promoted = sum(1 for r in retrains if r.get("decision") == "promoted")
+    body = (f"<p>{len(retrains)} retrain attempt(s) after the initial deployment, {promoted} "
+            "promoted; scores of both bundles on the same most recent validation window "
+            "(`jaxtrade retrain --history RUN` prints the same).</p>"
+            f"<table>{head}{''.join(rows)}</table>") if records else \
+        "<p>No retrain yet.</p>"
+    return (f"{HISTORY_BEGIN}\n<h2>Retrain history (continuous learning)</h2>\n{body}\n"
+            f"{HISTORY_END}")
+
+
+def update_report_history(run_dir: Path) -> Path | None:
+    """Put the run's retrain history into RUN/report/report.html (replacing the section a
+    previous retrain wrote; atomically); None when the run has no report page."""
+    page = Path(run_dir) / "report" / "report.html"
+    if not page.is_file():
+        return None
+    records = read_history(Path(run_dir) / "retrains")
+    text = page.read_text(encoding="utf-8")
+    section = history_html(records)
+    if HISTORY_BEGIN in text and HISTORY_END in text:
+        before, rest = text.split(HISTORY_BEGIN, 1)
+        after = rest.split(HISTORY_END, 1)[1]
+        text = before + section + after
+    elif "</body>" in text:
+        text = text.replace("</body>", section + "\n</body>", 1)
+    else:
+        text += section
+    temp = page.with_name(f".{page.name}.tmp-{os.getpid()}")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, page)
+    return page

@@ -20,11 +20,12 @@ BUNDLE/
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
-Refused with `ExportError` (never a half-written bundle): multi-asset markets (the runner
-trades one symbol), feature entries with a timeframe, network kinds or activations the runner
-cannot run. The numpy weights are always written: the runner's numpy engine is the default,
-has no extra dependency, and its parity with training is tested bar for bar; policy.onnx is
-checked against it on random observations before the bundle is published.
+A run on several symbols (MarketData [T, A, F]) exports too: its manifest lists `symbols`,
+and jaxtrade/live/multi.py's MultiAssetRunner trades it (one target weight per symbol per
+timestamp). Refused with `ExportError` (never a half-written bundle): network kinds or
+activations the runner cannot run. The numpy weights are always written: the runner's numpy
+engine is the default, has no extra dependency, and its parity with training is tested bar for
+bar; policy.onnx is checked against it on random observations before the bundle is published.
 """
 
 from __future__ import annotations
@@ -149,18 +150,18 @@ def _feature_section(market: Any, spec: Any, normalizer: Any, regimes: Any) -> d
     spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
     normalizer = normalizer.to_dict() if hasattr(normalizer, "to_dict") else dict(normalizer)
     regimes = regimes.to_dict() if hasattr(regimes, "to_dict") else regimes
-    for entry in spec["features"]:
-        if entry.get("timeframe"):
-            raise ExportError(
-                f"feature {entry['name']!r} uses timeframe={entry['timeframe']!r}: coarser-bar "
-                "features are not supported by the live runner; train without them to export"
-            )
     names = list(market.meta.feature_names)
     if list(normalizer.get("feature_names", names)) != names:
         raise ExportError("the normalizer's feature names differ from the market's features")
     regime_columns = [n for n in names if n.startswith("regime_")]
+    stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
+    steps = np.diff(stamps)
+    steps = steps[steps > 0]
     return {
         "spec": spec,
+        # `timeframe` entries: a coarse bar closes for the fine bar t once t + this reaches its
+        # close (jaxtrade.features.timeframe.bar_spacing; one day for a single bar, as there).
+        "bar_spacing_seconds": float(steps.min()) / 1e6 if steps.size else 86_400.0,
         "columns": names,
         "normalizer": normalizer,
         "regimes": regimes,
@@ -180,6 +181,13 @@ def _monitor_section(market: Any, monitor: Mapping[str, Any] | None) -> dict[str
         section["returns"] = live_monitor.reference_bins(returns)
     except ValueError:  # too few training bars to say what is usual
         pass
+    # The policy's normalized inputs on the training split (every symbol's valid bars).
+    features = np.asarray(market.features, dtype=np.float64)[start:end]
+    valid = np.asarray(market.valid, dtype=bool)[start:end]
+    rows = features[valid]
+    if rows.shape[0] >= 50:
+        section["features"] = live_monitor.reference_feature_bins(
+            rows, list(market.meta.feature_names))
     return section
 
 
@@ -214,10 +222,10 @@ def write_bundle(
 
         require_onnx()  # before anything is written
     market = env_params.market
-    if market.num_assets != 1:
-        raise ExportError(
-            f"the live runner trades one symbol; this market has {market.num_assets} assets"
-        )
+    symbols = [str(s) for s in market.meta.symbols]
+    if len(symbols) != market.num_assets:
+        raise ExportError(f"the market names {len(symbols)} symbols for its "
+                          f"{market.num_assets} assets")
     net = _plain(network_config)
     if net.get("torso") not in live_network.TORSOS:
         raise ExportError(f"network torso {net.get('torso')!r} cannot be exported yet")
@@ -243,7 +251,9 @@ def write_bundle(
         "format_version": FORMAT_VERSION,
         "kind": "jaxtrade-policy-bundle",
         "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "symbol": market.meta.symbols[0],
+        # One symbol: runner.py / Runner; several: MultiAssetRunner (jaxtrade/live/multi.py).
+        "symbol": symbols[0] if len(symbols) == 1 else None,
+        "symbols": symbols,
         "bars_per_year": float(market.meta.bars_per_year),
         "bar_interval_seconds": interval,
         "gap_threshold_seconds": gap_threshold,
@@ -310,12 +320,21 @@ def write_bundle(
         (staging / "runner.py").write_text(_RUNNER)
         try:  # the runner must accept what was written before the bundle is published
             from jaxtrade.live.engine import Runner
+            from jaxtrade.live.multi import MultiAssetRunner
 
-            probe = Runner(load_bundle(staging), max_jump_seconds=0)
             # One real bar through the features: the column count must match the statistics.
-            prices = [float(np.asarray(getattr(market, k))[0, 0])
-                      for k in ("open", "high", "low", "close")]
-            probe.process(Bar(int(stamps[0]), *prices, 0.0), trade=False)
+            def first_bar(a: int) -> Bar:
+                prices = [float(np.asarray(getattr(market, k))[0, a])
+                          for k in ("open", "high", "low", "close")]
+                return Bar(int(stamps[0]), *prices, 0.0)
+
+            if len(symbols) == 1:
+                Runner(load_bundle(staging), max_jump_seconds=0).process(first_bar(0),
+                                                                         trade=False)
+            else:
+                MultiAssetRunner(load_bundle(staging)).step(
+                    int(stamps[0]), {a: first_bar(a) for a in range(len(symbols))}, trade=False
+                )
             if onnx:
                 from jaxtrade.export_onnx import check_against_numpy
 

@@ -24,7 +24,14 @@ the OS gave to other processes on a shared machine), the ratio JAX policy / nump
 onnxruntime / numpy), the bundle size, and the import time of the runner package in a fresh
 interpreter (numpy included).
 
+With --assets N (N >= 2) the bundle is a multi-asset one instead: N synthetic daily symbols
+(jaxtrade.data.synthetic, 5,000 timestamps; default spec, which adds cross_corr and turbulence
+for several symbols; window 32), replayed through MultiAssetRunner (jaxtrade/live/multi.py);
+one sample is one whole timestamp (the N bars in, the decision out), beside the numpy and JAX
+forward passes on the same observations (and the onnx engine with --onnx).
+
     python scripts/bench_runner.py [--quick] [--torso mlp|cnn|gru|lstm|attention] [--onnx]
+                                   [--assets N]
 """
 
 from __future__ import annotations
@@ -57,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--onnx", action="store_true", help="also time the onnxruntime engine (policy.onnx)"
     )
+    parser.add_argument("--assets", type=int, default=1,
+                        help="N >= 2: time a multi-asset bundle of N synthetic symbols")
     args = parser.parse_args(argv)
+    if args.assets > 1:
+        return bench_multi(args)
 
     import jax
     import jax.numpy as jnp
@@ -233,6 +244,126 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle size: {size / 1024:.0f} KiB (weights {weights / 1024:.0f} KiB)")
     print(f"runner import time (fresh interpreter, numpy included): {import_s * 1000:.0f} ms "
           f"(goal < 500 ms: {'met' if import_s < 0.5 else 'NOT met'})")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def bench_multi(args) -> int:
+    """The multi-asset runner per timestamp (module docstring, --assets)."""
+    import jax
+    import jax.numpy as jnp
+
+    import envs
+    from agents.common.distributions import ActionSpec
+    from agents.common.networks import ActorCritic, NetworkConfig, network_carry
+    from jaxtrade import market as market_lib
+    from jaxtrade.data.splits import make_splits
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.export import write_bundle
+    from jaxtrade.features import default_spec
+    from jaxtrade.live.bars import Bar
+    from jaxtrade.live.bundle import load_bundle
+    from jaxtrade.live.multi import MultiAssetRunner
+
+    bars = 600 if args.quick else (args.bars or 5000)
+    frame = synthetic_frame(seed=0, num_bars=bars, num_assets=args.assets, freq="1d")
+    num_stamps = frame["timestamp"].n_unique()
+    market = market_lib.build(frame, default_spec(), make_splits(num_stamps, 0.6, 0.2))
+    env, env_params = envs.make("trading", market)
+    obs_shape = tuple(env.observation_shape)
+    window, state_features = None, 0
+    if args.torso in ("cnn", "attention"):
+        width = env.num_assets * env.num_features
+        window = (env.window_bars, width)
+        state_features = obs_shape[0] - env.window_bars * width
+    cfg = NetworkConfig(torso=args.torso, window_shape=window, num_state_features=state_features)
+    net = ActorCritic(cfg, ActionSpec("discrete", num_actions=3), 1)
+    resets = jnp.zeros((1, 1), bool)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), network_carry(cfg, (1,)),
+                               jnp.zeros((1, 1) + obs_shape), resets)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runner-"))
+    bundle_dir = write_bundle(tmp / "bundle", params=params, network_config=cfg, env=env,
+                              env_params=env_params, onnx=args.onnx)
+    engines = ["numpy"] + (["onnx"] if args.onnx else [])
+    runners = {e: MultiAssetRunner(load_bundle(bundle_dir), engine=e) for e in engines}
+
+    stamps = frame["timestamp"].dt.epoch("us").to_list()
+    cols = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    groups: dict[int, list] = {}
+    for symbol, t, *values in zip(frame["symbol"].to_list(), stamps, *cols):
+        groups.setdefault(t, []).append((symbol, Bar(t, *values)))
+    times = {e: [] for e in engines}
+    cpu = {e: [] for e in engines}
+    observations = []
+    for i, t in enumerate(sorted(groups)):
+        order = engines if i % 2 == 0 else engines[::-1]
+        decisions = {}
+        for e in order:
+            which = runners[e]
+            cpu_began, began = time.thread_time(), time.perf_counter()
+            out = [d for symbol, bar in groups[t] for d in which.process(symbol, bar)]
+            elapsed, spent = time.perf_counter() - began, time.thread_time() - cpu_began
+            decisions[e] = out
+            if out:
+                times[e].append(elapsed)
+                cpu[e].append(spent)
+        if decisions["numpy"]:
+            observations.append(runners["numpy"].observation())
+            if args.onnx and decisions["onnx"][0]["action"] != decisions["numpy"][0]["action"]:
+                raise SystemExit(f"the engines disagree at {decisions['numpy'][0]['timestamp']}")
+    skip = min(50, len(times["numpy"]) // 10)
+    for e in engines:
+        times[e], cpu[e] = times[e][skip:], cpu[e][skip:]
+    observations = observations[skip:]
+
+    numpy_net = runners["numpy"].network
+    carry = numpy_net.initial_carry()
+    numpy_times = []
+    for obs in observations:
+        began = time.perf_counter()
+        head, carry = numpy_net.forward(obs, carry)
+        int(np.argmax(head))
+        numpy_times.append(time.perf_counter() - began)
+    carry0 = network_carry(cfg, (1,))
+
+    @jax.jit
+    def jax_policy(p, c, obs):
+        new_carry, dist, _ = net.apply(p, c, obs[None, None], resets)
+        return jnp.argmax(dist.logits[0, 0]), new_carry
+
+    jax_policy(params, carry0, jnp.asarray(observations[0]))[0].block_until_ready()
+    jax_times, c = [], carry0
+    for obs in observations:
+        began = time.perf_counter()
+        action, c = jax_policy(params, c, jnp.asarray(obs))
+        int(action)
+        jax_times.append(time.perf_counter() - began)
+
+    r50, r99 = percentiles(times["numpy"])
+    c50, c99 = percentiles(cpu["numpy"])
+    n50, n99 = percentiles(numpy_times)
+    j50, j99 = percentiles(jax_times)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()})")
+    print(f"bundle: {args.assets} symbols, torso={args.torso}, window={env.window_bars}, "
+          f"features={env.num_features} per symbol, obs={obs_shape[0]}, "
+          f"timestamps timed={len(times['numpy'])}")
+    print(f"{'per timestamp (us)':<34}{'p50':>10}{'p99':>10}")
+    print(f"{'numpy multi-asset runner':<34}{r50:>10.1f}{r99:>10.1f}")
+    print(f"{'  same, CPU time of the thread':<34}{c50:>10.1f}{c99:>10.1f}")
+    print(f"{'numpy policy forward only':<34}{n50:>10.1f}{n99:>10.1f}")
+    print(f"{'jax policy per bar (jit, cpu)':<34}{j50:>10.1f}{j99:>10.1f}")
+    print(f"ratio jax policy / numpy runner: p50 {j50 / r50:.2f}x, p99 {j99 / r99:.2f}x")
+    if args.onnx:
+        o50, o99 = percentiles(times["onnx"])
+        oc50, oc99 = percentiles(cpu["onnx"])
+        print(f"{'onnx multi-asset runner':<34}{o50:>10.1f}{o99:>10.1f}")
+        print(f"{'  same, CPU time of the thread':<34}{oc50:>10.1f}{oc99:>10.1f}")
+        print(f"ratio onnx runner / numpy runner: p50 {o50 / r50:.2f}x, p99 {o99 / r99:.2f}x "
+              f"(CPU time p99 {oc99 / c99:.2f}x)")
+    print(f"goal p99 <= 5000 us (wall): {'met' if r99 <= 5000 else 'NOT met'}; CPU-time p99 "
+          f"{c99:.0f} us")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -64,9 +64,9 @@ def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: 
         space = env.action_space(env_params)
         spec = ActionSpec(
             "continuous",
-            shape=(1,),
-            low=np.asarray(space.low).reshape(1),
-            high=np.asarray(space.high).reshape(1),
+            shape=(env.num_assets,),
+            low=np.broadcast_to(np.asarray(space.low), (env.num_assets,)),
+            high=np.broadcast_to(np.asarray(space.high), (env.num_assets,)),
         )
     net = ActorCritic(cfg, spec, len(obs_shape))
     obs = jnp.zeros((1, 1) + tuple(obs_shape))

@@ -231,6 +231,56 @@ def test_drift_alert_within_150_bars_of_a_volatility_tripling_and_none_without(b
     assert not runner.flat_until_promotion and "flat" not in sink.decisions[-1]
 
 
+def _shifted(held: pl.DataFrame, at: int = 3000, factor: float = 3.0) -> pl.DataFrame:
+    """The same bars with every return from bar `at` on `factor` times larger."""
+    close = held["close"].to_numpy()
+    r = np.diff(np.log(close))
+    r[at - 1 :] *= factor
+    scale = close[0] * np.exp(np.concatenate([[0.0], np.cumsum(r)])) / close
+    return held.with_columns(*(pl.col(c) * scale for c in ("open", "high", "low", "close")))
+
+
+def test_feature_drift_quiet_on_held_out_bars_and_alerts_after_a_volatility_tripling(
+    bundles, tmp_path
+):
+    """The policy's inputs against the bundle's training-split deciles: on held-out bars of
+    the training distribution the median feature PSI crosses 0.5 at <= 2 % of the bars (and
+    raises no alert); after the volatility triples the alert comes within 200 bars and names
+    the features that moved."""
+    _, _, a, _, _ = bundles
+    manifest = load_bundle(a).manifest
+    section = manifest["monitor"]["features"]
+    assert len(section["names"]) == len(section["bins"]) == 62
+    assert sum(b is not None for b in section["bins"]) >= 40
+    for seed in (5, 6):
+        held = steady_frame(3000, seed=seed)
+        runner = Runner(load_bundle(a), max_ahead_seconds=0, max_jump_seconds=0,
+                        monitor={"min_sharpe": None, "drift_psi": None}, sink=Recorder())
+        medians = []
+        for bar in _bars(held):
+            runner.process(bar)
+            medians.append(runner.monitor.last_feature_psi)
+        checked = np.asarray(medians[300:])
+        assert np.isfinite(checked).all()
+        assert (checked > 0.5).mean() <= 0.02, (checked > 0.5).mean()
+        assert [x for x in runner.sink.alerts if x["kind"] == "feature_drift"] == []
+
+    bars = _bars(_shifted(steady_frame(3600, seed=5)))
+    runner, sink, store = _runner(swap_pointer(tmp_path / "deployed", a), tmp_path,
+                                  monitor={"min_sharpe": None, "drift_psi": None})
+    for bar in bars[:3000]:
+        runner.process(bar)
+    first = None
+    for i, bar in enumerate(bars[3000:3400]):
+        runner.process(bar)
+        alerts = [x for x in sink.alerts if x["kind"] == "feature_drift"]
+        if alerts and first is None:
+            first = i + 1
+            assert alerts[0]["median_psi"] > 0.5 and len(alerts[0]["features"]) == 5
+    assert first is not None and first <= 200, first
+    assert store.events("feature_drift")
+
+
 def test_degradation_alerts_fire_once_per_crossing(bundles):
     _, frame, a, _, _ = bundles
     manifest = load_bundle(a).manifest

@@ -222,6 +222,21 @@ def test_the_running_runner_switches_to_a_promoted_bundle_and_not_to_a_kept_one(
     assert runner.switches == 1
     kinds = [k for k, _, _ in runner.store.events()]
     assert kinds == ["bundle_switched"]
+    # The run's report.html shows every attempt: date, gate, decision, both bundles' scores.
+    page = (run / "report" / "report.html").read_text()
+    section = page.split(deploy.HISTORY_BEGIN, 1)[1].split(deploy.HISTORY_END, 1)[0]
+    history = deploy.read_history(run / "retrains")  # the initial deployment, then both
+    assert len(history) == 3
+    assert "Retrain history" in section
+    assert "2 retrain attempt(s) after the initial deployment, 1 promoted" in section
+    rows = section.split("<tr")[2:]
+    assert len(rows) == 3 and "<b>promoted</b>" in rows[1] and "<b>kept</b>" in rows[2]
+    assert record["finished_utc"][:19] in rows[1] and kept["finished_utc"][:19] in rows[2]
+    assert "<td>psr</td>" in rows[1] and "<td>ratio</td>" in rows[2]
+    for row, rec in ((rows[1], record), (rows[2], kept)):
+        assert f"<td>{rec['candidate']['scores']['sharpe']:.2f}</td>" in row
+        assert f"<td>{rec['incumbent']['scores']['sharpe']:.2f}</td>" in row
+    assert page.count(deploy.HISTORY_BEGIN) == 1  # replaced, not appended, by the 2nd retrain
 
 
 def test_gate_ratio_matches_backtest_compare():
@@ -456,3 +471,34 @@ def test_usage_errors_are_one_line(tmp_path):
         assert main(["retrain", f"run_dir={tmp_path}", "bars=nope.csv", "gate=best"]) == 2
     lines = err.getvalue().splitlines()
     assert len(lines) == 2 and "bars is required" in lines[0] and "gate='best'" in lines[1]
+
+
+def test_report_html_shows_the_history_and_a_later_retrain_replaces_the_section(tmp_path):
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    (run / "retrains").mkdir()
+    page = run / "report" / "report.html"
+    page.write_text("<html><body><h1>report</h1></body></html>")
+    initial = {"number": 0, "gate": None, "decision": "promoted", "finished_utc": "2026-01-01T00"}
+    promoted = {
+        "number": 1, "gate": "ratio", "decision": "promoted", "finished_utc": "2026-01-02T01",
+        "reason": "Sharpe 1.30 > 1.05 x 1.00", "data": {"new_bars_used": 24, "validation": {
+            "first_bar": "2025-12-01T00:00:00Z", "last_bar": "2025-12-31T00:00:00Z"}},
+        "candidate": {"scores": {"sharpe": 1.3, "max_drawdown": -0.1, "total_return": 0.05}},
+        "incumbent": {"scores": {"sharpe": 1.0, "max_drawdown": -0.12, "total_return": 0.03}},
+    }
+    for rec in (initial, promoted):
+        deploy.append_history(run / "retrains", rec)
+    deploy.update_report_history(run)
+    deploy.append_history(run / "retrains", dict(promoted, number=2, decision="kept",
+                                                 finished_utc="2026-01-03T01"))
+    deploy.update_report_history(run)
+    text = page.read_text()
+    assert text.count(deploy.HISTORY_BEGIN) == 1 and text.index("<h1>") < text.index(
+        deploy.HISTORY_BEGIN) < text.index("</body>")
+    assert "2 retrain attempt(s) after the initial deployment, 1 promoted" in text
+    rows = text.split("<tr")[2:]
+    assert len(rows) == 3
+    assert all(c in rows[1] for c in ("<td>1.30</td>", "<td>1.00</td>", "<td>-10.0%</td>",
+                                      "<td>-12.0%</td>", "2025-12-01T00:00:00 to", "<td>24</td>"))
+    assert "<b>kept</b>" in rows[2] and "2026-01-03T01" in rows[2]

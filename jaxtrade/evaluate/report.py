@@ -579,6 +579,7 @@ padding:3px 8px;text-align:right} thead th{background:#eef1f6} th.k{text-align:l
 font-weight:normal;background:#fafbfc} figure{margin:18px 0} img{max-width:100%;
 border:1px solid #e3e3e3} figcaption{font-size:13px;color:#555}
 .warn{color:#a33}
+tr.promoted td{background:#eef6ee}
 """
 
 
@@ -727,4 +728,8 @@ def write_report(
     plot_montecarlo(mc, folder / "montecarlo.png")
     page = folder / "report.html"
     page.write_text(_html(metrics, folder, title, window), encoding="utf-8")
+    if (Path(run_dir) / "retrains" / "history.jsonl").is_file():
+        from jaxtrade.deploy import update_report_history  # a run that was retrained
+
+        update_report_history(Path(run_dir))
     return page

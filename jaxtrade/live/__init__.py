@@ -26,13 +26,17 @@ equal training's exactly only when the runner saw the same history from its firs
 
 manifest.json (format_version 1): bars (how training read its file: format, separator,
 columns, explicit_columns, aliases, timestamp {kind, unit, format, timezone}, adjust,
-fill_gaps; applied by formats.BarFormat), features {spec, columns, normalizer, regimes},
+fill_gaps; applied by formats.BarFormat), symbol, symbols, features {spec, columns,
+bar_spacing_seconds (for `timeframe` entries), normalizer, regimes},
 observation {window_bars, layout, include_portfolio, shape}, action {mode, discrete_levels |
 low/high, squash}, trading / costs / risk (the env's TradingConfig, TransactionConfig,
 RiskConfig),
 market {atr_window, volatility_window}, network {config, obs_shape}, weights {file: sha256},
 bars_per_year, bar_interval_seconds, gap_threshold_seconds, monitor {returns {edges, shares},
-backtest_max_drawdown} (monitor.py), versions, source, run_config.
+features {names, bins}, backtest_max_drawdown} (monitor.py), versions, source, run_config.
+
+A bundle trained on several symbols (`symbols` lists them) runs in multi.MultiAssetRunner:
+one decision per timestamp with `target_positions` {symbol: weight} (runner.py picks it).
 
 `--bundle-pointer P` follows a pointer that `jaxtrade retrain` swaps on a promotion
 (pointer.py): the promoted bundle takes over between bars (engine.Runner.follow_pointer).

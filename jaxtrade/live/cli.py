@@ -15,6 +15,14 @@ to stderr and the runner goes on. A bar stamped more than --max-ahead-seconds (d
 day) after this machine's clock is rejected; a bar more than --max-jump-seconds (default ten
 times the longest pause seen in training) after the previous one waits for the next bar to
 confirm it. Lines longer than --max-line-bytes (default 64 KiB) are rejected unread.
+A bundle trained on several symbols (its manifest lists `symbols`) runs in
+multi.MultiAssetRunner: `--bars` is one file with a `symbol` column (rows in time order) or a
+folder with one file per symbol (named SYMBOL.csv), `--stdin` JSON lines with a `symbol` key;
+one line per timestamp carries `target_positions` {symbol: weight}. A symbol whose bar is
+missing at a timestamp is handled as the backtest handles it (prices carried, no fill there);
+its bar arriving after a later timestamp was seen is rejected, never applied late. The
+alerts are the same (return drift on the first symbol's closes); --store, --bundle-pointer and
+--on-drift flat are not available there yet.
 `--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
 with format=onnx); features, ledger and risk rules are the same numpy code.
 
@@ -26,7 +34,9 @@ Alerts (monitor.py; logged to stderr, stored in the store's `events`, posted by 
 sinks): live Sharpe below --min-sharpe (1.0) over --sharpe-window (100) bars, drawdown deeper
 than --max-drawdown (default the backtest's worst, from the bundle), and a shift of the
 returns' distribution from training's (PSI over --drift-window 150 bars above --drift-psi
-0.25). `--on-drift flat` holds no position from a drift alert until a promotion.
+0.25), and of the policy's inputs (the median over features of their PSI against the training
+split's, over --feature-window 300 bars, above --feature-psi 0.5; monitor.py). `--on-drift
+flat` holds no position from either drift alert until a promotion.
 
 Exit codes: 0 ok; 2 a bundle, option or source that cannot be used (a file whose header does
 not map onto bars stops before the first bar, naming the file, the columns found and the
@@ -80,6 +90,8 @@ _KEYS = {
     "max_drawdown": "--max-drawdown",
     "drift_psi": "--drift-psi",
     "drift_window": "--drift-window",
+    "feature_psi": "--feature-psi",
+    "feature_window": "--feature-window",
     "engine": "--engine",
 }
 
@@ -162,6 +174,10 @@ def build_parser(default_bundle: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--drift-psi", type=float, default=0.25,
                         help="alert when the returns' PSI vs training exceeds this")
     parser.add_argument("--drift-window", type=int, default=150)
+    parser.add_argument("--feature-psi", type=float, default=0.5,
+                        help="alert when the median PSI of the policy's normalized features "
+                        "vs training's exceeds this (0: off)")
+    parser.add_argument("--feature-window", type=int, default=300)
     parser.add_argument("--no-monitor", action="store_true", help="no alerts")
     parser.add_argument(
         "--engine", choices=("numpy", "onnx"), default="numpy",
@@ -211,9 +227,11 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             bundle = load_bundle(Path(args.bundle))
         else:
             raise BundleError("no bundle given (--bundle DIR or bundle=DIR)")
-        for name in ("sharpe_window", "drift_window"):
+        for name in ("sharpe_window", "drift_window", "feature_window"):
             if getattr(args, name) < 2:
                 raise BundleError(f"--{name.replace('_', '-')} must be at least 2")
+        if len(bundle.manifest.get("symbols") or [None]) > 1:
+            return _run_multi(args, bundle)
         # Made first: a file whose header cannot be mapped stops before anything is written.
         source = _source(args, BarFormat(bundle.manifest.get("bars")))
         start_us = parse_timestamp(args.start) if args.start else None
@@ -231,10 +249,7 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
             max_ahead_seconds=args.max_ahead_seconds,
             max_jump_seconds=args.max_jump_seconds,
             pointer=args.bundle_pointer,
-            monitor=None if args.no_monitor else {
-                "min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
-                "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
-                "drift_window": args.drift_window},
+            monitor=_monitor_options(args),
             on_drift=args.on_drift,
             engine=args.engine,
         )
@@ -263,3 +278,65 @@ def main(argv: list[str] | None = None, *, default_bundle: str | None = None) ->
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _monitor_options(args) -> dict | None:
+    if args.no_monitor:
+        return None
+    return {"min_sharpe": args.min_sharpe, "sharpe_window": args.sharpe_window,
+            "max_drawdown": args.max_drawdown, "drift_psi": args.drift_psi,
+            "drift_window": args.drift_window, "feature_psi": args.feature_psi or None,
+            "feature_window": args.feature_window}
+
+
+def _multi_records(args, bar_format: BarFormat):
+    """(symbol, record) pairs in time order from a folder of per-symbol files, or the raw
+    records of one file / stdin (their `symbol` field names the symbol)."""
+    import heapq
+
+    if args.bars and Path(args.bars).is_dir():
+        files = sorted(p for p in Path(args.bars).iterdir()
+                       if p.suffix.lower() in (".csv", ".parquet", ".pq"))
+        if not files:
+            raise BundleError(f"{args.bars}: no .csv or .parquet file (one per symbol)")
+        streams = []
+        for k, path in enumerate(files):
+            rows = []
+            for i, record in enumerate(replay_source(path, bar_format).records()):
+                try:
+                    stamp = bar_format.bar(record).timestamp_us
+                except Exception:  # noqa: BLE001 - the runner rejects it with its reason
+                    stamp = -1
+                rows.append((stamp, k, i, (path.stem, record)))
+            streams.append(rows)
+        return (item[3] for item in heapq.merge(*streams, key=lambda r: (r[0], r[1], r[2])))
+    if args.url:
+        raise BundleError("a multi-asset bundle reads --bars (file or folder) or --stdin")
+    return _source(args, bar_format)
+
+
+def _run_multi(args, bundle) -> int:
+    from .multi import MultiAssetRunner
+
+    if args.store or args.bundle_pointer or args.on_drift == "flat":
+        raise BundleError("a multi-asset bundle runs without --store, --bundle-pointer and "
+                          "--on-drift flat for now")
+    bar_format = BarFormat(bundle.manifest.get("bars"))
+    records = _multi_records(args, bar_format)
+    start_us = parse_timestamp(args.start) if args.start else None
+    sink = _sinks(args.sink, None)
+    runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
+                              engine=args.engine, monitor=_monitor_options(args))
+    try:
+        summary = runner.run(records, start_us=start_us)
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+        sink.close()
+    if not args.no_summary:
+        print(json.dumps({"summary": summary}, default=float), flush=True)
+    if runner.timestamps == 0:
+        print(f"runner: error: no bar accepted ({runner.rejected} rejected)", file=sys.stderr)
+        return 1
+    return 0

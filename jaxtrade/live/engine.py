@@ -131,12 +131,17 @@ class Runner:
         if self.format.spec.get("fill_gaps") == "ffill":
             log.warning("training filled gaps with flat bars (fill_gaps='ffill'); this runner "
                         "does not, so features after a gap can differ from training's")
+        if len(m.get("symbols") or [None]) > 1:
+            raise BundleError(f"this bundle trades {len(m['symbols'])} symbols "
+                              f"({', '.join(map(str, m['symbols']))}): run it with "
+                              "--multi-asset (jaxtrade_live.multi.MultiAssetRunner)")
         try:
             features, observation = m["features"], m["observation"]
             self.window_bars = int(observation["window_bars"])
             self.layout = observation.get("layout", "flat")
             self.include_portfolio = bool(observation.get("include_portfolio", True))
-            self.features = FeatureEngine(features["spec"]["features"])
+            spacing = features.get("bar_spacing_seconds")
+            self.features = FeatureEngine(features["spec"]["features"], spacing)
             self.normalizer = Normalizer(features["normalizer"])
             regimes = features.get("regimes")
             self.regimes = RegimeFilter(regimes) if regimes else None
@@ -160,7 +165,7 @@ class Runner:
             if self.layout not in ("flat", "window"):
                 raise BundleError(f"observation layout {self.layout!r} is not supported")
             self.num_features = len(self.normalizer.center)
-            computed = FeatureEngine(features["spec"]["features"]).update(
+            computed = FeatureEngine(features["spec"]["features"], spacing).update(
                 Bar(0, 1.0, 1.0, 1.0, 1.0, 0.0)).shape[0] + 3 * bool(self.regime_in_features)
             if computed != self.num_features:
                 raise BundleError(
@@ -323,6 +328,9 @@ class Runner:
             )
         # The env reads float32 features from MarketData: round the same way.
         row = self.normalizer(raw).astype(F32)
+        if self.monitor is not None and not self._rebuilding:
+            for alert in self.monitor.on_features(row, bar.iso):
+                self.alert(alert)
         i = self.bars_seen % self.window_bars
         self._window[i] = row
         self._window[i + self.window_bars] = row
@@ -495,7 +503,7 @@ class Runner:
         """Log an alert, store it with the bar it follows, hand it to the sinks; a drift
         alert with on_drift="flat" also takes the position flat until a promotion."""
         payload = dict(payload, bundle=str(self.bundle_root))
-        if payload.get("kind") == "drift" and self.on_drift == "flat":
+        if payload.get("kind") in ("drift", "feature_drift") and self.on_drift == "flat":
             self.flat_until_promotion = True
             payload["action_taken"] = "flat until a retrained bundle is promoted"
         self.alerts += 1

@@ -14,8 +14,14 @@ windows are small). Conventions match the training engine exactly:
     the same history from its first bar; started later, the EMA-type features converge
     geometrically (by (1 - alpha)^bars) to the training values.
 
-Not supported (refused with `BundleError` when the bundle loads): entries with a `timeframe`
-(coarser-bar features) and cross-asset features, which need other symbols' bars.
+Entries with a `timeframe` (e.g. 4h features on 1h bars) run on coarser bars that the
+runner builds from the fine ones (`CoarseBars`) with training's closed-bar rule
+(`jaxtrade.features.timeframe`): a coarse bar covers [s, s + every) with s a multiple of
+`every` since the epoch, and its features reach the fine bars only once it closed, i.e. from
+the fine bar t with t + spacing >= s + every (spacing: the smallest bar spacing of training,
+`features.bar_spacing_seconds` of the manifest), or from the first bar after it when its last
+fine bar is missing. Cross-asset features are computed by the multi-asset runner
+(`CrossAsset`); a single symbol has none (the training engine skips them the same way).
 """
 
 from __future__ import annotations
@@ -600,32 +606,136 @@ SUPPORTED = (
 CROSS_ASSET = ("cross_corr", "turbulence")
 
 
-class FeatureEngine:
-    """All features of a spec (`FeatureSpec.to_dict()` entries), updated bar by bar."""
+class CoarseBars:
+    """The features of one timeframe's entries on coarser bars built from the fine bars."""
 
-    def __init__(self, entries: list[dict]) -> None:
+    def __init__(self, every_seconds: int, spacing_us: int, features: list) -> None:
+        self.every_us = int(every_seconds) * 1_000_000
+        self.spacing_us = int(spacing_us)
+        self.features = features
+        capacity = max([f.lookback for f in features] + [2]) + 1
+        self.context = Context(capacity)
+        self.bucket: int | None = None  # the open time of the coarse bar being built
+        self.open = self.high = self.low = self.close = self.volume = NAN
+        self.closed = True  # the bucket was handed to the features
+        self.latest: list[list[float]] | None = None  # per entry, of the last closed bar
+
+    def _close(self) -> None:
+        bar = Bar(self.bucket, self.open, self.high, self.low, self.close, self.volume)
+        self.context.update(bar)
+        self.latest = [f.update(self.context) for f in self.features]
+        self.closed = True
+
+    def update(self, bar: Bar) -> None:
+        bucket = bar.timestamp_us - bar.timestamp_us % self.every_us
+        if bucket != self.bucket:
+            if not self.closed:  # its last fine bar never came: it closed before this bar
+                self._close()
+            self.bucket, self.closed = bucket, False
+            self.open, self.high, self.low = bar.open, bar.high, bar.low
+            self.close, self.volume = bar.close, bar.volume
+        else:
+            self.high, self.low = max(self.high, bar.high), min(self.low, bar.low)
+            self.close, self.volume = bar.close, self.volume + bar.volume
+        if bar.timestamp_us + self.spacing_us >= bucket + self.every_us:
+            self._close()
+
+
+def _width(feature) -> int:
+    """Columns a feature writes (asked of a fresh copy on one bar)."""
+    context = Context(max(feature.lookback, 2) + 1)
+    context.update(Bar(0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    return len(feature.update(context))
+
+
+class FeatureEngine:
+    """All features of a spec (`FeatureSpec.to_dict()` entries), updated bar by bar.
+
+    `bar_spacing_seconds`: the smallest spacing of training's bars, needed by `timeframe`
+    entries (the manifest's `features.bar_spacing_seconds`)."""
+
+    def __init__(
+        self,
+        entries: list[dict],
+        bar_spacing_seconds: float | None = None,
+        cross_asset: bool = False,
+    ) -> None:
+        """`cross_asset`: leave a slot for the cross-asset entries in `parts` (the multi-asset
+        runner fills them, multi.CrossAsset); without it they are skipped, as for one symbol."""
         self.features = []
+        # Per output entry: ("fine", index into self.features), (timeframe, index, width) or
+        # ("cross", index into self.cross_entries).
+        self.plan: list[tuple] = []
+        self.cross_entries: list[dict] = []
+        coarse: dict[str, list] = {}
         for raw in entries:
             entry = dict(raw)
             name = entry.pop("name")
-            if entry.pop("timeframe", None):
-                raise BundleError(
-                    f"feature {name!r} with a timeframe (coarser bars) is not supported by the "
-                    "runner; export a spec without timeframe entries"
-                )
+            timeframe = entry.pop("timeframe", None)
             if name in CROSS_ASSET:
+                if cross_asset:
+                    self.plan.append(("cross", len(self.cross_entries)))
+                    self.cross_entries.append(dict(raw))
                 continue
-            self.features.append(_build(name, entry))
+            if timeframe:
+                if not bar_spacing_seconds:
+                    raise BundleError(
+                        f"feature {name!r} has timeframe={timeframe!r} but the manifest gives no "
+                        "features.bar_spacing_seconds (export it again)"
+                    )
+                feature = _build(name, entry)
+                members = coarse.setdefault(str(timeframe), [])
+                self.plan.append((str(timeframe), len(members), _width(feature)))
+                members.append(feature)
+            else:
+                self.plan.append(("fine", len(self.features)))
+                self.features.append(_build(name, entry))
+        spacing_us = int(round(float(bar_spacing_seconds or 0) * 1e6))
+        self.coarse = {
+            tf: CoarseBars(_timeframe_seconds(tf), spacing_us, members)
+            for tf, members in coarse.items()
+        }
         capacity = max([f.lookback for f in self.features] + [2]) + 1
         self.context = Context(capacity)
 
     def update(self, bar: Bar) -> np.ndarray:
         """Raw (unnormalized) feature values at this bar, NaN where training has null."""
-        self.context.update(bar)
-        values = [v for f in self.features for v in f.update(self.context)]
+        if self.coarse or self.cross_entries:
+            values = [v for part in self.parts(bar) if part is not None for v in part]
+        else:
+            self.context.update(bar)
+            values = [v for f in self.features for v in f.update(self.context)]
         out = np.asarray(values, dtype=np.float64)
         out[~np.isfinite(out)] = np.nan
         return out
+
+    def parts(self, bar: Bar) -> list[list[float] | None]:
+        """This bar's values per spec entry, in spec order (None: a cross-asset entry)."""
+        self.context.update(bar)
+        fine = [f.update(self.context) for f in self.features]
+        for frame in self.coarse.values():
+            frame.update(bar)
+        out: list[list[float] | None] = []
+        for step in self.plan:
+            if step[0] == "fine":
+                out.append(fine[step[1]])
+            elif step[0] == "cross":
+                out.append(None)
+            else:
+                latest = self.coarse[step[0]].latest
+                out.append(latest[step[1]] if latest is not None else [NAN] * step[2])
+        return out
+
+
+_TIMEFRAME_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _timeframe_seconds(timeframe: str) -> int:
+    """`jaxtrade.features.spec.timeframe_seconds` (the runner imports no jaxtrade)."""
+    try:
+        return int(timeframe[:-1]) * _TIMEFRAME_UNITS[timeframe[-1]]
+    except (KeyError, ValueError):
+        raise BundleError(f"timeframe {timeframe!r} is not like 15m, 4h, 1d or 1w") from None
 
 
 class Normalizer:

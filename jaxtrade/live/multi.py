@@ -1,0 +1,578 @@
+"""The runner for bundles trained on several symbols (MarketData [T, A, F]); numpy only.
+
+Bars arrive one per symbol per timestamp (any order within a timestamp). A timestamp is
+complete when every symbol's bar for it arrived, or when a bar of a later timestamp arrives;
+then, as `jaxtrade.market.build` aligned the symbols on the union of their timestamps:
+
+  * a symbol with a bar updates its own features (FeatureEngine), ATR and volatility;
+  * a symbol without one (missing or late) keeps its last prices (carried forward, as the
+    market does), its feature row is 0 in the observation (as the market's), and its order
+    is not filled on this timestamp (the env's `valid` mask); a bar arriving after its
+    timestamp was processed is rejected (logged), never applied late;
+  * cross-asset features (cross_corr, turbulence: `CrossAsset`) read the returns of the
+    symbols with a bar at this timestamp, like `jaxtrade.features.cross_asset`;
+  * the regime filter reads the equal-weight mean log return of those symbols
+    (`jaxtrade.features.regimes.market_returns`).
+
+Then the observation (window [W, A, F] + the portfolio's 3 A + 2 values) goes through the
+policy, the action becomes one target weight per symbol (a discrete level split equally over
+the A symbols, or a continuous weight each) after the env's risk rules (`MultiLedger`), and
+one decision is returned per timestamp with `target_positions` {symbol: weight}.
+
+Before a symbol's first bar the market back-fills its prices from that first bar; the runner
+cannot, so it holds the symbol flat and, with ATR sizing on, sizes it with ATR 0 until then.
+Alerts (monitor.py) as in the single-symbol Runner (`monitor=`). Not here yet (the
+single-symbol Runner has them): the replay store, the bar gate's clock/jump rules, bundle
+pointers and `--on-drift flat`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from .bars import Bar, format_timestamp
+from .bundle import Bundle
+from .engine import MarketState
+from .errors import BarRejected, BundleError
+from .features import FeatureEngine, Normalizer, Ring
+from .formats import BarFormat
+from .ledger import BPS, F32, f32, summary
+from .network import ActorNetwork
+from .regimes import RegimeFilter
+from .sources import MalformedRecord
+
+log = logging.getLogger("jaxtrade.live")
+_sum = np.add.reduce
+
+
+class CrossAsset:
+    """Incremental `jaxtrade.features.cross_asset` for one timestamp at a time."""
+
+    def __init__(self, entries: list[dict], num_assets: int) -> None:
+        self.entries = [(e["name"], int(e["window"])) for e in entries]
+        for name, _ in self.entries:
+            if name not in ("cross_corr", "turbulence"):
+                raise BundleError(f"cross-asset feature {name!r} has no runner implementation")
+        self.num_assets = num_assets
+        # cross_corr: per entry, per asset, the (own return, others' mean) pairs of its bars.
+        self.pairs = [[(Ring(w), Ring(w)) for _ in range(num_assets)] for _, w in self.entries]
+        # turbulence: per entry, the last `window` timestamps' returns [A] (0 where none).
+        self.rows = [Ring(w) for _, w in self.entries]
+        self.history = [np.zeros((2 * w, num_assets)) for _, w in self.entries]
+
+    def update(self, returns: np.ndarray, present: np.ndarray) -> list[np.ndarray]:
+        """Per entry, the value per asset at this timestamp (NaN where training has null).
+
+        `returns[a]`: the asset's one-bar log return (NaN on its first bar or when not
+        finite); `present[a]`: the asset has a bar at this timestamp."""
+        known = present & np.isfinite(returns)
+        count = int(known.sum())
+        total = float(np.add.reduce(returns[known])) if count else 0.0
+        out = []
+        for k, (name, window) in enumerate(self.entries):
+            values = np.full(self.num_assets, np.nan)
+            if name == "cross_corr":
+                for a in np.flatnonzero(present):
+                    r = float(returns[a])
+                    others = (total - r) / (count - 1) if count > 1 and known[a] else math.nan
+                    xs, ys = self.pairs[k][a]
+                    xs.push(r)
+                    ys.push(others)
+                    x, y = xs.tail(window), ys.tail(window)
+                    if x is None:
+                        continue
+                    sx, sy = float(_sum(x)), float(_sum(y))
+                    if math.isnan(sx) or math.isnan(sy):  # a NaN in the window: null
+                        continue
+                    dx, dy = x - sx / window, y - sy / window
+                    spread = math.sqrt(float(np.dot(dx, dx) * np.dot(dy, dy)))
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        values[a] = float(np.dot(dx, dy)) / spread if spread > 0 else math.nan
+            else:  # turbulence, at every timestamp, from the previous `window` rows
+                history, ring = self.history[k], self.rows[k]
+                if ring.count >= window:
+                    end = (ring.count - 1) % window + window + 1
+                    past = history[end - window : end]
+                    mean = _sum(past, axis=0) / window
+                    s2 = past.T @ past
+                    cov = (s2 - window * np.outer(mean, mean)) / (window - 1)
+                    ridge = 1e-9 * np.trace(cov) / self.num_assets + 1e-18
+                    cov = cov + ridge * np.eye(self.num_assets)
+                    dev = np.where(known, returns, 0.0) - mean
+                    values[:] = float(dev @ np.linalg.solve(cov, dev))
+                row = np.where(known, returns, 0.0)
+                i = ring.count % window
+                history[i] = row
+                history[i + window] = row
+                ring.push(0.0)
+            out.append(values)
+        return out
+
+
+def _track_entry(old_units, new_units, entry, best, bars, price):
+    """envs.trading._track_entry per asset."""
+    opened = (np.sign(new_units) != np.sign(old_units)) & (new_units != 0)
+    flat = new_units == 0
+    entry = np.where(opened, price, np.where(flat, F32(0.0), entry)).astype(F32)
+    best = np.where(opened, price, np.where(flat, F32(0.0), best)).astype(F32)
+    bars = np.where(opened | flat, 0, bars)
+    return entry, best, bars
+
+
+class MultiLedger:
+    """`ledger.Ledger` for A assets: the env's transition with [A] float32 arrays."""
+
+    def __init__(self, costs: dict, trading: dict, risk: dict, action: dict, num_assets: int):
+        self.costs, self.trading, self.risk, self.action = costs, trading, risk, action
+        self.num_assets = num_assets
+        self.initial_equity = f32(trading.get("initial_equity", 1.0))
+        self.levels = np.asarray(action.get("discrete_levels", ()), F32)
+        zeros = np.zeros(num_assets, F32)
+        self.cash, self.units = self.initial_equity, zeros.copy()
+        self.entry_price, self.best_price = zeros.copy(), zeros.copy()
+        self.bars_in_position = np.zeros(num_assets, np.int64)
+        self.equity = self.peak_equity = self.breaker_peak = self.initial_equity
+        self.pause_left = 0
+        self.pending: tuple | None = None  # (decided_at_us, delta_units, rate, atr)
+        self.total_costs = 0.0
+        self.num_trades = 0
+        self.num_stops = 0
+        self.last_close = zeros.copy()
+
+    def action_to_weights(self, action) -> np.ndarray:
+        lev = f32(self.trading.get("max_leverage", 1.0))
+        if self.action["mode"] == "discrete":
+            index = min(max(int(action), 0), len(self.levels) - 1)
+            weights = np.full(self.num_assets, self.levels[index] / F32(self.num_assets), F32)
+        else:
+            raw = np.asarray(action, F32).reshape(self.num_assets)
+            weights = np.clip(np.nan_to_num(raw, nan=0.0, posinf=lev, neginf=-lev), -lev, lev)
+        if self.trading.get("long_only", False):
+            weights = np.maximum(weights, F32(0.0))
+        return weights.astype(F32)
+
+    def decide(self, timestamp_us, close, atr, volatility, regime, action,
+               seen=None) -> np.ndarray:
+        """The env's decision at the close of t (envs/risk.py, envs/costs.py), per asset;
+        assets not `seen` yet (no bar so far) get no order."""
+        r, c = self.risk, self.costs
+        close, atr, volatility = (np.asarray(x, F32) for x in (close, atr, volatility))
+        weights = self.action_to_weights(action)
+        if r.get("atr_sizing", False):
+            stop = f32(r.get("stop_loss_atr", 0.0))
+            distance = np.maximum((stop if stop > 0 else F32(1.0)) * atr, F32(1e-12))
+            weights = weights * f32(r.get("risk_per_trade", 0.01)) * close / distance
+        limit = f32(self.trading.get("max_leverage", 1.0))
+        if r.get("regime_caps", False):
+            caps = np.asarray(r.get("regime_max_leverage", (5.0, 2.0, 1.0)), F32)
+            limit = min(limit, caps[int(np.argmax(regime))])
+        gross = np.add.reduce(np.abs(weights), dtype=F32)
+        weights = (weights * min(F32(1.0), f32(limit / max(gross, F32(1e-12))))).astype(F32)
+        if self.pause_left > 0:
+            weights = np.zeros_like(weights)
+        target_units = weights * self.equity / close
+        delta = (target_units - self.units).astype(F32)
+        band = f32(c.get("min_trade_fraction", 0.001))
+        delta = np.where(np.abs(delta) * close < band * abs(self.equity), F32(0.0), delta)
+        if seen is not None:
+            delta = np.where(seen, delta, F32(0.0))
+        slippage = np.minimum(f32(c.get("slippage_vol_mult", 0.05)) * volatility / BPS,
+                              f32(c.get("slippage_cap_bps", 25.0)))
+        bps = f32(c.get("fee_bps", 1.0)) + f32(c.get("half_spread_bps", 1.0))
+        rate = ((bps + slippage + F32(0.0)) * BPS).astype(F32)
+        self.pending = (int(timestamp_us), delta.astype(F32), rate, atr)
+        return weights
+
+    def on_bar(self, timestamp_us, open1, high1, low1, close1, valid) -> list[dict]:
+        """Fill the pending order (assets with a bar only), stops, mark; returns fills."""
+        open1, high1, low1, close1 = (np.asarray(x, F32) for x in (open1, high1, low1, close1))
+        self.last_close = close1
+        order, self.pending = self.pending, None
+        if order is None:
+            return []
+        decided_at, delta, rate, atr = order
+        delta = np.where(valid, delta, F32(0.0))
+        high1, low1 = np.maximum(high1, open1), np.minimum(low1, open1)
+        at_close = bool(self.trading.get("fill_at_close", False))
+        units, cash = self.units, self.cash
+        entry, best, bars = self.entry_price, self.best_price, self.bars_in_position
+
+        d_open = np.zeros_like(delta) if at_close else delta
+        fee_open = np.add.reduce(np.abs(d_open) * open1 * rate, dtype=F32)
+        cash = f32(f32(cash - np.add.reduce(d_open * open1, dtype=F32)) - fee_open)
+        new_units = (units + d_open).astype(F32)
+        entry, best, bars = _track_entry(units, new_units, entry, best, bars, open1)
+        units = new_units
+
+        r = self.risk
+        sl, ts = f32(r.get("stop_loss_atr", 0.0)), f32(r.get("trailing_stop_atr", 0.0))
+        inf = F32(np.inf)
+        long_level = np.maximum(entry - sl * atr if sl > 0 else -inf,
+                                best - ts * atr if ts > 0 else -inf)
+        short_level = np.minimum(entry + sl * atr if sl > 0 else inf,
+                                 best + ts * atr if ts > 0 else inf)
+        level = np.where(units > 0, long_level, np.where(units < 0, short_level, F32(0.0)))
+        hit = ((units > 0) & (low1 <= level)) | ((units < 0) & (high1 >= level))
+        price = np.where(units > 0, np.minimum(level, open1), np.maximum(level, open1))
+        stop_price = np.where(hit, price, open1).astype(F32)
+        exit_units = np.where(hit, -units, F32(0.0)).astype(F32)
+        fee_stop = np.add.reduce(np.abs(exit_units) * stop_price * rate, dtype=F32)
+        cash = f32(f32(cash - np.add.reduce(exit_units * stop_price, dtype=F32)) - fee_stop)
+        held = units
+        units = (units + exit_units).astype(F32)
+        entry, best, bars = _track_entry(held, units, entry, best, bars, stop_price)
+        best = np.where(units > 0, np.maximum(best, high1),
+                        np.where(units < 0, np.minimum(best, low1), best)).astype(F32)
+        self.num_stops += int(hit.sum())
+
+        d_close = np.where(at_close & ~hit, delta, F32(0.0)).astype(F32)
+        fee_close = np.add.reduce(np.abs(d_close) * close1 * rate, dtype=F32)
+        cash = f32(f32(cash - np.add.reduce(d_close * close1, dtype=F32)) - fee_close)
+        before_close = units
+        units = (units + d_close).astype(F32)
+        entry, best, bars = _track_entry(before_close, units, entry, best, bars, close1)
+        bars = np.where(units != 0, bars + 1, 0)
+
+        c = self.costs
+        short = np.add.reduce(np.maximum(-units, F32(0.0)) * close1, dtype=F32)
+        carry = f32(short * f32(c.get("borrow_bps_per_bar", 0.4)) * BPS
+                    + max(-cash, F32(0.0)) * f32(c.get("funding_bps_per_bar", 0.0)) * BPS)
+        cash = f32(cash - carry)
+        equity = f32(cash + np.add.reduce(units * close1, dtype=F32))
+        self.peak_equity = max(self.peak_equity, equity)
+        paused = self.pause_left > 0
+        self.pause_left = max(self.pause_left - 1, 0)
+        self.breaker_peak = max(self.breaker_peak, equity)
+        cb = f32(r.get("circuit_breaker_drawdown", 0.0))
+        if cb > 0 and not paused and f32(F32(1.0) - equity / self.breaker_peak) >= cb:
+            self.pause_left = int(r.get("pause_bars", 20))
+            self.breaker_peak = equity
+
+        traded = (d_open != 0) | hit | (d_close != 0)
+        fills = [
+            {"timestamp_us": int(timestamp_us), "decided_at_us": decided_at, "asset": int(a),
+             "from_position": float(self.units[a]), "to_position": float(units[a])}
+            for a in np.flatnonzero(traded)
+        ]
+        self.cash, self.units, self.equity = cash, units, equity
+        self.entry_price, self.best_price, self.bars_in_position = entry, best, bars
+        self.total_costs += float(fee_open + fee_stop + fee_close + carry)
+        self.num_trades += 1 if fills else 0
+        return fills
+
+    def portfolio_vector(self, close) -> np.ndarray:
+        """envs.observation.portfolio_vector: per asset (weight, unrealized, log1p bars held),
+        asset-major, then drawdown and cash fraction; float32."""
+        close = np.asarray(close, F32)
+        equity = self.equity
+        safe = equity if abs(equity) > 1e-12 else F32(1e-12)
+        weight = self.units * close / safe
+        side = np.sign(self.units)
+        entry = np.where(self.entry_price > 0, self.entry_price, F32(1.0))
+        unrealized = np.where(side != 0, side * (close / entry - F32(1.0)), F32(0.0))
+        held = np.log1p(self.bars_in_position.astype(F32))
+        per_asset = np.stack([weight, unrealized, held], axis=-1).reshape(-1)
+        drawdown = f32(F32(1.0) - equity / self.peak_equity)
+        return np.concatenate([per_asset, np.array([drawdown, self.cash / safe], F32)]).astype(F32)
+
+    def position_weights(self) -> np.ndarray:
+        safe = self.equity if abs(self.equity) > 1e-12 else F32(1e-12)
+        return self.units * self.last_close / safe
+
+    def bankrupt(self) -> bool:
+        fraction = f32(self.risk.get("bankruptcy_fraction", 0.05))
+        return bool(self.equity <= fraction * self.initial_equity)
+
+
+class MultiAssetRunner:
+    """Bars of several symbols in, one decision per timestamp out (module docstring)."""
+
+    def __init__(self, bundle: Bundle, *, sink=None, initial_equity: float | None = None,
+                 engine: str = "numpy", monitor: dict | None = None) -> None:
+        """`monitor`: keyword arguments of monitor.Monitor (None: no alerts). Its return
+        drift reads the first symbol's closes (the bundle's reference is that symbol's
+        training returns), feature drift every symbol's rows in turn, degradation the
+        ledger's equity; alerts are logged and handed to the sink."""
+        m = bundle.manifest
+        self.manifest = m
+        self.format = BarFormat(m.get("bars"))
+        try:
+            self.symbols = [str(s) for s in m["symbols"]]
+            self.index = {s: a for a, s in enumerate(self.symbols)}
+            num_assets = len(self.symbols)
+            features, observation = m["features"], m["observation"]
+            self.window_bars = int(observation["window_bars"])
+            self.layout = observation.get("layout", "flat")
+            self.include_portfolio = bool(observation.get("include_portfolio", True))
+            spec = features["spec"]["features"]
+            spacing = features.get("bar_spacing_seconds")
+            self.engines = [FeatureEngine(spec, spacing, cross_asset=True)
+                            for _ in self.symbols]
+            self.cross = CrossAsset(self.engines[0].cross_entries, num_assets)
+            self.normalizer = Normalizer(features["normalizer"])
+            regimes = features.get("regimes")
+            self.regimes = RegimeFilter(regimes) if regimes else None
+            self.regime_in_features = int(features.get("regime_columns_in_features", 0))
+            self.network = ActorNetwork(m["network"], bundle.weights)
+            if engine == "onnx":
+                from .onnx_engine import OnnxActor
+
+                self.network = OnnxActor(bundle)
+            elif engine != "numpy":
+                raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
+            trading = dict(m["trading"])
+            if initial_equity is not None:
+                trading["initial_equity"] = float(initial_equity)
+            self.ledger = MultiLedger(m["costs"], trading, m.get("risk", {}), m["action"],
+                                      num_assets)
+            market = m.get("market", {})
+            self.market_states = [
+                MarketState(int(market.get("atr_window", 14)),
+                            int(market.get("volatility_window", 20)))
+                for _ in self.symbols
+            ]
+            self.num_features = len(self.normalizer.center)
+            if self.layout not in ("flat", "window"):
+                raise BundleError(f"observation layout {self.layout!r} is not supported")
+        except KeyError as err:
+            raise BundleError(f"manifest lacks {err}") from None
+        self._window = np.zeros((2 * self.window_bars, num_assets, self.num_features), F32)
+        self.num_assets = num_assets
+        self.bars_seen = 0
+        built = self.observation().shape
+        if built != self.network.obs_shape:
+            raise BundleError(
+                f"the runner builds observations of shape {list(built)} ({num_assets} symbols, "
+                f"window_bars={self.window_bars}, {self.num_features} features), the network "
+                f"takes {list(self.network.obs_shape)}"
+            )
+        self.carry = self.network.initial_carry()
+        self.sink = sink
+        # The last real bar of each symbol: its prices are carried over a missing bar.
+        self.last_bar: list[Bar | None] = [None] * num_assets
+        self.last_regime = np.full(3, 1.0 / 3.0)
+        self.trading = False
+        self.equity_curve: list[float] = []
+        self.decisions = 0
+        self.rejected = 0
+        self.timestamps = 0
+        self.missing_bars = 0
+        self.last_timestamp_us: int | None = None
+        self._pending_us: int | None = None
+        self._pending: dict[int, Bar] = {}
+        self._pending_trade = True
+        self.start_us: int | None = None
+        self.monitor = None
+        if monitor is not None:
+            from .monitor import Monitor
+
+            self.monitor = Monitor(m, bars_per_year=float(m.get("bars_per_year", 252.0)),
+                                   **monitor)
+        self.alerts = 0
+
+    # --- input -------------------------------------------------------------------------------
+    def process_record(self, record, symbol: str | None = None, *, trade: bool = True):
+        """A raw record of a source (read as training read its bars); its symbol is
+        `symbol` (one file per symbol) or the record's own `symbol` field."""
+        if isinstance(record, MalformedRecord):
+            return self._reject(record.reason)
+        if symbol is None:
+            symbol = record.get("symbol") if isinstance(record, dict) else None
+            if symbol in (None, ""):
+                return self._reject("record without a symbol")
+        try:
+            bar = self.format.bar(record)
+        except BarRejected as err:
+            return self._reject(err.reason)
+        return self.process(str(symbol), bar, trade=trade)
+
+    def process(self, symbol: str, bar: Bar, *, trade: bool = True) -> list[dict]:
+        """One symbol's bar; returns the decisions of the timestamps this bar completed."""
+        a = self.index.get(str(symbol))
+        if a is None:
+            return self._reject(f"symbol {symbol!r} is not one of the bundle's {self.symbols}")
+        if self.last_timestamp_us is not None and bar.timestamp_us <= self.last_timestamp_us:
+            return self._reject(f"{symbol} bar {bar.iso} arrived after its timestamp was "
+                                "processed (late bars are not applied)")
+        out: list[dict] = []
+        if self._pending_us is not None and bar.timestamp_us != self._pending_us:
+            if bar.timestamp_us < self._pending_us:
+                return self._reject(f"{symbol} bar {bar.iso} is older than the timestamp "
+                                    f"{format_timestamp(self._pending_us)} being collected")
+            out += self.flush()  # the earlier timestamp, with the trade flag it came with
+        if a in self._pending:
+            return out + self._reject(f"duplicate {symbol} bar at {bar.iso}")
+        if not self._pending:
+            self._pending_trade = trade
+        self._pending_us = bar.timestamp_us
+        self._pending[a] = bar
+        if len(self._pending) == self.num_assets:
+            out += self.flush()
+        return out
+
+    def flush(self, *, trade: bool | None = None) -> list[dict]:
+        """Process the timestamp being collected with the bars that came (end of a stream);
+        `trade` None: as its first bar's `process` call said."""
+        if self._pending_us is None:
+            return []
+        ts, bars = self._pending_us, self._pending
+        self._pending_us, self._pending = None, {}
+        trade = self._pending_trade if trade is None else trade
+        trade = trade and (self.start_us is None or ts >= self.start_us)
+        decision = self.step(ts, bars, trade=trade)
+        return [decision] if decision is not None else []
+
+    def _reject(self, reason: str) -> list[dict]:
+        self.rejected += 1
+        log.warning("rejected bar: %s", reason)
+        return []
+
+    # --- one timestamp -----------------------------------------------------------------------
+    def step(self, timestamp_us: int, bars: dict[int, Bar], *, trade: bool = True) -> dict | None:
+        """Everything of one timestamp: fills, features, and the decision (when trading)."""
+        started = time.perf_counter()
+        present = np.zeros(self.num_assets, bool)
+        for a in bars:
+            present[a] = True
+        self.missing_bars += int((~present).sum()) if self.timestamps else 0
+        self.timestamps += 1
+        returns = np.full(self.num_assets, np.nan)
+        for a, bar in bars.items():
+            previous = self.last_bar[a]
+            if previous is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = math.log(bar.close / previous.close) if previous.close > 0 else math.nan
+                returns[a] = r if math.isfinite(r) else math.nan
+            self.last_bar[a] = bar
+        carried = [self.last_bar[a] for a in range(self.num_assets)]
+        # A symbol not seen yet holds nothing; 1.0 stands in for its prices.
+        prices = np.array([[b.open, b.high, b.low, b.close] if b is not None else [1.0] * 4
+                           for b in carried], np.float64)
+        if self.trading:
+            self.ledger.on_bar(timestamp_us, prices[:, 0], prices[:, 1], prices[:, 2],
+                               prices[:, 3], present)
+            self.equity_curve.append(float(self.ledger.equity))
+        else:
+            self.ledger.last_close = np.asarray(prices[:, 3], F32)
+        iso = format_timestamp(timestamp_us)
+        if self.monitor is not None and 0 in bars:
+            equity = float(self.ledger.equity) if self.trading else None
+            for alert in self.monitor.on_bar(bars[0].close, equity, iso):
+                self.alert(alert)
+
+        parts = {a: self.engines[a].parts(bar) for a, bar in bars.items()}
+        cross = self.cross.update(returns, present) if self.cross.entries else []
+        if self.regimes is not None:
+            known = returns[present & np.isfinite(returns)]
+            market_return = float(known.mean()) if known.size else math.nan
+            self.last_regime = self.regimes.update(market_return)
+        row = np.zeros((self.num_assets, self.num_features), F32)
+        for a, bar in bars.items():
+            self.market_states[a].update(bar)
+            values = []
+            for part, step in zip(parts[a], self.engines[a].plan):
+                values += part if part is not None else [cross[step[1]][a]]
+            raw = np.asarray(values, np.float64)
+            raw[~np.isfinite(raw)] = np.nan
+            if self.regime_in_features:
+                raw = np.concatenate([raw, self.last_regime])
+            if raw.shape[0] != self.num_features:
+                raise BundleError(f"the runner computes {raw.shape[0]} features, the normalizer "
+                                  f"has {self.num_features}")
+            row[a] = self.normalizer(raw).astype(F32)
+            if self.monitor is not None:
+                for alert in self.monitor.on_features(row[a], iso):
+                    self.alert(alert)
+        i = self.bars_seen % self.window_bars
+        self._window[i] = row
+        self._window[i + self.window_bars] = row
+        self.bars_seen += 1
+        self.last_timestamp_us = timestamp_us
+
+        if not (trade and self.bars_seen >= self.window_bars and not self.ledger.bankrupt()):
+            return None
+        if not self.trading:
+            self.trading = True
+            self.equity_curve.append(float(self.ledger.equity))
+        decision = self._decide(timestamp_us)
+        decision["missing"] = [self.symbols[a] for a in np.flatnonzero(~present)]
+        decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
+        if self.sink is not None:
+            self.sink.emit(decision)
+        return decision
+
+    def alert(self, payload: dict) -> None:
+        self.alerts += 1
+        log.warning("alert: %s", payload.get("message", payload.get("kind")))
+        if self.sink is not None and hasattr(self.sink, "alert"):
+            self.sink.alert(payload)
+
+    def observation(self) -> np.ndarray:
+        start = self.bars_seen % self.window_bars
+        window = self._window[start : start + self.window_bars]  # [W, A, F]
+        flat_rows = window.reshape(self.window_bars, -1)
+        if not self.include_portfolio:
+            return flat_rows.reshape(-1) if self.layout == "flat" else flat_rows
+        portfolio = self.ledger.portfolio_vector(self.ledger.last_close)
+        if self.layout == "flat":
+            return np.concatenate([flat_rows.reshape(-1), portfolio])
+        tiled = np.broadcast_to(portfolio, (self.window_bars, portfolio.shape[0]))
+        return np.concatenate([flat_rows, tiled], axis=1)
+
+    def _decide(self, timestamp_us: int) -> dict:
+        head, self.carry = self.network.forward(self.observation(), self.carry)
+        spec = self.manifest["action"]
+        out: dict = {"timestamp": format_timestamp(timestamp_us)}
+        if spec["mode"] == "discrete":
+            logits = head.astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            action = int(np.argmax(head))
+            out["action"] = action
+            out["probabilities"] = [round(float(p), 6) for p in probs]
+        else:
+            raw = head.astype(F32)
+            unit = np.tanh(raw) if spec.get("squash") == "tanh" else np.clip(raw, -1, 1)
+            low, high = np.asarray(spec["low"], F32), np.asarray(spec["high"], F32)
+            action = low + (unit + F32(1.0)) * F32(0.5) * (high - low)
+            out["action"] = [float(x) for x in np.atleast_1d(action)]
+        close = self.ledger.last_close
+        atr = np.array([np.nan_to_num(s.atr) for s in self.market_states], F32)
+        vol = np.array([s.volatility for s in self.market_states], F32)
+        seen = np.array([b is not None for b in self.last_bar])
+        targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime, action,
+                                     seen)
+        self.decisions += 1
+        out["target_positions"] = {s: float(targets[a]) for a, s in enumerate(self.symbols)}
+        weights = self.ledger.position_weights()
+        out["positions"] = {s: round(float(weights[a]), 8) for a, s in enumerate(self.symbols)}
+        out["equity"] = float(self.ledger.equity)
+        return out
+
+    # --- whole streams -----------------------------------------------------------------------
+    def run(self, records: Iterable, *, start_us: int | None = None) -> dict:
+        """Feed records in time order (raw records with a `symbol` field, or (symbol,
+        record) pairs); bars before `start_us` only warm up."""
+        if start_us is not None:
+            self.start_us = start_us
+        for record in records:
+            if isinstance(record, tuple) and len(record) == 2 and isinstance(record[0], str):
+                self.process_record(record[1], record[0])
+            else:
+                self.process_record(record)
+        self.flush()
+        return self.summary()
+
+    def summary(self) -> dict:
+        bars_per_year = float(self.manifest.get("bars_per_year", 252.0))
+        out = summary(self.equity_curve, bars_per_year, self.ledger) if self.equity_curve else {}
+        out.update(decisions=self.decisions, timestamps=self.timestamps,
+                   missing_bars=self.missing_bars, rejected_bars=self.rejected)
+        if self.alerts:
+            out["alerts"] = self.alerts
+        return out
