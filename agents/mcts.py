@@ -1,0 +1,488 @@
+"""A dual-head (policy + value) search agent that plans on a learned model of the next bar.
+
+Trading env only. AlphaZero-style planners step the real environment inside the tree; on a
+market replay that reads the bars after t, so the plan sees the future. Here the tree never
+reads a bar after t: each edge is
+
+    decision at the close of t  ->  the portfolio's exact accounting (fills at the modelled
+                                    next open, commission, spread, slippage, stops, borrow,
+                                    drawdown breaker, reward: the env's own transition)
+    chance outcome              ->  the next bar, drawn from the network's next-bar model
+
+Only three things of the market enter the tree, all at bar t: the observation (the feature
+window ending at t), and the close, ATR, volatility and regime of bar t (the env's risk
+manager and cost model read them at the decision). `tests/test_mcts.py` replaces every bar
+after t and checks that the action, the visit distribution and the root value at t do not
+change, and that the root value's gradient with respect to MarketData rows after t is zero.
+
+The network: a shared torso over the observation's market window -> latent h; heads
+  policy logits (h, portfolio)   value (h, portfolio)   next-bar model logits (h)
+where `portfolio` is the env's portfolio vector (envs/observation.py) of the node's exact
+portfolio state. The next-bar model is a categorical over G x R buckets: the next open's gap
+log(open_{t+1} / close_t) and the bar's own return log(close_{t+1} / open_{t+1}), both in
+units of bar t's volatility (`agent.gap_edges_vol`, `agent.return_edges_vol`); a bucket's
+bar is its conditional normal mean (so gap 0 sits in the middle bucket). The modelled bar's
+high and low are max/min(open, close), so a modelled bar triggers a stop only through its
+open or close. The market latent h is the root's at every depth: the model predicts one bar
+ahead of the root and deeper nodes change only the portfolio (exactly); a learned latent
+transition (MuZero's dynamics) is not trained. The next bar never depends on the agent's
+action (a price taker), so all actions of a node share the chance distribution.
+
+The accounting inside the tree is the env's `transition` run on a two-row market made of
+bar t's context and the modelled bar (the state's index set to row 0): the same code the env
+runs on real bars, so costs, stops, breaker and reward are exactly the env's. Bar t+1 is
+assumed tradable (`valid`) in the tree.
+
+Search: mctx. Both policies are wired (`agent.search`):
+  "gumbel"      `gumbel_muzero_policy`: the edge's reward and value are the model's
+                expectation over the G x R outcomes; the child node continues from one
+                sampled outcome. Improved-policy targets (completed Q values), good with
+                few simulations; deterministic (gumbel_scale 0) when evaluating.
+  "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
+                the afterstate value is the expectation over outcomes; visit counts as
+                policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
+Measured on this machine (2-core x86_64 VM, CPU only, loaded; `python scripts/bench_mcts.py`,
+batch 256, 50 simulations, the default network, 21 outcomes): see BENCHMARKS.md. The default
+is the one measured faster (`search` below says which and the figures).
+
+Self-play (one update): every env acts by batched search inside the same jit; the step, its
+search policy and action go to the shared flashbax replay (agents/common/replay.py,
+compact trading observations); then `gradient_steps` minibatches of `n_step` sequences:
+  policy loss  cross-entropy of the policy head to the stored search policy
+  value loss   squared error to the n-step bootstrapped return (bootstrap: the value head at
+               the n-th observation, held fixed; a truncated end bootstraps its final one)
+  model loss   cross-entropy of the next-bar model to the bucket of the bar that actually
+               followed bar t (read from MarketData after it happened: t + 1 <= the bar the
+               env is at)
+Numeric hyperparameters are float32 leaves of the state (vmappable in sweeps).
+
+Other envs: the agent refuses them with one line. Its tree is exact accounting of jaxtrade's
+portfolio plus a learned model of the next bar; it has no learned dynamics of an arbitrary
+env's state, so a gymnax classic-control env has nothing for it to plan on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import optax
+from flax import struct
+
+from agents.common.agent import build_agent, policy_output
+from agents.common.config import hparams_as_arrays
+from agents.common.losses import n_step_returns
+from agents.common.networks import MLP, NetworkConfig, _dense
+from agents.common.offpolicy import OffPolicySizes, collect_and_learn, env_axis, example_item
+from agents.common.optim import adam_init, adam_step
+from agents.common.replay import Replay, make_replay, obs_codec
+from agents.common.rollout import EnvRunner, reset_runner
+from agents.common.types import Agent, Metrics, PolicyOutput
+from jaxtrade.errors import ConfigError
+
+SEARCHES = ("gumbel", "stochastic")
+
+
+@struct.dataclass
+class MCTSHParams:
+    """Numeric hyperparameters: pytree leaves, so `jax.vmap` can sweep them in one program."""
+
+    learning_rate: float = 1e-3
+    gamma: float = 0.9  # discount in the tree and in the n-step value targets
+    max_grad_norm: float = 1.0
+    value_coef: float = 1.0
+    model_coef: float = 1.0
+    gumbel_scale: float = 1.0  # gumbel: exploration noise of self-play (0 when evaluating)
+    pb_c_init: float = 1.25  # stochastic: PUCT constant
+    dirichlet_fraction: float = 0.25  # stochastic: root noise in self-play
+    temperature: float = 1.0  # stochastic: self-play acts on visits ** (1 / temperature)
+
+
+def _mcts_network_default() -> NetworkConfig:
+    return NetworkConfig(hidden_sizes=(64, 64), activation="relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class MCTSConfig(OffPolicySizes):
+    name: str = "mcts"
+    num_envs: int = 16
+    rollout_len: int = 1
+    total_steps: int = 50_000
+    batch_size: int = 128
+    buffer_size: int = 20_000
+    learning_starts: int = 1_000
+    updates_per_chunk: int = 250
+    n_step: int = 5
+    num_simulations: int = 16  # per decision in self-play and evaluation
+    search: str = "gumbel"  # "gumbel" | "stochastic"
+    max_depth: int = 0  # 0: no limit beyond the simulations
+    gap_edges_vol: tuple[float, ...] = (-0.5, 0.5)
+    return_edges_vol: tuple[float, ...] = (-1.5, -0.75, -0.25, 0.25, 0.75, 1.5)
+    network: NetworkConfig = dataclasses.field(default_factory=_mcts_network_default)
+    hparams: MCTSHParams = dataclasses.field(default_factory=MCTSHParams)
+
+    def check(self) -> None:
+        super().check()
+        if self.search not in SEARCHES:
+            raise ConfigError(f"agent.search={self.search!r} is not allowed: one of {SEARCHES}")
+        for key in ("n_step", "num_simulations"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"agent.{key}={getattr(self, key)} is not allowed: must be >= 1")
+        for key in ("gap_edges_vol", "return_edges_vol"):
+            edges = list(getattr(self, key))
+            if edges != sorted(edges) or len(set(edges)) != len(edges):
+                raise ConfigError(f"agent.{key}={edges} is not allowed: must be increasing")
+        if self.network.torso != "mlp":
+            raise ConfigError(f"network.torso={self.network.torso!r} is not allowed for mcts: "
+                              "its torso is the mlp over the observation's market window")
+
+    def check_num_envs(self, num_envs: int) -> None:
+        if self.buffer_size // max(num_envs, 1) < self.n_step + 1:
+            raise ConfigError(f"agent.buffer_size={self.buffer_size} is not allowed: with "
+                              f"env.num_envs={num_envs} each env keeps fewer than "
+                              f"agent.n_step + 1 = {self.n_step + 1} steps")
+
+    def export_head(self) -> dict[str, Any]:
+        raise ConfigError("agent.name='mcts' has no export bundle yet: the numpy runner does "
+                          "not run its search (issue 24)")
+
+
+def bucket_centers(edges: tuple[float, ...]) -> np.ndarray:
+    """E[z | z in bucket] of a standard normal, for the buckets the edges cut."""
+    cuts = np.concatenate([[-np.inf], np.asarray(edges, np.float64), [np.inf]])
+    pdf = lambda x: 0.0 if np.isinf(x) else math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    cdf = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0))) if np.isfinite(x) else float(x > 0)
+    return np.array([(pdf(a) - pdf(b)) / max(cdf(b) - cdf(a), 1e-12)
+                     for a, b in zip(cuts[:-1], cuts[1:])], np.float32)
+
+
+class MCTSNetwork(nn.Module):
+    """Torso over the market window -> latent; policy/value heads read the latent and the
+    portfolio vector; the next-bar model reads the latent only."""
+
+    config: NetworkConfig
+    num_actions: int
+    num_outcomes: int
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.torso = MLP(cfg.hidden_sizes, cfg.activation, cfg.layer_norm)
+        self.joint = MLP(cfg.hidden_sizes[-1:], cfg.activation)
+        self.policy_head = _dense(self.num_actions, 0.01)
+        self.value_head = _dense(1, 1.0)
+        self.model_head = _dense(self.num_outcomes, 0.01)
+
+    def embed(self, window: jax.Array) -> jax.Array:
+        return self.torso(window.reshape(window.shape[0], -1).astype(jnp.float32))
+
+    def predict(self, latent: jax.Array, portfolio: jax.Array) -> tuple[jax.Array, jax.Array]:
+        z = self.joint(jnp.concatenate([latent, portfolio], axis=-1))
+        return self.policy_head(z), self.value_head(z)[..., 0]
+
+    def next_bar(self, latent: jax.Array) -> jax.Array:
+        return self.model_head(latent)
+
+    def __call__(self, window: jax.Array, portfolio: jax.Array):
+        latent = self.embed(window)
+        logits, value = self.predict(latent, portfolio)
+        return logits, value, self.next_bar(latent)
+
+
+@struct.dataclass
+class Node:
+    """A state node of the tree (batched: leaves lead with [B])."""
+
+    latent: jax.Array  # [H] the root's market latent
+    portfolio: Any  # envs.trading.EnvState: the exact portfolio (t is not used)
+    close: jax.Array  # [A] the node's close (bar t's at the root, modelled below)
+    atr: jax.Array  # [A] bar t's
+    volatility: jax.Array  # [A] bar t's
+    regime: jax.Array  # [R] bar t's
+
+
+@struct.dataclass
+class SearchParams:
+    """What the batched policy call needs: the network and the search's hyperparameters."""
+
+    network: Any
+    hparams: MCTSHParams
+
+
+@struct.dataclass
+class TreeParams:
+    """What mctx passes to the recurrent functions: the search's params and the env params
+    (cost, risk and reward settings the exact accounting reads)."""
+
+    network: Any
+    hparams: MCTSHParams
+    env_params: Any
+
+
+@struct.dataclass
+class MCTSState:
+    params: Any
+    opt_state: Any
+    buffer: Any
+    runner: EnvRunner
+    rng: jax.Array
+    hparams: Any
+    update_step: jax.Array
+
+
+def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
+    from envs.observation import portfolio_size, portfolio_vector
+    from envs.trading import Shock, TradingEnv
+
+    if not isinstance(env, TradingEnv):
+        raise ConfigError("agent.name='mcts' plans on jaxtrade's trading env only (exact "
+                          "portfolio accounting + a learned next-bar model); "
+                          f"{type(env).__name__} has no such model")
+    config.check()
+    if env.action_mode != "discrete":
+        raise ConfigError("agent.name='mcts' needs discrete actions (env.action_mode=discrete)")
+    if env.num_assets != 1:
+        raise ConfigError(f"agent.name='mcts' plans on one asset; the market has "
+                          f"{env.num_assets}")
+    if env.obs_layout != "flat" or not env.include_portfolio:
+        raise ConfigError("agent.name='mcts' needs env.obs_layout=flat and "
+                          "env.include_portfolio=true")
+    num_updates, _, steps_per_update = config.run_sizes()
+    num_actions = env.num_actions
+    gap_z = jnp.asarray(bucket_centers(config.gap_edges_vol))
+    ret_z = jnp.asarray(bucket_centers(config.return_edges_vol))
+    gap_edges = jnp.asarray(config.gap_edges_vol, jnp.float32)
+    ret_edges = jnp.asarray(config.return_edges_vol, jnp.float32)
+    num_ret = ret_z.shape[0]
+    num_outcomes = gap_z.shape[0] * num_ret
+    network = MCTSNetwork(config.network, num_actions, num_outcomes)
+    p_size = portfolio_size(env.num_assets, True)
+    codec = obs_codec(env)
+    replay: Replay = make_replay(config.buffer_size, config.num_envs, config.batch_size,
+                                 config.n_step)
+    max_depth = config.max_depth or None
+
+    # ---- the tree ------------------------------------------------------------------------
+
+    def node_portfolio_vector(node: Node) -> jax.Array:
+        s = node.portfolio
+        return jax.vmap(portfolio_vector)(s.units, s.entry_price, s.bars_in_position, s.cash,
+                                          s.equity, s.peak_equity, node.close)
+
+    def root_node(params, obs, env_state, env_params) -> tuple[Node, jax.Array]:
+        """The root: latent of the window at t, the env state's exact portfolio, bar t's
+        context. Reads MarketData at t only."""
+        m = env_params.market
+        t = env_state.t
+        latent = network.apply(params, obs[:, :-p_size], method=MCTSNetwork.embed)
+        return Node(latent, env_state, m.close[t], m.atr[t], m.volatility[t], m.regime[t]), t
+
+    def outcome_bar(close, vol, outcome):
+        """The modelled next bar (open, high, low, close) [A] of chance outcome `outcome`."""
+        scale = jnp.maximum(vol, 1e-4)
+        open1 = close * jnp.exp(gap_z[outcome // num_ret] * scale)
+        close1 = open1 * jnp.exp(ret_z[outcome % num_ret] * scale)
+        return open1, jnp.maximum(open1, close1), jnp.minimum(open1, close1), close1
+
+    def account(node_one: Node, action, outcome, env_params):
+        """One node (unbatched), one action, one outcome -> (child, reward, terminated): the
+        env's own transition on the two-row market [bar t's context, the modelled bar]."""
+        m = env_params.market
+        open1, high1, low1, close1 = outcome_bar(node_one.close, node_one.volatility, outcome)
+        two = lambda a, b: jnp.stack([a, b])
+        market = m.replace(
+            features=jnp.zeros((2,) + m.features.shape[1:], m.features.dtype),
+            open=two(node_one.close, open1), high=two(node_one.close, high1),
+            low=two(node_one.close, low1), close=two(node_one.close, close1),
+            atr=two(node_one.atr, node_one.atr),
+            volatility=two(node_one.volatility, node_one.volatility),
+            regime=two(node_one.regime, node_one.regime),
+            valid=jnp.ones((2,) + m.valid.shape[1:], m.valid.dtype),
+        )
+        state = node_one.portfolio.replace(t=jnp.zeros((), jnp.int32),
+                                           end=jnp.full((), 2**30, jnp.int32))
+        nxt, reward, terminated, _, _ = env.transition(state, action,
+                                                       env_params.replace(market=market),
+                                                       Shock.none())
+        child = node_one.replace(portfolio=nxt.replace(t=node_one.portfolio.t), close=close1)
+        return child, reward.astype(jnp.float32), terminated
+
+    def chance_logits(params, node: Node) -> jax.Array:
+        return network.apply(params, node.latent, method=MCTSNetwork.next_bar)
+
+    def evaluate(params, node: Node) -> tuple[jax.Array, jax.Array]:
+        return network.apply(params, node.latent, node_portfolio_vector(node),
+                             method=MCTSNetwork.predict)
+
+    def all_outcomes(params, node: Node, action, env_params, gamma):
+        """Every outcome of `action` at every node of the batch: children [K, B], rewards,
+        terminations, the children's logits and values, and the edge's expected return."""
+        outcomes = jnp.arange(num_outcomes)
+        per = jax.vmap(jax.vmap(account, in_axes=(0, 0, None, None)),
+                       in_axes=(None, None, 0, None))
+        children, rewards, terminated = per(node, action, outcomes, env_params)
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), children)
+        logits, values = evaluate(params, flat)
+        logits = logits.reshape((num_outcomes, -1, num_actions))
+        values = values.reshape((num_outcomes, -1))
+        probs = jax.nn.softmax(chance_logits(params, node), axis=-1).T  # [K, B]
+        alive = 1.0 - terminated.astype(jnp.float32)
+        expected = jnp.sum(probs * (rewards + gamma * alive * values), axis=0)
+        return children, rewards, alive, logits, values, probs, expected
+
+    def gumbel_recurrent(tree: TreeParams, key, action, node: Node):
+        params, gamma = tree.network, tree.hparams.gamma
+        children, rewards, alive, logits, values, probs, _ = all_outcomes(
+            params, node, action, tree.env_params, gamma)
+        batch = jnp.arange(action.shape[0])
+        sampled = jax.random.categorical(key, jnp.log(probs.T + 1e-12))
+        child = jax.tree.map(lambda x: x[sampled, batch], children)
+        out = mctx.RecurrentFnOutput(
+            reward=jnp.sum(probs * rewards, axis=0),
+            discount=gamma * jnp.ones_like(action, jnp.float32),
+            prior_logits=logits[sampled, batch],
+            value=jnp.sum(probs * alive * values, axis=0))
+        return out, child
+
+    def decision_recurrent(tree: TreeParams, key, action, node: Node):
+        params, gamma = tree.network, tree.hparams.gamma
+        *_, expected = all_outcomes(params, node, action, tree.env_params, gamma)
+        out = mctx.DecisionRecurrentFnOutput(chance_logits=chance_logits(params, node),
+                                             afterstate_value=expected)
+        return out, (node, action)
+
+    def chance_recurrent(tree: TreeParams, key, outcome, afterstate):
+        params, gamma = tree.network, tree.hparams.gamma
+        node, action = afterstate
+        child, reward, terminated = jax.vmap(account, in_axes=(0, 0, 0, None))(
+            node, action, outcome, tree.env_params)
+        logits, value = evaluate(params, child)
+        out = mctx.ChanceRecurrentFnOutput(
+            action_logits=logits, value=value, reward=reward,
+            discount=gamma * (1.0 - terminated.astype(jnp.float32)))
+        return out, child
+
+    def search(network_params, hp, obs, env_state, env_params, key, deterministic):
+        """Batched search from the env states: (action, improved policy [B, A], root value)."""
+        node, _ = root_node(network_params, obs, env_state, env_params)
+        logits, value = evaluate(network_params, node)
+        root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=node)
+        search_params = TreeParams(network_params, hp, env_params)
+        deterministic = jnp.asarray(deterministic)
+        if config.search == "gumbel":
+            out = mctx.gumbel_muzero_policy(
+                search_params, key, root, gumbel_recurrent, config.num_simulations,
+                max_depth=max_depth, max_num_considered_actions=num_actions,
+                gumbel_scale=jnp.where(deterministic, 0.0, hp.gumbel_scale))
+            weights = out.action_weights
+            action = out.action
+        else:
+            out = mctx.stochastic_muzero_policy(
+                search_params, key, root, decision_recurrent, chance_recurrent,
+                config.num_simulations, max_depth=max_depth,
+                dirichlet_fraction=jnp.where(deterministic, 0.0, hp.dirichlet_fraction),
+                pb_c_init=hp.pb_c_init, temperature=hp.temperature)
+            weights = out.action_weights
+            action = jnp.where(deterministic, jnp.argmax(weights, axis=-1), out.action)
+        root_value = out.search_tree.summary().value
+        return action.astype(jnp.int32), weights, root_value
+
+    # ---- learning ------------------------------------------------------------------------
+
+    def realized_outcome(bar: jax.Array, env_params: Any) -> jax.Array:
+        """The bucket of the bar that followed `bar` (asset 0), in bar `bar`'s volatility."""
+        m = env_params.market
+        scale = jnp.maximum(m.volatility[bar, 0], 1e-4)
+        gap = jnp.log(m.open[bar + 1, 0] / m.close[bar, 0]) / scale
+        ret = jnp.log(m.close[bar + 1, 0] / m.open[bar + 1, 0]) / scale
+        g = jnp.searchsorted(gap_edges, gap, side="right")
+        r = jnp.searchsorted(ret_edges, ret, side="right")
+        return (g * num_ret + r).astype(jnp.int32)
+
+    def init(key: jax.Array, hparams: Any, env_params: Any) -> MCTSState:
+        hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
+        key, net_key, env_key = jax.random.split(key, 3)
+        runner = reset_runner(env, env_params, env_key, config.num_envs)
+        obs = runner.obs
+        params = network.init(net_key, obs[:, :-p_size], obs[:, -p_size:])
+        stored = {"index": jnp.zeros((config.num_envs,), jnp.int32),
+                  "search_policy": jnp.zeros((config.num_envs, num_actions), jnp.float32)}
+        return MCTSState(params=params, opt_state=adam_init(params),
+                         buffer=replay.init(example_item(codec, runner, stored)),
+                         runner=runner, rng=key, hparams=hp,
+                         update_step=jnp.zeros((), jnp.int32))
+
+    def learn(state: MCTSState, key: jax.Array, env_params: Any):
+        hp = state.hparams
+        items, _, _ = replay.sample(state.buffer, key)
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)
+        returns, discount, last = n_step_returns(time_major(items["reward"]),
+                                                 time_major(items["terminated"]),
+                                                 time_major(items["truncated"]), hp.gamma)
+        first = jax.tree.map(lambda x: x[:, 0], items["obs"])
+        boot = jax.tree.map(lambda x: jnp.take_along_axis(
+            x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0], items["next_obs"])
+        obs = codec.decode(first, env_params)
+        next_obs = codec.decode(boot, env_params)
+        target_policy = items["action"]["search_policy"][:, 0]
+        outcome = realized_outcome(first["bar"], env_params)
+        _, next_value, _ = network.apply(state.params, next_obs[:, :-p_size],
+                                         next_obs[:, -p_size:])
+        value_target = jax.lax.stop_gradient(returns + discount * next_value)
+
+        def loss_fn(params):
+            logits, value, model_logits = network.apply(params, obs[:, :-p_size],
+                                                        obs[:, -p_size:])
+            policy_loss = -jnp.mean(jnp.sum(target_policy * jax.nn.log_softmax(logits), -1))
+            value_loss = 0.5 * jnp.mean((value - value_target) ** 2)
+            model_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+                model_logits, outcome))
+            loss = policy_loss + hp.value_coef * value_loss + hp.model_coef * model_loss
+            return loss, (policy_loss, value_loss, model_loss, value)
+
+        (loss, (p_loss, v_loss, m_loss, value)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
+        params, opt_state = adam_step(state.params, grads, state.opt_state, hp.learning_rate,
+                                      hp.max_grad_norm)
+        metrics = {"loss": loss, "policy_loss": p_loss, "value_loss": v_loss,
+                   "model_loss": m_loss, "value_mean": jnp.mean(value),
+                   "grad_norm": optax.global_norm(grads)}
+        return state.replace(params=params, opt_state=opt_state), metrics
+
+    def update(state: MCTSState, env_params: Any) -> tuple[MCTSState, Metrics]:
+        hp = state.hparams
+
+        def behaviour(obs, env_state, key):
+            action, weights, _ = search(state.params, hp, obs, env_state, env_params, key,
+                                        False)
+            return {"index": action, "search_policy": weights}, action
+
+        state, metrics = collect_and_learn(state, env, env_params, replay, codec, behaviour,
+                                           lambda s, k: learn(s, k, env_params), config,
+                                           steps_per_update)
+        return state, metrics
+
+    def policy(params: SearchParams, obs, env_state, env_params, key, carry,
+               deterministic) -> PolicyOutput:
+        """Batched search from the env states' exact portfolios: the search's action, its
+        improved policy as logits, the root value."""
+        action, weights, root_value = search(params.network, params.hparams, obs, env_state,
+                                             env_params, key, deterministic)
+        return policy_output(env, env_params, action, carry,
+                             logits=jnp.log(jnp.maximum(weights, 1e-30)), value=root_value)
+
+    return build_agent(
+        family="mcts",
+        config=config,
+        network=network,
+        init=init,
+        update=update,
+        policy=policy,
+        policy_params=lambda state: SearchParams(state.params, state.hparams),
+        env_axis=env_axis,
+    )
