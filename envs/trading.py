@@ -59,24 +59,24 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from envs import costs as costs_lib
+from envs import accounting
 from envs import observation as obs_lib
-from envs import rewards as rewards_lib
 from envs import risk as risk_lib
+from envs.accounting import (
+    Afterstate,
+    DecisionBar,
+    EnvState,
+    NextBar,
+    TradingConfig,
+    _runtime_one,
+    _shared,
+)
 from envs.costs import TransactionConfig
 from envs.rewards import RewardConfig, RewardStats
 from envs.risk import RiskConfig
 from jaxtrade.market import MarketData
 
 ACTION_MODES = ("discrete", "continuous")
-
-
-@struct.dataclass
-class TradingConfig:
-    initial_equity: jax.Array | float = 1.0
-    max_leverage: jax.Array | float = 1.0
-    long_only: jax.Array | bool = False
-    fill_at_close: jax.Array | bool = False  # fill at the close of t+1 instead of its open
 
 
 @struct.dataclass
@@ -89,23 +89,6 @@ class EnvParams:
     split: jax.Array | int = 0  # 0 train, 1 validation, 2 test
     eval_mode: jax.Array | bool = False
     episode_bars: jax.Array | int = 256
-
-
-@struct.dataclass
-class EnvState:
-    t: jax.Array  # bar whose close was last observed
-    end: jax.Array  # the episode is truncated when t reaches this bar
-    time: jax.Array  # steps taken in this episode
-    cash: jax.Array
-    units: jax.Array  # [A] signed quantities held
-    entry_price: jax.Array  # [A] fill price of the current position's opening trade
-    best_price: jax.Array  # [A] most favourable price since entry (trailing stop)
-    bars_in_position: jax.Array  # [A] int32
-    equity: jax.Array  # marked at the close of t
-    peak_equity: jax.Array
-    breaker_peak: jax.Array  # circuit-breaker reference peak (restarts at a trip)
-    pause_left: jax.Array  # int32 decisions still forced flat by the circuit breaker
-    stats: RewardStats
 
 
 @struct.dataclass
@@ -370,130 +353,42 @@ class TradingEnv(environment.Environment):
 
     # ---- the transition ------------------------------------------------------------------
 
+    def decision_bar(self, state: EnvState, params: EnvParams) -> DecisionBar:
+        """Row t of MarketData (state.t = t): what the accounting uses of bar t."""
+        m, t = params.market, state.t
+        return DecisionBar(close=m.close[t], atr=m.atr[t], volatility=m.volatility[t],
+                           regime=m.regime[t])
+
+    def next_bar(self, state: EnvState, params: EnvParams, shock: Shock) -> NextBar:
+        """Row t+1 of MarketData, with the shock's opening gap: the bar that settles a step.
+
+        The env's step is the only caller; a planner must model this bar instead."""
+        m, t1 = params.market, state.t + 1
+        return NextBar(open=m.open[t1] * (1.0 + shock.open_gap), high=m.high[t1],
+                       low=m.low[t1], close=m.close[t1], valid=m.valid[t1])
+
+    def afterstate(self, state: EnvState, action: jax.Array, params: EnvParams,
+                   slippage_bps: jax.Array | None = None) -> Afterstate:
+        """The exact effect of `action` at the close of t, before bar t+1 is known.
+
+        Reads only row t of MarketData (known at the close of t): the order, its cost rate,
+        the target weights after the risk manager and the pause flag (envs/accounting.py).
+        `accounting.settle(after, next_bar, params)` then gives the step's result for any
+        modelled bar t+1; with the market's own row t+1 it equals `transition` bit for bit
+        (but for info["regime"]). For a root state only: below the root, state.t is a bar
+        the planner has not seen, so call `accounting.decide` with a modelled DecisionBar.
+        """
+        return accounting.decide(state, self.action_to_weights(action, params),
+                                 self.decision_bar(state, params), params, slippage_bps)
+
     def transition(self, state: EnvState, action: jax.Array, params: EnvParams, shock: Shock):
-        """Pure step from the close of t to the close of t+1 (no reset)."""
-        m, tc, cfg_risk, trade = params.market, params.costs, params.risk, params.trading
-        t, t1 = state.t, state.t + 1
-        one = _runtime_one(state)
-        close_t, atr_t, vol_t = m.close[t], m.atr[t], m.volatility[t]
-        open1 = m.open[t1] * (1.0 + shock.open_gap)
-        high1 = jnp.maximum(m.high[t1], open1)
-        low1 = jnp.minimum(m.low[t1], open1)
-        close1 = m.close[t1]
-        tradable = m.valid[t1] > 0
-
-        # 1. Decision at the close of t -> target units (risk manager, band).
-        weights = self.action_to_weights(action, params)
-        weights = risk_lib.atr_size(weights, close_t, atr_t, cfg_risk)
-        limit = risk_lib.leverage_limit(trade.max_leverage, m.regime[t], cfg_risk)
-        weights = risk_lib.cap_gross(weights, limit)
-        paused = state.pause_left > 0
-        weights = jnp.where(paused, 0.0, weights)
-        target_units = weights * state.equity / close_t
-        delta = costs_lib.apply_no_trade_band(target_units - state.units, close_t,
-                                              state.equity, tc)
-        delta = jnp.where(tradable, delta, 0.0)
-        rate = costs_lib.fill_cost_rate(vol_t, tc, shock.slippage_bps)
-
-        # 2. Fill at the open of t+1 (unless filling at the close).
-        at_open = ~trade.fill_at_close
-        d_open = jnp.where(at_open, delta, 0.0)
-        fee_open = jnp.sum(jnp.abs(d_open) * open1 * rate)
-        cash = state.cash - jnp.sum(d_open * open1) - fee_open
-        units = _shared(state.units + d_open, one)
-        entry, best, bars = _track_entry(state.units, units, state.entry_price,
-                                         state.best_price, state.bars_in_position, open1)
-
-        # 3. Stops during bar t+1 on what is held through the bar.
-        level = risk_lib.stop_levels(units, entry, best, atr_t, cfg_risk)
-        hit, stop_price = risk_lib.stop_hits(units, level, open1, high1, low1)
-        exit_units = _shared(jnp.where(hit, -units, 0.0), one)
-        fee_stop = jnp.sum(jnp.abs(exit_units) * stop_price * rate)
-        cash = cash - jnp.sum(exit_units * stop_price) - fee_stop
-        held = units
-        units = units + exit_units
-        entry, best, bars = _track_entry(held, units, entry, best, bars, stop_price)
-        best = jnp.where(units > 0, jnp.maximum(best, high1),
-                         jnp.where(units < 0, jnp.minimum(best, low1), best))
-
-        # 2'. Fill at the close of t+1 (stopped assets stay flat until the next decision).
-        d_close = jnp.where(trade.fill_at_close & ~hit, delta, 0.0)
-        fee_close = jnp.sum(jnp.abs(d_close) * close1 * rate)
-        cash = cash - jnp.sum(d_close * close1) - fee_close
-        before_close = units
-        units = units + d_close
-        entry, best, bars = _track_entry(before_close, units, entry, best, bars, close1)
-        bars = jnp.where(units != 0, bars + 1, 0)
-
-        # 4. Mark at the close of t+1, carry costs, reward, risk state.
-        carry = costs_lib.carry_cost(units, close1, cash, tc)
-        cash = cash - carry
-        equity = _shared(cash + jnp.sum(units * close1), one)
-        peak = jnp.maximum(state.peak_equity, equity)
-        equity_floor = 1e-6 * trade.initial_equity
-        r = rewards_lib.log_return(equity, state.equity, equity_floor)
-        traded_notional = (jnp.sum(jnp.abs(d_open) * open1)
-                           + jnp.sum(jnp.abs(exit_units) * stop_price)
-                           + jnp.sum(jnp.abs(d_close) * close1))
-        drawdown = 1.0 - equity / peak
-        prev_drawdown = 1.0 - state.equity / state.peak_equity
-        turnover = traded_notional / jnp.maximum(jnp.abs(state.equity), equity_floor)
-        reward = rewards_lib.combined_reward(r, state.stats, drawdown, prev_drawdown, turnover,
-                                             params.reward)
-        stats = rewards_lib.update_stats(r, state.stats, params.reward.dsr_eta)
-
-        pause_left = jnp.maximum(state.pause_left - 1, 0)
-        breaker_peak = jnp.maximum(state.breaker_peak, equity)
-        cb = cfg_risk.circuit_breaker_drawdown
-        trip = (cb > 0) & (1.0 - equity / breaker_peak >= cb) & ~paused
-        pause_left = jnp.where(trip, cfg_risk.pause_bars, pause_left).astype(jnp.int32)
-        breaker_peak = jnp.where(trip, equity, breaker_peak)
-
-        next_state = EnvState(
-            t=t1, end=state.end, time=state.time + 1, cash=cash, units=units,
-            entry_price=entry, best_price=best, bars_in_position=bars.astype(jnp.int32),
-            equity=equity, peak_equity=peak, breaker_peak=breaker_peak,
-            pause_left=pause_left, stats=stats,
-        )
-        terminated = risk_lib.is_bankrupt(equity, trade.initial_equity, cfg_risk)
-        truncated = (t1 >= state.end) & ~terminated
-        safe_equity = jnp.where(jnp.abs(equity) > equity_floor, equity, equity_floor)
-        info = {
-            "equity": equity,
-            "position": units * close1 / safe_equity,
-            "units": units,
-            "target_weights": weights,
-            "traded_notional": traded_notional,
-            "costs": fee_open + fee_stop + fee_close + carry,
-            "traded": traded_notional > 0,
-            "stopped": jnp.any(hit),
-            "paused": paused,
-            "regime": jnp.argmax(m.regime[t1]).astype(jnp.int32),
-            "log_return": r,
-            "bar": t1,
-        }
-        return next_state, reward, terminated, truncated, info
-
-
-def _runtime_one(state: EnvState) -> jax.Array:
-    """A float32 1 per env that the compiler cannot see is 1 (see `_shared`)."""
-    n = (jnp.abs(state.end) + 1).astype(jnp.float32)  # never 0, always finite
-    return n / n
-
-
-def _shared(x: jax.Array, one: jax.Array) -> jax.Array:
-    """`x` unchanged, but computed once per step instead of once per consumer.
-
-    XLA:CPU copies chains of cheap elementwise ops into every fused loop that reads them.
-    With the auto-reset every state field is selected separately, so the whole transition
-    (equity depends on all of it) was recomputed for each of ~15 fields: a step with
-    auto-reset cost 2.5x one without. A division counts as expensive, so XLA materializes
-    its result once and shares it; dividing by an exact 1 keeps every bit (NaN, inf, -0 too).
-    Booleans go through float32 and back.
-    """
-    if x.dtype == jnp.bool_:
-        return (x.astype(jnp.float32) / one) > 0
-    return x / one
+        """Pure step from the close of t to the close of t+1 (no reset): read bars t and t+1
+        from MarketData, then `accounting.settle(accounting.decide(...))`."""
+        after = self.afterstate(state, action, params, shock.slippage_bps)
+        next_state, reward, terminated, truncated, info = accounting.settle(
+            after, self.next_bar(state, params, shock), params)
+        regime = jnp.argmax(params.market.regime[state.t + 1]).astype(jnp.int32)
+        return next_state, reward, terminated, truncated, {**info, "regime": regime}
 
 
 def _uniform_int(key: jax.Array, salt: jax.Array | int, low: jax.Array, high: jax.Array):
@@ -523,16 +418,6 @@ def _episode_salt(state: EnvState) -> jax.Array:
     # vmapped and a single-env program) change episode starts.
     return (state.t.astype(jnp.uint32) * jnp.uint32(0x27D4EB2F)) ^ state.time.astype(
         jnp.uint32)
-
-
-def _track_entry(old_units, new_units, entry, best, bars, price):
-    """Entry/best price and holding time after a change of position at `price`."""
-    opened = (jnp.sign(new_units) != jnp.sign(old_units)) & (new_units != 0)
-    flat = new_units == 0
-    entry = jnp.where(opened, price, jnp.where(flat, 0.0, entry))
-    best = jnp.where(opened, price, jnp.where(flat, 0.0, best))
-    bars = jnp.where(opened | flat, 0, bars)
-    return entry, best, bars
 
 
 @partial(jax.jit, static_argnums=(0,))
