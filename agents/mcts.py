@@ -28,10 +28,12 @@ ahead of the root and deeper nodes change only the portfolio (exactly); a learne
 transition (MuZero's dynamics) is not trained. The next bar never depends on the agent's
 action (a price taker), so all actions of a node share the chance distribution.
 
-The accounting inside the tree is the env's `transition` run on a two-row market made of
-bar t's context and the modelled bar (the state's index set to row 0): the same code the env
-runs on real bars, so costs, stops, breaker and reward are exactly the env's. Bar t+1 is
-assumed tradable (`valid`) in the tree.
+The accounting inside the tree is envs/accounting.py, the functions the env's own step runs:
+a decision node's action becomes the exact afterstate (`accounting.decide`: risk manager,
+no-trade band, target units at the node's close, cost rate), which is the chance node; the
+modelled bar settles it (`accounting.settle`: fills, commission, spread, slippage, stops,
+carry, reward, drawdown breaker). Below the root the decision bar is the modelled close with
+bar t's ATR, volatility and regime. Bar t+1 is assumed tradable (`valid`) in the tree.
 
 Search: mctx. Both policies are wired (`agent.search`):
   "gumbel"      `gumbel_muzero_policy`: the edge's reward and value are the model's
@@ -84,6 +86,9 @@ from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics, PolicyOutput
+from envs import accounting
+from envs.observation import portfolio_size, portfolio_vector
+from envs.trading import TradingEnv
 from jaxtrade.errors import ConfigError
 
 SEARCHES = ("gumbel", "stochastic")
@@ -199,11 +204,17 @@ class Node:
     """A state node of the tree (batched: leaves lead with [B])."""
 
     latent: jax.Array  # [H] the root's market latent
-    portfolio: Any  # envs.trading.EnvState: the exact portfolio (t is not used)
-    close: jax.Array  # [A] the node's close (bar t's at the root, modelled below)
-    atr: jax.Array  # [A] bar t's
-    volatility: jax.Array  # [A] bar t's
-    regime: jax.Array  # [R] bar t's
+    portfolio: Any  # envs.accounting.EnvState: the exact portfolio (its t is not read)
+    bar: Any  # envs.accounting.DecisionBar: the node's close (bar t's at the root, modelled
+    # below) with bar t's ATR, volatility and regime
+
+
+@struct.dataclass
+class Afterstate:
+    """A chance node: the node it was decided at and the exact order (envs.accounting)."""
+
+    node: Node
+    after: Any  # envs.accounting.Afterstate
 
 
 @struct.dataclass
@@ -236,9 +247,6 @@ class MCTSState:
 
 
 def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
-    from envs.observation import portfolio_size, portfolio_vector
-    from envs.trading import Shock, TradingEnv
-
     if not isinstance(env, TradingEnv):
         raise ConfigError("agent.name='mcts' plans on jaxtrade's trading env only (exact "
                           "portfolio accounting + a learned next-bar model); "
@@ -272,44 +280,40 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
     def node_portfolio_vector(node: Node) -> jax.Array:
         s = node.portfolio
         return jax.vmap(portfolio_vector)(s.units, s.entry_price, s.bars_in_position, s.cash,
-                                          s.equity, s.peak_equity, node.close)
+                                          s.equity, s.peak_equity, node.bar.close)
 
-    def root_node(params, obs, env_state, env_params) -> tuple[Node, jax.Array]:
+    def root_node(params, obs, env_state, env_params) -> Node:
         """The root: latent of the window at t, the env state's exact portfolio, bar t's
-        context. Reads MarketData at t only."""
-        m = env_params.market
-        t = env_state.t
+        decision values. Reads MarketData at row t only."""
         latent = network.apply(params, obs[:, :-p_size], method=MCTSNetwork.embed)
-        return Node(latent, env_state, m.close[t], m.atr[t], m.volatility[t], m.regime[t]), t
+        bar = jax.vmap(env.decision_bar, in_axes=(0, None))(env_state, env_params)
+        return Node(latent, env_state, bar)
 
-    def outcome_bar(close, vol, outcome):
-        """The modelled next bar (open, high, low, close) [A] of chance outcome `outcome`."""
-        scale = jnp.maximum(vol, 1e-4)
-        open1 = close * jnp.exp(gap_z[outcome // num_ret] * scale)
+    def modelled_bar(bar: Any, outcome: jax.Array) -> Any:
+        """The next bar [A] of chance outcome `outcome` after decision bar `bar`."""
+        scale = jnp.maximum(bar.volatility, 1e-4)
+        open1 = bar.close * jnp.exp(gap_z[outcome // num_ret] * scale)
         close1 = open1 * jnp.exp(ret_z[outcome % num_ret] * scale)
-        return open1, jnp.maximum(open1, close1), jnp.minimum(open1, close1), close1
+        return accounting.NextBar(open=open1, high=jnp.maximum(open1, close1),
+                                  low=jnp.minimum(open1, close1), close=close1,
+                                  valid=jnp.ones_like(close1))
 
-    def account(node_one: Node, action, outcome, env_params):
-        """One node (unbatched), one action, one outcome -> (child, reward, terminated): the
-        env's own transition on the two-row market [bar t's context, the modelled bar]."""
-        m = env_params.market
-        open1, high1, low1, close1 = outcome_bar(node_one.close, node_one.volatility, outcome)
-        two = lambda a, b: jnp.stack([a, b])
-        market = m.replace(
-            features=jnp.zeros((2,) + m.features.shape[1:], m.features.dtype),
-            open=two(node_one.close, open1), high=two(node_one.close, high1),
-            low=two(node_one.close, low1), close=two(node_one.close, close1),
-            atr=two(node_one.atr, node_one.atr),
-            volatility=two(node_one.volatility, node_one.volatility),
-            regime=two(node_one.regime, node_one.regime),
-            valid=jnp.ones((2,) + m.valid.shape[1:], m.valid.dtype),
-        )
-        state = node_one.portfolio.replace(t=jnp.zeros((), jnp.int32),
-                                           end=jnp.full((), 2**30, jnp.int32))
-        nxt, reward, terminated, _, _ = env.transition(state, action,
-                                                       env_params.replace(market=market),
-                                                       Shock.none())
-        child = node_one.replace(portfolio=nxt.replace(t=node_one.portfolio.t), close=close1)
+    def decide(node: Node, action: jax.Array, env_params: Any) -> Afterstate:
+        """The exact order of `action` at each node of the batch (envs.accounting.decide)."""
+        def one(state, bar, a):
+            return accounting.decide(state, env.action_to_weights(a, env_params), bar,
+                                     env_params)
+        return Afterstate(node, jax.vmap(one)(node.portfolio, node.bar, action))
+
+    def settle(chance: Afterstate, outcome: jax.Array, env_params: Any):
+        """Outcome [B] settles each afterstate: (child nodes, rewards [B], terminated [B])."""
+        def one(after, bar, o):
+            next_bar = modelled_bar(bar, o)
+            nxt, reward, terminated, _, _ = accounting.settle(after, next_bar, env_params)
+            return nxt, bar.replace(close=next_bar.close), reward, terminated
+
+        nxt, bar, reward, terminated = jax.vmap(one)(chance.after, chance.node.bar, outcome)
+        child = chance.node.replace(portfolio=nxt, bar=bar)
         return child, reward.astype(jnp.float32), terminated
 
     def chance_logits(params, node: Node) -> jax.Array:
@@ -319,18 +323,19 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
         return network.apply(params, node.latent, node_portfolio_vector(node),
                              method=MCTSNetwork.predict)
 
-    def all_outcomes(params, node: Node, action, env_params, gamma):
-        """Every outcome of `action` at every node of the batch: children [K, B], rewards,
-        terminations, the children's logits and values, and the edge's expected return."""
-        outcomes = jnp.arange(num_outcomes)
-        per = jax.vmap(jax.vmap(account, in_axes=(0, 0, None, None)),
-                       in_axes=(None, None, 0, None))
-        children, rewards, terminated = per(node, action, outcomes, env_params)
+    def all_outcomes(params, chance: Afterstate, env_params, gamma):
+        """Every outcome of each afterstate of the batch: children [K, B], rewards,
+        survival, the children's logits and values, the outcome probabilities [K, B] and the
+        afterstate's expected return sum_k p_k (r_k + gamma alive_k V_k) [B]."""
+        batch = chance.after.order_units.shape[0]
+        outcomes = jnp.broadcast_to(jnp.arange(num_outcomes)[:, None], (num_outcomes, batch))
+        children, rewards, terminated = jax.vmap(settle, in_axes=(None, 0, None))(
+            chance, outcomes, env_params)
         flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), children)
         logits, values = evaluate(params, flat)
-        logits = logits.reshape((num_outcomes, -1, num_actions))
-        values = values.reshape((num_outcomes, -1))
-        probs = jax.nn.softmax(chance_logits(params, node), axis=-1).T  # [K, B]
+        logits = logits.reshape((num_outcomes, batch, num_actions))
+        values = values.reshape((num_outcomes, batch))
+        probs = jax.nn.softmax(chance_logits(params, chance.node), axis=-1).T  # [K, B]
         alive = 1.0 - terminated.astype(jnp.float32)
         expected = jnp.sum(probs * (rewards + gamma * alive * values), axis=0)
         return children, rewards, alive, logits, values, probs, expected
@@ -338,7 +343,7 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
     def gumbel_recurrent(tree: TreeParams, key, action, node: Node):
         params, gamma = tree.network, tree.hparams.gamma
         children, rewards, alive, logits, values, probs, _ = all_outcomes(
-            params, node, action, tree.env_params, gamma)
+            params, decide(node, action, tree.env_params), tree.env_params, gamma)
         batch = jnp.arange(action.shape[0])
         sampled = jax.random.categorical(key, jnp.log(probs.T + 1e-12))
         child = jax.tree.map(lambda x: x[sampled, batch], children)
@@ -351,16 +356,15 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
 
     def decision_recurrent(tree: TreeParams, key, action, node: Node):
         params, gamma = tree.network, tree.hparams.gamma
-        *_, expected = all_outcomes(params, node, action, tree.env_params, gamma)
+        chance = decide(node, action, tree.env_params)
+        *_, expected = all_outcomes(params, chance, tree.env_params, gamma)
         out = mctx.DecisionRecurrentFnOutput(chance_logits=chance_logits(params, node),
                                              afterstate_value=expected)
-        return out, (node, action)
+        return out, chance
 
-    def chance_recurrent(tree: TreeParams, key, outcome, afterstate):
+    def chance_recurrent(tree: TreeParams, key, outcome, chance: Afterstate):
         params, gamma = tree.network, tree.hparams.gamma
-        node, action = afterstate
-        child, reward, terminated = jax.vmap(account, in_axes=(0, 0, 0, None))(
-            node, action, outcome, tree.env_params)
+        child, reward, terminated = settle(chance, outcome, tree.env_params)
         logits, value = evaluate(params, child)
         out = mctx.ChanceRecurrentFnOutput(
             action_logits=logits, value=value, reward=reward,
@@ -369,7 +373,7 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
 
     def search(network_params, hp, obs, env_state, env_params, key, deterministic):
         """Batched search from the env states: (action, improved policy [B, A], root value)."""
-        node, _ = root_node(network_params, obs, env_state, env_params)
+        node = root_node(network_params, obs, env_state, env_params)
         logits, value = evaluate(network_params, node)
         root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=node)
         search_params = TreeParams(network_params, hp, env_params)
