@@ -494,3 +494,18 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
         policy_params=lambda state: SearchParams(state.params, state.hparams),
         env_axis=env_axis,
     )
+
+
+def policy_head_act(agent: Agent):
+    """`Agent.act` of an mcts agent's policy head alone, without search (its argmax; a
+    sample from it when not deterministic): what the search adds is measured against it."""
+    p_size = portfolio_size(1, True)
+
+    def act(params: SearchParams, obs, env_state, env_params, key, carry, deterministic):
+        logits, _, _ = agent.network.apply(params.network, obs[None, :-p_size],
+                                           obs[None, -p_size:])
+        sampled = jax.random.categorical(key, logits[0])
+        action = jnp.where(jnp.asarray(deterministic), jnp.argmax(logits[0]), sampled)
+        return action.astype(jnp.int32), carry
+
+    return act
