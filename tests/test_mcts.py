@@ -143,3 +143,42 @@ def test_bucket_centers_are_the_normal_conditional_means() -> None:
     assert centers[1] == 0.0 and centers[0] == -centers[2]
     z = np.random.default_rng(0).standard_normal(2_000_000)
     np.testing.assert_allclose(centers[2], z[z > 0.5].mean(), atol=2e-3)
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
+    replay buffer, optimizer and keys are checkpointed with the network)."""
+    from experiments import common
+    from experiments.loop import init_points
+    from experiments.train import prepare, train
+    from jaxtrade.checkpoint import CheckpointManager
+
+    run = ["experiment=smoke", "agent=mcts", "data.options.num_bars=300", "env.num_envs=2",
+           "env.window_bars=4", "env.episode_bars=32", "agent.updates_per_chunk=2",
+           "agent.num_simulations=2", "agent.learning_starts=4", "agent.batch_size=4",
+           "agent.buffer_size=64", "agent.n_step=2", "train.total_steps=16",
+           "train.checkpoint_every_updates=2", "train.eval_every_updates=2",
+           "network.hidden_sizes=[8]", "logger=none", "train.report=false"]
+
+    def final_state(run_dir):
+        cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
+        prep = prepare(cfg)
+        like = init_points(prep.agent, jnp.stack([jax.random.key(cfg["seed"])]), None,
+                           prep.env_params)
+        with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
+            return manager.restore(like)
+
+    quiet = lambda _: None
+    train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
+    split = tmp_path / "split"
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+                  print_fn=quiet)
+    assert first.loop.updates_done == 4 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
+    assert second.loop.updates_done == 8 and second.loop.finished
+    (a, meta_a), (b, meta_b) = final_state(tmp_path / "straight"), final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 8
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
