@@ -509,3 +509,34 @@ def policy_head_act(agent: Agent):
         return action.astype(jnp.int32), carry
 
     return act
+
+
+def next_bar_up_probability(agent: Agent, env: Any, params: SearchParams, env_params: Any,
+                            bars: jax.Array) -> jax.Array:
+    """P(close_{t+1} > close_t) [N] the next-bar model gives at each bar t of `bars` (asset 0;
+    an outcome whose modelled close equals close_t counts one half). Reads rows <= t only."""
+    from envs.observation import feature_window
+
+    config = agent.config
+    gap_z = bucket_centers(config.gap_edges_vol)
+    ret_z = bucket_centers(config.return_edges_vol)
+    move = (gap_z[:, None] + ret_z[None, :]).reshape(-1)
+    up = jnp.asarray(np.where(move > 0, 1.0, np.where(move == 0, 0.5, 0.0)), jnp.float32)
+    windows = jax.vmap(lambda t: feature_window(env_params.market.features, t,
+                                                env.window_bars).reshape(-1))(bars)
+    latent = agent.network.apply(params.network, windows, method=MCTSNetwork.embed)
+    logits = agent.network.apply(params.network, latent, method=MCTSNetwork.next_bar)
+    return jax.nn.softmax(logits, axis=-1) @ up
+
+
+def calibration_table(predicted: np.ndarray, realized: np.ndarray, bins: int = 10
+                      ) -> list[dict[str, float]]:
+    """Rows per decile of the predicted up-probability: bars, mean predicted, realized
+    frequency of an up close."""
+    order = np.argsort(predicted, kind="stable")
+    rows = []
+    for part in np.array_split(order, bins):
+        if len(part):
+            rows.append({"bars": float(len(part)), "predicted": float(predicted[part].mean()),
+                         "realized": float(realized[part].mean())})
+    return rows
