@@ -62,6 +62,12 @@ compact trading observations); then `gradient_steps` minibatches of `n_step` seq
                env is at)
 Numeric hyperparameters are float32 leaves of the state (vmappable in sweeps).
 
+`agent.adversarial=true`: self-play steps envs.wrappers.AdversarialWrapper (observation
+noise, slippage shocks, opening gaps at the wrapper's default rates) and the learner adds the
+wrapper's observation noise to sampled observations (replay stores clean windows). The search
+still plans on clean accounting: shocks are the world's, not the model's. Its robustness under
+20% noise (issue 24) is not measured yet.
+
 Other envs: the agent refuses them with one line. Its tree is exact accounting of jaxtrade's
 portfolio plus a learned model of the next bar; it has no learned dynamics of an arbitrary
 env's state, so a gymnax classic-control env has nothing for it to plan on.
@@ -93,6 +99,7 @@ from agents.common.types import Agent, Metrics, PolicyOutput
 from envs import accounting
 from envs.observation import portfolio_size, portfolio_vector
 from envs.trading import TradingEnv
+from envs.wrappers import AdversarialWrapper
 from jaxtrade.errors import ConfigError
 
 SEARCHES = ("gumbel", "stochastic")
@@ -133,6 +140,9 @@ class MCTSConfig(OffPolicySizes):
     max_depth: int = 0  # 0: no limit beyond the simulations
     gap_edges_vol: tuple[float, ...] = (-0.5, 0.5)
     return_edges_vol: tuple[float, ...] = (-1.5, -0.75, -0.25, 0.25, 0.75, 1.5)
+    # Self-play against envs.wrappers.AdversarialWrapper (its default observation noise,
+    # slippage shocks and opening gaps); learning sees the same observation noise.
+    adversarial: bool = False
     network: NetworkConfig = dataclasses.field(default_factory=_mcts_network_default)
     hparams: MCTSHParams = dataclasses.field(default_factory=MCTSHParams)
 
@@ -275,6 +285,9 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
     network = MCTSNetwork(config.network, num_actions, num_outcomes)
     p_size = portfolio_size(env.num_assets, True)
     codec = obs_codec(env)
+    # Self-play env: the trading env, or the adversarial wrapper around it (same states; the
+    # search still plans on the unwrapped env's accounting and its clean MarketData).
+    play_env = AdversarialWrapper(env) if config.adversarial else env
     replay: Replay = make_replay(config.buffer_size, config.num_envs, config.batch_size,
                                  config.n_step)
     max_depth = config.max_depth or None
@@ -415,7 +428,7 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
     def init(key: jax.Array, hparams: Any, env_params: Any) -> MCTSState:
         hp = hparams_as_arrays(config.hparams if hparams is None else hparams)
         key, net_key, env_key = jax.random.split(key, 3)
-        runner = reset_runner(env, env_params, env_key, config.num_envs)
+        runner = reset_runner(play_env, env_params, env_key, config.num_envs)
         obs = runner.obs
         params = network.init(net_key, obs[:, :-p_size], obs[:, -p_size:])
         stored = {"index": jnp.zeros((config.num_envs,), jnp.int32),
@@ -437,6 +450,11 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
             x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0], items["next_obs"])
         obs = codec.decode(first, env_params)
         next_obs = codec.decode(boot, env_params)
+        if config.adversarial:  # the wrapper's observation noise (replay stores clean windows)
+            noisy_key, noise_key = jax.random.split(jax.random.fold_in(key, 1))
+            noisy = jax.random.bernoulli(noisy_key, play_env.obs_noise_prob, obs.shape[:1])
+            noise = play_env.obs_noise_std * jax.random.normal(noise_key, obs.shape, obs.dtype)
+            obs = jnp.where(noisy[:, None], obs + noise, obs)
         target_policy = items["action"]["search_policy"][:, 0]
         outcome = realized_outcome(first["bar"], env_params)
         _, next_value, _ = network.apply(state.params, next_obs[:, :-p_size],
@@ -470,7 +488,7 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
                                         False)
             return {"index": action, "search_policy": weights}, action
 
-        state, metrics = collect_and_learn(state, env, env_params, replay, codec, behaviour,
+        state, metrics = collect_and_learn(state, play_env, env_params, replay, codec, behaviour,
                                            lambda s, k: learn(s, k, env_params), config,
                                            steps_per_update)
         return state, metrics

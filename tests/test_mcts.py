@@ -182,3 +182,20 @@ def test_resume_continues_exactly(tmp_path) -> None:
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_adversarial_self_play_steps_the_wrapper() -> None:
+    market = _market()
+    env, env_params = envs.make("trading", market, window_bars=WINDOW, final_observation=True)
+    out = {}
+    for adversarial in (False, True):
+        config = agents.config_from_dict({
+            "name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
+            "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
+            "n_step": 2, "adversarial": adversarial, "network": {"hidden_sizes": [8]}})
+        agent = agents.make_agent(config, env, env_params)
+        state = agent.init(jax.random.key(0), None, env_params)
+        _, metrics = jax.jit(agent.run_chunk)(state, env_params)
+        out[adversarial] = np.asarray(metrics["mcts/loss"])
+        assert np.all(np.isfinite(out[adversarial]))
+    assert not np.array_equal(out[False], out[True])  # shocks and noise changed the run
