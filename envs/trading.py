@@ -15,6 +15,9 @@ seen. `step` reads the action as the target decided at the close of t:
   4. the book is marked at the close of t+1, short borrow / funding are charged, and the
      reward is computed from the net log return of equity (envs/rewards.py);
   5. t becomes t+1 and the observation is built from data <= t+1 (envs/observation.py).
+Steps 1-4 are envs/accounting.py (`decide`, then `settle` on bar t+1): pure functions of the
+portfolio, the action's weights and the bars they are given; `transition` reads rows t and
+t+1 of MarketData and calls them, and `afterstate` gives a planner the exact step-1 result.
 
 Observation: see envs/observation.py. With the defaults (window_bars=32, layout "flat",
 portfolio on) its shape is [32 * A * F + 3 A + 2].

@@ -1,8 +1,8 @@
 """Paper-trading ledger: the env's fills, costs and risk rules for one asset, in numpy.
 
-It repeats `envs.trading.TradingEnv.transition` step for step, in float32 like the env, so a
-runner started flat at the first bar of a backtest split holds the same book and therefore
-feeds the same portfolio state to the policy:
+It repeats `envs.accounting.account` (the env's accounting) step for step, in float32 like
+the env (tests/test_accounting.py checks it), so a runner started flat at the first bar of a
+backtest split holds the same book and therefore feeds the same portfolio state to the policy:
 
   decide(close_t, atr_t, vol_t, regime_t, action)  at the close of bar t:
       target weight = action -> weight (discrete level, or clipped continuous weight;
