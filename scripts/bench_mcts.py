@@ -13,7 +13,11 @@ It prints, per policy, the median and p90 wall time of one call (after compilati
 simulations per second (batch x simulations / median), the ratio stochastic / gumbel, and the
 median against the 100 ms goal (issue 24: 50 simulations for 256 states).
 
-    python scripts/bench_mcts.py [--batch 256] [--simulations 50] [--repeats 10]
+With --train it also times self-play training on the same env: one `run_chunk` of the mcts
+agent (its defaults: 16 envs, 16 simulations, a gradient step per update) against one of PPO
+(its defaults, `network` as the mcts agent's), after compilation, in env steps per second.
+
+    python scripts/bench_mcts.py [--batch 256] [--simulations 50] [--repeats 10] [--train]
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per policy")
     parser.add_argument("--searches", default="gumbel,stochastic",
                         help="comma-separated: gumbel, stochastic")
+    parser.add_argument("--train", action="store_true",
+                        help="also time self-play training beside PPO (env steps/s)")
     args = parser.parse_args(argv)
 
     import jax
@@ -84,6 +90,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{median / 0.1:.2f}x the 100 ms goal")
     if {"gumbel", "stochastic"} <= set(medians):
         print(f"stochastic / gumbel time: {medians['stochastic'] / medians['gumbel']:.2f}")
+    if args.train:
+        rates = {}
+        for name, extra in (("mcts", {"learning_starts": 0, "updates_per_chunk": 100}),
+                            ("ppo", {"updates_per_chunk": 10})):
+            config = agents.config_from_dict({"name": name, **extra,
+                                              "network": {"hidden_sizes": [64, 64],
+                                                          "activation": "relu"}})
+            agent = agents.make_agent(config, env, env_params)
+            state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+            chunk = jax.jit(agent.run_chunk)
+            state, _ = jax.block_until_ready(chunk(state, env_params))
+            start = time.perf_counter()
+            jax.block_until_ready(chunk(state, env_params))
+            elapsed = time.perf_counter() - start
+            steps = agent.updates_per_chunk * agent.steps_per_update
+            rates[name] = steps / elapsed
+            print(f"{name:>10} training: {steps} env steps in {elapsed:.2f} s = "
+                  f"{rates[name]:,.0f} env steps/s")
+        print(f"mcts / ppo training throughput: {rates['mcts'] / rates['ppo']:.4f}")
     return 0
 
 
