@@ -4,16 +4,17 @@ Trading env only. AlphaZero-style planners step the real environment inside the 
 market replay that reads the bars after t, so the plan sees the future. Here the tree never
 reads a bar after t: each edge is
 
-    decision at the close of t  ->  the portfolio's exact accounting (fills at the modelled
-                                    next open, commission, spread, slippage, stops, borrow,
-                                    drawdown breaker, reward: the env's own transition)
-    chance outcome              ->  the next bar, drawn from the network's next-bar model
+    decision at the close of t  ->  the portfolio's exact afterstate (envs/accounting.py,
+                                    the functions the env's own step runs)
+    chance outcome              ->  the next bar, drawn from the network's next-bar model,
+                                    settled exactly (fills, costs, stops, carry, reward)
 
 Only three things of the market enter the tree, all at bar t: the observation (the feature
 window ending at t), and the close, ATR, volatility and regime of bar t (the env's risk
 manager and cost model read them at the decision). `tests/test_mcts.py` replaces every bar
 after t and checks that the action, the visit distribution and the root value at t do not
-change, and that the root value's gradient with respect to MarketData rows after t is zero.
+change, and that the root value's derivative along MarketData rows after t is exactly zero
+(forward mode: mctx walks the tree in a while_loop, which reverse mode cannot differentiate).
 
 The network: a shared torso over the observation's market window -> latent h; heads
   policy logits (h, portfolio)   value (h, portfolio)   next-bar model logits (h)
@@ -45,9 +46,10 @@ Search: mctx. Both policies are wired (`agent.search`):
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
 Measured on this machine (2-core x86_64 VM, CPU only, shared with other jobs; `python
 scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outcomes, window
-32 x 8 features): gumbel 136 ms per call (94,000 simulations/s), stochastic 1,275 ms
-(10,000 simulations/s), 9.4x slower: each of its expansions runs both its decision function
-(all 21 outcomes, for the afterstate value) and its chance function, its tree is twice as
+32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at
+higher load), stochastic 1,275 ms (10,000 simulations/s), 9.4x slower: each of its
+expansions runs both its decision function (all 21 outcomes, for the afterstate value) and
+its chance function, its tree is twice as
 deep for the same bars, and its nodes carry A + C = 24 children. So `search="gumbel"` is the
 default; `search="stochastic"` stays available (exact chance nodes, no sampled outcomes).
 
@@ -61,6 +63,12 @@ compact trading observations); then `gradient_steps` minibatches of `n_step` seq
                followed bar t (read from MarketData after it happened: t + 1 <= the bar the
                env is at)
 Numeric hyperparameters are float32 leaves of the state (vmappable in sweeps).
+
+The policy call (agents/common/types.py) searches from the given env states' exact
+portfolios: action = the search's (deterministic: gumbel_scale 0 / no Dirichlet noise, the
+argmax), logits = log of the search's improved policy, value = the root value after search.
+`policy_head_act` is the policy head acting alone; on the planted AR(1) market
+(tests/test_mcts_trading.py) the search's test Sharpe is 3.73 against the head's -0.32.
 
 `agent.adversarial=true`: self-play steps envs.wrappers.AdversarialWrapper (observation
 noise, slippage shocks, opening gaps at the wrapper's default rates) and the learner adds the
