@@ -49,9 +49,9 @@ scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outco
 32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at
 higher load), stochastic 1,275 ms (10,000 simulations/s), 9.4x slower: each of its
 expansions runs both its decision function (all 21 outcomes, for the afterstate value) and
-its chance function, its tree is twice as
-deep for the same bars, and its nodes carry A + C = 24 children. So `search="gumbel"` is the
-default; `search="stochastic"` stays available (exact chance nodes, no sampled outcomes).
+its chance function, its tree is twice as deep for the same bars, and its nodes carry
+A + C = 24 children. So `search="gumbel"` is the default; `search="stochastic"` stays
+available (exact chance nodes, no sampled outcomes).
 
 Self-play (one update): every env acts by batched search inside the same jit; the step, its
 search policy and action go to the shared flashbax replay (agents/common/replay.py,
