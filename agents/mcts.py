@@ -73,8 +73,9 @@ argmax), logits = log of the search's improved policy, value = the root value af
 `agent.adversarial=true`: self-play steps envs.wrappers.AdversarialWrapper (observation
 noise, slippage shocks, opening gaps at the wrapper's default rates) and the learner adds the
 wrapper's observation noise to sampled observations (replay stores clean windows). The search
-still plans on clean accounting: shocks are the world's, not the model's. Its robustness under
-20% noise (issue 24) is not measured yet.
+still plans on clean accounting: shocks are the world's, not the model's. Under 20%
+observation noise (scripts/eval_noise.py, one seed each, BENCHMARKS.md) it did not beat plain
+training on the planted market.
 
 Other envs: the agent refuses them with one line. Its tree is exact accounting of jaxtrade's
 portfolio plus a learned model of the next bar; it has no learned dynamics of an arbitrary
