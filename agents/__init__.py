@@ -17,12 +17,13 @@ from typing import Any, NamedTuple
 import jax
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from agents import cvar_ppo, dqn, ppo, qrdqn, sac, td3
+from agents import cvar_ppo, dqn, mcts, ppo, qrdqn, sac, td3
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig
 from agents.common.types import Agent, Metrics, TrainOutput
 from agents.cvar_ppo import CVaRPPOConfig, CVaRPPOHParams
 from agents.dqn import DQNConfig, DQNHParams
+from agents.mcts import MCTSConfig, MCTSHParams
 from agents.ppo import PPOConfig, PPOHParams
 from agents.qrdqn import QRDQNConfig, QRDQNHParams
 from agents.sac import SACConfig, SACDiscreteConfig, SACDiscreteHParams, SACHParams
@@ -52,6 +53,8 @@ AGENTS: dict[str, AgentSpec] = {
                      "TD3: clipped double Q, target smoothing, delayed actor (continuous)"),
     "ddpg": AgentSpec(DDPGConfig, td3.make_agent,
                       "DDPG: TD3 without its three changes (continuous actions)"),
+    "mcts": AgentSpec(MCTSConfig, mcts.make_agent,
+                      "search on a learned next-bar model + exact accounting (trading env)"),
 }
 
 
@@ -110,6 +113,8 @@ __all__ = [
     "DDPGHParams",
     "DQNConfig",
     "DQNHParams",
+    "MCTSConfig",
+    "MCTSHParams",
     "Metrics",
     "NetworkConfig",
     "PPOConfig",

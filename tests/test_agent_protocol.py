@@ -4,7 +4,8 @@
 through and `act` its one-observation form; `env_params` is a required argument everywhere;
 metrics are named `<family>/<name>`. Each agent runs a few updates of a tiny configuration on
 a gymnax env (CartPole for discrete actions, Pendulum for continuous ones), and once on
-jaxtrade's trading env, where the policy's target weights are the env's.
+jaxtrade's trading env, where the policy's target weights are the env's. MCTS plans on the
+trading env's accounting only, so its cases run there.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ CASES = {
     "sac_discrete": (OFF_POLICY, "sac", True, {"logits"}),
     "td3": (OFF_POLICY, "td3", False, set()),
     "ddpg": (OFF_POLICY, "td3", False, set()),
+    "mcts": ({**OFF_POLICY, "num_simulations": 4}, "mcts", True, {"logits", "value"}),
 }
+TRADING_ONLY = {"mcts"}
 BELIEFS = ("logits", "value", "q_values", "quantiles")
 
 
@@ -64,7 +67,19 @@ def _agent(name: str, env, env_params):
     return agents.make_agent(agents.config_from_dict({"name": name, **overrides}), env, env_params)
 
 
+def _small_trading_market():
+    rng = np.random.default_rng(0)
+    log_returns = 0.01 * rng.standard_normal((200, 1))
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    splits = np.array([[0, 120], [120, 160], [160, 200]])
+    return from_arrays(close, features=log_returns[:, :, None], splits=splits)
+
+
 def _gymnax(name: str):
+    """The env an agent's protocol cases run on: gymnax's, or the trading env for agents that
+    plan on its accounting."""
+    if name in TRADING_ONLY:
+        return envs.make("trading", _small_trading_market(), window_bars=4)
     return gymnax.make("CartPole-v1" if CASES[name][2] else "Pendulum-v1")
 
 
@@ -136,7 +151,11 @@ def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) ->
     else:
         assert out.action.shape == (batch, *action_space.shape)
         assert np.all(np.abs(np.asarray(out.action)) <= 2.0 + 1e-6)  # Pendulum's torque box
-    assert out.target_weights is None  # gymnax envs have no portfolio
+    if name in TRADING_ONLY:
+        want = jax.vmap(env.action_to_weights, in_axes=(0, None))(out.action, env_params)
+        np.testing.assert_array_equal(out.target_weights, want)
+    else:
+        assert out.target_weights is None  # gymnax envs have no portfolio
     for field in BELIEFS:
         assert (getattr(out, field) is not None) == (field in beliefs), (name, field)
     num_actions = getattr(action_space, "n", 0)

@@ -17,7 +17,9 @@ SET_ELSEWHERE = {"num_envs", "total_steps", "network"}
 
 def _dataclass_defaults(name: str) -> dict:
     defaults = dataclasses.asdict(agents.config_from_dict({"name": name}))
-    return {k: v for k, v in defaults.items() if k not in SET_ELSEWHERE}
+    # YAML holds lists where the dataclasses hold tuples (MCTS's bucket edges).
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()
+            if k not in SET_ELSEWHERE}
 
 
 @pytest.mark.parametrize("name", sorted(agents.AGENTS))

@@ -34,7 +34,7 @@ SMALL = [
     "train.report=false",
 ]
 CONTINUOUS = {"sac", "td3", "ddpg"}
-REPLAY = {"dqn", "qrdqn", "sac", "sac_discrete", "td3", "ddpg"}
+REPLAY = {"dqn", "qrdqn", "sac", "sac_discrete", "td3", "ddpg", "mcts"}
 
 
 def message_of(estimate: MemoryEstimate, available: int, **settings: Any) -> str:

@@ -1,0 +1,201 @@
+"""The MCTS agent never reads a bar after t (DESIGN.md rule 1; issue 24).
+
+From env states at bar t with different portfolios, the batched search (both mctx policies,
+self-play and evaluation settings) gives the same action, visit distribution / improved
+policy and root value when every MarketData row after t is replaced by other bars; and the
+derivative of the root value along any tested direction of MarketData rows after t is
+exactly zero (forward mode; rows <= t do move it). The agent refuses envs other than the
+trading env in one line.
+"""
+
+from __future__ import annotations
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import envs
+from jaxtrade.errors import ConfigError
+from jaxtrade.market import from_arrays
+
+WINDOW = 4
+STEPS = 5  # steps taken before the decision bar, so the portfolios differ
+FLOAT_FIELDS = ("features", "open", "high", "low", "close", "atr", "volatility", "regime")
+
+
+def _market(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    log_returns = 0.01 * rng.standard_normal((120, 1))
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    splits = np.array([[0, 80], [80, 100], [100, 120]])
+    return from_arrays(close, features=log_returns[:, :, None], splits=splits)
+
+
+def _future_replaced(market, t: int, seed: int = 1):
+    """`market` with every row after t replaced by other (valid) bars."""
+    rng = np.random.default_rng(seed)
+    other = {}
+    for name in FLOAT_FIELDS:
+        x = np.asarray(getattr(market, name)).copy()
+        noise = rng.uniform(0.5, 2.0, size=x[t + 1:].shape).astype(x.dtype)
+        x[t + 1:] = x[t + 1:] * noise if name != "features" else noise - 1.0
+        other[name] = jnp.asarray(x)
+    return market.replace(**other)
+
+
+@pytest.fixture(scope="module", params=["gumbel", "stochastic"])
+def setup(request):
+    market = _market()
+    env, env_params = envs.make("trading", market, window_bars=WINDOW)
+    config = agents.config_from_dict({
+        "name": "mcts", "search": request.param, "num_simulations": 12, "num_envs": 2,
+        "network": {"hidden_sizes": [16, 16]}})
+    agent = agents.make_agent(config, env, env_params)
+    state = agent.init(jax.random.key(0), None, env_params)
+    # Give the untrained network non-trivial weights: one noisy copy per leaf.
+    params = agent.policy_params(state)
+    leaves, tree = jax.tree.flatten(params.network)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    network = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape)
+                                        for x, k in zip(leaves, keys)])
+    params = params.replace(network=network)
+    # Four envs from the train split's first bar, each trading its own action sequence.
+    eval_params = env_params.replace(eval_mode=jnp.asarray(True))
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(1), 4), eval_params)
+    actions = jnp.asarray([[2, 2, 2, 2, 2], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [2, 0, 2, 0, 2]])
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    for i in range(STEPS):
+        obs, env_state, *_ = step(jax.random.split(jax.random.key(2), 4), env_state,
+                                  actions[:, i], eval_params)
+    t = int(env_state.t[0])
+    assert np.all(np.asarray(env_state.t) == t)
+    assert len(np.unique(np.asarray(env_state.units))) > 1  # the portfolios differ
+    return env, env_params, agent, params, obs, env_state, t
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_search_at_t_ignores_every_bar_after_t(setup, deterministic) -> None:
+    env, env_params, agent, params, obs, env_state, t = setup
+    policy = jax.jit(agent.policy, static_argnums=6)
+    key = jax.random.key(7)
+    out = policy(params, obs, env_state, env_params, key, (), deterministic)
+    for seed in (1, 2):
+        other = env_params.replace(market=_future_replaced(env_params.market, t, seed))
+        # The observation is rebuilt from the changed market: it is the same array.
+        np.testing.assert_array_equal(jax.vmap(env.get_obs, in_axes=(0, None))(
+            env_state, other), obs)
+        changed = policy(params, obs, env_state, other, key, (), deterministic)
+        np.testing.assert_array_equal(changed.action, out.action)
+        np.testing.assert_array_equal(changed.logits, out.logits)  # the search's policy
+        np.testing.assert_array_equal(changed.value, out.value)  # the root value
+    assert out.value.shape == (4,) and out.logits.shape == (4, env.num_actions)
+
+
+def test_root_value_gradient_is_zero_on_every_row_after_t(setup) -> None:
+    """Forward mode: mctx walks the tree in a `lax.while_loop`, which reverse mode cannot
+    differentiate. The derivative of the root values along a direction is gradient . direction;
+    along random directions with every entry nonzero on the rows after t (all float fields of
+    MarketData at once) it is exactly 0, which a nonzero gradient there would not give (but
+    with probability 0); along the same kind of direction on rows <= t it is not 0."""
+    _, env_params, agent, params, obs, env_state, t = setup
+
+    def root_values(market):
+        out = agent.policy(params, obs, env_state, env_params.replace(market=market),
+                           jax.random.key(7), (), True)
+        return out.value
+
+    def direction(seed: int, future: bool):
+        rng = np.random.default_rng(seed)
+        rows = slice(t + 1, None) if future else slice(None, t + 1)
+        tangent = jax.tree.map(lambda x: np.zeros(x.shape, jax.dtypes.float0)
+                               if not jnp.issubdtype(x.dtype, jnp.floating)
+                               else np.zeros(x.shape, x.dtype), env_params.market)
+        fields = {}
+        for name in FLOAT_FIELDS:
+            x = np.zeros(getattr(env_params.market, name).shape, np.float32)
+            x[rows] = rng.uniform(0.5, 1.5, size=x[rows].shape)
+            fields[name] = jnp.asarray(x)
+        return tangent.replace(**fields)
+
+    jvp = jax.jit(lambda tangent: jax.jvp(root_values, (env_params.market,), (tangent,)))
+    for seed in (0, 1):
+        value, derivative = jvp(direction(seed, future=True))
+        np.testing.assert_array_equal(np.asarray(derivative), 0.0)
+    _, derivative = jvp(direction(0, future=False))
+    assert np.all(np.abs(np.asarray(derivative)) > 0.0)
+
+
+def test_mcts_refuses_other_envs_in_one_line() -> None:
+    env, env_params = gymnax.make("CartPole-v1")
+    with pytest.raises(ConfigError, match="trading env only") as info:
+        agents.make_agent(agents.config_from_dict({"name": "mcts"}), env, env_params)
+    assert "\n" not in str(info.value)
+
+
+def test_bucket_centers_are_the_normal_conditional_means() -> None:
+    from agents.mcts import bucket_centers
+
+    centers = bucket_centers((-0.5, 0.5))
+    assert centers[1] == 0.0 and centers[0] == -centers[2]
+    z = np.random.default_rng(0).standard_normal(2_000_000)
+    np.testing.assert_allclose(centers[2], z[z > 0.5].mean(), atol=2e-3)
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
+    replay buffer, optimizer and keys are checkpointed with the network)."""
+    from experiments import common
+    from experiments.loop import init_points
+    from experiments.train import prepare, train
+    from jaxtrade.checkpoint import CheckpointManager
+
+    run = ["experiment=smoke", "agent=mcts", "data.options.num_bars=300", "env.num_envs=2",
+           "env.window_bars=4", "env.episode_bars=32", "agent.updates_per_chunk=2",
+           "agent.num_simulations=2", "agent.learning_starts=4", "agent.batch_size=4",
+           "agent.buffer_size=64", "agent.n_step=2", "train.total_steps=16",
+           "train.checkpoint_every_updates=2", "train.eval_every_updates=2",
+           "network.hidden_sizes=[8]", "logger=none", "train.report=false"]
+
+    def final_state(run_dir):
+        cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
+        prep = prepare(cfg)
+        like = init_points(prep.agent, jnp.stack([jax.random.key(cfg["seed"])]), None,
+                           prep.env_params)
+        with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
+            return manager.restore(like)
+
+    quiet = lambda _: None
+    train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
+    split = tmp_path / "split"
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+                  print_fn=quiet)
+    assert first.loop.updates_done == 4 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
+    assert second.loop.updates_done == 8 and second.loop.finished
+    (a, meta_a), (b, meta_b) = final_state(tmp_path / "straight"), final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 8
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_adversarial_self_play_steps_the_wrapper() -> None:
+    market = _market()
+    env, env_params = envs.make("trading", market, window_bars=WINDOW, final_observation=True)
+    out = {}
+    for adversarial in (False, True):
+        config = agents.config_from_dict({
+            "name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
+            "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
+            "n_step": 2, "adversarial": adversarial, "network": {"hidden_sizes": [8]}})
+        agent = agents.make_agent(config, env, env_params)
+        state = agent.init(jax.random.key(0), None, env_params)
+        _, metrics = jax.jit(agent.run_chunk)(state, env_params)
+        out[adversarial] = np.asarray(metrics["mcts/loss"])
+        assert np.all(np.isfinite(out[adversarial]))
+    assert not np.array_equal(out[False], out[True])  # shocks and noise changed the run
