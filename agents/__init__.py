@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from agents import cvar_ppo, dqn, ppo, qrdqn, sac, td3
+from agents import cvar_ppo, dqn, ensemble, ppo, qrdqn, sac, td3
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig
 from agents.common.types import Agent, Metrics, TrainOutput
@@ -53,6 +53,10 @@ AGENTS: dict[str, AgentSpec] = {
     "ddpg": AgentSpec(DDPGConfig, td3.make_agent,
                       "DDPG: TD3 without its three changes (continuous actions)"),
 }
+# After every single agent: the ensemble's config has one field per agent registered above.
+EnsembleConfig = ensemble.make_config_class(AGENTS)
+AGENTS["ensemble"] = AgentSpec(EnsembleConfig, ensemble.make_agent,
+                               "members trained side by side in one program, combined per bar")
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
@@ -110,6 +114,7 @@ __all__ = [
     "DDPGHParams",
     "DQNConfig",
     "DQNHParams",
+    "EnsembleConfig",
     "Metrics",
     "NetworkConfig",
     "PPOConfig",

@@ -9,6 +9,8 @@ jaxtrade's trading env, where the policy's target weights are the env's.
 
 from __future__ import annotations
 
+import functools
+
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -41,6 +43,17 @@ ON_POLICY = {
     "update_epochs": 1,
     "network": NET,
 }
+# Two members, one discrete (PPO) and one continuous (SAC), on the trading env.
+ENSEMBLE = {
+    "members": ["ppo", "sac"],
+    "num_envs": 2,
+    "total_steps": 2 * 8 * UPDATES * 2,
+    "updates_per_chunk": UPDATES,
+    "ppo": {k: v for k, v in ON_POLICY.items() if k not in ("num_envs", "total_steps",
+                                                               "updates_per_chunk")},
+    "sac": {k: v for k, v in OFF_POLICY.items() if k not in ("num_envs", "total_steps",
+                                                                "updates_per_chunk")},
+}
 # name -> (config overrides, family, discrete actions, beliefs it reports)
 CASES = {
     "ppo": (ON_POLICY, "ppo", True, {"logits", "value"}),
@@ -51,7 +64,10 @@ CASES = {
     "sac_discrete": (OFF_POLICY, "sac", True, {"logits"}),
     "td3": (OFF_POLICY, "td3", False, set()),
     "ddpg": (OFF_POLICY, "td3", False, set()),
+    "ensemble": (ENSEMBLE, "ensemble", False, set()),
 }
+# Agents that need jaxtrade's trading env (they combine target weights).
+TRADING_ONLY = {"ensemble"}
 BELIEFS = ("logits", "value", "q_values", "quantiles")
 
 
@@ -65,7 +81,18 @@ def _agent(name: str, env, env_params):
 
 
 def _gymnax(name: str):
+    if name in TRADING_ONLY:
+        return envs.make("trading", _market(), window_bars=4, action_mode="continuous")
     return gymnax.make("CartPole-v1" if CASES[name][2] else "Pendulum-v1")
+
+
+@functools.cache
+def _market():
+    rng = np.random.default_rng(0)
+    log_returns = 0.01 * rng.standard_normal((200, 2))
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    splits = np.array([[0, 120], [120, 160], [160, 200]])
+    return from_arrays(close, features=log_returns[:, :, None], splits=splits)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -136,7 +163,11 @@ def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) ->
     else:
         assert out.action.shape == (batch, *action_space.shape)
         assert np.all(np.abs(np.asarray(out.action)) <= 2.0 + 1e-6)  # Pendulum's torque box
-    assert out.target_weights is None  # gymnax envs have no portfolio
+    if name in TRADING_ONLY:
+        assert out.target_weights.shape == (batch, env.num_assets)
+        assert out.ensemble.weights.shape == (batch, len(CASES[name][0]["members"]))
+    else:
+        assert out.target_weights is None  # gymnax envs have no portfolio
     for field in BELIEFS:
         assert (getattr(out, field) is not None) == (field in beliefs), (name, field)
     num_actions = getattr(action_space, "n", 0)

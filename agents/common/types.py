@@ -121,6 +121,9 @@ class PolicyOutput(NamedTuple):
     quantiles       [B, num_actions, num_quantiles] the return quantiles (QR-DQN)
     carry           the network's recurrent state after these observations, leaves [B, ...]
                     (an empty tuple for feed-forward networks)
+    ensemble        a composite agent's combination: agents/ensemble.py `EnsembleBeliefs`
+                    (member weights, member target weights, trade probability, each
+                    member's own PolicyOutput); None for single agents
     """
 
     action: jax.Array
@@ -130,6 +133,7 @@ class PolicyOutput(NamedTuple):
     q_values: jax.Array | None
     quantiles: jax.Array | None
     carry: Any
+    ensemble: Any = None
 
 
 class Agent(NamedTuple):
@@ -150,3 +154,4 @@ class Agent(NamedTuple):
     env_steps: Callable[[Any], jax.Array]
     family: str  # the metrics' namespace
     env_axis: Callable[[Any], Any] | None = None
+    members: Mapping[str, Agent] | None = None  # a composite agent's members, by name
