@@ -26,8 +26,8 @@ members:
 
 Posterior (conjugate; n returns with mean xbar and sum of squared deviations S):
 
-    kappa_n = kappa0 + n               mu_n   = (kappa0 mu0 + n xbar) / kappa_n
-    alpha_n = alpha0 + n / 2           beta_n = beta0 + S / 2 + kappa0 n (xbar - mu0)^2 / (2 kappa_n)
+    kappa_n = kappa0 + n            mu_n   = (kappa0 mu0 + n xbar) / kappa_n
+    alpha_n = alpha0 + n / 2        beta_n = beta0 + S / 2 + kappa0 n (xbar - mu0)^2 / (2 kappa_n)
 
 so mu_m | data ~ Student-t(2 alpha_n, mu_n, beta_n / (alpha_n kappa_n)), and the next return
 has the predictive Student-t(2 alpha_n, mu_n, beta_n (kappa_n + 1) / (alpha_n kappa_n)).
