@@ -43,8 +43,11 @@ combines their target weights with the rule `combine` (agents/common/combine.py)
           training + validation bars by jaxtrade/evaluate/ensemble.py; equal until then)
   winner  winner-takes-all: one-hot `combine.winner` (the best validation Sharpe; fitted by
           jaxtrade/evaluate/ensemble.py; equal until then)
-The recurrent carry holds the members' carries and the vote's window (previous targets,
-paper returns), so the backtest's walk updates it bar by bar with nothing after t.
+`combine` sets the state's traced `combine.rule` (an index into COMBINE_RULES), so one
+compiled walk evaluates every rule. The recurrent carry holds the members' carries, the
+vote's window (previous targets, paper returns) and `report` (this bar's member weights,
+member targets and trade probability, which the backtest records per bar), so the walk
+updates it bar by bar with nothing after t.
 `PolicyOutput.ensemble` holds `EnsembleBeliefs`: member weights [B, M], member target
 weights [B, M, A], the trade probability [B] and each member's own PolicyOutput. With
 `min_trade_probability` > 0 the target is flat where the trade probability is below it.
@@ -281,7 +284,8 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         return EnsembleState(
             members={n: members[n].init(member_key(key, n), hparams.get(n), env_params)
                      for n in names},
-            combine={"router": jnp.full((num_regimes, num_members), 1.0 / num_members),
+            combine={"rule": jnp.asarray(COMBINE_RULES.index(config.combine), jnp.int32),
+                     "router": jnp.full((num_regimes, num_members), 1.0 / num_members),
                      "winner": jnp.full((num_members,), 1.0 / num_members)},
             update_step=jnp.zeros((), jnp.int32))
 
@@ -316,7 +320,10 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
             own_returns=jnp.zeros((window,), jnp.float32),
             filled=jnp.zeros((window,), bool), exposed=jnp.zeros((window,), bool),
             slot=jnp.asarray(0, jnp.int32))
-        return {"members": {n: members[n].init_carry() for n in names}, "vote": vote}
+        report = {"weights": jnp.zeros((num_members,), jnp.float32),
+                  "member_targets": zeros_ma, "trade_probability": jnp.zeros((), jnp.float32)}
+        return {"members": {n: members[n].init_carry() for n in names}, "vote": vote,
+                "report": report}
 
     def combine_one(vote: VoteCarry, targets: jax.Array, bar: jax.Array, env_params: Any,
                     fitted: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array,
@@ -338,14 +345,15 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
             filled=write(vote.filled, True),
             exposed=write(vote.exposed, jnp.abs(vote.target).sum() > 1e-9),
             slot=jnp.where(consecutive, (vote.slot + 1) % window, vote.slot))
-        if config.combine == "vote":
-            weights = comb.vote_weights(vote.member_returns, vote.filled, config.vote_prior_bars)
-        elif config.combine == "router":
-            weights = comb.router_weights(market.regime[bar], fitted["router"])
-        elif config.combine == "winner":
-            weights = fitted["winner"]
-        else:
-            weights = comb.equal_weights(num_members)
+        # Every rule's weights, the traced `rule` picks one: one compiled walk serves all
+        # rules (the report compares them on the same checkpoint).
+        by_rule = {
+            "equal": comb.equal_weights(num_members),
+            "vote": comb.vote_weights(vote.member_returns, vote.filled, config.vote_prior_bars),
+            "router": comb.router_weights(market.regime[bar], fitted["router"]),
+            "winner": fitted["winner"],
+        }
+        weights = jnp.stack([by_rule[r] for r in COMBINE_RULES])[fitted["rule"]]
         target = weights @ targets
         cost_rate = fill_cost_rate(market.volatility[bar], env_params.costs, 0.0)
         trade_cost = (cost_rate * jnp.abs(target - vote.target)).sum()
@@ -368,7 +376,10 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         weights, target, probability, vote = jax.vmap(
             combine_one, in_axes=(0, 0, 0, None, None))(
             carry["vote"], targets, env_states.t, env_params, params["combine"])
-        new_carry = {"members": {n: outputs[n].carry for n in names}, "vote": vote}
+        # `report`: what this bar's decision was made of; the backtest records it per bar.
+        new_carry = {"members": {n: outputs[n].carry for n in names}, "vote": vote,
+                     "report": {"weights": weights, "member_targets": targets,
+                                "trade_probability": probability}}
         out = policy_output(env, env_params, target, new_carry)
         return out._replace(ensemble=EnsembleBeliefs(weights, targets, probability, outputs))
 
