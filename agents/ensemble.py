@@ -43,8 +43,9 @@ combines their target weights with the rule `combine` (agents/common/combine.py)
           training + validation bars by jaxtrade/evaluate/ensemble.py; equal until then)
   winner  winner-takes-all: one-hot `combine.winner` (the best validation Sharpe; fitted by
           jaxtrade/evaluate/ensemble.py; equal until then)
-`combine` sets the state's traced `combine.rule` (an index into COMBINE_RULES), so one
-compiled walk evaluates every rule. The recurrent carry holds the members' carries, the
+`combine` sets the state's traced `combine.rule` (an index into COMBINE_RULES) and
+`min_trade_probability` its traced `combine.min_trade_probability`, so one compiled walk
+evaluates every rule and threshold. The recurrent carry holds the members' carries, the
 vote's window (previous targets, paper returns) and `report` (this bar's member weights,
 member targets and trade probability, which the backtest records per bar), so the walk
 updates it bar by bar with nothing after t.
@@ -285,6 +286,8 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
             members={n: members[n].init(member_key(key, n), hparams.get(n), env_params)
                      for n in names},
             combine={"rule": jnp.asarray(COMBINE_RULES.index(config.combine), jnp.int32),
+                     "min_trade_probability": jnp.asarray(config.min_trade_probability,
+                                                          jnp.float32),
                      "router": jnp.full((num_regimes, num_members), 1.0 / num_members),
                      "winner": jnp.full((num_members,), 1.0 / num_members)},
             update_step=jnp.zeros((), jnp.int32))
@@ -360,8 +363,9 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         probability = comb.trade_probability(
             vote.own_returns, vote.filled & vote.exposed, config.vote_prior_bars, trade_cost,
             jnp.abs(target).sum())
-        if config.min_trade_probability > 0:
-            target = jnp.where(probability >= config.min_trade_probability, target, 0.0)
+        # A traced threshold (0: every probability passes), so the report can show the
+        # gate's effect with the same compiled walk.
+        target = jnp.where(probability >= fitted["min_trade_probability"], target, 0.0)
         vote = vote._replace(last_bar=bar.astype(jnp.int32), member_before=vote.member_target,
                              member_target=targets, target=target, cost_rate=cost_rate)
         return weights, target, probability, vote

@@ -207,8 +207,17 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
     """The agent's hyperparameters stacked over sweep points (their `agent.hparams.*` keys)."""
     from agents import stack_hparams
 
+    base = prep.agent_config.hparams
+    if isinstance(base, Mapping):  # a composite agent: {member: hparams}, agent.<m>.hparams.*
+        return stack_hparams([
+            {member: common.replace_hparams(hp, {
+                k.rsplit(".", 1)[-1]: v for k, v in p.items()
+                if k != "seed" and k.split(".")[1] == member})
+             for member, hp in base.items()}
+            for p in points
+        ])
     return stack_hparams([
-        common.replace_hparams(prep.agent_config.hparams, {
+        common.replace_hparams(base, {
             k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
         for p in points
     ])
@@ -555,6 +564,10 @@ def ensemble_lines(summary: Mapping[str, Any]) -> list[str]:
     lines.append(f"  best rule on test: {summary['best_rule_on_test']}; winner-takes-all picks "
                  f"{summary['winner']}; trade probability ECE (test): "
                  f"{_num(summary['ece_test'])}")
+    gate = summary.get("min_trade_probability_test") or {}
+    if gate:
+        lines.append("  min_trade_probability on test (Sharpe, turnover): " + "; ".join(
+            f"{t}: {_num(g['sharpe'])}, {_num(g['turnover'])}" for t, g in gate.items()))
     return lines
 
 

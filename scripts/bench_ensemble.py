@@ -9,7 +9,7 @@ what a user waits for) and the best of `--repeats` calls of the compiled program
 The printed ratio is A / B (goal <= 1.0).
 
     python scripts/bench_ensemble.py                       # ~10 minutes on 2 loaded CPU cores
-    python scripts/bench_ensemble.py --total-steps 4096 --repeats 1   # smoke run
+    python scripts/bench_ensemble.py --quick               # smoke run (jaxtrade bench ensemble)
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls after the first")
     parser.add_argument("--learning-starts", type=int, default=1_024,
                         help="replay members' learning_starts (env steps)")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 4096 env steps per member, one timed call")
+    args = parser.parse_args()
+    if args.quick:
+        args.total_steps, args.repeats, args.learning_starts = 4096, 1, 512
+    return args
 
 
 def timed(fn) -> float:

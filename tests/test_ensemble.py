@@ -99,6 +99,33 @@ def test_bad_member_lists_are_one_clear_error() -> None:
         agents.config_from_dict({"name": "ensemble", "ppo": {"total_steps": 5}})
 
 
+def test_member_hyperparameters_are_vmapped_points_from_the_command_line() -> None:
+    from experiments import common
+    from experiments.sweep import check_hparam_axes, split_sweep_overrides
+    from experiments.train import point_hparams, prepare
+
+    argv = ["agent=ensemble", "experiment=smoke", "data.options.num_bars=300",
+            "run_dir=/tmp/unused-ensemble-sweep"]
+    plain, axes, multirun = split_sweep_overrides(
+        [*argv, "agent.sac.hparams.tau=0.005,0.02", "agent.ppo.hparams.ent_coef=0,0.1"])
+    assert set(axes) == {"agent.sac.hparams.tau", "agent.ppo.hparams.ent_coef"} and not multirun
+    cfg = common.compose(plain)
+    check_hparam_axes(cfg, axes)
+    with pytest.raises(ConfigError, match="agent.sac.hparams.nope"):
+        check_hparam_axes(cfg, {"agent.sac.hparams.nope": [1.0]})
+    prep = prepare(cfg)
+    points = [{"seed": 0, "agent.sac.hparams.tau": t, "agent.ppo.hparams.ent_coef": e}
+              for t, e in ((0.005, 0.0), (0.02, 0.1))]
+    hparams = point_hparams(prep, points)
+    states = jax.vmap(prep.agent.init, in_axes=(0, 0, None))(
+        jnp.stack([jax.random.key(0)] * 2), hparams, prep.env_params)
+    np.testing.assert_allclose(states.members["sac"].hparams.tau, [0.005, 0.02])
+    np.testing.assert_allclose(states.members["ppo"].hparams.ent_coef, [0.0, 0.1])
+    # Members not swept keep their own defaults at every point.
+    np.testing.assert_allclose(states.members["qrdqn"].hparams.learning_rate,
+                               prep.agent_config.qrdqn.hparams.learning_rate)
+
+
 # ---------------------------------------------------------------------- the vote's model
 
 

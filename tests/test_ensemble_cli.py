@@ -70,6 +70,11 @@ def test_report_compares_rules_members_and_shows_reliability(run_dir: Path) -> N
     assert sum(r["bars"] for r in rows) > 0
     assert all(0 <= r["predicted"] <= 1 and 0 <= r["realized"] <= 1 for r in rows)
     assert 0 <= section["ece_test"] <= 1
+    gate = section["min_trade_probability_test"]
+    assert set(gate) == {"0", "0.5", "0.55", "0.6"}
+    assert gate["0"]["sharpe"] == pytest.approx(section["rules"]["vote"]["test"]["sharpe"])
+    # A higher threshold only keeps the book flat on more bars.
+    assert gate["0.6"]["bars_in_market"] <= gate["0"]["bars_in_market"]
     # The policy's own figures are the configured rule's (vote).
     assert metrics["test"]["sharpe"] == pytest.approx(section["rules"]["vote"]["test"]["sharpe"])
     assert "Ensemble" in (run_dir / "report" / "report.html").read_text()

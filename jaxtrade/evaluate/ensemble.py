@@ -94,9 +94,16 @@ def _first_bar(env_params: Any, result: BacktestResult) -> int:
     return int(np.searchsorted(timestamps, result.timestamps[0]))
 
 
-def with_rule(params: Any, rule: str, fitted: Mapping[str, np.ndarray]) -> Any:
-    """The ensemble's policy params with `rule` and the fitted parameters."""
+GATE_THRESHOLDS = (0.5, 0.55, 0.6)  # min_trade_probability values the report also shows
+
+
+def with_rule(params: Any, rule: str, fitted: Mapping[str, np.ndarray],
+              min_trade_probability: float | None = None) -> Any:
+    """The ensemble's policy params with `rule`, the fitted parameters and (when given) another
+    trade-probability threshold."""
     combine = dict(params["combine"])
+    if min_trade_probability is not None:
+        combine["min_trade_probability"] = jnp.asarray(min_trade_probability, jnp.float32)
     combine["rule"] = jnp.asarray(COMBINE_RULES.index(rule), jnp.int32)
     combine["router"] = jnp.asarray(fitted["router"], jnp.float32)
     combine["winner"] = jnp.asarray(fitted["winner"], jnp.float32)
@@ -134,6 +141,7 @@ class EnsembleEvaluation:
     fitted: dict[str, np.ndarray]
     reliability: list[dict[str, float]]
     ece: float
+    gate: dict[str, dict[str, float | None]]  # threshold -> test sharpe, turnover, exposure
 
     def summary(self, names: Sequence[str]) -> dict[str, Any]:
         """metrics.json's "ensemble" section."""
@@ -152,6 +160,7 @@ class EnsembleEvaluation:
             "winner": names[int(np.argmax(self.fitted["winner"]))],
             "reliability_test": self.reliability,
             "ece_test": _finite(self.ece),
+            "min_trade_probability_test": self.gate,
         }
 
 
@@ -169,9 +178,20 @@ def evaluate(agent: Any, params: Any, env: Any, env_params: Any,
                                                                                fitted)),
                                 split=s, deterministic=deterministic) for s in splits}
              for rule in COMBINE_RULES}
-    rows, ece = reliability(rules[agent.config.combine]["test"]) if "test" in splits else (
-        [], float("nan"))
-    return EnsembleEvaluation(rules, members, fitted, rows, ece)
+    rule = agent.config.combine
+    rows, ece, gate = [], float("nan"), {}
+    if "test" in splits:
+        rows, ece = reliability(rules[rule]["test"])
+        for threshold in sorted({float(agent.config.min_trade_probability), 0.0,
+                                 *GATE_THRESHOLDS}):
+            result = backtest(env, env_params, agent_policy(
+                agent, with_rule(params, rule, fitted, threshold)), split="test",
+                deterministic=deterministic)
+            gate[f"{threshold:g}"] = {
+                "sharpe": _finite(result.metrics.get("sharpe")),
+                "turnover": _finite(result.metrics.get("turnover")),
+                "bars_in_market": float(np.mean(np.abs(result.target_positions).sum(1) > 0))}
+    return EnsembleEvaluation(rules, members, fitted, rows, ece, gate)
 
 
 def _tradable(env: Any, env_params: Any, split: str) -> bool:
@@ -211,10 +231,16 @@ def html_section(summary: Mapping[str, Any]) -> str:
             rows.append(f"<tr><td>{kind}: {html.escape(name)}</td>{cells}</tr>")
     rel = "".join(f"<tr><td>{r['bin']}</td><td>{r['bars']}</td><td>{r['predicted']:.3f}</td>"
                   f"<td>{r['realized']:.3f}</td></tr>" for r in summary["reliability_test"])
+    gate = "".join(f"<tr><td>{t}</td><td>{cell(g['sharpe'])}</td><td>{cell(g['turnover'])}"
+                   f"</td><td>{g['bars_in_market']:.2f}</td></tr>"
+                   for t, g in summary["min_trade_probability_test"].items())
     return (f"<h2>Ensemble</h2><p>Best rule on test: {summary['best_rule_on_test']}; "
             f"winner-takes-all member (validation Sharpe): {html.escape(summary['winner'])}. "
             "Router and winner fitted on training + validation bars only.</p>"
             f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
             "<h3>Trade probability reliability (test, bars with a position)</h3>"
             f"<p>ECE {cell(summary['ece_test'])}</p><table><tr><th>predicted</th><th>bars</th>"
-            f"<th>mean predicted</th><th>realized positive</th></tr>{rel}</table>")
+            f"<th>mean predicted</th><th>realized positive</th></tr>{rel}</table>"
+            "<h3>agent.min_trade_probability (test; flat below the threshold)</h3>"
+            "<table><tr><th>threshold</th><th>Sharpe</th><th>turnover</th>"
+            f"<th>bars in the market</th></tr>{gate}</table>")
