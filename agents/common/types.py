@@ -92,9 +92,11 @@ def is_last_value_metric(key: str) -> bool:
 
 
 def find_metric(metrics: Mapping[str, Any], name: str) -> Any:
-    """The value of the metric meaning `name` (any namespace), or None. With several
-    (a composite agent's members), the first in key order."""
-    for key in sorted(metrics):
+    """The value of the metric meaning `name` (any namespace), or None. With several (a
+    composite agent's own and its members'), the one with the fewest namespace parts (the
+    composite's own: `ensemble/episode_return` before `ensemble/ppo/episode_return`), then
+    the first in key order."""
+    for key in sorted(metrics, key=lambda k: (k.count("/"), k)):
         if metric_name(key) == name:
             return metrics[key]
     return None
