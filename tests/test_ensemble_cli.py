@@ -7,7 +7,10 @@ every member per split, the fitted router and winner, the trade probability's re
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,11 @@ import pytest
 
 from jaxtrade.cli import main
 
-RUN = ["train", "agent=ensemble", "experiment=smoke", "data.options.num_bars=400",
+sys.path.insert(0, str(Path(__file__).parent))
+from live_helpers import tiny_frame, write_csv  # noqa: E402
+from test_backtest_new_bars import _random_walk_after  # noqa: E402
+
+RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
        "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
        "train.total_steps=1024", "agent.updates_per_chunk=2",
        "train.checkpoint_every_updates=2", "agent.members=[ppo,sac]",
@@ -25,10 +32,18 @@ RUN = ["train", "agent=ensemble", "experiment=smoke", "data.options.num_bars=400
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ensemble") / "run"
-    assert main([*RUN, f"run_dir={folder}"]) == 0
-    return folder
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
+    folder = tmp_path_factory.mktemp("ensemble")
+    frame = tiny_frame()
+    csv = write_csv(frame, folder / "bars.csv")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*RUN, f"data.path={csv}", f"run_dir={folder / 'run'}"]) == 0
+    return folder / "run", frame
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained: tuple[Path, pl.DataFrame]) -> Path:
+    return trained[0]
 
 
 def test_positions_csv_carries_the_combination_per_bar(run_dir: Path) -> None:
@@ -78,3 +93,30 @@ def test_report_compares_rules_members_and_shows_reliability(run_dir: Path) -> N
     # The policy's own figures are the configured rule's (vote).
     assert metrics["test"]["sharpe"] == pytest.approx(section["rules"]["vote"]["test"]["sharpe"])
     assert "Ensemble" in (run_dir / "report" / "report.html").read_text()
+
+
+def test_changing_every_bar_after_t_changes_nothing_at_or_before_t(trained, tmp_path) -> None:
+    """Through `jaxtrade backtest data.path=`: weights, trade probabilities, member and
+    ensemble positions at or before t are the same when every later bar is replaced."""
+    run_dir, frame = trained
+    positions = pl.read_csv(run_dir / "report" / "positions.csv")
+    test = positions.filter(pl.col("split") == "test")
+    t_stamp = test["timestamp"][10]
+    stamps = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%6f%z").to_list()
+    t = stamps.index(t_stamp)
+    same, changed = tmp_path / "same.csv", tmp_path / "changed.csv"
+    frame.write_csv(same)
+    _random_walk_after(frame, t, seed=7).write_csv(changed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["backtest", f"run_dir={run_dir}", f"data.path={same}",
+                     f"out={tmp_path / 'a'}"]) == 0
+        assert main(["backtest", f"run_dir={run_dir}", f"data.path={changed}",
+                     f"out={tmp_path / 'b'}"]) == 0
+    before = pl.read_csv(tmp_path / "a" / "report" / "positions.csv")
+    after = pl.read_csv(tmp_path / "b" / "report" / "positions.csv")
+    assert before.equals(positions)  # the run's own bars reproduce its report
+    up_to_t = pl.col("timestamp") <= t_stamp
+    assert before.filter(up_to_t).height > 0
+    assert before.filter(up_to_t).equals(after.filter(up_to_t))
+    assert not before.filter(~up_to_t)["trade_probability"].equals(
+        after.filter(~up_to_t)["trade_probability"])
