@@ -348,11 +348,14 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
             filled=write(vote.filled, True),
             exposed=write(vote.exposed, jnp.abs(vote.target).sum() > 1e-9),
             slot=jnp.where(consecutive, (vote.slot + 1) % window, vote.slot))
+        # A return of a fully invested book varies about like the asset: the prior's floor.
+        market_variance = jnp.mean(market.volatility[bar]) ** 2
         # Every rule's weights, the traced `rule` picks one: one compiled walk serves all
         # rules (the report compares them on the same checkpoint).
         by_rule = {
             "equal": comb.equal_weights(num_members),
-            "vote": comb.vote_weights(vote.member_returns, vote.filled, config.vote_prior_bars),
+            "vote": comb.vote_weights(vote.member_returns, vote.filled, config.vote_prior_bars,
+                                      market_variance),
             "router": comb.router_weights(market.regime[bar], fitted["router"]),
             "winner": fitted["winner"],
         }
@@ -360,9 +363,10 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         target = weights @ targets
         cost_rate = fill_cost_rate(market.volatility[bar], env_params.costs, 0.0)
         trade_cost = (cost_rate * jnp.abs(target - vote.target)).sum()
+        exposure = jnp.abs(target).sum()
         probability = comb.trade_probability(
             vote.own_returns, vote.filled & vote.exposed, config.vote_prior_bars, trade_cost,
-            jnp.abs(target).sum())
+            exposure, market_variance * exposure ** 2)
         # A traced threshold (0: every probability passes), so the report can show the
         # gate's effect with the same compiled walk.
         target = jnp.where(probability >= fitted["min_trade_probability"], target, 0.0)

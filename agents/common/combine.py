@@ -22,7 +22,9 @@ members:
 
     mu0    = the pooled mean of every member's window returns (empirical Bayes; causal)
     kappa0 = `prior_bars` pseudo-observations (the prior's weight against the evidence)
-    alpha0 = 1,  beta0 = alpha0 * (pooled variance + 1e-12)
+    alpha0 = 1,  beta0 = alpha0 * max(pooled variance, floor) (+ 1e-12); the ensemble's floor
+             is (exposure x the market's rolling volatility at t)^2, so a window of a few
+             returns cannot make the prior (and the trade probability) overconfident
 
 Posterior (conjugate; n returns with mean xbar and sum of squared deviations S):
 
@@ -63,13 +65,14 @@ class NIG(NamedTuple):
     beta: jax.Array
 
 
-def nig_prior(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array) -> NIG:
+def nig_prior(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array,
+              variance_floor: float | jax.Array = 0.0) -> NIG:
     """The shared prior of the module docstring from window returns [W, M] (mask [W]: rows
-    that hold a return)."""
+    that hold a return); its variance is at least `variance_floor`."""
     weight = mask[:, None].astype(returns.dtype) * jnp.ones_like(returns)
     total = jnp.maximum(weight.sum(), 1.0)
     mean = (weight * returns).sum() / total
-    var = (weight * (returns - mean) ** 2).sum() / total
+    var = jnp.maximum((weight * (returns - mean) ** 2).sum() / total, variance_floor)
     alpha0 = jnp.asarray(1.0, returns.dtype)
     return NIG(mean, jnp.asarray(prior_bars, returns.dtype), alpha0, alpha0 * (var + 1e-12))
 
@@ -117,19 +120,20 @@ def probability_best(post: NIG) -> jax.Array:
     return mass / jnp.maximum(mass.sum(), 1e-30)
 
 
-def vote_weights(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array
-                 ) -> jax.Array:
+def vote_weights(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array,
+                 variance_floor: float | jax.Array = 0.0) -> jax.Array:
     """[M] Bayesian vote weights from window paper returns [W, M] (module docstring)."""
-    post = nig_posterior(returns, mask, nig_prior(returns, mask, prior_bars))
-    return probability_best(post)
+    prior = nig_prior(returns, mask, prior_bars, variance_floor)
+    return probability_best(nig_posterior(returns, mask, prior))
 
 
 def trade_probability(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array,
-                      cost: jax.Array, exposure: jax.Array) -> jax.Array:
+                      cost: jax.Array, exposure: jax.Array,
+                      variance_floor: float | jax.Array = 0.0) -> jax.Array:
     """P(next-bar return > `cost`) under the predictive fitted to the ensemble's own window
     returns [W] (rows in `mask`); 0 when `exposure` (sum |target weights|) is 0."""
     ret, m = returns[:, None], mask
-    post = nig_posterior(ret, m, nig_prior(ret, m, prior_bars))
+    post = nig_posterior(ret, m, nig_prior(ret, m, prior_bars, variance_floor))
     z = (cost - post.mu[0]) / predictive_scale(post)[0]
     p = 1.0 - student_t_cdf(z, 2.0 * post.alpha[0])
     return jnp.where(exposure > 1e-9, p, 0.0)
