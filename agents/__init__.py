@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 
 import jaxtrade  # noqa: F401  (first: sets XLA:CPU flags before JAX starts its backend)
-from agents import cvar_ppo, dqn, mcts, ppo, qrdqn, sac, td3
+from agents import cvar_ppo, dqn, ensemble, mcts, ppo, qrdqn, sac, td3
 from agents.common.config import stack_hparams
 from agents.common.networks import NetworkConfig
 from agents.common.types import Agent, Metrics, TrainOutput
@@ -56,6 +56,10 @@ AGENTS: dict[str, AgentSpec] = {
     "mcts": AgentSpec(MCTSConfig, mcts.make_agent,
                       "search on a learned next-bar model + exact accounting (trading env)"),
 }
+# After every single agent: the ensemble's config has one field per agent registered above.
+EnsembleConfig = ensemble.make_config_class(AGENTS)
+AGENTS["ensemble"] = AgentSpec(EnsembleConfig, ensemble.make_agent,
+                               "members trained side by side in one program, combined per bar")
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
@@ -113,6 +117,7 @@ __all__ = [
     "DDPGHParams",
     "DQNConfig",
     "DQNHParams",
+    "EnsembleConfig",
     "MCTSConfig",
     "MCTSHParams",
     "Metrics",

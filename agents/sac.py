@@ -90,6 +90,7 @@ class SACConfig(TanhActorSizes):
     hparams: SACHParams = dataclasses.field(default_factory=SACHParams)
 
     discrete: ClassVar[bool] = False
+    env_action_mode: ClassVar[str] = "continuous"  # what an ensemble member of it trades
 
 
 @struct.dataclass
@@ -113,6 +114,7 @@ class SACDiscreteConfig(SACConfig):
     hparams: SACDiscreteHParams = dataclasses.field(default_factory=SACDiscreteHParams)
 
     discrete: ClassVar[bool] = True
+    env_action_mode: ClassVar[str] = "discrete"
 
 
 @struct.dataclass

@@ -27,7 +27,7 @@ vmap in one program. Shape-setting sizes (envs, buffer, batch, network, delay) s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,7 @@ def _td3_network() -> NetworkConfig:
 @dataclasses.dataclass(frozen=True)
 class TD3Config(TanhActorSizes):
     name: str = "td3"
+    env_action_mode: ClassVar[str] = "continuous"  # what an ensemble member of it trades
     twin_critic: bool = True  # clipped double Q
     policy_delay: int = 2  # minibatch steps per actor and target update
     network: NetworkConfig = dataclasses.field(default_factory=_td3_network)

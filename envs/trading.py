@@ -190,6 +190,17 @@ class TradingEnv(environment.Environment):
                 self.include_portfolio, self.final_observation, self.num_assets,
                 self.num_features)
 
+    def with_action_mode(self, action_mode: str) -> TradingEnv:
+        """This env with another action mode: the same market and static settings, and the
+        same EnvParams serve both (an ensemble trains discrete and continuous members side
+        by side on one market)."""
+        if action_mode == self.action_mode:
+            return self
+        return TradingEnv(self._default_market, window_bars=self.window_bars,
+                          action_mode=action_mode, discrete_levels=self.discrete_levels,
+                          obs_layout=self.obs_layout, include_portfolio=self.include_portfolio,
+                          final_observation=self.final_observation)
+
     # Equal static settings share compiled programs (jit's cache keys on the static env).
     def __hash__(self) -> int:
         return hash((type(self), self.static_key()))

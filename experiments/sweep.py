@@ -46,6 +46,7 @@ examples:
   jaxtrade sweep sweep=lr_ent_grid train.num_seeds=3 logger=wandb
   jaxtrade sweep sweep=random_lr sweep.num_samples=16
   jaxtrade sweep env.num_envs=32,64 agent.hparams.learning_rate=1e-4,3e-4
+  jaxtrade sweep agent=ensemble agent.sac.hparams.tau=0.005,0.02 (a member's hparams)
 
 Writes run_dir/sweep_summary.json and .csv (all trials ranked by validation Sharpe).
 """
@@ -66,7 +67,7 @@ def split_sweep_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, lis
             continue
         key = ov.get_key_element()
         values = list(ov.sweep_string_iterator())
-        if ov.key_or_group.startswith(HPARAM_PREFIX):
+        if is_hparam_key(ov.key_or_group):
             try:
                 vmapped[ov.key_or_group] = [float(v) for v in values]
             except ValueError:
@@ -77,11 +78,21 @@ def split_sweep_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, lis
     return plain, vmapped, multirun
 
 
+def is_hparam_key(key: str) -> bool:
+    """agent.hparams.<name>, or a composite agent's agent.<member>.hparams.<name>."""
+    parts = key.split(".")
+    return key.startswith(HPARAM_PREFIX) or (
+        len(parts) == 4 and parts[0] == "agent" and parts[2] == "hparams")
+
+
 def check_hparam_axes(cfg: Mapping[str, Any], axes: Mapping[str, list[float]]) -> None:
-    """Every swept agent.hparams.* key must be a hyperparameter of the chosen agent."""
-    known = list(cfg["agent"].get("hparams", {}))
+    """Every swept agent.hparams.* key (agent.<member>.hparams.* for the ensemble) must be a
+    hyperparameter of the chosen agent."""
     for key in axes:
-        if key.removeprefix(HPARAM_PREFIX) not in known:
+        parts = key.split(".")
+        section = cfg["agent"] if len(parts) == 3 else (cfg["agent"].get(parts[1]) or {})
+        known = list(section.get("hparams", {}) if isinstance(section, Mapping) else [])
+        if parts[-1] not in known:
             from jaxtrade.config.validate import unknown_key
 
             raise unknown_key(key, axes[key], known)

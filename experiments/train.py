@@ -212,8 +212,17 @@ def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
     """The agent's hyperparameters stacked over sweep points (their `agent.hparams.*` keys)."""
     from agents import stack_hparams
 
+    base = prep.agent_config.hparams
+    if isinstance(base, Mapping):  # a composite agent: {member: hparams}, agent.<m>.hparams.*
+        return stack_hparams([
+            {member: common.replace_hparams(hp, {
+                k.rsplit(".", 1)[-1]: v for k, v in p.items()
+                if k != "seed" and k.split(".")[1] == member})
+             for member, hp in base.items()}
+            for p in points
+        ])
     return stack_hparams([
-        common.replace_hparams(prep.agent_config.hparams, {
+        common.replace_hparams(base, {
             k.rsplit(".", 1)[-1]: v for k, v in p.items() if k != "seed"})
         for p in points
     ])
@@ -531,8 +540,21 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     from jaxtrade.evaluate.seeds import seed_summary, seed_tables
 
     deterministic = bool(prep.cfg["train"]["deterministic_eval"])
-    policy = agent_policy(prep.agent, restored.params)
-    results = backtest_all_splits(prep.env, prep.env_params, policy, deterministic=deterministic)
+    ensemble = None
+    if prep.agent.members is not None:  # a composite agent: fit its rules, compare them
+        from jaxtrade.evaluate import ensemble as ensemble_eval
+
+        ensemble = ensemble_eval.evaluate(prep.agent, restored.params, prep.env,
+                                          prep.env_params, deterministic=deterministic)
+        rule = prep.agent.config.combine
+        results = ensemble.rules[rule]
+        names = list(prep.agent.members)
+        for result in results.values():
+            result.columns = ensemble_eval.positions_columns(result, names, rule)
+    else:
+        policy = agent_policy(prep.agent, restored.params)
+        results = backtest_all_splits(prep.env, prep.env_params, policy,
+                                      deterministic=deterministic)
     seeds = seed_summary(per_point_metrics(prep, restored, len(points), results),
                          points, restored.point, restored.step)
     baselines = run_baselines(prep.env, prep.env_params, splits=tuple(results))
@@ -558,6 +580,11 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     metrics = json.loads(metrics_path.read_text())
     metrics["checkpoint"] = source
     metrics["agent"] = prep.cfg["agent"]["name"]  # `jaxtrade compare` shows it
+    if ensemble is not None:
+        metrics["ensemble"] = ensemble.summary(list(prep.agent.members))
+        page.write_text(page.read_text(encoding="utf-8").replace(
+            "</body>", ensemble_eval.html_section(metrics["ensemble"]) + "</body>"),
+            encoding="utf-8")
     training = training_metrics(prep.run_dir, restored.point, restored.step,
                                 warn=lambda message: print_fn(f"warning: {message}"))
     if training:
@@ -570,11 +597,33 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
     print_fn(metrics_table(metrics_path))
     for line in verdict(metrics_path):
         print_fn(line)
+    if ensemble is not None:
+        for line in ensemble_lines(metrics["ensemble"]):
+            print_fn(line)
     if len(points) > 1:
         for line in seed_tables(seeds):
             print_fn(line)
     print_fn(f"report: {page}")
     return report_dir
+
+
+def ensemble_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Console lines of an ensemble report: each rule's and member's Sharpe per split."""
+    lines = ["ensemble (Sharpe train / validation / test; router and winner fitted on train "
+             "+ validation):"]
+    for kind, entries in (("rule", summary["rules"]), ("member", summary["members"])):
+        for name, by_split in entries.items():
+            cells = " / ".join(_num((by_split.get(s) or {}).get("sharpe"))
+                               for s in ("train", "validation", "test"))
+            lines.append(f"  {kind} {name:<12s} {cells}")
+    lines.append(f"  best rule on test: {summary['best_rule_on_test']}; winner-takes-all picks "
+                 f"{summary['winner']}; trade probability ECE (test): "
+                 f"{_num(summary['ece_test'])}")
+    gate = summary.get("min_trade_probability_test") or {}
+    if gate:
+        lines.append("  min_trade_probability on test (Sharpe, turnover): " + "; ".join(
+            f"{t}: {_num(g['sharpe'])}, {_num(g['turnover'])}" for t, g in gate.items()))
+    return lines
 
 
 def per_point_metrics(prep: Prepared, restored: RestoredPoint, num_points: int,

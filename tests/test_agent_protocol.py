@@ -10,6 +10,8 @@ trading env's accounting only, so its cases run there.
 
 from __future__ import annotations
 
+import functools
+
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -42,6 +44,17 @@ ON_POLICY = {
     "update_epochs": 1,
     "network": NET,
 }
+# Two members, one discrete (PPO) and one continuous (SAC), on the trading env.
+ENSEMBLE = {
+    "members": ["ppo", "sac"],
+    "num_envs": 2,
+    "total_steps": 2 * 8 * UPDATES * 2,
+    "updates_per_chunk": UPDATES,
+    "ppo": {k: v for k, v in ON_POLICY.items() if k not in ("num_envs", "total_steps",
+                                                               "updates_per_chunk")},
+    "sac": {k: v for k, v in OFF_POLICY.items() if k not in ("num_envs", "total_steps",
+                                                                "updates_per_chunk")},
+}
 # name -> (config overrides, family, discrete actions, beliefs it reports)
 CASES = {
     "ppo": (ON_POLICY, "ppo", True, {"logits", "value"}),
@@ -53,8 +66,11 @@ CASES = {
     "td3": (OFF_POLICY, "td3", False, set()),
     "ddpg": (OFF_POLICY, "td3", False, set()),
     "mcts": ({**OFF_POLICY, "num_simulations": 4}, "mcts", True, {"logits", "value"}),
+    "ensemble": (ENSEMBLE, "ensemble", False, set()),
 }
-TRADING_ONLY = {"mcts"}
+# Agents that need jaxtrade's trading env (they plan on its accounting or combine target
+# weights).
+TRADING_ONLY = {"mcts", "ensemble"}
 BELIEFS = ("logits", "value", "q_values", "quantiles")
 
 
@@ -77,10 +93,21 @@ def _small_trading_market():
 
 def _gymnax(name: str):
     """The env an agent's protocol cases run on: gymnax's, or the trading env for agents that
-    plan on its accounting."""
+    plan on its accounting (mcts, discrete) or combine target weights (ensemble)."""
+    if name == "ensemble":
+        return envs.make("trading", _market(), window_bars=4, action_mode="continuous")
     if name in TRADING_ONLY:
         return envs.make("trading", _small_trading_market(), window_bars=4)
     return gymnax.make("CartPole-v1" if CASES[name][2] else "Pendulum-v1")
+
+
+@functools.cache
+def _market():
+    rng = np.random.default_rng(0)
+    log_returns = 0.01 * rng.standard_normal((200, 2))
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    splits = np.array([[0, 120], [120, 160], [160, 200]])
+    return from_arrays(close, features=log_returns[:, :, None], splits=splits)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -152,8 +179,12 @@ def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) ->
         assert out.action.shape == (batch, *action_space.shape)
         assert np.all(np.abs(np.asarray(out.action)) <= 2.0 + 1e-6)  # Pendulum's torque box
     if name in TRADING_ONLY:
-        want = jax.vmap(env.action_to_weights, in_axes=(0, None))(out.action, env_params)
-        np.testing.assert_array_equal(out.target_weights, want)
+        assert out.target_weights.shape == (batch, env.num_assets)
+        if name == "ensemble":
+            assert out.ensemble.weights.shape == (batch, len(CASES[name][0]["members"]))
+        else:
+            want = jax.vmap(env.action_to_weights, in_axes=(0, None))(out.action, env_params)
+            np.testing.assert_array_equal(out.target_weights, want)
     else:
         assert out.target_weights is None  # gymnax envs have no portfolio
     for field in BELIEFS:

@@ -178,6 +178,7 @@ def test_yaml_lists_every_field_of_the_owning_dataclasses() -> None:
         config_cls = spec.config_class
         fields = {f.name for f in dataclasses.fields(config_cls)}
         listed = set(compose_raw([f"agent={name}"])["agent"])  # with inherited files
+        # The ensemble's updates_per_chunk is its own; its members' sizes are the ensemble's.
         assert listed == fields - {"num_envs", "total_steps", "network"}, name
     net_fields = {f.name for f in dataclasses.fields(NetworkConfig)}
     for option in group_options("network"):  # with NetworkConfig's defaults they build on

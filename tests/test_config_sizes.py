@@ -135,6 +135,10 @@ def prepared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         overrides.append("env.action_mode=continuous")
     if name in REPLAY:
         overrides += ["agent.buffer_size=4096", "agent.learning_starts=64"]
+    if name == "ensemble":  # its replay members (sac, qrdqn) sized like the replay agents
+        overrides = [o for o in overrides if not o.startswith("network.")]  # members' own
+        overrides += [f"agent.{m}.{k}" for m in ("sac", "qrdqn")
+                      for k in ("buffer_size=4096", "learning_starts=64")]
     cfg = compose_run(overrides)
     return name, cfg, prepare(cfg)
 
@@ -146,7 +150,7 @@ def test_every_agent_family_is_estimated_with_its_envs_buffer_and_seeds(prepared
     )
     assert one.points == 1 and one.num_envs == 8
     assert one.env_bytes > 8 * 4 and one.storage_bytes > one.env_bytes  # a rollout of obs
-    if name in REPLAY:
+    if name in REPLAY or name == "ensemble":
         assert one.fixed_bytes >= 4096 * 2 * 4  # the buffer's transitions
     else:
         assert one.fixed_bytes == 0
@@ -173,7 +177,9 @@ def test_a_host_without_the_memory_refuses_each_family(prepared, monkeypatch) ->
         prep.env, prep.env_params, prep.agent_config, sharding.single_device(1)
     )
     buffer_larger = estimate.fixed_bytes > estimate.num_envs * estimate.per_env
-    key = "agent.buffer_size=4096" if buffer_larger else "env.num_envs=8"
+    # The ensemble's buffers are its members' (no agent.buffer_size): it names the envs.
+    key = ("agent.buffer_size=4096" if buffer_larger and name != "ensemble"
+           else "env.num_envs=8")
     assert message.startswith(f"{key} is not allowed: training needs about ")
     assert "more than the 999 B of RAM this host has available" in message
 

@@ -95,9 +95,11 @@ def is_last_value_metric(key: str) -> bool:
 
 
 def find_metric(metrics: Mapping[str, Any], name: str) -> Any:
-    """The value of the metric meaning `name` (any namespace), or None. With several
-    (a composite agent's members), the first in key order."""
-    for key in sorted(metrics):
+    """The value of the metric meaning `name` (any namespace), or None. With several (a
+    composite agent's own and its members'), the one with the fewest namespace parts (the
+    composite's own: `ensemble/episode_return` before `ensemble/ppo/episode_return`), then
+    the first in key order."""
+    for key in sorted(metrics, key=lambda k: (k.count("/"), k)):
         if metric_name(key) == name:
             return metrics[key]
     return None
@@ -124,6 +126,9 @@ class PolicyOutput(NamedTuple):
     quantiles       [B, num_actions, num_quantiles] the return quantiles (QR-DQN)
     carry           the network's recurrent state after these observations, leaves [B, ...]
                     (an empty tuple for feed-forward networks)
+    ensemble        a composite agent's combination: agents/ensemble.py `EnsembleBeliefs`
+                    (member weights, member target weights, trade probability, each
+                    member's own PolicyOutput); None for single agents
     """
 
     action: jax.Array
@@ -133,6 +138,7 @@ class PolicyOutput(NamedTuple):
     q_values: jax.Array | None
     quantiles: jax.Array | None
     carry: Any
+    ensemble: Any = None
 
 
 class Agent(NamedTuple):
@@ -156,3 +162,4 @@ class Agent(NamedTuple):
     # (state, other) -> `state` with `other`'s hyperparameters (a fork of a run that changes
     # them); None: the agent cannot swap them.
     with_hparams_of: Callable[[Any, Any], Any] | None = None
+    members: Mapping[str, Agent] | None = None  # a composite agent's members, by name

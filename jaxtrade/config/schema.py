@@ -190,8 +190,11 @@ def _register_agent_defaults(cs: Any) -> None:
     from jaxtrade.config.validate import AGENT_KEYS_SET_ELSEWHERE
 
     for name, spec in agents.AGENTS.items():
-        defaults = config_to_dict(spec.config_class())
-        network = defaults.pop("network")
+        # A composite agent (the ensemble) states its own defaults and has no network of
+        # its own: its members' are under agent.<member>.network.
+        own = getattr(spec.config_class, "registered_defaults", None)
+        defaults = own() if own is not None else config_to_dict(spec.config_class())
+        network = defaults.pop("network", {})
         for key in AGENT_KEYS_SET_ELSEWHERE:
             defaults.pop(key, None)
         cs.store(group="agent", name=f"_defaults_{name}", node=defaults)

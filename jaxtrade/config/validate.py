@@ -553,12 +553,15 @@ def _check_sweep(cfg: dict[str, Any]) -> None:
         where = f"sweep.params[{i}]"
         key = param.get("key", "")
         parts = key.split(".")
-        if len(parts) != 3 or parts[:2] != ["agent", "hparams"]:
+        member = len(parts) == 4 and parts[0] == "agent" and parts[2] == "hparams"
+        if not member and (len(parts) != 3 or parts[:2] != ["agent", "hparams"]):
             raise ConfigError(f"{where}.key={key!r} is not allowed: vmapped sweeps take numeric "
-                              "agent.hparams.<name> keys; sweep shape-changing keys with "
-                              "comma lists on the command line (multirun)")
-        if isinstance(hparams, Mapping) and parts[2] not in hparams:
-            raise unknown_key(key, param, [f"{k}" for k in hparams])
+                              "agent.hparams.<name> keys (agent.<member>.hparams.<name> for "
+                              "the ensemble); sweep shape-changing keys with comma lists on "
+                              "the command line (multirun)")
+        known = (cfg["agent"].get(parts[1]) or {}).get("hparams") if member else hparams
+        if isinstance(known, Mapping) and parts[-1] not in known:
+            raise unknown_key(key, param, [f"{k}" for k in known])
         if sweep["method"] == "grid" and not param.get("values"):
             raise ConfigError(f"{where}.values={param.get('values')!r} is not allowed: "
                               "a grid sweep needs a list of values")

@@ -23,7 +23,9 @@ Recurrent policies: a policy with an `init_carry()` method is called as
 rollouts and the live runner do. `agent_policy(agent, params)` wraps an agent's `act` (its
 batched policy call for one bar, given the observation and the env state it summarizes) that
 way (for every network: a feed-forward carry is an empty tuple) and hands the agent's
-parameters to the compiled walk as inputs, so one program serves every checkpoint.
+parameters to the compiled walk as inputs, so one program serves every checkpoint. A carry
+that is a dict with a `report` entry (the ensemble's member weights, member targets and
+trade probability) is recorded per bar into `BacktestResult.report`.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ class BacktestResult:
     bars_per_year: float
     metrics: dict[str, float]
     terminated: bool = False  # bankrupt before the split ended
+    # A composite policy's per-bar record (its carry's `report`: the ensemble's member
+    # weights [n, M], member targets [n, M, A], trade probability [n]), rows as targets.
+    report: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # Extra positions.csv columns, [n] per bar or [n, A] per (bar, symbol).
+    columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def num_bars(self) -> int:
@@ -115,6 +122,8 @@ class BacktestResult:
                 "target_position": self.target_positions.reshape(-1),
                 "trade": np.repeat(self.trades, a),
                 "cost": np.repeat(self.costs, a),
+                **{name: (np.repeat(v, a) if np.ndim(v) == 1 else np.asarray(v).reshape(-1))
+                   for name, v in self.columns.items()},
             }
         )
 
@@ -177,7 +186,10 @@ def rollout(
                            num_steps)
     steps = last - first
     per_step = ("equity", "position", "target", "trade", "cost", "alive")
-    return {k: (v[:steps] if k in per_step else v) for k, v in records.items()}
+    out = {k: (v[:steps] if k in per_step else v) for k, v in records.items()}
+    if "report" in records:
+        out["report"] = jax.tree.map(lambda v: v[:steps], records["report"])
+    return out
 
 
 def eval_params(env_params: Any, split: str | int) -> Any:
@@ -249,6 +261,8 @@ def _rollout_impl(env, max_steps, delay_bars, mode, policy, params, key, num_ste
             "cost": jnp.where(alive, info["costs"], 0.0),
             "alive": alive,
         }
+        if isinstance(policy_carry, dict) and "report" in policy_carry:
+            record["report"] = policy_carry["report"]  # a composite policy's per-bar beliefs
         return (obs_out, state_out, solvent & ~(alive & terminated), queue, policy_carry), record
 
     keys = jax.random.split(loop_key, max_steps + 1)
@@ -256,8 +270,10 @@ def _rollout_impl(env, max_steps, delay_bars, mode, policy, params, key, num_ste
     (obs, state, alive, _, policy_carry), records = jax.lax.scan(
         one_bar, (obs, state, jnp.asarray(True), queue, policy_carry), (steps, keys[:max_steps])
     )
-    final_action, _ = act(keys[-1], obs, state, params, policy_carry)
+    final_action, final_carry = act(keys[-1], obs, state, params, policy_carry)
     final_target = jnp.where(alive, env.action_to_weights(final_action, params), 0.0)
+    if isinstance(final_carry, dict) and "report" in final_carry:
+        records["final_report"] = final_carry["report"]
     records["final_target"] = final_target
     records["survived"] = alive
     records["initial_equity"] = jnp.asarray(params.trading.initial_equity, jnp.float32)
@@ -309,6 +325,10 @@ def result_from_rollout(env: Any, env_params: Any, split: str, rec: dict) -> Bac
     costs = np.concatenate([[0.0], np.asarray(rec["cost"], np.float64)])
     bars = np.arange(first, last + 1)
     close = np.asarray(market.close, np.float64)[bars]
+    report = {}
+    if "report" in rec:  # decisions at every row, the last one's from the final call
+        report = {k: np.concatenate([np.asarray(v), np.asarray(rec["final_report"][k])[None]])
+                  for k, v in rec["report"].items()}
     bars_per_year = float(market.meta.bars_per_year)
     metrics = metrics_lib.metrics_dict(returns[1:], bars_per_year, targets[:-1])
     return BacktestResult(
@@ -325,6 +345,7 @@ def result_from_rollout(env: Any, env_params: Any, split: str, rec: dict) -> Bac
         bars_per_year=bars_per_year,
         metrics=metrics,
         terminated=not bool(rec["survived"]),
+        report=report,
     )
 
 

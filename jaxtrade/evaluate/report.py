@@ -689,7 +689,7 @@ def _seeds_section(seeds: Mapping[str, Any] | None) -> str:
 
 def write_positions_csv(results_by_split: Mapping[str, BacktestResult], path: Path) -> None:
     frames = [
-        r.frame().select("timestamp", "symbol", "split", "target_position")
+        r.frame().select("timestamp", "symbol", "split", "target_position", *r.columns)
         for s in SPLIT_NAMES if (r := results_by_split.get(s)) is not None
     ]
     pl.concat(frames).write_csv(path)

@@ -1,0 +1,246 @@
+"""The ensemble's evaluation: fit the router and winner-takes-all, backtest every rule and
+every member on every split, and measure how calibrated the trade probability is.
+
+Fitting uses training and validation bars only (never test):
+  winner   one-hot on the member with the highest validation Sharpe (FinRL's rule),
+           from each member's own backtest (its policy alone, the env's costs)
+  router   per regime r, the member with the highest regime-weighted mean return
+           sum_t P(r at t) x_m(t+1) / sum_t P(r at t) over training + validation bars,
+           with P(r at t) the forward-filtered regime probabilities (MarketData.regime);
+           applied at t as sum_r P(r at t) table[r] (agents/common/combine.py)
+
+Reliability of the trade probability (test split): over bars where the ensemble holds a
+position, bin the probability in deciles and compare the mean prediction with the realized
+frequency of a positive next-bar return after costs (the backtest's return of the next row,
+which is earned by that target); ECE = sum_bins (n_bin / n) |mean p - frequency|.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from agents.ensemble import COMBINE_RULES
+from jaxtrade.evaluate.backtest import BacktestResult, agent_policy, backtest
+from jaxtrade.market import SPLIT_NAMES
+
+FIT_SPLITS = ("train", "validation")
+
+
+def member_backtests(agent: Any, params: Any, env: Any, env_params: Any,
+                     splits: Sequence[str], deterministic: bool = True
+                     ) -> dict[str, dict[str, BacktestResult]]:
+    """{member: {split: backtest of the member trading alone}} (each on its own env kind)."""
+    out: dict[str, dict[str, BacktestResult]] = {}
+    for name, member in agent.members.items():
+        mode = getattr(type(member.config), "env_action_mode", "discrete")
+        member_env = env.with_action_mode(mode)
+        policy = agent_policy(member, params["members"][name])
+        out[name] = {s: backtest(member_env, env_params, policy, split=s,
+                                 deterministic=deterministic) for s in splits}
+    return out
+
+
+def fit_winner(validation_sharpe: Sequence[float]) -> np.ndarray:
+    """One-hot [M] on the best validation Sharpe (the first on ties; equal if all NaN)."""
+    sharpe = np.asarray(validation_sharpe, np.float64)
+    if not np.isfinite(sharpe).any():
+        return np.full(len(sharpe), 1.0 / len(sharpe))
+    out = np.zeros(len(sharpe))
+    out[int(np.nanargmax(np.where(np.isfinite(sharpe), sharpe, -np.inf)))] = 1.0
+    return out
+
+
+def fit_router(member_returns: np.ndarray, regime_probs: np.ndarray) -> np.ndarray:
+    """[R, M] table: per regime, one-hot on the member with the highest regime-weighted mean
+    return. `member_returns` [T, M]: the return of each member earned over bar t -> t+1;
+    `regime_probs` [T, R]: P(regime at t) (filtered), the information at the decision."""
+    weights = regime_probs / np.maximum(regime_probs.sum(axis=0, keepdims=True), 1e-12)
+    means = weights.T @ member_returns  # [R, M]
+    table = np.zeros_like(means)
+    table[np.arange(len(means)), means.argmax(axis=1)] = 1.0
+    return table
+
+
+def _earned(result: BacktestResult) -> tuple[np.ndarray, np.ndarray]:
+    """(decision bars [n-1], return earned over the next bar by each decision)."""
+    return np.arange(len(result.returns) - 1), result.returns[1:]
+
+
+def fit_combination(agent: Any, env_params: Any,
+                    members: Mapping[str, Mapping[str, BacktestResult]]) -> dict[str, np.ndarray]:
+    """The fitted `combine` parameters (router table, winner) from members' training and
+    validation backtests."""
+    names = list(agent.members)
+    winner = fit_winner([members[n]["validation"].metrics.get("sharpe", np.nan)
+                         for n in names])
+    regime = np.asarray(env_params.market.regime, np.float64)
+    returns, probs = [], []
+    for split in FIT_SPLITS:
+        first_bar = _first_bar(env_params, members[names[0]][split])
+        _, earned = _earned(members[names[0]][split])
+        returns.append(np.stack([_earned(members[n][split])[1] for n in names], axis=1))
+        probs.append(regime[first_bar:first_bar + len(earned)])
+    table = fit_router(np.concatenate(returns), np.concatenate(probs))
+    return {"router": table, "winner": winner}
+
+
+def _first_bar(env_params: Any, result: BacktestResult) -> int:
+    timestamps = np.asarray(env_params.market.meta.timestamps)
+    return int(np.searchsorted(timestamps, result.timestamps[0]))
+
+
+GATE_THRESHOLDS = (0.5, 0.55, 0.6)  # min_trade_probability values the report also shows
+
+
+def with_rule(params: Any, rule: str, fitted: Mapping[str, np.ndarray],
+              min_trade_probability: float | None = None) -> Any:
+    """The ensemble's policy params with `rule`, the fitted parameters and (when given) another
+    trade-probability threshold."""
+    combine = dict(params["combine"])
+    if min_trade_probability is not None:
+        combine["min_trade_probability"] = jnp.asarray(min_trade_probability, jnp.float32)
+    combine["rule"] = jnp.asarray(COMBINE_RULES.index(rule), jnp.int32)
+    combine["router"] = jnp.asarray(fitted["router"], jnp.float32)
+    combine["winner"] = jnp.asarray(fitted["winner"], jnp.float32)
+    return {**params, "combine": combine}
+
+
+def reliability(result: BacktestResult, bins: int = 10) -> tuple[list[dict[str, float]], float]:
+    """Deciles of the trade probability vs the realized frequency of a positive next-bar
+    return after costs, over decisions with a position; and the ECE. ([], nan) without any."""
+    p = np.asarray(result.report.get("trade_probability", []), np.float64)[:-1]
+    exposure = np.abs(result.target_positions[:-1]).sum(axis=1)
+    won = result.returns[1:] > 0
+    held = exposure > 1e-9
+    p, won = p[held], won[held]
+    if len(p) == 0:
+        return [], float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if not inside.any():
+            continue
+        predicted, realized = float(p[inside].mean()), float(won[inside].mean())
+        rows.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "bars": int(inside.sum()),
+                     "predicted": predicted, "realized": realized})
+        ece += inside.sum() / len(p) * abs(predicted - realized)
+    return rows, float(ece)
+
+
+@dataclasses.dataclass
+class EnsembleEvaluation:
+    rules: dict[str, dict[str, BacktestResult]]  # rule -> split -> backtest
+    members: dict[str, dict[str, BacktestResult]]  # member -> split -> backtest alone
+    fitted: dict[str, np.ndarray]
+    reliability: list[dict[str, float]]
+    ece: float
+    gate: dict[str, dict[str, float | None]]  # threshold -> test sharpe, turnover, exposure
+
+    def summary(self, names: Sequence[str]) -> dict[str, Any]:
+        """metrics.json's "ensemble" section."""
+        pick = ("sharpe", "total_return", "max_drawdown", "turnover")
+        table = lambda by_split: {s: {k: _finite(r.metrics.get(k)) for k in pick}
+                                  for s, r in by_split.items()}
+        test = {rule: _finite(r["test"].metrics.get("sharpe")) if "test" in r else None
+                for rule, r in self.rules.items()}
+        best = max((r for r in test if test[r] is not None), key=lambda r: test[r],
+                   default=None)
+        return {
+            "rules": {rule: table(r) for rule, r in self.rules.items()},
+            "members": {name: table(r) for name, r in self.members.items()},
+            "best_rule_on_test": best,
+            "router_table": np.asarray(self.fitted["router"]).tolist(),
+            "winner": names[int(np.argmax(self.fitted["winner"]))],
+            "reliability_test": self.reliability,
+            "ece_test": _finite(self.ece),
+            "min_trade_probability_test": self.gate,
+        }
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def evaluate(agent: Any, params: Any, env: Any, env_params: Any,
+             deterministic: bool = True) -> EnsembleEvaluation:
+    """Fit on training + validation, then backtest every rule and member on every split."""
+    splits = [s for s in SPLIT_NAMES if _tradable(env, env_params, s)]
+    members = member_backtests(agent, params, env, env_params, splits, deterministic)
+    fitted = fit_combination(agent, env_params, members)
+    rules = {rule: {s: backtest(env, env_params, agent_policy(agent, with_rule(params, rule,
+                                                                               fitted)),
+                                split=s, deterministic=deterministic) for s in splits}
+             for rule in COMBINE_RULES}
+    rule = agent.config.combine
+    rows, ece, gate = [], float("nan"), {}
+    if "test" in splits:
+        rows, ece = reliability(rules[rule]["test"])
+        for threshold in sorted({float(agent.config.min_trade_probability), 0.0,
+                                 *GATE_THRESHOLDS}):
+            result = backtest(env, env_params, agent_policy(
+                agent, with_rule(params, rule, fitted, threshold)), split="test",
+                deterministic=deterministic)
+            gate[f"{threshold:g}"] = {
+                "sharpe": _finite(result.metrics.get("sharpe")),
+                "turnover": _finite(result.metrics.get("turnover")),
+                "bars_in_market": float(np.mean(np.abs(result.target_positions).sum(1) > 0))}
+    return EnsembleEvaluation(rules, members, fitted, rows, ece, gate)
+
+
+def _tradable(env: Any, env_params: Any, split: str) -> bool:
+    start, end = env_params.market.split_bounds(split)
+    first = max(start, int(env.window_bars) - 1)
+    return min(end, env_params.market.num_bars) - first >= 2
+
+
+def positions_columns(result: BacktestResult, names: Sequence[str], rule: str
+                      ) -> dict[str, np.ndarray]:
+    """positions.csv columns of an ensemble backtest: the rule, the trade probability, each
+    member's weight (per bar) and target position (per bar and symbol)."""
+    report = result.report
+    n = len(result.returns)
+    cols: dict[str, Any] = {"rule": np.array([rule] * n),
+                            "trade_probability": np.asarray(report["trade_probability"])}
+    for i, name in enumerate(names):
+        cols[f"weight_{name}"] = np.asarray(report["weights"])[:, i]
+        cols[f"position_{name}"] = np.asarray(report["member_targets"])[:, i, :]
+    return cols
+
+
+def html_section(summary: Mapping[str, Any]) -> str:
+    """report.html's ensemble section: rules vs members per split, the reliability table."""
+    import html
+
+    def cell(x: Any) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    splits = [s for s in SPLIT_NAMES if any(s in r for r in summary["rules"].values())]
+    head = "".join(f"<th>{s} Sharpe</th>" for s in splits)
+    rows = []
+    for kind, entries in (("rule", summary["rules"]), ("member", summary["members"])):
+        for name, by_split in entries.items():
+            cells = "".join(f"<td>{cell((by_split.get(s) or {}).get('sharpe'))}</td>"
+                            for s in splits)
+            rows.append(f"<tr><td>{kind}: {html.escape(name)}</td>{cells}</tr>")
+    rel = "".join(f"<tr><td>{r['bin']}</td><td>{r['bars']}</td><td>{r['predicted']:.3f}</td>"
+                  f"<td>{r['realized']:.3f}</td></tr>" for r in summary["reliability_test"])
+    gate = "".join(f"<tr><td>{t}</td><td>{cell(g['sharpe'])}</td><td>{cell(g['turnover'])}"
+                   f"</td><td>{g['bars_in_market']:.2f}</td></tr>"
+                   for t, g in summary["min_trade_probability_test"].items())
+    return (f"<h2>Ensemble</h2><p>Best rule on test: {summary['best_rule_on_test']}; "
+            f"winner-takes-all member (validation Sharpe): {html.escape(summary['winner'])}. "
+            "Router and winner fitted on training + validation bars only.</p>"
+            f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+            "<h3>Trade probability reliability (test, bars with a position)</h3>"
+            f"<p>ECE {cell(summary['ece_test'])}</p><table><tr><th>predicted</th><th>bars</th>"
+            f"<th>mean predicted</th><th>realized positive</th></tr>{rel}</table>"
+            "<h3>agent.min_trade_probability (test; flat below the threshold)</h3>"
+            "<table><tr><th>threshold</th><th>Sharpe</th><th>turnover</th>"
+            f"<th>bars in the market</th></tr>{gate}</table>")

@@ -1,0 +1,122 @@
+"""`jaxtrade train agent=ensemble` end to end: one small run shared by the tests below.
+
+The report holds the per-bar combination (positions.csv: the rule, trade probability, each
+member's weight and target position) and metrics.json's "ensemble" section: every rule and
+every member per split, the fitted router and winner, the trade probability's reliability.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from jaxtrade.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from live_helpers import tiny_frame, write_csv  # noqa: E402
+from test_backtest_new_bars import _random_walk_after  # noqa: E402
+
+RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
+       "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
+       "train.total_steps=1024", "agent.updates_per_chunk=2",
+       "train.checkpoint_every_updates=2", "agent.members=[ppo,sac]",
+       "agent.ppo.rollout_len=32", "agent.ppo.network.hidden_sizes=[16,16]",
+       "agent.sac.network.hidden_sizes=[16,16]", "agent.sac.learning_starts=256"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
+    folder = tmp_path_factory.mktemp("ensemble")
+    frame = tiny_frame()
+    csv = write_csv(frame, folder / "bars.csv")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*RUN, f"data.path={csv}", f"run_dir={folder / 'run'}"]) == 0
+    return folder / "run", frame
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained: tuple[Path, pl.DataFrame]) -> Path:
+    return trained[0]
+
+
+def test_positions_csv_carries_the_combination_per_bar(run_dir: Path) -> None:
+    frame = pl.read_csv(run_dir / "report" / "positions.csv")
+    for column in ("timestamp", "symbol", "split", "target_position", "rule",
+                   "trade_probability", "weight_ppo", "weight_sac", "position_ppo",
+                   "position_sac"):
+        assert column in frame.columns, frame.columns
+    assert set(frame["rule"]) == {"vote"}
+    assert set(frame["split"]) == {"train", "validation", "test"}
+    weights = frame["weight_ppo"].to_numpy() + frame["weight_sac"].to_numpy()
+    np.testing.assert_allclose(weights, 1.0, atol=1e-5)
+    p = frame["trade_probability"].to_numpy()
+    assert np.all((p >= 0) & (p <= 1))
+    assert set(np.round(frame["position_ppo"].to_numpy(), 6)) <= {-1.0, 0.0, 1.0}
+    # The target is the weighted sum of the members' targets (no gate: threshold 0).
+    combined = (frame["weight_ppo"] * frame["position_ppo"]
+                + frame["weight_sac"] * frame["position_sac"]).to_numpy()
+    last = frame.group_by("split").agg(pl.col("timestamp").max())
+    final_rows = frame.join(last, on=["split", "timestamp"], how="semi")
+    not_final = ~frame.select(pl.struct("split", "timestamp").is_in(
+        final_rows.select(pl.struct("split", "timestamp")).to_series())).to_series().to_numpy()
+    np.testing.assert_allclose(frame["target_position"].to_numpy()[not_final],
+                               combined[not_final], atol=1e-5)
+
+
+def test_report_compares_rules_members_and_shows_reliability(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    section = metrics["ensemble"]
+    assert set(section["rules"]) == {"equal", "vote", "router", "winner"}
+    assert set(section["members"]) == {"ppo", "sac"}
+    for by_split in [*section["rules"].values(), *section["members"].values()]:
+        assert set(by_split) == {"train", "validation", "test"}
+    assert section["winner"] in ("ppo", "sac")
+    table = np.asarray(section["router_table"])
+    assert table.shape == (3, 2) and np.allclose(table.sum(axis=1), 1.0)
+    assert section["best_rule_on_test"] in section["rules"]
+    rows = section["reliability_test"]
+    assert sum(r["bars"] for r in rows) > 0
+    assert all(0 <= r["predicted"] <= 1 and 0 <= r["realized"] <= 1 for r in rows)
+    assert 0 <= section["ece_test"] <= 1
+    gate = section["min_trade_probability_test"]
+    assert set(gate) == {"0", "0.5", "0.55", "0.6"}
+    assert gate["0"]["sharpe"] == pytest.approx(section["rules"]["vote"]["test"]["sharpe"])
+    # A higher threshold only keeps the book flat on more bars.
+    assert gate["0.6"]["bars_in_market"] <= gate["0"]["bars_in_market"]
+    # The policy's own figures are the configured rule's (vote).
+    assert metrics["test"]["sharpe"] == pytest.approx(section["rules"]["vote"]["test"]["sharpe"])
+    assert "Ensemble" in (run_dir / "report" / "report.html").read_text()
+
+
+def test_changing_every_bar_after_t_changes_nothing_at_or_before_t(trained, tmp_path) -> None:
+    """Through `jaxtrade backtest data.path=`: weights, trade probabilities, member and
+    ensemble positions at or before t are the same when every later bar is replaced."""
+    run_dir, frame = trained
+    positions = pl.read_csv(run_dir / "report" / "positions.csv")
+    test = positions.filter(pl.col("split") == "test")
+    t_stamp = test["timestamp"][10]
+    stamps = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%6f%z").to_list()
+    t = stamps.index(t_stamp)
+    same, changed = tmp_path / "same.csv", tmp_path / "changed.csv"
+    frame.write_csv(same)
+    _random_walk_after(frame, t, seed=7).write_csv(changed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["backtest", f"run_dir={run_dir}", f"data.path={same}",
+                     f"out={tmp_path / 'a'}"]) == 0
+        assert main(["backtest", f"run_dir={run_dir}", f"data.path={changed}",
+                     f"out={tmp_path / 'b'}"]) == 0
+    before = pl.read_csv(tmp_path / "a" / "report" / "positions.csv")
+    after = pl.read_csv(tmp_path / "b" / "report" / "positions.csv")
+    assert before.equals(positions)  # the run's own bars reproduce its report
+    up_to_t = pl.col("timestamp") <= t_stamp
+    assert before.filter(up_to_t).height > 0
+    assert before.filter(up_to_t).equals(after.filter(up_to_t))
+    assert not before.filter(~up_to_t)["trade_probability"].equals(
+        after.filter(~up_to_t)["trade_probability"])
