@@ -29,8 +29,8 @@ from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import Ledger, summary
-from .monitor import Monitor
 from .mcts import MCTSPlanner
+from .monitor import Monitor
 from .network import ActorNetwork
 from .pointer import read_pointer
 from .regimes import RegimeFilter
