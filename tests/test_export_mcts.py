@@ -65,3 +65,42 @@ def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
     reference = result.target_positions[:, 0]
     assert len(set(reference.tolist())) >= 3  # the search really changes its mind
     np.testing.assert_array_equal(targets[:-1], reference[:-1])
+
+
+def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
+    """`jaxtrade train agent=mcts` (a few updates), `jaxtrade export`, then B/runner.py over
+    the run's bars from the first test bar: its targets equal the report's positions.csv."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from live_helpers import tiny_frame
+
+    from jaxtrade.cli import main
+
+    bars = tmp_path / "bars.csv"
+    tiny_frame(400).write_csv(bars)
+    run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
+    assert main(["train", "agent=mcts", "data=csv", f"data.path={bars}", "logger=none",
+                 "env.num_envs=2", "env.window_bars=8", "env.episode_bars=64",
+                 "agent.updates_per_chunk=4", "agent.num_simulations=4",
+                 "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
+                 "agent.n_step=2", "train.total_steps=64", "train.checkpoint_every_updates=16",
+                 "train.eval_every_updates=16", "network.hidden_sizes=[16,16]",
+                 f"run_dir={run_dir}"]) == 0
+    assert main(["export", f"run_dir={run_dir}", f"out={bundle}"]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["network"]["family"] == "mcts"
+    assert manifest["network"]["num_simulations"] == 4
+    assert manifest["network"]["gumbel_scale"] == 0.0
+    with open(run_dir / "report" / "positions.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
+                           "--start", rows[0]["timestamp"], "--no-monitor"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    decisions = [json.loads(line) for line in proc.stdout.splitlines()
+                 if "target_position" in line]
+    assert [d["target_position"] for d in decisions] == [float(r["target_position"])
+                                                         for r in rows]
