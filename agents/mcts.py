@@ -39,8 +39,11 @@ bar t's ATR, volatility and regime. Bar t+1 is assumed tradable (`valid`) in the
 Search: mctx. Both policies are wired (`agent.search`):
   "gumbel"      `gumbel_muzero_policy`: the edge's reward and value are the model's
                 expectation over the G x R outcomes; the child node continues from one
-                sampled outcome. Improved-policy targets (completed Q values), good with
-                few simulations; deterministic (gumbel_scale 0) when evaluating.
+                sampled outcome in self-play, from the most probable one when evaluating.
+                Improved-policy targets (completed Q values), good with few simulations;
+                deterministic (gumbel_scale 0, no sampled outcome) when evaluating, so the
+                exported bundle's numpy runner repeats the same tree bar for bar
+                (jaxtrade/live/mcts.py, tests/test_export_mcts.py).
   "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.

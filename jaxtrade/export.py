@@ -20,6 +20,11 @@ BUNDLE/
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
+An mcts run (agents/mcts.py, gumbel search) exports its three heads (policy, value, next-bar
+model) and its evaluation search settings (simulations, depth, gamma, outcome buckets, no
+exploration noise) in the manifest's `network` section plus the env's `reward` settings;
+the runner then runs the same search in numpy (jaxtrade/live/mcts.py).
+
 A run on several symbols (MarketData [T, A, F]) exports too: its manifest lists `symbols`,
 and jaxtrade/live/multi.py's MultiAssetRunner trades it (one target weight per symbol per
 timestamp). Refused with `ExportError` (never a half-written bundle): network kinds or
