@@ -10,8 +10,6 @@ trading env in one line.
 
 from __future__ import annotations
 
-import contextlib
-
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -149,26 +147,6 @@ def test_bucket_centers_are_the_normal_conditional_means() -> None:
     np.testing.assert_allclose(centers[2], z[z > 0.5].mean(), atol=2e-3)
 
 
-@contextlib.contextmanager
-def _compilation_cache(path):
-    """JAX's persistent compilation cache in `path` for the block, every program cached; the
-    process's previous settings afterwards."""
-    from jax._src import compilation_cache
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    before = {name: getattr(jax.config, name) for name in names}
-    for name, value in zip(names, (str(path), 0.0, 0)):
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            jax.config.update(name, value)
-        compilation_cache.reset_cache()
-
-
 def test_resume_continues_exactly(tmp_path) -> None:
     """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
     replay buffer, optimizer and keys are checkpointed with the network)."""
@@ -193,15 +171,12 @@ def test_resume_continues_exactly(tmp_path) -> None:
             return manager.restore(like)
 
     quiet = lambda _: None
-    # The three runs build the same programs (each `prepare` makes a new agent, so JAX
-    # retraces): a compilation cache of this test lets the later runs reuse the executables.
-    with _compilation_cache(tmp_path / "xla-cache"):
-        train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
-        split = tmp_path / "split"
-        first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
-                      print_fn=quiet)
-        assert first.loop.updates_done == 4 and not first.loop.finished
-        second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
+    train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
+    split = tmp_path / "split"
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+                  print_fn=quiet)
+    assert first.loop.updates_done == 4 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
     assert second.loop.updates_done == 8 and second.loop.finished
     (a, meta_a), (b, meta_b) = final_state(tmp_path / "straight"), final_state(split)
     assert meta_a["update"] == meta_b["update"] == 8
