@@ -104,3 +104,51 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
                  if "target_position" in line]
     assert [d["target_position"] for d in decisions] == [float(r["target_position"])
                                                          for r in rows]
+
+
+def test_numpy_search_values_equal_the_agents_tree(tmp_path):
+    """Beyond the action: from four env states with different books, the numpy search's
+    improved policy and root value equal the agent's deterministic search (float32 rounding
+    only), so the tree below the root (the most probable outcome's child, its exact book and
+    the model's expectation) is the same tree."""
+    import jax.numpy as jnp
+
+    from jaxtrade.live.mcts import MCTSPlanner, Portfolio
+
+    frame = real_frame("eurusd_1h", 300)
+    market = build_market(frame)
+    env, env_params = envs.make("trading", market, window_bars=8,
+                                discrete_levels=(-1.0, -0.5, 0.0, 0.5, 1.0))
+    config = agents.config_from_dict({"name": "mcts", "num_envs": 2, "num_simulations": 12,
+                                      "network": {"hidden_sizes": [32, 32]}})
+    agent = agents.make_agent(config, env, env_params)
+    params = noisy_params(agent, env_params)
+    eval_params = env_params.replace(eval_mode=jnp.asarray(True))
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(1), 4), eval_params)
+    actions = np.array([[4, 4, 4, 4, 4], [0, 0, 1, 0, 0], [3, 1, 3, 1, 3], [2, 0, 4, 0, 2]])
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    for i in range(actions.shape[1]):
+        obs, state, *_ = step(jax.random.split(jax.random.key(2), 4), state,
+                              jnp.asarray(actions[:, i]), eval_params)
+    out = jax.jit(agent.policy, static_argnums=6)(params, obs, state, eval_params,
+                                                  jax.random.key(7), (), True)
+    bundle = write_bundle(tmp_path / "bundle", params=params, network_config=config.network,
+                          head=config.export_head(), env=env, env_params=env_params)
+    loaded = load_bundle(bundle)
+    planner = MCTSPlanner(loaded.manifest, loaded.weights)
+    m = jax.tree.map(np.asarray, env_params.market)
+    s = jax.tree.map(np.asarray, state)
+    assert len(np.unique(s.units)) > 1  # the books differ
+    for i in range(4):
+        t = int(s.t[i])
+        root = Portfolio(s.cash[i], s.units[i, 0], s.entry_price[i, 0], s.best_price[i, 0],
+                         s.bars_in_position[i, 0], s.equity[i], s.peak_equity[i],
+                         s.breaker_peak[i], s.pause_left[i], m.close[t, 0])
+        window = np.asarray(obs[i, :-5]).reshape(8, -1)
+        action, probs, value = planner.search(window, root, m.atr[t, 0], m.volatility[t, 0],
+                                              m.regime[t])
+        assert action == int(out.action[i])
+        np.testing.assert_allclose(probs, np.exp(np.asarray(out.logits[i])), rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(value, float(out.value[i]), rtol=1e-4, atol=1e-6)
