@@ -39,8 +39,11 @@ bar t's ATR, volatility and regime. Bar t+1 is assumed tradable (`valid`) in the
 Search: mctx. Both policies are wired (`agent.search`):
   "gumbel"      `gumbel_muzero_policy`: the edge's reward and value are the model's
                 expectation over the G x R outcomes; the child node continues from one
-                sampled outcome. Improved-policy targets (completed Q values), good with
-                few simulations; deterministic (gumbel_scale 0) when evaluating.
+                sampled outcome in self-play, from the most probable one when evaluating.
+                Improved-policy targets (completed Q values), good with few simulations;
+                deterministic (gumbel_scale 0, no sampled outcome) when evaluating, so the
+                exported bundle's numpy runner repeats the same tree bar for bar
+                (jaxtrade/live/mcts.py, tests/test_export_mcts.py).
   "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
@@ -177,8 +180,21 @@ class MCTSConfig(OffPolicySizes):
                               f"agent.n_step + 1 = {self.n_step + 1} steps")
 
     def export_head(self) -> dict[str, Any]:
-        raise ConfigError("agent.name='mcts' has no export bundle yet: the numpy runner does "
-                          "not run its search (issue 24)")
+        """The bundle's network section: the three heads and the evaluation search
+        (jaxtrade/live/mcts.py runs it in numpy: gumbel, no exploration noise)."""
+        if self.search != "gumbel":
+            raise ConfigError(f"agent.search={self.search!r} has no export bundle: the numpy "
+                              "runner runs the gumbel search only")
+        return {"family": "mcts", "search": "gumbel",
+                "num_simulations": int(self.num_simulations),
+                "max_depth": int(self.max_depth), "gumbel_scale": 0.0,
+                "max_num_considered_actions": "num_actions",
+                "gamma": float(self.hparams.gamma),
+                "gap_edges_vol": [float(x) for x in self.gap_edges_vol],
+                "return_edges_vol": [float(x) for x in self.return_edges_vol],
+                "gap_centers_vol": bucket_centers(self.gap_edges_vol).tolist(),
+                "return_centers_vol": bucket_centers(self.return_edges_vol).tolist(),
+                "child_outcome": "most probable"}
 
 
 def bucket_centers(edges: tuple[float, ...]) -> np.ndarray:
@@ -256,6 +272,7 @@ class TreeParams:
     network: Any
     hparams: MCTSHParams
     env_params: Any
+    deterministic: Any  # bool: gumbel's child continues from the most probable outcome
 
 
 @struct.dataclass
@@ -371,7 +388,10 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
         children, rewards, alive, logits, values, probs, _ = all_outcomes(
             params, decide(node, action, tree.env_params), tree.env_params, gamma)
         batch = jnp.arange(action.shape[0])
-        sampled = jax.random.categorical(key, jnp.log(probs.T + 1e-12))
+        # Evaluation is deterministic: the child continues from the most probable outcome
+        # (the first on ties), so a numpy runner repeats the same tree without JAX's keys.
+        sampled = jnp.where(tree.deterministic, jnp.argmax(probs.T, axis=-1),
+                            jax.random.categorical(key, jnp.log(probs.T + 1e-12)))
         child = jax.tree.map(lambda x: x[sampled, batch], children)
         out = mctx.RecurrentFnOutput(
             reward=jnp.sum(probs * rewards, axis=0),
@@ -402,8 +422,8 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
         node = root_node(network_params, obs, env_state, env_params)
         logits, value = evaluate(network_params, node)
         root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=node)
-        search_params = TreeParams(network_params, hp, env_params)
         deterministic = jnp.asarray(deterministic)
+        search_params = TreeParams(network_params, hp, env_params, deterministic)
         if config.search == "gumbel":
             out = mctx.gumbel_muzero_policy(
                 search_params, key, root, gumbel_recurrent, config.num_simulations,

@@ -20,6 +20,11 @@ BUNDLE/
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
+An mcts run (agents/mcts.py, gumbel search) exports its three heads (policy, value, next-bar
+model) and its evaluation search settings (simulations, depth, gamma, outcome buckets, no
+exploration noise) in the manifest's `network` section plus the env's `reward` settings;
+the runner then runs the same search in numpy (jaxtrade/live/mcts.py).
+
 A run on several symbols (MarketData [T, A, F]) exports too: its manifest lists `symbols`,
 and jaxtrade/live/multi.py's MultiAssetRunner trades it (one target weight per symbol per
 timestamp). Refused with `ExportError` (never a half-written bundle): network kinds or
@@ -102,15 +107,16 @@ def _struct_dict(struct: Any) -> dict[str, Any]:
     return {f.name: _plain(getattr(struct, f.name)) for f in dataclasses.fields(struct)}
 
 
-def flatten_actor_params(params: Any) -> dict[str, np.ndarray]:
-    """Actor parameters flattened with "/" (the critic torso and value head are dropped)."""
+def flatten_actor_params(params: Any, keep_value_head: bool = False) -> dict[str, np.ndarray]:
+    """Actor parameters flattened with "/" (the critic torso and value head are dropped,
+    unless `keep_value_head`: the mcts search reads its value head)."""
     import jax
 
     tree = params["params"] if isinstance(params, Mapping) and "params" in params else params
     flat: dict[str, np.ndarray] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         name = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
-        if name.startswith(("critic_torso", "value_head")):
+        if name.startswith(("critic_torso", "value_head")) and not keep_value_head:
             continue
         flat[name] = np.asarray(leaf, dtype=np.float32)
     return flat
@@ -221,6 +227,13 @@ def write_bundle(
         from jaxtrade.export_onnx import require_onnx
 
         require_onnx()  # before anything is written
+    mcts = (head or {}).get("family") == "mcts"
+    if mcts:  # SearchParams: the network, and the hyperparameters of the checkpoint
+        if float(env_params.reward.w_dsr) != 0 or float(env_params.reward.w_ddr) != 0:
+            raise ExportError("an mcts bundle cannot carry reward.w_dsr / reward.w_ddr: the "
+                              "runner's search does not track the differential Sharpe moments")
+        head = {**head, "gamma": float(np.asarray(params.hparams.gamma))}
+        params = params.network
     market = env_params.market
     symbols = [str(s) for s in market.meta.symbols]
     if len(symbols) != market.num_assets:
@@ -280,6 +293,7 @@ def write_bundle(
         "trading": _struct_dict(env_params.trading),
         "costs": _struct_dict(env_params.costs),
         "risk": _struct_dict(env_params.risk),
+        **({"reward": _struct_dict(env_params.reward)} if mcts else {}),
         "network": {
             "family": "actor_critic",
             **_plain(dict(head or {})),
@@ -287,6 +301,8 @@ def write_bundle(
             "obs_shape": list(env.observation_shape),
             "exported": "actor (torso + policy head); the critic is not needed to act"
             if (head or {}).get("family", "actor_critic") == "actor_critic"
+            else "torso, policy, value and next-bar model heads; the runner searches "
+            "(jaxtrade/live/mcts.py)" if mcts
             else "Q network (torso + value head); greedy action = argmax",
         },
         "weights": {},
@@ -302,7 +318,7 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
-        flat = flatten_actor_params(params)
+        flat = flatten_actor_params(params, keep_value_head=mcts)
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         files = [MANIFEST, WEIGHTS]

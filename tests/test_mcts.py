@@ -54,7 +54,7 @@ def setup(request):
         "name": "mcts", "search": request.param, "num_simulations": 12, "num_envs": 2,
         "network": {"hidden_sizes": [16, 16]}})
     agent = agents.make_agent(config, env, env_params)
-    state = agent.init(jax.random.key(0), None, env_params)
+    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
     # Give the untrained network non-trivial weights: one noisy copy per leaf.
     params = agent.policy_params(state)
     leaves, tree = jax.tree.flatten(params.network)
@@ -67,20 +67,22 @@ def setup(request):
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(jax.random.key(1), 4), eval_params)
     actions = jnp.asarray([[2, 2, 2, 2, 2], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [2, 0, 2, 0, 2]])
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
     for i in range(STEPS):
         obs, env_state, *_ = step(jax.random.split(jax.random.key(2), 4), env_state,
                                   actions[:, i], eval_params)
     t = int(env_state.t[0])
     assert np.all(np.asarray(env_state.t) == t)
     assert len(np.unique(np.asarray(env_state.units))) > 1  # the portfolios differ
-    return env, env_params, agent, params, obs, env_state, t
+    # One compiled search per mctx policy for both settings: `deterministic` is traced (the
+    # agent selects with jnp.where), so the two parametrizations below share the program.
+    policy = jax.jit(agent.policy)
+    return env, env_params, agent, params, obs, env_state, t, policy
 
 
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_search_at_t_ignores_every_bar_after_t(setup, deterministic) -> None:
-    env, env_params, agent, params, obs, env_state, t = setup
-    policy = jax.jit(agent.policy, static_argnums=6)
+    env, env_params, agent, params, obs, env_state, t, policy = setup
     key = jax.random.key(7)
     out = policy(params, obs, env_state, env_params, key, (), deterministic)
     for seed in (1, 2):
@@ -101,7 +103,7 @@ def test_root_value_gradient_is_zero_on_every_row_after_t(setup) -> None:
     along random directions with every entry nonzero on the rows after t (all float fields of
     MarketData at once) it is exactly 0, which a nonzero gradient there would not give (but
     with probability 0); along the same kind of direction on rows <= t it is not 0."""
-    _, env_params, agent, params, obs, env_state, t = setup
+    _, env_params, agent, params, obs, env_state, t, _ = setup
 
     def root_values(market):
         out = agent.policy(params, obs, env_state, env_params.replace(market=market),

@@ -29,6 +29,7 @@ from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import Ledger, summary
+from .mcts import MCTSPlanner
 from .monitor import Monitor
 from .network import ActorNetwork
 from .pointer import read_pointer
@@ -146,7 +147,15 @@ class Runner:
             regimes = features.get("regimes")
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
-            self.network = ActorNetwork(m["network"], bundle.weights)
+            # An mcts bundle: the numpy search (mcts.py) decides; it has no plain forward pass.
+            self.planner = None
+            if m["network"].get("family") == "mcts":
+                if engine != "numpy":
+                    raise BundleError("an mcts bundle runs on the numpy engine only")
+                self.planner = MCTSPlanner(m, bundle.weights)
+                self.network = self.planner
+            else:
+                self.network = ActorNetwork(m["network"], bundle.weights)
             if engine == "onnx":
                 from .onnx_engine import OnnxActor
 
@@ -362,6 +371,10 @@ class Runner:
         """The normalized float32 features of the last bar."""
         return self._window[(self.bars_seen - 1) % self.window_bars]
 
+    def _window_rows(self) -> np.ndarray:
+        start = self.bars_seen % self.window_bars  # the oldest row of the ring
+        return self._window[start : start + self.window_bars]
+
     def observation(self, close: float) -> np.ndarray:
         start = self.bars_seen % self.window_bars  # the oldest row of the ring
         window = self._window[start : start + self.window_bars]
@@ -375,10 +388,19 @@ class Runner:
 
     def _decide(self, bar: Bar) -> dict:
         obs = self.observation(bar.close)
-        head, self.carry = self.network.forward(obs, self.carry)
         action_spec = self.manifest["action"]
         out: dict = {"timestamp": bar.iso}
-        if action_spec["mode"] == "discrete":
+        ms = self.market_state
+        if self.planner is not None:
+            action, probs, value = self.planner.search(
+                self._window_rows(), self.planner.root(self.ledger, bar.close), ms.atr,
+                ms.volatility, self.last_regime)
+            out["action"] = action
+            out["probabilities"] = [round(float(p), 6) for p in probs]
+            out["confidence"] = round(float(probs[action]), 6)
+            out["value"] = round(value, 6)
+        elif action_spec["mode"] == "discrete":
+            head, self.carry = self.network.forward(obs, self.carry)
             logits = head.astype(np.float64)
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
@@ -387,6 +409,7 @@ class Runner:
             out["probabilities"] = [round(float(p), 6) for p in probs]
             out["confidence"] = round(float(probs[action]), 6)
         else:
+            head, self.carry = self.network.forward(obs, self.carry)
             raw = head.astype(F32)
             unit = np.tanh(raw) if action_spec.get("squash") == "tanh" else np.clip(raw, -1, 1)
             low = np.asarray(action_spec["low"], F32)
@@ -394,7 +417,6 @@ class Runner:
             action = low + (unit + F32(1.0)) * F32(0.5) * (high - low)
             out["action"] = [float(a) for a in np.atleast_1d(action)]
             out["confidence"] = None
-        ms = self.market_state
         target = self.ledger.decide(
             bar.timestamp_us, bar.close, ms.atr, ms.volatility, self.last_regime, action
         )
