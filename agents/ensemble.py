@@ -70,7 +70,6 @@ from agents.common.agent import build_agent, policy_output
 from agents.common.config import config_from_dict, config_to_dict
 from agents.common.rollout import env_axis_flags
 from agents.common.types import Agent, Metrics, PolicyOutput, is_last_value_metric, metric_name
-from envs.costs import fill_cost_rate
 from jaxtrade.errors import ConfigError
 
 COMBINE_RULES = ("equal", "vote", "router", "winner")
@@ -260,6 +259,10 @@ class EnsembleBeliefs(NamedTuple):
 
 
 def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
+    # envs imports gymnax, which starts JAX's backend; importing `agents` (config
+    # registration, before jax.distributed starts) must not.
+    from envs.costs import fill_cost_rate
+
     registry = type(config).registry
     if getattr(env, "action_to_weights", None) is None or not hasattr(env, "with_action_mode"):
         raise ConfigError("agent=ensemble needs the trading env (members are combined in "

@@ -108,10 +108,6 @@ from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics, PolicyOutput
-from envs import accounting
-from envs.observation import portfolio_size, portfolio_vector
-from envs.trading import TradingEnv
-from envs.wrappers import AdversarialWrapper
 from jaxtrade.errors import ConfigError
 
 SEARCHES = ("gumbel", "stochastic")
@@ -287,6 +283,13 @@ class MCTSState:
 
 
 def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
+    # envs imports gymnax, which starts JAX's backend; importing `agents` (config
+    # registration, before jax.distributed starts) must not.
+    from envs import accounting
+    from envs.observation import portfolio_size, portfolio_vector
+    from envs.trading import TradingEnv
+    from envs.wrappers import AdversarialWrapper
+
     if not isinstance(env, TradingEnv):
         raise ConfigError("agent.name='mcts' plans on jaxtrade's trading env only (exact "
                           "portfolio accounting + a learned next-bar model); "
@@ -546,6 +549,8 @@ def make_agent(config: MCTSConfig, env: Any, env_params: Any) -> Agent:
 def policy_head_act(agent: Agent):
     """`Agent.act` of an mcts agent's policy head alone, without search (its argmax; a
     sample from it when not deterministic): what the search adds is measured against it."""
+    from envs.observation import portfolio_size
+
     p_size = portfolio_size(1, True)
 
     def act(params: SearchParams, obs, env_state, env_params, key, carry, deterministic):

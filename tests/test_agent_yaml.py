@@ -93,8 +93,8 @@ def test_qrdqn_differs_from_dqn_only_where_its_dataclass_says() -> None:
     dqn = compose_raw(["agent=dqn"])["agent"]
     qrdqn = compose_raw(["agent=qrdqn"])["agent"]
     differs = {k for k in dqn if k != "name" and qrdqn[k] != dqn[k]}
-    assert differs == {"gradient_steps", "hparams"}, differs
-    assert qrdqn["gradient_steps"] == 2 and dqn["gradient_steps"] == 1
+    assert differs == {"n_step", "hparams"}, differs
+    assert qrdqn["n_step"] == 1 and dqn["n_step"] == 3
     assert {k for k in dqn["hparams"] if qrdqn["hparams"][k] != dqn["hparams"][k]} == {
         "adam_eps"}
 

@@ -107,8 +107,8 @@ def test_cross_field_constraints() -> None:
 
 def test_group_choice_typo_and_keys_set_elsewhere() -> None:
     assert error_of(["agent=ppp"]) == (
-        "agent='ppp' is not allowed: choose one of cvar_ppo, ddpg, dqn, ppo, qrdqn, sac, "
-        "sac_discrete, td3; did you mean 'ppo'?")
+        "agent='ppp' is not allowed: choose one of cvar_ppo, ddpg, dqn, ensemble, mcts, ppo, "
+        "qrdqn, sac, sac_discrete, td3; did you mean 'ppo'?")
     assert error_of(["agent.num_envs=4"]) == "agent.num_envs=4 is not allowed: set env.num_envs"
     assert "network.torso" in error_of(["network.torso=transformer"])
 

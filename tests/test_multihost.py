@@ -109,3 +109,13 @@ def test_a_vmapped_sweep_over_two_processes_ranks_what_one_process_ranks(tmp_pat
     for a, b in zip(want, got):
         assert a["agent.hparams.learning_rate"] == b["agent.hparams.learning_rate"]
         np.testing.assert_allclose(b["validation_sharpe"], a["validation_sharpe"], rtol=1e-4)
+
+
+def test_importing_the_agents_leaves_jax_unstarted() -> None:
+    """Config registration imports `agents` before jax.distributed starts; nothing it imports
+    may start JAX's backend (gymnax does, so agents import envs lazily)."""
+    code = ("import agents\nfrom jax._src import xla_bridge\n"
+            "print(xla_bridge.backends_are_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
