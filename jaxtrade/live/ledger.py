@@ -262,6 +262,16 @@ def _track_entry(old_units, new_units, entry, best, bars, price):
     return entry, best, bars
 
 
+def track_entry_arrays(old_units, new_units, entry, best, bars, price):
+    """`_track_entry` elementwise over arrays (several assets, or a tree's outcomes)."""
+    opened = (np.sign(new_units) != np.sign(old_units)) & (new_units != 0)
+    flat = new_units == 0
+    entry = np.where(opened, price, np.where(flat, F32(0.0), entry)).astype(F32)
+    best = np.where(opened, price, np.where(flat, F32(0.0), best)).astype(F32)
+    bars = np.where(opened | flat, 0, bars)
+    return entry, best, bars
+
+
 def summary(equity_curve: list[float], bars_per_year: float, ledger: Ledger) -> dict:
     """Paper-trading metrics with the conventions of jaxtrade.metrics (simple returns)."""
     equity = np.asarray(equity_curve, dtype=np.float64)

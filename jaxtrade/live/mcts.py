@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from .errors import BundleError
+from .ledger import track_entry_arrays
 from .network import ACTIVATIONS, _dense, _layer_norm
 
 F32 = np.float32
@@ -89,15 +90,6 @@ def portfolio_vectors(p: Portfolio) -> np.ndarray:
     drawdown = F32(1.0) - equity / p.peak
     return np.stack(np.broadcast_arrays(weight, unrealized, held, drawdown, p.cash / safe),
                     axis=-1).astype(F32)
-
-
-def _track_entry(old_units, new_units, entry, best, bars, price):
-    opened = (np.sign(new_units) != np.sign(old_units)) & (new_units != 0)
-    flat = new_units == 0
-    entry = np.where(opened, price, np.where(flat, F32(0.0), entry)).astype(F32)
-    best = np.where(opened, price, np.where(flat, F32(0.0), best)).astype(F32)
-    bars = np.where(opened | flat, 0, bars)
-    return entry, best, bars
 
 
 class MCTSPlanner:
@@ -211,7 +203,7 @@ class MCTSPlanner:
         fee_open = np.abs(d_open) * open1 * rate
         cash = p.cash - d_open * open1 - fee_open
         units = np.full_like(open1, p.units + d_open)
-        entry, best, bars = _track_entry(p.units, units, p.entry, p.best, p.bars, open1)
+        entry, best, bars = track_entry_arrays(p.units, units, p.entry, p.best, p.bars, open1)
 
         sl, ts = _f(r.get("stop_loss_atr", 0.0)), _f(r.get("trailing_stop_atr", 0.0))
         inf = F32(np.inf)
@@ -228,7 +220,7 @@ class MCTSPlanner:
         cash = cash - exit_units * stop_price - fee_stop
         held = units
         units = units + exit_units
-        entry, best, bars = _track_entry(held, units, entry, best, bars, stop_price)
+        entry, best, bars = track_entry_arrays(held, units, entry, best, bars, stop_price)
         best = np.where(units > 0, np.maximum(best, high1),
                         np.where(units < 0, np.minimum(best, low1), best)).astype(F32)
 
@@ -237,7 +229,7 @@ class MCTSPlanner:
         cash = cash - d_close * close1 - fee_close
         before = units
         units = units + d_close
-        entry, best, bars = _track_entry(before, units, entry, best, bars, close1)
+        entry, best, bars = track_entry_arrays(before, units, entry, best, bars, close1)
         bars = np.where(units != 0, bars + 1, 0)
 
         carry = (np.maximum(-units, F32(0.0)) * close1 * _f(c.get("borrow_bps_per_bar", 0.4))

@@ -41,7 +41,7 @@ from .engine import MarketState
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
-from .ledger import BPS, F32, f32, summary
+from .ledger import BPS, F32, f32, summary, track_entry_arrays
 from .network import ActorNetwork
 from .regimes import RegimeFilter
 from .sources import MalformedRecord
@@ -112,16 +112,6 @@ class CrossAsset:
                 ring.push(0.0)
             out.append(values)
         return out
-
-
-def _track_entry(old_units, new_units, entry, best, bars, price):
-    """envs.trading._track_entry per asset."""
-    opened = (np.sign(new_units) != np.sign(old_units)) & (new_units != 0)
-    flat = new_units == 0
-    entry = np.where(opened, price, np.where(flat, F32(0.0), entry)).astype(F32)
-    best = np.where(opened, price, np.where(flat, F32(0.0), best)).astype(F32)
-    bars = np.where(opened | flat, 0, bars)
-    return entry, best, bars
 
 
 class MultiLedger:
@@ -206,7 +196,7 @@ class MultiLedger:
         fee_open = np.add.reduce(np.abs(d_open) * open1 * rate, dtype=F32)
         cash = f32(f32(cash - np.add.reduce(d_open * open1, dtype=F32)) - fee_open)
         new_units = (units + d_open).astype(F32)
-        entry, best, bars = _track_entry(units, new_units, entry, best, bars, open1)
+        entry, best, bars = track_entry_arrays(units, new_units, entry, best, bars, open1)
         units = new_units
 
         r = self.risk
@@ -225,7 +215,7 @@ class MultiLedger:
         cash = f32(f32(cash - np.add.reduce(exit_units * stop_price, dtype=F32)) - fee_stop)
         held = units
         units = (units + exit_units).astype(F32)
-        entry, best, bars = _track_entry(held, units, entry, best, bars, stop_price)
+        entry, best, bars = track_entry_arrays(held, units, entry, best, bars, stop_price)
         best = np.where(units > 0, np.maximum(best, high1),
                         np.where(units < 0, np.minimum(best, low1), best)).astype(F32)
         self.num_stops += int(hit.sum())
@@ -235,7 +225,7 @@ class MultiLedger:
         cash = f32(f32(cash - np.add.reduce(d_close * close1, dtype=F32)) - fee_close)
         before_close = units
         units = (units + d_close).astype(F32)
-        entry, best, bars = _track_entry(before_close, units, entry, best, bars, close1)
+        entry, best, bars = track_entry_arrays(before_close, units, entry, best, bars, close1)
         bars = np.where(units != 0, bars + 1, 0)
 
         c = self.costs
