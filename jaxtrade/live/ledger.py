@@ -272,6 +272,23 @@ def track_entry_arrays(old_units, new_units, entry, best, bars, price):
     return entry, best, bars
 
 
+def stop_fills(units, entry, best, atr, open1, high1, low1, stop_loss_atr, trailing_stop_atr):
+    """The env's intrabar stops elementwise: (hit, exit units, stop fill price) for held `units`
+    whose stop level (entry -/+ stop_loss_atr ATR, best -/+ trailing_stop_atr ATR; a gap
+    through it fills at the open) the bar's low / high reached."""
+    sl, ts, inf = stop_loss_atr, trailing_stop_atr, F32(np.inf)
+    long_level = np.maximum(entry - sl * atr if sl > 0 else -inf,
+                            best - ts * atr if ts > 0 else -inf)
+    short_level = np.minimum(entry + sl * atr if sl > 0 else inf,
+                             best + ts * atr if ts > 0 else inf)
+    level = np.where(units > 0, long_level, np.where(units < 0, short_level, F32(0.0)))
+    hit = ((units > 0) & (low1 <= level)) | ((units < 0) & (high1 >= level))
+    price = np.where(units > 0, np.minimum(level, open1), np.maximum(level, open1))
+    stop_price = np.where(hit, price, open1).astype(F32)
+    exit_units = np.where(hit, -units, F32(0.0)).astype(F32)
+    return hit, exit_units, stop_price
+
+
 def summary(equity_curve: list[float], bars_per_year: float, ledger: Ledger) -> dict:
     """Paper-trading metrics with the conventions of jaxtrade.metrics (simple returns)."""
     equity = np.asarray(equity_curve, dtype=np.float64)

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .errors import BundleError
-from .ledger import track_entry_arrays
+from .ledger import stop_fills, track_entry_arrays
 from .network import ACTIVATIONS, _dense, _layer_norm
 
 F32 = np.float32
@@ -205,17 +205,9 @@ class MCTSPlanner:
         units = np.full_like(open1, p.units + d_open)
         entry, best, bars = track_entry_arrays(p.units, units, p.entry, p.best, p.bars, open1)
 
-        sl, ts = _f(r.get("stop_loss_atr", 0.0)), _f(r.get("trailing_stop_atr", 0.0))
-        inf = F32(np.inf)
-        long_level = np.maximum(entry - sl * atr if sl > 0 else -inf,
-                                best - ts * atr if ts > 0 else -inf)
-        short_level = np.minimum(entry + sl * atr if sl > 0 else inf,
-                                 best + ts * atr if ts > 0 else inf)
-        level = np.where(units > 0, long_level, np.where(units < 0, short_level, F32(0.0)))
-        hit = ((units > 0) & (low1 <= level)) | ((units < 0) & (high1 >= level))
-        stop_price = np.where(hit, np.where(units > 0, np.minimum(level, open1),
-                                            np.maximum(level, open1)), open1).astype(F32)
-        exit_units = np.where(hit, -units, F32(0.0)).astype(F32)
+        hit, exit_units, stop_price = stop_fills(
+            units, entry, best, atr, open1, high1, low1,
+            _f(r.get("stop_loss_atr", 0.0)), _f(r.get("trailing_stop_atr", 0.0)))
         fee_stop = np.abs(exit_units) * stop_price * rate
         cash = cash - exit_units * stop_price - fee_stop
         held = units

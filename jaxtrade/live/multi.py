@@ -41,7 +41,7 @@ from .engine import MarketState
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
-from .ledger import BPS, F32, f32, summary, track_entry_arrays
+from .ledger import BPS, F32, f32, stop_fills, summary, track_entry_arrays
 from .network import ActorNetwork
 from .regimes import RegimeFilter
 from .sources import MalformedRecord
@@ -200,17 +200,9 @@ class MultiLedger:
         units = new_units
 
         r = self.risk
-        sl, ts = f32(r.get("stop_loss_atr", 0.0)), f32(r.get("trailing_stop_atr", 0.0))
-        inf = F32(np.inf)
-        long_level = np.maximum(entry - sl * atr if sl > 0 else -inf,
-                                best - ts * atr if ts > 0 else -inf)
-        short_level = np.minimum(entry + sl * atr if sl > 0 else inf,
-                                 best + ts * atr if ts > 0 else inf)
-        level = np.where(units > 0, long_level, np.where(units < 0, short_level, F32(0.0)))
-        hit = ((units > 0) & (low1 <= level)) | ((units < 0) & (high1 >= level))
-        price = np.where(units > 0, np.minimum(level, open1), np.maximum(level, open1))
-        stop_price = np.where(hit, price, open1).astype(F32)
-        exit_units = np.where(hit, -units, F32(0.0)).astype(F32)
+        hit, exit_units, stop_price = stop_fills(
+            units, entry, best, atr, open1, high1, low1,
+            f32(r.get("stop_loss_atr", 0.0)), f32(r.get("trailing_stop_atr", 0.0)))
         fee_stop = np.add.reduce(np.abs(exit_units) * stop_price * rate, dtype=F32)
         cash = f32(f32(cash - np.add.reduce(exit_units * stop_price, dtype=F32)) - fee_stop)
         held = units
