@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jaxtrade.errors import JaxTradeError
@@ -85,7 +86,11 @@ def entry() -> int:
     from jaxtrade.hugepages import reexec_with_hugepages
 
     reexec_with_hugepages()
-    return main()
+    try:
+        return main()
+    except BrokenPipeError:  # `jaxtrade ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

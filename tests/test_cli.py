@@ -359,3 +359,24 @@ def test_volume_less_bars_train_without_volume_features_and_adjust_is_a_cli_key(
         assert (adjusted[col] / plain[col] - 0.5).abs().max() < 1e-12
     with pytest.raises(ConfigError, match="data.adjust=true is not allowed with data=synthetic"):
         compose_run(["data=synthetic", "data.adjust=true"])
+
+
+def test_help_piped_into_a_reader_that_leaves_early_is_quiet() -> None:
+    """`jaxtrade train --help | head -1`: the closed pipe ends the command without a
+    traceback (BrokenPipeError) and with exit status 0."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['jaxtrade', 'train', '--help']; "
+            "from jaxtrade.cli import entry; sys.exit(entry())")
+    env = {**os.environ, "JAXTRADE_NO_HUGEPAGES": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()  # the reader leaves after one line
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 0, stderr
+    assert first.startswith(b"usage: jaxtrade train")
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
