@@ -51,13 +51,19 @@ def export(
     "onnx" among them also writes policy.onnx.
     """
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
-    params = _to_host(restored.params)
+    if prep.agent.members is not None:  # an ensemble: members + the combination
+        params, network_config, head = ensemble_params(prep, restored.params), \
+            prep.agent_config, {"family": "ensemble"}
+    else:
+        params, network_config, head = restored.params, prep.agent_config.network, \
+            prep.agent_config.export_head()
+    params = _to_host(params)
     symbol = prep.market.meta.symbols[0]
     return write_bundle(
         out,
         params=params,
-        network_config=prep.agent_config.network,
-        head=prep.agent_config.export_head(),
+        network_config=network_config,
+        head=head,
         onnx="onnx" in formats,
         env=prep.env,
         env_params=prep.env_params,
@@ -71,6 +77,16 @@ def export(
             "point": restored.point,
         },
     )
+
+
+def ensemble_params(prep: Any, params: Any) -> Any:
+    """An ensemble's policy params as its report backtests them: the run's rule, with the
+    router and winner fitted on training + validation bars (jaxtrade.evaluate.ensemble)."""
+    from jaxtrade.evaluate import ensemble as ensemble_eval
+
+    deterministic = bool(prep.cfg["train"]["deterministic_eval"])
+    fitted = ensemble_eval.fit(prep.agent, params, prep.env, prep.env_params, deterministic)
+    return ensemble_eval.with_rule(params, prep.agent.config.combine, fitted)
 
 
 def report_drawdown(run_dir: Path) -> dict[str, Any]:
