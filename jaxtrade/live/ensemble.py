@@ -132,8 +132,52 @@ def student_t_cdf(x: np.ndarray, df: np.ndarray) -> np.ndarray:
     counts there), far more than anything else in this port."""
     x = np.asarray(x, F64)
     x32, df32 = x.astype(F32), np.asarray(df, F32)
-    tail = 0.5 * betainc(df / 2.0, 0.5, df32 / (df32 + x32 * x32))
+    u = np.asarray(df32 / (df32 + x32 * x32), F64)  # = cos^2 of theta = atan(x / sqrt(df))
+    dfs = np.asarray(df, F64).ravel()
+    first = float(dfs[0])
+    if first == round(first) and 1 <= first <= _SERIES_MAX_DF and np.all(dfs == first):
+        # One whole number of degrees of freedom (the vote's: 2 alpha0 + n, shared by the
+        # members): the same CDF as a finite series, a few array operations instead of a
+        # continued fraction per element.
+        return _student_t_cdf_series(u, np.sign(x), int(first))
+    tail = 0.5 * betainc(df / 2.0, 0.5, u)
     return np.where(x > 0, 1.0 - tail, tail)
+
+
+_SERIES_MAX_DF = 1000
+
+
+def _student_t_cdf_series(u: np.ndarray, sign: np.ndarray, df: int) -> np.ndarray:
+    """Student-t CDF for a whole `df` from u = df / (df + x^2) and sign(x) (Abramowitz and
+    Stegun 26.7.3-4, theta = atan(x / sqrt(df)), cos^2 theta = u): P(|T| < |x|) =
+      df odd:  (2 / pi) (theta + sin theta cos theta sum_k d_k u^k),  d_k = prod_j 2j / (2j+1)
+      df even: sin theta sum_k c_k u^k,  c_k = prod_j (2j-1) / (2j)
+    with k < (df - 1) / 2 and df / 2 terms; CDF = (1 + sign(x) P) / 2."""
+    sin = np.sqrt(np.maximum(1.0 - u, 0.0))
+    terms = (df - 1) // 2 if df % 2 else df // 2
+    k = np.arange(1, terms)
+    ratios = 2.0 * k / (2.0 * k + 1.0) if df % 2 else (2.0 * k - 1.0) / (2.0 * k)
+    coefficients = np.concatenate([[1.0], np.cumprod(ratios)])
+    series = np.tensordot(coefficients, _powers(u, terms), axes=1) if terms else \
+        np.zeros_like(u)
+    if df % 2:
+        theta = np.arctan2(sin, np.sqrt(u))
+        inside = (2.0 / math.pi) * (theta + sin * np.sqrt(u) * series)
+    else:
+        inside = sin * series
+    return 0.5 + 0.5 * sign * inside
+
+
+def _powers(u: np.ndarray, count: int) -> np.ndarray:
+    """[count, ...] u^0 .. u^(count-1), by doubling: log2(count) array products."""
+    out = np.empty((count,) + u.shape, F64)
+    out[0] = 1.0
+    filled, power = 1, u  # power = u^filled
+    while filled < count:
+        take = min(filled, count - filled)
+        np.multiply(out[:take], power, out=out[filled:filled + take])
+        filled, power = filled + take, power * power
+    return out
 
 
 def student_t_pdf(x: np.ndarray, df: np.ndarray) -> np.ndarray:
