@@ -149,3 +149,39 @@ def test_runner_combines_like_the_backtest(trained, restored, tmp_path, rule, ga
         flat = probability < gate
         assert flat.any() and (~flat).any()
         np.testing.assert_array_equal(targets[:-1][flat[:-1]], 0.0)
+
+
+def test_numpy_combination_equals_combine_py_function_by_function() -> None:
+    """The port against agents/common/combine.py on random windows (partly filled, members
+    far apart and close together), without training: vote weights, trade probability and the
+    Student-t CDF on both of its paths (the series for whole degrees of freedom, the continued
+    fraction otherwise). A change to combine.py's formulas fails here first."""
+    import jax.numpy as jnp
+
+    from agents.common import combine as comb
+    from jaxtrade.live import ensemble as port
+
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        window, members = 64, 2 + trial % 3
+        spread = 10.0 ** -(2 + trial % 3)  # members' mean returns apart by this
+        returns = (rng.normal(0.0, 0.01, (window, members))
+                   + spread * rng.normal(size=members)).astype(np.float32)
+        mask = np.arange(window) < rng.integers(0, window + 1)
+        floor = np.float32(rng.uniform(0.0, 1e-4))
+        expected = comb.vote_weights(jnp.asarray(returns), jnp.asarray(mask), 20.0, floor)
+        got = port.vote_weights(returns.astype(np.float64), mask, 20.0, float(floor))
+        np.testing.assert_allclose(got, np.asarray(expected), atol=2e-5)
+        own = returns[:, 0]
+        cost, exposure = np.float32(rng.uniform(0.0, 1e-3)), np.float32(rng.uniform(0.1, 1.0))
+        expected = comb.trade_probability(jnp.asarray(own), jnp.asarray(mask), 20.0, cost,
+                                          exposure, floor * exposure ** 2)
+        got = port.trade_probability(own.astype(np.float64), mask, 20.0, float(cost),
+                                     float(exposure), float(floor * exposure ** 2))
+        np.testing.assert_allclose(got, float(expected), atol=2e-5)
+    x = np.linspace(-30.0, 30.0, 241)
+    for df in (1.0, 2.0, 7.0, 66.0, 2.5, 13.3):
+        expected = comb.student_t_cdf(jnp.asarray(x, jnp.float32), jnp.float32(df))
+        # JAX's float32 betainc is off by up to 2.8e-6 at df = 66 (measured; 6e-7 below).
+        np.testing.assert_allclose(port.student_t_cdf(x, np.float64(df)), np.asarray(expected),
+                                   atol=5e-6)

@@ -165,7 +165,8 @@ def _student_t_cdf_series(u: np.ndarray, sign: np.ndarray, df: int) -> np.ndarra
         inside = (2.0 / math.pi) * (theta + sin * np.sqrt(u) * series)
     else:
         inside = sin * series
-    return 0.5 + 0.5 * sign * inside
+    # Far in the lower tail 1/2 - P/2 cancels to a few 1e-16 either side of 0.
+    return np.clip(0.5 + 0.5 * sign * inside, 0.0, 1.0)
 
 
 def _powers(u: np.ndarray, count: int) -> np.ndarray:
