@@ -105,6 +105,16 @@ def test_cli_export_runner_prints_the_reports_positions_weights_and_probability(
     np.testing.assert_allclose(probability, column("trade_probability"), atol=TOLERANCE)
     assert np.ptp(probability) > 0.1
     assert {d["rule"] for d in decisions} == {"vote"}
+    # Another rule and threshold of the same checkpoint: combine= / min_trade_probability=.
+    other = tmp_path / "router"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", f"run_dir={run_dir}", f"out={other}", "combine=router",
+                     "min_trade_probability=0.3"]) == 0
+        assert main(["export", f"run_dir={run_dir}", f"out={tmp_path / 'x'}",
+                     "combine=majority"]) != 0
+    combine = json.loads((other / "manifest.json").read_text())["network"]["combine"]
+    assert combine["rule"] == "router" and combine["min_trade_probability"] == pytest.approx(0.3)
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(("rule", "gate"), [("router", 0.0), ("winner", 0.0), ("vote", 0.3)])
