@@ -7,8 +7,11 @@ writes the model down. They compute in float64 from the float32 inputs the backt
 (closes, volatility, regime probabilities and targets rounded to float32, paper returns taken
 in float32 in the backtest's order), so the member weights and the trade probability agree
 with the backtest's float32 figures to float32 rounding. The Student-t CDF, which JAX takes
-from `betainc`, is the regularized incomplete beta function by its continued fraction
-(modified Lentz), vectorized over the quadrature grid.
+from `betainc`, is a finite series when the degrees of freedom are a whole number (the vote's
+and the trade probability's, 2 alpha0 + n: a few array operations over the 256-point grid,
+which keeps the runner's bar within its latency goal), and otherwise the regularized
+incomplete beta function by its continued fraction (modified Lentz); either way from
+betainc's argument rounded to float32 as the backtest rounds it.
 
 `EnsemblePolicy` holds the members (network.ActorNetwork each, with its own action map) and
 the combination: rule (equal, vote, router, winner), vote window and prior, router table,
