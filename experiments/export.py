@@ -2,13 +2,16 @@
 
     jaxtrade export run_dir=runs/x out=bundles/x [checkpoint=best|latest|STEP] [point=N]
                     [format=numpy|onnx] [formats=[numpy,onnx]]
+                    [combine=vote|router|winner|equal] [min_trade_probability=P]
 
 format=onnx (or formats=[numpy,onnx]) also writes policy.onnx, for `runner.py --engine onnx`;
 it needs the extra `pip install -e ".[onnx]"`. The numpy weights are always written.
 
 The checkpoint and point are chosen as for `jaxtrade backtest` (jaxtrade.runs), so a bundle
 trades like the backtest of the same checkpoint. What a bundle holds and what is refused is
-described in jaxtrade/export.py.
+described in jaxtrade/export.py. An ensemble run exports its own rule (`agent.combine`) and
+threshold (`agent.min_trade_probability`) unless `combine=` / `min_trade_probability=` choose
+others (the report compares every rule on the same checkpoint).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ FORMATS = ("numpy", "onnx")
 def export(
     run_dir: str | Path, out: str | Path, checkpoint: str | int = "best", point: int | None = None,
     *, bars: Mapping[str, Any] | None = None, formats: Sequence[str] = ("numpy",),
+    combine: str | None = None, min_trade_probability: float | None = None,
 ) -> Path:
     """Restore a run's checkpoint and write its bundle (the best sweep point by default).
 
@@ -48,16 +52,28 @@ def export(
     backtest`, so a bundle trades like the backtest of the same checkpoint. `bars`: how the
     runner reads its sources (default: as the run read its bars; `jaxtrade retrain` keeps the
     deployed bundle's, since its candidates train on bars it stored canonically). `formats`:
-    "onnx" among them also writes policy.onnx.
+    "onnx" among them also writes policy.onnx. `combine`, `min_trade_probability`: an
+    ensemble's rule and threshold in the bundle (default: the run's).
     """
+    check_combination(combine, min_trade_probability)
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
-    params = _to_host(restored.params)
+    if prep.agent.members is not None:  # an ensemble: members + the combination
+        params, network_config, head = ensemble_params(
+            prep, restored.params, combine, min_trade_probability), prep.agent_config, \
+            {"family": "ensemble"}
+    else:
+        if combine is not None or min_trade_probability is not None:
+            raise ConfigError("combine= and min_trade_probability= apply to an ensemble run "
+                              f"only; {run_dir} trained agent={prep.cfg['agent']['name']}")
+        params, network_config, head = restored.params, prep.agent_config.network, \
+            prep.agent_config.export_head()
+    params = _to_host(params)
     symbol = prep.market.meta.symbols[0]
     return write_bundle(
         out,
         params=params,
-        network_config=prep.agent_config.network,
-        head=prep.agent_config.export_head(),
+        network_config=network_config,
+        head=head,
         onnx="onnx" in formats,
         env=prep.env,
         env_params=prep.env_params,
@@ -71,6 +87,30 @@ def export(
             "point": restored.point,
         },
     )
+
+
+def check_combination(combine: str | None, min_trade_probability: float | None) -> None:
+    """Refuse an unknown rule or a threshold outside [0, 1) before anything is restored."""
+    from agents.ensemble import COMBINE_RULES
+
+    if combine is not None and combine not in COMBINE_RULES:
+        raise ConfigError(f"combine={combine!r} is not a rule: use {', '.join(COMBINE_RULES)}")
+    if min_trade_probability is not None and not 0.0 <= min_trade_probability < 1.0:
+        raise ConfigError("min_trade_probability must be in [0, 1)")
+
+
+def ensemble_params(prep: Any, params: Any, combine: str | None = None,
+                    min_trade_probability: float | None = None) -> Any:
+    """An ensemble's policy params as its report backtests them: the run's rule (or
+    `combine`), with the router and winner fitted on training + validation bars
+    (jaxtrade.evaluate.ensemble), and `min_trade_probability` when given."""
+    from jaxtrade.evaluate import ensemble as ensemble_eval
+
+    check_combination(combine, min_trade_probability)
+    rule = prep.agent.config.combine if combine is None else combine
+    deterministic = bool(prep.cfg["train"]["deterministic_eval"])
+    fitted = ensemble_eval.fit(prep.agent, params, prep.env, prep.env_params, deterministic)
+    return ensemble_eval.with_rule(params, rule, fitted, min_trade_probability)
 
 
 def report_drawdown(run_dir: Path) -> dict[str, Any]:
@@ -116,6 +156,10 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+KEYS = ("run_dir", "out", "checkpoint", "point", "format", "formats", "combine",
+        "min_trade_probability")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
@@ -126,17 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "=" not in arg:
             raise ConfigError(f"expected key=value, got {arg!r} (see jaxtrade export --help)")
         key, value = arg.split("=", 1)
-        if key not in ("run_dir", "out", "checkpoint", "point", "format", "formats"):
-            raise ConfigError(
-                f"unknown key {key!r}; use run_dir, out, checkpoint, point, format, formats")
+        if key not in KEYS:
+            raise ConfigError(f"unknown key {key!r}; use {', '.join(KEYS)}")
         args[key] = value
     if "run_dir" not in args or "out" not in args:
         raise ConfigError("run_dir and out are required: jaxtrade export run_dir=runs/x out=B")
     point = int(args["point"]) if "point" in args else None
     formats = parse_formats(",".join(args[k] for k in ("format", "formats") if k in args)
                             or "numpy")
+    threshold = args.get("min_trade_probability")
+    try:
+        threshold = float(threshold) if threshold is not None else None
+    except ValueError:
+        raise ConfigError(f"min_trade_probability={threshold!r} is not a number") from None
     path = export(args["run_dir"], args["out"], args.get("checkpoint", "best"), point,
-                  formats=formats)
+                  formats=formats, combine=args.get("combine"), min_trade_probability=threshold)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(
         f"exported {args['run_dir']} to {path} ({size / 1024:.0f} KiB); "

@@ -20,6 +20,14 @@ BUNDLE/
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
+An ensemble run (agents/ensemble.py) exports every member (its actor or Q network, under
+"<member>/" in the weights, with the action map of its own action mode) and the combination:
+the rule, the vote's window and prior, the router table and winner fitted on training and
+validation bars (as the report fits them) and min_trade_probability, in the manifest's
+`network` section (`family: ensemble`). The runner combines the members in numpy
+(jaxtrade/live/ensemble.py): it updates the vote online from each member's paper returns and
+prints the member weights and the trade probability beside the target. One symbol only.
+
 An mcts run (agents/mcts.py, gumbel search) exports its three heads (policy, value, next-bar
 model) and its evaluation search settings (simulations, depth, gamma, outcome buckets, no
 exploration noise) in the manifest's `network` section plus the env's `reward` settings;
@@ -197,6 +205,79 @@ def _monitor_section(market: Any, monitor: Mapping[str, Any] | None) -> dict[str
     return section
 
 
+def _check_network(net: Mapping[str, Any]) -> None:
+    if net.get("torso") not in live_network.TORSOS:
+        raise ExportError(f"network torso {net.get('torso')!r} cannot be exported yet")
+    if net.get("activation", "tanh") not in live_network.ACTIVATIONS:
+        raise ExportError(f"activation {net.get('activation')!r} cannot be exported yet")
+
+
+def _action_section(env: Any, env_params: Any, net: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's action map of `env` (its action mode) for a network described by
+    `net` (its continuous squash)."""
+    if env.action_mode == "discrete":
+        return {"mode": "discrete", "discrete_levels": list(env.discrete_levels)}
+    space = env.action_space(env_params)
+    return {
+        "mode": "continuous",
+        "low": np.broadcast_to(np.asarray(space.low, np.float32), space.shape).tolist(),
+        "high": np.broadcast_to(np.asarray(space.high, np.float32), space.shape).tolist(),
+        "squash": net.get("continuous_squash", "clip"),
+    }
+
+
+ENSEMBLE_MEMBER_FAMILIES = ("actor_critic", "q")
+
+
+def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest's `network` section and the flat weights of an ensemble (agents/ensemble.py).
+
+    `params` are its policy parameters as the backtest uses them: {"members": {name: that
+    member's policy params}, "combine": {rule, min_trade_probability, router, winner}} (the
+    fitted router and winner set, jaxtrade.evaluate.ensemble.with_rule); `config` the
+    ensemble's config. Each member is exported as it would be alone (its export_head, its
+    network, the action map of its own action mode), its weights under "<member>/"; the
+    combination keeps its rule, vote window and prior, router table [R, M], winner [M] and
+    min_trade_probability (jaxtrade/live/ensemble.py runs it).
+    """
+    from agents.ensemble import COMBINE_RULES
+
+    members, flat = [], {}
+    for name in config.members:
+        member = getattr(config, name)
+        head = _plain(dict(member.export_head()))
+        family = head.get("family", "actor_critic")
+        if family not in ENSEMBLE_MEMBER_FAMILIES:
+            raise ExportError(f"ensemble member {name!r} ({family}) cannot be exported: the "
+                              "runner combines actor-critic and Q-network members")
+        net = _plain(member.network)
+        _check_network(net)
+        member_env = env.with_action_mode(getattr(type(member), "env_action_mode", "discrete"))
+        members.append({"name": name, **head, "config": net,
+                        "obs_shape": list(env.observation_shape),
+                        "action": _action_section(member_env, env_params, net)})
+        for key, value in flatten_actor_params(params["members"][name]).items():
+            flat[f"{name}/{key}"] = value
+    combine = params["combine"]
+    section = {
+        "family": "ensemble",
+        "members": members,
+        "combine": {
+            "rule": COMBINE_RULES[int(np.asarray(combine["rule"]))],
+            "vote_window_bars": int(config.vote_window_bars),
+            "vote_prior_bars": float(config.vote_prior_bars),
+            "min_trade_probability": float(np.asarray(combine["min_trade_probability"])),
+            "router": np.asarray(combine["router"], np.float32).astype(float).tolist(),
+            "winner": np.asarray(combine["winner"], np.float32).astype(float).tolist(),
+        },
+        "obs_shape": list(env.observation_shape),
+        "exported": "every member's actor (or Q network) and the combination state; the "
+                    "runner combines them per bar (jaxtrade/live/ensemble.py)",
+    }
+    return section, flat
+
+
 def write_bundle(
     out: str | Path,
     *,
@@ -215,7 +296,9 @@ def write_bundle(
     onnx: bool = False,
 ) -> Path:
     """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`, or of a
-    Q network when `head` says so (the agent config's `export_head()`).
+    Q network when `head` says so (the agent config's `export_head()`), or of an ensemble
+    when `head` is {"family": "ensemble"} (`network_config`: the ensemble's config;
+    `ensemble_network`).
 
     `bars` is how the training bars were read (`jaxtrade.data.describe_source`); the runner
     reads its sources the same way. None: canonical columns, ISO 8601 or epoch timestamps.
@@ -228,6 +311,7 @@ def write_bundle(
 
         require_onnx()  # before anything is written
     mcts = (head or {}).get("family") == "mcts"
+    ensemble = (head or {}).get("family") == "ensemble"
     if mcts:  # SearchParams: the network, and the hyperparameters of the checkpoint
         if float(env_params.reward.w_dsr) != 0 or float(env_params.reward.w_ddr) != 0:
             raise ExportError("an mcts bundle cannot carry reward.w_dsr / reward.w_ddr: the "
@@ -239,22 +323,20 @@ def write_bundle(
     if len(symbols) != market.num_assets:
         raise ExportError(f"the market names {len(symbols)} symbols for its "
                           f"{market.num_assets} assets")
-    net = _plain(network_config)
-    if net.get("torso") not in live_network.TORSOS:
-        raise ExportError(f"network torso {net.get('torso')!r} cannot be exported yet")
-    if net.get("activation", "tanh") not in live_network.ACTIVATIONS:
-        raise ExportError(f"activation {net.get('activation')!r} cannot be exported yet")
-    features = _feature_section(market, feature_spec, normalizer, regimes)
-    if env.action_mode == "discrete":
-        action = {"mode": "discrete", "discrete_levels": list(env.discrete_levels)}
+    if ensemble:
+        if len(symbols) != 1:
+            raise ExportError("an ensemble bundle trades one symbol: the runner's ensemble "
+                              f"combination is not built for {len(symbols)} symbols")
+        if onnx:
+            raise ExportError("an ensemble bundle has no ONNX graph: its runner combines the "
+                              "members in numpy (use format=numpy)")
+        network, flat = ensemble_network(params, network_config, env, env_params)
+        net = {}
     else:
-        space = env.action_space(env_params)
-        action = {
-            "mode": "continuous",
-            "low": np.broadcast_to(np.asarray(space.low, np.float32), space.shape).tolist(),
-            "high": np.broadcast_to(np.asarray(space.high, np.float32), space.shape).tolist(),
-            "squash": net.get("continuous_squash", "clip"),
-        }
+        net = _plain(network_config)
+        _check_network(net)
+    features = _feature_section(market, feature_spec, normalizer, regimes)
+    action = _action_section(env, env_params, net)
     stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
     gaps = np.diff(stamps) / 1e6
     interval = float(np.median(gaps)) if gaps.size else 0.0
@@ -294,7 +376,7 @@ def write_bundle(
         "costs": _struct_dict(env_params.costs),
         "risk": _struct_dict(env_params.risk),
         **({"reward": _struct_dict(env_params.reward)} if mcts else {}),
-        "network": {
+        "network": network if ensemble else {
             "family": "actor_critic",
             **_plain(dict(head or {})),
             "config": net,
@@ -318,7 +400,8 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
-        flat = flatten_actor_params(params, keep_value_head=mcts)
+        if not ensemble:
+            flat = flatten_actor_params(params, keep_value_head=mcts)
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         files = [MANIFEST, WEIGHTS]

@@ -242,7 +242,13 @@ def _rollout_impl(env, max_steps, delay_bars, mode, policy, params, key, num_ste
         obs, state, solvent, queue, policy_carry = carry
         alive = solvent & (step < num_steps)
         policy_key, env_key = jax.random.split(step_key)
-        decided, policy_carry = act(policy_key, obs, state, params, policy_carry)
+        decided, new_carry = act(policy_key, obs, state, params, policy_carry)
+        # Past the split's last bar (the scan runs to the longest split) or after a
+        # bankruptcy the policy's memory stays as it was too: the final decision below then
+        # comes from the carry of the last bar walked, as the live runner's does (a
+        # recurrent state or the ensemble's vote is not advanced by bars that did not happen).
+        policy_carry = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(alive, new, old), new_carry, policy_carry)
         if delay_bars:
             action = queue[0]
             queue = jnp.concatenate([queue[1:], decided[None]], axis=0)

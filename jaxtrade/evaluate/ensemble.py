@@ -89,6 +89,14 @@ def fit_combination(agent: Any, env_params: Any,
     return {"router": table, "winner": winner}
 
 
+def fit(agent: Any, params: Any, env: Any, env_params: Any,
+        deterministic: bool = True) -> dict[str, np.ndarray]:
+    """The fitted `combine` parameters alone, as `evaluate` fits them (members' backtests on
+    training and validation): what `jaxtrade export` puts in an ensemble bundle."""
+    members = member_backtests(agent, params, env, env_params, FIT_SPLITS, deterministic)
+    return fit_combination(agent, env_params, members)
+
+
 def _first_bar(env_params: Any, result: BacktestResult) -> int:
     timestamps = np.asarray(env_params.market.meta.timestamps)
     return int(np.searchsorted(timestamps, result.timestamps[0]))

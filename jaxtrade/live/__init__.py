@@ -35,6 +35,10 @@ market {atr_window, volatility_window}, network {config, obs_shape}, weights {fi
 bars_per_year, bar_interval_seconds, gap_threshold_seconds, monitor {returns {edges, shares},
 features {names, bins}, backtest_max_drawdown} (monitor.py), versions, source, run_config.
 
+An ensemble bundle (network.family "ensemble": every member's network and the combination
+state) runs its members and their combination in ensemble.py, and each line also carries
+`rule`, `member_weights`, `member_targets` and `trade_probability`.
+
 A bundle trained on several symbols (`symbols` lists them) runs in multi.MultiAssetRunner:
 one decision per timestamp with `target_positions` {symbol: weight} (runner.py picks it).
 

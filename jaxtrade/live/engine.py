@@ -25,13 +25,14 @@ import numpy as np
 
 from .bars import Bar, BarGate, format_timestamp
 from .bundle import Bundle, load_bundle
+from .ensemble import EnsemblePolicy
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import Ledger, summary
 from .mcts import MCTSPlanner
 from .monitor import Monitor
-from .network import ActorNetwork
+from .network import ActorNetwork, head_to_action
 from .pointer import read_pointer
 from .regimes import RegimeFilter
 from .sinks import Sink, decision_line
@@ -149,7 +150,14 @@ class Runner:
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
             # An mcts bundle: the numpy search (mcts.py) decides; it has no plain forward pass.
             self.planner = None
-            if m["network"].get("family") == "mcts":
+            self.ensemble = None
+            if m["network"].get("family") == "ensemble":
+                # Every member's network and the combination (ensemble.py).
+                if engine != "numpy":
+                    raise BundleError("an ensemble bundle runs on the numpy engine only")
+                self.ensemble = EnsemblePolicy(m, bundle.weights)
+                self.network = self.ensemble
+            elif m["network"].get("family") == "mcts":
                 if engine != "numpy":
                     raise BundleError("an mcts bundle runs on the numpy engine only")
                 self.planner = MCTSPlanner(m, bundle.weights)
@@ -391,7 +399,19 @@ class Runner:
         action_spec = self.manifest["action"]
         out: dict = {"timestamp": bar.iso}
         ms = self.market_state
-        if self.planner is not None:
+        if self.ensemble is not None:
+            combined, self.carry = self.ensemble.decide(
+                obs, self.carry, self.bars_seen, bar.close, ms.volatility, self.last_regime)
+            action = combined.target
+            out["action"] = [float(a) for a in action]
+            out["confidence"] = None
+            out["rule"] = self.ensemble.rule
+            out["member_weights"] = {n: float(w) for n, w in
+                                     zip(self.ensemble.names, combined.weights)}
+            out["member_targets"] = {n: float(t[0]) for n, t in
+                                     zip(self.ensemble.names, combined.member_targets)}
+            out["trade_probability"] = combined.trade_probability
+        elif self.planner is not None:
             action, probs, value = self.planner.search(
                 self._window_rows(), self.planner.root(self.ledger, bar.close), ms.atr,
                 ms.volatility, self.last_regime)
@@ -410,11 +430,7 @@ class Runner:
             out["confidence"] = round(float(probs[action]), 6)
         else:
             head, self.carry = self.network.forward(obs, self.carry)
-            raw = head.astype(F32)
-            unit = np.tanh(raw) if action_spec.get("squash") == "tanh" else np.clip(raw, -1, 1)
-            low = np.asarray(action_spec["low"], F32)
-            high = np.asarray(action_spec["high"], F32)
-            action = low + (unit + F32(1.0)) * F32(0.5) * (high - low)
+            action = head_to_action(head, action_spec)
             out["action"] = [float(a) for a in np.atleast_1d(action)]
             out["confidence"] = None
         target = self.ledger.decide(
@@ -570,8 +586,8 @@ class Runner:
         previous = self.bundle_root
         for name in ("manifest", "format", "window_bars", "layout", "include_portfolio",
                      "features", "normalizer", "regimes", "regime_in_features", "network",
-                     "market_state", "num_features", "_window", "bars_seen", "carry",
-                     "last_regime"):
+                     "planner", "ensemble", "market_state", "num_features", "_window",
+                     "bars_seen", "carry", "last_regime"):
             setattr(self, name, getattr(fresh, name))
         self.bundle_root, self._refused = Path(bundle.root), None
         self.switches += 1

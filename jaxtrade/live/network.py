@@ -241,6 +241,19 @@ class ActorNetwork:
         return q.mean(axis=1)
 
 
+def head_to_action(head: np.ndarray, action: dict):
+    """The env action of a policy head output under the manifest's `action` section: the
+    argmax for discrete actions; for continuous ones the head squashed to [-1, 1] (tanh or
+    clip) and mapped onto [low, high] in float32, as agents.common.distributions does."""
+    if action["mode"] == "discrete":
+        return int(np.argmax(head))
+    raw = np.asarray(head, F32)
+    unit = np.tanh(raw) if action.get("squash") == "tanh" else np.clip(raw, -1, 1)
+    low = np.asarray(action["low"], F32)
+    high = np.asarray(action["high"], F32)
+    return low + (unit + F32(1.0)) * F32(0.5) * (high - low)
+
+
 def _nest(flat: dict[str, np.ndarray]) -> dict:
     tree: dict = {}
     for name, value in flat.items():
