@@ -7,6 +7,7 @@ import functools
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,56 @@ def tiny_run() -> tuple[Path, pl.DataFrame, Path]:
 def report_positions(report_dir: Path, split: str | None = None) -> pl.DataFrame:
     positions = pl.read_csv(report_dir / "positions.csv")
     return positions if split is None else positions.filter(pl.col("split") == split)
+
+
+# --- any registered agent's policy on a market (tests/test_export_pairs.py) -------------------
+ON_POLICY = ("ppo", "cvar_ppo")
+# Discrete policy / Q heads' kernels are this much larger than a standard init (their biases
+# matter less): the attention torso's pooled features vary little from bar to bar, and
+# decisions should. Continuous heads keep the standard init, which the squash does not pin
+# to the bounds of the action range.
+HEADS = ("policy_head", "q_head", "dueling_value", "dueling_advantage")
+HEAD_SCALE = 10.0
+
+
+def make_pair(market: Any, section: dict, mode: str, torso: str):
+    """(env, env_params, agent, its config) of an agent section (e.g. {"name": "sac"}) on
+    `market` with a small network of `torso`, as `jaxtrade train` builds them."""
+    import agents
+    from experiments.common import agent_config
+
+    env, env_params = envs.make("trading", market, window_bars=8, action_mode=mode,
+                                discrete_levels=(-1.0, -0.5, 0.0, 0.5, 1.0))
+    network = {"torso": torso, "hidden_sizes": [16, 16], "recurrent_size": 16,
+               "cnn_channels": [8, 8], "attention_dim": 16}
+    sizes = ({"rollout_len": 8, "num_minibatches": 1} if section["name"] in ON_POLICY
+             else {"buffer_size": 256, "learning_starts": 0})
+    cfg = {"agent": {**section, **sizes}, "network": network, "train": {"total_steps": 1024}}
+    config = agent_config(cfg, env, env_params, num_envs=2)
+    return env, env_params, agents.make_agent(config, env, env_params), config
+
+
+def random_policy_params(agent: Any, config: Any, obs: jax.Array, discrete: bool,
+                         seed: int = 2) -> Any:
+    """Parameters of exactly the tree and shapes the agent's network initialises (its `init`
+    calls the same `agent.network.init`), drawn at random: kernels ~ N(0, 1 / fan_in), other
+    leaves ~ N(0, 0.1^2) (LayerNorm scales 1 + that), discrete head kernels HEAD_SCALE times
+    larger. `jax.eval_shape` traces the init without compiling it (a compiled init would cost
+    a second per agent and network)."""
+    if config.name in ON_POLICY:  # ActorCritic over [time, batch] with a carry and resets
+        args = (network_carry(config.network, (1,)), obs[None, None], jnp.zeros((1, 1), bool))
+    else:
+        args = (obs[None],)
+    shapes = jax.eval_shape(agent.network.init, jax.random.key(0), *args)
+    rng = np.random.default_rng(seed)
+
+    def draw(path: Any, leaf: Any) -> np.ndarray:
+        name = jax.tree_util.keystr(path)
+        fan_in = np.prod(leaf.shape[:-1]) if "kernel" in name and len(leaf.shape) >= 2 else 0
+        std = 1.0 / np.sqrt(fan_in) if fan_in else 0.1
+        if discrete and fan_in and any(head in name for head in HEADS):
+            std *= HEAD_SCALE
+        value = rng.normal(0.0, std, leaf.shape) + (1.0 if name.endswith("['scale']") else 0.0)
+        return jnp.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
