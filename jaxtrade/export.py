@@ -10,7 +10,9 @@ BUNDLE/
                          observation layout and window, action map, position limits, cost
                          model and risk rules, network description, the versions that trained
                          it, the run's config, sha256 of every weight file
-  weights.safetensors    the actor's parameters (no pickle; the critic is not exported)
+  weights.safetensors    the actor's parameters (no pickle); an actor-critic's value head (and
+                         critic torso) too, for the state value the runner reports, except a
+                         recurrent critic with its own torso (its state is not carried)
   policy.onnx            with format=onnx (or formats=[numpy,onnx]): the same policy as an
                          ONNX graph for `runner.py --engine onnx` (jaxtrade/export_onnx.py:
                          inputs, outputs, and why it is built without JAX); needs the extra
@@ -117,7 +119,8 @@ def _struct_dict(struct: Any) -> dict[str, Any]:
 
 def flatten_actor_params(params: Any, keep_value_head: bool = False) -> dict[str, np.ndarray]:
     """Actor parameters flattened with "/" (the critic torso and value head are dropped,
-    unless `keep_value_head`: the mcts search reads its value head)."""
+    unless `keep_value_head`: the runner reports an actor-critic's value, the mcts search
+    reads its value head)."""
     import jax
 
     tree = params["params"] if isinstance(params, Mapping) and "params" in params else params
@@ -335,6 +338,10 @@ def write_bundle(
     else:
         net = _plain(network_config)
         _check_network(net)
+    # A recurrent critic with its own torso has its own state, which the runner does not carry.
+    recurrent_critic = net.get("torso") in ("gru", "lstm") and not net.get("shared_torso")
+    keep_value = mcts or (
+        (head or {}).get("family", "actor_critic") == "actor_critic" and not recurrent_critic)
     features = _feature_section(market, feature_spec, normalizer, regimes)
     action = _action_section(env, env_params, net)
     stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
@@ -381,7 +388,9 @@ def write_bundle(
             **_plain(dict(head or {})),
             "config": net,
             "obs_shape": list(env.observation_shape),
-            "exported": "actor (torso + policy head); the critic is not needed to act"
+            "exported": "actor (torso + policy head)" + (
+                " and, where the agent has one, the critic's state-value head"
+                if keep_value else "; the critic's own recurrent torso is not exported")
             if (head or {}).get("family", "actor_critic") == "actor_critic"
             else "torso, policy, value and next-bar model heads; the runner searches "
             "(jaxtrade/live/mcts.py)" if mcts
@@ -401,7 +410,7 @@ def write_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         if not ensemble:
-            flat = flatten_actor_params(params, keep_value_head=mcts)
+            flat = flatten_actor_params(params, keep_value_head=keep_value)
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         files = [MANIFEST, WEIGHTS]

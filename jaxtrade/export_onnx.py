@@ -30,13 +30,17 @@ Graph (opset 17, IR version 8; every shape starts with a `batch` axis of any siz
            logits, probabilities                 actor-critic, discrete actions
            mean [, log_std]                      actor-critic, continuous actions (log_std for
                                                  a state-independent one, as PPO's)
+           value                                 actor-critic with a critic in the bundle
+                                                 (PPO, CVaR-PPO): the state value [batch]
            q_values [, quantiles], value         Q networks: per-action values acted on (the
                                                  mean, or lower CVaR, of the quantiles), the
                                                  quantiles [batch, A, N], max of q_values
            next_hidden [, next_cell]             recurrent torsos: feed them back next bar
 
-Actor-critic bundles hold no critic (a decision needs only the policy), so their graphs have
-no state value. Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
+An actor-critic bundle's graph outputs the critic's state value where the bundle holds the
+critic (jaxtrade/export.py: PPO and CVaR-PPO, except a recurrent critic with its own torso,
+whose state the runner does not carry; the replay agents' critics are Q(s, a) networks and stay
+out). Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
 weights), cnn, attention, gru and lstm as single-step cells; the torsos, heads and
 activations the numpy runner refuses are refused here too, with the same one line.
 """
@@ -421,6 +425,14 @@ class _PolicyGraph:
             (value, "float", ["batch"]),
         ]
 
+    def features(self, obs: str, p: Mapping, hint: str) -> str:
+        """`ActorNetwork._features`: a feed-forward torso, or a recurrent torso's embedding."""
+        if self.net.torso == "cnn":
+            return self.cnn(obs, p["CNNTorso_0"], f"{hint}/CNNTorso_0")
+        if self.net.torso == "attention":
+            return self.attention(obs, p["AttentionTorso_0"], f"{hint}/AttentionTorso_0")
+        return self.mlp(self.g.op("Flatten", obs, axis=1), p["MLP_0"], f"{hint}/MLP_0")
+
     # --- the whole graph ----------------------------------------------------------------------
     def build(self) -> tuple[Any, dict[str, Any]]:
         g, net = self.g, self.net
@@ -428,12 +440,7 @@ class _PolicyGraph:
         obs_shape = [int(d) for d in net.obs_shape]
         inputs = [("observation", ["batch", *obs_shape])]
         p = net.torso_params
-        if net.torso == "cnn":
-            x = self.cnn("observation", p["CNNTorso_0"], "torso/CNNTorso_0")
-        elif net.torso == "attention":
-            x = self.attention("observation", p["AttentionTorso_0"], "torso/AttentionTorso_0")
-        else:
-            x = self.mlp(g.op("Flatten", "observation", axis=1), p["MLP_0"], "torso/MLP_0")
+        x = self.features("observation", p, "torso")
         state: dict[str, str] = {}
         size = net.recurrent_size
         if net.torso == "gru":
@@ -454,6 +461,12 @@ class _PolicyGraph:
         else:
             outputs = self.policy_head(x)
             head = "logits" if self.action["mode"] == "discrete" else "mean"
+            if net.has_value:  # ActorNetwork._step: the critic's torso, or the shared one
+                critic = x if net.critic_params is None else self.features(
+                    "observation", net.critic_params, "critic_torso")
+                value = self.dense(critic, net.params["value_head"], "value_head")
+                value = g.op("Reshape", value, g.ints([-1]), out="value")
+                outputs.append((value, "float", ["batch"]))
         outputs += [(name, "float", ["batch", size]) for name in state.values()]
         float_type = helper.np_dtype_to_tensor_dtype(np.dtype(F32))
         int_type = helper.np_dtype_to_tensor_dtype(np.dtype(np.int64))
@@ -535,8 +548,13 @@ def check_against_numpy(root: str | Path, observations: int = 16) -> None:
     carry_np, carry_onnx = reference.initial_carry(), graph.initial_carry()
     for i in range(observations):
         obs = rng.standard_normal(reference.obs_shape).astype(F32)
-        expected, carry_np = reference.forward(obs, carry_np)
-        got, carry_onnx = graph.forward(obs, carry_onnx)
+        expected, value_np, carry_np = reference.forward_with_value(obs, carry_np)
+        got, value_onnx, carry_onnx = graph.forward_with_value(obs, carry_onnx)
+        if (value_np is None) != (value_onnx is None):
+            raise ExportError("policy.onnx and the numpy weights disagree on holding a state "
+                              "value; the bundle was not written")
+        if value_np is not None:
+            expected, got = np.append(expected, value_np), np.append(got, value_onnx)
         error = float(np.max(np.abs(np.asarray(got) - expected)))
         if not error <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):
             raise ExportError(

@@ -51,7 +51,8 @@ def test_manifest_describes_everything_the_runner_needs(case):
     assert manifest["bars"]["timestamp"]["kind"] == "text"
     assert {"jax", "flax", "numpy", "python"} <= set(manifest["versions"])
     weights = read_safetensors(bundle / "weights.safetensors")
-    assert not any(k.startswith(("critic", "value")) for k in weights)  # actor only
+    # The actor, and the critic for the state value the runner reports.
+    assert any(k.startswith("actor_torso") for k in weights) and "value_head/kernel" in weights
     assert (bundle / "runner.py").is_file() and (bundle / "jaxtrade_live" / "engine.py").is_file()
 
 

@@ -106,6 +106,13 @@ def test_runner_positions_equal_the_backtest_on_every_bar(market_case, tmp_path,
         np.testing.assert_allclose(targets[:-1], reference[:-1], atol=2e-4)
     np.testing.assert_allclose([d["position"] for d in decisions], result.positions[:, 0],
                                atol=1e-4)
+    # PPO's critic travels with the bundle (a recurrent one with its own torso does not): the
+    # decision line says what the critic believes the state is worth.
+    values = [d.get("value") for d in decisions]
+    if section["name"] in ON_POLICY and torso not in ("gru", "lstm"):
+        assert all(np.isfinite(values)) and len(set(values)) > 1
+    else:
+        assert values == [None] * len(decisions)
     assert runner.summary()["total_return"] == pytest.approx(result.metrics["total_return"],
                                                              abs=1e-4)
 

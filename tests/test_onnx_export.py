@@ -39,11 +39,12 @@ def ort():
     return pytest.importorskip("onnxruntime", reason=SKIP_REASON)
 
 
-def _flat(params) -> dict[str, np.ndarray]:
+def _flat(params, keep_value: bool = False) -> dict[str, np.ndarray]:
+    """Flat weights as export writes them: the critic only with `keep_value`."""
     flat = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(params["params"]):
         name = "/".join(str(p.key) for p in path)
-        if not name.startswith(("critic_torso", "value_head")):
+        if keep_value or not name.startswith(("critic_torso", "value_head")):
             flat[name] = np.array(leaf, np.float32)
     return flat
 
@@ -120,7 +121,9 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     params = jax.jit(net.init)(
         key, network_carry(cfg, (1,)), jnp.zeros((1, 1) + obs_shape), jnp.zeros((1, 1), bool)
     )
-    weights = _flat(params)
+    # The critic as export keeps it: all but a recurrent critic with its own torso.
+    keep_value = torso not in ("gru", "lstm") or cfg.shared_torso
+    weights = _flat(params, keep_value)
     weights["policy_head/kernel"] *= 30.0  # decisions that vary (the 0.01 init is near uniform)
     description = _description(cfg, obs_shape, family="actor_critic")
     action = {"mode": "discrete", "discrete_levels": levels}
@@ -130,8 +133,20 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     ledger = Ledger({}, trading, {}, action)
     observations = np.random.default_rng(1).standard_normal((BARS,) + obs_shape, np.float32)
 
+    assert reference.has_value == keep_value and ("value" in section["outputs"]) == keep_value
+    # The flax critic's values over the same sequence (its carry threaded through time).
+    _, _, flax_values = jax.jit(net.apply)(
+        params, network_carry(cfg, (1,)), jnp.asarray(observations)[:, None],
+        jnp.zeros((BARS, 1), bool))
     actions = []
-    for logits, out in _bar_by_bar(session, section, reference, observations):
+    carry = reference.initial_carry()
+    for t, (logits, out) in enumerate(_bar_by_bar(session, section, reference, observations)):
+        _, value, carry = reference.forward_with_value(observations[t], carry)
+        if keep_value:  # the state value: numpy runner == onnxruntime == the trained network
+            assert out["value"] == pytest.approx(value, abs=1e-5)
+            assert value == pytest.approx(float(flax_values[t, 0]), rel=1e-4, abs=1e-4)
+        else:
+            assert value is None
         assert int(out["action"]) == int(np.argmax(logits))
         np.testing.assert_allclose(out["probabilities"], _probabilities(logits), atol=1e-5)
         np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
@@ -249,7 +264,8 @@ def test_a_trained_run_trades_its_test_split_alike_with_both_engines(onnx_bundle
     assert section["file"] == "policy.onnx" and section["head"] == "logits"
     assert section["sha256"] == sha256_file(bundle / "policy.onnx")
     assert f"{section['sha256']}  policy.onnx" in (bundle / "SHA256SUMS").read_text()
-    assert set(section["outputs"]) == {"action", "target_weight", "logits", "probabilities"}
+    assert set(section["outputs"]) == {"action", "target_weight", "logits", "probabilities",
+                                       "value"}
 
     proc_np, numpy_lines = _run_runner(bundle, "--bars", csv, "--start", start)
     proc_onnx, onnx_lines = _run_runner(bundle, "--bars", csv, "--start", start, "--engine", "onnx")
@@ -257,6 +273,7 @@ def test_a_trained_run_trades_its_test_split_alike_with_both_engines(onnx_bundle
     assert len(numpy_lines) >= 50 and len(onnx_lines) == len(numpy_lines)
     for a, b in zip(numpy_lines, onnx_lines):
         assert (a["timestamp"], a["action"]) == (b["timestamp"], b["action"])
+        assert a["value"] == pytest.approx(b["value"], abs=2e-6)  # both rounded to 1e-6
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-5)
         assert a["target_position"] == b["target_position"]
 
@@ -273,24 +290,25 @@ def test_a_trained_run_trades_its_test_split_alike_with_both_engines(onnx_bundle
     runner.run(replay_source(csv, BarFormat(manifest["bars"])), start_us=parse_timestamp(start))
     assert len(recording.calls) == len(numpy_lines)
     graph = OnnxActor(loaded)
-    for (obs, logits), line in zip(recording.calls, numpy_lines):
+    for (obs, logits, value), line in zip(recording.calls, numpy_lines):
         out = graph.run(obs)
+        assert float(out["value"]) == pytest.approx(value, abs=1e-5)
         assert int(out["action"]) == int(np.argmax(logits)) == line["action"]
         np.testing.assert_allclose(out["probabilities"], _probabilities(logits), atol=1e-5)
         np.testing.assert_allclose(out["probabilities"], line["probabilities"], atol=1e-5)
 
 
 class _Recording:
-    """A network that keeps every observation it is given and its head output."""
+    """A network that keeps every observation it is given, its head output and value."""
 
     def __init__(self, network: ActorNetwork) -> None:
         self.network = network
-        self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+        self.calls: list[tuple[np.ndarray, np.ndarray, float | None]] = []
 
-    def forward(self, obs, carry=None):
-        head, carry = self.network.forward(obs, carry)
-        self.calls.append((np.array(obs), head))
-        return head, carry
+    def forward_with_value(self, obs, carry=None):
+        head, value, carry = self.network.forward_with_value(obs, carry)
+        self.calls.append((np.array(obs), head, value))
+        return head, value, carry
 
     def __getattr__(self, name):
         return getattr(self.network, name)

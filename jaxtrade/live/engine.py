@@ -394,6 +394,16 @@ class Runner:
         tiled = np.broadcast_to(portfolio, (self.window_bars, portfolio.shape[0]))
         return np.concatenate([window, tiled], axis=1)
 
+    def _forward(self, obs: np.ndarray, out: dict) -> np.ndarray:
+        """The policy head's output for `obs` (the carry moves on); an actor-critic's state
+        value goes into the decision line as `value`."""
+        if getattr(self.network, "has_value", False):
+            head, value, self.carry = self.network.forward_with_value(obs, self.carry)
+            out["value"] = round(float(value), 6)
+            return head
+        head, self.carry = self.network.forward(obs, self.carry)
+        return head
+
     def _decide(self, bar: Bar) -> dict:
         obs = self.observation(bar.close)
         action_spec = self.manifest["action"]
@@ -420,7 +430,7 @@ class Runner:
             out["confidence"] = round(float(probs[action]), 6)
             out["value"] = round(value, 6)
         elif action_spec["mode"] == "discrete":
-            head, self.carry = self.network.forward(obs, self.carry)
+            head = self._forward(obs, out)
             logits = head.astype(np.float64)
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
@@ -429,7 +439,7 @@ class Runner:
             out["probabilities"] = [round(float(p), 6) for p in probs]
             out["confidence"] = round(float(probs[action]), 6)
         else:
-            head, self.carry = self.network.forward(obs, self.carry)
+            head = self._forward(obs, out)
             action = head_to_action(head, action_spec)
             out["action"] = [float(a) for a in np.atleast_1d(action)]
             out["confidence"] = None

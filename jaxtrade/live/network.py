@@ -11,7 +11,12 @@ compute, in float32, one observation at a time:
              mean over bars, concat state, MLP
   gru/lstm   MLP embedding, then one step of the recurrent cell; the carry is kept between bars
 
-The critic is not exported: a live decision needs only the policy. Value-based agents (DQN,
+Actor-critic bundles (PPO, CVaR-PPO) also hold the critic's value head and, unless it shares
+the actor's torso, the critic torso: `forward_with_value` returns the state value beside the
+policy head, which the runner prints as what the policy believes the state is worth. A
+recurrent critic with its own torso would need its own state carried bar to bar, so such
+bundles (and the replay agents' actors, whose critics are Q(s, a) networks) have no value.
+Value-based agents (DQN,
 QR-DQN; network family "q") export their Q network instead: the torso, then a Q head (or a
 dueling value + advantage head), and `forward` returns one value per action, the mean (or
 lower-tail CVaR) of the quantiles for distributional heads, so argmax is the greedy action
@@ -104,12 +109,22 @@ class ActorNetwork:
         elif self.family == "actor_critic":
             prefix = "torso" if config.get("shared_torso") else "actor_torso"
             heads = ("policy_head",)
+            if "value_head" in self.params:
+                heads += ("value_head",)
+                if not config.get("shared_torso"):
+                    heads += ("critic_torso",)
         else:
             raise BundleError(f"network family {self.family!r} is not supported by the runner")
         missing = [name for name in (prefix, *heads) if name not in self.params]
         if missing:
             raise BundleError(f"bundle weights lack {missing}")
         self.torso_params = self.params[prefix]
+        # The critic's torso (None: it shares the actor's); has_value: the bundle holds one.
+        self.has_value = self.family == "actor_critic" and "value_head" in self.params
+        if self.has_value and self.torso in ("gru", "lstm") and not config.get("shared_torso"):
+            raise BundleError("a recurrent critic with its own torso cannot be run: its "
+                              "state is not carried (export drops it)")
+        self.critic_params = self.params.get("critic_torso") if self.has_value else None
         self.action = description.get("action", {})
         self._fused: dict[int, tuple] = {}
         self._check_shapes()
@@ -117,7 +132,7 @@ class ActorNetwork:
     def _check_shapes(self) -> None:
         try:
             probe = np.zeros(self.obs_shape, F32)
-            self.forward(probe, self.initial_carry())
+            self.forward_with_value(probe, self.initial_carry())
         except (KeyError, ValueError, IndexError) as err:
             raise BundleError(
                 f"bundle weights do not fit the {self.torso} network: {err}"
@@ -203,17 +218,28 @@ class ActorNetwork:
         c = f * c + i * g
         return (c, o * np.tanh(c))
 
-    # --- policy -------------------------------------------------------------------------------
-    def forward(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, object]:
-        """Policy head output (logits, or the Gaussian mean) and the next carry."""
-        obs = np.asarray(obs, F32)
-        p = self.torso_params
+    # --- policy ----------------------------------------------------------------------------
+    def _features(self, obs: np.ndarray, p: dict) -> np.ndarray:
+        """A feed-forward torso (or a recurrent torso's embedding) of the observation."""
         if self.torso == "cnn":
-            x = self._cnn(obs, p["CNNTorso_0"])
-        elif self.torso == "attention":
-            x = self._attention(obs, p["AttentionTorso_0"])
-        else:
-            x = self._mlp(obs.reshape(-1), p["MLP_0"])
+            return self._cnn(obs, p["CNNTorso_0"])
+        if self.torso == "attention":
+            return self._attention(obs, p["AttentionTorso_0"])
+        return self._mlp(obs.reshape(-1), p["MLP_0"])
+
+    def forward(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, object]:
+        """Policy head output (logits, the Gaussian mean, or Q values) and the next carry."""
+        head, _, carry = self._step(np.asarray(obs, F32), carry, with_value=False)
+        return head, carry
+
+    def forward_with_value(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, float | None,
+                                                                       object]:
+        """`forward` plus the critic's state value (None when the bundle has no critic)."""
+        return self._step(np.asarray(obs, F32), carry, with_value=self.has_value)
+
+    def _step(self, obs: np.ndarray, carry, with_value: bool):
+        p = self.torso_params
+        x = self._features(obs, p)
         if self.torso == "gru":
             carry = self._gru(x, carry, p["GRUCell_0"])
             x = carry
@@ -221,8 +247,12 @@ class ActorNetwork:
             carry = self._lstm(x, carry, p["OptimizedLSTMCell_0"])
             x = carry[1]
         if self.family == "q":
-            return self._action_values(x), carry
-        return _dense(x, self.params["policy_head"]), carry
+            return self._action_values(x), None, carry
+        value = None
+        if with_value:
+            critic_x = x if self.critic_params is None else self._features(obs, self.critic_params)
+            value = float(_dense(critic_x, self.params["value_head"])[0])
+        return _dense(x, self.params["policy_head"]), value, carry
 
     def _action_values(self, x: np.ndarray) -> np.ndarray:
         """One value per action from the torso features (see the module docstring)."""

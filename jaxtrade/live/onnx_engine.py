@@ -74,6 +74,8 @@ class OnnxActor:
             )
         # The head, then the next state in the order `forward` unpacks it (cell, hidden).
         self._fetch = [self.head, *(self.state[name] for name in expected)]
+        # An actor-critic's graph with the critic's state value (ActorNetwork.has_value).
+        self.has_value = self.head != "q_values" and "value" in self.outputs
 
     def initial_carry(self) -> Any:
         zeros = np.zeros(self.recurrent_size, F32)
@@ -93,9 +95,22 @@ class OnnxActor:
     def forward(self, obs: np.ndarray, carry: Any = None) -> tuple[np.ndarray, Any]:
         """Head output for one observation (logits, Gaussian mean or Q values), next carry."""
         head, *state = self.session.run(self._fetch, self._feeds(obs, carry))
+        return head[0], self._next_carry(state)
+
+    def forward_with_value(self, obs: np.ndarray, carry: Any = None
+                           ) -> tuple[np.ndarray, float | None, Any]:
+        """`forward` plus the graph's state value (None without one), as ActorNetwork's."""
+        if not self.has_value:
+            head, carry = self.forward(obs, carry)
+            return head, None, carry
+        head, value, *state = self.session.run([self._fetch[0], "value", *self._fetch[1:]],
+                                               self._feeds(obs, carry))
+        return head[0], float(value[0]), self._next_carry(state)
+
+    def _next_carry(self, state: list[np.ndarray]) -> Any:
         if self.torso == "lstm":
-            return head[0], (state[0][0], state[1][0])
-        return head[0], (state[0][0] if self.torso == "gru" else None)
+            return (state[0][0], state[1][0])
+        return state[0][0] if self.torso == "gru" else None
 
     def run(self, obs: np.ndarray, carry: Any = None) -> dict[str, np.ndarray]:
         """Every output of the graph for one observation (action, target_weight, beliefs,
