@@ -117,6 +117,7 @@ def test_two_asset_rows_and_targets_equal_the_backtest_for_every_symbol(case, tm
     positions = np.array([[d["positions"][s] for s in symbols] for d in decisions])
     np.testing.assert_allclose(positions, result.positions, atol=1e-5)
     assert any(d["missing"] for d in decisions)  # missing bars inside the test split
+    assert len({d["value"] for d in decisions}) > 1  # the critic's state value, bar by bar
     summary = runner.summary()
     for key in ("total_return", "sharpe", "max_drawdown"):
         assert summary[key] == pytest.approx(result.metrics[key], rel=1e-4, abs=1e-6), key
@@ -245,16 +246,7 @@ def test_multi_asset_alerts_reach_the_sink(case, tmp_path):
     bundle = write_bundle(tmp_path / "b", params=params, network_config=cfg, env=env,
                           env_params=env_params)
     assert load_bundle(bundle).manifest["monitor"]["features"]["bins"]
-    stamps = frame["timestamp"].unique().sort()
-    cut = stamps[600]
-    factor = pl.when(pl.col("timestamp") >= cut).then(5.0).otherwise(1.0)
-    r = (pl.col("close") / pl.col("close").shift(1)).log().over("symbol").fill_null(0.0)
-    shifted = frame.with_columns(
-        ((r * factor).cum_sum().over("symbol").exp() / r.cum_sum().over("symbol").exp())
-        .alias("__scale"))
-    shifted = shifted.with_columns(
-        *(pl.col(c) * pl.col("__scale") for c in ("open", "high", "low", "close"))
-    ).drop("__scale")
+    shifted, cut = _returns_five_times_larger_from(frame, 600)
     sink = Recorder()
     runner = MultiAssetRunner(load_bundle(bundle), sink=sink, monitor={
         "min_sharpe": 100.0, "sharpe_window": 20, "drift_psi": None, "feature_window": 200})
@@ -264,3 +256,173 @@ def test_multi_asset_alerts_reach_the_sink(case, tmp_path):
     drift = [a for a in sink.alerts if a["kind"] == "feature_drift"]
     assert drift and any(a["timestamp"] >= cut.strftime("%Y-%m-%dT%H") for a in drift)
     assert runner.summary()["alerts"] == len(sink.alerts)
+
+
+def _returns_five_times_larger_from(frame: pl.DataFrame, index: int):
+    """The bars with log returns five times larger from the `index`-th timestamp on (both
+    symbols), and that timestamp."""
+    stamps = frame["timestamp"].unique().sort()
+    cut = stamps[index]
+    factor = pl.when(pl.col("timestamp") >= cut).then(5.0).otherwise(1.0)
+    r = (pl.col("close") / pl.col("close").shift(1)).log().over("symbol").fill_null(0.0)
+    shifted = frame.with_columns(
+        ((r * factor).cum_sum().over("symbol").exp() / r.cum_sum().over("symbol").exp())
+        .alias("__scale"))
+    shifted = shifted.with_columns(
+        *(pl.col(c) * pl.col("__scale") for c in ("open", "high", "low", "close"))
+    ).drop("__scale")
+    return shifted, cut
+
+
+def test_on_drift_flat_holds_every_symbol_flat_after_a_drift_alert(case, tmp_path):
+    """`on_drift="flat"`: decisions follow the policy until the feature drift alert, then
+    every symbol's target is 0 and the held positions go to 0 at the next fill; the same run
+    with on_drift="alert" keeps trading the policy's targets."""
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params, _ = make_policy(env, env_params)
+    bundle = write_bundle(tmp_path / "b", params=params, network_config=cfg, env=env,
+                          env_params=env_params)
+    shifted, _ = _returns_five_times_larger_from(frame, 600)
+    options = {"min_sharpe": None, "drift_psi": None, "feature_window": 200}
+    runs = {}
+    for mode in ("alert", "flat"):
+        runner = MultiAssetRunner(load_bundle(bundle), monitor=options, on_drift=mode)
+        decisions = [d for symbol, bar in stream(shifted)
+                     for d in runner.process(symbol, bar)] + runner.flush()
+        runs[mode] = (runner, decisions)
+    alerted, flat = runs["alert"][1], runs["flat"][1]
+    assert [d["timestamp"] for d in alerted] == [d["timestamp"] for d in flat]
+    first = next(i for i, d in enumerate(flat) if "flat" in d)
+    assert 0 < first < len(flat) - 10  # the alert came in the middle of the run
+    assert runs["flat"][0].flat_after_drift and not runs["alert"][0].flat_after_drift
+    assert all("flat" in d for d in flat[first:])
+    # Before the alert both runs are the same; after it only the flat run holds nothing.
+    assert [d["target_positions"] for d in flat[:first]] == [
+        d["target_positions"] for d in alerted[:first]]
+    assert all(w == 0.0 for d in flat[first:] for w in d["target_positions"].values())
+    assert all(w == 0.0 for d in flat[first + 1:] for w in d["positions"].values())
+    assert any(w != 0.0 for d in alerted[first:] for w in d["target_positions"].values())
+    with pytest.raises(BundleError, match="on_drift must be alert or flat"):
+        MultiAssetRunner(load_bundle(bundle), on_drift="sell")
+
+
+def test_a_promoted_bundle_takes_over_between_timestamps_and_the_book_carries_on(case,
+                                                                                tmp_path):
+    """`pointer=`: a bundle of other actions is refused with an alert (the running one trades
+    on); a promoted bundle of the same book takes over at the next timestamp, and from there
+    the runner decides exactly as the running runner would with the promoted policy swapped
+    in (same features, same ledger and positions)."""
+    import copy
+
+    from jaxtrade.live.network import ActorNetwork
+    from jaxtrade.live.pointer import swap_pointer
+    from jaxtrade.live.sinks import Sink
+
+    class Alerts(Sink):
+        def __init__(self) -> None:
+            self.alerts: list[dict] = []
+
+        def emit(self, decision: dict) -> None:
+            pass
+
+        def alert(self, payload: dict) -> None:
+            self.alerts.append(payload)
+
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params_a, _ = make_policy(env, env_params, seed=0)
+    _, params_b, _ = make_policy(env, env_params, seed=1)
+    bundles = {name: write_bundle(tmp_path / name, params=p, network_config=cfg, env=env,
+                                  env_params=env_params)
+               for name, p in (("a", params_a), ("b", params_b))}
+    env_c, params_c = envs.make("trading", market, window_bars=8, action_mode="continuous")
+    cfg_c, weights_c, _ = make_policy(env_c, params_c)
+    bundles["continuous"] = write_bundle(tmp_path / "c", params=weights_c, network_config=cfg_c,
+                                         env=env_c, env_params=params_c)
+    pointer = tmp_path / "deployed"
+    swap_pointer(pointer, bundles["a"])
+    stamps = frame["timestamp"].unique().sort().dt.epoch("us").to_list()
+    start, refuse_at, promote_at = stamps[300], stamps[400], stamps[600]
+    sink = Alerts()
+    runner = MultiAssetRunner(load_bundle(bundles["a"]), sink=sink, pointer=pointer)
+    only_a = MultiAssetRunner(load_bundle(bundles["a"]))
+    reference = None
+    ours, theirs, a_alone = [], [], []
+    for symbol, bar in stream(frame):
+        ts = bar.timestamp_us
+        if ts == refuse_at and runner._pending_us != ts:
+            runner.flush()
+            swap_pointer(pointer, bundles["continuous"])
+        if ts == promote_at and reference is None:
+            runner.flush()
+            only_a.flush()
+            swap_pointer(pointer, bundles["b"])
+            # The running runner with B's policy swapped in: what the promotion must give.
+            reference = copy.deepcopy(runner)
+            reference.pointer = None
+            reference.network = ActorNetwork(load_bundle(bundles["b"]).manifest["network"],
+                                             load_bundle(bundles["b"]).weights)
+            reference.carry = reference.network.initial_carry()
+        trade = ts >= start
+        got = runner.process(symbol, bar, trade=trade)
+        a_alone += only_a.process(symbol, bar, trade=trade)
+        if reference is not None:
+            theirs += reference.process(symbol, bar, trade=trade)
+            ours += got
+    ours += runner.flush()
+    theirs += reference.flush()
+    a_alone += only_a.flush()
+
+    assert [a["kind"] for a in sink.alerts] == ["bundle_refused"]
+    assert "other action" in sink.alerts[0]["message"]
+    assert runner.switches == 1 and runner.bundle_root == bundles["b"]
+    assert runner.summary()["bundle_switches"] == 1
+    assert len(ours) == len(theirs) > 100
+    assert [d["target_positions"] for d in ours] == [d["target_positions"] for d in theirs]
+    assert [d["positions"] for d in ours] == [d["positions"] for d in theirs]
+    # The switch mattered: policy A alone decides otherwise after the promotion.
+    after = [d for d in a_alone if d["timestamp"] >= ours[0]["timestamp"]]
+    assert [d["target_positions"] for d in after] != [d["target_positions"] for d in ours]
+
+
+def test_runner_py_takes_a_bundle_pointer_and_on_drift_flat_for_several_symbols(case,
+                                                                                tmp_path):
+    """The command line passes --bundle-pointer and --on-drift flat to the multi-asset
+    runner (the decisions of --bundle while the pointer does not move, every symbol flat
+    from the default monitor's drift alert on); --store is refused with exit code 2."""
+    import json
+    import subprocess
+    import sys
+
+    from jaxtrade.live.pointer import swap_pointer
+
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8)
+    cfg, params, _ = make_policy(env, env_params)
+    bundle = write_bundle(tmp_path / "b", params=params, network_config=cfg, env=env,
+                          env_params=env_params)
+    pointer = tmp_path / "deployed"
+    swap_pointer(pointer, bundle)
+    bars = tmp_path / "two.csv"
+    frame.tail(300).write_csv(bars)
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
+                               *args], capture_output=True, text=True, timeout=300)
+        lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+        return proc, [x for x in lines if "target_positions" in x]
+
+    plain_proc, plain = run()
+    followed_proc, followed = run("--bundle-pointer", str(pointer), "--on-drift", "flat")
+    assert plain_proc.returncode == 0 and followed_proc.returncode == 0, followed_proc.stderr
+    assert len(plain) > 100 and len(followed) == len(plain)
+    # The same decisions until the runner's drift alert, then every symbol flat.
+    first = next(i for i, d in enumerate(followed) if "flat" in d)
+    assert [d["target_positions"] for d in followed[:first]] == [
+        d["target_positions"] for d in plain[:first]]
+    assert all(w == 0.0 for d in followed[first:] for w in d["target_positions"].values())
+    assert any(w != 0.0 for d in plain[first:] for w in d["target_positions"].values())
+    store_proc, decisions = run("--store", str(tmp_path / "s.sqlite"))
+    assert store_proc.returncode == 2 and not decisions
+    assert "without --store" in store_proc.stderr.strip().splitlines()[-1]

@@ -21,8 +21,8 @@ folder with one file per symbol (named SYMBOL.csv), `--stdin` JSON lines with a 
 one line per timestamp carries `target_positions` {symbol: weight}. A symbol whose bar is
 missing at a timestamp is handled as the backtest handles it (prices carried, no fill there);
 its bar arriving after a later timestamp was seen is rejected, never applied late. The
-alerts are the same (return drift on the first symbol's closes); --store, --bundle-pointer and
---on-drift flat are not available there yet.
+alerts, `--on-drift flat` (every symbol flat) and `--bundle-pointer` work as for one symbol;
+--store is not available there yet.
 `--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
 with format=onnx); features, ledger and risk rules are the same numpy code.
 
@@ -318,15 +318,15 @@ def _multi_records(args, bar_format: BarFormat):
 def _run_multi(args, bundle) -> int:
     from .multi import MultiAssetRunner
 
-    if args.store or args.bundle_pointer or args.on_drift == "flat":
-        raise BundleError("a multi-asset bundle runs without --store, --bundle-pointer and "
-                          "--on-drift flat for now")
+    if args.store:
+        raise BundleError("a multi-asset bundle runs without --store for now")
     bar_format = BarFormat(bundle.manifest.get("bars"))
     records = _multi_records(args, bar_format)
     start_us = parse_timestamp(args.start) if args.start else None
     sink = _sinks(args.sink, None)
     runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
-                              engine=args.engine, monitor=_monitor_options(args))
+                              engine=args.engine, monitor=_monitor_options(args),
+                              on_drift=args.on_drift, pointer=args.bundle_pointer)
     try:
         summary = runner.run(records, start_us=start_us)
     finally:

@@ -21,9 +21,15 @@ one decision is returned per timestamp with `target_positions` {symbol: weight}.
 
 Before a symbol's first bar the market back-fills its prices from that first bar; the runner
 cannot, so it holds the symbol flat and, with ATR sizing on, sizes it with ATR 0 until then.
-Alerts (monitor.py) as in the single-symbol Runner (`monitor=`). Not here yet (the
-single-symbol Runner has them): the replay store, the bar gate's clock/jump rules, bundle
-pointers and `--on-drift flat`.
+Alerts (monitor.py) as in the single-symbol Runner (`monitor=`), and `on_drift="flat"`
+(`--on-drift flat`): from a drift alert on, every symbol's target is 0 (the decision line
+keeps the policy's action and says `flat`) until a promoted bundle takes over. `pointer=`
+(`--bundle-pointer`) follows promotions as the single-symbol Runner does: between timestamps,
+a bundle the pointer newly names is loaded, warmed up on the timestamps seen so far, and takes
+over the policy and features while the ledger and its positions carry on; one that trades
+other symbols, actions, costs or risk rules, or fails its checks, is refused with an alert.
+Not here yet (the single-symbol Runner has them): the replay store and the bar gate's
+clock/jump rules.
 """
 
 from __future__ import annotations
@@ -31,23 +37,33 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
 from .bars import Bar, format_timestamp
-from .bundle import Bundle
-from .engine import MarketState
+from .bundle import Bundle, load_bundle
+from .engine import RECENT_BARS, MarketState
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import BPS, F32, f32, stop_fills, summary, track_entry_arrays
 from .network import ActorNetwork
+from .pointer import read_pointer
 from .regimes import RegimeFilter
 from .sources import MalformedRecord
 
 log = logging.getLogger("jaxtrade.live")
 _sum = np.add.reduce
+# What a promoted bundle must share with the running one: the ledger carries on with it.
+SAME_BOOK = ("action", "trading", "costs", "risk", "symbols")
+# The state a promoted bundle brings (features, policy); the ledger and counters stay.
+_POLICY_STATE = ("manifest", "format", "window_bars", "layout", "include_portfolio", "engines",
+                 "cross", "normalizer", "regimes", "regime_in_features", "network",
+                 "market_states", "num_features", "_window", "bars_seen", "carry",
+                 "last_regime")
 
 
 class CrossAsset:
@@ -275,11 +291,14 @@ class MultiAssetRunner:
     """Bars of several symbols in, one decision per timestamp out (module docstring)."""
 
     def __init__(self, bundle: Bundle, *, sink=None, initial_equity: float | None = None,
-                 engine: str = "numpy", monitor: dict | None = None) -> None:
+                 engine: str = "numpy", monitor: dict | None = None,
+                 on_drift: str = "alert", pointer: str | Path | None = None) -> None:
         """`monitor`: keyword arguments of monitor.Monitor (None: no alerts). Its return
         drift reads the first symbol's closes (the bundle's reference is that symbol's
         training returns), feature drift every symbol's rows in turn, degradation the
-        ledger's equity; alerts are logged and handed to the sink."""
+        ledger's equity; alerts are logged and handed to the sink. `on_drift`: "alert", or
+        "flat" to hold every symbol flat from a drift alert until a promotion. `pointer`:
+        the bundle pointer to follow (`follow_pointer`)."""
         m = bundle.manifest
         self.manifest = m
         self.format = BarFormat(m.get("bars"))
@@ -356,6 +375,20 @@ class MultiAssetRunner:
             self.monitor = Monitor(m, bars_per_year=float(m.get("bars_per_year", 252.0)),
                                    **monitor)
         self.alerts = 0
+        if on_drift not in ("alert", "flat"):
+            raise BundleError(f"on_drift must be alert or flat, got {on_drift!r}")
+        self.on_drift = on_drift
+        self.flat_after_drift = False
+        self.engine, self.monitor_options = engine, monitor
+        self.bundle_root = Path(bundle.root)
+        self.pointer = Path(pointer) if pointer is not None else None
+        self._refused: Path | None = None  # a promoted bundle refused, until the pointer moves
+        self.switches = 0
+        # Timestamps seen (their bars by symbol index), to warm a promoted bundle up.
+        self._recent: deque[tuple[int, dict[int, Bar]]] = deque(maxlen=RECENT_BARS)
+        if on_drift == "flat" and self._flat_action() is None:
+            raise BundleError("--on-drift flat needs a flat action: the bundle's discrete "
+                              "levels have no 0")
 
     # --- input -------------------------------------------------------------------------------
     def process_record(self, record, symbol: str | None = None, *, trade: bool = True):
@@ -418,6 +451,9 @@ class MultiAssetRunner:
     def step(self, timestamp_us: int, bars: dict[int, Bar], *, trade: bool = True) -> dict | None:
         """Everything of one timestamp: fills, features, and the decision (when trading)."""
         started = time.perf_counter()
+        if self.pointer is not None:
+            self.follow_pointer()  # between timestamps: a promotion takes over before this one
+        self._recent.append((timestamp_us, dict(bars)))
         present = np.zeros(self.num_assets, bool)
         for a in bars:
             present[a] = True
@@ -488,7 +524,63 @@ class MultiAssetRunner:
             self.sink.emit(decision)
         return decision
 
+    def follow_pointer(self) -> bool:
+        """Switch to the bundle the pointer names when it moved (True when switched); the
+        rules are engine.Runner.follow_pointer's, for every symbol."""
+        try:
+            target = read_pointer(self.pointer)
+        except BundleError as err:
+            if self._refused != self.pointer:
+                self._refused = self.pointer
+                self.alert({"kind": "bundle_refused", "message": str(err)})
+            return False
+        if target.resolve() == self.bundle_root.resolve() or target == self._refused:
+            return False
+        try:
+            bundle = load_bundle(target)
+            differ = [k for k in SAME_BOOK if bundle.manifest.get(k) != self.manifest.get(k)]
+            if differ:
+                raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
+                                  "running bundle; restart the runner to switch to it")
+            fresh = MultiAssetRunner(bundle, engine=self.engine)
+            for timestamp_us, bars in self._recent:
+                fresh.step(timestamp_us, bars, trade=False)
+        except BundleError as err:
+            self._refused = target
+            self.alert({"kind": "bundle_refused", "to": str(target),
+                        "message": f"refused the promoted bundle, keeping {self.bundle_root}: "
+                        f"{err}"})
+            return False
+        previous = self.bundle_root
+        for name in _POLICY_STATE:
+            setattr(self, name, getattr(fresh, name))
+        self.bundle_root, self._refused = Path(bundle.root), None
+        self.switches += 1
+        if self.monitor is not None:
+            from .monitor import Monitor
+
+            self.monitor = Monitor(self.manifest, bars_per_year=float(
+                self.manifest.get("bars_per_year", 252.0)), **self.monitor_options)
+        was_flat, self.flat_after_drift = self.flat_after_drift, False
+        log.warning("switched to the promoted bundle %s (was %s)%s", target, previous,
+                    "; trading again after the drift alert" if was_flat else "")
+        return True
+
+    def _flat_action(self):
+        """The action whose target weights are all 0 (None when a discrete bundle has none)."""
+        action = self.manifest["action"]
+        if action["mode"] == "discrete":
+            levels = [float(x) for x in action["discrete_levels"]]
+            return levels.index(0.0) if 0.0 in levels else None
+        return np.zeros(len(action["low"]), F32)
+
     def alert(self, payload: dict) -> None:
+        """Log an alert and hand it to the sink; a drift alert with on_drift="flat" also
+        takes every symbol flat from the next decision on."""
+        if payload.get("kind") in ("drift", "feature_drift") and self.on_drift == "flat":
+            self.flat_after_drift = True
+            payload = dict(payload, action_taken="every symbol flat until a retrained "
+                           "bundle is promoted")
         self.alerts += 1
         log.warning("alert: %s", payload.get("message", payload.get("kind")))
         if self.sink is not None and hasattr(self.sink, "alert"):
@@ -507,9 +599,14 @@ class MultiAssetRunner:
         return np.concatenate([flat_rows, tiled], axis=1)
 
     def _decide(self, timestamp_us: int) -> dict:
-        head, self.carry = self.network.forward(self.observation(), self.carry)
-        spec = self.manifest["action"]
         out: dict = {"timestamp": format_timestamp(timestamp_us)}
+        if getattr(self.network, "has_value", False):  # an actor-critic's state value
+            head, value, self.carry = self.network.forward_with_value(self.observation(),
+                                                                      self.carry)
+            out["value"] = round(float(value), 6)
+        else:
+            head, self.carry = self.network.forward(self.observation(), self.carry)
+        spec = self.manifest["action"]
         if spec["mode"] == "discrete":
             logits = head.astype(np.float64)
             probs = np.exp(logits - logits.max())
@@ -530,6 +627,10 @@ class MultiAssetRunner:
         targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime, action,
                                      seen)
         self.decisions += 1
+        if self.flat_after_drift:  # the order of the flat action replaces the policy's
+            targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime,
+                                         self._flat_action(), seen)
+            out["flat"] = "drift alert: every symbol flat"
         out["target_positions"] = {s: float(targets[a]) for a, s in enumerate(self.symbols)}
         weights = self.ledger.position_weights()
         out["positions"] = {s: round(float(weights[a]), 8) for a, s in enumerate(self.symbols)}
@@ -557,4 +658,7 @@ class MultiAssetRunner:
                    missing_bars=self.missing_bars, rejected_bars=self.rejected)
         if self.alerts:
             out["alerts"] = self.alerts
+        if self.switches:
+            out["bundle_switches"] = self.switches
+            out["bundle"] = str(self.bundle_root)
         return out
