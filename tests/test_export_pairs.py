@@ -4,25 +4,28 @@ every bar of the test split.
 One parametrized test over the pairs (issue 22): discrete and continuous PPO and CVaR-PPO,
 DQN (plain and dueling), QR-DQN (acting on the mean, and on the lower CVaR with a dueling
 head), SAC, discrete SAC, TD3 and DDPG, each with the MLP, CNN and attention torsos, and the
-two PPO agents also with the GRU and LSTM torsos (recurrent state carried bar to bar). The
-replay agents refuse recurrent torsos at build time (`test_replay_agents_refuse_recurrent_
-torsos` below), so those pairs do not exist.
+two PPO agents also with the GRU and LSTM torsos (recurrent state carried bar to bar): 44
+pairs. The replay agents refuse recurrent torsos when they are built (checked below), so
+those pairs do not exist. PPO bundles also carry the critic: the decision lines report its
+state value (a recurrent critic with its own torso is not exported).
 
 Each pair's policy is the agent's own network (`agent.network`, the module its `init`
 builds and its `act` calls) with random parameters of the tree and shapes that init makes,
 large enough that the greedy decisions change from bar to bar: parity is a property of the
 network's structure, not of how well it trades, and training steps (or a compiled init) would
-only cost compile time, about two seconds per pair of the 44 (runs trained end to end go
-through the same export in tests/test_export.py, tests/test_export_multi.py and
-tests/test_onnx_export.py). The reference is `backtest(env, env_params, agent_policy(agent,
-params))`, the agent's own `act` in the env, which is what `jaxtrade backtest` runs; the runner
+only add compile time to the backtest's, which already costs about two seconds of CPU per
+pair (runs trained end to end go through the same export in tests/test_export.py,
+tests/test_export_multi.py, tests/test_onnx_export.py and tests/test_formats_roundtrip.py).
+The reference is `backtest(env, env_params, agent_policy(agent, params))`, the agent's own
+`act` in the env, which is what `jaxtrade backtest` runs; the runner
 is fed every bar of the market from the first one (features warm up as in training) and trades
 from the first bar of the test split.
 
 Other files cover what this matrix keeps fixed: observation layouts, fills at the close, stops,
-regime caps and the runner.py command line (tests/test_export_parity.py), two assets and 4h
-features (tests/test_export_multi.py), the ONNX graph of every torso and head
-(tests/test_onnx_export.py), the mcts search (tests/test_export_mcts.py).
+regime caps, the runner.py command line, and Yahoo-style and Binance klines files
+(tests/test_export_parity.py), two assets and 4h features (tests/test_export_multi.py), the
+ONNX graph of every torso and head (tests/test_onnx_export.py), the mcts search
+(tests/test_export_mcts.py), ensembles (tests/test_export_ensemble.py).
 """
 
 from __future__ import annotations
