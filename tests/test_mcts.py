@@ -201,3 +201,24 @@ def test_adversarial_self_play_steps_the_wrapper() -> None:
         out[adversarial] = np.asarray(metrics["mcts/loss"])
         assert np.all(np.isfinite(out[adversarial]))
     assert not np.array_equal(out[False], out[True])  # shocks and noise changed the run
+
+
+
+def test_ensemble_trains_with_an_mcts_member() -> None:
+    """`agent=ensemble agent.members=[ppo,mcts]`: the mcts member trains inside the ensemble's
+    program on its discrete view of the env (metrics under ensemble/mcts/, finite losses,
+    its search's env steps counted) and the ensemble's policy call combines it."""
+    config = agents.config_from_dict({
+        "name": "ensemble", "members": ["ppo", "mcts"], "num_envs": 2,
+        "total_steps": 2 * 8 * 8, "updates_per_chunk": 4,
+        "ppo": {"rollout_len": 8, "num_minibatches": 2, "update_epochs": 1,
+                "network": {"hidden_sizes": [8, 8]}},
+        "mcts": {"num_simulations": 2, "learning_starts": 8, "batch_size": 4,
+                 "buffer_size": 64, "n_step": 2, "network": {"hidden_sizes": [8, 8]}}})
+    env, env_params = envs.make("trading", _market(), window_bars=WINDOW,
+                                action_mode="continuous")
+    out = agents.make_train(config, env, env_params)(jax.random.key(0))
+    model_loss = np.asarray(out.metrics["ensemble/mcts/model_loss"])
+    assert model_loss.size > 0 and np.all(np.isfinite(model_loss))
+    steps = np.asarray(out.metrics["ensemble/mcts/env_steps"])
+    assert steps[-1] > steps[0] > 0
