@@ -25,6 +25,7 @@ larger than the tolerance, and the table can say nothing about calibration at 0.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,8 +80,11 @@ def calibration(agent: Any, env: Any, params: Any, env_params: Any, split: str =
             "max_deviation": max(judged) if judged else None}
 
 
-def _summary(result: BacktestResult) -> dict[str, float]:
-    return {k: float(result.metrics[k]) for k in SUMMARY_METRICS}
+def _summary(result: BacktestResult) -> dict[str, float | None]:
+    """The section's metrics of one backtest; None where undefined (a policy that never
+    trades has no Sharpe: zero return over zero volatility), as metrics.json writes them."""
+    values = {k: float(result.metrics[k]) for k in SUMMARY_METRICS}
+    return {k: v if math.isfinite(v) else None for k, v in values.items()}
 
 
 def evaluate(agent: Any, params: Any, env: Any, env_params: Any, *, adversarial: bool,
