@@ -73,9 +73,10 @@ bias-corrected exponential moving average of the learner's params over its gradi
 (Polyak averaging); self-play acts on the latest params, so the average never changes the
 training. With a constant Adam step the latest params keep moving with the minibatch noise,
 and the next-bar model's base rate with them: on the planted market one run's model predicted
-0.024 too high on average over 11,000 test bars at its final checkpoint and 0.002 too high at
-its update-250 one; its average is 0.003 off (four seeds: within 0.008, BENCHMARKS.md). 0
-evaluates the latest params.
+0.024 too high on average over 11,000 test bars at its final checkpoint and 0.002 too low at
+its update-250 one; its average is 0.003 off (four seeds: within 0.008, BENCHMARKS.md). It
+does not remove the per-decile error of a model still learning (calibration over 0.05 on one
+of the four seeds either way). 0 evaluates the latest params.
 
 The policy call (agents/common/types.py) searches from the given env states' exact
 portfolios: action = the search's (deterministic: gumbel_scale 0 / no Dirichlet noise, the

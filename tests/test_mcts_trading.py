@@ -17,18 +17,24 @@ accounting applies too). At the default 1.0 the drawdown over a 10,459-bar test 
 position size, not by the noise: the adversarially trained agent's noisy-test drawdown was
 22.1% at leverage 1.0 (13,010 bars) and its clean one 19.8% (BENCHMARKS.md, MCTS section).
 
-Seed 0 of this setting; BENCHMARKS.md has seed 1 too, which meets bars 1 and 3 but misses
-calibration (0.054) and whose policy head is poor (0.57): the search beats a good head here by
-0.02 only (3.64 vs 3.62).
+Seed 0 of this setting. How robust each assertion is, over seeds 0-3 of this setting with the
+averaged evaluation params (`agent.hparams.param_average_decay=0.99`, BENCHMARKS.md, MCTS
+section; 2026-12-03 on the 2-core VM):
 
-  1. test Sharpe after the env's default costs > 2 and > buy-and-hold + 1; the searched
-     policy beats its own policy head acting alone on the same checkpoint and bars
-  2. the next-bar model's up-probability per decile is within 0.05 of the realized frequency
-  3. seed 002's bar: with 20% noise injection, test Sharpe > 1 and max drawdown < 20%
+  1. test Sharpe after the env's default costs > 2 and > buy-and-hold + 1: searched 3.60-3.75
+     against buy-and-hold 1.15 on all four. The searched policy beats its own policy head
+     acting alone on the same checkpoint and bars by SEARCH_MARGIN = 0.5: by 1.0 (seed 0:
+     3.66 vs 2.65) to 3.75 (seed 3: the head never trades, no Sharpe, counted 0).
+  2. the next-bar model's up-probability per decile is within 0.05 of the realized frequency:
+     0.042, 0.035, 0.055, 0.030: seed 2 misses (one decile, 0.037 of it the sampling error of
+     its 1,100 test bars: the planted probability of those bars is itself 0.037 from their
+     realized frequency); seed 0's margin is 0.008. Not yet robust.
+  3. seed 002's bar: with 20% noise injection, test Sharpe > 1 and max drawdown < 20%: Sharpe
+     3.55-3.70, drawdown 7.9-10.6% on all four.
 
 16 envs x 8 simulations per decision, 8,000 env steps; the report backtests the 22,010 bars
-with search plus the test split twice more (policy head, noise): 44 s of user CPU time,
-2.5 min wall on the 2-core VM while other jobs loaded it (load average ~10).
+with search plus the test split twice more (policy head, noise): 41 s of user CPU time, 83 s
+wall for the file on the 2-core VM while other jobs loaded it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from jaxtrade.cli import main
 MARKET_BARS = 22_010
 # usable = 22,010 - 2 x 5 embargo bars = 22,000: 9,900 train, 1,100 validation, 11,000 test
 SPLIT = ["data.train_frac=0.45", "data.validation_frac=0.05"]
+# the search's test Sharpe above its own policy head's (4 seeds: margins 1.0 to 3.75)
+SEARCH_MARGIN = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,11 @@ def test_mcts_harvests_planted_momentum_out_of_sample_and_beats_its_policy_head(
     assert metrics["test"]["num_trades"] >= 10
     assert searched > 2.0, (searched, head, buy_hold)
     assert searched > buy_hold + 1.0, (searched, buy_hold)
-    assert searched > head, (searched, head)
+    # A head that never trades has no Sharpe (None in metrics.json): zero return, counted 0.
+    head_sharpe = 0.0 if head is None else head
+    if head is None:
+        assert mcts["policy_head"]["num_trades"] == 0 and mcts["policy_head"]["total_return"] == 0
+    assert searched > head_sharpe + SEARCH_MARGIN, (searched, head)
 
 
 @pytest.mark.slow
