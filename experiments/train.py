@@ -585,6 +585,15 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         page.write_text(page.read_text(encoding="utf-8").replace(
             "</body>", ensemble_eval.html_section(metrics["ensemble"]) + "</body>"),
             encoding="utf-8")
+    if prep.agent.family == "mcts" and "test" in results:
+        from jaxtrade.evaluate import mcts as mcts_eval
+
+        metrics["mcts"] = mcts_eval.evaluate(
+            prep.agent, restored.params, prep.env, prep.env_params,
+            adversarial=prep.agent.config.adversarial, searched=results["test"],
+            deterministic=deterministic)
+        page.write_text(page.read_text(encoding="utf-8").replace(
+            "</body>", mcts_eval.html_section(metrics["mcts"]) + "</body>"), encoding="utf-8")
     training = training_metrics(prep.run_dir, restored.point, restored.step,
                                 warn=lambda message: print_fn(f"warning: {message}"))
     if training:
@@ -599,6 +608,11 @@ def write_report(prep: Prepared, restored: RestoredPoint, points: Sequence[Mappi
         print_fn(line)
     if ensemble is not None:
         for line in ensemble_lines(metrics["ensemble"]):
+            print_fn(line)
+    if "mcts" in metrics:
+        from jaxtrade.evaluate import mcts as mcts_eval
+
+        for line in mcts_eval.lines(metrics["mcts"]):
             print_fn(line)
     if len(points) > 1:
         for line in seed_tables(seeds):

@@ -4,8 +4,9 @@ For each run directory: restore its best checkpoint (as `jaxtrade backtest` does
 backtest the split (default test) twice with the agent's deterministic policy: on clean
 observations, and with noise injected: on each bar, with probability `--prob` (default 0.2)
 the whole observation gets independent N(0, `--std`^2) noise per entry (`--std` 0.5, the
-AdversarialWrapper's default). Fills, costs and the book are the env's, unchanged. Prints
-Sharpe, max drawdown and total return per run and setting.
+AdversarialWrapper's default; jaxtrade.evaluate.mcts.noisy_act, the injection the mcts
+report runs). Fills, costs and the book are the env's, unchanged. Prints Sharpe, max
+drawdown and total return per run and setting.
 
     python scripts/eval_noise.py RUN_DIR [RUN_DIR ...] [--prob 0.2] [--std 0.5] [--split test]
 """
@@ -26,24 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="train | validation | test")
     args = parser.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-
     from experiments.train import restore_run
     from jaxtrade.evaluate.backtest import AgentPolicy, backtest
+    from jaxtrade.evaluate.mcts import noisy_act
 
     for run_dir in args.run_dirs:
         prep, restored, _ = restore_run(run_dir)
         agent = prep.agent
-
-        def noisy_act(params, obs, env_state, env_params, key, carry, deterministic,
-                      agent=agent):
-            k_bar, k_noise = jax.random.split(jax.random.fold_in(key, 99))
-            noise = args.std * jax.random.normal(k_noise, obs.shape, obs.dtype)
-            obs = jnp.where(jax.random.bernoulli(k_bar, args.prob), obs + noise, obs)
-            return agent.act(params, obs, env_state, env_params, key, carry, deterministic)
-
-        for label, act in (("clean", agent.act), (f"noise {args.prob:.0%}", noisy_act)):
+        noisy = noisy_act(agent.act, args.prob, args.std)
+        for label, act in (("clean", agent.act), (f"noise {args.prob:.0%}", noisy)):
             result = backtest(prep.env, prep.env_params,
                               AgentPolicy(restored.params, act, agent.init_carry),
                               split=args.split)

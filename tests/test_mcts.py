@@ -201,3 +201,58 @@ def test_adversarial_self_play_steps_the_wrapper() -> None:
         out[adversarial] = np.asarray(metrics["mcts/loss"])
         assert np.all(np.isfinite(out[adversarial]))
     assert not np.array_equal(out[False], out[True])  # shocks and noise changed the run
+
+
+
+def test_evaluation_params_are_the_moving_average_and_leave_training_alone() -> None:
+    """`hparams.param_average_decay`: the policy call reads the bias-corrected moving average
+    of the learner's params (the latest params before the first gradient step, and with decay
+    0); self-play acts on the latest params, so the decay does not change the training."""
+    env, env_params = envs.make("trading", _market(), window_bars=WINDOW)
+    states = {}
+    for decay in (0.0, 0.9):
+        config = agents.config_from_dict({
+            "name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
+            "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
+            "n_step": 2, "network": {"hidden_sizes": [8]},
+            "hparams": {"param_average_decay": decay}})
+        agent = agents.make_agent(config, env, env_params)
+        state = agent.init(jax.random.key(0), None, env_params)
+        for x, y in zip(jax.tree.leaves(agent.policy_params(state).network),
+                        jax.tree.leaves(state.params)):
+            np.testing.assert_array_equal(x, y)
+        state, _ = jax.jit(agent.run_chunk)(state, env_params)
+        states[decay] = (agent.policy_params(state).network, state)
+    latest, plain = states[0.0]
+    for x, y in zip(jax.tree.leaves(latest), jax.tree.leaves(plain.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    averaged, state = states[0.9]
+    steps = round(float(np.log1p(-state.average_weight) / np.log(0.9)))
+    assert steps >= 2  # several gradient steps were averaged
+    for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain.params)):
+        np.testing.assert_array_equal(x, y)  # same training
+    moved = [float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(averaged), jax.tree.leaves(state.params))]
+    assert max(moved) > 0  # the average lags the latest params
+    for x, y in zip(jax.tree.leaves(averaged), jax.tree.leaves(state.average)):
+        np.testing.assert_allclose(x, np.asarray(y) / float(state.average_weight), rtol=1e-5)
+
+
+def test_ensemble_trains_with_an_mcts_member() -> None:
+    """`agent=ensemble agent.members=[ppo,mcts]`: the mcts member trains inside the ensemble's
+    program on its discrete view of the env (metrics under ensemble/mcts/, finite losses,
+    its search's env steps counted) and the ensemble's policy call combines it."""
+    config = agents.config_from_dict({
+        "name": "ensemble", "members": ["ppo", "mcts"], "num_envs": 2,
+        "total_steps": 2 * 8 * 8, "updates_per_chunk": 4,
+        "ppo": {"rollout_len": 8, "num_minibatches": 2, "update_epochs": 1,
+                "network": {"hidden_sizes": [8, 8]}},
+        "mcts": {"num_simulations": 2, "learning_starts": 8, "batch_size": 4,
+                 "buffer_size": 64, "n_step": 2, "network": {"hidden_sizes": [8, 8]}}})
+    env, env_params = envs.make("trading", _market(), window_bars=WINDOW,
+                                action_mode="continuous")
+    out = agents.make_train(config, env, env_params)(jax.random.key(0))
+    model_loss = np.asarray(out.metrics["ensemble/mcts/model_loss"])
+    assert model_loss.size > 0 and np.all(np.isfinite(model_loss))
+    steps = np.asarray(out.metrics["ensemble/mcts/env_steps"])
+    assert steps[-1] > steps[0] > 0
