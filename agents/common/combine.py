@@ -45,7 +45,7 @@ the predictive; 0 when the target is flat (a flat book earns nothing). Its prior
 the vote's in one place: its mean mu0 is `prior_mean` (0, "no edge", unless fitted on earlier
 bars), not the window's own mean. With one series the pooled mean IS the sample mean, so that
 prior would shrink nothing and the probability would swing with every run of lucky bars
-(overconfident: expected calibration error 0.05-0.11 on the planted market of
+(overconfident: expected calibration error 0.045-0.11 on the planted markets of
 tests/test_ensemble_planted.py); shrunk toward mu0 with `prior_bars` pseudo-observations it
 moves off the long-run rate only as far as the window's evidence carries it. The ensemble
 (agents/ensemble.py) feeds it returns standardized by the book's volatility at each decision,
