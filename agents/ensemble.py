@@ -52,7 +52,7 @@ updates it bar by bar with nothing after t.
 The trade probability (`combine.trade_probability`) is fitted to the ensemble's own paper
 returns standardized by the book's volatility at each decision (sum_a |w_a| vol_a), from a
 prior worth one window (`vote_window_bars`) whose mean is `combine.trade_prior_mean` (0: no
-edge, until jaxtrade/evaluate/ensemble.py fits it on training + validation bars); the cost of
+edge, until jaxtrade/evaluate/ensemble.py fits it on validation bars); the cost of
 the trade now is compared on the same scale.
 `PolicyOutput.ensemble` holds `EnsembleBeliefs`: member weights [B, M], member target
 weights [B, M, A], the trade probability [B] and each member's own PolicyOutput. With
@@ -383,7 +383,7 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         # the variance floor 1: a raw-return predictive pools calm and volatile bars on one
         # scale and misjudges both (and the cost against them).
         scale = (jnp.abs(target) * market.volatility[bar]).sum()
-        # The prior (no edge, or the rule's edge fitted on training + validation bars) is
+        # The prior (no edge, or the rule's edge fitted on validation bars) is
         # worth one window: the probability leaves the long-run rate only as far as a full
         # window of evidence carries it.
         probability = comb.trade_probability(

@@ -50,7 +50,7 @@ tests/test_ensemble_planted.py); shrunk toward mu0 with `prior_bars` pseudo-obse
 moves off the long-run rate only as far as the window's evidence carries it. The ensemble
 (agents/ensemble.py) feeds it returns standardized by the book's volatility at each decision,
 passes the window length as `prior_bars` and, once jaxtrade/evaluate/ensemble.py has fitted
-it, the rule's mean standardized return over training + validation bars as `prior_mean`.
+it, the rule's mean standardized return over validation bars as `prior_mean`.
 """
 
 from __future__ import annotations

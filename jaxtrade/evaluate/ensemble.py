@@ -9,10 +9,12 @@ Fitting uses training and validation bars only (never test):
            with P(r at t) the forward-filtered regime probabilities (MarketData.regime);
            applied at t as sum_r P(r at t) table[r] (agents/common/combine.py)
 
-  trade prior mean   per rule, the mean over training + validation bars of the rule's paper
-           return standardized by the book's volatility, sum_a w_a r_a / sum_a |w_a| vol_a, on
-           bars with a position (ungated): the prior mean of the trade probability
-           (agents/common/combine.py), so it starts from the rule's long-run edge, not 1/2
+  trade prior mean   per rule, the mean over validation bars of the rule's paper return
+           standardized by the book's volatility, sum_a w_a r_a / sum_a |w_a| vol_a, on bars
+           with a position (ungated): the prior mean of the trade probability
+           (agents/common/combine.py), so it starts from the rule's edge out of sample, not
+           1/2. Validation only: on training bars the members' edge is in-sample (optimistic);
+           training + validation when there is no validation split
 
 Reliability of the trade probability (test split): over bars where the ensemble holds a
 position, bin the probability in deciles and compare the mean prediction with the realized
@@ -207,10 +209,11 @@ def evaluate(agent: Any, params: Any, env: Any, env_params: Any,
                                                                        threshold)),
                         split=split, deterministic=deterministic)
 
-    # The trade probability's prior mean, per rule, from its ungated book on the fit splits.
+    # The trade probability's prior mean, per rule, from its ungated book out of sample.
+    prior_splits = ["validation"] if "validation" in splits else [
+        s for s in FIT_SPLITS if s in splits]
     fitted["trade_prior_mean"] = {
-        rule: fit_trade_prior_mean(env_params, [run(rule, s, 0.0) for s in FIT_SPLITS
-                                                if s in splits])
+        rule: fit_trade_prior_mean(env_params, [run(rule, s, 0.0) for s in prior_splits])
         for rule in COMBINE_RULES}
     rules = {rule: {s: run(rule, s) for s in splits} for rule in COMBINE_RULES}
     rule = agent.config.combine
