@@ -49,6 +49,11 @@ evaluates every rule and threshold. The recurrent carry holds the members' carri
 vote's window (previous targets, paper returns) and `report` (this bar's member weights,
 member targets and trade probability, which the backtest records per bar), so the walk
 updates it bar by bar with nothing after t.
+The trade probability (`combine.trade_probability`) is fitted to the ensemble's own paper
+returns standardized by the book's volatility at each decision (sum_a |w_a| vol_a), from a
+prior worth one window (`vote_window_bars`) whose mean is `combine.trade_prior_mean` (0: no
+edge, until jaxtrade/evaluate/ensemble.py fits it on validation bars); the cost of
+the trade now is compared on the same scale.
 `PolicyOutput.ensemble` holds `EnsembleBeliefs`: member weights [B, M], member target
 weights [B, M, A], the trade probability [B] and each member's own PolicyOutput. With
 `min_trade_probability` > 0 the target is flat where the trade probability is below it.
@@ -210,8 +215,8 @@ class EnsembleConfigBase:
                 "cpu_envs_per_core": min(s.get("cpu_envs_per_core", 64) for s in sizings)}
 
     def export_head(self) -> dict[str, Any]:
-        raise ConfigError("jaxtrade export of an ensemble run is not supported yet: export "
-                          "bundles hold one network")
+        raise ConfigError("an ensemble has no single network head: `jaxtrade export` writes "
+                          "an ensemble bundle (every member + the combination) instead")
 
 
 def make_config_class(registry: Mapping[str, Any]) -> type:
@@ -230,7 +235,7 @@ def make_config_class(registry: Mapping[str, Any]) -> type:
 @struct.dataclass
 class EnsembleState:
     members: dict[str, Any]  # member name -> its own state
-    combine: dict[str, jax.Array]  # fitted rule parameters: router [R, M], winner [M]
+    combine: dict[str, jax.Array]  # fitted: router [R, M], winner [M], trade_prior_mean []
     update_step: jax.Array  # int32 scalar, ensemble updates done
 
 
@@ -242,8 +247,9 @@ class VoteCarry(NamedTuple):
     member_before: jax.Array  # [M, A] targets decided the bar before
     target: jax.Array  # [A] the ensemble's target decided at last_bar
     cost_rate: jax.Array  # [A] the env's cost per traded notional at last_bar
+    scale: jax.Array  # [] the book's volatility at last_bar: sum_a |target_a| vol_a
     member_returns: jax.Array  # [W, M] paper returns after costs, ring buffer
-    own_returns: jax.Array  # [W] the ensemble's gross paper returns
+    own_returns: jax.Array  # [W] the ensemble's gross paper returns / the book's volatility
     filled: jax.Array  # [W] bool, rows that hold a return
     exposed: jax.Array  # [W] bool, rows where the ensemble held a position
     slot: jax.Array  # int32, next row to write
@@ -292,7 +298,8 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
                      "min_trade_probability": jnp.asarray(config.min_trade_probability,
                                                           jnp.float32),
                      "router": jnp.full((num_regimes, num_members), 1.0 / num_members),
-                     "winner": jnp.full((num_members,), 1.0 / num_members)},
+                     "winner": jnp.full((num_members,), 1.0 / num_members),
+                     "trade_prior_mean": jnp.zeros((), jnp.float32)},
             update_step=jnp.zeros((), jnp.int32))
 
     def update(state: EnsembleState, env_params: Any) -> tuple[EnsembleState, Metrics]:
@@ -322,6 +329,7 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
             last_bar=jnp.asarray(-1, jnp.int32), member_target=zeros_ma, member_before=zeros_ma,
             target=jnp.zeros((num_assets,), jnp.float32),
             cost_rate=jnp.zeros((num_assets,), jnp.float32),
+            scale=jnp.zeros((), jnp.float32),
             member_returns=jnp.zeros((window, num_members), jnp.float32),
             own_returns=jnp.zeros((window,), jnp.float32),
             filled=jnp.zeros((window,), bool), exposed=jnp.zeros((window,), bool),
@@ -344,6 +352,9 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         member_x = comb.paper_returns(vote.member_target, vote.member_before, close_before,
                                       close_now, vote.cost_rate)
         own_x = (vote.target * (close_now / close_before - 1.0)).sum()
+        # Standardized by the book's volatility when it was decided: calm and volatile bars
+        # then share one scale (see the trade probability below).
+        own_x = jnp.where(vote.scale > 1e-12, own_x / jnp.maximum(vote.scale, 1e-12), 0.0)
         write = lambda ring, x: ring.at[vote.slot].set(jnp.where(consecutive, x, ring[vote.slot]))
         vote = vote._replace(
             member_returns=write(vote.member_returns, member_x),
@@ -367,14 +378,24 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         cost_rate = fill_cost_rate(market.volatility[bar], env_params.costs, 0.0)
         trade_cost = (cost_rate * jnp.abs(target - vote.target)).sum()
         exposure = jnp.abs(target).sum()
+        # The predictive is of the standardized return x / s(t), s(t) = sum_a |w_a| vol_a(t)
+        # (the book's volatility at the decision), so the cost threshold is cost / s(t) and
+        # the variance floor 1: a raw-return predictive pools calm and volatile bars on one
+        # scale and misjudges both (and the cost against them).
+        scale = (jnp.abs(target) * market.volatility[bar]).sum()
+        # The prior (no edge, or the rule's edge fitted on validation bars) is
+        # worth one window: the probability leaves the long-run rate only as far as a full
+        # window of evidence carries it.
         probability = comb.trade_probability(
-            vote.own_returns, vote.filled & vote.exposed, config.vote_prior_bars, trade_cost,
-            exposure, market_variance * exposure ** 2)
+            vote.own_returns, vote.filled & vote.exposed, float(window),
+            trade_cost / jnp.maximum(scale, 1e-12), exposure, 1.0,
+            fitted["trade_prior_mean"])
         # A traced threshold (0: every probability passes), so the report can show the
         # gate's effect with the same compiled walk.
         target = jnp.where(probability >= fitted["min_trade_probability"], target, 0.0)
         vote = vote._replace(last_bar=bar.astype(jnp.int32), member_before=vote.member_target,
-                             member_target=targets, target=target, cost_rate=cost_rate)
+                             member_target=targets, target=target, cost_rate=cost_rate,
+                             scale=(jnp.abs(target) * market.volatility[bar]).sum())
         return weights, target, probability, vote
 
     def policy(params, obs, env_states, env_params, key, carry, deterministic) -> PolicyOutput:

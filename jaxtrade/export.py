@@ -271,6 +271,7 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
             "vote_window_bars": int(config.vote_window_bars),
             "vote_prior_bars": float(config.vote_prior_bars),
             "min_trade_probability": float(np.asarray(combine["min_trade_probability"])),
+            "trade_prior_mean": float(np.asarray(combine["trade_prior_mean"])),
             "router": np.asarray(combine["router"], np.float32).astype(float).tolist(),
             "winner": np.asarray(combine["winner"], np.float32).astype(float).tolist(),
         },

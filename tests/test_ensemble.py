@@ -183,7 +183,8 @@ def test_trade_probability_is_the_predictive_tail_and_zero_when_flat() -> None:
     x = jnp.asarray(np.random.default_rng(3).normal(0.002, 0.01, 50), jnp.float32)
     mask = jnp.ones(50, bool)
     p = float(comb.trade_probability(x, mask, 20.0, jnp.float32(0.0), jnp.float32(1.0)))
-    post = comb.nig_posterior(x[:, None], mask, comb.nig_prior(x[:, None], mask, 20.0))
+    prior = comb.nig_prior(x[:, None], mask, 20.0)._replace(mu=jnp.float32(0.0))
+    post = comb.nig_posterior(x[:, None], mask, prior)
     want = scipy.stats.t.sf(0.0, 2 * float(post.alpha[0]), loc=float(post.mu[0]),
                             scale=float(comb.predictive_scale(post)[0]))
     assert abs(p - want) < 1e-4 and p > 0.5

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import polars as pl
 import pytest
@@ -120,3 +121,47 @@ def test_changing_every_bar_after_t_changes_nothing_at_or_before_t(trained, tmp_
     assert before.filter(up_to_t).equals(after.filter(up_to_t))
     assert not before.filter(~up_to_t)["trade_probability"].equals(
         after.filter(~up_to_t)["trade_probability"])
+
+
+def test_an_interrupted_ensemble_run_resumes_exactly(tmp_path: Path) -> None:
+    """Stopped after 2 of 4 ensemble updates and resumed, the run ends with the same members
+    (parameters, optimizer and replay states, RNG) and the same logged metrics as a run that
+    was never interrupted (replay members included: SAC's buffer is part of the state)."""
+    from test_cli_resume import final_state
+
+    from experiments import common
+    from experiments.train import train
+    from jaxtrade.logging import read_metrics
+
+    run = ["agent=ensemble", "experiment=smoke", "data.options.num_bars=300",
+           "train.report=false", "env.num_envs=2", "env.window_bars=8", "env.episode_bars=32",
+           "train.total_steps=256", "agent.updates_per_chunk=1",
+           "train.checkpoint_every_updates=1", "train.eval_every_updates=2",
+           "agent.members=[ppo,sac]", "agent.ppo.rollout_len=16",
+           "agent.ppo.network.hidden_sizes=[8]", "agent.sac.network.hidden_sizes=[8]",
+           "agent.sac.learning_starts=32", "agent.sac.batch_size=8"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    quiet = {"print_fn": lambda _: None}
+    done = train(common.compose([*run, f"run_dir={straight}"]), **quiet)
+    assert done.loop.updates_done == 8 and done.loop.finished
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+                  **quiet)
+    assert first.loop.updates_done == 4 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true"]), **quiet)
+    assert second.loop.updates_done == 8 and second.loop.finished
+    a, meta_a = final_state(straight)
+    b, meta_b = final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 8
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    rows_a, rows_b = read_metrics(straight), read_metrics(split)
+    assert [r["update"] for r in rows_a] == [r["update"] for r in rows_b]
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        for key, value in row_a.items():
+            if key.startswith("ensemble/") and isinstance(value, float):
+                np.testing.assert_allclose(row_b[key], value, rtol=1e-5, atol=1e-7,
+                                           err_msg=key)

@@ -39,9 +39,18 @@ With no evidence every posterior equals the prior and the weights are exactly eq
 window fills, they concentrate on the member whose mean is credibly highest.
 
 Trade probability (`trade_probability`): the probability that the ensemble's next-bar return
-after costs is positive, from the same model fitted to the ensemble's own gross paper returns
-over the window (bars where it held a position): P(x > cost of the trade now) under the
-predictive; 0 when the target is flat (a flat book earns nothing).
+after costs is positive, from the same conjugate model fitted to the ensemble's own gross paper
+returns over the window (bars where it held a position): P(x > cost of the trade now) under
+the predictive; 0 when the target is flat (a flat book earns nothing). Its prior differs from
+the vote's in one place: its mean mu0 is `prior_mean` (0, "no edge", unless fitted on earlier
+bars), not the window's own mean. With one series the pooled mean IS the sample mean, so that
+prior would shrink nothing and the probability would swing with every run of lucky bars
+(overconfident: expected calibration error 0.045-0.11 on the planted markets of
+tests/test_ensemble_planted.py); shrunk toward mu0 with `prior_bars` pseudo-observations it
+moves off the long-run rate only as far as the window's evidence carries it. The ensemble
+(agents/ensemble.py) feeds it returns standardized by the book's volatility at each decision,
+passes the window length as `prior_bars` and, once jaxtrade/evaluate/ensemble.py has fitted
+it, the rule's mean standardized return over validation bars as `prior_mean`.
 """
 
 from __future__ import annotations
@@ -129,11 +138,15 @@ def vote_weights(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Ar
 
 def trade_probability(returns: jax.Array, mask: jax.Array, prior_bars: float | jax.Array,
                       cost: jax.Array, exposure: jax.Array,
-                      variance_floor: float | jax.Array = 0.0) -> jax.Array:
+                      variance_floor: float | jax.Array = 0.0,
+                      prior_mean: float | jax.Array = 0.0) -> jax.Array:
     """P(next-bar return > `cost`) under the predictive fitted to the ensemble's own window
-    returns [W] (rows in `mask`); 0 when `exposure` (sum |target weights|) is 0."""
+    returns [W] (rows in `mask`), from a prior of mean `prior_mean` (0: no edge) worth
+    `prior_bars` bars; 0 when `exposure` (sum |target weights|) is 0."""
     ret, m = returns[:, None], mask
-    post = nig_posterior(ret, m, nig_prior(ret, m, prior_bars, variance_floor))
+    prior = nig_prior(ret, m, prior_bars, variance_floor)._replace(
+        mu=jnp.asarray(prior_mean, returns.dtype))
+    post = nig_posterior(ret, m, prior)
     z = (cost - post.mu[0]) / predictive_scale(post)[0]
     p = 1.0 - student_t_cdf(z, 2.0 * post.alpha[0])
     return jnp.where(exposure > 1e-9, p, 0.0)

@@ -9,6 +9,13 @@ Fitting uses training and validation bars only (never test):
            with P(r at t) the forward-filtered regime probabilities (MarketData.regime);
            applied at t as sum_r P(r at t) table[r] (agents/common/combine.py)
 
+  trade prior mean   per rule, the mean over validation bars of the rule's paper return
+           standardized by the book's volatility, sum_a w_a r_a / sum_a |w_a| vol_a, on bars
+           with a position (ungated): the prior mean of the trade probability
+           (agents/common/combine.py), so it starts from the rule's edge out of sample, not
+           1/2. Validation only: on training bars the members' edge is in-sample (optimistic);
+           training + validation when there is no validation split
+
 Reliability of the trade probability (test split): over bars where the ensemble holds a
 position, bin the probability in deciles and compare the mean prediction with the realized
 frequency of a positive next-bar return after costs (the backtest's return of the next row,
@@ -90,11 +97,52 @@ def fit_combination(agent: Any, env_params: Any,
 
 
 def fit(agent: Any, params: Any, env: Any, env_params: Any,
-        deterministic: bool = True) -> dict[str, np.ndarray]:
+        deterministic: bool = True) -> dict[str, Any]:
     """The fitted `combine` parameters alone, as `evaluate` fits them (members' backtests on
-    training and validation): what `jaxtrade export` puts in an ensemble bundle."""
-    members = member_backtests(agent, params, env, env_params, FIT_SPLITS, deterministic)
-    return fit_combination(agent, env_params, members)
+    training and validation, each rule's trade prior on validation): what `jaxtrade export`
+    puts in an ensemble bundle."""
+    splits = [s for s in FIT_SPLITS if _tradable(env, env_params, s)]
+    members = member_backtests(agent, params, env, env_params, splits, deterministic)
+    fitted: dict[str, Any] = fit_combination(agent, env_params, members)
+    fitted["trade_prior_mean"] = fit_trade_priors(agent, params, env, env_params, fitted,
+                                                  splits, deterministic)
+    return fitted
+
+
+def fit_trade_priors(agent: Any, params: Any, env: Any, env_params: Any,
+                     fitted: Mapping[str, Any], splits: Sequence[str],
+                     deterministic: bool = True) -> dict[str, float]:
+    """Each rule's trade-probability prior mean from its ungated book out of sample (the
+    validation split; training and validation when there is none)."""
+    prior_splits = ["validation"] if "validation" in splits else [
+        s for s in FIT_SPLITS if s in splits]
+
+    def run(rule: str, split: str) -> BacktestResult:
+        return backtest(env, env_params, agent_policy(agent, with_rule(params, rule, fitted,
+                                                                       0.0)),
+                        split=split, deterministic=deterministic)
+
+    return {rule: fit_trade_prior_mean(env_params, [run(rule, s) for s in prior_splits])
+            for rule in COMBINE_RULES}
+
+
+def fit_trade_prior_mean(env_params: Any, results: Sequence[BacktestResult]) -> float:
+    """The mean standardized paper return of a rule's book over `results` (its training and
+    validation backtests); 0 without a bar in the market."""
+    market = env_params.market
+    close = np.asarray(market.close, np.float64)
+    vol = np.asarray(market.volatility, np.float64)
+    values = []
+    for result in results:
+        first = _first_bar(env_params, result)
+        w = np.asarray(result.target_positions, np.float64)[:-1]  # [n-1, A]
+        bars = first + np.arange(len(w))
+        scale = (np.abs(w) * vol[bars]).sum(axis=1)
+        gross = (w * (close[bars + 1] / close[bars] - 1.0)).sum(axis=1)
+        held = scale > 1e-12
+        values.append(gross[held] / scale[held])
+    z = np.concatenate(values) if values else np.zeros(0)
+    return float(z.mean()) if len(z) else 0.0
 
 
 def _first_bar(env_params: Any, result: BacktestResult) -> int:
@@ -115,6 +163,8 @@ def with_rule(params: Any, rule: str, fitted: Mapping[str, np.ndarray],
     combine["rule"] = jnp.asarray(COMBINE_RULES.index(rule), jnp.int32)
     combine["router"] = jnp.asarray(fitted["router"], jnp.float32)
     combine["winner"] = jnp.asarray(fitted["winner"], jnp.float32)
+    combine["trade_prior_mean"] = jnp.asarray(
+        fitted.get("trade_prior_mean", {}).get(rule, 0.0), jnp.float32)
     return {**params, "combine": combine}
 
 
@@ -146,7 +196,7 @@ def reliability(result: BacktestResult, bins: int = 10) -> tuple[list[dict[str, 
 class EnsembleEvaluation:
     rules: dict[str, dict[str, BacktestResult]]  # rule -> split -> backtest
     members: dict[str, dict[str, BacktestResult]]  # member -> split -> backtest alone
-    fitted: dict[str, np.ndarray]
+    fitted: dict[str, Any]  # router [R, M], winner [M], trade_prior_mean {rule: float}
     reliability: list[dict[str, float]]
     ece: float
     gate: dict[str, dict[str, float | None]]  # threshold -> test sharpe, turnover, exposure
@@ -166,6 +216,7 @@ class EnsembleEvaluation:
             "best_rule_on_test": best,
             "router_table": np.asarray(self.fitted["router"]).tolist(),
             "winner": names[int(np.argmax(self.fitted["winner"]))],
+            "trade_prior_mean": dict(self.fitted.get("trade_prior_mean", {})),
             "reliability_test": self.reliability,
             "ece_test": _finite(self.ece),
             "min_trade_probability_test": self.gate,
@@ -181,20 +232,23 @@ def evaluate(agent: Any, params: Any, env: Any, env_params: Any,
     """Fit on training + validation, then backtest every rule and member on every split."""
     splits = [s for s in SPLIT_NAMES if _tradable(env, env_params, s)]
     members = member_backtests(agent, params, env, env_params, splits, deterministic)
-    fitted = fit_combination(agent, env_params, members)
-    rules = {rule: {s: backtest(env, env_params, agent_policy(agent, with_rule(params, rule,
-                                                                               fitted)),
-                                split=s, deterministic=deterministic) for s in splits}
-             for rule in COMBINE_RULES}
+    fitted: dict[str, Any] = fit_combination(agent, env_params, members)
+
+    def run(rule: str, split: str, threshold: float | None = None) -> BacktestResult:
+        return backtest(env, env_params, agent_policy(agent, with_rule(params, rule, fitted,
+                                                                       threshold)),
+                        split=split, deterministic=deterministic)
+
+    fitted["trade_prior_mean"] = fit_trade_priors(agent, params, env, env_params, fitted,
+                                                  splits, deterministic)
+    rules = {rule: {s: run(rule, s) for s in splits} for rule in COMBINE_RULES}
     rule = agent.config.combine
     rows, ece, gate = [], float("nan"), {}
     if "test" in splits:
         rows, ece = reliability(rules[rule]["test"])
         for threshold in sorted({float(agent.config.min_trade_probability), 0.0,
                                  *GATE_THRESHOLDS}):
-            result = backtest(env, env_params, agent_policy(
-                agent, with_rule(params, rule, fitted, threshold)), split="test",
-                deterministic=deterministic)
+            result = run(rule, "test", threshold)
             gate[f"{threshold:g}"] = {
                 "sharpe": _finite(result.metrics.get("sharpe")),
                 "turnover": _finite(result.metrics.get("turnover")),

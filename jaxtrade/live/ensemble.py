@@ -213,11 +213,15 @@ def vote_weights(returns: np.ndarray, mask: np.ndarray, prior_bars: float,
 
 
 def trade_probability(returns: np.ndarray, mask: np.ndarray, prior_bars: float, cost: float,
-                      exposure: float, variance_floor: float = 0.0) -> float:
+                      exposure: float, variance_floor: float = 0.0,
+                      prior_mean: float = 0.0) -> float:
     """combine.trade_probability: P(next-bar return > `cost`) under the predictive fitted to
-    the ensemble's own window returns [W] (rows in `mask`); 0 when flat."""
+    the ensemble's own window returns [W] (rows in `mask`), from a prior of mean `prior_mean`
+    worth `prior_bars` bars; 0 when flat."""
     ret = returns[:, None]
-    post = nig_posterior(ret, mask, nig_prior(ret, mask, prior_bars, variance_floor))
+    prior = nig_prior(ret, mask, prior_bars, variance_floor)._replace(
+        mu=np.asarray(prior_mean, F64))
+    post = nig_posterior(ret, mask, prior)
     z = (cost - post.mu[0]) / predictive_scale(post)[0]
     p = 1.0 - float(student_t_cdf(z, 2.0 * post.alpha[0]))
     return p if exposure > 1e-9 else 0.0
@@ -258,8 +262,9 @@ class VoteState:
     target: np.ndarray  # [A] the ensemble's target decided at last_bar (after the gate)
     cost_rate: np.ndarray  # [A] cost per traded notional at last_bar
     close: np.ndarray  # [A] close at last_bar
+    scale: float  # the book's volatility at last_bar: sum_a |target_a| vol_a (float32)
     member_returns: np.ndarray  # [W, M] paper returns after costs, ring buffer
-    own_returns: np.ndarray  # [W] the ensemble's gross paper returns
+    own_returns: np.ndarray  # [W] the ensemble's gross paper returns / the book's volatility
     filled: np.ndarray  # [W] bool
     exposed: np.ndarray  # [W] bool
     slot: int
@@ -286,6 +291,7 @@ class Combination:
             raise BundleError("network.combine.vote_window_bars must be >= 2")
         self.prior_bars = float(section["vote_prior_bars"])
         self.min_trade_probability = F32(section.get("min_trade_probability", 0.0))
+        self.trade_prior_mean = float(F32(section.get("trade_prior_mean", 0.0)))
         self.router = np.asarray(section["router"], F32)
         self.winner = np.asarray(section["winner"], F32)
         if self.router.ndim != 2 or self.router.shape[1] != num_members or \
@@ -298,6 +304,7 @@ class Combination:
         zeros_ma = np.zeros((self.num_members, self.num_assets), F32)
         zeros_a = np.zeros((self.num_assets,), F32)
         return VoteState(-1, zeros_ma, zeros_ma.copy(), zeros_a, zeros_a.copy(), zeros_a.copy(),
+                         F32(0.0),
                          np.zeros((self.window, self.num_members), F32),
                          np.zeros((self.window,), F32), np.zeros((self.window,), bool),
                          np.zeros((self.window,), bool), 0)
@@ -311,8 +318,10 @@ class Combination:
             slot = vote.slot
             vote.member_returns[slot] = paper_returns(vote.member_target, vote.member_before,
                                                       vote.close, close, vote.cost_rate)
-            vote.own_returns[slot] = (vote.target * (close / vote.close - F32(1.0))).sum(
-                dtype=F32)
+            own = (vote.target * (close / vote.close - F32(1.0))).sum(dtype=F32)
+            # Standardized by the book's volatility when it was decided (as the backtest).
+            vote.own_returns[slot] = (own / max(vote.scale, F32(1e-12))
+                                      if vote.scale > 1e-12 else F32(0.0))
             vote.filled[slot] = True
             vote.exposed[slot] = np.abs(vote.target).sum(dtype=F32) > 1e-9
             vote.slot = (slot + 1) % self.window
@@ -331,14 +340,19 @@ class Combination:
         cost_rate = fill_cost_rate(volatility, self.costs)
         trade_cost = (cost_rate * np.abs(target - vote.target)).sum(dtype=F32)
         exposure = np.abs(target).sum(dtype=F32)
+        # The predictive of the standardized return: cost on the book's volatility scale,
+        # variance floor 1, a prior worth one window (agents/ensemble.py `combine_one`).
+        scale = (np.abs(target) * volatility).sum(dtype=F32)
         probability = F32(trade_probability(
-            vote.own_returns.astype(F64), vote.filled & vote.exposed, self.prior_bars,
-            float(trade_cost), float(exposure), float(market_variance * exposure ** 2)))
+            vote.own_returns.astype(F64), vote.filled & vote.exposed, float(self.window),
+            float(trade_cost / max(scale, F32(1e-12))), float(exposure), 1.0,
+            self.trade_prior_mean))
         # The threshold is 0 unless set: every probability passes.
         if probability < self.min_trade_probability:
             target = np.zeros_like(target)
         vote.last_bar, vote.member_before, vote.member_target = bar, vote.member_target, targets
         vote.target, vote.cost_rate, vote.close = target, cost_rate, close
+        vote.scale = (np.abs(target) * volatility).sum(dtype=F32)
         return Combined(weights, targets, target, float(probability))
 
 
