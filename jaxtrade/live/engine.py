@@ -18,8 +18,9 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,38 @@ MAX_JUMP_GAPS = 10
 RECENT_BARS = 50_000
 # What a promoted bundle must share with the running one: the ledger carries on with it.
 SAME_BOOK = ("action", "trading", "costs", "risk", "symbol")
+
+
+def promoted_bundle(runner: Any, warm_up: Callable[[Bundle], Any],
+                    same_book: tuple[str, ...] = SAME_BOOK) -> tuple[Bundle, Any] | None:
+    """The bundle `runner.pointer` names and `warm_up(bundle)` (a runner of it that has seen
+    the bars so far) when the pointer moved to a bundle that trades the same book (the
+    manifest keys `same_book` equal);
+    None otherwise. A pointer or bundle that fails is alerted once (`runner.alert`) and
+    remembered in `runner._refused` until the pointer moves. Shared by the single- and the
+    multi-asset runner."""
+    try:
+        target = read_pointer(runner.pointer)
+    except BundleError as err:
+        if runner._refused != runner.pointer:
+            runner._refused = runner.pointer
+            runner.alert({"kind": "bundle_refused", "message": str(err)})
+        return None
+    if target.resolve() == runner.bundle_root.resolve() or target == runner._refused:
+        return None
+    try:
+        bundle = load_bundle(target)
+        differ = [k for k in same_book if bundle.manifest.get(k) != runner.manifest.get(k)]
+        if differ:
+            raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
+                              "running bundle; restart the runner to switch to it")
+        return bundle, warm_up(bundle)
+    except BundleError as err:
+        runner._refused = target
+        runner.alert({"kind": "bundle_refused", "to": str(target),
+                      "message": f"refused the promoted bundle, keeping {runner.bundle_root}: "
+                      f"{err}"})
+        return None
 
 
 def _raw(record: object) -> str:
@@ -561,6 +594,13 @@ class Runner:
         if self.sink is not None:
             self.sink.alert(payload)
 
+    def _warmed_up(self, bundle: Bundle) -> Runner:
+        """A runner of `bundle` that has seen the bars this one has (nothing traded)."""
+        fresh = Runner(bundle, max_ahead_seconds=0, max_jump_seconds=0, engine=self.engine)
+        for bar in self._recent:
+            fresh._step_without_store(bar, trade=False)
+        return fresh
+
     def follow_pointer(self) -> bool:
         """Switch to the bundle the pointer names when it moved (True when switched).
 
@@ -569,30 +609,11 @@ class Runner:
         then it takes over the features, normalization, regimes and network, and the ledger,
         store, sinks and counters carry on. A bundle that fails is refused with an alert and
         the running one keeps trading; it is tried again only when the pointer moves."""
-        try:
-            target = read_pointer(self.pointer)
-        except BundleError as err:
-            if self._refused != self.pointer:
-                self._refused = self.pointer
-                self.alert({"kind": "bundle_refused", "message": str(err)})
+        promoted = promoted_bundle(self, lambda bundle: self._warmed_up(bundle))
+        if promoted is None:
             return False
-        if target.resolve() == self.bundle_root.resolve() or target == self._refused:
-            return False
-        try:
-            bundle = load_bundle(target)
-            differ = [k for k in SAME_BOOK if bundle.manifest.get(k) != self.manifest.get(k)]
-            if differ:
-                raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
-                                  "running bundle; restart the runner to switch to it")
-            fresh = Runner(bundle, max_ahead_seconds=0, max_jump_seconds=0, engine=self.engine)
-            for bar in self._recent:
-                fresh._step_without_store(bar, trade=False)
-        except BundleError as err:
-            self._refused = target
-            self.alert({"kind": "bundle_refused", "to": str(target),
-                        "message": f"refused the promoted bundle, keeping {self.bundle_root}: "
-                        f"{err}"})
-            return False
+        bundle, fresh = promoted
+        target = Path(bundle.root)
         previous = self.bundle_root
         for name in ("manifest", "format", "window_bars", "layout", "include_portfolio",
                      "features", "normalizer", "regimes", "regime_in_features", "network",

@@ -44,14 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from .bars import Bar, format_timestamp
-from .bundle import Bundle, load_bundle
-from .engine import RECENT_BARS, MarketState
+from .bundle import Bundle
+from .engine import RECENT_BARS, MarketState, promoted_bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import BPS, F32, f32, stop_fills, summary, track_entry_arrays
 from .network import ActorNetwork
-from .pointer import read_pointer
 from .regimes import RegimeFilter
 from .sources import MalformedRecord
 
@@ -524,33 +523,21 @@ class MultiAssetRunner:
             self.sink.emit(decision)
         return decision
 
+    def _warmed_up(self, bundle: Bundle) -> MultiAssetRunner:
+        """A runner of `bundle` that has seen the timestamps this one has (nothing traded)."""
+        fresh = MultiAssetRunner(bundle, engine=self.engine)
+        for timestamp_us, bars in self._recent:
+            fresh.step(timestamp_us, bars, trade=False)
+        return fresh
+
     def follow_pointer(self) -> bool:
         """Switch to the bundle the pointer names when it moved (True when switched); the
         rules are engine.Runner.follow_pointer's, for every symbol."""
-        try:
-            target = read_pointer(self.pointer)
-        except BundleError as err:
-            if self._refused != self.pointer:
-                self._refused = self.pointer
-                self.alert({"kind": "bundle_refused", "message": str(err)})
+        promoted = promoted_bundle(self, self._warmed_up, SAME_BOOK)
+        if promoted is None:
             return False
-        if target.resolve() == self.bundle_root.resolve() or target == self._refused:
-            return False
-        try:
-            bundle = load_bundle(target)
-            differ = [k for k in SAME_BOOK if bundle.manifest.get(k) != self.manifest.get(k)]
-            if differ:
-                raise BundleError(f"{target}: trades with other {', '.join(differ)} than the "
-                                  "running bundle; restart the runner to switch to it")
-            fresh = MultiAssetRunner(bundle, engine=self.engine)
-            for timestamp_us, bars in self._recent:
-                fresh.step(timestamp_us, bars, trade=False)
-        except BundleError as err:
-            self._refused = target
-            self.alert({"kind": "bundle_refused", "to": str(target),
-                        "message": f"refused the promoted bundle, keeping {self.bundle_root}: "
-                        f"{err}"})
-            return False
+        bundle, fresh = promoted
+        target = Path(bundle.root)
         previous = self.bundle_root
         for name in _POLICY_STATE:
             setattr(self, name, getattr(fresh, name))
