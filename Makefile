@@ -32,10 +32,13 @@ run: $(RUN_STAMP)
 
 # Tests run on TEST_WORKERS pytest-xdist workers (2 fits a 2-core CI machine; each worker
 # holds up to ~4 GB), a module per worker at a time (tests/conftest.py). TEST_WORKERS=0 runs
-# them in this process. pytest exits 5 when it collects no tests: treat that as a failure.
+# them in this process. A worker that crashes is not replaced (--max-worker-restart=0): the
+# run fails naming the test it crashed on instead of hanging (pytest-xdist re-queues a dead
+# worker's finished groups under --dist loadgroup and can wait on them for ever).
+# pytest exits 5 when it collects no tests: treat that as a failure.
 TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 lint: $(TEST_STAMP)

@@ -14,6 +14,7 @@ import math
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -67,17 +68,42 @@ def default_cache_dir() -> Path:
 
 
 def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
-    """Turn on JAX's persistent compilation cache (on by default; `compile_cache=false`)."""
+    """Turn on JAX's persistent compilation cache (on by default; `compile_cache=false`).
+
+    The cache is bounded (`compile_cache_max_gb`, least recently used entries go first) and,
+    being bounded, every read and write holds a file lock. That lock is what makes the cache
+    safe to share: without it JAX writes an entry in place, and another process (a second
+    sweep job, a test worker) that reads the half-written file crashes in deserialization.
+    """
     if not cfg.get("compile_cache", True):
         return None
     import jax
 
     path = Path(cfg.get("compile_cache_dir") or default_cache_dir()).expanduser()
     path.mkdir(parents=True, exist_ok=True)
+    _backfill_access_times(path)
+    max_bytes = int(float(cfg.get("compile_cache_max_gb", 4.0)) * 2**30)
+    if max_bytes <= 0:
+        raise ConfigError("compile_cache_max_gb must be > 0 (turn the cache off with "
+                          "compile_cache=false)")
     jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def _backfill_access_times(path: Path) -> None:
+    """Give entries written without eviction (no `-atime` file) an access time of now.
+
+    The bounded cache reads every entry's access time when it evicts; an entry without one
+    (written by an unbounded cache) would make every later write fail.
+    """
+    stamp = time.time_ns().to_bytes(8, "little")
+    for entry in path.glob("*-cache"):
+        atime = entry.with_name(entry.name.removesuffix("-cache") + "-atime")
+        if not atime.exists():
+            atime.write_bytes(stamp)
 
 
 def git_commit() -> str | None:

@@ -13,6 +13,7 @@ import yaml
 from test_logging import wandb_runs
 
 from jaxtrade.cli import main
+from jaxtrade.errors import ConfigError
 
 # A few seconds of PPO on a small synthetic market.
 TINY = ["experiment=smoke", "data.options.num_bars=400", "env.num_envs=4", "env.window_bars=16",
@@ -380,3 +381,33 @@ def test_help_piped_into_a_reader_that_leaves_early_is_quiet() -> None:
     assert child.wait(timeout=60) == 0, stderr
     assert first.startswith(b"usage: jaxtrade train")
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_compile_cache_is_bounded_and_locked(tmp_path: Path) -> None:
+    """Parallel jobs share the cache: JAX reads and writes it under a real file lock only when
+    it is bounded (an unbounded cache writes entries in place, and a reader of a half-written
+    entry crashes). An entry an unbounded cache wrote gets an access time so writes work."""
+    import filelock
+    import jax
+    from jax._src import compilation_cache
+
+    from experiments.common import enable_compile_cache
+
+    old = tmp_path / "c" / "0123abcd-cache"
+    old.parent.mkdir()
+    old.write_bytes(b"x")
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)
+    try:
+        path = enable_compile_cache({"compile_cache_dir": str(tmp_path / "c"),
+                                     "compile_cache_max_gb": 0.5})
+        assert jax.config.jax_compilation_cache_max_size == 2**29
+        cache, _ = compilation_cache.get_file_cache(str(path))
+        assert cache.eviction_enabled and isinstance(cache.lock, filelock.FileLock)
+        assert (path / "0123abcd-atime").exists()
+        cache.put("fedc", b"y" * 10)
+        assert cache.get("fedc") == b"y" * 10 and cache.get("0123abcd") == b"x"
+        with pytest.raises(ConfigError, match="compile_cache_max_gb"):
+            enable_compile_cache({"compile_cache_dir": str(path), "compile_cache_max_gb": 0})
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_compilation_cache_max_size", before[1])

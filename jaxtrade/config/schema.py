@@ -144,6 +144,9 @@ class RunConfig:
     # $JAXTRADE_CACHE_DIR or $XDG_CACHE_HOME/jaxtrade when set).
     compile_cache: bool = True
     compile_cache_dir: str | None = None
+    # Its size bound: least recently used entries are evicted past it, and a bounded cache
+    # locks each read and write, so parallel jobs can share the folder safely.
+    compile_cache_max_gb: float = 4.0
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
