@@ -443,7 +443,7 @@ def fork_asked(overrides: Sequence[str]) -> bool:
 # progress, reported and where it runs. Anything else (data, seed, env, agent, network,
 # sizes, hyperparameters, sweep points) is what the run is.
 RESUME_MAY_CHANGE = (
-    "run_dir", "resume", "compile_cache", "compile_cache_dir", "logger",
+    "run_dir", "resume", "compile_cache", "compile_cache_dir", "compile_cache_max_gb", "logger",
     "train.stop_after_updates", "train.report", "train.report_from", "train.devices",
     "train.distributed", "train.keep_last", "train.keep_best", "train.checkpoint_every_updates",
     "train.checkpoint_every_steps", "train.eval_every_updates", "train.eval_every_steps",

@@ -241,3 +241,15 @@ def test_num_envs_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_config_dir_is_the_repository_configs() -> None:
     assert config_dir() == (Path(__file__).resolve().parents[1] / "configs")
+
+
+def test_every_top_level_setting_of_the_schema_is_accepted() -> None:
+    """A setting the schema declares at the top level is a key the validator accepts (the
+    default config.yaml names each one, so a missing one breaks every run)."""
+    import dataclasses
+
+    from jaxtrade.config.schema import RunConfig
+    from jaxtrade.config.validate import TOP_LEVEL_KEYS
+
+    missing = {f.name for f in dataclasses.fields(RunConfig)} - set(TOP_LEVEL_KEYS)
+    assert not missing

@@ -33,7 +33,7 @@ AGENT_KEYS_SET_ELSEWHERE = {
 FILE_SOURCES = ("csv", "parquet")
 
 TOP_LEVEL_KEYS = (
-    "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir",
+    "seed", "run_dir", "resume", "compile_cache", "compile_cache_dir", "compile_cache_max_gb",
     "data", "features", "env", "agent", "network", "train", "logger", "sweep",
     # Recorded by `jaxtrade train resume=fork` (experiments.common.compose_fork), not a setting.
     "forked_from",
