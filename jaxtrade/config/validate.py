@@ -289,6 +289,9 @@ def validate_run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = coerce(out.get(key, False), bool, key)
     for key in ("run_dir", "compile_cache_dir"):
         out[key] = coerce(out.get(key), str | None, key)
+    out["compile_cache_max_gb"] = coerce(out.get("compile_cache_max_gb", 4.0), float,
+                                         "compile_cache_max_gb")
+    check_allowed("compile_cache_max_gb", out["compile_cache_max_gb"], {"gt": 0})
     out["data"] = validate_dataclass(out.get("data") or {}, DataConfig, "data")
     out["train"] = validate_dataclass(out.get("train") or {}, TrainConfig, "train")
     _check_devices(out["train"])
