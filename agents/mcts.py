@@ -47,6 +47,9 @@ Search: mctx. Both policies are wired (`agent.search`):
   "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
+                Backtests, not exported: `jaxtrade export` refuses such a run in one line
+                (exit 2; the numpy runner has no port of this search), as it refuses an
+                ensemble with an mcts member (jaxtrade/export.py `check_ensemble_members`).
 Measured on this machine (2-core x86_64 VM, CPU only, shared with other jobs; `python
 scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outcomes, window
 32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at
@@ -76,7 +79,9 @@ and the next-bar model's base rate with them: on the planted market one run's mo
 0.024 too high on average over 11,000 test bars at its final checkpoint and 0.002 too low at
 its update-250 one; its average is 0.003 off (four seeds: within 0.008, BENCHMARKS.md). It
 does not remove the per-decile error of a model still learning (calibration over 0.05 on one
-of the four seeds either way). 0 evaluates the latest params.
+of the four seeds either way); the report reads the model's up-probability through a Platt map
+fitted on the validation split (jaxtrade/evaluate/mcts.py: within 0.037 on the four seeds),
+while the tree keeps the raw model. 0 evaluates the latest params.
 
 The policy call (agents/common/types.py) searches from the given env states' exact
 portfolios: action = the search's (deterministic: gumbel_scale 0 / no Dirichlet noise, the
@@ -124,7 +129,7 @@ from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics, PolicyOutput
-from jaxtrade.errors import ConfigError
+from jaxtrade.errors import ConfigError, ExportError
 
 SEARCHES = ("gumbel", "stochastic")
 
@@ -200,8 +205,10 @@ class MCTSConfig(OffPolicySizes):
         """The bundle's network section: the three heads and the evaluation search
         (jaxtrade/live/mcts.py runs it in numpy: gumbel, no exploration noise)."""
         if self.search != "gumbel":
-            raise ConfigError(f"agent.search={self.search!r} has no export bundle: the numpy "
-                              "runner runs the gumbel search only")
+            raise ExportError(f"agent.search={self.search!r} cannot be exported: the bundle's "
+                              "numpy runner runs the gumbel search only (a run trained with "
+                              "agent.search=gumbel exports; `jaxtrade backtest` runs this "
+                              "run's search)")
         return {"family": "mcts", "search": "gumbel",
                 "num_simulations": int(self.num_simulations),
                 "max_depth": int(self.max_depth), "gumbel_scale": 0.0,

@@ -147,6 +147,24 @@ def test_bucket_centers_are_the_normal_conditional_means() -> None:
     np.testing.assert_allclose(centers[2], z[z > 0.5].mean(), atol=2e-3)
 
 
+def test_platt_map_undoes_a_known_distortion_and_keeps_the_identity_without_evidence() -> None:
+    """The report's calibration map (jaxtrade/evaluate/mcts.py): fitted on outcomes drawn from
+    p, it maps predictions q = sigmoid(0.5 logit(p) - 0.2) back to p (slope 2, intercept 0.4);
+    on three bars it stays near the identity (its one pseudo-observation prior) and finite."""
+    from jaxtrade.evaluate.mcts import apply_platt, fit_platt
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.15, 0.85, 40_000)
+    realized = (rng.uniform(size=p.shape) < p).astype(float)
+    q = 1.0 / (1.0 + np.exp(-(0.5 * np.log(p / (1.0 - p)) - 0.2)))
+    slope, intercept = fit_platt(q, realized)
+    assert slope == pytest.approx(2.0, abs=0.1) and intercept == pytest.approx(0.4, abs=0.05)
+    assert np.max(np.abs(apply_platt(q, slope, intercept) - p)) < 0.03
+    slope, intercept = fit_platt(np.array([0.6, 0.7, 0.9]), np.ones(3))
+    # (unpenalized, three up closes push the intercept to infinity)
+    assert abs(slope - 1.0) < 0.5 and abs(intercept) < 0.75
+
+
 def test_resume_continues_exactly(tmp_path) -> None:
     """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
     replay buffer, optimizer and keys are checkpointed with the network)."""
