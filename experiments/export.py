@@ -26,7 +26,7 @@ import numpy as np
 from experiments.train import restore_run
 from jaxtrade.errors import ConfigError
 from jaxtrade.export import __doc__ as BUNDLE_DOC
-from jaxtrade.export import write_bundle
+from jaxtrade.export import check_ensemble_members, write_bundle
 
 HELP = __doc__ + "\n" + (BUNDLE_DOC or "")
 
@@ -56,6 +56,7 @@ def export(
     ensemble's rule and threshold in the bundle (default: the run's).
     """
     check_combination(combine, min_trade_probability)
+    check_exportable(run_dir)
     prep, restored, _ = restore_run(run_dir, checkpoint, point, command="export")
     if prep.agent.members is not None:  # an ensemble: members + the combination
         params, network_config, head = ensemble_params(
@@ -87,6 +88,22 @@ def export(
             "point": restored.point,
         },
     )
+
+
+def check_exportable(run_dir: str | Path) -> None:
+    """ExportError (one line, exit 2) for a run the bundle's runner cannot trade, read from
+    its config.yaml before anything is restored or fitted: an mcts run with
+    `agent.search=stochastic` (the numpy runner runs the gumbel search), an ensemble with a
+    member that has no actor or Q network (an mcts member)."""
+    import agents
+    from experiments.common import compose_run_from_saved, read_run_config
+
+    config = agents.config_from_dict(dict(compose_run_from_saved(read_run_config(run_dir))
+                                          ["agent"]))
+    if getattr(config, "members", None) is not None:
+        check_ensemble_members(config)
+    else:
+        config.export_head()
 
 
 def check_combination(combine: str | None, min_trade_probability: float | None) -> None:

@@ -232,6 +232,34 @@ def _action_section(env: Any, env_params: Any, net: Mapping[str, Any]) -> dict[s
 ENSEMBLE_MEMBER_FAMILIES = ("actor_critic", "q")
 
 
+def _member_family(member_config: Any) -> str | None:
+    """The bundle family of an agent config's export head (None: it has no bundle)."""
+    from jaxtrade.errors import JaxTradeError
+
+    try:
+        return dict(member_config.export_head()).get("family", "actor_critic")
+    except JaxTradeError:
+        return None
+
+
+def check_ensemble_members(config: Any) -> None:
+    """ExportError, in one line, when an ensemble's member has no network the runner can
+    combine (jaxtrade/live/ensemble.py runs actor-critic and Q-network members): an mcts
+    member's policy is a search over its next-bar model from the book the runner holds, which
+    the runner's member vote does not run. Checked before the combination is fitted (that
+    backtests every member over the training and validation bars)."""
+    for name in config.members:
+        family = _member_family(getattr(config, name))
+        if family not in ENSEMBLE_MEMBER_FAMILIES:
+            exportable = [n for n in config.agent_fields()
+                          if _member_family(getattr(config, n)) in ENSEMBLE_MEMBER_FAMILIES]
+            raise ExportError(
+                f"ensemble member {name!r} ({family or 'no bundle'}) cannot be exported: the "
+                "runner combines members with an actor or a Q network "
+                f"({', '.join(exportable)}); `jaxtrade backtest` evaluates this ensemble, "
+                f"and one trained without {name} exports")
+
+
 def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The manifest's `network` section and the flat weights of an ensemble (agents/ensemble.py).
@@ -246,14 +274,11 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
     """
     from agents.ensemble import COMBINE_RULES
 
+    check_ensemble_members(config)
     members, flat = [], {}
     for name in config.members:
         member = getattr(config, name)
         head = _plain(dict(member.export_head()))
-        family = head.get("family", "actor_critic")
-        if family not in ENSEMBLE_MEMBER_FAMILIES:
-            raise ExportError(f"ensemble member {name!r} ({family}) cannot be exported: the "
-                              "runner combines actor-critic and Q-network members")
         net = _plain(member.network)
         _check_network(net)
         member_env = env.with_action_mode(getattr(type(member), "env_action_mode", "discrete"))
