@@ -233,9 +233,9 @@ def lines(summary: Mapping[str, Any]) -> list[str]:
 def _map_words(cal: Mapping[str, Any]) -> str:
     fitted = cal["map"]
     if fitted is None:
-        return "no validation bar to fit a map on, raw model"
-    return (f"Platt map fitted on the {fitted['split']} split ({fitted['bars']} bars: slope "
-            f"{fitted['slope']:.3f}, intercept {fitted['intercept']:+.3f})")
+        return "raw model (no validation bar to fit a map on)"
+    return (f"through the Platt map fitted on the {fitted['split']} split ({fitted['bars']} "
+            f"bars: slope {fitted['slope']:.3f}, intercept {fitted['intercept']:+.3f})")
 
 
 def html_section(summary: Mapping[str, Any]) -> str:
@@ -269,8 +269,8 @@ def html_section(summary: Mapping[str, Any]) -> str:
             f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
             "<p>Next-bar model calibration: predicted P(close<sub>t+1</sub> &gt; "
             "close<sub>t</sub>) per decile of the prediction against the realized frequency "
-            f"over {cal['bars']} bars, through the {html.escape(_map_words(cal))} (the "
-            "planner's tree uses the raw model); judged on deciles of at least "
+            f"over {cal['bars']} bars, {html.escape(_map_words(cal))} (the planner's tree "
+            "uses the raw model); judged on deciles of at least "
             f"{cal['min_bars']} bars (sampling error &le; "
             f"{0.5 / np.sqrt(cal['min_bars']):.3f}): {worst}.</p>"
             "<table><thead><tr><th>decile</th><th>bars</th><th>predicted</th><th>realized</th>"
