@@ -90,7 +90,7 @@ def parse_settings(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
             overrides.append(arg)
             continue
         if key not in SETTINGS:
-            raise unknown_key(key, value, SETTINGS)
+            raise unknown_key(key, value, [k.split(".", 1)[1] for k in SETTINGS])
         if key == "walkforward.folds":
             try:
                 settings[key] = int(value)

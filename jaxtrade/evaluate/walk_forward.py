@@ -172,8 +172,9 @@ def fold_rows(folds: Sequence[FoldReport]) -> pl.DataFrame:
 
 def metrics_json(folds: Sequence[FoldReport], stitched: Mapping[str, Stitched],
                  policy: str) -> dict[str, Any]:
-    """report/metrics.json of a walk-forward run: each fold's ranges, dates and test figures
-    of every book, every book's figures over the stitched out-of-sample period."""
+    """report/metrics.json of a walk-forward run: each fold's ranges, dates and the test
+    figures of every book ("books"), every book's figures over the stitched out-of-sample
+    period ("stitched")."""
     first, last = folds[0].books[policy], folds[-1].books[policy]
     return {
         "policy": policy,
@@ -187,8 +188,8 @@ def metrics_json(folds: Sequence[FoldReport], stitched: Mapping[str, Stitched],
             {"fold": k, **{s: list(fold.splits.bounds(s)) for s in ("train", "validation",
                                                                    "test")},
              "dates": {s: list(d) for s, d in fold.dates.items()}, **fold.notes,
-             "test": {book: {m: _finite(r.metrics.get(m)) for m in r.metrics}
-                      for book, r in fold.books.items()}}
+             "books": {book: {m: _finite(r.metrics.get(m)) for m in r.metrics}
+                       for book, r in fold.books.items()}}
             for k, fold in enumerate(folds)],
         "stitched": {book: {m: _finite(v) for m, v in s.metrics.items()}
                      for book, s in stitched.items()},
