@@ -111,11 +111,17 @@ def refuse_run_keys(overrides: Sequence[str]) -> None:
     from jaxtrade.config.compose import parse_overrides
 
     keys = common.override_keys(overrides)
-    for key in ("resume", "from_run", "data.splits"):
-        if key in keys:
-            what = ("the walk-forward cuts each fold's ranges itself" if key == "data.splits"
-                    else "a walk-forward trains new runs and does not continue one")
-            raise ConfigError(f"{key} is not allowed with jaxtrade walkforward: {what}")
+    refused = {
+        "resume": "a walk-forward trains new runs and does not continue one",
+        "from_run": "a walk-forward trains new runs and does not continue one",
+        "data.splits": "the walk-forward cuts each fold's ranges itself",
+        "train.stop_after_updates": "every fold trains to the end before it is tested",
+        "train.distributed": "it runs in one process (train.devices shards its points)",
+    }
+    for key in sorted(keys):
+        found = next((k for k in refused if key == k or key.startswith(k + ".")), None)
+        if found is not None:
+            raise ConfigError(f"{key} is not allowed with jaxtrade walkforward: {refused[found]}")
     texts = [a for a in overrides if not a.startswith("-")]
     for text, override in zip(texts, parse_overrides(texts), strict=True):
         if override.is_sweep_override():

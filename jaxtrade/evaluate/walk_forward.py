@@ -200,10 +200,8 @@ def plot_stitched(stitched: Mapping[str, Stitched], policy: str, fold_starts: Se
                   path: Any) -> None:
     """Stitched out-of-sample equity of every book (the policy in black), log scale, with a
     dotted line where each fold's test window starts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The run report's axes (it selects the Agg backend): plain log ticks, concise dates.
+    from jaxtrade.evaluate.report import _format_time_axis, _plain_log_axis, plt
 
     fig, ax = plt.subplots(figsize=(10, 5))
     for book, s in stitched.items():
@@ -214,7 +212,8 @@ def plot_stitched(stitched: Mapping[str, Stitched], policy: str, fold_starts: Se
         ax.plot(dates, s.equity, label=book, **style)
     for start in fold_starts:
         ax.axvline(np.datetime64(start, "us").astype("O"), color="grey", lw=0.8, ls=":")
-    ax.set_yscale("log")
+    _plain_log_axis(ax)
+    _format_time_axis(ax)
     ax.set_ylabel("Equity, start = 1 (log scale)")
     ax.set_xlabel("Date (UTC)")
     ax.grid(True, which="both", alpha=0.25)
