@@ -193,3 +193,27 @@ def test_refuses_more_folds_than_the_bars_carry(tmp_path: Path, walked: dict,
                          ("resume=true", "resume is not allowed")):
         assert main([*RUN, bad, f"data.path={walked['csv']}"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_data_splits_are_checked_like_every_setting() -> None:
+    """A fold's config records its ranges as data.splits; bad ranges, or fractions that the
+    ranges would silently replace, are refused in one line."""
+    from experiments import common
+    from jaxtrade.config import validate_run
+    from jaxtrade.errors import ConfigError
+
+    base = common.compose(["data=synthetic", "data.embargo_bars=0"])
+    good = {"train": [0, 2000], "validation": [2005, 2400], "test": [2405, 3000]}
+    assert validate_run(dict(base, data=dict(base["data"], splits=good)))["data"]["splits"] == good
+    assert common.make_data_splits(dict(base, data=dict(base["data"], splits=good)),
+                                   3000).test == (2405, 3000)
+    for splits, extra, message in (
+            (dict(good, validation=[1900, 2400]), {}, "without overlapping"),
+            ({"train": [0, 2000], "test": [2400, 3000]}, {}, "give {train"),
+            (dict(good, test=[2405, 2.5e3]), {}, "whole bars"),
+            (good, {"train_frac": 0.6}, "data.train_frac=0.6 is not allowed with data.splits"),
+            (good, {"embargo_bars": 5}, "set data.embargo_bars=0")):
+        with pytest.raises(ConfigError, match=message.replace("{", r"\{")):
+            validate_run(dict(base, data=dict(base["data"], splits=splits, **extra)))
+    with pytest.raises(ConfigError, match="ends after the last"):
+        common.make_data_splits(dict(base, data=dict(base["data"], splits=good)), 2500)

@@ -167,9 +167,10 @@ def walk_forward_folds(
         )
     embargoes = (2 if validation_frac > 0 else 1) * embargo_bars
     # Fold 0 spans train + validation + test (+ embargoes); every later fold adds one test.
-    test_bars = int(np.floor((num_bars - embargoes) / (num_folds - 1 + 1.0 / test_frac)))
-    train_bars = int(np.floor(test_bars * train_frac / test_frac))
-    validation_bars = int(np.floor(test_bars * validation_frac / test_frac))
+    # Rounded down; the 1e-9 keeps e.g. 186 x 0.7 / (1 - 0.7 - 0) = 433.99999... at 434.
+    test_bars = int(np.floor((num_bars - embargoes) / (num_folds - 1 + 1.0 / test_frac) + 1e-9))
+    train_bars = int(np.floor(test_bars * train_frac / test_frac + 1e-9))
+    validation_bars = int(np.floor(test_bars * validation_frac / test_frac + 1e-9))
     if test_bars < 1 or train_bars < 1 or (validation_frac > 0 and validation_bars < 1):
         raise ConfigError(f"{num_bars} bars are too few for {num_folds} walk-forward folds")
     used = train_bars + validation_bars + embargoes + num_folds * test_bars
