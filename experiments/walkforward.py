@@ -39,8 +39,8 @@ HELP = """usage: jaxtrade walkforward [walkforward.folds=4] [walkforward.anchore
 
 Walk-forward out-of-sample evaluation of any agent: for each fold, train a new run on the
 fold's training bars (its checkpoint chosen on the fold's validation bars), then backtest it
-on the fold's test window, which no fold's training saw; the test windows are stitched into
-one out-of-sample equity curve. Every other key=value is a `jaxtrade train` override (see
+on the fold's test window, which come after every bar it trained or chose on; the test
+windows are stitched into one out-of-sample equity curve. Every other key=value is a `jaxtrade train` override (see
 jaxtrade train --help): agent, data, env, sizes, seed, logger.
 
   walkforward.folds=4        number of folds (>= 2); their test windows tile the last bars
