@@ -39,9 +39,9 @@ HELP = """usage: jaxtrade walkforward [walkforward.folds=4] [walkforward.anchore
 
 Walk-forward out-of-sample evaluation of any agent: for each fold, train a new run on the
 fold's training bars (its checkpoint chosen on the fold's validation bars), then backtest it
-on the fold's test window, which come after every bar it trained or chose on; the test
-windows are stitched into one out-of-sample equity curve. Every other key=value is a `jaxtrade train` override (see
-jaxtrade train --help): agent, data, env, sizes, seed, logger.
+on the fold's test window, which comes after every bar it trained or chose on; the test
+windows are stitched into one out-of-sample equity curve. Every other key=value is a
+`jaxtrade train` override (see jaxtrade train --help): agent, data, env, sizes, seed, logger.
 
   walkforward.folds=4        number of folds (>= 2); their test windows tile the last bars
   walkforward.anchored=false rolling training windows of a fixed length; true: every fold
@@ -175,10 +175,14 @@ def fold_layout(cfg: Mapping[str, Any], settings: Mapping[str, Any], num_bars: i
         folds = cut(count)
         problems = short(folds)
     except ConfigError:
-        folds, problems = [], ["no bars left"]
+        folds, problems = [], ["windows would hold no bars"]
     if problems:
-        most = max((k for k in range(2, num_bars // MIN_EVAL_BARS + 1) if fits(k)), default=None)
-        allowed = (f"at most {most} folds fit" if most else "not even 2 folds fit")
+        # More folds, shorter windows: the counts that fit are 2 .. most (bisected).
+        low, high = 1, max(2, num_bars // MIN_EVAL_BARS)
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        allowed = f"at most {low} folds fit" if low >= 2 else "not even 2 folds fit"
         raise ConfigError(
             f"walkforward.folds={count} is not allowed with {num_bars} bars: each fold's "
             f"{' and '.join(problems)} (data.train_frac={data['train_frac']:g}, "
