@@ -233,9 +233,17 @@ def num_bars_per_symbol(frame: Any) -> int:
 
 
 def make_data_splits(cfg: Mapping[str, Any], num_bars: int) -> Any:
-    from jaxtrade.data.splits import make_splits
+    """The run's splits: `data.splits` when set (checked against the bars), else the
+    fractions of `num_bars` with the embargo."""
+    from jaxtrade.data.splits import Splits, make_splits
 
     data = cfg["data"]
+    if data.get("splits"):
+        ranges = {name: tuple(int(x) for x in bounds) for name, bounds in data["splits"].items()}
+        if ranges["test"][1] > num_bars:
+            raise ConfigError(f"data.splits={data['splits']!r} is not allowed: the test range "
+                              f"ends after the last of the {num_bars} bars")
+        return Splits(**ranges)
     return make_splits(num_bars, data["train_frac"], data["validation_frac"],
                        embargo_bars=data["embargo_bars"])
 

@@ -53,6 +53,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sweep": _lazy("experiments.sweep"),
     "export": _lazy("experiments.export"),
     "retrain": _lazy("experiments.retrain"),
+    "walkforward": _lazy("experiments.walkforward"),
     "live": _optional("jaxtrade.live.cli", "main", "live"),
     "data": _lazy("experiments.data"),
     "bench": _lazy("experiments.bench"),

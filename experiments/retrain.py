@@ -610,6 +610,11 @@ def candidate_config(
     into work/run/checkpoints) for `steps` more env steps."""
     from jaxtrade.checkpoint import CheckpointManager, saved_steps
 
+    if (saved.get("data") or {}).get("splits"):
+        # Fixed ranges would leave the new bars out of every split.
+        raise ConfigError(f"{incumbent_run} trains on fixed bar ranges (data.splits, e.g. a "
+                          "walk-forward fold); retrain continues runs whose splits roll "
+                          "forward with data.train_frac / data.validation_frac")
     source = incumbent_run / "checkpoints"
     done = saved_steps(source)
     if not done:

@@ -15,6 +15,7 @@ commands:
   sweep      hyperparameter sweep (numeric axes vmapped in one program)
   export     export a run to a numpy-only bundle (format=onnx adds policy.onnx)
   retrain    continue a run on new bars, promote it behind a deploy gate (--history R)
+  walkforward  retrain per fold, test each fold out of sample, stitch (walkforward.folds=4)
   live       run an exported bundle on a bar source (paper trading)
   data       list / inspect / validate / convert datasets, list features
   bench      run the benchmark scripts

@@ -89,3 +89,38 @@ def test_walk_forward_step_and_refusals() -> None:
         walk_forward(500, 100, 50, step_bars=20)
     with pytest.raises(ConfigError, match="at least"):
         walk_forward(100, 90, 20)
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+@pytest.mark.parametrize(("num_bars", "folds", "validation_frac", "embargo"),
+                         [(1200, 2, 0.15, 5), (5031, 4, 0.15, 0), (997, 3, 0.0, 3)])
+def test_walk_forward_folds_by_count_tile_the_last_bars(
+        anchored: bool, num_bars: int, folds: int, validation_frac: float, embargo: int) -> None:
+    """`jaxtrade walkforward`'s layout: K folds cut in a run's proportions, test windows
+    contiguous up to the last bar, the embargo exact, nothing before bar 0."""
+    from jaxtrade.data.splits import walk_forward_folds
+
+    cut = walk_forward_folds(num_bars, folds, 0.7, validation_frac, embargo, anchored)
+    assert len(cut) == folds
+    assert cut[-1].test[1] == num_bars
+    test_bars = cut[0].test[1] - cut[0].test[0]
+    for a, b in zip(cut, cut[1:]):
+        assert a.test[1] == b.test[0]  # tiled: no gap, no overlap
+        assert b.test[1] - b.test[0] == test_bars
+    for f in cut:
+        assert f.train[0] >= 0
+        assert f.train[0] == 0 if anchored else f.train[1] - f.train[0] == (
+            cut[0].train[1] - cut[0].train[0])
+        if validation_frac:
+            assert f.validation[0] - f.train[1] == embargo
+            assert f.test[0] - f.validation[1] == embargo
+        else:
+            assert f.validation[0] == f.validation[1] == f.train[1]
+            assert f.test[0] - f.train[1] == embargo
+    # Fold 0 in a single run's proportions (rounded down).
+    first = cut[0]
+    train_bars = first.train[1] - first.train[0]
+    if not anchored:
+        assert train_bars == int(np.floor(test_bars * 0.7 / (0.3 - validation_frac)))
+    with pytest.raises(ConfigError, match="too few"):
+        walk_forward_folds(20, folds + 20, 0.7, validation_frac, embargo, anchored)

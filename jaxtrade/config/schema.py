@@ -41,6 +41,10 @@ class DataConfig:
     train_frac: float = _f(TRAIN_FRAC, gt=0.0, lt=1.0)
     validation_frac: float = _f(VALIDATION_FRAC, ge=0.0, lt=1.0)
     embargo_bars: int = _f(0, ge=0)
+    # Explicit `[start, end)` bar ranges {train: [s, e], validation: [s, e], test: [s, e]}
+    # that replace the fractions (an empty validation has s == e). `jaxtrade walkforward`
+    # records each fold's here, so `jaxtrade backtest` / `export` of a fold rebuild its market.
+    splits: dict[str, Any] | None = None
     # Forward-filtered HMM regime probabilities as features (slower to build).
     regimes: bool = False
     # sha256 (16 hex) of the bars: `jaxtrade train` records the bars it trained on here in

@@ -408,6 +408,7 @@ def _cross_field(cfg: dict[str, Any]) -> None:
         what = "the generator" if data["source"] == "synthetic" else "an embedded dataset"
         raise ConfigError(f"data.path={str(data['path'])!r} is not allowed with "
                           f"data={data['source']} ({what}): add data={kind} to train on the file")
+    _check_explicit_splits(data)
     _check_sizes(cfg)
     num_envs = cfg["env"]["num_envs"]
     agent_cls = agent_config_class(cfg["agent"].get("name", "ppo"))
@@ -415,6 +416,39 @@ def _cross_field(cfg: dict[str, Any]) -> None:
         # The agent's own size rules (batch divisibility, buffer rows, ...), before compiling.
         agent_cls.from_dict(dict(cfg["agent"])).check_num_envs(num_envs)
     _check_sweep(cfg)
+
+
+def _check_explicit_splits(data: dict[str, Any]) -> None:
+    """data.splits: three ordered `[start, end)` ranges, train and test non-empty; the
+    fractions and the embargo it replaces left at their defaults (set, they would be
+    ignored). Ranges past the last bar are refused when the bars are loaded."""
+    ranges = data.get("splits")
+    if not ranges:
+        return
+    names = ("train", "validation", "test")
+    shown = f"data.splits={_show(ranges)} is not allowed"
+    if not isinstance(ranges, Mapping) or sorted(ranges) != sorted(names) or any(
+            not isinstance(ranges[n], (list, tuple)) or len(ranges[n]) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in ranges[n])
+            for n in names):
+        raise ConfigError(f"{shown}: give {{train: [start, end], validation: [start, end], "
+                          "test: [start, end]} in whole bars (an empty validation: start == "
+                          "end)")
+    (t0, t1), (v0, v1), (s0, s1) = (ranges[n] for n in names)
+    if not (0 <= t0 < t1 and v0 <= v1 and s0 < s1 and t1 <= s0
+            and (v0 == v1 or (t1 <= v0 and v1 <= s0))):
+        raise ConfigError(f"{shown}: the ranges must be ordered train, validation, test "
+                          "without overlapping, train and test non-empty")
+    defaults = DataConfig()
+    changed = [k for k in ("train_frac", "validation_frac", "embargo_bars")
+               if data[k] != getattr(defaults, k)]
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"data.{key}={data[key]!r} is not allowed with data.splits: the "
+                          "explicit ranges replace the fractions and the embargo (leave their "
+                          f"gaps in the ranges and set data.{key}={getattr(defaults, key)!r})")
+    data["splits"] = {n: [int(a), int(b)] for n, (a, b) in zip(names, (
+        (t0, t1), (v0, v1), (s0, s1)), strict=True)}
 
 
 # One point's env batch (a lower bound of its memory, see _check_sizes) above this fits no
@@ -538,6 +572,11 @@ def check_eval_splits(splits: Any, num_bars: int, data: Mapping[str, Any]) -> No
              for start, end in [splits.bounds(name)]}
     short = [n for n, size in sizes.items()
              if size < MIN_EVAL_BARS and not (n == "validation" and size == 0)]
+    if short and data.get("splits"):
+        raise ConfigError(
+            f"the {' and '.join(short)} split(s) of data.splits are too short to judge a "
+            f"policy: validation {sizes['validation']} bars, test {sizes['test']}; each needs "
+            f"at least {MIN_EVAL_BARS}")
     if short:
         raise ConfigError(
             f"the {' and '.join(short)} split(s) are too short to judge a policy: validation "

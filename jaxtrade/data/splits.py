@@ -137,3 +137,49 @@ def walk_forward(
         needed = _place((0, train_bars), validation_bars, test_bars, embargo_bars).test[1]
         raise ConfigError(f"walk-forward needs at least {needed} bars for one fold, got {num_bars}")
     return folds
+
+
+def walk_forward_folds(
+    num_bars: int,
+    num_folds: int,
+    train_frac: float = TRAIN_FRAC,
+    validation_frac: float = VALIDATION_FRAC,
+    embargo_bars: int = 0,
+    anchored: bool = False,
+) -> list[Splits]:
+    """`num_folds` walk-forward folds whose test windows tile the last bars, oldest first.
+
+    Each fold is cut like a single run's split (`make_splits`): train, validation and test in
+    the proportions `train_frac` : `validation_frac` : the rest, with `embargo_bars` between
+    them; each later fold moves on by one test window (rolling) or keeps train starting at
+    bar 0 and grows it (anchored). The test windows are as long as the bars allow, and the
+    bars left over by rounding go to the oldest end: dropped (rolling) or added to every
+    training window (anchored), so the last test window ends at the last bar.
+    """
+    num_bars = _check_count("num_bars", num_bars, 1)
+    num_folds = _check_count("num_folds", num_folds, 1)
+    embargo_bars = _check_count("embargo_bars", embargo_bars, 0)
+    test_frac = 1.0 - train_frac - validation_frac
+    if not (0.0 < train_frac < 1.0) or not (0.0 <= validation_frac < 1.0) or test_frac <= 0:
+        raise ConfigError(
+            f"train_frac must be in (0, 1), validation_frac in [0, 1) and their sum < 1, "
+            f"got {train_frac} and {validation_frac}"
+        )
+    embargoes = (2 if validation_frac > 0 else 1) * embargo_bars
+    # Fold 0 spans train + validation + test (+ embargoes); every later fold adds one test.
+    # Rounded down; the 1e-9 keeps e.g. 186 x 0.7 / (1 - 0.7 - 0) = 433.99999... at 434.
+    test_bars = int(np.floor((num_bars - embargoes) / (num_folds - 1 + 1.0 / test_frac) + 1e-9))
+    train_bars = int(np.floor(test_bars * train_frac / test_frac + 1e-9))
+    validation_bars = int(np.floor(test_bars * validation_frac / test_frac + 1e-9))
+    if test_bars < 1 or train_bars < 1 or (validation_frac > 0 and validation_bars < 1):
+        raise ConfigError(f"{num_bars} bars are too few for {num_folds} walk-forward folds")
+    used = train_bars + validation_bars + embargoes + num_folds * test_bars
+    folds = walk_forward(used, train_bars, test_bars, validation_bars, embargo_bars,
+                         anchored=anchored)[:num_folds]
+    spare = num_bars - used
+
+    def shift(bounds: tuple[int, int], start_at_zero: bool = False) -> tuple[int, int]:
+        return (0 if start_at_zero else bounds[0] + spare, bounds[1] + spare)
+
+    return [Splits(train=shift(f.train, anchored), validation=shift(f.validation),
+                   test=shift(f.test)) for f in folds]

@@ -256,6 +256,31 @@ def evaluate(agent: Any, params: Any, env: Any, env_params: Any,
     return EnsembleEvaluation(rules, members, fitted, rows, ece, gate)
 
 
+@dataclasses.dataclass
+class SplitEvaluation:
+    """Every rule and every member alone on one split, with the combination fitted on
+    training + validation (a walk-forward fold's test window)."""
+
+    rules: dict[str, BacktestResult]
+    members: dict[str, BacktestResult]
+    fitted: dict[str, Any]
+
+
+def evaluate_split(agent: Any, params: Any, env: Any, env_params: Any, split: str = "test",
+                   deterministic: bool = True) -> SplitEvaluation:
+    """`fit` on training + validation (as `evaluate` fits), then backtest each rule and each
+    member alone on `split` only: what a walk-forward fold reports, without the other
+    splits' backtests and the threshold sweep of the full report."""
+    fitted = fit(agent, params, env, env_params, deterministic)
+    rules = {rule: backtest(env, env_params,
+                            agent_policy(agent, with_rule(params, rule, fitted)),
+                            split=split, deterministic=deterministic)
+             for rule in COMBINE_RULES}
+    members = {name: by_split[split] for name, by_split in member_backtests(
+        agent, params, env, env_params, [split], deterministic).items()}
+    return SplitEvaluation(rules, members, fitted)
+
+
 def _tradable(env: Any, env_params: Any, split: str) -> bool:
     start, end = env_params.market.split_bounds(split)
     first = max(start, int(env.window_bars) - 1)
@@ -306,3 +331,83 @@ def html_section(summary: Mapping[str, Any]) -> str:
             "<h3>agent.min_trade_probability (test; flat below the threshold)</h3>"
             "<table><tr><th>threshold</th><th>Sharpe</th><th>turnover</th>"
             f"<th>bars in the market</th></tr>{gate}</table>")
+
+
+RULE_LABELS = {"winner": "winner-takes-all", "equal": "equal weights"}
+
+
+def walk_forward_verdict(fold_books: Sequence[Mapping[str, BacktestResult]],
+                         stitched_metrics: Mapping[str, Mapping[str, float]],
+                         combine: str) -> tuple[dict[str, Any], list[str]]:
+    """Which rule won a walk-forward run and by how much, and in which folds the ensemble
+    (the `combine` rule's book) lost to the best member alone or to winner-takes-all.
+
+    `fold_books`: per fold, its test backtests keyed "rule/<rule>" and "member/<name>";
+    `stitched_metrics`: the same keys' metrics over the stitched out-of-sample period.
+    Returns (metrics.json's "ensemble" section, console lines). Rules are ranked by their
+    stitched Sharpe; "by how much" is the difference in Sharpe and in total return.
+    """
+    def figure(book: str, metric: str = "sharpe") -> float | None:
+        return _finite((stitched_metrics.get(book) or {}).get(metric))
+
+    rules = [r for r in COMBINE_RULES if figure(f"rule/{r}") is not None]
+    best = max(rules, key=lambda r: figure(f"rule/{r}"), default=None)
+    margins = {r: {m: figure(f"rule/{best}", m) - figure(f"rule/{r}", m)
+                   if figure(f"rule/{r}", m) is not None and figure(f"rule/{best}", m)
+                   is not None else None for m in ("sharpe", "total_return")}
+               for r in rules if r != best}
+    lost_member, lost_winner = [], []
+    for k, books in enumerate(fold_books):
+        mine = _finite(books[f"rule/{combine}"].metrics.get("sharpe"))
+        members = {b.split("/", 1)[1]: _finite(r.metrics.get("sharpe"))
+                   for b, r in books.items() if b.startswith("member/")}
+        members = {n: v for n, v in members.items() if v is not None}
+        if mine is None:
+            continue
+        if members:
+            top = max(members, key=members.get)
+            if members[top] > mine:
+                lost_member.append({"fold": k, "ensemble_sharpe": mine, "member": top,
+                                    "member_sharpe": members[top]})
+        wta = _finite(books["rule/winner"].metrics.get("sharpe"))
+        if combine != "winner" and wta is not None and wta > mine:
+            lost_winner.append({"fold": k, "ensemble_sharpe": mine, "winner_sharpe": wta})
+    section = {"combine": combine, "best_rule": best,
+               "best_rule_sharpe": figure(f"rule/{best}") if best else None,
+               "best_rule_total_return": figure(f"rule/{best}", "total_return") if best
+               else None,
+               "margins": margins, "folds_lost_to_best_member": lost_member,
+               "folds_lost_to_winner_takes_all": lost_winner, "folds": len(fold_books)}
+
+    def name(rule: str) -> str:
+        return RULE_LABELS.get(rule, rule)
+
+    def num(x: float | None, pct: bool = False) -> str:
+        return "-" if x is None else (f"{100 * x:+.1f}%" if pct else f"{x:.2f}")
+
+    lines = []
+    if best is not None:
+        behind = "; ".join(
+            f"{name(r)} {num(figure(f'rule/{r}'))} (by {num(margins[r]['sharpe'])} Sharpe, "
+            f"{num(margins[r]['total_return'], pct=True)} return)" for r in rules if r != best)
+        lines.append(f"best rule over the stitched out-of-sample period: {name(best)} (Sharpe "
+                     f"{num(figure(f'rule/{best}'))}, return "
+                     f"{num(figure(f'rule/{best}', 'total_return'), pct=True)}), ahead of "
+                     f"{behind}")
+    label = f"the ensemble (agent.combine={combine})"
+    if lost_member:
+        lines.append(f"{label} lost to the best member alone in "
+                     f"{len(lost_member)} of {len(fold_books)} folds: " + "; ".join(
+                         f"fold {x['fold']} {num(x['ensemble_sharpe'])} vs {x['member']} "
+                         f"{num(x['member_sharpe'])}" for x in lost_member))
+    else:
+        lines.append(f"{label} beat or matched the best member alone in every fold")
+    if combine != "winner":
+        if lost_winner:
+            lines.append(f"{label} lost to winner-takes-all in {len(lost_winner)} of "
+                         f"{len(fold_books)} folds: " + "; ".join(
+                             f"fold {x['fold']} {num(x['ensemble_sharpe'])} vs "
+                             f"{num(x['winner_sharpe'])}" for x in lost_winner))
+        else:
+            lines.append(f"{label} beat or matched winner-takes-all in every fold")
+    return section, lines

@@ -5,13 +5,17 @@ between windows; test windows tile the timeline without overlapping). For every 
 market's split bounds are replaced by the fold's, `train_fn(fold, env, env_params)` returns
 a policy trained on that fold's train (and validation) bars only, and the policy is
 backtested on the fold's test window. The out-of-sample segments are stitched, oldest
-first, into one equity curve that compounds from 1.0.
+first, into one equity curve that compounds from 1.0 (`stitch`).
+
+The folds here share one market, so its normalization and regime model are the ones it was
+built with; `jaxtrade walkforward` (experiments/walkforward.py) instead rebuilds the market
+for every fold, fitting both on that fold's training bars, and uses `stitch` on the results.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -77,19 +81,42 @@ def walk_forward(
         results.append(
             backtest(env, params, policy_fn, split="test", key=jax.random.fold_in(key, k))
         )
-    returns = np.concatenate([r.returns[1:] for r in results])
-    positions = np.concatenate([r.target_positions[:-1] for r in results])
-    timestamps = np.concatenate([r.timestamps[1:] for r in results])
-    bars_per_year = results[0].bars_per_year
+    stitched = stitch(results)
     return WalkForwardResult(
         folds=folds,
         fold_results=results,
-        timestamps=timestamps,
-        returns=returns,
-        equity=np.cumprod(1.0 + returns),
-        positions=positions,
-        metrics=metrics_lib.metrics_dict(returns, bars_per_year, positions),
+        timestamps=stitched.timestamps,
+        returns=stitched.returns,
+        equity=stitched.equity,
+        positions=stitched.positions,
+        metrics=stitched.metrics,
     )
+
+
+@dataclasses.dataclass
+class Stitched:
+    """Test-window backtests of consecutive folds as one out-of-sample series."""
+
+    timestamps: np.ndarray  # [n] bar closes at which `returns` were earned
+    returns: np.ndarray  # [n]
+    equity: np.ndarray  # [n] compounded from 1.0
+    positions: np.ndarray  # [n, A] the decided targets that earned `returns`
+    metrics: dict[str, float]
+
+
+def stitch(results: Sequence[BacktestResult]) -> Stitched:
+    """Concatenate the folds' test backtests, oldest first, each without its anchor row
+    (return 0 at the window's first bar), and compound the returns from 1.0.
+
+    Every fold starts flat at its window's first bar, as a retrained policy deployed there
+    would, so the return from one window's last bar to the next window's first is earned by
+    no fold and is not counted.
+    """
+    returns = np.concatenate([r.returns[1:] for r in results])
+    positions = np.concatenate([r.target_positions[:-1] for r in results])
+    timestamps = np.concatenate([r.timestamps[1:] for r in results])
+    return Stitched(timestamps, returns, np.cumprod(1.0 + returns), positions,
+                    metrics_lib.metrics_dict(returns, results[0].bars_per_year, positions))
 
 
 def check_folds(folds: Sequence[Splits]) -> None:
@@ -101,3 +128,97 @@ def check_folds(folds: Sequence[Splits]) -> None:
             raise ValueError(f"fold {k}: training data reaches into its test window")
         if k and folds[k - 1].test[1] > fold.test[0]:
             raise ValueError(f"fold {k}: test window overlaps fold {k - 1}'s test window")
+
+
+# The figures of each book per fold and over the stitched period (fold table, console).
+KEY_METRICS = ("sharpe", "total_return", "max_drawdown", "turnover")
+
+
+@dataclasses.dataclass
+class FoldReport:
+    """One fold of `jaxtrade walkforward`: its bar ranges and dates, and the test-window
+    backtest of every book it compares, keyed "kind/name" (e.g. "policy/ppo", "rule/vote",
+    "member/sac", "baseline/buy_and_hold")."""
+
+    splits: Splits
+    dates: dict[str, tuple[str, str]]  # split -> (first bar, last bar), ISO UTC
+    books: dict[str, BacktestResult]
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # checkpoint, winner, ...
+
+
+def stitch_books(folds: Sequence[FoldReport]) -> dict[str, Stitched]:
+    """Every book that every fold has, stitched over the folds (fold order kept)."""
+    names = [n for n in folds[0].books if all(n in f.books for f in folds)]
+    return {n: stitch([f.books[n] for f in folds]) for n in names}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def fold_rows(folds: Sequence[FoldReport]) -> pl.DataFrame:
+    """The fold table: one row per (fold, book) with the test window and its key metrics."""
+    rows = []
+    for k, fold in enumerate(folds):
+        for book, result in fold.books.items():
+            kind, name = book.split("/", 1)
+            rows.append({"fold": k, "kind": kind, "name": name,
+                         "train_start": fold.dates["train"][0], "train_end": fold.dates["train"][1],
+                         "test_start": fold.dates["test"][0], "test_end": fold.dates["test"][1],
+                         "test_bars": len(result.returns) - 1,
+                         **{m: _finite(result.metrics.get(m)) for m in KEY_METRICS}})
+    return pl.DataFrame(rows)
+
+
+def metrics_json(folds: Sequence[FoldReport], stitched: Mapping[str, Stitched],
+                 policy: str) -> dict[str, Any]:
+    """report/metrics.json of a walk-forward run: each fold's ranges, dates and the test
+    figures of every book ("books"), every book's figures over the stitched out-of-sample
+    period ("stitched")."""
+    first, last = folds[0].books[policy], folds[-1].books[policy]
+    return {
+        "policy": policy,
+        # The test windows' first and last bars; returns are earned from the close of the
+        # first bar of each window on ("stitched_returns" of them in all).
+        "period": {"start": str(first.timestamps[0]), "end": str(last.timestamps[-1]),
+                   "test_bars": int(sum(len(f.books[policy].returns) for f in folds)),
+                   "stitched_returns": int(len(stitched[policy].returns))},
+        "bars_per_year": float(first.bars_per_year),
+        "folds": [
+            {"fold": k, **{s: list(fold.splits.bounds(s)) for s in ("train", "validation",
+                                                                   "test")},
+             "dates": {s: list(d) for s, d in fold.dates.items()}, **fold.notes,
+             "books": {book: {m: _finite(r.metrics.get(m)) for m in r.metrics}
+                       for book, r in fold.books.items()}}
+            for k, fold in enumerate(folds)],
+        "stitched": {book: {m: _finite(v) for m, v in s.metrics.items()}
+                     for book, s in stitched.items()},
+    }
+
+
+def plot_stitched(stitched: Mapping[str, Stitched], policy: str, fold_starts: Sequence[Any],
+                  path: Any) -> None:
+    """Stitched out-of-sample equity of every book (the policy in black), log scale, with a
+    dotted line where each fold's test window starts."""
+    # The run report's axes (it selects the Agg backend): plain log ticks, concise dates.
+    from jaxtrade.evaluate.report import _format_time_axis, _plain_log_axis, plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for book, s in stitched.items():
+        dates = s.timestamps.astype("datetime64[us]").astype("O")
+        kind = book.split("/", 1)[0]
+        style = {"lw": 2.2, "color": "black", "zorder": 5} if book == policy else {
+            "lw": 1.0, "alpha": 0.85, "ls": "--" if kind == "baseline" else "-"}
+        ax.plot(dates, s.equity, label=book, **style)
+    for start in fold_starts:
+        ax.axvline(np.datetime64(start, "us").astype("O"), color="grey", lw=0.8, ls=":")
+    _plain_log_axis(ax)
+    _format_time_axis(ax)
+    ax.set_ylabel("Equity, start = 1 (log scale)")
+    ax.set_xlabel("Date (UTC)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="best", fontsize=7, framealpha=0.9)
+    ax.set_title("Walk-forward out of sample: each fold retrained, test windows stitched")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
