@@ -118,7 +118,8 @@ def test_walk_forward_folds_do_not_overlap_and_stitch(setup, buy_and_hold) -> No
         seen.append(np.asarray(fold_params.market.splits).tolist())
         return buy_and_hold
 
-    result = wf.walk_forward(env, params, folds, train_fn)
+    with pytest.warns(UserWarning, match=r"fold\(s\) \[0\]:"):
+        result = wf.walk_forward(env, params, folds, train_fn)
     windows = [f.test for f in result.folds]
     for (_, e0), (s1, _) in zip(windows, windows[1:]):
         assert e0 <= s1
@@ -132,6 +133,14 @@ def test_walk_forward_folds_do_not_overlap_and_stitch(setup, buy_and_hold) -> No
     assert result.metrics["total_return"] == pytest.approx(expected_final - 1, rel=1e-4)
     assert np.all(np.diff(result.timestamps.astype("int64")) > 0)
     assert result.fold_table().height == 4
+    rebuilt = []
+
+    def params_fn(fold):  # a market built per fold: its own split bounds, nothing shared
+        rebuilt.append(fold)
+        return wf.with_splits(params, fold)
+
+    wf.walk_forward(env, params, folds, train_fn, params_fn=params_fn)
+    assert rebuilt == folds and seen[-1] == np.asarray(folds[-1].as_array()).tolist()
     overlapping = [folds[0], Splits(train=(0, 150), validation=(150, 150), test=(200, 260))]
     with pytest.raises(ValueError, match="overlaps"):
         wf.check_folds(overlapping)

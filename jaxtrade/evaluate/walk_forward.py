@@ -7,14 +7,18 @@ a policy trained on that fold's train (and validation) bars only, and the policy
 backtested on the fold's test window. The out-of-sample segments are stitched, oldest
 first, into one equity curve that compounds from 1.0 (`stitch`).
 
-The folds here share one market, so its normalization and regime model are the ones it was
-built with; `jaxtrade walkforward` (experiments/walkforward.py) instead rebuilds the market
-for every fold, fitting both on that fold's training bars, and uses `stitch` on the results.
+By default the folds share one market, so its normalization and regime model are the ones it
+was built with: fitted on the market's own train split, which for early folds holds bars of
+their test windows. `walk_forward` warns when that can be the case; pass `params_fn(fold)`
+returning EnvParams whose market was built for the fold (`jaxtrade.market.build(...,
+splits=fold)` fits both on the fold's training bars), as `jaxtrade walkforward`
+(experiments/walkforward.py) does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,14 +73,30 @@ def walk_forward(
     folds: Sequence[Splits],
     train_fn: TrainFn,
     key: jax.Array | None = None,
+    params_fn: Callable[[Splits], Any] | None = None,
 ) -> WalkForwardResult:
-    """Train and test every fold, stitch the test windows."""
+    """Train and test every fold, stitch the test windows.
+
+    `params_fn(fold)`: the EnvParams of a market built for that fold (normalization and
+    regimes fitted on its training bars); without it every fold reuses `env_params`' market
+    with the fold's split bounds, and a warning says when that market's train split reaches
+    past a fold's training window (its fitted statistics may then hold test bars).
+    """
     folds = list(folds)
     check_folds(folds)
     key = jax.random.PRNGKey(0) if key is None else key
+    if params_fn is None:
+        fitted_to = int(np.asarray(env_params.market.splits)[0, 1])
+        early = [k for k, f in enumerate(folds) if fitted_to > f.train[1]]
+        if early:
+            warnings.warn(
+                f"walk_forward: the shared market's train split ends at bar {fitted_to}, after "
+                f"the training window of fold(s) {early}: if its normalization or regime "
+                "model was fitted there, those folds' features hold later bars; pass "
+                "params_fn(fold) with a market built per fold", stacklevel=2)
     results = []
     for k, fold in enumerate(folds):
-        params = with_splits(env_params, fold)
+        params = with_splits(env_params, fold) if params_fn is None else params_fn(fold)
         policy_fn = train_fn(fold, env, params)
         results.append(
             backtest(env, params, policy_fn, split="test", key=jax.random.fold_in(key, k))
