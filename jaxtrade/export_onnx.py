@@ -32,6 +32,9 @@ Graph (opset 17, IR version 8; every shape starts with a `batch` axis of any siz
                                                  a state-independent one, as PPO's)
            value                                 actor-critic with a critic in the bundle
                                                  (PPO, CVaR-PPO): the state value [batch]
+           q_value                               replay actor-critic with its Q critics in
+                                                 the bundle (SAC, discrete SAC, TD3, DDPG):
+                                                 min over the critics of Q(s, pi(s)) [batch]
            q_values [, quantiles], value         Q networks: per-action values acted on (the
                                                  mean, or lower CVaR, of the quantiles), the
                                                  quantiles [batch, A, N], max of q_values
@@ -39,10 +42,12 @@ Graph (opset 17, IR version 8; every shape starts with a `batch` axis of any siz
 
 An actor-critic bundle's graph outputs the critic's state value where the bundle holds the
 critic (jaxtrade/export.py: PPO and CVaR-PPO, except a recurrent critic with its own torso,
-whose state the runner does not carry; the replay agents' critics are Q(s, a) networks and stay
-out). Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
-weights), cnn, attention, gru and lstm as single-step cells; the torsos, heads and
-activations the numpy runner refuses are refused here too, with the same one line.
+whose state the runner does not carry). A replay actor-critic's graph outputs `q_value`, its
+critics at the action the graph takes (the unit action tanh(mean), or the argmax), reduced
+with Min over the critics, as ActorNetwork.q_value computes it. Torsos: mlp (LayerNorm
+after each hidden Dense when the bundle has its weights), cnn, attention, gru and lstm as
+single-step cells; the torsos, heads and activations the numpy runner refuses are refused
+here too, with the same one line.
 """
 
 from __future__ import annotations
@@ -425,6 +430,35 @@ class _PolicyGraph:
             (value, "float", ["batch"]),
         ]
 
+    def q_value(self, obs: str) -> str:
+        """`ActorNetwork.q_value` for a batch: min over the Q critics of Q(s, pi(s)), read at
+        the graph's `mean` (continuous) or `action` (discrete) output."""
+        g, net = self.g, self.net
+        unit = None
+        if net.q_takes_action:
+            if net.config.get("continuous_squash") == "tanh":
+                unit = g.op("Tanh", "mean")
+            else:
+                unit = g.op("Clip", "mean", g.scalar(-1.0), g.scalar(1.0))
+        values = []
+        for i, p in enumerate(net.q_critics):
+            hint = f"q_critics/{i}"
+            if unit is None:
+                x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
+            elif net.torso == "mlp":
+                joined = g.op("Concat", g.op("Flatten", obs, axis=1), unit, axis=1)
+                x = self.mlp(joined, p["critic_torso"], f"{hint}/critic_torso")
+            else:
+                x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
+                x = self.act(self.dense(g.op("Concat", x, unit, axis=1), p["Dense_0"],
+                                        f"{hint}/Dense_0"))
+            values.append(self.dense(x, p["q_head"], f"{hint}/q_head"))
+        q = values[0] if len(values) == 1 else g.op("Min", *values)
+        if unit is None:  # Q(s, .) [batch, A] at the greedy action
+            taken = g.op("Unsqueeze", "action", g.ints([1], "axis_1"))
+            q = g.op("GatherElements", q, taken, axis=1)
+        return g.op("Reshape", q, g.ints([-1]), out="q_value")
+
     def features(self, obs: str, p: Mapping, hint: str) -> str:
         """`ActorNetwork._features`: a feed-forward torso, or a recurrent torso's embedding."""
         if self.net.torso == "cnn":
@@ -461,7 +495,9 @@ class _PolicyGraph:
         else:
             outputs = self.policy_head(x)
             head = "logits" if self.action["mode"] == "discrete" else "mean"
-            if net.has_value:  # ActorNetwork._step: the critic's torso, or the shared one
+            if net.q_critics:  # ActorNetwork.q_value
+                outputs.append((self.q_value("observation"), "float", ["batch"]))
+            elif net.has_value:  # ActorNetwork._step: the critic's torso, or the shared one
                 critic = x if net.critic_params is None else self.features(
                     "observation", net.critic_params, "critic_torso")
                 value = self.dense(critic, net.params["value_head"], "value_head")

@@ -426,10 +426,11 @@ class Runner:
 
     def _forward(self, obs: np.ndarray, out: dict) -> np.ndarray:
         """The policy head's output for `obs` (the carry moves on); an actor-critic's state
-        value goes into the decision line as `value`."""
+        value goes into the decision line as `value`, a replay actor-critic's Q(s, pi(s)) as
+        `q_value` (the network's `value_key`)."""
         if getattr(self.network, "has_value", False):
             head, value, self.carry = self.network.forward_with_value(obs, self.carry)
-            out["value"] = round(float(value), 6)
+            out[getattr(self.network, "value_key", "value")] = round(float(value), 6)
             return head
         head, self.carry = self.network.forward(obs, self.carry)
         return head

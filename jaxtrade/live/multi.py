@@ -657,10 +657,10 @@ class MultiAssetRunner:
 
     def _decide(self, timestamp_us: int) -> dict:
         out: dict = {"timestamp": format_timestamp(timestamp_us)}
-        if getattr(self.network, "has_value", False):  # an actor-critic's state value
+        if getattr(self.network, "has_value", False):  # the critic's value or Q(s, pi(s))
             head, value, self.carry = self.network.forward_with_value(self.observation(),
                                                                       self.carry)
-            out["value"] = round(float(value), 6)
+            out[getattr(self.network, "value_key", "value")] = round(float(value), 6)
         else:
             head, self.carry = self.network.forward(self.observation(), self.carry)
         spec = self.manifest["action"]

@@ -74,8 +74,10 @@ class OnnxActor:
             )
         # The head, then the next state in the order `forward` unpacks it (cell, hidden).
         self._fetch = [self.head, *(self.state[name] for name in expected)]
-        # An actor-critic's graph with the critic's state value (ActorNetwork.has_value).
-        self.has_value = self.head != "q_values" and "value" in self.outputs
+        # An actor-critic's graph with the critic's state value, or a replay actor-critic's
+        # Q(s, pi(s)) (ActorNetwork.has_value / value_key).
+        self.value_key = "q_value" if "q_value" in self.outputs else "value"
+        self.has_value = self.head != "q_values" and self.value_key in self.outputs
 
     def initial_carry(self) -> Any:
         zeros = np.zeros(self.recurrent_size, F32)
@@ -99,11 +101,13 @@ class OnnxActor:
 
     def forward_with_value(self, obs: np.ndarray, carry: Any = None
                            ) -> tuple[np.ndarray, float | None, Any]:
-        """`forward` plus the graph's state value (None without one), as ActorNetwork's."""
+        """`forward` plus the graph's state value or Q(s, pi(s)) (None without one), as
+        ActorNetwork's."""
         if not self.has_value:
             head, carry = self.forward(obs, carry)
             return head, None, carry
-        head, value, *state = self.session.run([self._fetch[0], "value", *self._fetch[1:]],
+        head, value, *state = self.session.run([self._fetch[0], self.value_key,
+                                                *self._fetch[1:]],
                                                self._feeds(obs, carry))
         return head[0], float(value[0]), self._next_carry(state)
 
