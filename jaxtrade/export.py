@@ -11,8 +11,8 @@ BUNDLE/
                          model and risk rules, network description, the versions that trained
                          it, the run's config, sha256 of every weight file
   weights.safetensors    the actor's parameters (no pickle); an actor-critic's value head (and
-                         critic torso) too, for the state value the runner reports, except a
-                         recurrent critic with its own torso (its state is not carried); a
+                         critic torso, recurrent ones too: the runner carries their state)
+                         for the state value the runner reports; a
                          replay actor-critic's (SAC, discrete SAC, TD3, DDPG) Q critics
                          under q_critics/<i>/, for the Q(s, pi(s)) it reports
   policy.onnx            with format=onnx (or formats=[numpy,onnx]): the same policy as an
@@ -365,10 +365,9 @@ def write_bundle(
     else:
         net = _plain(network_config)
         _check_network(net)
-    # A recurrent critic with its own torso has its own state, which the runner does not carry.
-    recurrent_critic = net.get("torso") in ("gru", "lstm") and not net.get("shared_torso")
-    keep_value = mcts or (
-        (head or {}).get("family", "actor_critic") == "actor_critic" and not recurrent_critic)
+    # The critic goes along (a recurrent one with its own torso too: the runner carries its
+    # state beside the actor's).
+    keep_value = mcts or (head or {}).get("family", "actor_critic") == "actor_critic"
     q_critic, critic_flat = None, {}
     if critic_params is not None:
         if (head or {}).get("family", "actor_critic") != "actor_critic" or mcts or ensemble:
@@ -429,8 +428,7 @@ def write_bundle(
             **({"q_critic": q_critic} if q_critic else {}),
             "exported": "actor (torso + policy head)" + (
                 f" and its {q_critic['num_critics']} Q critic(s)" if q_critic else
-                " and, where the agent has one, the critic's state-value head"
-                if keep_value else "; the critic's own recurrent torso is not exported")
+                " and, where the agent has one, the critic's state-value head")
             if (head or {}).get("family", "actor_critic") == "actor_critic"
             else "torso, policy, value and next-bar model heads; the runner searches "
             "(jaxtrade/live/mcts.py)" if mcts

@@ -7,9 +7,11 @@ head), SAC, discrete SAC, TD3 and DDPG, each with the MLP, CNN and attention tor
 two PPO agents also with the GRU and LSTM torsos (recurrent state carried bar to bar): 44
 pairs. The replay agents refuse recurrent torsos when they are built (checked below), so
 those pairs do not exist. PPO bundles also carry the critic: the decision lines report its
-state value (a recurrent critic with its own torso is not exported). SAC, discrete SAC, TD3
-and DDPG bundles carry their Q critics: the decision lines report `q_value`, the minimum over
-the critics of Q(s, pi(s)), checked against the agent's own flax critic on the first bars.
+state value (a recurrent critic with its own torso steps its own cell, its state carried
+beside the actor's; tests/test_onnx_export.py checks it against flax bar by bar). SAC,
+discrete SAC, TD3 and DDPG bundles carry their Q critics: the decision lines report
+`q_value`, the minimum over the critics of Q(s, pi(s)), checked against the agent's own flax
+critic on the first bars.
 
 Each pair's policy is the agent's own network (`agent.network`, the module its `init`
 builds and its `act` calls) with random parameters of the tree and shapes that init makes,
@@ -128,10 +130,10 @@ def test_runner_positions_equal_the_backtest_on_every_bar(market_case, tmp_path,
         np.testing.assert_allclose(targets[:-1], reference[:-1], atol=2e-4)
     np.testing.assert_allclose([d["position"] for d in decisions], result.positions[:, 0],
                                atol=1e-4)
-    # PPO's critic travels with the bundle (a recurrent one with its own torso does not): the
+    # PPO's critic travels with the bundle (a recurrent one with its own torso too): the
     # decision line says what the critic believes the state is worth.
     values = [d.get("value") for d in decisions]
-    if section["name"] in ON_POLICY and torso not in ("gru", "lstm"):
+    if section["name"] in ON_POLICY:
         assert all(np.isfinite(values)) and len(set(values)) > 1
     else:
         assert values == [None] * len(decisions)

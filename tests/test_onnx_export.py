@@ -121,9 +121,8 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     params = jax.jit(net.init)(
         key, network_carry(cfg, (1,)), jnp.zeros((1, 1) + obs_shape), jnp.zeros((1, 1), bool)
     )
-    # The critic as export keeps it: all but a recurrent critic with its own torso.
-    keep_value = torso not in ("gru", "lstm") or cfg.shared_torso
-    weights = _flat(params, keep_value)
+    # The critic as export keeps it (a recurrent one with its own torso steps its own cell).
+    weights = _flat(params, keep_value=True)
     weights["policy_head/kernel"] *= 30.0  # decisions that vary (the 0.01 init is near uniform)
     description = _description(cfg, obs_shape, family="actor_critic")
     action = {"mode": "discrete", "discrete_levels": levels}
@@ -133,7 +132,7 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     ledger = Ledger({}, trading, {}, action)
     observations = np.random.default_rng(1).standard_normal((BARS,) + obs_shape, np.float32)
 
-    assert reference.has_value == keep_value and ("value" in section["outputs"]) == keep_value
+    assert reference.has_value and "value" in section["outputs"]
     # The flax critic's values over the same sequence (its carry threaded through time).
     _, _, flax_values = jax.jit(net.apply)(
         params, network_carry(cfg, (1,)), jnp.asarray(observations)[:, None],
@@ -142,11 +141,9 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     carry = reference.initial_carry()
     for t, (logits, out) in enumerate(_bar_by_bar(session, section, reference, observations)):
         _, value, carry = reference.forward_with_value(observations[t], carry)
-        if keep_value:  # the state value: numpy runner == onnxruntime == the trained network
-            assert out["value"] == pytest.approx(value, abs=1e-5)
-            assert value == pytest.approx(float(flax_values[t, 0]), rel=1e-4, abs=1e-4)
-        else:
-            assert value is None
+        # The state value: numpy runner == onnxruntime == the trained network.
+        assert out["value"] == pytest.approx(value, abs=1e-5)
+        assert value == pytest.approx(float(flax_values[t, 0]), rel=1e-4, abs=1e-4)
         assert int(out["action"]) == int(np.argmax(logits))
         np.testing.assert_allclose(out["probabilities"], _probabilities(logits), atol=1e-5)
         np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
@@ -154,7 +151,10 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
         actions.append(int(out["action"]))
     assert len(set(actions)) >= 3  # the policy changes its mind: the comparison means something
     if section["state"]:
-        assert sorted(section["state"]) == (["cell", "hidden"] if torso == "lstm" else ["hidden"])
+        names = ["cell", "hidden"] if torso == "lstm" else ["hidden"]
+        if not cfg.shared_torso:  # the critic's own cell: its state travels beside the actor's
+            names += [f"critic_{name}" for name in names]
+        assert sorted(section["state"]) == sorted(names)
     else:  # a whole batch at once gives what bar-by-bar calls give
         batch = session.run(["action", "probabilities"], {"observation": observations})
         assert batch[0].tolist() == actions

@@ -14,12 +14,13 @@ compute, in float32, one observation at a time:
 Actor-critic bundles (PPO, CVaR-PPO) also hold the critic's value head and, unless it shares
 the actor's torso, the critic torso: `forward_with_value` returns the state value beside the
 policy head, which the runner prints as what the policy believes the state is worth. A
-recurrent critic with its own torso would need its own state carried bar to bar, so such
-bundles have no value. Bundles of the replay actor-critics (SAC, discrete SAC, TD3, DDPG)
-hold their Q critics instead (weights `q_critics/<i>/...`, the manifest's `q_critic`
-section): `forward_with_value` then returns Q(s, pi(s)), the critics evaluated at the action
-the exported actor takes (the unit action tanh(mean) for continuous actions, the argmax for
-discrete ones) and reduced with the minimum over the critics (one critic for DDPG), and
+recurrent critic with its own torso steps its own cell: the carry is then the pair (actor
+state, critic state), both carried bar to bar. Bundles of the replay actor-critics (SAC,
+discrete SAC, TD3, DDPG) hold their Q critics instead (weights `q_critics/<i>/...`, the
+manifest's `q_critic` section): `forward_with_value` then returns Q(s, pi(s)), the critics
+evaluated at the action the exported actor takes (the unit action tanh(mean) for continuous
+actions, the argmax for discrete ones) and reduced with the minimum over the critics (one
+critic for DDPG), and
 `value_key` is "q_value" so the runner prints it under that name. Value-based agents (DQN,
 QR-DQN; network family "q") export their Q network instead: the torso, then a Q head (or a
 dueling value + advantage head), and `forward` returns one value per action, the mean (or
@@ -125,9 +126,9 @@ class ActorNetwork:
         self.torso_params = self.params[prefix]
         # The critic's torso (None: it shares the actor's); has_value: the bundle holds one.
         self.has_value = self.family == "actor_critic" and "value_head" in self.params
-        if self.has_value and self.torso in ("gru", "lstm") and not config.get("shared_torso"):
-            raise BundleError("a recurrent critic with its own torso cannot be run: its "
-                              "state is not carried (export drops it)")
+        # A recurrent critic with its own torso: the carry is (actor state, critic state).
+        self.recurrent_critic = (self.has_value and self.torso in ("gru", "lstm")
+                                 and not config.get("shared_torso"))
         self.critic_params = self.params.get("critic_torso") if self.has_value else None
         # The replay actor-critics' Q critics (the manifest's `q_critic` section).
         q_critic = description.get("q_critic") if self.family == "actor_critic" else None
@@ -160,6 +161,13 @@ class ActorNetwork:
             ) from None
 
     def initial_carry(self):
+        """The zero recurrent state (None for feed-forward torsos): the torso's, or (actor
+        state, critic state) when the critic has its own recurrent torso."""
+        if self.recurrent_critic:
+            return (self._torso_carry(), self._torso_carry())
+        return self._torso_carry()
+
+    def _torso_carry(self):
         zeros = np.zeros(self.recurrent_size, F32)
         if self.torso == "lstm":
             return (zeros, zeros.copy())
@@ -258,15 +266,26 @@ class ActorNetwork:
         """`forward` plus the critic's state value (None when the bundle has no critic)."""
         return self._step(np.asarray(obs, F32), carry, with_value=self.has_value)
 
-    def _step(self, obs: np.ndarray, carry, with_value: bool):
-        p = self.torso_params
+    def _torso(self, obs: np.ndarray, carry, p: dict) -> tuple[np.ndarray, object]:
+        """A torso's features of `obs` and its next recurrent state (`carry` unchanged for
+        feed-forward torsos)."""
         x = self._features(obs, p)
         if self.torso == "gru":
             carry = self._gru(x, carry, p["GRUCell_0"])
-            x = carry
-        elif self.torso == "lstm":
+            return carry, carry
+        if self.torso == "lstm":
             carry = self._lstm(x, carry, p["OptimizedLSTMCell_0"])
-            x = carry[1]
+            return carry[1], carry
+        return x, carry
+
+    def _step(self, obs: np.ndarray, carry, with_value: bool):
+        if self.recurrent_critic:  # both cells step every bar, the value read or not
+            actor_carry, critic_carry = carry
+            x, actor_carry = self._torso(obs, actor_carry, self.torso_params)
+            critic_x, critic_carry = self._torso(obs, critic_carry, self.critic_params)
+            value = float(_dense(critic_x, self.params["value_head"])[0]) if with_value else None
+            return (_dense(x, self.params["policy_head"]), value, (actor_carry, critic_carry))
+        x, carry = self._torso(obs, carry, self.torso_params)
         if self.family == "q":
             return self._action_values(x), None, carry
         value = None
