@@ -426,18 +426,18 @@ class MultiAssetRunner:
         if symbol is None:
             symbol = record.get("symbol") if isinstance(record, dict) else None
             if symbol in (None, ""):
-                return self._reject("record without a symbol", _raw(record))
+                return self._reject("record without a symbol", record)
         try:
             bar = self.format.bar(record)
         except BarRejected as err:
-            return self._reject(err.reason, _raw(record))
-        return self.process(str(symbol), bar, trade=trade, raw=_raw(record))
+            return self._reject(err.reason, record)
+        return self.process(str(symbol), bar, trade=trade, record=record)
 
     def process(self, symbol: str, bar: Bar, *, trade: bool = True,
-                raw: str | None = None) -> list[dict]:
+                record: object = None) -> list[dict]:
         """One symbol's bar; returns the decisions of the timestamps this bar completed.
-        `raw`: the record's text as a rejection stores it (default the bar's)."""
-        raw = _raw(bar) if raw is None else raw
+        `record`: what the source gave, stored as a rejection's text (default the bar)."""
+        raw = bar if record is None else record
         a = self.index.get(str(symbol))
         if a is None:
             return self._reject(f"symbol {symbol!r} is not one of the bundle's {self.symbols}",
@@ -478,9 +478,10 @@ class MultiAssetRunner:
         decision = self.step(ts, bars, trade=trade)
         return [decision] if decision is not None else []
 
-    def _reject(self, reason: str, raw: str = "") -> list[dict]:
+    def _reject(self, reason: str, record: object = "") -> list[dict]:
         """Count and log a rejected record, and store it after the latest bar taken in; one
         stored before a restart (same text after the same bar) is not counted again."""
+        raw = _raw(record)  # only now: accepted bars never pay for the text
         if self._stored_rejections is not None:
             if take_stored(self._stored_rejections, self._position_us, raw):
                 self.resumed += 1
