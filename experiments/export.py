@@ -27,6 +27,7 @@ from experiments.train import restore_run
 from jaxtrade.errors import ConfigError
 from jaxtrade.export import __doc__ as BUNDLE_DOC
 from jaxtrade.export import check_ensemble_members, write_bundle
+from jaxtrade.runs import point_params
 
 HELP = __doc__ + "\n" + (BUNDLE_DOC or "")
 
@@ -69,6 +70,11 @@ def export(
         params, network_config, head = restored.params, prep.agent_config.network, \
             prep.agent_config.export_head()
     params = _to_host(params)
+    critic = None
+    if head.get("family") == "actor_critic" and hasattr(restored.state, "critic_params"):
+        # A replay actor-critic (SAC, TD3, DDPG): its critics go along for Q(s, pi(s)).
+        critic = _to_host(point_params(restored.state, restored.point,
+                                       lambda state: state.critic_params))
     symbol = prep.market.meta.symbols[0]
     return write_bundle(
         out,
@@ -76,6 +82,7 @@ def export(
         network_config=network_config,
         head=head,
         onnx="onnx" in formats,
+        critic_params=critic,
         env=prep.env,
         env_params=prep.env_params,
         run_config=prep.cfg,

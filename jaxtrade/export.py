@@ -11,8 +11,10 @@ BUNDLE/
                          model and risk rules, network description, the versions that trained
                          it, the run's config, sha256 of every weight file
   weights.safetensors    the actor's parameters (no pickle); an actor-critic's value head (and
-                         critic torso) too, for the state value the runner reports, except a
-                         recurrent critic with its own torso (its state is not carried)
+                         critic torso, recurrent ones too: the runner carries their state)
+                         for the state value the runner reports; a
+                         replay actor-critic's (SAC, discrete SAC, TD3, DDPG) Q critics
+                         under q_critics/<i>/, for the Q(s, pi(s)) it reports
   policy.onnx            with format=onnx (or formats=[numpy,onnx]): the same policy as an
                          ONNX graph for `runner.py --engine onnx` (jaxtrade/export_onnx.py:
                          inputs, outputs, and why it is built without JAX); needs the extra
@@ -131,6 +133,25 @@ def flatten_actor_params(params: Any, keep_value_head: bool = False) -> dict[str
             continue
         flat[name] = np.asarray(leaf, dtype=np.float32)
     return flat
+
+
+def flatten_q_critics(critic_params: Any) -> tuple[dict[str, np.ndarray], int]:
+    """The stacked critics of a `CriticEnsemble` (agents.common.networks; leading axis: the
+    critic) as one weight set per critic, "q_critics/<i>/<name>", and their count."""
+    import jax
+
+    tree = critic_params["params"] if "params" in critic_params else critic_params
+    flat: dict[str, np.ndarray] = {}
+    counts = set()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree["critics"]):
+        name = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+        stacked = np.asarray(leaf, dtype=np.float32)
+        counts.add(stacked.shape[0])
+        for i, one in enumerate(stacked):
+            flat[f"q_critics/{i}/{name}"] = one
+    if len(counts) != 1:
+        raise ExportError("the critics' parameters are not stacked on one leading axis")
+    return flat, counts.pop()
 
 
 def _versions() -> dict[str, str]:
@@ -323,6 +344,7 @@ def write_bundle(
     head: Mapping[str, Any] | None = None,
     monitor: Mapping[str, Any] | None = None,
     onnx: bool = False,
+    critic_params: Any = None,
 ) -> Path:
     """Write a bundle for `params` of an ActorCritic(network_config) trained on `env`, or of a
     Q network when `head` says so (the agent config's `export_head()`), or of an ensemble
@@ -334,6 +356,10 @@ def write_bundle(
     `monitor`: thresholds for the runner's alerts (e.g. `backtest_max_drawdown`); the
     training split's return distribution is added to it (jaxtrade/live/monitor.py).
     `onnx`: also write policy.onnx (the `onnx` extra; jaxtrade/export_onnx.py).
+    `critic_params`: a replay actor-critic's critics (its state's `critic_params` at the
+    exported point, a `CriticEnsemble` tree): the bundle then holds them and the runner
+    reports Q(s, pi(s)), the minimum over the critics at the actor's action (SAC learns its
+    actor and targets on that minimum, TD3 its targets; DDPG has one critic).
     """
     if onnx:
         from jaxtrade.export_onnx import require_onnx
@@ -364,10 +390,20 @@ def write_bundle(
     else:
         net = _plain(network_config)
         _check_network(net)
-    # A recurrent critic with its own torso has its own state, which the runner does not carry.
-    recurrent_critic = net.get("torso") in ("gru", "lstm") and not net.get("shared_torso")
-    keep_value = mcts or (
-        (head or {}).get("family", "actor_critic") == "actor_critic" and not recurrent_critic)
+    # The critic goes along (a recurrent one with its own torso too: the runner carries its
+    # state beside the actor's).
+    keep_value = mcts or (head or {}).get("family", "actor_critic") == "actor_critic"
+    q_critic, critic_flat = None, {}
+    if critic_params is not None:
+        if (head or {}).get("family", "actor_critic") != "actor_critic" or mcts or ensemble:
+            raise ExportError("critic_params= belong to a replay actor-critic (SAC, TD3, DDPG)")
+        if net.get("torso") in ("gru", "lstm"):
+            raise ExportError("Q critics are exported with feed-forward torsos only")
+        critic_flat, count = flatten_q_critics(critic_params)
+        q_critic = {"num_critics": count, "reduce": "min",
+                    "takes_action": env.action_mode == "continuous",
+                    "reports": "min over the critics of Q(s, a) at the action the exported "
+                               "actor takes (the unit action tanh(mean), or the argmax)"}
     features = _feature_section(market, feature_spec, normalizer, regimes)
     action = _action_section(env, env_params, net)
     stamps = np.asarray(market.meta.timestamps).astype("datetime64[us]").astype(np.int64)
@@ -414,9 +450,10 @@ def write_bundle(
             **_plain(dict(head or {})),
             "config": net,
             "obs_shape": list(env.observation_shape),
+            **({"q_critic": q_critic} if q_critic else {}),
             "exported": "actor (torso + policy head)" + (
-                " and, where the agent has one, the critic's state-value head"
-                if keep_value else "; the critic's own recurrent torso is not exported")
+                f" and its {q_critic['num_critics']} Q critic(s)" if q_critic else
+                " and, where the agent has one, the critic's state-value head")
             if (head or {}).get("family", "actor_critic") == "actor_critic"
             else "torso, policy, value and next-bar model heads; the runner searches "
             "(jaxtrade/live/mcts.py)" if mcts
@@ -436,7 +473,7 @@ def write_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         if not ensemble:
-            flat = flatten_actor_params(params, keep_value_head=keep_value)
+            flat = {**flatten_actor_params(params, keep_value_head=keep_value), **critic_flat}
         write_safetensors(staging / WEIGHTS, flat, {"format": "jaxtrade-actor"})
         manifest["weights"] = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         files = [MANIFEST, WEIGHTS]

@@ -20,6 +20,8 @@ Graph (opset 17, IR version 8; every shape starts with a `batch` axis of any siz
   inputs   observation     float32 [batch, *obs_shape], normalized as the runner builds it
            hidden          float32 [batch, recurrent_size]   (gru, lstm)
            cell            float32 [batch, recurrent_size]   (lstm)
+           critic_hidden, critic_cell                        the same for a critic with its
+                                                             own recurrent torso
   outputs  action          int64 [batch] (discrete: argmax), or float32 [batch, D] in the
                            env's action units (continuous: tanh or clip of the mean, scaled)
            target_weight   float32 [batch]: the weight the action asks for (its discrete
@@ -32,15 +34,21 @@ Graph (opset 17, IR version 8; every shape starts with a `batch` axis of any siz
                                                  a state-independent one, as PPO's)
            value                                 actor-critic with a critic in the bundle
                                                  (PPO, CVaR-PPO): the state value [batch]
+           q_value                               replay actor-critic with its Q critics in
+                                                 the bundle (SAC, discrete SAC, TD3, DDPG):
+                                                 min over the critics of Q(s, pi(s)) [batch]
            q_values [, quantiles], value         Q networks: per-action values acted on (the
                                                  mean, or lower CVaR, of the quantiles), the
                                                  quantiles [batch, A, N], max of q_values
            next_hidden [, next_cell]             recurrent torsos: feed them back next bar
+           next_critic_hidden [, next_critic_cell]   a critic's own recurrent torso: likewise
 
 An actor-critic bundle's graph outputs the critic's state value where the bundle holds the
-critic (jaxtrade/export.py: PPO and CVaR-PPO, except a recurrent critic with its own torso,
-whose state the runner does not carry; the replay agents' critics are Q(s, a) networks and stay
-out). Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
+critic (jaxtrade/export.py: PPO and CVaR-PPO; a recurrent critic with its own torso steps its
+own cell, its state an input and an output beside the actor's). A replay actor-critic's
+graph outputs `q_value`: its critics at the action the graph takes (the unit action
+tanh(mean), or the argmax), reduced with Min over the critics, as ActorNetwork.q_value
+computes it. Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
 weights), cnn, attention, gru and lstm as single-step cells; the torsos, heads and
 activations the numpy runner refuses are refused here too, with the same one line.
 """
@@ -285,7 +293,7 @@ class _PolicyGraph:
         out = {"kernel": p["out"]["kernel"].reshape(heads * k, -1), "bias": p["out"]["bias"]}
         return self.dense(mixed, out, f"{hint}/out")
 
-    def gru(self, x: str, h: str, p: Mapping, hint: str) -> str:
+    def gru(self, x: str, h: str, p: Mapping, hint: str, prefix: str = "") -> str:
         g = self.g
         xr, xz, xn = g.ops(
             "Split", [self.fused_dense(x, [p["ir"], p["iz"], p["in"]], f"{hint}/input")], 3, axis=1
@@ -300,10 +308,11 @@ class _PolicyGraph:
             "Add",
             g.op("Mul", g.op("Sub", g.scalar(1.0), z), n),
             g.op("Mul", z, h),
-            out="next_hidden",
+            out=f"next_{prefix}hidden",
         )
 
-    def lstm(self, x: str, c: str, h: str, p: Mapping, hint: str) -> tuple[str, str]:
+    def lstm(self, x: str, c: str, h: str, p: Mapping, hint: str, prefix: str = ""
+             ) -> tuple[str, str]:
         g = self.g
         xi, xf, xg, xo = g.ops(
             "Split",
@@ -321,8 +330,8 @@ class _PolicyGraph:
         f = g.op("Sigmoid", g.op("Add", xf, hf))
         cand = g.op("Tanh", g.op("Add", xg, hg))
         o = g.op("Sigmoid", g.op("Add", xo, ho))
-        cell = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, cand), out="next_cell")
-        return cell, g.op("Mul", o, g.op("Tanh", cell), out="next_hidden")
+        cell = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, cand), out=f"next_{prefix}cell")
+        return cell, g.op("Mul", o, g.op("Tanh", cell), out=f"next_{prefix}hidden")
 
     # --- heads --------------------------------------------------------------------------------
     def target_weight(self, action: str) -> str:
@@ -425,6 +434,35 @@ class _PolicyGraph:
             (value, "float", ["batch"]),
         ]
 
+    def q_value(self, obs: str) -> str:
+        """`ActorNetwork.q_value` for a batch: min over the Q critics of Q(s, pi(s)), read at
+        the graph's `mean` (continuous) or `action` (discrete) output."""
+        g, net = self.g, self.net
+        unit = None
+        if net.q_takes_action:
+            if net.config.get("continuous_squash") == "tanh":
+                unit = g.op("Tanh", "mean")
+            else:
+                unit = g.op("Clip", "mean", g.scalar(-1.0), g.scalar(1.0))
+        values = []
+        for i, p in enumerate(net.q_critics):
+            hint = f"q_critics/{i}"
+            if unit is None:
+                x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
+            elif net.torso == "mlp":
+                joined = g.op("Concat", g.op("Flatten", obs, axis=1), unit, axis=1)
+                x = self.mlp(joined, p["critic_torso"], f"{hint}/critic_torso")
+            else:
+                x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
+                x = self.act(self.dense(g.op("Concat", x, unit, axis=1), p["Dense_0"],
+                                        f"{hint}/Dense_0"))
+            values.append(self.dense(x, p["q_head"], f"{hint}/q_head"))
+        q = values[0] if len(values) == 1 else g.op("Min", *values)
+        if unit is None:  # Q(s, .) [batch, A] at the greedy action
+            taken = g.op("Unsqueeze", "action", g.ints([1], "axis_1"))
+            q = g.op("GatherElements", q, taken, axis=1)
+        return g.op("Reshape", q, g.ints([-1]), out="q_value")
+
     def features(self, obs: str, p: Mapping, hint: str) -> str:
         """`ActorNetwork._features`: a feed-forward torso, or a recurrent torso's embedding."""
         if self.net.torso == "cnn":
@@ -433,26 +471,33 @@ class _PolicyGraph:
             return self.attention(obs, p["AttentionTorso_0"], f"{hint}/AttentionTorso_0")
         return self.mlp(self.g.op("Flatten", obs, axis=1), p["MLP_0"], f"{hint}/MLP_0")
 
+    def torso(self, obs: str, p: Mapping, hint: str, prefix: str, inputs: list,
+              state: dict[str, str]) -> str:
+        """`ActorNetwork._torso`: features, then one step of the recurrent cell, whose state
+        inputs (`prefix` + hidden / cell) and outputs (next_ + them) are added to `inputs`
+        and `state`."""
+        x = self.features(obs, p, hint)
+        size = self.net.recurrent_size
+        if self.net.torso == "gru":
+            inputs.append((f"{prefix}hidden", ["batch", size]))
+            state[f"{prefix}hidden"] = f"next_{prefix}hidden"
+            return self.gru(x, f"{prefix}hidden", p["GRUCell_0"], f"{hint}/GRUCell_0", prefix)
+        if self.net.torso == "lstm":
+            inputs += [(f"{prefix}cell", ["batch", size]), (f"{prefix}hidden", ["batch", size])]
+            state.update({f"{prefix}cell": f"next_{prefix}cell",
+                          f"{prefix}hidden": f"next_{prefix}hidden"})
+            _, x = self.lstm(x, f"{prefix}cell", f"{prefix}hidden", p["OptimizedLSTMCell_0"],
+                             f"{hint}/OptimizedLSTMCell_0", prefix)
+        return x
+
     # --- the whole graph ----------------------------------------------------------------------
     def build(self) -> tuple[Any, dict[str, Any]]:
         g, net = self.g, self.net
         helper = g.helper
         obs_shape = [int(d) for d in net.obs_shape]
         inputs = [("observation", ["batch", *obs_shape])]
-        p = net.torso_params
-        x = self.features("observation", p, "torso")
         state: dict[str, str] = {}
-        size = net.recurrent_size
-        if net.torso == "gru":
-            inputs.append(("hidden", ["batch", size]))
-            x = self.gru(x, "hidden", p["GRUCell_0"], "torso/GRUCell_0")
-            state = {"hidden": "next_hidden"}
-        elif net.torso == "lstm":
-            inputs += [("cell", ["batch", size]), ("hidden", ["batch", size])]
-            _, x = self.lstm(
-                x, "cell", "hidden", p["OptimizedLSTMCell_0"], "torso/OptimizedLSTMCell_0"
-            )
-            state = {"cell": "next_cell", "hidden": "next_hidden"}
+        x = self.torso("observation", net.torso_params, "torso", "", inputs, state)
         if net.family == "q":
             if self.action["mode"] != "discrete":
                 raise ExportError("a Q network needs discrete actions")
@@ -461,12 +506,15 @@ class _PolicyGraph:
         else:
             outputs = self.policy_head(x)
             head = "logits" if self.action["mode"] == "discrete" else "mean"
-            if net.has_value:  # ActorNetwork._step: the critic's torso, or the shared one
-                critic = x if net.critic_params is None else self.features(
-                    "observation", net.critic_params, "critic_torso")
+            if net.q_critics:  # ActorNetwork.q_value
+                outputs.append((self.q_value("observation"), "float", ["batch"]))
+            elif net.has_value:  # ActorNetwork._step: the critic's torso, or the shared one
+                critic = x if net.critic_params is None else self.torso(
+                    "observation", net.critic_params, "critic_torso", "critic_", inputs, state)
                 value = self.dense(critic, net.params["value_head"], "value_head")
                 value = g.op("Reshape", value, g.ints([-1]), out="value")
                 outputs.append((value, "float", ["batch"]))
+        size = net.recurrent_size
         outputs += [(name, "float", ["batch", size]) for name in state.values()]
         float_type = helper.np_dtype_to_tensor_dtype(np.dtype(F32))
         int_type = helper.np_dtype_to_tensor_dtype(np.dtype(np.int64))

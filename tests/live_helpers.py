@@ -207,6 +207,31 @@ def random_policy_params(agent: Any, config: Any, obs: jax.Array, discrete: bool
     else:
         args = (obs[None],)
     shapes = jax.eval_shape(agent.network.init, jax.random.key(0), *args)
+    return random_like(shapes, discrete, seed)
+
+
+# The replay actor-critics (their critics are Q networks: tests/test_export_pairs.py).
+REPLAY_ACTOR_CRITICS = ("sac", "sac_discrete", "td3", "ddpg")
+
+
+def random_critic_params(config: Any, env: Any, env_params: Any, obs: jax.Array,
+                         discrete: bool, seed: int = 3) -> tuple[Any, Any]:
+    """(the agent's own critic module, random parameters of its tree) for a replay
+    actor-critic: `actor_critic_parts` builds the critics as the agent does (two for SAC and
+    TD3, one for DDPG); parameters drawn as in `random_policy_params`."""
+    from agents.common.offpolicy import actor_critic_parts
+
+    parts = actor_critic_parts(config, env, env_params, discrete=discrete,
+                               log_std=config.name == "sac",
+                               num_critics=2 if getattr(config, "twin_critic", True) else 1,
+                               other_agents="")
+    args = (obs[None],) if discrete else (obs[None], jnp.zeros((1, parts.spec.dim)))
+    shapes = jax.eval_shape(parts.critic.init, jax.random.key(0), *args)
+    return parts.critic, random_like(shapes, discrete, seed)
+
+
+def random_like(shapes: Any, discrete: bool, seed: int) -> Any:
+    """Random leaves of the tree `shapes` (see `random_policy_params`)."""
     rng = np.random.default_rng(seed)
 
     def draw(path: Any, leaf: Any) -> np.ndarray:

@@ -390,7 +390,7 @@ def test_runner_py_takes_a_bundle_pointer_and_on_drift_flat_for_several_symbols(
                                                                                 tmp_path):
     """The command line passes --bundle-pointer and --on-drift flat to the multi-asset
     runner (the decisions of --bundle while the pointer does not move, every symbol flat
-    from the default monitor's drift alert on); --store is refused with exit code 2."""
+    from the default monitor's drift alert on), with --store too (the alert stored)."""
     import json
     import subprocess
     import sys
@@ -423,6 +423,156 @@ def test_runner_py_takes_a_bundle_pointer_and_on_drift_flat_for_several_symbols(
         d["target_positions"] for d in plain[:first]]
     assert all(w == 0.0 for d in followed[first:] for w in d["target_positions"].values())
     assert any(w != 0.0 for d in plain[first:] for w in d["target_positions"].values())
-    store_proc, decisions = run("--store", str(tmp_path / "s.sqlite"))
-    assert store_proc.returncode == 2 and not decisions
-    assert "without --store" in store_proc.stderr.strip().splitlines()[-1]
+    # With --store the same decisions, and the drift alert is stored in `events`.
+    import sqlite3
+
+    store = tmp_path / "s.sqlite"
+    store_proc, stored = run("--bundle-pointer", str(pointer), "--on-drift", "flat",
+                             "--store", str(store))
+    assert store_proc.returncode == 0, store_proc.stderr
+    assert _same(stored) == _same(followed)
+    with sqlite3.connect(store) as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events")]
+    assert "feature_drift" in kinds or "drift" in kinds
+
+
+# --- the replay store with several symbols ---------------------------------------------------
+class _Killed(BaseException):
+    """Stands in for SIGKILL between the store's commit and the printed line."""
+
+
+@pytest.fixture(scope="module")
+def store_case(case, tmp_path_factory):
+    """A continuous two-asset bundle with stops (fills every few bars) and the last 400 rows
+    of the two-symbol frame as JSON-ready dicts (one symbol misses some bars there)."""
+    frame, _, market = case
+    env, env_params = envs.make("trading", market, window_bars=8, action_mode="continuous",
+                                max_leverage=1.5, stop_loss_atr=2.0)
+    cfg, params, _ = make_policy(env, env_params)
+    bundle = write_bundle(tmp_path_factory.mktemp("store") / "b", params=params,
+                          network_config=cfg, env=env, env_params=env_params)
+    tail = frame.tail(400)
+    rows = tail.with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
+    return bundle, tail, rows
+
+
+def _same(decisions: list[dict]) -> list[dict]:
+    return [{k: v for k, v in d.items() if k != "latency_us"} for d in decisions]
+
+
+def test_multi_asset_store_restart_after_sigkill_prints_what_one_run_prints(store_case,
+                                                                            tmp_path):
+    """runner.py --stdin --store killed mid-stream, then restarted on the whole file with the
+    same store: acknowledged lines plus the restarted run's are the uninterrupted run's, and
+    the store holds every timestamp, bar and target once."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from jaxtrade.live.bars import parse_timestamp
+
+    bundle, tail, rows = store_case
+    csv = tmp_path / "two.csv"
+    tail.write_csv(csv)
+    runner_py = [sys.executable, str(bundle / "runner.py")]
+
+    def run(*args):
+        proc = subprocess.run([*runner_py, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(x) for x in proc.stdout.splitlines() if "target_positions" in x]
+
+    reference = run("--bars", str(csv))
+    assert len(reference) > 180
+    store = tmp_path / "replay.sqlite"
+    proc = subprocess.Popen([*runner_py, "--stdin", "--store", str(store)], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
+    cut = 201
+    for row in rows[:cut]:
+        proc.stdin.write(json.dumps(row) + "\n")
+    proc.stdin.flush()
+    # Every timestamp before the last row's is complete (a later bar came): it is printed.
+    last_us = parse_timestamp(rows[cut - 1]["timestamp"])
+    owed = sum(parse_timestamp(d["timestamp"]) < last_us for d in reference)
+    acknowledged = [json.loads(proc.stdout.readline()) for _ in range(owed)]
+    for row in rows[cut:cut + 5]:  # more bars in flight
+        proc.stdin.write(json.dumps(row) + "\n")
+    proc.stdin.flush()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    restarted = run("--bars", str(csv), "--store", str(store))
+    acked_us = parse_timestamp(acknowledged[-1]["timestamp"])
+    again = [d for d in restarted if parse_timestamp(d["timestamp"]) <= acked_us]
+    assert len(again) <= 1  # at least once: printed, killed before it was marked
+    assert _same(again) == _same(acknowledged[-len(again):] if again else [])
+    printed = acknowledged + [d for d in restarted if parse_timestamp(d["timestamp"]) > acked_us]
+    assert _same(printed) == _same(reference)
+
+    with sqlite3.connect(store) as db:
+        count, distinct = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT timestamp_us) FROM decisions").fetchone()
+        assert count == distinct == len(reference)
+        assert db.execute("SELECT COUNT(*) FROM symbol_bars").fetchone()[0] == len(rows)
+        assert db.execute("SELECT COUNT(*) FROM decisions WHERE emitted = 0").fetchone()[0] == 0
+        targets = db.execute("SELECT timestamp_us, symbol, target_position FROM targets"
+                             " ORDER BY timestamp_us, symbol").fetchall()
+        fills = db.execute("SELECT COUNT(*), COUNT(DISTINCT symbol) FROM fills").fetchone()
+    expected = sorted((parse_timestamp(d["timestamp"]), s, w) for d in reference
+                      for s, w in d["target_positions"].items())
+    assert targets == expected
+    assert fills[0] > 0 and fills[1] == 2
+
+
+def test_multi_asset_restart_prints_the_unprinted_decision_and_counts_no_rejection_twice(
+    store_case, tmp_path
+):
+    """Killed between a timestamp's commit and its line, with rejected records before (one
+    pair in the middle of a timestamp) and after the restart point: the restart prints the
+    stored line first, trades on as one run would, and counts only the new rejections."""
+    from jaxtrade.live.sinks import Sink
+    from jaxtrade.live.store import ReplayStore
+
+    class ListSink(Sink):
+        def __init__(self, kill_at: int | None = None) -> None:
+            self.decisions: list[dict] = []
+            self.kill_at = kill_at
+
+        def emit(self, decision: dict) -> None:
+            if len(self.decisions) == self.kill_at:
+                raise _Killed
+            self.decisions.append(decision)
+
+    bundle, _, rows = store_case
+    within = next(i for i in range(100, len(rows)) if rows[i]["timestamp"] ==
+                  rows[i + 1]["timestamp"])
+    junk = [{"symbol": rows[0]["symbol"], "timestamp": "not a time", "close": 1.0},
+            {"timestamp": rows[0]["timestamp"], "close": 1.0}]
+    records = [*rows[:within + 1], *junk, *rows[within + 1:300], *junk, *rows[300:]]
+
+    one = ListSink()
+    MultiAssetRunner(load_bundle(bundle), sink=one).run(records)
+    path = tmp_path / "replay.sqlite"
+    first = ListSink(kill_at=80)  # the 81st decision is stored, then the process dies
+    runner = MultiAssetRunner(load_bundle(bundle), sink=first, store=ReplayStore(path))
+    with pytest.raises(_Killed):
+        runner.run(records)
+    runner.store.close()
+    assert runner.rejected == 2
+
+    second, store = ListSink(), ReplayStore(path)
+    runner = MultiAssetRunner(load_bundle(bundle), sink=second, store=store)
+    resume = runner.replay_store(None)
+    assert runner.emit_unemitted() == 1
+    summary = runner.run(records, resume_after_us=resume)
+    assert _same(first.decisions + second.decisions) == _same(one.decisions)
+    assert summary["rejected_bars"] == 2  # only the junk after the restart point
+    assert store.db.execute("SELECT COUNT(*) FROM rejections").fetchone()[0] == 4
+    assert store.unemitted_lines() == []
+    # A store of the single-symbol runner is not taken for a multi-asset one.
+    single = ReplayStore(tmp_path / "single.sqlite")
+    single.record_bar(Bar(1, 1.0, 1.0, 1.0, 1.0, 0.0))
+    with pytest.raises(BundleError, match="single-symbol"):
+        MultiAssetRunner(load_bundle(bundle), store=single).replay_store(None)

@@ -7,7 +7,11 @@ head), SAC, discrete SAC, TD3 and DDPG, each with the MLP, CNN and attention tor
 two PPO agents also with the GRU and LSTM torsos (recurrent state carried bar to bar): 44
 pairs. The replay agents refuse recurrent torsos when they are built (checked below), so
 those pairs do not exist. PPO bundles also carry the critic: the decision lines report its
-state value (a recurrent critic with its own torso is not exported).
+state value (a recurrent critic with its own torso steps its own cell, its state carried
+beside the actor's; tests/test_onnx_export.py checks it against flax bar by bar). SAC,
+discrete SAC, TD3 and DDPG bundles carry their Q critics: the decision lines report
+`q_value`, the minimum over the critics of Q(s, pi(s)), checked against the agent's own flax
+critic on the first bars.
 
 Each pair's policy is the agent's own network (`agent.network`, the module its `init`
 builds and its `act` calls) with random parameters of the tree and shapes that init makes,
@@ -33,7 +37,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from live_helpers import ON_POLICY, build_market, make_pair, random_policy_params, real_frame
+from live_helpers import (
+    ON_POLICY,
+    REPLAY_ACTOR_CRITICS,
+    build_market,
+    make_pair,
+    random_critic_params,
+    random_policy_params,
+    real_frame,
+)
 
 from jaxtrade.errors import ConfigError
 from jaxtrade.evaluate.backtest import agent_policy, backtest
@@ -86,13 +98,22 @@ def test_runner_positions_equal_the_backtest_on_every_bar(market_case, tmp_path,
     obs = env.reset(jax.random.key(0), env_params)[0]
     params = random_policy_params(agent, config, obs, discrete=mode == "discrete")
     result = backtest(env, env_params, agent_policy(agent, params), split="test")
+    critic = critic_params = None
+    if section["name"] in REPLAY_ACTOR_CRITICS:
+        critic, critic_params = random_critic_params(config, env, env_params, obs,
+                                                     discrete=mode == "discrete")
     bundle = write_bundle(tmp_path / "bundle", params=params, network_config=config.network,
-                          head=config.export_head(), env=env, env_params=env_params)
+                          head=config.export_head(), env=env, env_params=env_params,
+                          critic_params=critic_params)
     manifest = load_bundle(bundle).manifest
     assert manifest["network"]["config"]["torso"] == torso
     assert manifest["action"]["mode"] == mode
 
     runner = Runner(load_bundle(bundle))
+    observations = []  # what the runner's policy saw, for the critic check below
+    forward_with_value = runner.network.forward_with_value
+    runner.network.forward_with_value = lambda obs, carry: (
+        observations.append(np.array(obs)), forward_with_value(obs, carry))[1]
     start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
     decisions = [d for bar in bars
                  if (d := runner.process(bar, trade=bar.timestamp_us >= start)) is not None]
@@ -109,13 +130,27 @@ def test_runner_positions_equal_the_backtest_on_every_bar(market_case, tmp_path,
         np.testing.assert_allclose(targets[:-1], reference[:-1], atol=2e-4)
     np.testing.assert_allclose([d["position"] for d in decisions], result.positions[:, 0],
                                atol=1e-4)
-    # PPO's critic travels with the bundle (a recurrent one with its own torso does not): the
+    # PPO's critic travels with the bundle (a recurrent one with its own torso too): the
     # decision line says what the critic believes the state is worth.
     values = [d.get("value") for d in decisions]
-    if section["name"] in ON_POLICY and torso not in ("gru", "lstm"):
+    if section["name"] in ON_POLICY:
         assert all(np.isfinite(values)) and len(set(values)) > 1
     else:
         assert values == [None] * len(decisions)
+    q_values = [d.get("q_value") for d in decisions]
+    if critic is None:
+        assert q_values == [None] * len(decisions)
+    else:  # min over the flax critics of Q(s, pi(s)), pi the agent's own greedy action
+        assert all(np.isfinite(q_values)) and len(set(q_values)) > 1
+        obs = jax.numpy.asarray(np.stack(observations[:5]))
+        head = agent.network.apply(params, obs)
+        head = head[0] if isinstance(head, tuple) else head  # SAC: (mean, log_std)
+        if mode == "discrete":
+            q = critic.apply(critic_params, obs).min(axis=0)  # [B, A]
+            expected = np.take_along_axis(np.asarray(q), np.argmax(head, -1)[:, None], 1)[:, 0]
+        else:
+            expected = critic.apply(critic_params, obs, jax.numpy.tanh(head)).min(axis=0)[:, 0]
+        np.testing.assert_allclose(q_values[:5], np.asarray(expected), rtol=1e-5, atol=2e-6)
     assert runner.summary()["total_return"] == pytest.approx(result.metrics["total_return"],
                                                              abs=1e-4)
 

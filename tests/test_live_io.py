@@ -264,6 +264,12 @@ def test_webhook_sink_posts_changes_only(server, monkeypatch):
     for target in (0.0, 0.0, 1.0, 1.0, -1.0):
         sink.emit({"timestamp": "t", "target_position": target})
     assert [d["target_position"] for d in handler.received] == [0.0, 1.0, -1.0]
+    # A multi-asset decision: posted when any symbol's target changes.
+    sink = WebhookSink("JT_HOOK")
+    for targets in ({"A": 0.5, "B": 0.0}, {"A": 0.5, "B": 0.0}, {"A": 0.5, "B": 0.25}):
+        sink.emit({"timestamp": "t", "target_positions": targets})
+    assert [d.get("target_positions") for d in handler.received[3:]] == [
+        {"A": 0.5, "B": 0.0}, {"A": 0.5, "B": 0.25}]
     monkeypatch.delenv("JT_HOOK")
     with pytest.raises(BundleError, match="JT_HOOK"):
         WebhookSink("JT_HOOK")

@@ -74,6 +74,7 @@ def test_exported_sac_runner_trades_like_the_backtest_bar_for_bar(planted_sac: P
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["action"]["mode"] == "continuous"
     assert manifest["action"]["squash"] == "tanh"  # SAC's deterministic action is tanh(mean)
+    assert manifest["network"]["q_critic"]["num_critics"] == 2  # Q(s, pi(s)) goes along
     cfg = yaml.safe_load((planted_sac / "config.yaml").read_text())
     bars = tmp_path / "bars.csv"
     common.load_frame(cfg["data"]).write_csv(bars)
@@ -92,6 +93,7 @@ def test_exported_sac_runner_trades_like_the_backtest_bar_for_bar(planted_sac: P
     # tanh in numpy and in XLA may differ in the last float32 bit.
     np.testing.assert_allclose(targets[:-1], reference[:-1], rtol=0, atol=1e-5)
     assert np.ptp(reference) > 0.5  # decisions that really move
+    assert all(np.isfinite(d["q_value"]) for d in decisions)
 
 
 @pytest.mark.slow

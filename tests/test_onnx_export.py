@@ -121,9 +121,8 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     params = jax.jit(net.init)(
         key, network_carry(cfg, (1,)), jnp.zeros((1, 1) + obs_shape), jnp.zeros((1, 1), bool)
     )
-    # The critic as export keeps it: all but a recurrent critic with its own torso.
-    keep_value = torso not in ("gru", "lstm") or cfg.shared_torso
-    weights = _flat(params, keep_value)
+    # The critic as export keeps it (a recurrent one with its own torso steps its own cell).
+    weights = _flat(params, keep_value=True)
     weights["policy_head/kernel"] *= 30.0  # decisions that vary (the 0.01 init is near uniform)
     description = _description(cfg, obs_shape, family="actor_critic")
     action = {"mode": "discrete", "discrete_levels": levels}
@@ -133,7 +132,7 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     ledger = Ledger({}, trading, {}, action)
     observations = np.random.default_rng(1).standard_normal((BARS,) + obs_shape, np.float32)
 
-    assert reference.has_value == keep_value and ("value" in section["outputs"]) == keep_value
+    assert reference.has_value and "value" in section["outputs"]
     # The flax critic's values over the same sequence (its carry threaded through time).
     _, _, flax_values = jax.jit(net.apply)(
         params, network_carry(cfg, (1,)), jnp.asarray(observations)[:, None],
@@ -142,11 +141,9 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     carry = reference.initial_carry()
     for t, (logits, out) in enumerate(_bar_by_bar(session, section, reference, observations)):
         _, value, carry = reference.forward_with_value(observations[t], carry)
-        if keep_value:  # the state value: numpy runner == onnxruntime == the trained network
-            assert out["value"] == pytest.approx(value, abs=1e-5)
-            assert value == pytest.approx(float(flax_values[t, 0]), rel=1e-4, abs=1e-4)
-        else:
-            assert value is None
+        # The state value: numpy runner == onnxruntime == the trained network.
+        assert out["value"] == pytest.approx(value, abs=1e-5)
+        assert value == pytest.approx(float(flax_values[t, 0]), rel=1e-4, abs=1e-4)
         assert int(out["action"]) == int(np.argmax(logits))
         np.testing.assert_allclose(out["probabilities"], _probabilities(logits), atol=1e-5)
         np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
@@ -154,7 +151,10 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
         actions.append(int(out["action"]))
     assert len(set(actions)) >= 3  # the policy changes its mind: the comparison means something
     if section["state"]:
-        assert sorted(section["state"]) == (["cell", "hidden"] if torso == "lstm" else ["hidden"])
+        names = ["cell", "hidden"] if torso == "lstm" else ["hidden"]
+        if not cfg.shared_torso:  # the critic's own cell: its state travels beside the actor's
+            names += [f"critic_{name}" for name in names]
+        assert sorted(section["state"]) == sorted(names)
     else:  # a whole batch at once gives what bar-by-bar calls give
         batch = session.run(["action", "probabilities"], {"observation": observations})
         assert batch[0].tolist() == actions
@@ -232,6 +232,69 @@ def test_q_and_quantile_heads_give_the_runners_values_and_greedy_actions(ort, to
             np.testing.assert_allclose(out["quantiles"], quantiles[t], rtol=1e-4, atol=1e-4)
         actions.append(int(out["action"]))
     assert len(set(actions)) >= 2
+
+
+@pytest.mark.parametrize(
+    "torso, obs_ndim, discrete, critics",
+    [
+        ("mlp", 1, False, 2),  # SAC / TD3: twin critics, the action joins the observation
+        ("cnn", 1, False, 1),  # DDPG: one critic, the action joins the torso's features
+        ("attention", 2, False, 2),
+        ("mlp", 1, True, 2),  # discrete SAC: Q(s, .) read at the greedy action
+    ],
+)
+def test_replay_critics_give_q_of_the_policys_action_like_numpy_and_flax(
+    ort, torso, obs_ndim, discrete, critics
+):
+    """A replay actor-critic's graph outputs q_value = min over its critics of Q(s, pi(s)):
+    onnxruntime equals the numpy runner within 1e-5, and both the flax critics'."""
+    from agents.common.networks import Actor, CriticEnsemble
+    from jaxtrade.export import flatten_q_critics
+
+    cfg, obs_shape = _config(torso, obs_ndim, continuous_squash="tanh", activation="relu")
+    levels = [-1.0, 0.0, 1.0]
+    dim = len(levels) if discrete else 1
+    actor = Actor(cfg, dim, obs_ndim, log_std=not discrete)
+    critic = CriticEnsemble(cfg, obs_ndim, num_outputs=dim if discrete else 1,
+                            num_critics=critics)
+    zeros = jnp.zeros((1,) + obs_shape)
+    actor_params = jax.jit(actor.init)(jax.random.PRNGKey(2), zeros)
+    critic_args = (zeros,) if discrete else (zeros, jnp.zeros((1, 1)))
+    critic_params = jax.jit(critic.init)(jax.random.PRNGKey(3), *critic_args)
+    weights = _flat(actor_params)
+    weights["policy_head/kernel"] *= 30.0  # decisions that vary (the 0.01 init is near zero)
+    actor_params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 30.0 if "policy_head" in jax.tree_util.keystr(path)
+        and "kernel" in jax.tree_util.keystr(path) else x, actor_params)
+    q_weights, count = flatten_q_critics(critic_params)
+    assert count == critics
+    description = _description(cfg, obs_shape, family="actor_critic", q_critic={
+        "num_critics": count, "reduce": "min", "takes_action": not discrete})
+    action = ({"mode": "discrete", "discrete_levels": levels} if discrete else
+              {"mode": "continuous", "low": [-1.0], "high": [1.0], "squash": "tanh"})
+    session, section = _session(ort, description, action, {"max_leverage": 1.0},
+                                {**weights, **q_weights})
+    assert "q_value" in section["outputs"] and "value" not in section["outputs"]
+    reference = ActorNetwork(description, {**weights, **q_weights})
+    assert reference.has_value and reference.value_key == "q_value"
+    observations = np.random.default_rng(6).standard_normal((BARS,) + obs_shape, np.float32)
+    head = actor.apply(actor_params, jnp.asarray(observations))
+    head = head[0] if isinstance(head, tuple) else head
+    if discrete:
+        q = critic.apply(critic_params, jnp.asarray(observations)).min(axis=0)
+        flax_q = np.take_along_axis(np.asarray(q), np.argmax(head, -1)[:, None], 1)[:, 0]
+    else:
+        flax_q = np.asarray(critic.apply(critic_params, jnp.asarray(observations),
+                                         jnp.tanh(head)).min(axis=0)[:, 0])
+    numpy_q = []
+    for t, (_, out) in enumerate(_bar_by_bar(session, section, reference, observations)):
+        _, q_value, _ = reference.forward_with_value(observations[t])
+        assert float(out["q_value"]) == pytest.approx(q_value, abs=1e-5)
+        numpy_q.append(q_value)
+    np.testing.assert_allclose(numpy_q, flax_q, rtol=1e-5, atol=1e-5)
+    assert np.std(numpy_q) > 1e-3  # values that vary with the observation
+    batch = session.run(["q_value"], {"observation": observations})[0]
+    np.testing.assert_allclose(batch, numpy_q, atol=1e-5)
 
 
 # --- a trained run: export format=onnx, trade its test split with both engines ----------------

@@ -40,7 +40,8 @@ state) runs its members and their combination in ensemble.py, and each line also
 `rule`, `member_weights`, `member_targets` and `trade_probability`.
 
 A bundle trained on several symbols (`symbols` lists them) runs in multi.MultiAssetRunner:
-one decision per timestamp with `target_positions` {symbol: weight} (runner.py picks it).
+one decision per timestamp with `target_positions` {symbol: weight} (runner.py picks it);
+with a store, each timestamp is one transaction there (store.record_timestamp).
 
 `--bundle-pointer P` follows a pointer that `jaxtrade retrain` swaps on a promotion
 (pointer.py): the promoted bundle takes over between bars (engine.Runner.follow_pointer).

@@ -21,8 +21,9 @@ folder with one file per symbol (named SYMBOL.csv), `--stdin` JSON lines with a 
 one line per timestamp carries `target_positions` {symbol: weight}. A symbol whose bar is
 missing at a timestamp is handled as the backtest handles it (prices carried, no fill there);
 its bar arriving after a later timestamp was seen is rejected, never applied late. The
-alerts, `--on-drift flat` (every symbol flat) and `--bundle-pointer` work as for one symbol;
---store is not available there yet.
+alerts, `--on-drift flat` (every symbol flat), `--bundle-pointer` and `--store` (one
+transaction per timestamp; a restart resumes after the last stored one) work as for one
+symbol.
 `--engine onnx` runs the policy with the bundle's policy.onnx through onnxruntime (exported
 with format=onnx); features, ledger and risk rules are the same numpy code.
 
@@ -318,22 +319,32 @@ def _multi_records(args, bar_format: BarFormat):
 def _run_multi(args, bundle) -> int:
     from .multi import MultiAssetRunner
 
-    if args.store:
-        raise BundleError("a multi-asset bundle runs without --store for now")
     bar_format = BarFormat(bundle.manifest.get("bars"))
+    # Made first: a file whose header cannot be mapped stops before anything is written.
     records = _multi_records(args, bar_format)
     start_us = parse_timestamp(args.start) if args.start else None
-    sink = _sinks(args.sink, None)
-    runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
-                              engine=args.engine, monitor=_monitor_options(args),
-                              on_drift=args.on_drift, pointer=args.bundle_pointer)
+    store = ReplayStore(args.store, durable=args.durable) if args.store else None
+    if store is not None and args.purge_days is not None:
+        store.purge(args.purge_days * 86_400.0)
+    sink = _sinks(args.sink, store)
+    max_age = None if args.purge_days is None else args.purge_days * 86_400.0
     try:
-        summary = runner.run(records, start_us=start_us)
+        runner = MultiAssetRunner(bundle, sink=sink, initial_equity=args.initial_equity,
+                                  engine=args.engine, monitor=_monitor_options(args),
+                                  on_drift=args.on_drift, pointer=args.bundle_pointer,
+                                  store=store, max_age_seconds=max_age)
+        # After a restart: rebuild from the store, print what was stored but not printed,
+        # and skip the source's bars up to the last stored timestamp.
+        resume_after = runner.replay_store(start_us)
+        runner.emit_unemitted()
+        summary = runner.run(records, start_us=start_us, resume_after_us=resume_after)
     finally:
         close = getattr(records, "close", None)
         if close is not None:
             close()
         sink.close()
+        if store is not None:
+            store.close()
     if not args.no_summary:
         print(json.dumps({"summary": summary}, default=float), flush=True)
     if runner.timestamps == 0:

@@ -38,7 +38,7 @@ from .pointer import read_pointer
 from .regimes import RegimeFilter
 from .sinks import Sink, decision_line
 from .sources import MalformedRecord
-from .store import ReplayStore, stored_text
+from .store import ReplayStore, emit_unemitted, take_stored
 
 log = logging.getLogger("jaxtrade.live")
 F32 = np.float32
@@ -338,11 +338,8 @@ class Runner:
             self._reject(reason, _raw(held))
 
     def _reject(self, reason: str, raw: str) -> None:
-        stored = self._stored_rejections
-        key = (self._position_us, stored_text(raw))
-        if stored is not None and stored[key] > 0:
-            stored[key] -= 1  # rejected and stored before the restart: not a new rejection
-            self.resumed += 1
+        if take_stored(self._stored_rejections, self._position_us, raw):
+            self.resumed += 1  # rejected and stored before the restart: not a new rejection
             return None
         self.rejected += 1
         if self.first_rejection is None:
@@ -429,10 +426,11 @@ class Runner:
 
     def _forward(self, obs: np.ndarray, out: dict) -> np.ndarray:
         """The policy head's output for `obs` (the carry moves on); an actor-critic's state
-        value goes into the decision line as `value`."""
+        value goes into the decision line as `value`, a replay actor-critic's Q(s, pi(s)) as
+        `q_value` (the network's `value_key`)."""
         if getattr(self.network, "has_value", False):
             head, value, self.carry = self.network.forward_with_value(obs, self.carry)
-            out["value"] = round(float(value), 6)
+            out[getattr(self.network, "value_key", "value")] = round(float(value), 6)
             return head
         head, self.carry = self.network.forward(obs, self.carry)
         return head
@@ -545,20 +543,12 @@ class Runner:
             self._step_without_store(bar, trade)
         self.gate.resume(last)
         self.resume_after_us = last
-        self._stored_rejections = Counter(
-            (after, stored_text(raw or "")) for after, raw in self.store.rejections()
-        )
+        self._stored_rejections = self.store.rejection_counts()
         return last
 
     def emit_unemitted(self) -> int:
         """Hands the sinks the decisions stored but not emitted before a restart, in order."""
-        if self.store is None or self.sink is None:
-            return 0
-        rows = self.store.unemitted_lines()
-        for timestamp_us, line in rows:
-            self.sink.emit(json.loads(line))
-            self.store.mark_emitted(timestamp_us)
-        return len(rows)
+        return emit_unemitted(self.store, self.sink)
 
     _rebuilding = False
 

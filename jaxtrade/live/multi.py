@@ -28,8 +28,15 @@ keeps the policy's action and says `flat`) until a promoted bundle takes over. `
 a bundle the pointer newly names is loaded, warmed up on the timestamps seen so far, and takes
 over the policy and features while the ledger and its positions carry on; one that trades
 other symbols, actions, costs or risk rules, or fails its checks, is refused with an alert.
-Not here yet (the single-symbol Runner has them): the replay store and the bar gate's
-clock/jump rules.
+`store=` (`--store`): the SQLite replay store (store.py) gets each timestamp in one
+transaction (every symbol's bar there, the decision with its target per symbol, the fills),
+before its line goes to the sinks. After a restart `replay_store` rebuilds the features,
+ledger and policy state from the stored timestamps (deciding again, unprinted), the source's
+bars up to the last stored timestamp are skipped, rejections already stored are not counted
+again, and decisions stored but not printed are printed first (`emit_unemitted`): the run
+goes on as one that was never interrupted. A timestamp still being collected when the
+process died was not stored; its bars are read again from the source.
+Not here yet (the single-symbol Runner has them): the bar gate's clock/jump rules.
 """
 
 from __future__ import annotations
@@ -45,14 +52,16 @@ import numpy as np
 
 from .bars import Bar, format_timestamp
 from .bundle import Bundle
-from .engine import RECENT_BARS, MarketState, promoted_bundle
+from .engine import RECENT_BARS, MarketState, _raw, promoted_bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import BPS, F32, f32, stop_fills, summary, track_entry_arrays
 from .network import ActorNetwork
 from .regimes import RegimeFilter
+from .sinks import decision_line
 from .sources import MalformedRecord
+from .store import ReplayStore, emit_unemitted, take_stored
 
 log = logging.getLogger("jaxtrade.live")
 _sum = np.add.reduce
@@ -251,8 +260,13 @@ class MultiLedger:
             self.breaker_peak = equity
 
         traded = (d_open != 0) | hit | (d_close != 0)
+        # Per asset: the price of its last execution on this bar and every fee it paid.
+        price = np.where(d_close != 0, close1, np.where(hit, stop_price, open1))
+        cost = (np.abs(d_open) * open1 + np.abs(exit_units) * stop_price
+                + np.abs(d_close) * close1) * rate
         fills = [
             {"timestamp_us": int(timestamp_us), "decided_at_us": decided_at, "asset": int(a),
+             "price": float(price[a]), "cost": float(cost[a]),
              "from_position": float(self.units[a]), "to_position": float(units[a])}
             for a in np.flatnonzero(traded)
         ]
@@ -291,13 +305,17 @@ class MultiAssetRunner:
 
     def __init__(self, bundle: Bundle, *, sink=None, initial_equity: float | None = None,
                  engine: str = "numpy", monitor: dict | None = None,
-                 on_drift: str = "alert", pointer: str | Path | None = None) -> None:
+                 on_drift: str = "alert", pointer: str | Path | None = None,
+                 store: ReplayStore | None = None, max_age_seconds: float | None = None,
+                 purge_every_bars: int = 1000) -> None:
         """`monitor`: keyword arguments of monitor.Monitor (None: no alerts). Its return
         drift reads the first symbol's closes (the bundle's reference is that symbol's
         training returns), feature drift every symbol's rows in turn, degradation the
         ledger's equity; alerts are logged and handed to the sink. `on_drift`: "alert", or
         "flat" to hold every symbol flat from a drift alert until a promotion. `pointer`:
-        the bundle pointer to follow (`follow_pointer`)."""
+        the bundle pointer to follow (`follow_pointer`). `store`: the replay store (module
+        docstring); rows older than `max_age_seconds` are purged every `purge_every_bars`
+        timestamps."""
         m = bundle.manifest
         self.manifest = m
         self.format = BarFormat(m.get("bars"))
@@ -367,6 +385,16 @@ class MultiAssetRunner:
         self._pending: dict[int, Bar] = {}
         self._pending_trade = True
         self.start_us: int | None = None
+        self.store = store
+        self.max_age_seconds, self.purge_every_bars = max_age_seconds, purge_every_bars
+        # After a restart: bars up to `resume_after_us` were processed before; they and the
+        # rejections stored then (`_stored_rejections`) are skipped and counted in `resumed`.
+        self.resumed = 0
+        self.resume_after_us: int | None = None
+        self._stored_rejections = None
+        self._last_stored_rejection_us: int | None = None
+        self._position_us: int | None = None  # the latest bar taken in or skipped
+        self._rebuilding = False
         self.monitor = None
         if monitor is not None:
             from .monitor import Monitor
@@ -394,33 +422,42 @@ class MultiAssetRunner:
         """A raw record of a source (read as training read its bars); its symbol is
         `symbol` (one file per symbol) or the record's own `symbol` field."""
         if isinstance(record, MalformedRecord):
-            return self._reject(record.reason)
+            return self._reject(record.reason, record.raw)
         if symbol is None:
             symbol = record.get("symbol") if isinstance(record, dict) else None
             if symbol in (None, ""):
-                return self._reject("record without a symbol")
+                return self._reject("record without a symbol", record)
         try:
             bar = self.format.bar(record)
         except BarRejected as err:
-            return self._reject(err.reason)
-        return self.process(str(symbol), bar, trade=trade)
+            return self._reject(err.reason, record)
+        return self.process(str(symbol), bar, trade=trade, record=record)
 
-    def process(self, symbol: str, bar: Bar, *, trade: bool = True) -> list[dict]:
-        """One symbol's bar; returns the decisions of the timestamps this bar completed."""
+    def process(self, symbol: str, bar: Bar, *, trade: bool = True,
+                record: object = None) -> list[dict]:
+        """One symbol's bar; returns the decisions of the timestamps this bar completed.
+        `record`: what the source gave, stored as a rejection's text (default the bar)."""
+        raw = bar if record is None else record
         a = self.index.get(str(symbol))
         if a is None:
-            return self._reject(f"symbol {symbol!r} is not one of the bundle's {self.symbols}")
+            return self._reject(f"symbol {symbol!r} is not one of the bundle's {self.symbols}",
+                                raw)
+        if self.resume_after_us is not None and bar.timestamp_us <= self.resume_after_us:
+            self.resumed += 1  # processed and stored before the restart
+            self._position_us = max(self._position_us or bar.timestamp_us, bar.timestamp_us)
+            return []
         if self.last_timestamp_us is not None and bar.timestamp_us <= self.last_timestamp_us:
             return self._reject(f"{symbol} bar {bar.iso} arrived after its timestamp was "
-                                "processed (late bars are not applied)")
+                                "processed (late bars are not applied)", raw)
         out: list[dict] = []
         if self._pending_us is not None and bar.timestamp_us != self._pending_us:
             if bar.timestamp_us < self._pending_us:
                 return self._reject(f"{symbol} bar {bar.iso} is older than the timestamp "
-                                    f"{format_timestamp(self._pending_us)} being collected")
+                                    f"{format_timestamp(self._pending_us)} being collected", raw)
             out += self.flush()  # the earlier timestamp, with the trade flag it came with
         if a in self._pending:
-            return out + self._reject(f"duplicate {symbol} bar at {bar.iso}")
+            return out + self._reject(f"duplicate {symbol} bar at {bar.iso}", raw)
+        self._position_us = bar.timestamp_us
         if not self._pending:
             self._pending_trade = trade
         self._pending_us = bar.timestamp_us
@@ -441,16 +478,27 @@ class MultiAssetRunner:
         decision = self.step(ts, bars, trade=trade)
         return [decision] if decision is not None else []
 
-    def _reject(self, reason: str) -> list[dict]:
+    def _reject(self, reason: str, record: object = "") -> list[dict]:
+        """Count and log a rejected record, and store it after the latest bar taken in; one
+        stored before a restart (same text after the same bar) is not counted again."""
+        raw = _raw(record)  # only now: accepted bars never pay for the text
+        if self._stored_rejections is not None:
+            if take_stored(self._stored_rejections, self._position_us, raw):
+                self.resumed += 1
+                return []
+            if (self._position_us or 0) > (self._last_stored_rejection_us or 0):
+                self._stored_rejections = None  # past every stored one: each is new now
         self.rejected += 1
         log.warning("rejected bar: %s", reason)
+        if self.store is not None:
+            self.store.record_rejection(reason, raw, self._position_us)
         return []
 
     # --- one timestamp -----------------------------------------------------------------------
     def step(self, timestamp_us: int, bars: dict[int, Bar], *, trade: bool = True) -> dict | None:
         """Everything of one timestamp: fills, features, and the decision (when trading)."""
         started = time.perf_counter()
-        if self.pointer is not None:
+        if self.pointer is not None and not self._rebuilding:
             self.follow_pointer()  # between timestamps: a promotion takes over before this one
         self._recent.append((timestamp_us, dict(bars)))
         present = np.zeros(self.num_assets, bool)
@@ -470,16 +518,21 @@ class MultiAssetRunner:
         # A symbol not seen yet holds nothing; 1.0 stands in for its prices.
         prices = np.array([[b.open, b.high, b.low, b.close] if b is not None else [1.0] * 4
                            for b in carried], np.float64)
+        fills: list[dict] = []
         if self.trading:
-            self.ledger.on_bar(timestamp_us, prices[:, 0], prices[:, 1], prices[:, 2],
-                               prices[:, 3], present)
+            fills = self.ledger.on_bar(timestamp_us, prices[:, 0], prices[:, 1], prices[:, 2],
+                                       prices[:, 3], present)
+            for fill in fills:
+                fill["symbol"] = self.symbols[fill["asset"]]
             self.equity_curve.append(float(self.ledger.equity))
         else:
             self.ledger.last_close = np.asarray(prices[:, 3], F32)
         iso = format_timestamp(timestamp_us)
-        if self.monitor is not None and 0 in bars:
+        # Not while rebuilding from the store after a restart: those alerts were sent.
+        monitor = None if self._rebuilding else self.monitor
+        if monitor is not None and 0 in bars:
             equity = float(self.ledger.equity) if self.trading else None
-            for alert in self.monitor.on_bar(bars[0].close, equity, iso):
+            for alert in monitor.on_bar(bars[0].close, equity, iso):
                 self.alert(alert)
 
         parts = {a: self.engines[a].parts(bar) for a, bar in bars.items()}
@@ -502,8 +555,8 @@ class MultiAssetRunner:
                 raise BundleError(f"the runner computes {raw.shape[0]} features, the normalizer "
                                   f"has {self.num_features}")
             row[a] = self.normalizer(raw).astype(F32)
-            if self.monitor is not None:
-                for alert in self.monitor.on_features(row[a], iso):
+            if monitor is not None:
+                for alert in monitor.on_features(row[a], iso):
                     self.alert(alert)
         i = self.bars_seen % self.window_bars
         self._window[i] = row
@@ -511,16 +564,28 @@ class MultiAssetRunner:
         self.bars_seen += 1
         self.last_timestamp_us = timestamp_us
 
-        if not (trade and self.bars_seen >= self.window_bars and not self.ledger.bankrupt()):
-            return None
-        if not self.trading:
-            self.trading = True
-            self.equity_curve.append(float(self.ledger.equity))
-        decision = self._decide(timestamp_us)
-        decision["missing"] = [self.symbols[a] for a in np.flatnonzero(~present)]
-        decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
-        if self.sink is not None:
+        decision = None
+        if trade and self.bars_seen >= self.window_bars and not self.ledger.bankrupt():
+            if not self.trading:
+                self.trading = True
+                self.equity_curve.append(float(self.ledger.equity))
+            decision = self._decide(timestamp_us)
+            decision["missing"] = [self.symbols[a] for a in np.flatnonzero(~present)]
+            decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
+        if self._rebuilding:
+            return decision
+        deliver = decision is not None and self.sink is not None
+        if self.store is not None:
+            # Stored with its line before the sinks get it; marked emitted once they took it.
+            self.store.record_timestamp(
+                timestamp_us, {self.symbols[a]: bar for a, bar in bars.items()}, decision,
+                fills, line=decision_line(decision) if deliver else None)
+            if self.max_age_seconds is not None and self.timestamps % self.purge_every_bars == 0:
+                self.store.purge(self.max_age_seconds)
+        if deliver:
             self.sink.emit(decision)
+            if self.store is not None:
+                self.store.mark_emitted(timestamp_us)
         return decision
 
     def _warmed_up(self, bundle: Bundle) -> MultiAssetRunner:
@@ -551,6 +616,10 @@ class MultiAssetRunner:
         was_flat, self.flat_after_drift = self.flat_after_drift, False
         log.warning("switched to the promoted bundle %s (was %s)%s", target, previous,
                     "; trading again after the drift alert" if was_flat else "")
+        if self.store is not None:
+            self.store.record_event("bundle_switched", {"kind": "bundle_switched",
+                                                        "from": str(previous),
+                                                        "to": str(target)}, self._position_us)
         return True
 
     def _flat_action(self):
@@ -570,6 +639,8 @@ class MultiAssetRunner:
                            "bundle is promoted")
         self.alerts += 1
         log.warning("alert: %s", payload.get("message", payload.get("kind")))
+        if self.store is not None:
+            self.store.record_event(payload.get("kind", "alert"), payload, self._position_us)
         if self.sink is not None and hasattr(self.sink, "alert"):
             self.sink.alert(payload)
 
@@ -587,10 +658,10 @@ class MultiAssetRunner:
 
     def _decide(self, timestamp_us: int) -> dict:
         out: dict = {"timestamp": format_timestamp(timestamp_us)}
-        if getattr(self.network, "has_value", False):  # an actor-critic's state value
+        if getattr(self.network, "has_value", False):  # the critic's value or Q(s, pi(s))
             head, value, self.carry = self.network.forward_with_value(self.observation(),
                                                                       self.carry)
-            out["value"] = round(float(value), 6)
+            out[getattr(self.network, "value_key", "value")] = round(float(value), 6)
         else:
             head, self.carry = self.network.forward(self.observation(), self.carry)
         spec = self.manifest["action"]
@@ -625,11 +696,15 @@ class MultiAssetRunner:
         return out
 
     # --- whole streams -----------------------------------------------------------------------
-    def run(self, records: Iterable, *, start_us: int | None = None) -> dict:
+    def run(self, records: Iterable, *, start_us: int | None = None,
+            resume_after_us: int | None = None) -> dict:
         """Feed records in time order (raw records with a `symbol` field, or (symbol,
-        record) pairs); bars before `start_us` only warm up."""
+        record) pairs); bars before `start_us` only warm up, bars up to `resume_after_us`
+        (`replay_store`'s answer after a restart) are skipped as processed."""
         if start_us is not None:
             self.start_us = start_us
+        if resume_after_us is not None:
+            self.resume_after_us = resume_after_us
         for record in records:
             if isinstance(record, tuple) and len(record) == 2 and isinstance(record[0], str):
                 self.process_record(record[1], record[0])
@@ -648,4 +723,44 @@ class MultiAssetRunner:
         if self.switches:
             out["bundle_switches"] = self.switches
             out["bundle"] = str(self.bundle_root)
+        if self.resumed:
+            out["resumed_bars"] = self.resumed
         return out
+
+    # --- restart from the replay store -------------------------------------------------------
+    def replay_store(self, start_us: int | None) -> int | None:
+        """Rebuild the state from the timestamps already in the store (after a restart);
+        returns the last one (None: an empty store). Each stored timestamp is stepped again
+        with its bars, deciding where the first run decided (the ledger's orders must be
+        the same) but storing, printing and alerting nothing."""
+        if self.store is None:
+            return None
+        self.start_us = start_us
+        if self.store.has_rows("bars"):
+            raise BundleError(f"{self.store.path}: holds a single-symbol runner's bars; use "
+                              "another store for a bundle trading several symbols")
+        stored = self.store.symbol_bars()
+        if not stored:
+            return None
+        unknown = sorted({s for _, bars in stored for s in bars} - set(self.index))
+        if unknown:
+            raise BundleError(f"{self.store.path}: holds bars of {', '.join(unknown)}, which "
+                              f"the bundle does not trade ({', '.join(self.symbols)})")
+        self._rebuilding = True
+        try:
+            for timestamp_us, rows in stored:
+                bars = {self.index[s]: Bar(timestamp_us, *ohlcv) for s, ohlcv in rows.items()}
+                trade = start_us is None or timestamp_us >= start_us
+                self.step(timestamp_us, dict(sorted(bars.items())), trade=trade)
+        finally:
+            self._rebuilding = False
+        last = stored[-1][0]
+        self.resume_after_us = last
+        self._stored_rejections = self.store.rejection_counts()
+        self._last_stored_rejection_us = max(
+            (after for after, _ in self._stored_rejections if after is not None), default=None)
+        return last
+
+    def emit_unemitted(self) -> int:
+        """Hands the sinks the decisions stored but not emitted before a restart, in order."""
+        return emit_unemitted(self.store, self.sink)

@@ -14,9 +14,14 @@ compute, in float32, one observation at a time:
 Actor-critic bundles (PPO, CVaR-PPO) also hold the critic's value head and, unless it shares
 the actor's torso, the critic torso: `forward_with_value` returns the state value beside the
 policy head, which the runner prints as what the policy believes the state is worth. A
-recurrent critic with its own torso would need its own state carried bar to bar, so such
-bundles (and the replay agents' actors, whose critics are Q(s, a) networks) have no value.
-Value-based agents (DQN,
+recurrent critic with its own torso steps its own cell: the carry is then the pair (actor
+state, critic state), both carried bar to bar. Bundles of the replay actor-critics (SAC,
+discrete SAC, TD3, DDPG) hold their Q critics instead (weights `q_critics/<i>/...`, the
+manifest's `q_critic` section): `forward_with_value` then returns Q(s, pi(s)), the critics
+evaluated at the action the exported actor takes (the unit action tanh(mean) for continuous
+actions, the argmax for discrete ones) and reduced with the minimum over the critics (one
+critic for DDPG), and
+`value_key` is "q_value" so the runner prints it under that name. Value-based agents (DQN,
 QR-DQN; network family "q") export their Q network instead: the torso, then a Q head (or a
 dueling value + advantage head), and `forward` returns one value per action, the mean (or
 lower-tail CVaR) of the quantiles for distributional heads, so argmax is the greedy action
@@ -121,10 +126,27 @@ class ActorNetwork:
         self.torso_params = self.params[prefix]
         # The critic's torso (None: it shares the actor's); has_value: the bundle holds one.
         self.has_value = self.family == "actor_critic" and "value_head" in self.params
-        if self.has_value and self.torso in ("gru", "lstm") and not config.get("shared_torso"):
-            raise BundleError("a recurrent critic with its own torso cannot be run: its "
-                              "state is not carried (export drops it)")
+        # A recurrent critic with its own torso: the carry is (actor state, critic state).
+        self.recurrent_critic = (self.has_value and self.torso in ("gru", "lstm")
+                                 and not config.get("shared_torso"))
         self.critic_params = self.params.get("critic_torso") if self.has_value else None
+        # The replay actor-critics' Q critics (the manifest's `q_critic` section).
+        q_critic = description.get("q_critic") if self.family == "actor_critic" else None
+        self.q_critics: list[dict] = []
+        self.q_takes_action = False
+        if q_critic:
+            count = int(q_critic.get("num_critics", 0))
+            if q_critic.get("reduce", "min") != "min" or count < 1:
+                raise BundleError(f"q_critic section {q_critic} is not supported by the runner")
+            stored = self.params.get("q_critics", {})
+            missing = [str(i) for i in range(count) if str(i) not in stored]
+            if missing:
+                raise BundleError(f"bundle weights lack q_critics/{missing[0]}")
+            self.q_critics = [stored[str(i)] for i in range(count)]
+            self.q_takes_action = bool(q_critic.get("takes_action", True))
+            self.has_value = True
+        # What the runner calls the value in its decision line.
+        self.value_key = "q_value" if self.q_critics else "value"
         self.action = description.get("action", {})
         self._fused: dict[int, tuple] = {}
         self._check_shapes()
@@ -139,6 +161,13 @@ class ActorNetwork:
             ) from None
 
     def initial_carry(self):
+        """The zero recurrent state (None for feed-forward torsos): the torso's, or (actor
+        state, critic state) when the critic has its own recurrent torso."""
+        if self.recurrent_critic:
+            return (self._torso_carry(), self._torso_carry())
+        return self._torso_carry()
+
+    def _torso_carry(self):
         zeros = np.zeros(self.recurrent_size, F32)
         if self.torso == "lstm":
             return (zeros, zeros.copy())
@@ -237,22 +266,58 @@ class ActorNetwork:
         """`forward` plus the critic's state value (None when the bundle has no critic)."""
         return self._step(np.asarray(obs, F32), carry, with_value=self.has_value)
 
-    def _step(self, obs: np.ndarray, carry, with_value: bool):
-        p = self.torso_params
+    def _torso(self, obs: np.ndarray, carry, p: dict) -> tuple[np.ndarray, object]:
+        """A torso's features of `obs` and its next recurrent state (`carry` unchanged for
+        feed-forward torsos)."""
         x = self._features(obs, p)
         if self.torso == "gru":
             carry = self._gru(x, carry, p["GRUCell_0"])
-            x = carry
-        elif self.torso == "lstm":
+            return carry, carry
+        if self.torso == "lstm":
             carry = self._lstm(x, carry, p["OptimizedLSTMCell_0"])
-            x = carry[1]
+            return carry[1], carry
+        return x, carry
+
+    def _step(self, obs: np.ndarray, carry, with_value: bool):
+        if self.recurrent_critic:  # both cells step every bar, the value read or not
+            actor_carry, critic_carry = carry
+            x, actor_carry = self._torso(obs, actor_carry, self.torso_params)
+            critic_x, critic_carry = self._torso(obs, critic_carry, self.critic_params)
+            value = float(_dense(critic_x, self.params["value_head"])[0]) if with_value else None
+            return (_dense(x, self.params["policy_head"]), value, (actor_carry, critic_carry))
+        x, carry = self._torso(obs, carry, self.torso_params)
         if self.family == "q":
             return self._action_values(x), None, carry
         value = None
-        if with_value:
+        head = _dense(x, self.params["policy_head"])
+        if with_value and self.q_critics:
+            value = self.q_value(obs, head)
+        elif with_value:
             critic_x = x if self.critic_params is None else self._features(obs, self.critic_params)
             value = float(_dense(critic_x, self.params["value_head"])[0])
-        return _dense(x, self.params["policy_head"]), value, carry
+        return head, value, carry
+
+    def q_value(self, obs: np.ndarray, head: np.ndarray) -> float:
+        """min_i Q_i(s, pi(s)) of the replay actor-critics' critics (`QCritic` in
+        agents.common.networks): a continuous critic reads the unit action (tanh or clip of
+        the mean) joined to the flat observation (mlp) or to the torso's features (then one
+        more hidden layer); a discrete one gives Q(s, .), read at the argmax action."""
+        if self.q_takes_action:
+            raw = np.asarray(head, F32)
+            unit = np.tanh(raw) if self.config.get("continuous_squash") == "tanh" else np.clip(
+                raw, F32(-1.0), F32(1.0))
+        values = []
+        for p in self.q_critics:
+            if not self.q_takes_action:
+                x = self._features(obs, p["critic_torso"])
+            elif self.torso == "mlp":
+                x = self._mlp(np.concatenate([obs.reshape(-1), unit]), p["critic_torso"])
+            else:
+                x = self.act(_dense(np.concatenate([self._features(obs, p["critic_torso"]),
+                                                    unit]), p["Dense_0"]))
+            values.append(_dense(x, p["q_head"]))
+        q = np.minimum.reduce(values)
+        return float(q[0] if self.q_takes_action else q[int(np.argmax(head))])
 
     def _action_values(self, x: np.ndarray) -> np.ndarray:
         """One value per action from the torso features (see the module docstring)."""

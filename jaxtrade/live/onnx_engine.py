@@ -68,16 +68,30 @@ class OnnxActor:
         self.state: dict[str, str] = dict(section.get("state", {}))
         self.outputs = [o.name for o in self.session.get_outputs()]
         expected = {"gru": ["hidden"], "lstm": ["cell", "hidden"]}.get(self.torso, [])
+        # A critic with its own recurrent torso: its state follows the actor's in the carry.
+        self.recurrent_critic = bool(expected) and f"critic_{expected[0]}" in self.state
+        if self.recurrent_critic:
+            expected = expected + [f"critic_{name}" for name in expected]
         if self.head not in self.outputs or sorted(self.state) != sorted(expected):
             raise BundleError(
                 f"{path}: its outputs {self.outputs} do not fit the manifest's {self.torso} network"
             )
-        # The head, then the next state in the order `forward` unpacks it (cell, hidden).
+        # The state inputs in the order the carry flattens (actor's, then critic's; cell,
+        # hidden), and the head then the next state in that order.
+        self._order = expected
         self._fetch = [self.head, *(self.state[name] for name in expected)]
-        # An actor-critic's graph with the critic's state value (ActorNetwork.has_value).
-        self.has_value = self.head != "q_values" and "value" in self.outputs
+        # An actor-critic's graph with the critic's state value, or a replay actor-critic's
+        # Q(s, pi(s)) (ActorNetwork.has_value / value_key).
+        self.value_key = "q_value" if "q_value" in self.outputs else "value"
+        self.has_value = self.head != "q_values" and self.value_key in self.outputs
 
     def initial_carry(self) -> Any:
+        """As ActorNetwork's: the torso's zero state, or (actor's, critic's)."""
+        if self.recurrent_critic:
+            return (self._torso_carry(), self._torso_carry())
+        return self._torso_carry()
+
+    def _torso_carry(self) -> Any:
         zeros = np.zeros(self.recurrent_size, F32)
         if self.torso == "lstm":
             return (zeros, zeros.copy())
@@ -85,11 +99,12 @@ class OnnxActor:
 
     def _feeds(self, obs: np.ndarray, carry: Any) -> dict[str, np.ndarray]:
         feeds = {"observation": np.asarray(obs, F32).reshape((-1, *self.obs_shape))}
-        if self.torso == "gru":
-            feeds["hidden"] = np.asarray(carry, F32).reshape(1, -1)
-        elif self.torso == "lstm":
-            feeds["cell"] = np.asarray(carry[0], F32).reshape(1, -1)
-            feeds["hidden"] = np.asarray(carry[1], F32).reshape(1, -1)
+        if not self._order:
+            return feeds
+        parts = carry if self.recurrent_critic else (carry,)
+        values = [v for part in parts for v in (part if self.torso == "lstm" else (part,))]
+        for name, value in zip(self._order, values):
+            feeds[name] = np.asarray(value, F32).reshape(1, -1)
         return feeds
 
     def forward(self, obs: np.ndarray, carry: Any = None) -> tuple[np.ndarray, Any]:
@@ -99,18 +114,25 @@ class OnnxActor:
 
     def forward_with_value(self, obs: np.ndarray, carry: Any = None
                            ) -> tuple[np.ndarray, float | None, Any]:
-        """`forward` plus the graph's state value (None without one), as ActorNetwork's."""
+        """`forward` plus the graph's state value or Q(s, pi(s)) (None without one), as
+        ActorNetwork's."""
         if not self.has_value:
             head, carry = self.forward(obs, carry)
             return head, None, carry
-        head, value, *state = self.session.run([self._fetch[0], "value", *self._fetch[1:]],
+        head, value, *state = self.session.run([self._fetch[0], self.value_key,
+                                                *self._fetch[1:]],
                                                self._feeds(obs, carry))
         return head[0], float(value[0]), self._next_carry(state)
 
     def _next_carry(self, state: list[np.ndarray]) -> Any:
+        if not self._order:
+            return None
+        values = [s[0] for s in state]
         if self.torso == "lstm":
-            return (state[0][0], state[1][0])
-        return state[0][0] if self.torso == "gru" else None
+            parts = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+        else:
+            parts = values
+        return (parts[0], parts[1]) if self.recurrent_critic else parts[0]
 
     def run(self, obs: np.ndarray, carry: Any = None) -> dict[str, np.ndarray]:
         """Every output of the graph for one observation (action, target_weight, beliefs,

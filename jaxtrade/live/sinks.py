@@ -67,6 +67,12 @@ class FileSink(Sink):
         self.handle.close()
 
 
+def _target(decision: dict) -> object:
+    """What a webhook compares to send changes only: the target weight, or the targets
+    {symbol: weight} of a multi-asset decision."""
+    return decision.get("target_position", decision.get("target_positions"))
+
+
 class WebhookSink(Sink):
     """POSTs decisions as JSON to the URL held in an environment variable, in order, until
     each is delivered.
@@ -115,8 +121,7 @@ class WebhookSink(Sink):
         self._failures = 0
         self._retry_at = 0.0
         last = store.last_alert() if store is not None else None
-        self._last_target: object = None if last is None else \
-            json.loads(last).get("target_position")
+        self._last_target: object = None if last is None else _target(json.loads(last))
 
     # --- the outbox ---------------------------------------------------------------------------
     def _enqueue(self, payload: str) -> None:
@@ -181,7 +186,7 @@ class WebhookSink(Sink):
         return len(pending)
 
     def emit(self, decision: dict) -> None:
-        target = decision.get("target_position")
+        target = _target(decision)
         if not (self.only_on_change and target == self._last_target):
             self._last_target = target
             self._enqueue(decision_line(decision))
