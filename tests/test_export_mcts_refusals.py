@@ -23,6 +23,8 @@ and its parity with the backtest: tests/test_export_mcts.py.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +117,8 @@ def assert_runner_equals_backtest(decisions: list[dict], result, names: list[str
 def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path, bars) -> None:
     """`jaxtrade train` + `jaxtrade export` of agent.members=[ppo,mcts]: the manifest holds the
     mcts member as an mcts bundle would (family, gumbel settings, the checkpoint's gamma, three
-    heads, the env's reward), and the runner equals the backtest of the restored run."""
+    heads, the env's reward), and B/runner.py equals the backtest of the restored run with
+    the combination the export wrote."""
     from experiments.train import restore_run
     from jaxtrade.evaluate import ensemble as ensemble_eval
     from jaxtrade.evaluate.backtest import agent_policy, backtest
@@ -143,8 +146,14 @@ def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path,
                                      combine["min_trade_probability"])
     result = backtest(prep.env, prep.env_params, agent_policy(prep.agent, params),
                       split="test")
-    start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
-    decisions = runner_decisions(bundle, tiny_frame(400), start)
+    # B/runner.py (the bundle's own copy of the runner) from the first test bar.
+    start = np.datetime_as_string(result.timestamps[0].astype("datetime64[us]"))
+    proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
+                           "--start", start, "--no-monitor"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    decisions = [json.loads(line) for line in proc.stdout.splitlines()
+                 if "target_position" in line]
     assert {d["rule"] for d in decisions} == {"vote"}
     assert len(set(np.asarray(result.report["member_targets"])[:, 1, 0].tolist())) >= 2
     assert_runner_equals_backtest(decisions, result, ["ppo", "mcts"])
