@@ -48,8 +48,9 @@ Search: mctx. Both policies are wired (`agent.search`):
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
                 Backtests, not exported: `jaxtrade export` refuses such a run in one line
-                (exit 2; the numpy runner has no port of this search), as it refuses an
-                ensemble with an mcts member (jaxtrade/export.py `check_ensemble_members`).
+                (exit 2; the numpy runner has no port of this search), alone or as an
+                ensemble member (jaxtrade/export.py `check_ensemble_members`). A gumbel
+                member of an ensemble exports (jaxtrade/live/ensemble.py `SearchMember`).
 Measured on this machine (2-core x86_64 VM, CPU only, shared with other jobs; `python
 scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outcomes, window
 32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at

@@ -24,8 +24,10 @@ BUNDLE/
   runner.py              `python runner.py --bars bars.csv [--start T]`: numpy + stdlib only
   jaxtrade_live/         a copy of jaxtrade/live (the runner's code)
 
-An ensemble run (agents/ensemble.py) exports every member (its actor or Q network, under
-"<member>/" in the weights, with the action map of its own action mode) and the combination:
+An ensemble run (agents/ensemble.py) exports every member (its actor or Q network, or an
+mcts member's three heads and evaluation search settings as a standalone mcts bundle holds
+them, under "<member>/" in the weights, with the action map of its own action mode; the env's
+`reward` settings too when a member searches) and the combination:
 the rule, the vote's window and prior, the router table and winner fitted on training and
 validation bars (as the report fits them) and min_trade_probability, in the manifest's
 `network` section (`family: ensemble`). The runner combines the members in numpy
@@ -250,7 +252,7 @@ def _action_section(env: Any, env_params: Any, net: Mapping[str, Any]) -> dict[s
     }
 
 
-ENSEMBLE_MEMBER_FAMILIES = ("actor_critic", "q")
+ENSEMBLE_MEMBER_FAMILIES = ("actor_critic", "q", "mcts")
 
 
 def _member_family(member_config: Any) -> str | None:
@@ -265,10 +267,10 @@ def _member_family(member_config: Any) -> str | None:
 
 def check_ensemble_members(config: Any) -> None:
     """ExportError, in one line, when an ensemble's member has no network the runner can
-    combine (jaxtrade/live/ensemble.py runs actor-critic and Q-network members): an mcts
-    member's policy is a search over its next-bar model from the book the runner holds, which
-    the runner's member vote does not run. Checked before the combination is fitted (that
-    backtests every member over the training and validation bars)."""
+    combine (jaxtrade/live/ensemble.py runs actor-critic and Q-network members, and mcts
+    members with the gumbel search: jaxtrade/live/mcts.py); an mcts member with
+    `search=stochastic` has no bundle of its own. Checked before the combination is fitted
+    (that backtests every member over the training and validation bars)."""
     for name in config.members:
         family = _member_family(getattr(config, name))
         if family not in ENSEMBLE_MEMBER_FAMILIES:
@@ -276,9 +278,14 @@ def check_ensemble_members(config: Any) -> None:
                           if _member_family(getattr(config, n)) in ENSEMBLE_MEMBER_FAMILIES]
             raise ExportError(
                 f"ensemble member {name!r} ({family or 'no bundle'}) cannot be exported: the "
-                "runner combines members with an actor or a Q network "
+                "runner combines members with an actor, a Q network or a gumbel search "
                 f"({', '.join(exportable)}); `jaxtrade backtest` evaluates this ensemble, "
                 f"and one trained without {name} exports")
+
+
+def _has_search_member(config: Any) -> bool:
+    """Whether an ensemble config has an mcts member (its bundle then needs `reward`)."""
+    return any(_member_family(getattr(config, n)) == "mcts" for n in config.members)
 
 
 def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
@@ -300,13 +307,18 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
     for name in config.members:
         member = getattr(config, name)
         head = _plain(dict(member.export_head()))
+        member_params = params["members"][name]
+        search = head.get("family") == "mcts"
+        if search:  # SearchParams: the three heads, and the checkpoint's gamma (as alone)
+            head["gamma"] = float(np.asarray(member_params.hparams.gamma))
+            member_params = member_params.network
         net = _plain(member.network)
         _check_network(net)
         member_env = env.with_action_mode(getattr(type(member), "env_action_mode", "discrete"))
         members.append({"name": name, **head, "config": net,
                         "obs_shape": list(env.observation_shape),
                         "action": _action_section(member_env, env_params, net)})
-        for key, value in flatten_actor_params(params["members"][name]).items():
+        for key, value in flatten_actor_params(member_params, keep_value_head=search).items():
             flat[f"{name}/{key}"] = value
     combine = params["combine"]
     section = {
@@ -322,8 +334,9 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
             "winner": np.asarray(combine["winner"], np.float32).astype(float).tolist(),
         },
         "obs_shape": list(env.observation_shape),
-        "exported": "every member's actor (or Q network) and the combination state; the "
-                    "runner combines them per bar (jaxtrade/live/ensemble.py)",
+        "exported": "every member's actor (or Q network, or an mcts member's three heads "
+                    "and search settings) and the combination state; the runner combines "
+                    "them per bar (jaxtrade/live/ensemble.py)",
     }
     return section, flat
 
@@ -367,10 +380,13 @@ def write_bundle(
         require_onnx()  # before anything is written
     mcts = (head or {}).get("family") == "mcts"
     ensemble = (head or {}).get("family") == "ensemble"
+    # The search's accounting (standalone, or an ensemble's mcts member) needs the reward.
+    searches = mcts or (ensemble and _has_search_member(network_config))
+    if searches and (float(env_params.reward.w_dsr) != 0
+                     or float(env_params.reward.w_ddr) != 0):
+        raise ExportError("an mcts bundle cannot carry reward.w_dsr / reward.w_ddr: the "
+                          "runner's search does not track the differential Sharpe moments")
     if mcts:  # SearchParams: the network, and the hyperparameters of the checkpoint
-        if float(env_params.reward.w_dsr) != 0 or float(env_params.reward.w_ddr) != 0:
-            raise ExportError("an mcts bundle cannot carry reward.w_dsr / reward.w_ddr: the "
-                              "runner's search does not track the differential Sharpe moments")
         head = {**head, "gamma": float(np.asarray(params.hparams.gamma))}
         params = params.network
     market = env_params.market
@@ -444,7 +460,7 @@ def write_bundle(
         "trading": _struct_dict(env_params.trading),
         "costs": _struct_dict(env_params.costs),
         "risk": _struct_dict(env_params.risk),
-        **({"reward": _struct_dict(env_params.reward)} if mcts else {}),
+        **({"reward": _struct_dict(env_params.reward)} if searches else {}),
         "network": network if ensemble else {
             "family": "actor_critic",
             **_plain(dict(head or {})),

@@ -18,11 +18,14 @@ jaxtrade/live/ensemble.py) replays `--bars` bars in-process, trading from the fi
 Per bar it prints p50/p99 of the wall time and of the thread's CPU time of the whole bar
 (fills, features, the members' forward passes, the combination, risk rules), of the
 ensemble's decision alone (members + combination) and of the combination alone (vote, trade
-probability, gate).
+probability, gate). `--members` picks other members for either side; with an mcts member
+(e.g. `--members ppo,cvar_ppo,sac,qrdqn,mcts`) the ensemble's decision includes that member's
+numpy gumbel search (jaxtrade/live/mcts.py, its default 16 simulations) from the ensemble's
+book every bar: issue 24's goal for a search per bar is p99 < 100 ms.
 
     python scripts/bench_ensemble.py                       # ~10 minutes on 2 loaded CPU cores
     python scripts/bench_ensemble.py --quick               # smoke run (jaxtrade bench ensemble)
-    python scripts/bench_ensemble.py --runner [--rule vote] [--bars 1500]
+    python scripts/bench_ensemble.py --runner [--rule vote] [--bars 1500] [--members ...]
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--total-steps", type=int, default=32_768,
                         help="env steps per member (train.total_steps)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs per member")
-    parser.add_argument("--members", default="ppo,cvar_ppo,sac,qrdqn")
+    parser.add_argument("--members", default="ppo,cvar_ppo,sac,qrdqn",
+                        help="comma-separated members (with --runner too; mcts searches)")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls after the first")
     parser.add_argument("--learning-starts", type=int, default=1_024,
                         help="replay members' learning_starts (env steps)")
@@ -97,7 +101,9 @@ def bench_runner(args: argparse.Namespace) -> None:
     members = len(config.members)
     fitted = {"router": np.eye(3, members)[:, ::-1] + np.eye(3, members),  # a table that moves
               "winner": np.eye(members)[0]}
-    fitted["router"] /= fitted["router"].sum(axis=1, keepdims=True)
+    rows = fitted["router"].sum(axis=1, keepdims=True)  # a row is empty with 2 members
+    fitted["router"] = np.where(rows > 0, fitted["router"] / np.maximum(rows, 1e-12),
+                                1 / members)
     params = jax.tree.map(np.asarray, with_rule(params, args.rule, fitted))
     bundle = write_bundle(Path(tempfile.mkdtemp(prefix="bench-ensemble-")) / "bundle",
                           params=params, network_config=config, head={"family": "ensemble"},

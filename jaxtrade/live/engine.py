@@ -26,7 +26,7 @@ import numpy as np
 
 from .bars import Bar, BarGate, format_timestamp
 from .bundle import Bundle, load_bundle
-from .ensemble import EnsemblePolicy
+from .ensemble import EnsemblePolicy, SearchInputs
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
@@ -441,8 +441,11 @@ class Runner:
         out: dict = {"timestamp": bar.iso}
         ms = self.market_state
         if self.ensemble is not None:
+            search = SearchInputs(self._window_rows(), MCTSPlanner.root(self.ledger, bar.close),
+                                  ms.atr) if self.ensemble.searches else None
             combined, self.carry = self.ensemble.decide(
-                obs, self.carry, self.bars_seen, bar.close, ms.volatility, self.last_regime)
+                obs, self.carry, self.bars_seen, bar.close, ms.volatility, self.last_regime,
+                search)
             action = combined.target
             out["action"] = [float(a) for a in action]
             out["confidence"] = None

@@ -13,15 +13,22 @@ which keeps the runner's bar within its latency goal), and otherwise the regular
 incomplete beta function by its continued fraction (modified Lentz); either way from
 betainc's argument rounded to float32 as the backtest rounds it.
 
-`EnsemblePolicy` holds the members (network.ActorNetwork each, with its own action map) and
-the combination: rule (equal, vote, router, winner), vote window and prior, router table,
-winner, min_trade_probability. Per bar, `decide` records the paper returns that closed at this
-bar (members' after costs, the ensemble's own gross), weighs the members' targets by the rule,
-computes the trade probability and gates the target below the threshold, exactly as the
-backtest's walk does from a fresh carry at its first bar.
+`EnsemblePolicy` holds the members (network.ActorNetwork each, with its own action map, or
+an mcts member's numpy search, mcts.MCTSPlanner) and the combination: rule (equal, vote,
+router, winner), vote window and prior, router table, winner, min_trade_probability.
+An mcts member searches as agents/mcts.py's policy does inside the ensemble's backtest: the
+ensemble hands every member the same env states, so the member's root is the ensemble's own
+book (the runner's ledger, marked at this bar's close) with bar t's ATR, volatility and
+regime, and its latent is that of the observation's market window; its action becomes
+target weights through its own (discrete) action map, as for any discrete member.
+Per bar, `decide` records the paper returns that closed at this bar (members' after costs,
+the ensemble's own gross), weighs the members' targets by the rule, computes the trade
+probability and gates the target below the threshold, exactly as the backtest's walk does
+from a fresh carry at its first bar.
 
 numpy + stdlib only (the bundle's runner imports nothing else). tests/test_export_ensemble.py
-checks runner == backtest bar for bar (targets, member weights, trade probability).
+checks runner == backtest bar for bar (targets, member weights, trade probability);
+tests/test_export_mcts_refusals.py the same with an mcts member.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import BundleError
+from .mcts import MCTSPlanner, Portfolio
 from .network import ActorNetwork, head_to_action
 
 F32 = np.float32
@@ -357,6 +365,20 @@ class Combination:
 
 
 # --- the members ------------------------------------------------------------------------------
+class SearchInputs(NamedTuple):
+    """What an mcts member's search reads besides the observation (the runner's bar t)."""
+
+    window: np.ndarray  # [W, F] the normalized market window ending at t
+    root: Portfolio  # the ensemble's book marked at bar t's close (MCTSPlanner.root)
+    atr: float
+
+
+def _discrete_weights(index: int, levels: np.ndarray, num_assets: int) -> np.ndarray:
+    """The env's `action_to_weights` of a discrete action (before long_only)."""
+    index = min(max(int(index), 0), len(levels) - 1)
+    return np.full((num_assets,), levels[index] / F32(num_assets), F32)
+
+
 class Member:
     """One member: its numpy network and how its output becomes target weights [A] (the
     env's `action_to_weights` for the member's own action mode)."""
@@ -375,8 +397,7 @@ class Member:
         head, carry = self.network.forward(obs, carry)
         action = head_to_action(head, self.action)
         if self.action["mode"] == "discrete":
-            index = min(max(int(action), 0), len(self.levels) - 1)
-            weights = np.full((self.num_assets,), self.levels[index] / F32(self.num_assets), F32)
+            weights = _discrete_weights(int(action), self.levels, self.num_assets)
         else:
             weights = np.nan_to_num(np.asarray(action, F32).reshape(self.num_assets), nan=0.0,
                                     posinf=self.leverage, neginf=-self.leverage)
@@ -384,6 +405,41 @@ class Member:
         if self.long_only:
             weights = np.maximum(weights, F32(0.0))
         return weights, carry
+
+
+class SearchMember:
+    """An mcts member: the bundle's numpy gumbel search (mcts.MCTSPlanner) with the
+    member's evaluation settings, from the root the ensemble's backtest gives it."""
+
+    def __init__(self, name: str, description: dict, weights: dict[str, np.ndarray],
+                 manifest: dict, num_assets: int) -> None:
+        if "reward" not in manifest:
+            raise BundleError(f"ensemble member {name!r} searches with the env's reward: the "
+                              "manifest has no `reward` section")
+        if description["action"].get("mode") != "discrete":
+            raise BundleError(f"ensemble member {name!r} (mcts) needs a discrete action map")
+        self.name = name
+        # The planner reads its search settings from `network`, its action levels from
+        # `action`, and the accounting from the bundle's costs, trading, risk and reward.
+        self.network = MCTSPlanner(
+            {"network": description, "action": description["action"],
+             "costs": manifest["costs"], "trading": manifest["trading"],
+             "risk": manifest.get("risk", {}), "reward": manifest["reward"]}, weights)
+        self.levels = np.asarray(description["action"]["discrete_levels"], F32)
+        self.long_only = bool(manifest["trading"].get("long_only", False))
+        self.num_assets = num_assets
+
+    def target_weights(self, search: SearchInputs | None, volatility: float,
+                       regime: np.ndarray) -> np.ndarray:
+        if search is None:
+            raise BundleError(f"ensemble member {self.name!r} searches from the book: "
+                              "decide() needs its SearchInputs")
+        action, _, _ = self.network.search(search.window, search.root, search.atr, volatility,
+                                           regime)
+        weights = _discrete_weights(action, self.levels, self.num_assets)
+        if self.long_only:
+            weights = np.maximum(weights, F32(0.0))
+        return weights
 
 
 class EnsembleCarry(NamedTuple):
@@ -407,8 +463,14 @@ class EnsemblePolicy:
             own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
             if not own:
                 raise BundleError(f"bundle weights hold nothing for member {spec['name']!r}")
-            self.members.append(Member(spec["name"], spec, own, manifest["trading"],
-                                       num_assets))
+            if spec.get("family") == "mcts":
+                self.members.append(SearchMember(spec["name"], spec, own, manifest,
+                                                 num_assets))
+            else:
+                self.members.append(Member(spec["name"], spec, own, manifest["trading"],
+                                           num_assets))
+        # Members that search from the book need the runner's window, ledger and ATR.
+        self.searches = any(isinstance(m, SearchMember) for m in self.members)
         shapes = {m.network.obs_shape for m in self.members}
         if len(shapes) != 1:
             raise BundleError(f"the members take different observations: {sorted(shapes)}")
@@ -422,12 +484,18 @@ class EnsemblePolicy:
                              self.combination.initial_state())
 
     def decide(self, obs: np.ndarray, carry: EnsembleCarry, bar: int, close: float,
-               volatility: float, regime: np.ndarray) -> tuple[Combined, EnsembleCarry]:
+               volatility: float, regime: np.ndarray, search: SearchInputs | None = None
+               ) -> tuple[Combined, EnsembleCarry]:
         """Every member's target on `obs`, combined; `bar` counts the runner's bars (the
-        vote records a paper return only between consecutive decisions)."""
+        vote records a paper return only between consecutive decisions). `search`: what an
+        mcts member's search starts from (required when `self.searches`)."""
         targets, member_carries = [], []
         for member, member_carry in zip(self.members, carry.members):
-            weights, member_carry = member.target_weights(obs, member_carry)
+            if isinstance(member, SearchMember):
+                weights = member.target_weights(search, F32(volatility),
+                                                np.asarray(regime, F32))
+            else:
+                weights, member_carry = member.target_weights(obs, member_carry)
             targets.append(weights)
             member_carries.append(member_carry)
         assets = self.combination.num_assets
