@@ -68,16 +68,26 @@ def default_cache_dir() -> Path:
 
 
 def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
-    """Turn on JAX's persistent compilation cache (on by default; `compile_cache=false`).
+    """Turn on JAX's persistent compilation cache: by default on GPU and TPU, not on CPU
+    (`compile_cache=true` / `false` decide instead). Returns its folder, or None when off.
+
+    Why not on CPU by default: with jaxlib 0.10.2, loading a large XLA:CPU executable back
+    from the cache aborted the process now and then (3 of 3 full test-suite runs on a 2-core
+    machine, each time inside `deserialize_executable` on an intact entry), and a cold CPU
+    compile of the default run is seconds, not minutes.
 
     The cache is bounded (`compile_cache_max_gb`, least recently used entries go first) and,
     being bounded, every read and write holds a file lock. That lock is what makes the cache
     safe to share: without it JAX writes an entry in place, and another process (a second
     sweep job, a test worker) that reads the half-written file crashes in deserialization.
     """
-    if not cfg.get("compile_cache", True):
-        return None
     import jax
+
+    setting = cfg.get("compile_cache")
+    if setting is None:
+        setting = jax.default_backend() != "cpu"
+    if not setting:
+        return None
 
     path = Path(cfg.get("compile_cache_dir") or default_cache_dir()).expanduser()
     path.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,7 @@ class Prepared:
     env_params: Any
     agent: Any
     agent_config: Any
+    compile_cache: Path | None = None  # the persistent compilation cache's folder, if on
 
 
 @dataclasses.dataclass
@@ -194,7 +195,7 @@ def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     from jaxtrade.logging import silence_expected_orbax_warnings
 
     silence_expected_orbax_warnings()  # a clean resume printed orbax warnings like a failure
-    common.enable_compile_cache(cfg)
+    compile_cache = common.enable_compile_cache(cfg)
     run_dir = common.resolve_run_dir(cfg, command)
     frame = common.load_frame(cfg["data"])
     # config.yaml, W&B and the report record the bars trained on.
@@ -205,7 +206,7 @@ def prepare(cfg: dict[str, Any], command: str = "train") -> Prepared:
     agent_cfg = common.agent_config(cfg, env, env_params, num_envs)
     agent = agents.make_agent(agent_cfg, env, env_params)
     return Prepared(cfg, run_dir, frame, cfg["data"]["fingerprint"], market, env,
-                    env_params, agent, agent_cfg)
+                    env_params, agent, agent_cfg, compile_cache)
 
 
 def point_hparams(prep: Prepared, points: Sequence[Mapping[str, Any]]) -> Any:
@@ -331,7 +332,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
                                f"never logged or saved) fill {mesh.num_devices} devices")
         if primary and (notice := chunk_notice(cfg["train"], agent, set_by_user)):
             progress.print(notice)
-        progress.compiling()
+        progress.compiling(cached=prep.compile_cache is not None)
         loop = run_loop(
             agent, market, state, start_update=start_update, logger=logger,
             checkpoints=checkpoints,

@@ -45,12 +45,14 @@ class Progress:
         self._task: Any = None
         self._compile_t0: float | None = None
 
-    def compiling(self) -> None:
+    def compiling(self, cached: bool = True) -> None:
         """Say that the first chunk compiles (tens of seconds of silence otherwise); the
-        first `update` says how long it took, and steps/s count from there."""
+        first `update` says how long it took, and steps/s count from there. `cached`: the
+        persistent compilation cache is on (later runs of this shape load the program)."""
         self._compile_t0 = time.perf_counter()
         if self.enabled:
-            self.print("compiling (first run of this shape; later runs use the cache)")
+            self.print("compiling (first run of this shape; later runs use the cache)" if cached
+                       else "compiling")
 
     # -------------------------------------------------------------- numbers
     @property

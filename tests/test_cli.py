@@ -246,14 +246,29 @@ def test_bench_lists_and_runs_scripts(capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", names[0], "--help"]) == 0
 
 
-def test_persistent_compilation_cache_is_on_by_default(trained: tuple[Path, str]) -> None:
+def test_persistent_compilation_cache_is_on_for_accelerators_off_on_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the cache is on where the backend is a GPU or TPU and off on CPU (XLA:CPU
+    aborted loading cached executables); `compile_cache=true` / `false` decide instead."""
     import jax
 
-    from experiments.common import default_cache_dir
+    from experiments.common import enable_compile_cache
 
-    cache = default_cache_dir()
-    assert jax.config.jax_compilation_cache_dir == str(cache)
-    assert cache.is_dir() and any(cache.iterdir())
+    before = jax.config.jax_compilation_cache_dir
+    folder = str(tmp_path / "c")
+    try:
+        assert jax.default_backend() == "cpu"
+        assert enable_compile_cache({"compile_cache_dir": folder}) is None
+        assert jax.config.jax_compilation_cache_dir == before
+        assert enable_compile_cache({"compile_cache": False, "compile_cache_dir": folder}) is None
+        assert enable_compile_cache({"compile_cache": True, "compile_cache_dir": folder}) == (
+            tmp_path / "c")
+        assert jax.config.jax_compilation_cache_dir == folder
+        jax.config.update("jax_compilation_cache_dir", before)
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        assert enable_compile_cache({"compile_cache_dir": folder}) == tmp_path / "c"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_train_report_is_the_backtest_of_the_checkpoint_it_names(
@@ -398,7 +413,8 @@ def test_compile_cache_is_bounded_and_locked(tmp_path: Path) -> None:
     old.write_bytes(b"x")
     before = (jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)
     try:
-        path = enable_compile_cache({"compile_cache_dir": str(tmp_path / "c"),
+        path = enable_compile_cache({"compile_cache": True,
+                                     "compile_cache_dir": str(tmp_path / "c"),
                                      "compile_cache_max_gb": 0.5})
         assert jax.config.jax_compilation_cache_max_size == 2**29
         cache, _ = compilation_cache.get_file_cache(str(path))
@@ -407,7 +423,8 @@ def test_compile_cache_is_bounded_and_locked(tmp_path: Path) -> None:
         cache.put("fedc", b"y" * 10)
         assert cache.get("fedc") == b"y" * 10 and cache.get("0123abcd") == b"x"
         with pytest.raises(ConfigError, match="compile_cache_max_gb"):
-            enable_compile_cache({"compile_cache_dir": str(path), "compile_cache_max_gb": 0})
+            enable_compile_cache({"compile_cache": True, "compile_cache_dir": str(path),
+                                  "compile_cache_max_gb": 0})
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_compilation_cache_max_size", before[1])

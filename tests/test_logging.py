@@ -193,6 +193,10 @@ def test_progress_says_it_compiles_and_how_long_it_took() -> None:
     # steps/s count from the end of the compile: none yet after the first chunk.
     assert lines[2].startswith("train: steps 250/1000") and "| - steps/s |" in lines[2]
     assert lines[3].startswith("train: steps 500/1000") and "| - steps/s |" not in lines[3]
+    stream = io.StringIO()
+    with Progress(1000, stream=stream) as progress:
+        progress.compiling(cached=False)  # no persistent cache: no promise that later runs use it
+    assert stream.getvalue().splitlines()[0] == "compiling"
 
 
 def test_a_clean_resume_prints_no_orbax_item_warnings(tmp_path: Path) -> None:

@@ -285,8 +285,8 @@ def validate_run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = value
     out["seed"] = coerce(out.get("seed", 0), int, "seed")
     check_allowed("seed", out["seed"], {"ge": 0})
-    for key in ("resume", "compile_cache"):
-        out[key] = coerce(out.get(key, False), bool, key)
+    out["resume"] = coerce(out.get("resume", False), bool, "resume")
+    out["compile_cache"] = coerce(out.get("compile_cache"), bool | None, "compile_cache")
     for key in ("run_dir", "compile_cache_dir"):
         out[key] = coerce(out.get(key), str | None, key)
     out["compile_cache_max_gb"] = coerce(out.get("compile_cache_max_gb", 4.0), float,
