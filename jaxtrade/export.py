@@ -32,7 +32,9 @@ the rule, the vote's window and prior, the router table and winner fitted on tra
 validation bars (as the report fits them) and min_trade_probability, in the manifest's
 `network` section (`family: ensemble`). The runner combines the members in numpy
 (jaxtrade/live/ensemble.py): it updates the vote online from each member's paper returns and
-prints the member weights and the trade probability beside the target. One symbol only.
+prints the member weights and the trade probability beside the target; a run on several
+symbols combines the members' target weight vectors per timestamp in the multi-asset runner
+(jaxtrade/live/multi.py), as the backtest does.
 
 An mcts run (agents/mcts.py, gumbel search) exports its three heads (policy, value, next-bar
 model) and its evaluation search settings (simulations, depth, gamma, outcome buckets, no
@@ -395,9 +397,6 @@ def write_bundle(
         raise ExportError(f"the market names {len(symbols)} symbols for its "
                           f"{market.num_assets} assets")
     if ensemble:
-        if len(symbols) != 1:
-            raise ExportError("an ensemble bundle trades one symbol: the runner's ensemble "
-                              f"combination is not built for {len(symbols)} symbols")
         if onnx:
             raise ExportError("an ensemble bundle has no ONNX graph: its runner combines the "
                               "members in numpy (use format=numpy)")

@@ -37,7 +37,8 @@ features {names, bins}, backtest_max_drawdown} (monitor.py), versions, source, r
 
 An ensemble bundle (network.family "ensemble": every member's network and the combination
 state) runs its members and their combination in ensemble.py, and each line also carries
-`rule`, `member_weights`, `member_targets` and `trade_probability`.
+`rule`, `member_weights`, `member_targets` and `trade_probability` (with several symbols, in
+multi.MultiAssetRunner: `member_targets` {member: {symbol: weight}}).
 
 A bundle trained on several symbols (`symbols` lists them) runs in multi.MultiAssetRunner:
 one decision per timestamp with `target_positions` {symbol: weight} (runner.py picks it);

@@ -13,6 +13,13 @@ which keeps the runner's bar within its latency goal), and otherwise the regular
 incomplete beta function by its continued fraction (modified Lentz); either way from
 betainc's argument rounded to float32 as the backtest rounds it.
 
+The combination works in the target-weights space of any number of assets, as combine.py
+does: member targets are weight vectors [M, A], paper returns are those of the member's
+portfolio over every asset (after each asset's costs), the book's volatility is
+sum_a |w_a| vol_a. The single-symbol Runner (engine.py) and the multi-asset runner
+(multi.py, one decision per timestamp from the closes and volatilities of every symbol)
+call the same `EnsemblePolicy.decide`.
+
 `EnsemblePolicy` holds the members (network.ActorNetwork each, with its own action map, or
 an mcts member's numpy search, mcts.MCTSPlanner) and the combination: rule (equal, vote,
 router, winner), vote window and prior, router table, winner, min_trade_probability.
@@ -28,7 +35,8 @@ from a fresh carry at its first bar.
 
 numpy + stdlib only (the bundle's runner imports nothing else). tests/test_export_ensemble.py
 checks runner == backtest bar for bar (targets, member weights, trade probability);
-tests/test_export_mcts_refusals.py the same with an mcts member.
+tests/test_export_mcts_refusals.py the same with an mcts member;
+tests/test_export_ensemble_multi.py the same on two symbols (multi.MultiAssetRunner).
 """
 
 from __future__ import annotations
@@ -471,6 +479,9 @@ class EnsemblePolicy:
                                            num_assets))
         # Members that search from the book need the runner's window, ledger and ATR.
         self.searches = any(isinstance(m, SearchMember) for m in self.members)
+        if self.searches and num_assets != 1:  # agents/mcts.py trains on one asset only
+            raise BundleError(f"an mcts ensemble member searches one symbol's book, the "
+                              f"bundle trades {num_assets}")
         shapes = {m.network.obs_shape for m in self.members}
         if len(shapes) != 1:
             raise BundleError(f"the members take different observations: {sorted(shapes)}")
@@ -483,12 +494,15 @@ class EnsemblePolicy:
         return EnsembleCarry([m.network.initial_carry() for m in self.members],
                              self.combination.initial_state())
 
-    def decide(self, obs: np.ndarray, carry: EnsembleCarry, bar: int, close: float,
-               volatility: float, regime: np.ndarray, search: SearchInputs | None = None
-               ) -> tuple[Combined, EnsembleCarry]:
+    def decide(self, obs: np.ndarray, carry: EnsembleCarry, bar: int,
+               close: float | np.ndarray, volatility: float | np.ndarray, regime: np.ndarray,
+               search: SearchInputs | None = None) -> tuple[Combined, EnsembleCarry]:
         """Every member's target on `obs`, combined; `bar` counts the runner's bars (the
-        vote records a paper return only between consecutive decisions). `search`: what an
-        mcts member's search starts from (required when `self.searches`)."""
+        vote records a paper return only between consecutive decisions). `close` and
+        `volatility`: bar t's, one per asset (a bundle trading several symbols: the
+        market's close and volatility [A], a missing bar's carried forward) or one number
+        for every asset. `search`: what an mcts member's search starts from (required when
+        `self.searches`; one symbol only)."""
         targets, member_carries = [], []
         for member, member_carry in zip(self.members, carry.members):
             if isinstance(member, SearchMember):
@@ -498,8 +512,9 @@ class EnsemblePolicy:
                 weights, member_carry = member.target_weights(obs, member_carry)
             targets.append(weights)
             member_carries.append(member_carry)
-        assets = self.combination.num_assets
+        assets = self.combination.num_assets  # np.full: a number or [A] values, copied
         combined = self.combination.step(
-            carry.vote, np.stack(targets).astype(F32), bar, np.full(assets, close, F32),
-            np.full(assets, volatility, F32), np.asarray(regime, F32))
+            carry.vote, np.stack(targets).astype(F32), bar,
+            np.full(assets, np.asarray(close, F32), F32),
+            np.full(assets, np.asarray(volatility, F32), F32), np.asarray(regime, F32))
         return combined, EnsembleCarry(member_carries, carry.vote)

@@ -17,7 +17,12 @@ then, as `jaxtrade.market.build` aligned the symbols on the union of their times
 Then the observation (window [W, A, F] + the portfolio's 3 A + 2 values) goes through the
 policy, the action becomes one target weight per symbol (a discrete level split equally over
 the A symbols, or a continuous weight each) after the env's risk rules (`MultiLedger`), and
-one decision is returned per timestamp with `target_positions` {symbol: weight}.
+one decision is returned per timestamp with `target_positions` {symbol: weight}. An ensemble
+bundle (network.family "ensemble") runs its members and their combination in ensemble.py
+(`EnsemblePolicy.decide` with this timestamp's close and volatility per symbol, a missing
+bar's carried forward as the market carries them): its action is the combined weight vector,
+and the line also carries `rule`, `member_weights`, `member_targets` {member: {symbol:
+weight}} and `trade_probability`.
 
 Before a symbol's first bar the market back-fills its prices from that first bar; the runner
 cannot, so it holds the symbol flat and, with ATR sizing on, sizes it with ATR 0 until then.
@@ -53,6 +58,7 @@ import numpy as np
 from .bars import Bar, format_timestamp
 from .bundle import Bundle
 from .engine import RECENT_BARS, MarketState, _raw, promoted_bundle
+from .ensemble import EnsemblePolicy
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
@@ -69,7 +75,7 @@ _sum = np.add.reduce
 SAME_BOOK = ("action", "trading", "costs", "risk", "symbols")
 # The state a promoted bundle brings (features, policy); the ledger and counters stay.
 _POLICY_STATE = ("manifest", "format", "window_bars", "layout", "include_portfolio", "engines",
-                 "cross", "normalizer", "regimes", "regime_in_features", "network",
+                 "cross", "normalizer", "regimes", "regime_in_features", "network", "ensemble",
                  "market_states", "num_features", "_window", "bars_seen", "carry",
                  "last_regime")
 
@@ -336,7 +342,15 @@ class MultiAssetRunner:
             regimes = features.get("regimes")
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
-            self.network = ActorNetwork(m["network"], bundle.weights)
+            self.ensemble = None
+            if m["network"].get("family") == "ensemble":
+                # Every member's network and the combination (ensemble.py), per timestamp.
+                if engine != "numpy":
+                    raise BundleError("an ensemble bundle runs on the numpy engine only")
+                self.ensemble = EnsemblePolicy(m, bundle.weights)
+                self.network = self.ensemble
+            else:
+                self.network = ActorNetwork(m["network"], bundle.weights)
             if engine == "onnx":
                 from .onnx_engine import OnnxActor
 
@@ -658,6 +672,30 @@ class MultiAssetRunner:
 
     def _decide(self, timestamp_us: int) -> dict:
         out: dict = {"timestamp": format_timestamp(timestamp_us)}
+        close = self.ledger.last_close
+        vol = np.array([s.volatility for s in self.market_states], F32)
+        if self.ensemble is not None:
+            action = self._combine(close, vol, out)
+        else:
+            action = self._policy_action(out)
+        atr = np.array([np.nan_to_num(s.atr) for s in self.market_states], F32)
+        seen = np.array([b is not None for b in self.last_bar])
+        targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime, action,
+                                     seen)
+        self.decisions += 1
+        if self.flat_after_drift:  # the order of the flat action replaces the policy's
+            targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime,
+                                         self._flat_action(), seen)
+            out["flat"] = "drift alert: every symbol flat"
+        out["target_positions"] = {s: float(targets[a]) for a, s in enumerate(self.symbols)}
+        weights = self.ledger.position_weights()
+        out["positions"] = {s: round(float(weights[a]), 8) for a, s in enumerate(self.symbols)}
+        out["equity"] = float(self.ledger.equity)
+        return out
+
+    def _policy_action(self, out: dict):
+        """The network's action on this timestamp's observation (the carry moves on); the
+        line gets the action, a discrete policy's probabilities and the critic's value."""
         if getattr(self.network, "has_value", False):  # the critic's value or Q(s, pi(s))
             head, value, self.carry = self.network.forward_with_value(self.observation(),
                                                                       self.carry)
@@ -678,22 +716,24 @@ class MultiAssetRunner:
             low, high = np.asarray(spec["low"], F32), np.asarray(spec["high"], F32)
             action = low + (unit + F32(1.0)) * F32(0.5) * (high - low)
             out["action"] = [float(x) for x in np.atleast_1d(action)]
-        close = self.ledger.last_close
-        atr = np.array([np.nan_to_num(s.atr) for s in self.market_states], F32)
-        vol = np.array([s.volatility for s in self.market_states], F32)
-        seen = np.array([b is not None for b in self.last_bar])
-        targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime, action,
-                                     seen)
-        self.decisions += 1
-        if self.flat_after_drift:  # the order of the flat action replaces the policy's
-            targets = self.ledger.decide(timestamp_us, close, atr, vol, self.last_regime,
-                                         self._flat_action(), seen)
-            out["flat"] = "drift alert: every symbol flat"
-        out["target_positions"] = {s: float(targets[a]) for a, s in enumerate(self.symbols)}
-        weights = self.ledger.position_weights()
-        out["positions"] = {s: round(float(weights[a]), 8) for a, s in enumerate(self.symbols)}
-        out["equity"] = float(self.ledger.equity)
-        return out
+        return action
+
+    def _combine(self, close: np.ndarray, volatility: np.ndarray, out: dict) -> np.ndarray:
+        """An ensemble bundle's action: the members' target weights combined by the rule
+        (ensemble.py) from this timestamp's close and volatility per symbol, as the backtest
+        reads the market's [A] rows (a missing bar's carried forward). The line gets the
+        rule, member weights, each member's target per symbol and the trade probability."""
+        combined, self.carry = self.ensemble.decide(
+            self.observation(), self.carry, self.bars_seen, close, volatility,
+            self.last_regime)
+        out["action"] = [float(x) for x in combined.target]
+        out["rule"] = self.ensemble.rule
+        out["member_weights"] = {n: float(w) for n, w in
+                                 zip(self.ensemble.names, combined.weights)}
+        out["member_targets"] = {n: {s: float(t[a]) for a, s in enumerate(self.symbols)}
+                                 for n, t in zip(self.ensemble.names, combined.member_targets)}
+        out["trade_probability"] = combined.trade_probability
+        return combined.target
 
     # --- whole streams -----------------------------------------------------------------------
     def run(self, records: Iterable, *, start_us: int | None = None,
