@@ -343,6 +343,22 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
     return section, flat
 
 
+def missing_bars_rule(run_config: Mapping[str, Any] | None) -> str:
+    """How a run's symbols met at a timestamp where some had no bar, for the runner to repeat.
+
+    "drop": the timestamp is not on the training timeline (a CLI run's loader aligns symbols
+    with `data.options.align="inner"` by default, keeping only timestamps every symbol has);
+    "flat": the missing bar was a flat one at the previous close with zero volume (`align=
+    "outer"`, forward-filled; before every symbol's first bar, timestamps are dropped too);
+    "mask": the market was built from a frame with gaps (`jaxtrade.market.build` in Python:
+    carried prices, a zero feature row, no fill), which a bundle without a run config gets.
+    """
+    if not run_config:
+        return "mask"
+    options = dict((run_config.get("data") or {}).get("options") or {})
+    return "flat" if options.get("align", "inner") == "outer" else "drop"
+
+
 def write_bundle(
     out: str | Path,
     *,
@@ -433,6 +449,9 @@ def write_bundle(
         # One symbol: runner.py / Runner; several: MultiAssetRunner (jaxtrade/live/multi.py).
         "symbol": symbols[0] if len(symbols) == 1 else None,
         "symbols": symbols,
+        # Several symbols: what the runner does at a timestamp where some have no bar, as the
+        # run's data loading did (`missing_bars_rule`).
+        "missing_bars": missing_bars_rule(run_config) if len(symbols) > 1 else None,
         "bars_per_year": float(market.meta.bars_per_year),
         "bar_interval_seconds": interval,
         "gap_threshold_seconds": gap_threshold,

@@ -143,9 +143,14 @@ def test_continuous_two_asset_weights_with_stops_match_the_backtest(case, tmp_pa
         result.metrics["total_return"], abs=1e-4)
 
 
-def test_cli_run_export_and_runner_py_reproduce_positions_csv_for_every_symbol(tmp_path):
-    """`jaxtrade train` on a two-symbol CSV, `jaxtrade export`, then the bundle's runner.py on
-    the same file: each timestamp's target weights equal the run's report/positions.csv."""
+@pytest.mark.parametrize("align", ["inner", "outer"])
+def test_cli_run_export_and_runner_py_reproduce_positions_csv_for_every_symbol(tmp_path, align):
+    """`jaxtrade train` on a two-symbol CSV whose second symbol misses bars (in training and in
+    the test split), `jaxtrade export`, then the bundle's runner.py on the same file: each
+    timestamp's target weights equal the run's report/positions.csv. The runner meets the
+    missing bars as the run's loading did: `align=inner` (the default) dropped those
+    timestamps, so the runner skips them; `align=outer` forward-filled flat bars, so the runner
+    trades them with a flat bar at the previous close."""
     import contextlib
     import io
     import json
@@ -157,11 +162,17 @@ def test_cli_run_export_and_runner_py_reproduce_positions_csv_for_every_symbol(t
     from jaxtrade.cli import main
 
     frame = synthetic_frame(seed=1, num_bars=500, num_assets=2, freq="1h")
+    second = frame["symbol"].unique(maintain_order=True)[1]
+    gaps = frame.filter(pl.col("symbol") == second)["timestamp"].gather([100, 101, 250, 470, 471])
+    frame = frame.filter(~((pl.col("symbol") == second) & pl.col("timestamp").is_in(gaps)))
     csv = tmp_path / "two.csv"
     frame.write_csv(csv)
     run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
+    loading = ([] if align == "inner"
+               else ["+data.options.align=outer", "+data.options.fill_gaps=ffill"])
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["train", *TINY_RUN, f"data.path={csv}", f"run_dir={run_dir}"]) == 0
+        assert main(["train", *TINY_RUN, *loading, f"data.path={csv}",
+                     f"run_dir={run_dir}"]) == 0
         assert main(["export", f"run_dir={run_dir}", f"out={bundle}"]) == 0
     positions = pl.read_csv(run_dir / "report" / "positions.csv").filter(
         pl.col("split") == "test")
@@ -181,7 +192,14 @@ def test_cli_run_export_and_runner_py_reproduce_positions_csv_for_every_symbol(t
         assert len(ours) == len(expected)
         # The report's last row is the policy's target before the risk rules (no next bar).
         np.testing.assert_allclose(ours[:-1], expected[:-1], atol=1e-6)
-    assert lines[-1]["summary"]["decisions"] == len(decisions)
+    summary = lines[-1]["summary"]
+    assert summary["decisions"] == len(decisions)
+    assert str(gaps[3]) >= first.replace("T", " ")  # two of the gaps are in the test split
+    if align == "inner":
+        assert summary["dropped_timestamps"] == len(gaps) and summary["missing_bars"] == 0
+    else:
+        assert summary["dropped_timestamps"] == 0 and summary["missing_bars"] == 5
+        assert any(d["missing"] == [second] for d in decisions)
 
 
 def test_runner_py_reads_a_folder_per_symbol_and_json_lines_alike(case, tmp_path):

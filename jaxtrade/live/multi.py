@@ -69,6 +69,9 @@ from .sinks import decision_line
 from .sources import MalformedRecord
 from .store import ReplayStore, emit_unemitted, take_stored
 
+# The manifest's `missing_bars` rules (jaxtrade/export.py `missing_bars_rule`).
+MISSING_BARS_RULES = ("drop", "flat", "mask")
+
 log = logging.getLogger("jaxtrade.live")
 _sum = np.add.reduce
 # What a promoted bundle must share with the running one: the ledger carries on with it.
@@ -394,6 +397,13 @@ class MultiAssetRunner:
         self.rejected = 0
         self.timestamps = 0
         self.missing_bars = 0
+        # A timestamp where some symbol has no bar: as the run's data loading treated it
+        # (`missing_bars` in the manifest, jaxtrade/export.py `missing_bars_rule`).
+        self.missing_rule = str(m.get("missing_bars") or "mask")
+        if self.missing_rule not in MISSING_BARS_RULES:
+            raise BundleError(f"manifest missing_bars={self.missing_rule!r}: expected one of "
+                              f"{', '.join(MISSING_BARS_RULES)}")
+        self.dropped_timestamps = 0
         self.last_timestamp_us: int | None = None
         self._pending_us: int | None = None
         self._pending: dict[int, Bar] = {}
@@ -509,16 +519,42 @@ class MultiAssetRunner:
         return []
 
     # --- one timestamp -----------------------------------------------------------------------
+    def _complete(self, timestamp_us: int, bars: dict[int, Bar]) -> dict[int, Bar] | None:
+        """The bars a timestamp is processed with when some symbol has none, by the bundle's
+        `missing_bars` rule: "drop" skips the timestamp (None; training's inner alignment
+        kept only timestamps every symbol has), "flat" gives the missing symbol a flat bar at
+        its previous close with zero volume (outer alignment, forward-filled; a symbol
+        without a previous bar drops the timestamp, as that timeline starts once every
+        symbol has begun), "mask" leaves it missing (module docstring)."""
+        if len(bars) == self.num_assets or self.missing_rule == "mask":
+            return bars
+        absent = [a for a in range(self.num_assets) if a not in bars]
+        if self.missing_rule == "drop" or any(self.last_bar[a] is None for a in absent):
+            self.dropped_timestamps += 1
+            log.info("timestamp %s skipped: no bar of %s (missing_bars=%s, as in training)",
+                     format_timestamp(timestamp_us),
+                     ", ".join(self.symbols[a] for a in absent), self.missing_rule)
+            return None
+        filled = dict(bars)
+        for a in absent:
+            close = self.last_bar[a].close  # type: ignore[union-attr]
+            filled[a] = Bar(timestamp_us, close, close, close, close, 0.0)
+        return filled
+
     def step(self, timestamp_us: int, bars: dict[int, Bar], *, trade: bool = True) -> dict | None:
         """Everything of one timestamp: fills, features, and the decision (when trading)."""
         started = time.perf_counter()
         if self.pointer is not None and not self._rebuilding:
             self.follow_pointer()  # between timestamps: a promotion takes over before this one
-        self._recent.append((timestamp_us, dict(bars)))
+        received, missing = bars, self.num_assets - len(bars)
+        bars = self._complete(timestamp_us, bars)
+        if bars is None:
+            return None
+        self._recent.append((timestamp_us, dict(received)))
         present = np.zeros(self.num_assets, bool)
         for a in bars:
             present[a] = True
-        self.missing_bars += int((~present).sum()) if self.timestamps else 0
+        self.missing_bars += missing if self.timestamps else 0
         self.timestamps += 1
         returns = np.full(self.num_assets, np.nan)
         for a, bar in bars.items():
@@ -584,7 +620,8 @@ class MultiAssetRunner:
                 self.trading = True
                 self.equity_curve.append(float(self.ledger.equity))
             decision = self._decide(timestamp_us)
-            decision["missing"] = [self.symbols[a] for a in np.flatnonzero(~present)]
+            # Symbols without a bar of their own here (a "flat" rule's filled ones included).
+            decision["missing"] = [s for a, s in enumerate(self.symbols) if a not in received]
             decision["latency_us"] = round((time.perf_counter() - started) * 1e6, 1)
         if self._rebuilding:
             return decision
@@ -592,7 +629,7 @@ class MultiAssetRunner:
         if self.store is not None:
             # Stored with its line before the sinks get it; marked emitted once they took it.
             self.store.record_timestamp(
-                timestamp_us, {self.symbols[a]: bar for a, bar in bars.items()}, decision,
+                timestamp_us, {self.symbols[a]: bar for a, bar in received.items()}, decision,
                 fills, line=decision_line(decision) if deliver else None)
             if self.max_age_seconds is not None and self.timestamps % self.purge_every_bars == 0:
                 self.store.purge(self.max_age_seconds)
@@ -757,7 +794,8 @@ class MultiAssetRunner:
         bars_per_year = float(self.manifest.get("bars_per_year", 252.0))
         out = summary(self.equity_curve, bars_per_year, self.ledger) if self.equity_curve else {}
         out.update(decisions=self.decisions, timestamps=self.timestamps,
-                   missing_bars=self.missing_bars, rejected_bars=self.rejected)
+                   missing_bars=self.missing_bars, dropped_timestamps=self.dropped_timestamps,
+                   rejected_bars=self.rejected)
         if self.alerts:
             out["alerts"] = self.alerts
         if self.switches:
