@@ -18,8 +18,8 @@ from jaxtrade.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs `jaxtrade train <case>` for each case in one interpreter (main() as the console
-# script calls it) and reports the exit code, stderr and whether JAX was imported by then.
+# Runs `jaxtrade <case>` for each case in one interpreter (main() as the console script
+# calls it) and reports the exit code, stderr and whether JAX was imported by then.
 WRAPPER = """
 import contextlib, io, json, sys
 from jaxtrade.cli import main
@@ -29,7 +29,7 @@ out = {"typos": [], "valid": []}
 for case in cases:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(["train", *case])
+        code = main(case)
     out["typos"].append({"code": code, "stderr": err.getvalue(), "jax": "jax" in sys.modules})
 for case in valid:
     out["valid"].append({"config": compose_raw(case), "jax": "jax" in sys.modules})
@@ -146,18 +146,20 @@ def test_another_version_of_the_sources_is_another_key(tmp_path: Path, monkeypat
     assert json.loads(path.read_text())["nodes"]["version"] == 3
 
 
-def test_every_section_s_typo_is_one_line_exit_2_before_jax(cache: Path) -> None:
+def test_a_typo_in_every_section_is_one_line_and_exit_2_before_jax(cache: Path) -> None:
     nodes = agent_defaults.compute()
     assert nodes is not None
-    cases = typo_cases(nodes)
+    cases = [(["train", *overrides], overrides, unknown, meant)
+             for overrides, unknown, meant in typo_cases(nodes)]
+    cases.append((["sweep", "env.num_env=8"], ["env.num_env=8"], "env.num_env", "env.num_envs"))
     env = {**os.environ, "JAXTRADE_CACHE_DIR": str(cache), "JAXTRADE_NO_HUGEPAGES": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     child = subprocess.run(
-        [sys.executable, "-c", WRAPPER, json.dumps([c for c, _, _ in cases]), json.dumps(VALID)],
+        [sys.executable, "-c", WRAPPER, json.dumps([c for c, _, _, _ in cases]), json.dumps(VALID)],
         capture_output=True, text=True, env=env, cwd=cache, timeout=300)
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
-    for (overrides, unknown, meant), got in zip(cases, result["typos"], strict=True):
+    for (_, overrides, unknown, meant), got in zip(cases, result["typos"], strict=True):
         with pytest.raises(ConfigError) as expected:  # here, where the agents are imported
             compose_raw(overrides)
         line = f"jaxtrade: ConfigError: {expected.value}\n"
