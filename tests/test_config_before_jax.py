@@ -1,6 +1,6 @@
-"""A config typo is reported before JAX is imported: the agents' defaults Hydra composes on
-come from the store of `jaxtrade.config.agent_defaults`, which equals what the dataclasses
-give and is keyed by the sources it was computed from."""
+"""A config typo (or a bad train/data/logger/sweep value) is reported before JAX is imported:
+the agents' defaults Hydra composes on come from the store of `jaxtrade.config.agent_defaults`,
+which equals what the dataclasses give and is keyed by the sources it was computed from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jaxtrade.config import agent_defaults, compose_raw
+from jaxtrade.config import agent_defaults, compose_raw, compose_run
 from jaxtrade.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,8 @@ print(json.dumps(out))
 """
 
 # Overrides Hydra composes (the validator judges some later): group switches, the ensemble's
-# member sections and member list, presets, dict and list values, '+' and '++'.
+# member sections and member list, presets, dict and list values, '+', '++', '~' and list
+# indices.
 VALID = [
     [],
     ["agent=ensemble", "agent.members=[ppo,dqn]", "agent.ppo.hparams.learning_rate=1e-3"],
@@ -45,6 +46,8 @@ VALID = [
     ["experiment=smoke", "agent=dqn", "data.options.num_bars=500"],
     ["env.costs={fee_bps: 2.0}", "env.discrete_levels=[-1,1]", "logger.tags=[a,b]"],
     ["+agent.extra=1", "++train.total_steps=5", "train.distributed.num_processes=2"],
+    ["~env.risk", "~agent.hparams.ent_coef", "env.discrete_levels.0=-2"],
+    ["agent=ensemble", "~agent.mcts"],
 ]
 
 
@@ -146,12 +149,22 @@ def test_another_version_of_the_sources_is_another_key(tmp_path: Path, monkeypat
     assert json.loads(path.read_text())["nodes"]["version"] == 3
 
 
-def test_a_typo_in_every_section_is_one_line_and_exit_2_before_jax(cache: Path) -> None:
+def test_typos_and_bad_values_are_one_line_and_exit_2_before_jax(cache: Path) -> None:
     nodes = agent_defaults.compute()
     assert nodes is not None
-    cases = [(["train", *overrides], overrides, unknown, meant)
-             for overrides, unknown, meant in typo_cases(nodes)]
-    cases.append((["sweep", "env.num_env=8"], ["env.num_env=8"], "env.num_env", "env.num_envs"))
+    # (command line, its overrides, how the message starts, the suggestion it makes)
+    cases = [(["train", *overrides], overrides, f"unknown key '{unknown}'",
+              f"did you mean '{meant}'?") for overrides, unknown, meant in typo_cases(nodes)]
+    cases += [(["sweep", "env.num_env=8"], ["env.num_env=8"], "unknown key 'env.num_env'",
+               "did you mean 'env.num_envs'?")]
+    cases += [(["train", *overrides], overrides, start, hint) for overrides, start, hint in [
+        (["experiment=smok"], "experiment='smok' is not allowed", "did you mean 'smoke'?"),
+        (["features=minimall"], "features='minimall' is not allowed", "did you mean 'minimal'?"),
+        (["train.total_steps=0"], "train.total_steps=0 is not allowed: must be > 0", ""),
+        (["data.train_frac=2"], "data.train_frac=2.0 is not allowed", ""),
+        (["logger.kind=x"], "logger.kind='x' is not allowed: choose one of", ""),
+        (["sweep.method=foo"], "sweep.method='foo' is not allowed: choose one of", ""),
+    ]]
     env = {**os.environ, "JAXTRADE_CACHE_DIR": str(cache), "JAXTRADE_NO_HUGEPAGES": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     child = subprocess.run(
@@ -159,13 +172,12 @@ def test_a_typo_in_every_section_is_one_line_and_exit_2_before_jax(cache: Path) 
         capture_output=True, text=True, env=env, cwd=cache, timeout=300)
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
-    for (_, overrides, unknown, meant), got in zip(cases, result["typos"], strict=True):
+    for (_, overrides, start, hint), got in zip(cases, result["typos"], strict=True):
         with pytest.raises(ConfigError) as expected:  # here, where the agents are imported
-            compose_raw(overrides)
+            compose_run(overrides)
         line = f"jaxtrade: ConfigError: {expected.value}\n"
         assert (got["code"], got["stderr"], got["jax"]) == (2, line, False), overrides
-        assert line.startswith(f"jaxtrade: ConfigError: unknown key '{unknown}'"), line
-        assert f"did you mean '{meant}'?" in line, line
+        assert line.startswith(f"jaxtrade: ConfigError: {start}") and hint in line, line
     for overrides, got in zip(VALID, result["valid"], strict=True):
         assert got == {"config": compose_raw(overrides), "jax": False}, overrides
 
