@@ -122,6 +122,7 @@ def _store(path: Path, text: str) -> None:
                                          delete=False) as tmp:
             tmp_name = tmp.name
             tmp.write(text)
+        os.chmod(tmp_name, 0o644)  # readable like the other files a shared cache folder holds
         os.replace(tmp_name, path)
         tmp_name = None
         stored = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime,
