@@ -10,10 +10,14 @@ two ways, alternating so both see the same machine load:
             dataclasses, importing JAX, flax, optax and distrax (what every command did before
             they were stored; now the first after installing or editing the code)
 
-It prints, per command line, the median and minimum wall seconds of each way, their ratio,
-the exit code and whether `jax` appeared in the stored run's `-X importtime` log.
+With --peer DIR a third way runs the same command from another checkout (e.g. one before
+the defaults were stored), in turn with the other two.
 
-    python scripts/bench_config_errors.py [--samples N] [overrides ...]
+It prints, per command line, the median and minimum wall seconds of each way, the ratio
+computed / stored (and peer / stored), the exit code and whether `jax` appeared in the stored
+run's `-X importtime` log.
+
+    python scripts/bench_config_errors.py [--samples N] [--peer DIR] [overrides ...]
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ TYPOS = [
 ]
 
 
-def run(overrides: list[str], cache: Path, workdir: Path,
-        importtime: bool = False) -> tuple[float, int, str]:
+def run(overrides: list[str], cache: Path, workdir: Path, importtime: bool = False,
+        checkout: Path = REPO) -> tuple[float, int, str]:
     """(wall seconds, exit code, stderr) of one `jaxtrade train` in a fresh interpreter."""
-    env = {**os.environ, "JAXTRADE_CACHE_DIR": str(cache),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "JAXTRADE_CACHE_DIR": str(cache), "PYTHONPATH": path}
     flags = ["-X", "importtime"] if importtime else []
     start = time.perf_counter()
     child = subprocess.run([sys.executable, *flags, "-m", "jaxtrade.cli", "train", *overrides],
@@ -52,6 +56,7 @@ def run(overrides: list[str], cache: Path, workdir: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=5, help="runs per way (default 5)")
+    parser.add_argument("--peer", type=Path, help="another checkout to time the same way")
     parser.add_argument("overrides", nargs="*",
                         help="one command line's overrides (default: four typical typos)")
     args = parser.parse_args(argv)
@@ -59,24 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir, stored_cache = Path(tmp), Path(tmp) / "stored"
         run(cases[0], stored_cache, workdir)  # stores the defaults
-        print(f"{'jaxtrade train ...':<52} {'stored s (min)':>15} {'computed s (min)':>17} "
-              f"{'ratio':>6}  exit  jax")
+        peer_cache = Path(tmp) / "peer"
+        if args.peer:
+            run(cases[0], peer_cache, workdir, checkout=args.peer)
+        header = f"{'jaxtrade train ...':<50} {'stored s':>14} {'computed s':>14} {'ratio':>6}"
+        print(header + (f" {'peer s':>14} {'ratio':>6}" if args.peer else "") + "  exit  jax")
         for overrides in cases:
-            stored, computed = [], []
+            stored, computed, peer = [], [], []
             for _ in range(args.samples):
                 wall, code, _ = run(overrides, stored_cache, workdir)
                 stored.append(wall)
                 wall, _, _ = run(overrides, Path(tempfile.mkdtemp(dir=tmp)), workdir)
                 computed.append(wall)
+                if args.peer:
+                    peer.append(run(overrides, peer_cache, workdir, checkout=args.peer)[0])
             _, code, log = run(overrides, stored_cache, workdir, importtime=True)
             jax = any(line.rsplit("|", 1)[-1].strip() == "jax"
                       for line in log.splitlines() if line.startswith("import time:"))
-            med_s, med_c = statistics.median(stored), statistics.median(computed)
-            print(f"{' '.join(overrides):<52} {med_s:6.2f} (>={min(stored):.2f}) "
-                  f"{med_c:6.2f} (>={min(computed):.2f}) {med_c / med_s:5.1f}x  {code:>4}  "
-                  f"{'yes' if jax else 'no'}")
+            base = statistics.median(stored)
+            line = f"{' '.join(overrides):<50} {_cell(stored)} {_cell(computed)} " \
+                   f"{statistics.median(computed) / base:5.1f}x"
+            if peer:
+                line += f" {_cell(peer)} {statistics.median(peer) / base:5.1f}x"
+            print(f"{line}  {code:>4}  {'yes' if jax else 'no'}")
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     return 0
+
+
+def _cell(samples: list[float]) -> str:
+    """'median (min)' in seconds."""
+    return f"{statistics.median(samples):5.2f} ({min(samples):.2f})"
 
 
 if __name__ == "__main__":
