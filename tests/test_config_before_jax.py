@@ -147,6 +147,10 @@ def test_another_version_of_the_sources_is_another_key(tmp_path: Path, monkeypat
     monkeypatch.setattr(agent_defaults, "compute", lambda: {"agents": {}, "version": 3})
     assert agent_defaults.load() == {"agents": {}, "version": 3}
     assert json.loads(path.read_text())["nodes"]["version"] == 3
+    # An editor's lock link (a dangling `.#ppo.py`) cannot be hashed: computed, not stored.
+    (package / ".#ppo.py").symlink_to(tmp_path / "gone")
+    monkeypatch.setattr(agent_defaults, "compute", lambda: {"agents": {}, "version": 4})
+    assert agent_defaults.load() == {"agents": {}, "version": 4}
 
 
 def test_typos_and_bad_values_are_one_line_and_exit_2_before_jax(cache: Path) -> None:

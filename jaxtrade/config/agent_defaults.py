@@ -3,7 +3,7 @@
 Hydra composes every run config on nodes read from the agents' config dataclasses (see
 `jaxtrade.config.schema.register_configs`): each agent's defaults, its default network and
 NetworkConfig's defaults. Reading them means importing the agents, and with them JAX, flax,
-optax and distrax, about 1.5 s of a 2-core machine; a typo on the command line waited for
+optax and distrax, about 1.5 s on an idle 2-core machine; a typo on the command line waited for
 it. These nodes are a function of the source files of `agents`, `envs` and `jaxtrade` alone,
 so they are computed once per version of those files and kept as JSON in
 `jaxtrade.paths.cache_dir()/config_defaults/<sha256 of the sources>.json`. A command whose
@@ -92,7 +92,10 @@ def load() -> dict[str, Any] | None:
     """The nodes for the installed sources: the stored file when there is one, else computed
     (and stored for the next command). Always the JSON form, wherever they came from."""
     roots = package_roots()
-    path = folder() / f"{source_digest(roots)}.json" if roots else None
+    try:
+        path = folder() / f"{source_digest(roots)}.json" if roots else None
+    except OSError:  # a file that vanished while read, a dangling editor lock link...
+        path = None
     if path is not None:
         try:
             stored = json.loads(path.read_text())
