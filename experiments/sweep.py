@@ -136,7 +136,6 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
     if multirun:
         return run_multirun(plain, vmapped, multirun, print_fn)
     from experiments.train import start_distributed
-    from jaxtrade import sharding
 
     # Before the config is validated (validation starts JAX): a vmapped sweep over hosts
     # is one `train` program whose points span every process's devices.
@@ -151,6 +150,8 @@ def main(argv: Sequence[str], print_fn: Callable[[str], None] = print) -> int:
                           "comma lists such as agent.hparams.learning_rate=1e-4,3e-4")
     cfg["sweep"]["points"] = points
     summary = run_vmapped(cfg, points, print_fn, set_by_user=common.override_keys(argv))
+    from jaxtrade import sharding  # JAX: imported once the config is valid (a typo is quick)
+
     if sharding.is_primary():
         print_fn(summary_table(summary))
     return 0

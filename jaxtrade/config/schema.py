@@ -163,8 +163,15 @@ class RunConfig:
     features: Any = None
 
 
+_registered = False
+
+
 def register_configs() -> None:
-    """Register the schemas so Hydra type-checks every composed config against them."""
+    """Register the schemas so Hydra type-checks every composed config against them (once
+    per process: the nodes do not change, and explaining a failure composes again)."""
+    global _registered
+    if _registered:
+        return
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -173,6 +180,7 @@ def register_configs() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
     _register_agent_defaults(cs)
+    _registered = True
 
 
 def _register_agent_defaults(cs: Any) -> None:
@@ -187,27 +195,19 @@ def _register_agent_defaults(cs: Any) -> None:
                                 actions (an explicit env.action_mode on the command line wins,
                                 and the agent then says it cannot act on it)
 
-    Nothing is registered when the agents cannot be imported (a config check without them).
+    They are read through `jaxtrade.config.agent_defaults`, which keeps them on disk per
+    version of the sources: composing (and reporting a typo) then imports no JAX. Nothing is
+    registered when the agents cannot be imported (a config check without them).
     """
-    try:
-        import agents
-        from agents.common.config import config_to_dict
-        from agents.common.networks import NetworkConfig
-    except ImportError:
-        return
-    from jaxtrade.config.validate import AGENT_KEYS_SET_ELSEWHERE
+    from jaxtrade.config import agent_defaults
 
-    for name, spec in agents.AGENTS.items():
-        # A composite agent (the ensemble) states its own defaults and has no network of
-        # its own: its members' are under agent.<member>.network.
-        own = getattr(spec.config_class, "registered_defaults", None)
-        defaults = own() if own is not None else config_to_dict(spec.config_class())
-        network = defaults.pop("network", {})
-        for key in AGENT_KEYS_SET_ELSEWHERE:
-            defaults.pop(key, None)
-        cs.store(group="agent", name=f"_defaults_{name}", node=defaults)
-        cs.store(group="network", name=f"_of_{name}", node=network)
-    cs.store(group="network", name="_network_config", node=config_to_dict(NetworkConfig()))
+    nodes = agent_defaults.load()
+    if nodes is None:
+        return
+    for name, node in nodes["agents"].items():
+        cs.store(group="agent", name=f"_defaults_{name}", node=node["defaults"])
+        cs.store(group="network", name=f"_of_{name}", node=node["network"])
+    cs.store(group="network", name="_network_config", node=nodes["network_config"])
     for mode in ("discrete", "continuous"):
         cs.store(group="agent_env", name=mode, node={"env": {"action_mode": mode}})
 
