@@ -253,3 +253,28 @@ def test_every_top_level_setting_of_the_schema_is_accepted() -> None:
 
     missing = {f.name for f in dataclasses.fields(RunConfig)} - set(TOP_LEVEL_KEYS)
     assert not missing
+
+
+def test_open_mappings_take_new_entries_as_the_error_messages_spell_them(tmp_path) -> None:
+    """The unmapped-column error tells users to type `data.columns.close=<file column>`: that
+    spelling composes (no `+` needed), as does `data.options.<name>=` for a loader option;
+    a typo of the mapping's own name is still refused."""
+    from jaxtrade.config.compose import compose_run
+    from jaxtrade.data import load_ohlcv
+    from jaxtrade.data.synthetic import synthetic_frame
+    from jaxtrade.errors import DataError
+
+    path = tmp_path / "p.csv"
+    synthetic_frame(seed=1, num_bars=300).rename({"close": "Price"}).write_csv(path)
+    with pytest.raises(DataError) as err:
+        load_ohlcv(path)
+    suggested = "data.columns.close=<file column>"
+    assert suggested in str(err.value)
+    cfg = compose_run(["data=csv", f"data.path={path}",
+                       suggested.replace("<file column>", "Price")])
+    assert cfg["data"]["columns"] == {"close": "Price"}
+    assert load_ohlcv(path, columns=cfg["data"]["columns"]).height == 300
+    cfg = compose_run(["data=synthetic", "data.options.num_bars=500"])
+    assert cfg["data"]["options"]["num_bars"] == 500
+    with pytest.raises(ConfigError, match="did you mean 'data.columns'"):
+        compose_run(["data=csv", f"data.path={path}", "data.colums.close=Price"])

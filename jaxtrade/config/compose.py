@@ -77,7 +77,7 @@ def compose_raw(overrides: Sequence[str], config_name: str = "config") -> dict[s
     # Group-choice typos are answered before the agents (and JAX) load for their defaults.
     check_group_choices(parse_overrides(overrides))
     register_configs()
-    overrides = [_integral_exponent(o) for o in overrides]
+    overrides = [_open_dict_entry(_integral_exponent(o)) for o in overrides]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(folder), version_base=None):
@@ -99,6 +99,19 @@ def _integral_exponent(override: str) -> str:
     key, sep, value = override.partition("=")
     if sep and _EXPONENT.match(value.strip()) and float(value).is_integer():
         return f"{key}={int(float(value))}"
+    return override
+
+
+# Settings that are open mappings (any key): `data.columns.close=Price` adds an entry.
+OPEN_DICTS = ("data.columns.", "data.options.")
+
+
+def _open_dict_entry(override: str) -> str:
+    """`data.columns.close=Price` -> `++data.columns.close=Price`: an entry of an open
+    mapping is set whether or not the mapping (or the entry) exists yet, as the error for
+    an unmapped column tells users to type it (Hydra refuses a new key without `+`)."""
+    if override.startswith(OPEN_DICTS) and "=" in override:
+        return "++" + override
     return override
 
 
@@ -165,7 +178,8 @@ def apply_override(cfg: dict[str, Any], dotted: str, value: Any, text: str = "")
     if parts[0] == "agent" and len(parts) == 2 and leaf in AGENT_KEYS_SET_ELSEWHERE:
         raise ConfigError(f"{dotted}={value!r} is not allowed: set "
                           f"{AGENT_KEYS_SET_ELSEWHERE[leaf]}")
-    if not isinstance(node, dict) or leaf not in node:
+    open_entry = isinstance(node, dict) and (dotted.rsplit(".", 1)[0] + ".") in OPEN_DICTS
+    if not isinstance(node, dict) or (leaf not in node and not open_entry):
         valid = list(node) if isinstance(node, Mapping) else []
         raise unknown_key(dotted, value, valid)
     node[leaf] = value
