@@ -93,7 +93,7 @@ def test_qrdqn_differs_from_dqn_only_where_its_dataclass_says() -> None:
     dqn = compose_raw(["agent=dqn"])["agent"]
     qrdqn = compose_raw(["agent=qrdqn"])["agent"]
     differs = {k for k in dqn if k != "name" and qrdqn[k] != dqn[k]}
-    assert differs == {"n_step", "hparams"}, differs
+    assert differs == {"n_step", "priority_exponent", "hparams"}, differs
     assert qrdqn["n_step"] == 1 and dqn["n_step"] == 3
     assert {k for k in dqn["hparams"] if qrdqn["hparams"][k] != dqn["hparams"][k]} == {
         "adam_eps"}
