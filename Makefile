@@ -40,18 +40,22 @@ run: $(RUN_STAMP)
 # load, taking a worker and its queued tests down: when the run reports a crashed worker, every
 # test that did not pass is run once more in fresh workers (tests/conftest.py), and that run's
 # result is the result. pytest exits 5 when it collects no tests: treat that as a failure.
+# The options take their file with `=`: as a separate word pytest reads an existing file as a
+# test path before tests/conftest.py has defined the option, and refuses the option.
 TEST_WORKERS ?= 2
-PASSED := .pytest_cache/jaxtrade-passed.txt
+TEST_RECORD ?= .pytest_cache/jaxtrade
+PASSED = $(TEST_RECORD)-passed.txt
+FIRST_LOG = $(TEST_RECORD)-first-run.log
 test: $(TEST_STAMP)
-	@mkdir -p .pytest_cache && rm -f $(PASSED) .pytest_cache/jaxtrade-first-run.log
+	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(FIRST_LOG)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 \
-	  --record-passed $(PASSED) $(PYTEST_ARGS) 2>&1 | tee .pytest_cache/jaxtrade-first-run.log; \
+	  --record-passed=$(PASSED) $(PYTEST_ARGS) 2>&1 | tee $(FIRST_LOG); \
 	rc=$${PIPESTATUS[0]}; \
-	if [ $$rc -ne 0 ] && grep -q "crashed while running" .pytest_cache/jaxtrade-first-run.log; then \
+	if [ $$rc -ne 0 ] && grep -q "crashed while running" $(FIRST_LOG); then \
 	  echo "a test worker crashed: running every test that did not pass once more" >&2; \
 	  touch $(PASSED); \
 	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 \
-	    --rerun-unpassed $(PASSED) $(PYTEST_ARGS); rc=$$?; \
+	    --rerun-unpassed=$(PASSED) $(PYTEST_ARGS); rc=$$?; \
 	fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
