@@ -93,10 +93,11 @@ def test_qrdqn_differs_from_dqn_only_where_its_dataclass_says() -> None:
     dqn = compose_raw(["agent=dqn"])["agent"]
     qrdqn = compose_raw(["agent=qrdqn"])["agent"]
     differs = {k for k in dqn if k != "name" and qrdqn[k] != dqn[k]}
-    assert differs == {"n_step", "priority_exponent", "hparams"}, differs
-    assert qrdqn["n_step"] == 1 and dqn["n_step"] == 3
+    assert differs == {"priority_exponent", "hparams"}, differs
+    assert qrdqn["n_step"] == dqn["n_step"] == 3
     assert {k for k in dqn["hparams"] if qrdqn["hparams"][k] != dqn["hparams"][k]} == {
-        "adam_eps"}
+        "adam_eps", "huber_delta"}
+    assert qrdqn["hparams"]["huber_delta"] == 100.0
 
 
 def test_config_dir_is_the_repository_configs() -> None:
