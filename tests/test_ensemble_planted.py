@@ -10,10 +10,12 @@ reversion in the other (its long and short regions are convex): at best it takes
 in full and one side of the other. The router (fitted on training + validation regime
 probabilities) and the vote can take both.
 
-Asserted here for training seeds 0 and 1: the router and the Bayesian vote beat
-winner-takes-all and every single member by test-split Sharpe after costs. How robust that is,
-measured with this exact run (BENCHMARKS.md, "Ensemble on a planted two-regime market"; test
-Sharpe, router / vote / winner-takes-all / ppo / cvar_ppo):
+What is asserted here, for training seeds 0 and 1, is only what held on every seed measured:
+the Bayesian vote beats winner-takes-all by test-split Sharpe after costs (8 of 8 seeds). The
+issue's stronger claim (router and vote beat winner-takes-all and every single member) is
+printed, not asserted, because it is not robust. Measured with this exact run (BENCHMARKS.md,
+"Ensemble on a planted two-regime market"; test Sharpe, router / vote / winner-takes-all / ppo
+/ cvar_ppo):
   seed 0   2.76 / 2.20 / 1.94 / 1.53 / 1.94      seed 4   1.43 / 2.33 / 1.73 / 1.73 / 1.66
   seed 1   3.24 / 2.60 / 2.06 / 2.06 / 2.07      seed 5   3.37 / 3.46 / 3.19 / 3.19 / 1.98
   seed 2   3.28 / 2.81 / 1.77 / 2.32 / 1.77      seed 6   3.30 / 3.23 / 3.13 / 3.13 / 1.80
@@ -25,7 +27,9 @@ varies with the seed (per-regime paper returns of each member, BENCHMARKS.md): w
 the volatile regime in full (seeds 3, 6, 7) the ensemble adds only CVaR-PPO's half of the calm
 regime, a thin edge (lost by both rules in seed 7, by the vote in seed 3), and where both
 members take part of the volatile regime (seed 4) the router's per-regime choice loses to
-them. The issue's claim is therefore asserted on seeds 0 and 1 only, not for every seed.
+them. Over all eight seeds: the vote beat winner-takes-all in 8, the router in 7 (not seed 4);
+each beat every member in 6 of 8. Asserting the stronger claim on seeds 0 and 1 would rest on
+the seeds the settings were chosen on.
 
 The trade probability is calibrated on the test split: expected calibration error <= 0.05
 (0.014 and 0.020 for seeds 0 and 1, at most 0.042 over seeds 0-7), and the report's
@@ -74,15 +78,14 @@ def _test_sharpe(by_split: dict[str, Any]) -> float:
     return -np.inf if value is None else float(value)
 
 
-def test_router_and_vote_beat_winner_takes_all_and_every_member_on_test_after_costs(
-        section) -> None:
+def test_vote_beats_winner_takes_all_on_test_after_costs(section) -> None:
     winner = _test_sharpe(section["rules"]["winner"])
     members = {name: _test_sharpe(m) for name, m in section["members"].items()}
     assert set(members) == {"ppo", "cvar_ppo"}
-    for rule in ("router", "vote"):
-        mine = _test_sharpe(section["rules"][rule])
-        assert mine > winner, (rule, section["rules"])
-        assert mine > max(members.values()), (rule, mine, members)
+    rules = {rule: _test_sharpe(section["rules"][rule]) for rule in ("router", "vote")}
+    # The stronger claim, shown (with -s) and not asserted (module docstring).
+    print("test Sharpe", rules, "winner", winner, "members", members)
+    assert rules["vote"] > winner, (rules, winner, section["rules"])
     # Winner-takes-all is one member's policy: the member with the best validation Sharpe.
     picked = section["members"][section["winner"]]
     assert _test_sharpe(picked) == pytest.approx(winner, abs=1e-6)
