@@ -1,28 +1,39 @@
 """The ensemble on a planted two-regime market, through `jaxtrade train agent=ensemble`.
 
-The market (tests/planted_regimes.py): calm stretches (0.5 % vol) where the last bar's return
-continues (momentum 0.4) and volatile ones (2 % vol) where it reverts (0.4), ~100 bars each,
-4000 daily bars, default costs. Members: PPO and CVaR-PPO with linear policies over two
-features (the 20-bar z-score of the one-bar log return, 20-bar realized volatility), no
-portfolio state in the observation: such a policy cannot hold momentum in one regime and
-reversion in the other (its long region would not be convex), so each member can at best
-take one regime; the router (fitted on training + validation regime probabilities) and the
-vote can take both.
+The market (tests/planted_regimes.py, PLANTED_MARKET): calm stretches (0.7 % vol) where the
+last bar's return continues (momentum 0.4) and volatile ones (1.4 % vol) where it reverts
+(0.4), ~100 bars each, 4000 daily bars, default costs. Members (ENSEMBLE_RUN): PPO and
+CVaR-PPO with linear policies over two features (the 20-bar z-score of the one-bar log return,
+20-bar realized volatility), actions short / flat / long, no portfolio state in the
+observation, 262,144 env steps each. Such a policy cannot hold momentum in one regime and
+reversion in the other (its long and short regions are convex): at best it takes one regime
+in full and one side of the other. The router (fitted on training + validation regime
+probabilities) and the vote can take both.
 
-What holds, measured over training seeds 0, 1, 2 with this exact run (BENCHMARKS.md, ensemble
-section; test-split Sharpe after costs, router / vote / winner-takes-all / ppo / cvar_ppo):
-  seed 0   -1.18 / -1.30 / -1.81 / -1.81 / flat (CVaR-PPO learned to stay out)
-  seed 1    3.06 /  2.72 /  1.20 /  1.20 / 3.11
-  seed 2    3.27 /  2.70 /  2.46 /  2.46 / 1.31
-so the router and the vote beat winner-takes-all in 3 of 3 seeds, but beat every single
-member in 1 of 3 only (seed 1: CVaR-PPO alone took both regimes' edge about as well as the
-router; seed 0: neither member learned the planted edge at this budget). The issue's stronger
-claim (beat every member, robustly) is therefore NOT asserted here: which member takes which
-regime varies with the seed at this training budget.
+What is asserted here, for training seeds 0 and 1, is only what held on every seed measured:
+the Bayesian vote beats winner-takes-all by test-split Sharpe after costs (8 of 8 seeds). The
+issue's stronger claim (router and vote beat winner-takes-all and every single member) is
+printed, not asserted, because it is not robust. Measured with this exact run (BENCHMARKS.md,
+"Ensemble on a planted two-regime market"; test Sharpe, router / vote / winner-takes-all / ppo
+/ cvar_ppo):
+  seed 0   2.76 / 2.20 / 1.94 / 1.53 / 1.94      seed 4   1.43 / 2.33 / 1.73 / 1.73 / 1.66
+  seed 1   3.24 / 2.60 / 2.06 / 2.06 / 2.07      seed 5   3.37 / 3.46 / 3.19 / 3.19 / 1.98
+  seed 2   3.28 / 2.81 / 1.77 / 2.32 / 1.77      seed 6   3.30 / 3.23 / 3.13 / 3.13 / 1.80
+  seed 3   3.51 / 3.25 / 1.85 / 3.31 / 1.85      seed 7   3.40 / 3.41 / 1.86 / 3.48 / 1.86
+Both rules beat winner-takes-all and both members in the three seeds the settings were
+chosen on (0-2), but not on every seed after that: over seeds 3-7 the router did in 3 of 5,
+the vote in 3 of 5, both together in 2 of 5 (5, 6). Which member takes which regime still
+varies with the seed (per-regime paper returns of each member, BENCHMARKS.md): where PPO takes
+the volatile regime in full (seeds 3, 6, 7) the ensemble adds only CVaR-PPO's half of the calm
+regime, a thin edge (lost by both rules in seed 7, by the vote in seed 3), and where both
+members take part of the volatile regime (seed 4) the router's per-regime choice loses to
+them. Over all eight seeds: the vote beat winner-takes-all in 8, the router in 7 (not seed 4);
+each beat every member in 6 of 8. Asserting the stronger claim on seeds 0 and 1 would rest on
+the seeds the settings were chosen on.
 
 The trade probability is calibrated on the test split: expected calibration error <= 0.05
-(0.039, 0.013, 0.025 for seeds 0, 1, 2; 0.045-0.11 before the fix of 2026-12-03, see
-agents/common/combine.py), and the report's reliability table shows it.
+(0.014 and 0.020 for seeds 0 and 1, at most 0.042 over seeds 0-7), and the report's
+reliability table shows it.
 """
 
 from __future__ import annotations
@@ -40,31 +51,20 @@ import pytest
 from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from planted_regimes import planted_frame  # noqa: E402
+from planted_regimes import ENSEMBLE_RUN, PLANTED_MARKET, planted_frame  # noqa: E402
 
-SEED = 0
-RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
-       f"seed={SEED}", "env.num_envs=16", "train.total_steps=32768", "env.window_bars=1",
-       "env.episode_bars=128", "env.include_portfolio=false", "agent.updates_per_chunk=4",
-       "features.features=[{name:zscore,column:log_return,windows:[20]},"
-       "{name:realized_vol,windows:[20]}]",
-       "agent.members=[ppo,cvar_ppo]",
-       "agent.ppo.network.hidden_sizes=[]", "agent.cvar_ppo.network.hidden_sizes=[]",
-       "agent.ppo.rollout_len=32", "agent.cvar_ppo.rollout_len=32",
-       "agent.ppo.hparams.learning_rate=0.01", "agent.cvar_ppo.hparams.learning_rate=0.01",
-       "agent.ppo.hparams.gamma=0.5", "agent.cvar_ppo.hparams.gamma=0.5",
-       "agent.cvar_ppo.hparams.lambda_init=0.5", "agent.cvar_ppo.hparams.cvar_threshold=0.02",
-       "agent.cvar_ppo.hparams.lambda_lr=10"]
+SEEDS = (0, 1)  # training seeds asserted here; BENCHMARKS.md has 0-7
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("planted")
-    frame, _ = planted_frame(seed=0, num_bars=4000, stay=0.99, momentum=0.4, reversion=0.4)
+@pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
+def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp(f"planted{request.param}")
+    frame, _ = planted_frame(**PLANTED_MARKET)
     csv = folder / "bars.csv"
     frame.write_csv(csv)
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main([*RUN, f"data.path={csv}", f"run_dir={folder / 'run'}"]) == 0
+        assert main([*ENSEMBLE_RUN, f"seed={request.param}", f"data.path={csv}",
+                     f"run_dir={folder / 'run'}"]) == 0
     return folder / "run"
 
 
@@ -78,10 +78,14 @@ def _test_sharpe(by_split: dict[str, Any]) -> float:
     return -np.inf if value is None else float(value)
 
 
-def test_router_and_vote_beat_winner_takes_all_on_test_after_costs(section) -> None:
+def test_vote_beats_winner_takes_all_on_test_after_costs(section) -> None:
     winner = _test_sharpe(section["rules"]["winner"])
-    for rule in ("router", "vote"):
-        assert _test_sharpe(section["rules"][rule]) > winner, (rule, section["rules"])
+    members = {name: _test_sharpe(m) for name, m in section["members"].items()}
+    assert set(members) == {"ppo", "cvar_ppo"}
+    rules = {rule: _test_sharpe(section["rules"][rule]) for rule in ("router", "vote")}
+    # The stronger claim, shown (with -s) and not asserted (module docstring).
+    print("test Sharpe", rules, "winner", winner, "members", members)
+    assert rules["vote"] > winner, (rules, winner, section["rules"])
     # Winner-takes-all is one member's policy: the member with the best validation Sharpe.
     picked = section["members"][section["winner"]]
     assert _test_sharpe(picked) == pytest.approx(winner, abs=1e-6)
