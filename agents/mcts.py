@@ -130,7 +130,7 @@ from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics, PolicyOutput
-from jaxtrade.errors import ConfigError, ExportError
+from jaxtrade.errors import ConfigError
 
 SEARCHES = ("gumbel", "stochastic")
 
@@ -204,22 +204,24 @@ class MCTSConfig(OffPolicySizes):
 
     def export_head(self) -> dict[str, Any]:
         """The bundle's network section: the three heads and the evaluation search
-        (jaxtrade/live/mcts.py runs it in numpy: gumbel, no exploration noise)."""
-        if self.search != "gumbel":
-            raise ExportError(f"agent.search={self.search!r} cannot be exported: the bundle's "
-                              "numpy runner runs the gumbel search only (a run trained with "
-                              "agent.search=gumbel exports; `jaxtrade backtest` runs this "
-                              "run's search)")
-        return {"family": "mcts", "search": "gumbel",
+        (jaxtrade/live/mcts.py runs it in numpy, no exploration noise). jaxtrade/export.py
+        replaces gamma and pb_c_init by the checkpoint's."""
+        if self.search == "stochastic":
+            search = {"search": "stochastic", "dirichlet_fraction": 0.0,
+                      "pb_c_init": float(self.hparams.pb_c_init), "pb_c_base": 19652,
+                      "action": "argmax of the root's visit counts"}
+        else:
+            search = {"search": "gumbel", "gumbel_scale": 0.0,
+                      "max_num_considered_actions": "num_actions",
+                      "child_outcome": "most probable"}
+        return {"family": "mcts", **search,
                 "num_simulations": int(self.num_simulations),
-                "max_depth": int(self.max_depth), "gumbel_scale": 0.0,
-                "max_num_considered_actions": "num_actions",
+                "max_depth": int(self.max_depth),
                 "gamma": float(self.hparams.gamma),
                 "gap_edges_vol": [float(x) for x in self.gap_edges_vol],
                 "return_edges_vol": [float(x) for x in self.return_edges_vol],
                 "gap_centers_vol": bucket_centers(self.gap_edges_vol).tolist(),
-                "return_centers_vol": bucket_centers(self.return_edges_vol).tolist(),
-                "child_outcome": "most probable"}
+                "return_centers_vol": bucket_centers(self.return_edges_vol).tolist()}
 
 
 def bucket_centers(edges: tuple[float, ...]) -> np.ndarray:
