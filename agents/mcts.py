@@ -41,16 +41,17 @@ Search: mctx. Both policies are wired (`agent.search`):
                 expectation over the G x R outcomes; the child node continues from one
                 sampled outcome in self-play, from the most probable one when evaluating.
                 Improved-policy targets (completed Q values), good with few simulations;
-                deterministic (gumbel_scale 0, no sampled outcome) when evaluating, so the
-                exported bundle's numpy runner repeats the same tree bar for bar
-                (jaxtrade/live/mcts.py, tests/test_export_mcts.py).
+                deterministic (gumbel_scale 0, no sampled outcome) when evaluating.
   "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
-                Backtests, not exported: `jaxtrade export` refuses such a run in one line
-                (exit 2; the numpy runner has no port of this search), alone or as an
-                ensemble member (jaxtrade/export.py `check_ensemble_members`). A gumbel
-                member of an ensemble exports (jaxtrade/live/ensemble.py `SearchMember`).
+                When evaluating: Dirichlet fraction 0, chance nodes pick argmax
+                p_k / (n_k + 1) (deterministic given the tree), the action is the argmax of
+                the root's visits; mctx's 1e-7 random tie-break of the PUCT scores stays.
+Either search exports: the bundle's numpy runner repeats the evaluation tree bar for bar
+(jaxtrade/live/mcts.py, tests/test_export_mcts.py; it breaks PUCT ties by the first index
+where mctx adds its 1e-7 noise), alone or as an ensemble member (jaxtrade/live/ensemble.py
+`SearchMember`).
 Measured on this machine (2-core x86_64 VM, CPU only, shared with other jobs; `python
 scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outcomes, window
 32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at

@@ -71,9 +71,11 @@ def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
     np.testing.assert_array_equal(targets[:-1], reference[:-1])
 
 
-def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
+@pytest.mark.parametrize("search", ["gumbel", "stochastic"])
+def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path, search):
     """`jaxtrade train agent=mcts` (a few updates), `jaxtrade export`, then B/runner.py over
-    the run's bars from the first test bar: its targets equal the report's positions.csv."""
+    the run's bars from the first test bar: its targets equal the report's positions.csv.
+    The stochastic run trains with pb_c_init=2.0: the bundle carries the checkpoint's."""
     import csv
     import json
     import subprocess
@@ -86,7 +88,9 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
     bars = tmp_path / "bars.csv"
     tiny_frame(400).write_csv(bars)
     run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
-    assert main(["train", "agent=mcts", "data=csv", f"data.path={bars}", "logger=none",
+    extra = ["agent.hparams.pb_c_init=2.0"] if search == "stochastic" else []
+    assert main(["train", "agent=mcts", f"agent.search={search}", *extra, "data=csv",
+                 f"data.path={bars}", "logger=none",
                  "env.num_envs=2", "env.window_bars=8", "env.episode_bars=64",
                  "agent.updates_per_chunk=4", "agent.num_simulations=4",
                  "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
@@ -97,7 +101,12 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["network"]["family"] == "mcts"
     assert manifest["network"]["num_simulations"] == 4
-    assert manifest["network"]["gumbel_scale"] == 0.0
+    assert manifest["network"]["search"] == search
+    if search == "gumbel":
+        assert manifest["network"]["gumbel_scale"] == 0.0
+    else:
+        assert manifest["network"]["dirichlet_fraction"] == 0.0
+        assert manifest["network"]["pb_c_init"] == 2.0
     with open(run_dir / "report" / "positions.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
