@@ -135,13 +135,14 @@ def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path,
     assert_runner_equals_backtest(decisions, result, ["ppo", "mcts"])
 
 
-@pytest.mark.parametrize("search", ["gumbel", "stochastic"])
-def test_runner_searches_from_the_ensembles_book(tmp_path, search) -> None:
-    """Without training: an ensemble of ppo and an mcts member with noisy weights (so the
-    search changes its mind bar to bar, as in tests/test_export_mcts.py), written with
-    write_bundle. The runner's mcts member searches from the ensemble's own book: its targets,
-    the vote and the trade probability equal the backtest's on every test bar. A member
-    searching from a flat book (or its own) instead of the ensemble's diverges here."""
+@pytest.mark.parametrize("kind", ["gumbel", "stochastic"])
+def test_runner_searches_from_the_ensembles_book(tmp_path, kind) -> None:
+    """Without training: an ensemble of ppo and an mcts member (either search) with noisy
+    weights (so the search changes its mind bar to bar, as in tests/test_export_mcts.py),
+    written with write_bundle. The runner's mcts member searches from the ensemble's own
+    book: its targets, the vote and the trade probability equal the backtest's on every test
+    bar. A member searching from a flat book (or its own) instead of the ensemble's diverges
+    here."""
     import jax
 
     import envs
@@ -155,7 +156,7 @@ def test_runner_searches_from_the_ensembles_book(tmp_path, search) -> None:
     config = agents.config_from_dict({
         "name": "ensemble", "members": ["ppo", "mcts"], "num_envs": 2, "total_steps": 2048,
         "ppo": {"network": {"hidden_sizes": [16]}},
-        "mcts": {"num_simulations": 8, "max_depth": 3, "search": search,
+        "mcts": {"num_simulations": 8, "max_depth": 3, "search": kind,
                  "network": {"hidden_sizes": [32, 32]}}})
     agent = agents.make_agent(config, env, env_params)
     params = agent.policy_params(agent.init(jax.random.key(0), None, env_params))
@@ -168,7 +169,7 @@ def test_runner_searches_from_the_ensembles_book(tmp_path, search) -> None:
     bundle = write_bundle(tmp_path / "bundle", params=params, network_config=config,
                           head={"family": "ensemble"}, env=env, env_params=env_params)
     start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
-    assert load_bundle(bundle).manifest["network"]["members"][1]["search"] == search
+    assert load_bundle(bundle).manifest["network"]["members"][1]["search"] == kind
     decisions = runner_decisions(bundle, frame, start)
     member = np.asarray(result.report["member_targets"])[:, 1, 0]
     assert len(set(member.tolist())) >= 3  # the search really changes its mind
