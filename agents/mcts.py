@@ -41,16 +41,17 @@ Search: mctx. Both policies are wired (`agent.search`):
                 expectation over the G x R outcomes; the child node continues from one
                 sampled outcome in self-play, from the most probable one when evaluating.
                 Improved-policy targets (completed Q values), good with few simulations;
-                deterministic (gumbel_scale 0, no sampled outcome) when evaluating, so the
-                exported bundle's numpy runner repeats the same tree bar for bar
-                (jaxtrade/live/mcts.py, tests/test_export_mcts.py).
+                deterministic (gumbel_scale 0, no sampled outcome) when evaluating.
   "stochastic"  `stochastic_muzero_policy` (Antonoglou et al. 2022): explicit chance nodes;
                 the afterstate value is the expectation over outcomes; visit counts as
                 policy targets, PUCT (`hparams.pb_c_init`), Dirichlet noise in self-play.
-                Backtests, not exported: `jaxtrade export` refuses such a run in one line
-                (exit 2; the numpy runner has no port of this search), alone or as an
-                ensemble member (jaxtrade/export.py `check_ensemble_members`). A gumbel
-                member of an ensemble exports (jaxtrade/live/ensemble.py `SearchMember`).
+                When evaluating: Dirichlet fraction 0, chance nodes pick argmax
+                p_k / (n_k + 1) (deterministic given the tree), the action is the argmax of
+                the root's visits; mctx's 1e-7 random tie-break of the PUCT scores stays.
+Either search exports: the bundle's numpy runner repeats the evaluation tree bar for bar
+(jaxtrade/live/mcts.py, tests/test_export_mcts.py; it breaks PUCT ties by the first index
+where mctx adds its 1e-7 noise), alone or as an ensemble member (jaxtrade/live/ensemble.py
+`SearchMember`).
 Measured on this machine (2-core x86_64 VM, CPU only, shared with other jobs; `python
 scripts/bench_mcts.py`: batch 256, 50 simulations, the default network, 21 outcomes, window
 32 x 8 features): gumbel 136 ms per call (94,000 simulations/s; 247 ms in a later run at
@@ -130,7 +131,7 @@ from agents.common.optim import adam_init, adam_step
 from agents.common.replay import Replay, make_replay, obs_codec
 from agents.common.rollout import EnvRunner, reset_runner
 from agents.common.types import Agent, Metrics, PolicyOutput
-from jaxtrade.errors import ConfigError, ExportError
+from jaxtrade.errors import ConfigError
 
 SEARCHES = ("gumbel", "stochastic")
 
@@ -204,22 +205,24 @@ class MCTSConfig(OffPolicySizes):
 
     def export_head(self) -> dict[str, Any]:
         """The bundle's network section: the three heads and the evaluation search
-        (jaxtrade/live/mcts.py runs it in numpy: gumbel, no exploration noise)."""
-        if self.search != "gumbel":
-            raise ExportError(f"agent.search={self.search!r} cannot be exported: the bundle's "
-                              "numpy runner runs the gumbel search only (a run trained with "
-                              "agent.search=gumbel exports; `jaxtrade backtest` runs this "
-                              "run's search)")
-        return {"family": "mcts", "search": "gumbel",
+        (jaxtrade/live/mcts.py runs it in numpy, no exploration noise). jaxtrade/export.py
+        replaces gamma and pb_c_init by the checkpoint's."""
+        if self.search == "stochastic":
+            search = {"search": "stochastic", "dirichlet_fraction": 0.0,
+                      "pb_c_init": float(self.hparams.pb_c_init), "pb_c_base": 19652,
+                      "action": "argmax of the root's visit counts"}
+        else:
+            search = {"search": "gumbel", "gumbel_scale": 0.0,
+                      "max_num_considered_actions": "num_actions",
+                      "child_outcome": "most probable"}
+        return {"family": "mcts", **search,
                 "num_simulations": int(self.num_simulations),
-                "max_depth": int(self.max_depth), "gumbel_scale": 0.0,
-                "max_num_considered_actions": "num_actions",
+                "max_depth": int(self.max_depth),
                 "gamma": float(self.hparams.gamma),
                 "gap_edges_vol": [float(x) for x in self.gap_edges_vol],
                 "return_edges_vol": [float(x) for x in self.return_edges_vol],
                 "gap_centers_vol": bucket_centers(self.gap_edges_vol).tolist(),
-                "return_centers_vol": bucket_centers(self.return_edges_vol).tolist(),
-                "child_outcome": "most probable"}
+                "return_centers_vol": bucket_centers(self.return_edges_vol).tolist()}
 
 
 def bucket_centers(edges: tuple[float, ...]) -> np.ndarray:

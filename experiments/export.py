@@ -99,9 +99,8 @@ def export(
 
 def check_exportable(run_dir: str | Path) -> None:
     """ExportError (one line, exit 2) for a run the bundle's runner cannot trade, read from
-    its config.yaml before anything is restored or fitted: an mcts run with
-    `agent.search=stochastic` (the numpy runner runs the gumbel search), an ensemble with a
-    member that has no bundle (such an mcts member)."""
+    its config.yaml before anything is restored or fitted: a config whose export_head
+    refuses, an ensemble with a member that has no bundle."""
     import agents
     from experiments.common import compose_run_from_saved, read_run_config
 

@@ -36,10 +36,11 @@ prints the member weights and the trade probability beside the target; a run on 
 symbols combines the members' target weight vectors per timestamp in the multi-asset runner
 (jaxtrade/live/multi.py), as the backtest does.
 
-An mcts run (agents/mcts.py, gumbel search) exports its three heads (policy, value, next-bar
-model) and its evaluation search settings (simulations, depth, gamma, outcome buckets, no
-exploration noise) in the manifest's `network` section plus the env's `reward` settings;
-the runner then runs the same search in numpy (jaxtrade/live/mcts.py).
+An mcts run (agents/mcts.py, gumbel or stochastic search) exports its three heads (policy,
+value, next-bar model) and its evaluation search settings (search, simulations, depth, gamma,
+outcome buckets, the stochastic search's PUCT constant, no exploration noise) in the
+manifest's `network` section plus the env's `reward` settings; the runner then runs the same
+search in numpy (jaxtrade/live/mcts.py).
 
 A run on several symbols (MarketData [T, A, F]) exports too: its manifest lists `symbols`,
 and jaxtrade/live/multi.py's MultiAssetRunner trades it (one target weight per symbol per
@@ -270,9 +271,8 @@ def _member_family(member_config: Any) -> str | None:
 def check_ensemble_members(config: Any) -> None:
     """ExportError, in one line, when an ensemble's member has no network the runner can
     combine (jaxtrade/live/ensemble.py runs actor-critic and Q-network members, and mcts
-    members with the gumbel search: jaxtrade/live/mcts.py); an mcts member with
-    `search=stochastic` has no bundle of its own. Checked before the combination is fitted
-    (that backtests every member over the training and validation bars)."""
+    members with either search: jaxtrade/live/mcts.py). Checked before the combination is
+    fitted (that backtests every member over the training and validation bars)."""
     for name in config.members:
         family = _member_family(getattr(config, name))
         if family not in ENSEMBLE_MEMBER_FAMILIES:
@@ -280,9 +280,18 @@ def check_ensemble_members(config: Any) -> None:
                           if _member_family(getattr(config, n)) in ENSEMBLE_MEMBER_FAMILIES]
             raise ExportError(
                 f"ensemble member {name!r} ({family or 'no bundle'}) cannot be exported: the "
-                "runner combines members with an actor, a Q network or a gumbel search "
+                "runner combines members with an actor, a Q network or an mcts search "
                 f"({', '.join(exportable)}); `jaxtrade backtest` evaluates this ensemble, "
                 f"and one trained without {name} exports")
+
+
+def search_head(head: Mapping[str, Any], hparams: Any) -> dict[str, Any]:
+    """An mcts export head with the checkpoint's search hyperparameters (numeric leaves of
+    its state): gamma, and the stochastic search's PUCT constant."""
+    out = {**head, "gamma": float(np.asarray(hparams.gamma))}
+    if out.get("search") == "stochastic":
+        out["pb_c_init"] = float(np.asarray(hparams.pb_c_init))
+    return out
 
 
 def _has_search_member(config: Any) -> bool:
@@ -312,7 +321,7 @@ def ensemble_network(params: Any, config: Any, env: Any, env_params: Any
         member_params = params["members"][name]
         search = head.get("family") == "mcts"
         if search:  # SearchParams: the three heads, and the checkpoint's gamma (as alone)
-            head["gamma"] = float(np.asarray(member_params.hparams.gamma))
+            head = search_head(head, member_params.hparams)
             member_params = member_params.network
         net = _plain(member.network)
         _check_network(net)
@@ -405,7 +414,7 @@ def write_bundle(
         raise ExportError("an mcts bundle cannot carry reward.w_dsr / reward.w_ddr: the "
                           "runner's search does not track the differential Sharpe moments")
     if mcts:  # SearchParams: the network, and the hyperparameters of the checkpoint
-        head = {**head, "gamma": float(np.asarray(params.hparams.gamma))}
+        head = search_head(head, params.hparams)
         params = params.network
     market = env_params.market
     symbols = [str(s) for s in market.meta.symbols]

@@ -1,10 +1,11 @@
 """The mcts agent exports to the numpy runner: its search (jaxtrade/live/mcts.py) gives the
-backtest's target positions bar for bar.
+backtest's target positions bar for bar, with either search (`agent.search`).
 
 The network gets non-trivial weights (one noisy copy per leaf, as tests/test_mcts.py does) so
 the search changes its mind from bar to bar; the backtest runs the agent's own deterministic
-search (mctx gumbel MuZero, gumbel scale 0), the runner the exported bundle's numpy search,
-started flat at the first bar of the test split.
+search (mctx gumbel MuZero at gumbel scale 0, or stochastic MuZero at Dirichlet fraction 0 and
+the argmax of the root's visits), the runner the exported bundle's numpy search, started flat
+at the first bar of the test split.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def runner_targets(bundle, frame, start_us):
 @pytest.mark.parametrize("agent_cfg", [
     {"num_simulations": 8},
     {"num_simulations": 12, "max_depth": 2},
-])
+    {"search": "stochastic", "num_simulations": 8},
+    {"search": "stochastic", "num_simulations": 12, "max_depth": 3},
+], ids=["gumbel", "gumbel-depth2", "stochastic", "stochastic-depth3"])
 def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
     frame = real_frame("eurusd_1h", 500)
     market = build_market(frame)
@@ -60,6 +63,7 @@ def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
     result = backtest(env, env_params, agent_policy(agent, params), split="test")
     bundle = write_bundle(tmp_path / "bundle", params=params, network_config=config.network,
                           head=config.export_head(), env=env, env_params=env_params)
+    assert load_bundle(bundle).manifest["network"]["search"] == config.search
     start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
     targets = runner_targets(bundle, frame, start)
     reference = result.target_positions[:, 0]
@@ -67,9 +71,11 @@ def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
     np.testing.assert_array_equal(targets[:-1], reference[:-1])
 
 
-def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
+@pytest.mark.parametrize("search", ["gumbel", "stochastic"])
+def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path, search):
     """`jaxtrade train agent=mcts` (a few updates), `jaxtrade export`, then B/runner.py over
-    the run's bars from the first test bar: its targets equal the report's positions.csv."""
+    the run's bars from the first test bar: its targets equal the report's positions.csv.
+    The stochastic run trains with pb_c_init=2.0: the bundle carries the checkpoint's."""
     import csv
     import json
     import subprocess
@@ -82,7 +88,9 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
     bars = tmp_path / "bars.csv"
     tiny_frame(400).write_csv(bars)
     run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
-    assert main(["train", "agent=mcts", "data=csv", f"data.path={bars}", "logger=none",
+    extra = ["agent.hparams.pb_c_init=2.0"] if search == "stochastic" else []
+    assert main(["train", "agent=mcts", f"agent.search={search}", *extra, "data=csv",
+                 f"data.path={bars}", "logger=none",
                  "env.num_envs=2", "env.window_bars=8", "env.episode_bars=64",
                  "agent.updates_per_chunk=4", "agent.num_simulations=4",
                  "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
@@ -93,7 +101,12 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["network"]["family"] == "mcts"
     assert manifest["network"]["num_simulations"] == 4
-    assert manifest["network"]["gumbel_scale"] == 0.0
+    assert manifest["network"]["search"] == search
+    if search == "gumbel":
+        assert manifest["network"]["gumbel_scale"] == 0.0
+    else:
+        assert manifest["network"]["dirichlet_fraction"] == 0.0
+        assert manifest["network"]["pb_c_init"] == 2.0
     with open(run_dir / "report" / "positions.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
@@ -106,11 +119,14 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path):
                                                          for r in rows]
 
 
-def test_numpy_search_values_equal_the_agents_tree(tmp_path):
+@pytest.mark.parametrize("search", ["gumbel", "stochastic"])
+def test_numpy_search_values_equal_the_agents_tree(tmp_path, search):
     """Beyond the action: from four env states with different books, the numpy search's
-    improved policy and root value equal the agent's deterministic search (float32 rounding
-    only), so the tree below the root (the most probable outcome's child, its exact book and
-    the model's expectation) is the same tree."""
+    policy (gumbel: the improved policy; stochastic: the root's visit distribution) and root
+    value equal the agent's deterministic search (float32 rounding only), so the tree below
+    the root (gumbel: the most probable outcome's child, its exact book and the model's
+    expectation; stochastic: the chance nodes' afterstate values and the outcome picked at
+    each) is the same tree."""
     import jax.numpy as jnp
 
     from jaxtrade.live.mcts import MCTSPlanner, Portfolio
@@ -120,7 +136,7 @@ def test_numpy_search_values_equal_the_agents_tree(tmp_path):
     env, env_params = envs.make("trading", market, window_bars=8,
                                 discrete_levels=(-1.0, -0.5, 0.0, 0.5, 1.0))
     config = agents.config_from_dict({"name": "mcts", "num_envs": 2, "num_simulations": 12,
-                                      "network": {"hidden_sizes": [32, 32]}})
+                                      "search": search, "network": {"hidden_sizes": [32, 32]}})
     agent = agents.make_agent(config, env, env_params)
     params = noisy_params(agent, env_params)
     eval_params = env_params.replace(eval_mode=jnp.asarray(True))
@@ -149,9 +165,10 @@ def test_numpy_search_values_equal_the_agents_tree(tmp_path):
         action, probs, value = planner.search(window, root, m.atr[t, 0], m.volatility[t, 0],
                                               m.regime[t])
         assert action == int(out.action[i])
-        # Measured: within 2e-6 relative (float32 rounding of exp/log and sums taken in
-        # another order); the same tree with sampled children instead of the most probable
-        # one differs by 3e-4, which these bounds reject.
+        # Measured (gumbel): within 2e-6 relative (float32 rounding of exp/log and sums taken
+        # in another order); the same tree with sampled children instead of the most
+        # probable one differs by 3e-4, which these bounds reject. Stochastic: the visit
+        # distribution is counts / 12, so one visit elsewhere moves it by 1/12.
         np.testing.assert_allclose(probs, np.exp(np.asarray(out.logits[i])), rtol=1e-5,
                                    atol=1e-8)
         np.testing.assert_allclose(value, float(out.value[i]), rtol=1e-5, atol=1e-8)

@@ -1,23 +1,22 @@
-"""`jaxtrade export` of the mcts runs beyond a plain gumbel one: what it refuses and the
-ensemble it now exports.
+"""`jaxtrade export` of the mcts runs beyond a plain one: the ensembles it exports and what
+it still refuses.
 
-Refused in one line with exit code 2, before anything is restored, fitted or written
-(experiments/export.py `check_exportable`, jaxtrade/export.py `check_ensemble_members`):
+Exported: an ensemble with an mcts member (`agent.members=[ppo,mcts]`), gumbel or stochastic
+search. The bundle holds the member's three heads and evaluation search settings as an mcts
+bundle does; the runner's member (jaxtrade/live/ensemble.py `SearchMember`) runs the numpy
+search from the root the ensemble's backtest gives it (the ensemble's own book at bar t's
+close). Parity with the backtest on every test bar: target position, member weights, member
+targets and trade probability (float32 rounding only, the tolerance of
+tests/test_export_ensemble.py).
 
-  agent.search=stochastic        the numpy runner (jaxtrade/live/mcts.py) runs the gumbel
-                                 search only; the line says a gumbel run exports. As an
-                                 ensemble member it has no bundle either.
-
-Exported: an ensemble with a gumbel mcts member (`agent.members=[ppo,mcts]`). The bundle holds
-the member's three heads and evaluation search settings as an mcts bundle does; the runner's
-member (jaxtrade/live/ensemble.py `SearchMember`) runs the numpy search from the root the
-ensemble's backtest gives it (the ensemble's own book at bar t's close). Parity with the
-backtest on every test bar: target position, member weights, member targets and trade
-probability (float32 rounding only, the tolerance of tests/test_export_ensemble.py).
+Refused in one line, before anything is restored, fitted or written
+(jaxtrade/export.py `check_ensemble_members`): an ensemble member whose config has no bundle
+(its export_head raises). Every registered agent exports now, `agent.search=stochastic`
+included (the numpy runner ports both searches), so the check is shown on a stand-in member.
 
 Each CLI run is trained for real through `jaxtrade train` at the smallest sizes (a few
-updates, no validation pass), so the export reads a real run. A gumbel mcts run's own export
-and its parity with the backtest: tests/test_export_mcts.py.
+updates, no validation pass), so the export reads a real run. An mcts run's own export and its
+parity with the backtest, either search: tests/test_export_mcts.py.
 """
 
 from __future__ import annotations
@@ -50,29 +49,6 @@ def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("refusals") / "bars.csv"
     tiny_frame(400).write_csv(path)
     return path
-
-
-def refusal_line(capsys: pytest.CaptureFixture[str], run_dir: Path, out: Path) -> str:
-    """Export `run_dir` to `out`: exit code 2, no bundle, and the one line it printed."""
-    capsys.readouterr()
-    assert main(["export", f"run_dir={run_dir}", f"out={out}"]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines()
-             if line.startswith("jaxtrade:")]
-    assert len(lines) == 1, lines
-    assert not out.exists()
-    return lines[0]
-
-
-def test_export_refuses_a_stochastic_search_run(tmp_path, bars, capsys) -> None:
-    run_dir = tmp_path / "run"
-    assert main(["train", "agent=mcts", "agent.search=stochastic", f"data.path={bars}", *TINY,
-                 "agent.updates_per_chunk=4", "train.total_steps=16",
-                 "network.hidden_sizes=[8]", f"run_dir={run_dir}",
-                 *[f"agent.{k}={v}" for k, v in MCTS_TINY.items()]]) == 0
-    line = refusal_line(capsys, run_dir, tmp_path / "bundle")
-    assert line.startswith("jaxtrade: ExportError: agent.search='stochastic' cannot be "
-                           "exported"), line
-    assert "gumbel search only" in line and "agent.search=gumbel exports" in line
 
 
 ENSEMBLE = ["agent=ensemble", "agent.members=[ppo,mcts]", *TINY, "agent.updates_per_chunk=1",
@@ -159,12 +135,14 @@ def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path,
     assert_runner_equals_backtest(decisions, result, ["ppo", "mcts"])
 
 
-def test_runner_searches_from_the_ensembles_book(tmp_path) -> None:
-    """Without training: an ensemble of ppo and an mcts member with noisy weights (so the
-    search changes its mind bar to bar, as in tests/test_export_mcts.py), written with
-    write_bundle. The runner's mcts member searches from the ensemble's own book: its targets,
-    the vote and the trade probability equal the backtest's on every test bar. A member
-    searching from a flat book (or its own) instead of the ensemble's diverges here."""
+@pytest.mark.parametrize("kind", ["gumbel", "stochastic"])
+def test_runner_searches_from_the_ensembles_book(tmp_path, kind) -> None:
+    """Without training: an ensemble of ppo and an mcts member (either search) with noisy
+    weights (so the search changes its mind bar to bar, as in tests/test_export_mcts.py),
+    written with write_bundle. The runner's mcts member searches from the ensemble's own
+    book: its targets, the vote and the trade probability equal the backtest's on every test
+    bar. A member searching from a flat book (or its own) instead of the ensemble's diverges
+    here."""
     import jax
 
     import envs
@@ -178,7 +156,8 @@ def test_runner_searches_from_the_ensembles_book(tmp_path) -> None:
     config = agents.config_from_dict({
         "name": "ensemble", "members": ["ppo", "mcts"], "num_envs": 2, "total_steps": 2048,
         "ppo": {"network": {"hidden_sizes": [16]}},
-        "mcts": {"num_simulations": 8, "max_depth": 3, "network": {"hidden_sizes": [32, 32]}}})
+        "mcts": {"num_simulations": 8, "max_depth": 3, "search": kind,
+                 "network": {"hidden_sizes": [32, 32]}}})
     agent = agents.make_agent(config, env, env_params)
     params = agent.policy_params(agent.init(jax.random.key(0), None, env_params))
     search = params["members"]["mcts"]
@@ -190,6 +169,7 @@ def test_runner_searches_from_the_ensembles_book(tmp_path) -> None:
     bundle = write_bundle(tmp_path / "bundle", params=params, network_config=config,
                           head={"family": "ensemble"}, env=env, env_params=env_params)
     start = int(result.timestamps[0].astype("datetime64[us]").astype(np.int64))
+    assert load_bundle(bundle).manifest["network"]["members"][1]["search"] == kind
     decisions = runner_decisions(bundle, frame, start)
     member = np.asarray(result.report["member_targets"])[:, 1, 0]
     assert len(set(member.tolist())) >= 3  # the search really changes its mind
@@ -197,17 +177,25 @@ def test_runner_searches_from_the_ensembles_book(tmp_path) -> None:
     assert_runner_equals_backtest(decisions, result, ["ppo", "mcts"])
 
 
-def test_ensemble_member_check_passes_exportable_members_and_names_the_first_other() -> None:
-    """The check write_bundle runs too: actor, Q-network and gumbel mcts members pass; a
-    stochastic mcts member (no bundle of its own) is refused, and the line names the members
-    that export."""
+def test_ensemble_member_check_passes_exportable_members_and_names_the_first_other(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check write_bundle runs too: actor, Q-network and mcts members (either search)
+    pass; a member without a bundle (a stand-in: the mcts config with an export_head that
+    raises, as a stochastic one did before the runner ported its search) is refused, and the
+    line names the members that export."""
     check_ensemble_members(agents.config_from_dict(
         {"name": "ensemble", "members": ["ppo", "qrdqn", "sac", "mcts"]}))
     config = agents.config_from_dict({"name": "ensemble", "members": ["ppo", "mcts"],
                                       "mcts": {"search": "stochastic"}})
+    check_ensemble_members(config)
+
+    def no_bundle(self):
+        raise ExportError("no bundle for this stand-in")
+
+    monkeypatch.setattr(type(config.mcts), "export_head", no_bundle)
     with pytest.raises(ExportError, match=r"member 'mcts' \(no bundle\) cannot be exported") \
             as err:
         check_ensemble_members(config)
-    assert "gumbel search (ppo, cvar_ppo, dqn, qrdqn, sac" in str(err.value)
+    assert "an mcts search (ppo, cvar_ppo, dqn, qrdqn, sac" in str(err.value)
     exporting = str(err.value).split("(", 2)[2].split(")")[0]
-    assert "mcts" not in exporting.split(", ")  # the stochastic member is not among them
+    assert "mcts" not in exporting.split(", ")  # the member without a bundle is not among them

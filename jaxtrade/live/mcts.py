@@ -1,18 +1,37 @@
-"""The mcts agent's evaluation search in numpy: gumbel MuZero at the root, exact accounting.
+"""The mcts agent's evaluation search in numpy: gumbel or stochastic MuZero, exact accounting.
 
-agents/mcts.py acts (deterministically) with mctx's `gumbel_muzero_policy` at gumbel scale 0:
-Sequential Halving over all actions with zero Gumbel noise at the root, the deterministic
-visit-matching rule below the root, Q values completed with the mixed value
-(`qtransform_completed_by_mix_value`: value scale 0.1, max-visit offset 50, rescaled to
-[0, 1]). This module repeats that search step for step in float32, for one root:
+agents/mcts.py acts (deterministically) with one of two mctx policies (the bundle's
+`network.search`); this module repeats either step for step in float32, for one root:
+
+  gumbel      `gumbel_muzero_policy` at gumbel scale 0: Sequential Halving over all actions
+              with zero Gumbel noise at the root, the deterministic visit-matching rule below
+              the root, Q values completed with the mixed value
+              (`qtransform_completed_by_mix_value`: value scale 0.1, max-visit offset 50,
+              rescaled to [0, 1]); the action is the Sequential Halving winner.
+  stochastic  `stochastic_muzero_policy` at Dirichlet fraction 0: the root's prior is
+              log(softmax(logits)) (the noise mix at fraction 0), decision nodes select by
+              PUCT (`pb_c_init` from the checkpoint, pb_c_base 19652, Q values normalized by
+              the node's value and its visited children, `qtransform_by_parent_and_siblings`,
+              unvisited ones at the minimum), chance nodes take argmax p_k / (n_k + 1) over
+              the G x R outcomes (deterministic given the tree); the action is the argmax of
+              the root's visit counts (the first on ties), as agents/mcts.py takes it.
+              mctx adds 1e-7 * U(0, 1) to the PUCT scores to break ties, keyed by the
+              policy's random key, even at Dirichlet fraction 0; the runner has no key and
+              breaks ties by the first index (scores within 1e-7 of each other only).
+
+The tree:
 
   node        the portfolio (cash, units, entry/best price, bars held, equity, peaks, breaker
               pause) and its close; ATR, volatility and regime stay bar t's
   edge        `decide` (envs.accounting.decide: ATR sizing, leverage cap, pause, no-trade
               band, cost rate) then every next-bar outcome of the model settled exactly
-              (envs.accounting.settle: fills, costs, stops, carry, reward, breaker); the edge's
-              reward and value are the outcome-probability-weighted means; the child continues
-              from the most probable outcome (the agent does the same when deterministic)
+              (envs.accounting.settle: fills, costs, stops, carry, reward, breaker). gumbel:
+              the edge's reward and value are the outcome-probability-weighted means; the
+              child continues from the most probable outcome (the agent does the same when
+              deterministic). stochastic: the decision is a chance node (the afterstate)
+              whose value is the expectation over outcomes of reward + gamma * alive * value;
+              its child for outcome k is that outcome's settled book (discount
+              gamma * alive_k)
   network     torso(window) -> latent; joint(latent, portfolio) -> policy logits and value;
               model head(latent) -> G x R outcome logits (the root's latent at every depth)
 
@@ -33,6 +52,8 @@ from .network import ACTIVATIONS, _dense, _layer_norm
 F32 = np.float32
 BPS = F32(1e-4)
 TINY = np.finfo(F32).tiny
+SEARCHES = ("gumbel", "stochastic")
+PB_C_BASE = 19652  # mctx stochastic_muzero_policy's default (agents/mcts.py keeps it)
 
 
 def _f(x) -> np.float32:
@@ -99,8 +120,11 @@ class MCTSPlanner:
         from .network import _nest
 
         net = manifest["network"]
-        if net.get("search", "gumbel") != "gumbel":
-            raise BundleError(f"mcts search {net.get('search')!r} is not supported by the runner")
+        self.kind = net.get("search", "gumbel")
+        if self.kind not in SEARCHES:
+            raise BundleError(f"mcts search {self.kind!r} is not supported by the runner")
+        if self.kind == "stochastic" and "pb_c_init" not in net:
+            raise BundleError("a stochastic mcts bundle needs network.pb_c_init")
         config = net.get("config", {})
         activation = config.get("activation", "relu")
         if activation not in ACTIVATIONS:
@@ -114,6 +138,8 @@ class MCTSPlanner:
         self.num_simulations = int(net["num_simulations"])
         self.max_depth = int(net.get("max_depth", 0)) or self.num_simulations
         self.gamma = _f(net["gamma"])
+        self.pb_c_init = _f(net.get("pb_c_init", 1.25))
+        self.pb_c_base = int(net.get("pb_c_base", PB_C_BASE))
         self.gap_z = np.asarray(net["gap_centers_vol"], F32)
         self.ret_z = np.asarray(net["return_centers_vol"], F32)
         self.num_ret = self.ret_z.shape[0]
@@ -258,14 +284,30 @@ class MCTSPlanner:
         return children, reward.astype(F32), alive
 
     # --- the search ---------------------------------------------------------------------------
+    def search(self, window, root: Portfolio, atr, volatility, regime):
+        """(action, policy [A], root value) of the search from `root` at bar t: gumbel's
+        improved policy, or stochastic's root visit distribution."""
+        if self.kind == "stochastic":
+            return self._stochastic_search(window, root, atr, volatility, regime)
+        return self._gumbel_search(window, root, atr, volatility, regime)
+
+    def _outcomes(self, latent, node: Portfolio, order, atr, volatility, outcomes=None):
+        """The modelled next bars (all G x R, or the `outcomes` slice) settle `order` (decide's
+        delta, rate, paused): (children, rewards, alive, policy logits, values) [K]."""
+        gap, ret = (self._gap, self._ret) if outcomes is None else (self._gap[outcomes],
+                                                                    self._ret[outcomes])
+        scale = max(volatility, F32(1e-4))
+        open1 = (node.close * np.exp(gap * scale)).astype(F32)
+        close1 = (open1 * np.exp(ret * scale)).astype(F32)
+        children, rewards, alive = self.settle(node, *order, atr, open1, close1)
+        logits, values = self.predict(latent, portfolio_vectors(children))
+        return children, rewards, alive, logits, values
+
     def _recurrent(self, latent, probs, node: Portfolio, action: int, bar):
         atr, volatility, regime = bar
-        delta, rate, paused = self.decide(node, action, atr, volatility, regime)
-        scale = max(volatility, F32(1e-4))
-        open1 = (node.close * np.exp(self._gap * scale)).astype(F32)
-        close1 = (open1 * np.exp(self._ret * scale)).astype(F32)
-        children, rewards, alive = self.settle(node, delta, rate, paused, atr, open1, close1)
-        logits, values = self.predict(latent, portfolio_vectors(children))
+        order = self.decide(node, action, atr, volatility, regime)
+        children, rewards, alive, logits, values = self._outcomes(latent, node, order, atr,
+                                                                  volatility)
         reward = np.sum(probs * rewards, dtype=F32)
         value = np.sum(probs * alive * values, dtype=F32)
         k = int(np.argmax(probs))
@@ -303,53 +345,149 @@ class MCTSPlanner:
         probs = _softmax(prior + q)
         return int(np.argmax(probs - visits.astype(F32) / F32(1 + visits.sum())))
 
-    def search(self, window, root: Portfolio, atr, volatility, regime):
-        """(action, improved policy [A], root value) of the search from `root` at bar t."""
+    @staticmethod
+    def _tree(n: int, a: int) -> dict[str, np.ndarray]:
+        """mctx's Tree arrays for one root: n nodes, a children each."""
+        return {"visits": np.zeros(n, np.int64), "raw_values": np.zeros(n, F32),
+                "node_values": np.zeros(n, F32), "parents": np.full(n, -1),
+                "action_from_parent": np.full(n, -1),
+                "children_index": np.full((n, a), -1),
+                "children_prior_logits": np.zeros((n, a), F32),
+                "children_values": np.zeros((n, a), F32),
+                "children_visits": np.zeros((n, a), np.int64),
+                "children_rewards": np.zeros((n, a), F32),
+                "children_discounts": np.zeros((n, a), F32)}
+
+    def _descend(self, t, select) -> tuple[int, int]:
+        """mctx search.simulate: (parent, action) where the simulation leaves the tree (an
+        unvisited action, or the depth limit)."""
+        node, depth = 0, 0
+        while True:
+            action = select(node, depth)
+            nxt = int(t["children_index"][node, action])
+            depth += 1
+            if nxt != -1 and depth < self.max_depth:
+                node = nxt
+                continue
+            return node, action
+
+    @classmethod
+    def _expand(cls, t, nodes, sim, parent, action, prior, reward, discount, value, embedding
+                ) -> int:
+        """mctx search.expand + backward: the node index written."""
+        nxt = int(t["children_index"][parent, action])
+        if nxt == -1:
+            nxt = sim + 1
+        cls._set_node(t, nodes, nxt, prior, value, embedding)
+        t["children_index"][parent, action] = nxt
+        t["children_rewards"][parent, action] = reward
+        t["children_discounts"][parent, action] = discount
+        t["parents"][nxt] = parent
+        t["action_from_parent"][nxt] = action
+        cls._backward(t, nxt)
+        return nxt
+
+    def _gumbel_search(self, window, root: Portfolio, atr, volatility, regime):
+        """(action, improved policy [A], root value) of the gumbel search."""
         atr, volatility = _f(atr), _f(volatility)
         bar = (atr, volatility, regime)
         latent = self.embed(window)
         probs = self.outcome_probs(latent)
         n, a = self.num_simulations + 1, self.num_actions
-        t = {"visits": np.zeros(n, np.int64), "raw_values": np.zeros(n, F32),
-             "node_values": np.zeros(n, F32), "parents": np.full(n, -1),
-             "action_from_parent": np.full(n, -1),
-             "children_index": np.full((n, a), -1),
-             "children_prior_logits": np.zeros((n, a), F32),
-             "children_values": np.zeros((n, a), F32),
-             "children_visits": np.zeros((n, a), np.int64),
-             "children_rewards": np.zeros((n, a), F32),
-             "children_discounts": np.zeros((n, a), F32)}
+        t = self._tree(n, a)
         nodes: list[Portfolio | None] = [None] * n
         logits, value = self.predict(latent, portfolio_vectors(root)[None])
         self._set_node(t, nodes, 0, logits[0], value[0], root)
+        select = lambda node, depth: self._select(t, node, depth)
         for sim in range(self.num_simulations):
-            node, depth = 0, 0
-            while True:  # simulate
-                action = self._select(t, node, depth)
-                nxt = int(t["children_index"][node, action])
-                depth += 1
-                if nxt != -1 and depth < self.max_depth:
-                    node = nxt
-                    continue
-                break
-            parent = node
-            nxt = int(t["children_index"][parent, action])
-            if nxt == -1:
-                nxt = sim + 1
+            parent, action = self._descend(t, select)
             prior, reward, value, child = self._recurrent(latent, probs, nodes[parent], action,
                                                           bar)
-            self._set_node(t, nodes, nxt, prior, value, child)
-            t["children_index"][parent, action] = nxt
-            t["children_rewards"][parent, action] = reward
-            t["children_discounts"][parent, action] = self.gamma
-            t["parents"][nxt] = parent
-            t["action_from_parent"][nxt] = action
-            self._backward(t, nxt)
+            self._expand(t, nodes, sim, parent, action, prior, reward, self.gamma, value, child)
         visits = t["children_visits"][0]
         q = self._qtransform(t, 0)
         prior = t["children_prior_logits"][0]
         action = int(np.argmax(self._score_considered(visits.max(), prior, q, visits)))
         return action, _softmax(prior + q), float(t["node_values"][0])
+
+    # --- stochastic MuZero ------------------------------------------------------------------
+    def _qtransform_siblings(self, t, node: int) -> np.ndarray:
+        """mctx qtransform_by_parent_and_siblings over the node's A actions."""
+        a = self.num_actions
+        visits = t["children_visits"][node, :a]
+        q = t["children_rewards"][node, :a] + t["children_discounts"][node, :a] * t[
+            "children_values"][node, :a]
+        value = t["node_values"][node]
+        visited = visits > 0
+        safe = np.where(visited, q, value)
+        low = np.minimum(value, safe.min())
+        high = np.maximum(value, safe.max())
+        completed = np.where(visited, q, low)
+        return ((completed - low) / np.maximum(high - low, F32(1e-8))).astype(F32)
+
+    def _puct(self, t, node: int) -> int:
+        """mctx muzero_action_selection at a decision node (without its 1e-7 random
+        tie-break: the first of equal scores)."""
+        a = self.num_actions
+        visits = t["children_visits"][node, :a]
+        count = int(t["visits"][node])
+        pb_c = self.pb_c_init + np.log((F32(count + self.pb_c_base) + F32(1.0))
+                                       / F32(self.pb_c_base))
+        prior = _softmax(t["children_prior_logits"][node, :a])
+        policy = np.sqrt(F32(count)) * pb_c * prior / (visits + 1).astype(F32)
+        return int(np.argmax(self._qtransform_siblings(t, node) + policy))
+
+    def _stochastic_search(self, window, root: Portfolio, atr, volatility, regime):
+        """(action, root visit distribution [A], root value) of the stochastic search.
+
+        Nodes alternate: a decision node holds a book, its action's child is the chance
+        node of the order (the book and decide's (delta, rate, paused)); a chance node's
+        child for outcome k (child index A + k) is that outcome's settled book."""
+        atr, volatility = _f(atr), _f(volatility)
+        latent = self.embed(window)
+        chance_logits = _dense(latent, self.params["model_head"])[0]
+        probs = _softmax(chance_logits)
+        n, a, c = self.num_simulations + 1, self.num_actions, self.num_outcomes
+        t = self._tree(n, a + c)
+        nodes: list = [None] * n
+        decision = np.zeros(n, bool)
+        no_actions = np.full(a, -np.inf, F32)
+        no_outcomes = np.full(c, -np.inf, F32)
+        chance_prior = np.concatenate([no_actions, chance_logits]).astype(F32)
+        logits, value = self.predict(latent, portfolio_vectors(root)[None])
+        # The root's Dirichlet mix at fraction 0 leaves log(max(softmax(logits), tiny)).
+        root_prior = np.log(np.maximum(_softmax(logits[0]), TINY))
+        self._set_node(t, nodes, 0, np.concatenate([root_prior, no_outcomes]), value[0], root)
+        decision[0] = True
+
+        def select(node: int, depth: int) -> int:
+            if decision[node]:
+                return self._puct(t, node)
+            return a + int(np.argmax(probs / (t["children_visits"][node, a:] + 1).astype(F32)))
+
+        for sim in range(self.num_simulations):
+            parent, action = self._descend(t, select)
+            if decision[parent]:  # the order: a chance node valued over every outcome
+                book = nodes[parent]
+                order = self.decide(book, action, atr, volatility, regime)
+                _, rewards, alive, _, values = self._outcomes(latent, book, order, atr,
+                                                              volatility)
+                expected = np.sum(probs * (rewards + self.gamma * alive * values), dtype=F32)
+                nxt = self._expand(t, nodes, sim, parent, action, chance_prior, F32(0.0),
+                                   F32(1.0), expected, (book, order))
+            else:  # outcome k of the order: the settled book
+                book, order = nodes[parent]
+                k = np.array([action - a])
+                child, rewards, alive, logits, values = self._outcomes(
+                    latent, book, order, atr, volatility, k)
+                prior = np.concatenate([logits[0], no_outcomes]).astype(F32)
+                nxt = self._expand(t, nodes, sim, parent, action, prior, rewards[0],
+                                   self.gamma * alive[0], values[0], child.pick(0))
+            decision[nxt] = not decision[parent]
+        visits = t["children_visits"][0, :a]
+        total = visits.sum()
+        weights = (visits.astype(F32) / F32(max(total, 1))).astype(F32)
+        return int(np.argmax(weights)), weights, float(t["node_values"][0])
 
     @staticmethod
     def _set_node(t, nodes, index, logits, value, portfolio) -> None:
