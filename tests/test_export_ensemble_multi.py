@@ -171,7 +171,7 @@ def test_runner_combines_every_rule_like_the_backtest(trained, restored, tmp_pat
                                    0.0)
     bundle = write_bundle(tmp_path / "bundle", params=params, network_config=prep.agent_config,
                           head={"family": "ensemble"}, env=prep.env,
-                          env_params=prep.env_params)
+                          env_params=prep.env_params, run_config=prep.cfg)
     loaded = load_bundle(bundle)
     symbols = list(loaded.manifest["symbols"])
     runner = MultiAssetRunner(loaded)
