@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,6 +84,47 @@ def promoted_bundle(runner: Any, warm_up: Callable[[Bundle], Any],
                       "message": f"refused the promoted bundle, keeping {runner.bundle_root}: "
                       f"{err}"})
         return None
+
+
+class Policy(NamedTuple):
+    """What runs a bundle's policy (`load_policy`)."""
+
+    network: Any  # what the runner calls: obs_shape, initial_carry, forward (or search/decide)
+    ensemble: EnsemblePolicy | None  # the network, for an ensemble bundle
+    planner: MCTSPlanner | None  # the network, for an mcts bundle
+
+
+def load_policy(bundle: Bundle, engine: str = "numpy", *, search: bool = True) -> Policy:
+    """The bundle's policy on `engine` ("numpy" or "onnx"): an ensemble's members and their
+    combination (ensemble.EnsemblePolicy) or, when `search`, an mcts bundle's numpy search
+    (mcts.MCTSPlanner), both on the numpy engine only; otherwise its network (network.
+    ActorNetwork, replaced by onnx_engine.OnnxActor on the onnx engine). Shared by the
+    single- and the multi-asset runner; the latter passes `search=False` (an mcts bundle
+    trades one symbol), so ActorNetwork refuses an mcts family there. A missing manifest
+    key raises KeyError, for the caller to name."""
+    m = bundle.manifest
+    family = m["network"].get("family")
+    ensemble: EnsemblePolicy | None = None
+    planner: MCTSPlanner | None = None
+    network: Any
+    if family == "ensemble":
+        # Every member's network and the combination (ensemble.py).
+        if engine != "numpy":
+            raise BundleError("an ensemble bundle runs on the numpy engine only")
+        network = ensemble = EnsemblePolicy(m, bundle.weights)
+    elif search and family == "mcts":
+        if engine != "numpy":
+            raise BundleError("an mcts bundle runs on the numpy engine only")
+        network = planner = MCTSPlanner(m, bundle.weights)
+    else:
+        network = ActorNetwork(m["network"], bundle.weights)
+    if engine == "onnx":
+        from .onnx_engine import OnnxActor
+
+        network = OnnxActor(bundle)
+    elif engine != "numpy":
+        raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
+    return Policy(network, ensemble, planner)
 
 
 def _raw(record: object) -> str:
@@ -182,27 +223,7 @@ class Runner:
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
             # An mcts bundle: the numpy search (mcts.py) decides; it has no plain forward pass.
-            self.planner = None
-            self.ensemble = None
-            if m["network"].get("family") == "ensemble":
-                # Every member's network and the combination (ensemble.py).
-                if engine != "numpy":
-                    raise BundleError("an ensemble bundle runs on the numpy engine only")
-                self.ensemble = EnsemblePolicy(m, bundle.weights)
-                self.network = self.ensemble
-            elif m["network"].get("family") == "mcts":
-                if engine != "numpy":
-                    raise BundleError("an mcts bundle runs on the numpy engine only")
-                self.planner = MCTSPlanner(m, bundle.weights)
-                self.network = self.planner
-            else:
-                self.network = ActorNetwork(m["network"], bundle.weights)
-            if engine == "onnx":
-                from .onnx_engine import OnnxActor
-
-                self.network = OnnxActor(bundle)
-            elif engine != "numpy":
-                raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
+            self.network, self.ensemble, self.planner = load_policy(bundle, engine)
             self.engine = engine
             trading = dict(m["trading"])
             if initial_equity is not None:

@@ -57,13 +57,11 @@ import numpy as np
 
 from .bars import Bar, format_timestamp
 from .bundle import Bundle
-from .engine import RECENT_BARS, MarketState, _raw, promoted_bundle
-from .ensemble import EnsemblePolicy
+from .engine import RECENT_BARS, MarketState, _raw, load_policy, promoted_bundle
 from .errors import BarRejected, BundleError
 from .features import FeatureEngine, Normalizer, Ring
 from .formats import BarFormat
 from .ledger import BPS, F32, f32, stop_fills, summary, track_entry_arrays
-from .network import ActorNetwork
 from .regimes import RegimeFilter
 from .sinks import decision_line
 from .sources import MalformedRecord
@@ -345,21 +343,8 @@ class MultiAssetRunner:
             regimes = features.get("regimes")
             self.regimes = RegimeFilter(regimes) if regimes else None
             self.regime_in_features = int(features.get("regime_columns_in_features", 0))
-            self.ensemble = None
-            if m["network"].get("family") == "ensemble":
-                # Every member's network and the combination (ensemble.py), per timestamp.
-                if engine != "numpy":
-                    raise BundleError("an ensemble bundle runs on the numpy engine only")
-                self.ensemble = EnsemblePolicy(m, bundle.weights)
-                self.network = self.ensemble
-            else:
-                self.network = ActorNetwork(m["network"], bundle.weights)
-            if engine == "onnx":
-                from .onnx_engine import OnnxActor
-
-                self.network = OnnxActor(bundle)
-            elif engine != "numpy":
-                raise BundleError(f"engine {engine!r} is not known: numpy or onnx")
+            # An ensemble bundle: every member's network and the combination, per timestamp.
+            self.network, self.ensemble, _ = load_policy(bundle, engine, search=False)
             trading = dict(m["trading"])
             if initial_equity is not None:
                 trading["initial_equity"] = float(initial_equity)
