@@ -46,7 +46,6 @@ RUN = ["train", "agent=ensemble", "agent.members=[ppo,sac]", "data=csv", "logger
        "agent.updates_per_chunk=2", "train.total_steps=512", "agent.ppo.rollout_len=32",
        "agent.ppo.network.hidden_sizes=[16]", "agent.sac.network.hidden_sizes=[16]",
        "agent.sac.learning_starts=64"]
-GATE = 0.4  # min_trade_probability of the CLI export: flat on some test bars, not on others
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +114,24 @@ def test_cli_export_of_the_router_with_a_gate_trades_like_the_backtest(
     CSV from the first test bar: the backtest of the bundle's combination (rule, fitted
     router and winner, trade prior, threshold) on the run's params, bar for bar."""
     run_dir, _, bars = trained
+    # The threshold is read from this run, so the gate bites wherever training lands: halfway
+    # between the ungated router's first test-bar probability and its lowest. Bars before the
+    # first one below it trade as ungated (gating changes nothing until the book goes flat),
+    # so the first bar trades and a later one is flat.
+    ungated = tmp_path / "ungated"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", f"run_dir={run_dir}", f"out={ungated}", "combine=router"]) == 0
+    first = json.loads((ungated / "manifest.json").read_text())["network"]["combine"]
+    _, plain = backtest_with(restored, "router", {
+        "router": np.asarray(first["router"]), "winner": np.asarray(first["winner"]),
+        "trade_prior_mean": {"router": first["trade_prior_mean"]}}, 0.0)
+    probability = np.asarray(plain.report["trade_probability"])
+    assert probability[0] > probability.min() + 1e-3, probability[:10]
+    gate = float(probability[0] + probability.min()) / 2
     bundle = tmp_path / "bundle"
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["export", f"run_dir={run_dir}", f"out={bundle}", "combine=router",
-                     f"min_trade_probability={GATE}"]) == 0
+                     f"min_trade_probability={gate}"]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     network = manifest["network"]
     assert network["family"] == "ensemble"
@@ -128,11 +141,11 @@ def test_cli_export_of_the_router_with_a_gate_trades_like_the_backtest(
     assert manifest["features"]["regimes"]["kind"] == "gaussian_hmm_forward_filter"
     combine = network["combine"]
     assert combine["rule"] == "router"
-    assert combine["min_trade_probability"] == pytest.approx(GATE)
+    assert combine["min_trade_probability"] == pytest.approx(gate)
     fitted = {"router": np.asarray(combine["router"]), "winner": np.asarray(combine["winner"]),
               "trade_prior_mean": {"router": combine["trade_prior_mean"]}}
     assert fitted["router"].shape == (3, len(MEMBERS))
-    _, result = backtest_with(restored, "router", fitted, GATE)
+    _, result = backtest_with(restored, "router", fitted, gate)
     start = str(result.timestamps[0].astype("datetime64[s]"))
     proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars", str(bars),
                            "--start", start, "--no-monitor"],
@@ -143,7 +156,7 @@ def test_cli_export_of_the_router_with_a_gate_trades_like_the_backtest(
     # The fitted router follows the filtered regimes: both members lead on some bars.
     assert np.ptp(printed["weights"][:, 0]) > 0.5
     # The gate holds the book flat on some bars and not on others.
-    flat = printed["probability"] < GATE
+    flat = printed["probability"] < gate
     assert flat[:-1].any() and (~flat[:-1]).any()
     np.testing.assert_array_equal(printed["targets"][:-1][flat[:-1]], 0.0)
     assert (np.abs(printed["targets"][:-1][~flat[:-1]]).sum(axis=1) > 0).any()

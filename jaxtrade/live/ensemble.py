@@ -416,7 +416,7 @@ class Member:
 
 
 class SearchMember:
-    """An mcts member: the bundle's numpy gumbel search (mcts.MCTSPlanner) with the
+    """An mcts member: the bundle's numpy search (gumbel or stochastic) (mcts.MCTSPlanner) with the
     member's evaluation settings, from the root the ensemble's backtest gives it."""
 
     def __init__(self, name: str, description: dict, weights: dict[str, np.ndarray],
