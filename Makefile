@@ -34,29 +34,34 @@ run: $(RUN_STAMP)
 
 # Tests run on TEST_WORKERS pytest-xdist workers (2 fits a 2-core CI machine; each worker
 # holds up to ~4 GB), a module per worker at a time (tests/conftest.py). TEST_WORKERS=0 runs
-# them in this process. A worker that crashes is not replaced (--max-worker-restart=0: under
-# --dist loadgroup pytest-xdist re-queues a dead worker's finished groups and can wait on them
-# for ever). XLA:CPU (jaxlib 0.10.2) segfaults now and then inside a compile or an executable
-# load, taking a worker and its queued tests down: when the run reports a crashed worker, every
-# test that did not pass is run once more in fresh workers (tests/conftest.py), and that run's
-# result is the result. pytest exits 5 when it collects no tests: treat that as a failure.
+# them in this process. XLA:CPU (jaxlib 0.10.2) segfaults now and then inside a compile or an
+# executable load, taking a worker down; pytest-xdist cannot replace a worker under
+# `--dist loadgroup` (the run then waits for ever), so a crash stops the run once the other
+# workers finish their module (tests/conftest.py), and the next run takes, in fresh workers,
+# every test that has not passed yet: up to TEST_RUNS runs, the last one's result is the
+# result; the Python stacks of the crashed workers are printed again at the end. pytest exits 5
+# when it collects no tests: treat that as a failure.
 # The options take their file with `=`: as a separate word pytest reads an existing file as a
 # test path before tests/conftest.py has defined the option, and refuses the option.
 TEST_WORKERS ?= 2
+TEST_RUNS ?= 3
 TEST_RECORD ?= .pytest_cache/jaxtrade
 PASSED = $(TEST_RECORD)-passed.txt
-FIRST_LOG = $(TEST_RECORD)-first-run.log
 test: $(TEST_STAMP)
-	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(FIRST_LOG)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 \
-	  --record-passed=$(PASSED) $(PYTEST_ARGS) 2>&1 | tee $(FIRST_LOG); \
-	rc=$${PIPESTATUS[0]}; \
-	if [ $$rc -ne 0 ] && grep -q "crashed while running" $(FIRST_LOG); then \
-	  echo "a test worker crashed: running every test that did not pass once more" >&2; \
-	  touch $(PASSED); \
+	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(TEST_RECORD)-run-*.log && touch $(PASSED)
+	@select=""; for run in $$(seq 1 $(TEST_RUNS)); do \
+	  log=$(TEST_RECORD)-run-$$run.log; \
 	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 \
-	    --rerun-unpassed=$(PASSED) $(PYTEST_ARGS); rc=$$?; \
-	fi; \
+	    --record-passed=$(PASSED) $$select $(PYTEST_ARGS) 2>&1 | tee $$log; \
+	  rc=$${PIPESTATUS[0]}; \
+	  if [ $$rc -eq 0 ] || ! grep -q "crashed while running" $$log; then break; fi; \
+	  if [ $$run -lt $(TEST_RUNS) ]; then \
+	    echo "a test worker crashed: running every test that did not pass once more" >&2; fi; \
+	  select="--rerun-unpassed=$(PASSED)"; \
+	done; \
+	if grep -q "Fatal Python error" $(TEST_RECORD)-run-*.log; then \
+	  echo "where the crashed workers were (faulthandler):" >&2; \
+	  grep -h -A 14 "^Current thread" $(TEST_RECORD)-run-*.log >&2; fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 lint: $(TEST_STAMP)

@@ -27,9 +27,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # --------------------------------------------------------------- rerun after a worker crash
 # XLA:CPU (jaxlib 0.10.2) now and then segfaults inside a compile or an executable load, which
-# takes a whole xdist worker down with the tests queued on it. `make test` then runs once more,
-# in fresh workers, every test that did not pass the first time (`--rerun-unpassed FILE`); the
-# first run records the tests that passed or were skipped in FILE (`--record-passed FILE`).
+# takes a whole xdist worker down with the tests queued on it. pytest-xdist cannot replace it
+# under `--dist loadgroup` (a restarted worker leaves the run waiting for ever), so a run with
+# `--max-worker-restart=0` stops as soon as a worker dies: the other workers finish the module
+# they are on and take nothing new (otherwise the run would go on at half speed). `make test`
+# then runs, in fresh workers, every test that did not pass (`--rerun-unpassed=FILE`); each run
+# appends the tests that passed or were skipped to FILE (`--record-passed=FILE`).
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,3 +59,15 @@ _CONFIG: dict[str, pytest.Config] = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     _CONFIG["config"] = config
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object | None) -> None:
+    """A worker died: with restarts off, stop handing out modules before xdist re-queues the
+    dead worker's ones (it would give the next module to a surviving worker first)."""
+    config = _CONFIG.get("config")
+    if error is None or config is None or str(config.getoption("maxworkerrestart", None)) != "0":
+        return
+    dsession = config.pluginmanager.getplugin("dsession")
+    if dsession is not None:
+        dsession.triggershutdown()

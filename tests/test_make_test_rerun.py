@@ -1,15 +1,18 @@
 """`make test` after a crashed worker: the recipe itself, run on a small suite.
 
 The suite here copies tests/conftest.py (where `--record-passed` / `--rerun-unpassed` live)
-next to three small tests, one of which kills its worker with SIGSEGV the first time it runs,
-as XLA:CPU now and then does. The Makefile's own `test` recipe runs it (TEST_RECORD keeps its
-files apart from those of the run that runs this test). A crash alone must end in success
-after the second run; a crash plus a real failure must still fail. Each run of the recipe
-starts two pytest sessions with two workers each, so this takes some 30 s.
+next to small tests, one of which kills its worker with SIGSEGV the first CRASHES times it
+runs, as XLA:CPU now and then does. The Makefile's own `test` recipe runs it (TEST_RECORD
+keeps its files apart from those of the run that runs this test). A crash alone must end in
+success after the second run, two crashes after the third; a crash in every run, or a crash
+plus a real failure, must still fail. A run stops at a crash instead of going on with fewer
+workers: the modules nobody had started wait for the next run. Each case starts two to three
+pytest sessions with two workers each, so this takes some 40 s.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -24,18 +27,27 @@ import os
 import signal
 from pathlib import Path
 
-MARK = Path(__file__).with_name("crashed-once")
+MARK = Path(__file__).with_name("crashes")
+CRASHES = {crashes}
 
 
 def test_passes():
     assert 1 + 1 == 2
 
 
-def test_crashes_its_worker_once():
-    if not MARK.exists():
-        MARK.write_text("x")
+def test_crashes_its_worker():
+    done = len(MARK.read_text()) if MARK.exists() else 0
+    if done < CRASHES:
+        MARK.write_text("x" * (done + 1))
         os.kill(os.getpid(), signal.SIGSEGV)
-    assert MARK.exists()
+'''
+
+LATER = '''
+import time
+
+
+def test_later_module():
+    time.sleep(0.5)
 '''
 
 FAILS = '''
@@ -45,15 +57,20 @@ def test_fails_for_real():
 '''
 
 
-def _make_test(tmp_path: Path, with_failure: bool) -> subprocess.CompletedProcess[str]:
+def _make_test(tmp_path: Path, with_failure: bool,
+               crashes: int = 1) -> subprocess.CompletedProcess[str]:
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_toy.py").write_text(TOY + (FAILS if with_failure else ""))
+    (tmp_path / "test_a_toy.py").write_text(TOY.format(crashes=crashes)
+                                          + (FAILS if with_failure else ""))
+    for name in "abcdef":  # modules queued behind the crash (test_a_toy is scheduled first)
+        (tmp_path / f"test_later_{name}.py").write_text(LATER)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     args = f"-c {tmp_path / 'pytest.ini'} --rootdir {tmp_path} -p no:cacheprovider {tmp_path}"
     venv_bin = Path(sys.executable).parent
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(ROOT), "test", f"BIN={venv_bin}", "TEST_STAMP=",
-         "TEST_WORKERS=2", f"TEST_RECORD={tmp_path / 'record'}", f"PYTEST_ARGS={args}"],
+         "TEST_WORKERS=2", "TEST_RUNS=3", f"TEST_RECORD={tmp_path / 'record'}",
+         f"PYTEST_ARGS={args}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
 
 
@@ -67,9 +84,30 @@ def test_a_crashed_worker_alone_ends_in_success(tmp_path: Path) -> None:
     passed = (tmp_path / "record-passed.txt").read_text().split()
     assert any(p.endswith("::test_passes") for p in passed), passed
     assert done.returncode == 0, out[-3000:]
-    # the second run ran only what did not pass: the crashed test, not test_passes again
-    second = out.rsplit("running every test that did not pass once more", 1)[1]
-    assert "1 passed" in second and "2 passed" not in second, second[-2000:]
+    # the first run stopped at the crash: some modules were left for the second run, which
+    # ran only what had not passed (never test_passes again)
+    first = out.split("running every test that did not pass once more", 1)[0]
+    ran_first = re.search(r"1 failed, (\d+) passed", first)
+    assert ran_first is not None and int(ran_first.group(1)) < 7, first[-2000:]
+    passed = (tmp_path / "record-passed.txt").read_text().split()
+    assert len(passed) == len(set(passed)) == 8, passed
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_two_crashes_end_in_success_on_the_third_run(tmp_path: Path) -> None:
+    done = _make_test(tmp_path, with_failure=False, crashes=2)
+    out = done.stdout
+    assert out.count("running every test that did not pass once more") == 2, out[-3000:]
+    assert done.returncode == 0, out[-3000:]
+    assert (tmp_path / "record-run-3.log").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_crash_in_every_run_fails(tmp_path: Path) -> None:
+    done = _make_test(tmp_path, with_failure=False, crashes=3)
+    out = done.stdout
+    assert out.count("crashed while running") >= 3, out[-3000:]
+    assert done.returncode != 0, out[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
