@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint install clean docker
+.PHONY: run test lint install clean docker durations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,8 @@ run: $(RUN_STAMP)
 # `--dist loadgroup` (the run then waits for ever), so a crash stops the run once the other
 # workers finish their module (tests/conftest.py), and the next run takes, in fresh workers,
 # every test that has not passed yet: up to TEST_RUNS runs, the last one's result is the
-# result; the Python stacks of the crashed workers are printed again at the end. pytest exits 5
+# result. At the end: the slowest modules' worker seconds, and the Python stacks of crashed
+# workers (faulthandler) again. pytest exits 5
 # when it collects no tests: treat that as a failure.
 # The options take their file with `=`: as a separate word pytest reads an existing file as a
 # test path before tests/conftest.py has defined the option, and refuses the option.
@@ -47,22 +48,35 @@ TEST_WORKERS ?= 2
 TEST_RUNS ?= 3
 TEST_RECORD ?= .pytest_cache/jaxtrade
 PASSED = $(TEST_RECORD)-passed.txt
+DURATIONS = $(TEST_RECORD)-durations.txt
 test: $(TEST_STAMP)
-	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(TEST_RECORD)-run-*.log && touch $(PASSED)
+	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(DURATIONS) $(TEST_RECORD)-run-*.log
+	@touch $(PASSED) $(DURATIONS)
 	@select=""; for run in $$(seq 1 $(TEST_RUNS)); do \
 	  log=$(TEST_RECORD)-run-$$run.log; \
-	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart=0 \
-	    --record-passed=$(PASSED) $$select $(PYTEST_ARGS) 2>&1 | tee $$log; \
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
+	    --max-worker-restart=0 --record-passed=$(PASSED) --record-durations=$(DURATIONS) \
+	    $$select $(PYTEST_ARGS) 2>&1 | tee $$log; \
 	  rc=$${PIPESTATUS[0]}; \
 	  if [ $$rc -eq 0 ] || ! grep -q "crashed while running" $$log; then break; fi; \
 	  if [ $$run -lt $(TEST_RUNS) ]; then \
 	    echo "a test worker crashed: running every test that did not pass once more" >&2; fi; \
 	  select="--rerun-unpassed=$(PASSED)"; \
 	done; \
+	echo "worker seconds per test module, slowest first (all runs; $(DURATIONS)):"; \
+	awk '{split($$3, p, "::"); t[p[1]] += $$1; s += $$1} END {for (m in t) \
+	  printf "%8.1f  %s\n", t[m], m; printf "%8.1f  (all)\n", s}' $(DURATIONS) \
+	  | sort -rn | head -16; \
 	if grep -q "Fatal Python error" $(TEST_RECORD)-run-*.log; then \
 	  echo "where the crashed workers were (faulthandler):" >&2; \
 	  grep -h -A 14 "^Current thread" $(TEST_RECORD)-run-*.log >&2; fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# tests/durations.txt (seconds per test, all phases) from the last `make test`: tests/conftest.py
+# starts the longest groups first.
+durations:
+	awk '{t[$$3] += $$1} END {for (n in t) printf "%.1f %s\n", t[n], n}' $(DURATIONS) \
+	  | sort -k2 > tests/durations.txt
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

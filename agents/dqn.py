@@ -315,6 +315,8 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any,
 
 
 def _take_action(out: jax.Array, action: jax.Array) -> jax.Array:
-    """out[b, action[b]] for values [B, A] or quantiles [B, A, N]."""
-    index = action.astype(jnp.int32).reshape((-1, 1) + (1,) * (out.ndim - 2))
-    return jnp.take_along_axis(out, index, axis=1)[:, 0]
+    """out[b, action[b]] for values [B, A] or quantiles [B, A, N], as a one-hot weighted sum
+    over the few actions: its gradient is a product, where a gather's is a scatter (slow on
+    CPU, and QR-DQN's [B, A, N] made it a good part of an update)."""
+    one_hot = jax.nn.one_hot(action, out.shape[1], dtype=out.dtype)
+    return jnp.sum(out * one_hot.reshape(one_hot.shape + (1,) * (out.ndim - 2)), axis=1)

@@ -22,6 +22,7 @@ from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from live_helpers import tiny_frame, write_csv  # noqa: E402
+from shared_runs import shared_run  # noqa: E402
 from test_backtest_new_bars import _random_walk_after  # noqa: E402
 
 RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
@@ -32,14 +33,16 @@ RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none"
        "agent.sac.network.hidden_sizes=[16,16]", "agent.sac.learning_starts=256"]
 
 
+def write_bars(folder: Path) -> list[str]:
+    return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
-    folder = tmp_path_factory.mktemp("ensemble")
-    frame = tiny_frame()
-    csv = write_csv(frame, folder / "bars.csv")
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main([*RUN, f"data.path={csv}", f"run_dir={folder / 'run'}"]) == 0
-    return folder / "run", frame
+    """The small ensemble run, trained once per session (tests/shared_runs.py): this module
+    and tests/test_export_ensemble.py read the same run."""
+    run_dir, _ = shared_run(tmp_path_factory, "ensemble", RUN, write_bars)
+    return run_dir, tiny_frame()
 
 
 @pytest.fixture(scope="module")

@@ -28,26 +28,21 @@ import pytest
 from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from live_helpers import tiny_frame, write_csv  # noqa: E402
+from live_helpers import tiny_frame  # noqa: E402
+from shared_runs import shared_run  # noqa: E402
+from test_ensemble_cli import RUN as CLI_RUN  # noqa: E402
+from test_ensemble_cli import write_bars  # noqa: E402
 
 TOLERANCE = 2e-5
-# tests/test_ensemble_cli.py's small run: ppo + sac, 1024 env steps each, regimes on.
-RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
-       "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
-       "train.total_steps=1024", "agent.updates_per_chunk=2",
-       "train.checkpoint_every_updates=2", "agent.members=[ppo,sac]",
-       "agent.ppo.rollout_len=32", "agent.ppo.network.hidden_sizes=[16,16]",
-       "agent.sac.network.hidden_sizes=[16,16]", "agent.sac.learning_starts=256"]
+# tests/test_ensemble_cli.py's small run, the same one: ppo + sac, 1024 env steps each.
+RUN = CLI_RUN
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, Path]:
-    folder = tmp_path_factory.mktemp("ensemble-export")
-    frame = tiny_frame()
-    bars = write_csv(frame, folder / "bars.csv")
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main([*RUN, f"data.path={bars}", f"run_dir={folder / 'run'}"]) == 0
-    return folder / "run", frame, bars
+    """tests/test_ensemble_cli.py's run, trained once per session (tests/shared_runs.py)."""
+    run_dir, folder = shared_run(tmp_path_factory, "ensemble", RUN, write_bars)
+    return run_dir, tiny_frame(), folder / "bars.csv"
 
 
 @pytest.fixture(scope="module")
