@@ -69,7 +69,8 @@ test: $(TEST_STAMP)
 	  | sort -rn | head -16; \
 	if grep -q "Fatal Python error" $(TEST_RECORD)-run-*.log; then \
 	  echo "where the crashed workers were (faulthandler):" >&2; \
-	  grep -h -A 14 "^Current thread" $(TEST_RECORD)-run-*.log >&2; fi; \
+	  sed -n '/^Fatal Python error/,/^Extension modules/p' $(TEST_RECORD)-run-*.log \
+	    | grep -v -e /pluggy/ -e /_pytest/ -e /execnet/ -e /threading.py -e "^Extension" >&2; fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # tests/durations.txt (seconds per test, all phases) from the last `make test`: tests/conftest.py

@@ -96,10 +96,13 @@ def quantile_head(config: QRDQNConfig) -> dqn.ValueHead:
         return quantile_huber_loss(chosen, target, taus, weights, hp.huber_delta)
 
     def metrics(out: jax.Array) -> dict[str, jax.Array]:
-        # Quantiles of the greedy action's return distribution, batch means.
+        # Quantiles of the greedy action's return distribution: the batch mean of its N
+        # quantiles, sorted (a network's quantiles need not be monotone). Sorting the [N]
+        # mean, not each of the B rows: a [B, N] sort per update cost as much as the
+        # quantile loss on CPU (BENCHMARKS.md, issue 13).
         greedy = jnp.argmax(action_values(out, None), axis=-1)
-        chosen = jnp.sort(jnp.take_along_axis(out, greedy[:, None, None], axis=1)[:, 0], axis=-1)
-        means = chosen.mean(axis=0)
+        chosen = jnp.take_along_axis(out, greedy[:, None, None], axis=1)[:, 0]
+        means = jnp.sort(chosen.mean(axis=0))
         found = {f"quantile_{round(100 * lv):02d}": means[i]
                  for lv, i in zip(LOGGED_LEVELS, levels)}
         found["quantile_spread"] = means[levels[-1]] - means[levels[0]]
