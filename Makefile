@@ -34,14 +34,14 @@ run: $(RUN_STAMP)
 
 # Tests run on TEST_WORKERS pytest-xdist workers (2 fits a 2-core CI machine; each worker
 # holds up to ~4 GB), a module per worker at a time (tests/conftest.py). TEST_WORKERS=0 runs
-# them in this process. XLA:CPU (jaxlib 0.10.2) segfaults now and then inside a compile or an
-# executable load, taking a worker down; pytest-xdist cannot replace a worker under
+# them in this process. XLA:CPU (jaxlib 0.10.2) segfaults or aborts now and then inside a
+# compile, taking a worker down; pytest-xdist cannot replace a worker under
 # `--dist loadgroup` (the run then waits for ever), so a crash stops the run once the other
 # workers finish their module (tests/conftest.py), and the next run takes, in fresh workers,
 # every test that has not passed yet: up to TEST_RUNS runs, the last one's result is the
 # result. At the end: the slowest modules' worker seconds, and the Python stacks of crashed
-# workers (faulthandler) again. pytest exits 5
-# when it collects no tests: treat that as a failure.
+# workers (faulthandler) again. pytest exits 5 when it collects no tests: treat that as a
+# failure.
 # The options take their file with `=`: as a separate word pytest reads an existing file as a
 # test path before tests/conftest.py has defined the option, and refuses the option.
 TEST_WORKERS ?= 2

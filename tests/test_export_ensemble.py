@@ -30,12 +30,9 @@ from jaxtrade.cli import main
 sys.path.insert(0, str(Path(__file__).parent))
 from live_helpers import tiny_frame  # noqa: E402
 from shared_runs import shared_run  # noqa: E402
-from test_ensemble_cli import RUN as CLI_RUN  # noqa: E402
-from test_ensemble_cli import write_bars  # noqa: E402
+from test_ensemble_cli import RUN, write_bars  # noqa: E402  (the same small run: ppo + sac)
 
 TOLERANCE = 2e-5
-# tests/test_ensemble_cli.py's small run, the same one: ppo + sac, 1024 env steps each.
-RUN = CLI_RUN
 
 
 @pytest.fixture(scope="module")
