@@ -1,5 +1,10 @@
 # Two-command quick start: `make run` and `make test` (see README.md).
 PYTHON ?= python3
+# Python caches the bytecode of the modules it imports (the venv is installed with
+# --no-compile): where PYTHONDONTWRITEBYTECODE is set, every process (each test worker and
+# each `jaxtrade` subprocess of the tests) would compile jax, flax, polars' Python and the rest
+# from source again, ~6 s per process on 2 cores. An empty value lets Python write the cache.
+export PYTHONDONTWRITEBYTECODE :=
 # bash: `make test` reads pytest's exit status through a pipe (PIPESTATUS).
 SHELL := /bin/bash
 VENV := .venv
