@@ -15,19 +15,29 @@ import dataclasses
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
-from live_helpers import report_positions, tiny_frame, tiny_run
+from live_helpers import TINY_RUN, report_positions, tiny_frame, write_csv
+from shared_runs import shared_run
 
 from jaxtrade.cli import main
 
 
+def write_bars(folder: Path) -> list[str]:
+    return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
+
+
 @pytest.fixture(scope="module")
-def trained():
-    return tiny_run()
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, Path]:
+    """(run_dir, its bars, the CSV it trained on): live_helpers' tiny run, trained once per
+    session (tests/shared_runs.py). Read only: the backtests on other bars write under
+    run_dir/backtests/<bars' name>, a name of this module's own."""
+    run_dir, folder = shared_run(tmp_path_factory, "tiny", ["train", *TINY_RUN], write_bars)
+    return run_dir, tiny_frame(), folder / "bars.csv"
 
 
 def _backtest(*args: str) -> int:
@@ -59,13 +69,13 @@ def test_a_decision_at_t_does_not_change_when_every_later_bar_changes(trained, t
     t_stamp = test["timestamp"][10]
     stamps = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%6f%z").to_list()
     t = stamps.index(t_stamp)
-    same, changed = tmp_path / "same.csv", tmp_path / "changed.csv"
+    same, changed = tmp_path / "new_bars_same.csv", tmp_path / "changed.csv"
     frame.write_csv(same)
     _random_walk_after(frame, t, seed=7).write_csv(changed)
 
     assert _backtest(f"run_dir={run_dir}", f"data.path={same}") == 0  # default out
     assert _backtest(f"run_dir={run_dir}", f"data.path={changed}", f"out={tmp_path / 'b'}") == 0
-    before = report_positions(run_dir / "backtests" / "same" / "report")
+    before = report_positions(run_dir / "backtests" / "new_bars_same" / "report")
     after = report_positions(tmp_path / "b" / "report")
 
     # The run's own bars through data.path= reproduce its report, which stays untouched.

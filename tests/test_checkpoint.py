@@ -8,6 +8,7 @@ the result depends on params, optimizer state, RNG and update counter all being 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -59,6 +60,15 @@ class ToyAgent(NamedTuple):
 
 def make_toy_agent(num_updates: int = 12, updates_per_chunk: int = 3, batch: int = 32
                    ) -> ToyAgent:
+    init, run_chunk = _toy_functions(updates_per_chunk, batch)
+    return ToyAgent(init, run_chunk, num_updates, updates_per_chunk, batch)
+
+
+@functools.cache
+def _toy_functions(updates_per_chunk: int, batch: int) -> tuple[Any, Any]:
+    """The toy agent's `init` and `run_chunk`, made once per chunk size and batch: the loop
+    caches its compiled chunk by `run_chunk`, so the tests training the same toy agent
+    (whatever its number of updates) compile it once."""
     true_w = jnp.linspace(-1.0, 1.0, DIM)
     tx = optax.trace(decay=0.9)
 
@@ -87,7 +97,7 @@ def make_toy_agent(num_updates: int = 12, updates_per_chunk: int = 3, batch: int
     def run_chunk(state: ToyState, env_params: Any = None) -> tuple[ToyState, dict]:
         return jax.lax.scan(one_update, state, None, updates_per_chunk)
 
-    return ToyAgent(init, run_chunk, num_updates, updates_per_chunk, batch)
+    return init, run_chunk
 
 
 def train_toy(run_dir: Path, agent: ToyAgent, *, resume: bool = False,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -30,12 +32,37 @@ def final_state(run_dir: Path) -> tuple[object, dict]:
         return manager.restore(like)
 
 
-def test_resume_continues_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    straight = tmp_path / "straight"
-    train(common.compose([*RUN, f"run_dir={straight}"]), print_fn=lambda _: None)
-    split = tmp_path / "split"
-    first = train(common.compose([*RUN, f"run_dir={split}", "train.stop_after_updates=4"]),
+class Straight(NamedTuple):
+    """RUN trained straight through its 8 updates, and its final checkpoint's state."""
+
+    run_dir: Path
+    state: Any
+    meta: dict
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Straight:
+    """Read only: the run the resumed and forked runs must equal."""
+    run_dir = tmp_path_factory.mktemp("resume") / "straight"
+    train(common.compose([*RUN, f"run_dir={run_dir}"]), print_fn=lambda _: None)
+    return Straight(run_dir, *final_state(run_dir))
+
+
+@pytest.fixture(scope="module")
+def halfway(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(run_dir, what train returned): RUN stopped after 4 of its 8 updates. Read only: a test
+    that continues it continues a copy."""
+    run_dir = tmp_path_factory.mktemp("resume") / "halfway"
+    first = train(common.compose([*RUN, f"run_dir={run_dir}", "train.stop_after_updates=4"]),
                   print_fn=lambda _: None)
+    return run_dir, first
+
+
+def test_resume_continues_exactly(straight: Straight, halfway: tuple[Path, Any], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    split = tmp_path / "split"
+    shutil.copytree(halfway[0], split)
+    first = halfway[1]
     assert first.loop.updates_done == 4 and not first.loop.finished
     with pytest.raises(ConfigError, match="already holds a run"):
         train(common.compose([*RUN, f"run_dir={split}"]), print_fn=lambda _: None)
@@ -55,7 +82,7 @@ def test_resume_continues_exactly(tmp_path: Path, capsys: pytest.CaptureFixture)
     second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=lambda _: None)
     assert (split / "config.yaml").read_bytes() == record
     assert second.loop.updates_done == 8 and second.loop.finished
-    a, meta_a = final_state(straight)
+    a, meta_a = straight.state, straight.meta
     b, meta_b = final_state(split)
     assert meta_a["update"] == meta_b["update"] == 8
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
@@ -82,13 +109,18 @@ def test_choose_point_ranks_missing_and_nan_scores_last() -> None:
 
 
 def test_a_kill_during_the_first_checkpoint_leaves_a_run_dir_both_ways_accept(
-        tmp_path: Path) -> None:
+        halfway: tuple[Path, Any], tmp_path: Path) -> None:
     """What a SIGKILL during the first save leaves (orbax 0.12): config.yaml, metrics rows and
     checkpoints/<step>.orbax-checkpoint-tmp/ with no complete step. A fresh start takes the
     folder (nothing complete to protect) and so does resume=true (from update 0)."""
+    # The run as the kill at its first save (update 2) left it: a copy of RUN stopped after 4
+    # updates with the rows past update 2 and every complete checkpoint taken away.
     killed = tmp_path / "killed"
-    train(common.compose([*RUN, f"run_dir={killed}", "train.stop_after_updates=2"]),
-          print_fn=lambda _: None)
+    shutil.copytree(halfway[0], killed)
+    metrics = killed / "metrics.jsonl"
+    rows = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(row for row in rows if json.loads(row)["update"] <= 2))
+    assert [row["update"] for row in read_metrics(killed)] == [2]
     shutil.rmtree(killed / "checkpoints")
     partial = killed / "checkpoints" / "2.orbax-checkpoint-tmp"
     (partial / "state.orbax-checkpoint-tmp").mkdir(parents=True)
@@ -111,18 +143,15 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_fork_starts_a_new_run_from_another_runs_checkpoint(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        straight: Straight, halfway: tuple[Path, Any], tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
     """`resume=fork from_run=R run_dir=NEW`: NEW continues R's latest checkpoint (the same
     numbers as R continued, when nothing changes), records where it came from and what it
     changed in NEW/config.yaml, holds every update in metrics.jsonl once, and R is only
     read. A changed hyperparameter is the one the fork trains with."""
     import yaml
 
-    straight = tmp_path / "straight"
-    train(common.compose([*RUN, f"run_dir={straight}"]), print_fn=lambda _: None)
-    source = tmp_path / "source"
-    train(common.compose([*RUN, f"run_dir={source}", "train.stop_after_updates=4"]),
-          print_fn=lambda _: None)
+    source = halfway[0]
     before = _tree_bytes(source)
 
     fork = tmp_path / "fork"
@@ -136,7 +165,7 @@ def test_fork_starts_a_new_run_from_another_runs_checkpoint(
                                      "data_fingerprint": record["data"]["fingerprint"]}
     assert record["resume"] is False and record["run_dir"] == str(fork)
     assert [row["update"] for row in read_metrics(fork)] == list(range(2, 9, 2))
-    a, _ = final_state(straight)
+    a = straight.state
     b, meta = final_state(fork)
     assert meta["update"] == 8
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
