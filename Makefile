@@ -40,8 +40,9 @@ run: $(RUN_STAMP)
 # Tests run on TEST_WORKERS pytest-xdist workers (2 fits a 2-core CI machine; each worker
 # holds up to ~4 GB), a module per worker at a time (tests/conftest.py). TEST_WORKERS=0 runs
 # them in this process. XLA:CPU (jaxlib 0.10.2) segfaults or aborts now and then inside a
-# compile, taking a worker down; pytest-xdist cannot replace a worker under
-# `--dist loadgroup` (the run then waits for ever), so a crash stops the run once the other
+# compile, taking a worker down; pytest-xdist cannot replace a worker under its module
+# schedulers (`--dist loadfile`; seen with loadgroup: the run waits for ever), so a crash
+# stops the run once the other
 # workers finish their module (tests/conftest.py), and the next run takes, in fresh workers,
 # every test that has not passed yet: up to TEST_RUNS runs, the last one's result is the
 # result. At the end: the slowest modules' worker seconds, and the Python stacks of crashed
@@ -59,7 +60,7 @@ test: $(TEST_STAMP)
 	@touch $(PASSED) $(DURATIONS)
 	@select=""; for run in $$(seq 1 $(TEST_RUNS)); do \
 	  log=$(TEST_RECORD)-run-$$run.log; \
-	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	    --max-worker-restart=0 --record-passed=$(PASSED) --record-durations=$(DURATIONS) \
 	    $$select $(PYTEST_ARGS) 2>&1 | tee $$log; \
 	  rc=$${PIPESTATUS[0]}; \

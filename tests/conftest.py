@@ -1,9 +1,11 @@
 """Test-suite wide settings: how `make test` spreads the tests over its workers.
 
-`make test` runs pytest-xdist workers with `--dist loadgroup`: every test gets its module
-as its group unless it names one, so a module's tests (and its module-scoped fixtures, the
-trained runs several tests share) stay on one worker. A long test that shares nothing with
-its neighbours names its own group so the workers can run such tests side by side.
+`make test` runs pytest-xdist workers with `--dist loadfile`: a module's tests (and its
+module-scoped fixtures, the trained runs several tests share) stay on one worker. Long proofs
+that share nothing live in modules of their own so the workers can run them side by side.
+(Not `--dist loadgroup` with a group per module: pytest-xdist 3.8 marks a group by editing
+`item._nodeid`, which pytest 9 no longer reads, so every test became its own group and a
+module's fixtures were built again on each worker its tests landed on.)
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ DURATIONS = Path(__file__).with_name("durations.txt")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    _longest_groups_first(items)
+    _longest_modules_first(items)
     path = config.getoption("--rerun-unpassed")
     if path:  # see "rerun after a worker crash" below
         with open(path, encoding="utf-8") as handle:
@@ -30,34 +29,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if i.nodeid not in passed]
 
 
-def _longest_groups_first(items: list[pytest.Item]) -> None:
-    """Order the groups by their worker seconds in tests/durations.txt (`make durations` writes
-    it from the last `make test`), longest first, so that the long single-test groups start
-    early and the short modules fill the gaps at the end (`make test` passes
-    --no-loadscope-reorder, which keeps this order). Unlisted tests keep their place after."""
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _longest_modules_first(items: list[pytest.Item]) -> None:
+    """Order the modules by their worker seconds in tests/durations.txt (`make durations`
+    writes it from the last `make test`), longest first, so that the long learning proofs
+    start early and the short modules fill the gaps at the end (`make test` passes
+    --no-loadscope-reorder, which keeps this order). Unlisted modules keep their place after."""
     if not DURATIONS.exists():
         return
     seconds: dict[str, float] = {}
     for line in DURATIONS.read_text(encoding="utf-8").splitlines():
         value, _, nodeid = line.partition(" ")
         if nodeid:
-            seconds[nodeid] = float(value)
-    group_seconds: dict[str, float] = {}
-    for item in items:
-        group = item.get_closest_marker("xdist_group").args[0]
-        nodeid = item.nodeid
-        if nodeid.rfind("@") > nodeid.rfind("]"):  # pytest-xdist's "@group" suffix
-            nodeid = nodeid[:nodeid.rfind("@")]
-        group_seconds[group] = group_seconds.get(group, 0.0) + seconds.get(nodeid, 0.0)
+            module = nodeid.split("::", 1)[0]
+            seconds[module] = seconds.get(module, 0.0) + float(value)
     order = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-group_seconds[item.get_closest_marker("xdist_group").args[0]],
-                                 order[item.nodeid]))
+    items.sort(key=lambda item: (-seconds.get(_module(item), 0.0), order[item.nodeid]))
 
 
 # --------------------------------------------------------------- rerun after a worker crash
 # XLA:CPU (jaxlib 0.10.2) now and then segfaults inside a compile or an executable load, which
 # takes a whole xdist worker down with the tests queued on it. pytest-xdist cannot replace it
-# under `--dist loadgroup` (a restarted worker leaves the run waiting for ever), so a run with
+# under `--dist loadfile` (a restarted worker leaves the run waiting for ever), so a run with
 # `--max-worker-restart=0` stops as soon as a worker dies: the other workers finish the module
 # they are on and take nothing new (otherwise the run would go on at half speed). `make test`
 # then runs, in fresh workers, every test that did not pass (`--rerun-unpassed=FILE`); each run

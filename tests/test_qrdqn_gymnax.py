@@ -1,0 +1,20 @@
+"""QR-DQN solves gymnax CartPole-v1 with its defaults, uniform and prioritized replay: the
+proof of tests/test_dqn_gymnax.py (its docstrings say how the keys were drawn and why QR-DQN's
+proof allows one seed of 5 below 400), in a module of its own so that it runs beside DQN's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_dqn_gymnax import greedy_policy_solves_cartpole  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_defaults_greedy_policy_solves_cartpole(prioritized: bool) -> None:
+    """QR-DQN: greedy_policy_solves_cartpole."""
+    greedy_policy_solves_cartpole("qrdqn", prioritized)
