@@ -165,20 +165,19 @@ def test_platt_map_undoes_a_known_distortion_and_keeps_the_identity_without_evid
     assert abs(slope - 1.0) < 0.5 and abs(intercept) < 0.75
 
 
-def test_resume_continues_exactly(tmp_path) -> None:
-    """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
-    replay buffer, optimizer and keys are checkpointed with the network)."""
+def test_resume_continues_exactly(tmp_path, tmp_path_factory) -> None:
+    """`jaxtrade train agent=mcts`: 16 updates, stop, resume=true, 16 more == 32 straight (the
+    replay buffer, optimizer and keys are checkpointed with the network). The straight run is
+    tests/test_export_mcts.py's gumbel run, trained once per session (tests/shared_runs.py)."""
+    from test_export_mcts import MCTS_RUN, mcts_run, search_args
+
     from experiments import common
     from experiments.loop import init_points
     from experiments.train import prepare, train
     from jaxtrade.checkpoint import CheckpointManager
 
-    run = ["experiment=smoke", "agent=mcts", "data.options.num_bars=300", "env.num_envs=2",
-           "env.window_bars=4", "env.episode_bars=32", "agent.updates_per_chunk=2",
-           "agent.num_simulations=2", "agent.learning_starts=4", "agent.batch_size=4",
-           "agent.buffer_size=64", "agent.n_step=2", "train.total_steps=16",
-           "train.checkpoint_every_updates=2", "train.eval_every_updates=2",
-           "network.hidden_sizes=[8]", "logger=none", "train.report=false"]
+    straight, bars = mcts_run(tmp_path_factory, "gumbel")
+    run = [*MCTS_RUN, *search_args("gumbel"), f"data.path={bars}"]
 
     def final_state(run_dir):
         cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
@@ -189,15 +188,15 @@ def test_resume_continues_exactly(tmp_path) -> None:
             return manager.restore(like)
 
     quiet = lambda _: None
-    train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
     split = tmp_path / "split"
-    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=16"]),
                   print_fn=quiet)
-    assert first.loop.updates_done == 4 and not first.loop.finished
-    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
-    assert second.loop.updates_done == 8 and second.loop.finished
-    (a, meta_a), (b, meta_b) = final_state(tmp_path / "straight"), final_state(split)
-    assert meta_a["update"] == meta_b["update"] == 8
+    assert first.loop.updates_done == 16 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true", "train.report=false"]),
+                   print_fn=quiet)
+    assert second.loop.updates_done == 32 and second.loop.finished
+    (a, meta_a), (b, meta_b) = final_state(straight), final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 32
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
