@@ -6,14 +6,21 @@ the search changes its mind from bar to bar; the backtest runs the agent's own d
 search (mctx gumbel MuZero at gumbel scale 0, or stochastic MuZero at Dirichlet fraction 0 and
 the argmax of the root's visits), the runner the exported bundle's numpy search, started flat
 at the first bar of the test split.
+
+The CLI runs (`jaxtrade train agent=mcts`, a few updates, either search) are trained once per
+session (tests/shared_runs.py): tests/test_mcts.py resumes a copy of the gumbel run's config
+and compares it with the straight run.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
-from live_helpers import build_market, real_frame
+from live_helpers import build_market, real_frame, tiny_frame
+from shared_runs import shared_run
 
 import agents
 import envs
@@ -22,6 +29,34 @@ from jaxtrade.export import write_bundle
 from jaxtrade.live.bars import Bar
 from jaxtrade.live.bundle import load_bundle
 from jaxtrade.live.engine import Runner
+
+# `jaxtrade train agent=mcts` at the smallest sizes (32 updates, a validation pass and a
+# checkpoint every 16), with its report; `search_args` picks the search.
+MCTS_RUN = ["agent=mcts", "data=csv", "logger=none", "env.num_envs=2", "env.window_bars=8",
+            "env.episode_bars=64", "agent.updates_per_chunk=4", "agent.num_simulations=4",
+            "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
+            "agent.n_step=2", "train.total_steps=64", "train.checkpoint_every_updates=16",
+            "train.eval_every_updates=16", "network.hidden_sizes=[16,16]"]
+
+
+def search_args(search: str) -> list[str]:
+    """The stochastic run trains with pb_c_init=2.0: the bundle carries the checkpoint's."""
+    extra = ["agent.hparams.pb_c_init=2.0"] if search == "stochastic" else []
+    return [f"agent.search={search}", *extra]
+
+
+def write_bars(folder: Path) -> list[str]:
+    path = folder / "bars.csv"
+    tiny_frame(400).write_csv(path)
+    return [f"data.path={path}"]
+
+
+def mcts_run(factory: pytest.TempPathFactory, search: str) -> tuple[Path, Path]:
+    """(run_dir, bars) of `jaxtrade train *MCTS_RUN *search_args(search)`, trained once per
+    session; read-only for its users."""
+    run_dir, folder = shared_run(factory, f"mcts-{search}",
+                                 ["train", *MCTS_RUN, *search_args(search)], write_bars)
+    return run_dir, folder / "bars.csv"
 
 
 def noisy_params(agent, env_params, seed: int = 3, scale: float = 0.3):
@@ -72,7 +107,8 @@ def test_runner_searches_like_the_backtest(tmp_path, agent_cfg):
 
 
 @pytest.mark.parametrize("search", ["gumbel", "stochastic"])
-def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path, search):
+def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path, tmp_path_factory,
+                                                                  search):
     """`jaxtrade train agent=mcts` (a few updates), `jaxtrade export`, then B/runner.py over
     the run's bars from the first test bar: its targets equal the report's positions.csv.
     The stochastic run trains with pb_c_init=2.0: the bundle carries the checkpoint's."""
@@ -81,22 +117,10 @@ def test_cli_export_of_a_trained_run_trades_its_report_positions(tmp_path, searc
     import subprocess
     import sys
 
-    from live_helpers import tiny_frame
-
     from jaxtrade.cli import main
 
-    bars = tmp_path / "bars.csv"
-    tiny_frame(400).write_csv(bars)
-    run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
-    extra = ["agent.hparams.pb_c_init=2.0"] if search == "stochastic" else []
-    assert main(["train", "agent=mcts", f"agent.search={search}", *extra, "data=csv",
-                 f"data.path={bars}", "logger=none",
-                 "env.num_envs=2", "env.window_bars=8", "env.episode_bars=64",
-                 "agent.updates_per_chunk=4", "agent.num_simulations=4",
-                 "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
-                 "agent.n_step=2", "train.total_steps=64", "train.checkpoint_every_updates=16",
-                 "train.eval_every_updates=16", "network.hidden_sizes=[16,16]",
-                 f"run_dir={run_dir}"]) == 0
+    run_dir, bars = mcts_run(tmp_path_factory, search)
+    bundle = tmp_path / "bundle"
     assert main(["export", f"run_dir={run_dir}", f"out={bundle}"]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["network"]["family"] == "mcts"

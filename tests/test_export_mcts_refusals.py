@@ -15,8 +15,9 @@ Refused in one line, before anything is restored, fitted or written
 included (the numpy runner ports both searches), so the check is shown on a stand-in member.
 
 Each CLI run is trained for real through `jaxtrade train` at the smallest sizes (a few
-updates, no validation pass), so the export reads a real run. An mcts run's own export and its
-parity with the backtest, either search: tests/test_export_mcts.py.
+updates, no validation pass), so the export reads a real run. The ensemble run is trained once
+per session (tests/shared_runs.py): tests/test_mcts.py reads its training metrics. An mcts
+run's own export and its parity with the backtest, either search: tests/test_export_mcts.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from live_helpers import build_market, real_frame, tiny_frame
+from shared_runs import shared_run
 
 import agents
 from jaxtrade.cli import main
@@ -44,17 +46,23 @@ MCTS_TINY = {"num_simulations": "2", "learning_starts": "8", "batch_size": "8",
              "buffer_size": "128", "n_step": "2"}
 
 
-@pytest.fixture(scope="module")
-def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("refusals") / "bars.csv"
-    tiny_frame(400).write_csv(path)
-    return path
-
-
 ENSEMBLE = ["agent=ensemble", "agent.members=[ppo,mcts]", *TINY, "agent.updates_per_chunk=1",
             "train.total_steps=64", "agent.ppo.rollout_len=16",
             "agent.ppo.network.hidden_sizes=[8]", "agent.mcts.network.hidden_sizes=[8]",
             *[f"agent.mcts.{k}={v}" for k, v in MCTS_TINY.items()]]
+
+
+def write_bars(folder: Path) -> list[str]:
+    path = folder / "bars.csv"
+    tiny_frame(400).write_csv(path)
+    return [f"data.path={path}"]
+
+
+def ensemble_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run_dir, bars) of `jaxtrade train` with ENSEMBLE, trained once per session (read-only:
+    tests/test_mcts.py reads its metrics too)."""
+    run_dir, folder = shared_run(factory, "ensemble-mcts", ["train", *ENSEMBLE], write_bars)
+    return run_dir, folder / "bars.csv"
 
 
 def runner_decisions(bundle: Path, frame, start_us: int) -> list[dict]:
@@ -90,7 +98,8 @@ def assert_runner_equals_backtest(decisions: list[dict], result, names: list[str
                                result.target_positions[:-1, 0], atol=TOLERANCE)
 
 
-def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path, bars) -> None:
+def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """`jaxtrade train` + `jaxtrade export` of agent.members=[ppo,mcts]: the manifest holds the
     mcts member as an mcts bundle would (family, gumbel settings, the checkpoint's gamma, three
     heads, the env's reward), and B/runner.py equals the backtest of the restored run with
@@ -99,8 +108,8 @@ def test_export_of_an_ensemble_with_an_mcts_member_trades_the_backtest(tmp_path,
     from jaxtrade.evaluate import ensemble as ensemble_eval
     from jaxtrade.evaluate.backtest import agent_policy, backtest
 
-    run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
-    assert main(["train", *ENSEMBLE, f"data.path={bars}", f"run_dir={run_dir}"]) == 0
+    run_dir, bars = ensemble_run(tmp_path_factory)
+    bundle = tmp_path / "bundle"
     assert main(["export", f"run_dir={run_dir}", f"out={bundle}"]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     member = manifest["network"]["members"][1]

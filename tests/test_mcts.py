@@ -165,20 +165,19 @@ def test_platt_map_undoes_a_known_distortion_and_keeps_the_identity_without_evid
     assert abs(slope - 1.0) < 0.5 and abs(intercept) < 0.75
 
 
-def test_resume_continues_exactly(tmp_path) -> None:
-    """`jaxtrade train agent=mcts`: 4 updates, stop, resume=true, 4 more == 8 straight (the
-    replay buffer, optimizer and keys are checkpointed with the network)."""
+def test_resume_continues_exactly(tmp_path, tmp_path_factory) -> None:
+    """`jaxtrade train agent=mcts`: 16 updates, stop, resume=true, 16 more == 32 straight (the
+    replay buffer, optimizer and keys are checkpointed with the network). The straight run is
+    tests/test_export_mcts.py's gumbel run, trained once per session (tests/shared_runs.py)."""
+    from test_export_mcts import MCTS_RUN, mcts_run, search_args
+
     from experiments import common
     from experiments.loop import init_points
     from experiments.train import prepare, train
     from jaxtrade.checkpoint import CheckpointManager
 
-    run = ["experiment=smoke", "agent=mcts", "data.options.num_bars=300", "env.num_envs=2",
-           "env.window_bars=4", "env.episode_bars=32", "agent.updates_per_chunk=2",
-           "agent.num_simulations=2", "agent.learning_starts=4", "agent.batch_size=4",
-           "agent.buffer_size=64", "agent.n_step=2", "train.total_steps=16",
-           "train.checkpoint_every_updates=2", "train.eval_every_updates=2",
-           "network.hidden_sizes=[8]", "logger=none", "train.report=false"]
+    straight, bars = mcts_run(tmp_path_factory, "gumbel")
+    run = [*MCTS_RUN, *search_args("gumbel"), f"data.path={bars}"]
 
     def final_state(run_dir):
         cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
@@ -189,57 +188,71 @@ def test_resume_continues_exactly(tmp_path) -> None:
             return manager.restore(like)
 
     quiet = lambda _: None
-    train(common.compose([*run, f"run_dir={tmp_path / 'straight'}"]), print_fn=quiet)
     split = tmp_path / "split"
-    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=4"]),
+    first = train(common.compose([*run, f"run_dir={split}", "train.stop_after_updates=16"]),
                   print_fn=quiet)
-    assert first.loop.updates_done == 4 and not first.loop.finished
-    second = train(common.compose([f"run_dir={split}", "resume=true"]), print_fn=quiet)
-    assert second.loop.updates_done == 8 and second.loop.finished
-    (a, meta_a), (b, meta_b) = final_state(tmp_path / "straight"), final_state(split)
-    assert meta_a["update"] == meta_b["update"] == 8
+    assert first.loop.updates_done == 16 and not first.loop.finished
+    second = train(common.compose([f"run_dir={split}", "resume=true", "train.report=false"]),
+                   print_fn=quiet)
+    assert second.loop.updates_done == 32 and second.loop.finished
+    (a, meta_a), (b, meta_b) = final_state(straight), final_state(split)
+    assert meta_a["update"] == meta_b["update"] == 32
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_adversarial_self_play_steps_the_wrapper() -> None:
-    market = _market()
-    env, env_params = envs.make("trading", market, window_bars=WINDOW, final_observation=True)
-    out = {}
+CHUNK = {"name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
+         "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
+         "n_step": 2, "network": {"hidden_sizes": [8]}}
+
+
+@pytest.fixture(scope="module")
+def chunk():
+    """One `run_chunk` (8 updates) of the plain self-play agent at `param_average_decay` 0,
+    compiled once: (env, env_params, agent, compiled run_chunk, initial state, state after,
+    metrics). The run_chunk reads the decay from `state.hparams` (an array), so an agent
+    configured with another decay runs its own state through the same compiled program."""
+    env, env_params = envs.make("trading", _market(), window_bars=WINDOW,
+                                final_observation=True)
+    agent = agents.make_agent(agents.config_from_dict(
+        {**CHUNK, "hparams": {"param_average_decay": 0.0}}), env, env_params)
+    run_chunk = jax.jit(agent.run_chunk)
+    state = agent.init(jax.random.key(0), None, env_params)
+    after, metrics = run_chunk(state, env_params)
+    return env, env_params, agent, run_chunk, state, after, metrics
+
+
+def test_adversarial_self_play_steps_the_wrapper(chunk) -> None:
+    env, env_params, _, _, _, _, plain_metrics = chunk
+    config = agents.config_from_dict({**CHUNK, "adversarial": True,
+                                      "hparams": {"param_average_decay": 0.0}})
+    agent = agents.make_agent(config, env, env_params)
+    state = agent.init(jax.random.key(0), None, env_params)
+    _, metrics = jax.jit(agent.run_chunk)(state, env_params)
+    out = {False: np.asarray(plain_metrics["mcts/loss"]), True: np.asarray(metrics["mcts/loss"])}
     for adversarial in (False, True):
-        config = agents.config_from_dict({
-            "name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
-            "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
-            "n_step": 2, "adversarial": adversarial, "network": {"hidden_sizes": [8]}})
-        agent = agents.make_agent(config, env, env_params)
-        state = agent.init(jax.random.key(0), None, env_params)
-        _, metrics = jax.jit(agent.run_chunk)(state, env_params)
-        out[adversarial] = np.asarray(metrics["mcts/loss"])
         assert np.all(np.isfinite(out[adversarial]))
     assert not np.array_equal(out[False], out[True])  # shocks and noise changed the run
 
 
-
-def test_evaluation_params_are_the_moving_average_and_leave_training_alone() -> None:
+def test_evaluation_params_are_the_moving_average_and_leave_training_alone(chunk) -> None:
     """`hparams.param_average_decay`: the policy call reads the bias-corrected moving average
     of the learner's params (the latest params before the first gradient step, and with decay
     0); self-play acts on the latest params, so the decay does not change the training."""
-    env, env_params = envs.make("trading", _market(), window_bars=WINDOW)
+    env, env_params, plain_agent, run_chunk, plain_init, plain_after, _ = chunk
     states = {}
     for decay in (0.0, 0.9):
-        config = agents.config_from_dict({
-            "name": "mcts", "num_envs": 2, "num_simulations": 2, "total_steps": 16,
-            "updates_per_chunk": 8, "learning_starts": 4, "batch_size": 4, "buffer_size": 64,
-            "n_step": 2, "network": {"hidden_sizes": [8]},
-            "hparams": {"param_average_decay": decay}})
-        agent = agents.make_agent(config, env, env_params)
-        state = agent.init(jax.random.key(0), None, env_params)
+        agent = plain_agent if decay == 0.0 else agents.make_agent(agents.config_from_dict(
+            {**CHUNK, "hparams": {"param_average_decay": decay}}), env, env_params)
+        state = plain_init if decay == 0.0 else agent.init(jax.random.key(0), None, env_params)
+        assert float(state.hparams.param_average_decay) == pytest.approx(decay)
         for x, y in zip(jax.tree.leaves(agent.policy_params(state).network),
                         jax.tree.leaves(state.params)):
             np.testing.assert_array_equal(x, y)
-        state, _ = jax.jit(agent.run_chunk)(state, env_params)
+        # the same compiled run_chunk: the decay is the state's, not the program's
+        state = plain_after if decay == 0.0 else run_chunk(state, env_params)[0]
         states[decay] = (agent.policy_params(state).network, state)
     latest, plain = states[0.0]
     for x, y in zip(jax.tree.leaves(latest), jax.tree.leaves(plain.params)):
@@ -256,21 +269,22 @@ def test_evaluation_params_are_the_moving_average_and_leave_training_alone() -> 
         np.testing.assert_allclose(x, np.asarray(y) / float(state.average_weight), rtol=1e-5)
 
 
-def test_ensemble_trains_with_an_mcts_member() -> None:
-    """`agent=ensemble agent.members=[ppo,mcts]`: the mcts member trains inside the ensemble's
-    program on its discrete view of the env (metrics under ensemble/mcts/, finite losses,
-    its search's env steps counted) and the ensemble's policy call combines it."""
-    config = agents.config_from_dict({
-        "name": "ensemble", "members": ["ppo", "mcts"], "num_envs": 2,
-        "total_steps": 2 * 8 * 8, "updates_per_chunk": 4,
-        "ppo": {"rollout_len": 8, "num_minibatches": 2, "update_epochs": 1,
-                "network": {"hidden_sizes": [8, 8]}},
-        "mcts": {"num_simulations": 2, "learning_starts": 8, "batch_size": 4,
-                 "buffer_size": 64, "n_step": 2, "network": {"hidden_sizes": [8, 8]}}})
-    env, env_params = envs.make("trading", _market(), window_bars=WINDOW,
-                                action_mode="continuous")
-    out = agents.make_train(config, env, env_params)(jax.random.key(0))
-    model_loss = np.asarray(out.metrics["ensemble/mcts/model_loss"])
+def test_ensemble_trains_with_an_mcts_member(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`jaxtrade train agent=ensemble agent.members=[ppo,mcts]` (the session's shared run of
+    tests/test_export_mcts_refusals.py): the mcts member trains inside the ensemble's program
+    on its discrete view of the env (metrics under ensemble/mcts/, finite losses, its search's
+    env steps counted); that module exports the run and checks the ensemble's policy call
+    combines the member."""
+    import json
+
+    from test_export_mcts_refusals import ensemble_run
+
+    run_dir, _ = ensemble_run(tmp_path_factory)
+    lines = [json.loads(line) for line in
+             (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lines = [line for line in lines if "ensemble/mcts/model_loss" in line]
+    model_loss = np.asarray([line["ensemble/mcts/model_loss"] for line in lines])
     assert model_loss.size > 0 and np.all(np.isfinite(model_loss))
-    steps = np.asarray(out.metrics["ensemble/mcts/env_steps"])
+    steps = np.asarray([line["ensemble/mcts/env_steps"] for line in lines])
     assert steps[-1] > steps[0] > 0

@@ -41,16 +41,13 @@ with search plus the test split twice more (policy head, noise): 38-41 s of user
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_runs import shared_run
 from test_offpolicy_trading import write_ar1_bars
-
-from jaxtrade.cli import main
 
 MARKET_BARS = 22_010
 # usable = 22,010 - 2 x 5 embargo bars = 22,000: 9,900 train, 1,100 validation, 11,000 test
@@ -59,22 +56,22 @@ SPLIT = ["data.train_frac=0.45", "data.validation_frac=0.05"]
 SEARCH_MARGIN = 0.5
 
 
+RUN = ["train", "agent=mcts", "data=csv", *SPLIT,
+       "features.features=[{name: log_returns, lags: [1]}]", "env.window_bars=4",
+       "env.num_envs=16", "train.total_steps=8000", "agent.num_simulations=8",
+       "agent.learning_starts=1000", "agent.hparams.gamma=0.5", "env.reward.scale=100",
+       "agent.adversarial=true", "env.trading.max_leverage=0.5", "seed=0", "logger=none"]
+
+
+def write_bars(folder: Path) -> list[str]:
+    return [f"data.path={write_ar1_bars(folder / 'ar1.csv', num_bars=MARKET_BARS)}"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    folder = tmp_path_factory.mktemp("mcts_ar1")
-    bars = write_ar1_bars(folder / "ar1.csv", num_bars=MARKET_BARS)
-    run_dir = folder / "run"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["train", "agent=mcts", "data=csv", f"data.path={bars}", *SPLIT,
-                     "features.features=[{name: log_returns, lags: [1]}]", "env.window_bars=4",
-                     "env.num_envs=16", "train.total_steps=8000", "agent.num_simulations=8",
-                     "agent.learning_starts=1000", "agent.hparams.gamma=0.5",
-                     "env.reward.scale=100", "agent.adversarial=true",
-                     "env.trading.max_leverage=0.5", "seed=0", "logger=none",
-                     f"run_dir={run_dir}"])
-    print(out.getvalue())
-    assert code == 0, out.getvalue()
+    """The run and its report's metrics. Trained once per test session (tests/shared_runs.py)
+    rather than once per module: the three proofs read one run on whichever worker each runs."""
+    run_dir, _ = shared_run(tmp_path_factory, "mcts-ar1", RUN, write_bars)
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
     return metrics, run_dir
 
