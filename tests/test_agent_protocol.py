@@ -123,6 +123,15 @@ class Trained(NamedTuple):
     metrics: dict[str, np.ndarray]  # the chunk's metrics
 
 
+def _strongly_typed(tree: Any) -> Any:
+    """`tree` with its weakly typed leaves made strong (the same dtype and values). gymnax's
+    Pendulum reset leaves `last_u` a weak float that the first step makes strong: `update`
+    called on the initial state and then on its own output would compile twice."""
+    return jax.tree.map(
+        lambda x: jnp.asarray(x, dtype=x.dtype) if jax.typeof(x).weak_type else x, tree
+    )
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def trained(request) -> Trained:
     """One agent of each registered kind, its initial state and one chunk of updates: every
@@ -132,7 +141,7 @@ def trained(request) -> Trained:
     env, env_params = _gymnax(name)
     agent = _agent(name, env, env_params)
     init = jax.jit(agent.init)
-    state = init(jax.random.key(0), None, env_params)
+    state = _strongly_typed(init(jax.random.key(0), None, env_params))
     after, metrics = jax.jit(agent.run_chunk)(state, env_params)
     return Trained(name, env, env_params, agent, init, state, after, jax.device_get(metrics))
 
