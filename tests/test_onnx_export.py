@@ -278,16 +278,14 @@ def test_replay_critics_give_q_of_the_policys_action_like_numpy_and_flax(
     reference = ActorNetwork(description, {**weights, **q_weights})
     assert reference.has_value and reference.value_key == "q_value"
     observations = np.random.default_rng(6).standard_normal((BARS,) + obs_shape, np.float32)
-    # Compiled, as the other flax references here: op by op, the attention torso alone takes
-    # seconds.
-    head = jax.jit(actor.apply)(actor_params, jnp.asarray(observations))
+    head = actor.apply(actor_params, jnp.asarray(observations))
     head = head[0] if isinstance(head, tuple) else head
     if discrete:
-        q = jax.jit(critic.apply)(critic_params, jnp.asarray(observations)).min(axis=0)
+        q = critic.apply(critic_params, jnp.asarray(observations)).min(axis=0)
         flax_q = np.take_along_axis(np.asarray(q), np.argmax(head, -1)[:, None], 1)[:, 0]
     else:
-        flax_q = np.asarray(jax.jit(critic.apply)(critic_params, jnp.asarray(observations),
-                                                  jnp.tanh(head)).min(axis=0)[:, 0])
+        flax_q = np.asarray(critic.apply(critic_params, jnp.asarray(observations),
+                                         jnp.tanh(head)).min(axis=0)[:, 0])
     numpy_q = []
     for t, (_, out) in enumerate(_bar_by_bar(session, section, reference, observations)):
         _, q_value, _ = reference.forward_with_value(observations[t])
