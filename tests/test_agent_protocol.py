@@ -11,6 +11,8 @@ trading env's accounting only, so its cases run there.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import gymnax
 import jax
@@ -110,19 +112,43 @@ def _market():
     return from_arrays(close, features=log_returns[:, :, None], splits=splits)
 
 
+class Trained(NamedTuple):
+    name: str
+    env: Any
+    env_params: Any
+    agent: Any
+    init: Callable[..., Any]  # jax.jit(agent.init), compiled for (key, None, env_params)
+    state: Any  # the initial state
+    after: Any  # the state after one chunk
+    metrics: dict[str, np.ndarray]  # the chunk's metrics
+
+
+def _strongly_typed(tree: Any) -> Any:
+    """`tree` with its weakly typed leaves made strong (the same dtype and values). gymnax's
+    Pendulum reset leaves `last_u` a weak float that the first step makes strong: `update`
+    called on the initial state and then on its own output would compile twice."""
+    return jax.tree.map(
+        lambda x: jnp.asarray(x, dtype=x.dtype) if jax.typeof(x).weak_type else x, tree
+    )
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
-def trained(request):
-    """(name, env, env_params, agent, initial state, state and metrics after one chunk)."""
+def trained(request) -> Trained:
+    """One agent of each registered kind, its initial state and one chunk of updates: every
+    test of that agent reads these (compiling an agent's programs is most of this file's
+    time)."""
     name = request.param
     env, env_params = _gymnax(name)
     agent = _agent(name, env, env_params)
-    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+    init = jax.jit(agent.init)
+    state = _strongly_typed(init(jax.random.key(0), None, env_params))
     after, metrics = jax.jit(agent.run_chunk)(state, env_params)
-    return name, env, env_params, agent, state, after, jax.device_get(metrics)
+    return Trained(name, env, env_params, agent, init, state, after, jax.device_get(metrics))
 
 
 def test_updates_one_by_one_equal_run_chunk(trained) -> None:
-    name, _, env_params, agent, state, after, chunk_metrics = trained
+    name, env_params, agent = trained.name, trained.env_params, trained.agent
+    state, after, chunk_metrics = trained.state, trained.after, trained.metrics
     update = jax.jit(agent.update)
     steps = []
     for _ in range(agent.updates_per_chunk):
@@ -141,7 +167,7 @@ def test_updates_one_by_one_equal_run_chunk(trained) -> None:
 
 
 def test_metrics_are_named_under_the_agents_family(trained) -> None:
-    name, *_, agent, _, _, metrics = trained
+    name, agent, metrics = trained.name, trained.agent, trained.metrics
     family = CASES[name][1]
     assert agent.family == family
     assert all(key.startswith(f"{family}/") for key in metrics), sorted(metrics)
@@ -161,15 +187,46 @@ def _batch(env, env_params, size: int):
     return obs, env_state
 
 
+def _policy_calls(agent) -> Callable[..., Any]:
+    """Every policy call of the test below as one compiled program: the greedy policy on a
+    batch, and per `deterministic` flag the policy on a batch of one observation and `act` on
+    that observation, with the same key. One compile instead of five: XLA computes what the
+    calls share (the network, MCTS's search) once."""
+
+    def calls(params, env_params, batch, one, row):
+        obs, env_state, carry = batch
+        out = agent.policy(params, obs, env_state, env_params, jax.random.key(1), carry, True)
+        key = jax.random.key(2)
+        singles = {
+            deterministic: (
+                agent.policy(params, *one[:2], env_params, key, one[2], deterministic),
+                agent.act(params, *row[:2], env_params, key, row[2], deterministic),
+            )
+            for deterministic in (True, False)
+        }
+        return out, singles
+
+    return jax.jit(calls)
+
+
 def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) -> None:
-    name, env, env_params, agent, _, after, _ = trained
+    name, env, env_params, agent = trained.name, trained.env, trained.env_params, trained.agent
     _, _, discrete, beliefs = CASES[name]
-    params = agent.policy_params(after)
+    params = agent.policy_params(trained.after)
     batch = 3
     obs, env_state = _batch(env, env_params, batch)
     carry = jax.tree.map(lambda c: jnp.stack([c] * batch), agent.init_carry())
-    policy = jax.jit(agent.policy, static_argnums=6)
-    out = policy(params, obs, env_state, env_params, jax.random.key(1), carry, True)
+    calls = _policy_calls(agent)
+
+    def call(i: int):
+        """(the batch's greedy output, {deterministic: (policy on observation i as a batch of
+        one, act on observation i)})."""
+        one = (obs[i : i + 1], jax.tree.map(lambda x: x[i : i + 1], env_state),
+               jax.tree.map(lambda c: c[i : i + 1], carry))
+        row = (obs[i], jax.tree.map(lambda x: x[i], env_state), agent.init_carry())
+        return calls(params, env_params, (obs, env_state, carry), one, row)
+
+    out, _ = call(0)
     assert isinstance(out, PolicyOutput)
     action_space = env.action_space(env_params)
     if discrete:
@@ -203,43 +260,22 @@ def test_policy_output_per_agent_and_act_is_its_one_observation_form(trained) ->
         np.testing.assert_array_equal(out.action, np.argmax(out.logits, axis=-1))
 
     # `act` is the policy for one observation: the same action, for a greedy and a sampled call.
-    act = jax.jit(agent.act, static_argnums=6)
-    for deterministic in (True, False):
-        key = jax.random.key(2)
-        for i in range(batch):
-            one = lambda x, i=i: x[i]
-            single = policy(
-                params,
-                obs[i : i + 1],
-                jax.tree.map(lambda x, i=i: x[i : i + 1], env_state),
-                env_params,
-                key,
-                jax.tree.map(lambda c, i=i: c[i : i + 1], carry),
-                deterministic,
-            )
-            action, new_carry = act(
-                params,
-                one(obs),
-                jax.tree.map(one, env_state),
-                env_params,
-                key,
-                agent.init_carry(),
-                deterministic,
-            )
+    for i in range(batch):
+        _, singles = call(i)
+        for deterministic, (single, (action, new_carry)) in singles.items():
+            assert single.action.shape[0] == 1, deterministic
             np.testing.assert_array_equal(action, single.action[0])
             assert jax.tree.structure(new_carry) == jax.tree.structure(agent.init_carry())
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_env_params_is_a_required_argument(name: str) -> None:
-    env, env_params = _gymnax(name)
-    agent = _agent(name, env, env_params)
+def test_env_params_is_a_required_argument(trained) -> None:
+    env, env_params, agent = trained.env, trained.env_params, trained.agent
     key = jax.random.key(0)
     with pytest.raises(TypeError):
         agent.init(key)
     with pytest.raises(TypeError):
         agent.init(key, None)
-    state = agent.init(key, None, env_params)
+    state = trained.init(key, None, env_params)  # the fixture's compiled init: no recompile
     for step in (agent.update, agent.run_chunk):
         with pytest.raises(TypeError):
             step(state)
