@@ -29,8 +29,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if i.nodeid not in passed]
 
 
-def _module(item: pytest.Item) -> str:
-    return item.nodeid.split("::", 1)[0]
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 def _longest_modules_first(items: list[pytest.Item]) -> None:
@@ -44,16 +44,16 @@ def _longest_modules_first(items: list[pytest.Item]) -> None:
     for line in DURATIONS.read_text(encoding="utf-8").splitlines():
         value, _, nodeid = line.partition(" ")
         if nodeid:
-            module = nodeid.split("::", 1)[0]
-            seconds[module] = seconds.get(module, 0.0) + float(value)
+            seconds[_module(nodeid)] = seconds.get(_module(nodeid), 0.0) + float(value)
     order = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-seconds.get(_module(item), 0.0), order[item.nodeid]))
+    items.sort(key=lambda item: (-seconds.get(_module(item.nodeid), 0.0), order[item.nodeid]))
 
 
 # --------------------------------------------------------------- rerun after a worker crash
 # XLA:CPU (jaxlib 0.10.2) now and then segfaults inside a compile or an executable load, which
 # takes a whole xdist worker down with the tests queued on it. pytest-xdist cannot replace it
-# under `--dist loadfile` (a restarted worker leaves the run waiting for ever), so a run with
+# under its module schedulers (seen with loadgroup: a restarted worker leaves the run waiting
+# for ever; loadfile is the same scheduler), so a run with
 # `--max-worker-restart=0` stops as soon as a worker dies: the other workers finish the module
 # they are on and take nothing new (otherwise the run would go on at half speed). `make test`
 # then runs, in fresh workers, every test that did not pass (`--rerun-unpassed=FILE`); each run
