@@ -145,6 +145,12 @@ def tiny_frame(bars: int = 400, seed: int = 0) -> pl.DataFrame:
 
 
 @functools.cache
+
+def write_tiny_bars(folder: Path) -> list[str]:
+    """`tiny_frame()` written to folder/bars.csv; the CLI argument naming it (the `write_data`
+    of tests/shared_runs.py for the small CSV runs)."""
+    return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
+
 def tiny_run() -> tuple[Path, pl.DataFrame, Path]:
     """(run_dir, its bars, the CSV it trained on): trained once per test process."""
     import contextlib

@@ -21,7 +21,7 @@ import pytest
 from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from live_helpers import tiny_frame, write_csv  # noqa: E402
+from live_helpers import tiny_frame, write_tiny_bars  # noqa: E402
 from shared_runs import shared_run  # noqa: E402
 from test_backtest_new_bars import _random_walk_after  # noqa: E402
 
@@ -33,15 +33,11 @@ RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none"
        "agent.sac.network.hidden_sizes=[16,16]", "agent.sac.learning_starts=256"]
 
 
-def write_bars(folder: Path) -> list[str]:
-    return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
     """The small ensemble run, trained once per session (tests/shared_runs.py): this module
     and tests/test_export_ensemble.py read the same run."""
-    run_dir, _ = shared_run(tmp_path_factory, "ensemble", RUN, write_bars)
+    run_dir, _ = shared_run(tmp_path_factory, "ensemble", RUN, write_tiny_bars)
     return run_dir, tiny_frame()
 
 

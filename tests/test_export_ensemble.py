@@ -28,9 +28,9 @@ import pytest
 from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from live_helpers import tiny_frame  # noqa: E402
+from live_helpers import tiny_frame, write_tiny_bars  # noqa: E402
 from shared_runs import shared_run  # noqa: E402
-from test_ensemble_cli import RUN, write_bars  # noqa: E402  (the same small run: ppo + sac)
+from test_ensemble_cli import RUN  # noqa: E402  (the same small run: ppo + sac)
 
 TOLERANCE = 2e-5
 
@@ -38,7 +38,7 @@ TOLERANCE = 2e-5
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, Path]:
     """tests/test_ensemble_cli.py's run, trained once per session (tests/shared_runs.py)."""
-    run_dir, folder = shared_run(tmp_path_factory, "ensemble", RUN, write_bars)
+    run_dir, folder = shared_run(tmp_path_factory, "ensemble", RUN, write_tiny_bars)
     return run_dir, tiny_frame(), folder / "bars.csv"
 
 

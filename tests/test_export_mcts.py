@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from live_helpers import build_market, real_frame, tiny_frame
+from live_helpers import build_market, real_frame, write_tiny_bars
 from shared_runs import shared_run
 
 import agents
@@ -45,17 +45,11 @@ def search_args(search: str) -> list[str]:
     return [f"agent.search={search}", *extra]
 
 
-def write_bars(folder: Path) -> list[str]:
-    path = folder / "bars.csv"
-    tiny_frame(400).write_csv(path)
-    return [f"data.path={path}"]
-
-
 def mcts_run(factory: pytest.TempPathFactory, search: str) -> tuple[Path, Path]:
     """(run_dir, bars) of `jaxtrade train *MCTS_RUN *search_args(search)`, trained once per
     session; read-only for its users."""
     run_dir, folder = shared_run(factory, f"mcts-{search}",
-                                 ["train", *MCTS_RUN, *search_args(search)], write_bars)
+                                 ["train", *MCTS_RUN, *search_args(search)], write_tiny_bars)
     return run_dir, folder / "bars.csv"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_helpers import build_market, real_frame, tiny_frame
+from live_helpers import build_market, real_frame, write_tiny_bars
 from shared_runs import shared_run
 
 import agents
@@ -52,16 +52,10 @@ ENSEMBLE = ["agent=ensemble", "agent.members=[ppo,mcts]", *TINY, "agent.updates_
             *[f"agent.mcts.{k}={v}" for k, v in MCTS_TINY.items()]]
 
 
-def write_bars(folder: Path) -> list[str]:
-    path = folder / "bars.csv"
-    tiny_frame(400).write_csv(path)
-    return [f"data.path={path}"]
-
-
 def ensemble_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run_dir, bars) of `jaxtrade train` with ENSEMBLE, trained once per session (read-only:
     tests/test_mcts.py reads its metrics too)."""
-    run_dir, folder = shared_run(factory, "ensemble-mcts", ["train", *ENSEMBLE], write_bars)
+    run_dir, folder = shared_run(factory, "ensemble-mcts", ["train", *ENSEMBLE], write_tiny_bars)
     return run_dir, folder / "bars.csv"
 
 

@@ -69,8 +69,8 @@ def write_bars(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    """The run and its report's metrics. Trained once per test session (tests/shared_runs.py)
-    rather than once per module: the three proofs read one run on whichever worker each runs."""
+    """The run and its report's metrics, trained through tests/shared_runs.py like the
+    suite's other CLI runs (once per session, read-only for its three proofs)."""
     run_dir, _ = shared_run(tmp_path_factory, "mcts-ar1", RUN, write_bars)
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
     return metrics, run_dir
