@@ -144,13 +144,13 @@ def tiny_frame(bars: int = 400, seed: int = 0) -> pl.DataFrame:
     return synthetic_frame(seed=seed, num_bars=bars, num_assets=1)
 
 
-@functools.cache
-
 def write_tiny_bars(folder: Path) -> list[str]:
     """`tiny_frame()` written to folder/bars.csv; the CLI argument naming it (the `write_data`
     of tests/shared_runs.py for the small CSV runs)."""
     return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
 
+
+@functools.cache
 def tiny_run() -> tuple[Path, pl.DataFrame, Path]:
     """(run_dir, its bars, the CSV it trained on): trained once per test process."""
     import contextlib
