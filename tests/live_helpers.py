@@ -150,23 +150,14 @@ def write_tiny_bars(folder: Path) -> list[str]:
     return [f"data.path={write_csv(tiny_frame(), folder / 'bars.csv')}"]
 
 
-@functools.cache
-def tiny_run() -> tuple[Path, pl.DataFrame, Path]:
-    """(run_dir, its bars, the CSV it trained on): trained once per test process."""
-    import contextlib
-    import io
+def tiny_run(factory: Any) -> tuple[Path, pl.DataFrame, Path]:
+    """(run_dir, its bars, the CSV it trained on): TINY_RUN on `tiny_frame()`, trained once
+    per test session (tests/shared_runs.py; `factory`: pytest's tmp_path_factory). Read only:
+    a test that changes the run copies it."""
+    from shared_runs import shared_run
 
-    from jaxtrade.cli import main
-
-    tmp = Path(tempfile.mkdtemp(prefix="jaxtrade-run-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    frame = tiny_frame()
-    csv = write_csv(frame, tmp / "bars.csv")
-    run_dir = tmp / "run"
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["train", *TINY_RUN, f"data.path={csv}", f"run_dir={run_dir}"])
-    assert code == 0
-    return run_dir, frame, csv
+    run_dir, folder = shared_run(factory, "tiny", ["train", *TINY_RUN], write_tiny_bars)
+    return run_dir, tiny_frame(), folder / "bars.csv"
 
 
 def report_positions(report_dir: Path, split: str | None = None) -> pl.DataFrame:

@@ -21,8 +21,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from live_helpers import TINY_RUN, report_positions, tiny_frame, write_tiny_bars
-from shared_runs import shared_run
+from live_helpers import report_positions, tiny_frame, tiny_run
 
 from jaxtrade.cli import main
 
@@ -32,8 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFram
     """(run_dir, its bars, the CSV it trained on): live_helpers' tiny run, trained once per
     session (tests/shared_runs.py). Read only: the backtests on other bars write under
     run_dir/backtests/<bars' name>, a name of this module's own."""
-    run_dir, folder = shared_run(tmp_path_factory, "tiny", ["train", *TINY_RUN], write_tiny_bars)
-    return run_dir, tiny_frame(), folder / "bars.csv"
+    return tiny_run(tmp_path_factory)
 
 
 def _backtest(*args: str) -> int:

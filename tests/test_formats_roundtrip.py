@@ -262,8 +262,8 @@ def test_a_header_that_cannot_be_mapped_is_refused_naming_file_and_columns(tmp_p
 
 # --- the round trips: train -> export -> runner on every layout --------------------------------
 @pytest.fixture(scope="module")
-def trained():
-    run_dir, frame, _ = tiny_run()
+def trained(tmp_path_factory):
+    run_dir, frame, _ = tiny_run(tmp_path_factory)
     test = report_positions(run_dir / "report", "test")
     return run_dir, frame, test
 

@@ -313,7 +313,7 @@ def _run_runner(bundle: Path, *args) -> tuple[subprocess.CompletedProcess, list[
 def onnx_bundle(ort, tmp_path_factory):
     from jaxtrade.cli import main as cli
 
-    run_dir, _, csv = tiny_run()
+    run_dir, _, csv = tiny_run(tmp_path_factory)
     out = tmp_path_factory.mktemp("onnx") / "bundle"
     assert cli(["export", f"run_dir={run_dir}", f"out={out}", "formats=[numpy,onnx]"]) == 0
     start = report_positions(run_dir / "report", "test")["timestamp"][0]
@@ -409,7 +409,8 @@ def test_a_tampered_policy_onnx_is_refused(onnx_bundle, tmp_path):
         load_bundle(bad)
 
 
-def test_a_promoted_bundle_runs_on_the_runners_engine(onnx_bundle, tmp_path):
+def test_a_promoted_bundle_runs_on_the_runners_engine(onnx_bundle, tmp_path,
+                                                      tmp_path_factory):
     """`--bundle-pointer` with `--engine onnx`: a promoted bundle with a graph takes over on
     onnxruntime; one without policy.onnx is refused with an alert, the running one trades on."""
     from jaxtrade.cli import main as cli
@@ -432,7 +433,7 @@ def test_a_promoted_bundle_runs_on_the_runners_engine(onnx_bundle, tmp_path):
 
     bundle, csv, _ = onnx_bundle
     numpy_only, promoted = tmp_path / "numpy-only", tmp_path / "promoted"
-    assert cli(["export", f"run_dir={tiny_run()[0]}", f"out={numpy_only}"]) == 0
+    assert cli(["export", f"run_dir={tiny_run(tmp_path_factory)[0]}", f"out={numpy_only}"]) == 0
     shutil.copytree(bundle, promoted)
     pointer = tmp_path / "deployed"
     swap_pointer(pointer, bundle)
