@@ -695,7 +695,7 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     Returns (prepared run, the restored checkpoint and chosen point, all points); the point
     defaults to the best by validation Sharpe at that checkpoint.
     """
-    from jaxtrade.runs import init_points, point_keys, restore_point
+    from jaxtrade.runs import abstract_points, point_keys, restore_point
 
     run_dir = Path(run_dir)
     cfg = common.read_run_config(run_dir)
@@ -706,7 +706,8 @@ def restore_run(run_dir: str | Path, checkpoint: str | int = "best", point: int 
     hparam_points = cfg["sweep"].get("points") or []
     points = point_list(cfg, hparam_points)
     hparams = point_hparams(prep, points) if hparam_points else None
-    like = init_points(prep.agent, point_keys(points), hparams, prep.env_params)
+    # Shapes only: the checkpoint gives the values, so `agent.init` is neither compiled nor run.
+    like = abstract_points(prep.agent, point_keys(points), hparams, prep.env_params)
     restored = restore_point(run_dir / "checkpoints", like, checkpoint, point,
                              policy_params=prep.agent.policy_params)
     check_training_bars(prep, restored.meta)

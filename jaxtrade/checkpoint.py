@@ -72,13 +72,20 @@ class _Damaged(Exception):
 
 
 def _is_typed_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(
+        x.dtype, jax.dtypes.prng_key)
+
+
+def _key_data(x: Any) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):  # an abstract template (`restore`'s `like`)
+        return jax.ShapeDtypeStruct(jax.eval_shape(jax.random.key_data, x).shape, jnp.uint32,
+                                    sharding=x.sharding)
+    return jax.random.key_data(x)
 
 
 def _to_savable(tree: Any) -> Any:
     # Typed PRNG keys have no on-disk dtype: store their raw key data.
-    tree = jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x,
-                                  tree)
+    tree = jax.tree_util.tree_map(lambda x: _key_data(x) if _is_typed_key(x) else x, tree)
     if jax.process_count() > 1:
         # Process 0 alone saves the gathered state of a multi-process run; orbax refuses
         # process-local jax.Arrays there, so they go (and come back) as numpy arrays.
@@ -89,9 +96,16 @@ def _to_savable(tree: Any) -> Any:
 
 def _from_savable(tree: Any, like: Any) -> Any:
     def back(saved: Any, template: Any) -> Any:
-        if _is_typed_key(template):
+        if not _is_typed_key(template):
+            return saved
+        if isinstance(template, jax.Array):
             return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(template))
-        return saved
+        # An abstract template names no implementation: the default one, checked by dtype.
+        key = jax.random.wrap_key_data(saved)
+        if key.dtype != template.dtype:
+            raise CheckpointError(f"the checkpoint's PRNG keys are {template.dtype}, this "
+                                  f"process's default implementation makes {key.dtype}")
+        return key
 
     return jax.tree_util.tree_map(back, tree, like)
 
@@ -283,8 +297,10 @@ class CheckpointManager:
     def restore(self, like: Any, step: int | str | None = None) -> tuple[Any, dict[str, Any]]:
         """The state saved at `step` ("latest"/None, "best" or an int), shaped like `like`.
 
-        `like` is a state of the same structure (e.g. a freshly initialized one): it gives
-        shapes, dtypes and shardings; its values are ignored. A damaged checkpoint asked for
+        `like` is a state of the same structure: a freshly initialized one, or its
+        `jax.ShapeDtypeStruct`s (jaxtrade.runs.abstract_points); it gives shapes, dtypes and
+        shardings (a leaf without one is restored onto the default device); its values are
+        ignored. A damaged checkpoint asked for
         by name ("latest", "best") gives way to the newest intact one, with a warning; asked
         for by number, it is a CheckpointError.
         """
@@ -315,8 +331,8 @@ class CheckpointManager:
     def _restore_step(self, like: Any, step: int) -> tuple[Any, dict[str, Any]]:
         ocp = self._ocp
         template = jax.tree_util.tree_map(
-            lambda x: ocp.utils.to_shape_dtype_struct(np.asarray(x) if not isinstance(
-                x, jax.Array) else x),
+            lambda x: ocp.utils.to_shape_dtype_struct(x if isinstance(
+                x, (jax.Array, jax.ShapeDtypeStruct)) else np.asarray(x)),
             _to_savable(like),
         )
         saved = self._saved_shapes(int(step))

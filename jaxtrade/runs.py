@@ -5,7 +5,7 @@ batched TrainState with a leading point axis. `jaxtrade train` (its report), `ja
 backtest` and `jaxtrade export` all restore a checkpoint through `restore_point`, so the same
 checkpoint name gives the same parameters and the same point everywhere:
 
-    like = init_points(agent, point_keys(points), hparams, env_params)
+    like = abstract_points(agent, point_keys(points), hparams, env_params)  # or init_points
     restored = restore_point(run_dir / "checkpoints", like, "best")   # or "latest", or 40
     restored.step, restored.point, restored.params
 
@@ -68,6 +68,17 @@ def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any,
         return mesh.assemble(make_point, getattr(agent, "env_axis", None))
     states = [make_point(i) for i in range(keys.shape[0])]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def abstract_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any) -> Any:
+    """The shapes and dtypes of `init_points(agent, keys, hparams, env_params)`'s state, as
+    `jax.ShapeDtypeStruct`s on the default device, without compiling or running `agent.init`:
+    a restore template (`restore_point`'s `like`) for backtest, export and the report."""
+    row = None if hparams is None else jax.tree.map(lambda x: x[0], hparams)
+    point = jax.eval_shape(agent.init, keys[0], row, env_params)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((keys.shape[0], *x.shape), x.dtype,
+                                                       sharding=device), point)
 
 
 def resume_points(checkpoints: CheckpointManager | None, state: Any, mesh: PointMesh,

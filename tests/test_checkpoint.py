@@ -148,6 +148,33 @@ def test_keep_last_and_best_and_typed_keys(tmp_path: Path) -> None:
             manager.restore({"w": jnp.zeros(5), "rng": state["rng"], "n": state["n"]})
 
 
+def test_an_abstract_template_restores_what_an_initialized_one_does(tmp_path: Path) -> None:
+    """`abstract_points` (shapes only, `agent.init` neither compiled nor run) as the restore
+    template gives the same arrays, dtypes, typed keys and placement as `init_points`."""
+    from jaxtrade.runs import abstract_points, restore_point
+
+    agent = make_toy_agent()
+    hparams = ToyHParams(learning_rate=jnp.array([0.05, 0.1]))
+    train_toy(tmp_path, agent, hparams=hparams, num_points=2)
+    keys = jnp.stack([jax.random.key(s) for s in (5, 6)])  # values are the checkpoint's
+    abstract = abstract_points(agent, keys, hparams, None)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
+    assert abstract.rng.shape == (2,) and jnp.issubdtype(abstract.rng.dtype,
+                                                         jax.dtypes.prng_key)
+    concrete = init_points(agent, keys, hparams, None)
+    one = restore_point(tmp_path / "checkpoints", abstract, "latest", point=1)
+    other = restore_point(tmp_path / "checkpoints", concrete, "latest", point=1)
+    assert one.step == other.step == agent.num_updates
+    for x, y in zip(jax.tree.leaves(one.state), jax.tree.leaves(other.state), strict=True):
+        assert (x.dtype, x.shape, x.sharding) == (y.dtype, y.shape, y.sharding)
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the trained values, not the template's initial ones
+    assert float(one.state.update_step[1]) == agent.num_updates
+    assert not np.allclose(one.params["w"], concrete.params["w"][1])
+
+
 def test_resume_equals_straight_run(tmp_path: Path) -> None:
     agent = make_toy_agent(num_updates=12, updates_per_chunk=3)
     straight = train_toy(tmp_path / "straight", agent)
