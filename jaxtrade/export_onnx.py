@@ -504,7 +504,7 @@ class _PolicyGraph:
             return self.cnn(obs, p["CNNTorso_0"], f"{hint}/CNNTorso_0")
         if self.net.torso == "attention":
             return self.attention(obs, p["AttentionTorso_0"], f"{hint}/AttentionTorso_0")
-        return self.mlp(self.g.op("Flatten", obs, axis=1), p["MLP_0"], f"{hint}/MLP_0")
+        return self.mlp(self.g.op("Flatten", obs, axis=1), p.get("MLP_0", {}), f"{hint}/MLP_0")
 
     def torso(self, obs: str, p: Mapping, hint: str, prefix: str, inputs: list,
               state: dict[str, str]) -> str:

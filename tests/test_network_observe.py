@@ -39,15 +39,14 @@ OBSERVED = 1  # the one feature column the networks keep
 
 def _layout(obs_ndim: int, **overrides) -> tuple[NetworkConfig, tuple[int, ...]]:
     """A config observing feature OBSERVED, and its observation shape."""
+    settings = {"hidden_sizes": (16,), "recurrent_size": 8, "cnn_channels": (4,), **overrides}
     if obs_ndim == 1:
         cfg = NetworkConfig(window_shape=(WINDOW, FEATS), num_state_features=STATE,
-                            observe=("b",), observe_columns=(OBSERVED,), hidden_sizes=(16,),
-                            recurrent_size=8, cnn_channels=(4,), **overrides)
+                            observe=("b",), observe_columns=(OBSERVED,), **settings)
         return cfg, (WINDOW * FEATS + STATE,)
     # Window layout: the portfolio columns (F..F+S) are among the kept ones.
     columns = (OBSERVED, *range(FEATS, FEATS + STATE))
-    cfg = NetworkConfig(observe=("b",), observe_columns=columns, hidden_sizes=(16,),
-                        recurrent_size=8, cnn_channels=(4,), **overrides)
+    cfg = NetworkConfig(observe=("b",), observe_columns=columns, **settings)
     return cfg, (WINDOW, FEATS + STATE)
 
 
@@ -148,12 +147,15 @@ def test_the_same_network_without_a_selection_sees_every_feature():
 
 # --- the numpy runner and the ONNX graph -----------------------------------------------------
 
-PARITY = [("mlp", 1), ("cnn", 1), ("attention", 2), ("lstm", 1)]
+# The linear policy (no hidden layer: flax stores no torso parameters) is the planted
+# ensemble's members' network.
+PARITY = [("mlp", 1, (16,)), ("mlp", 2, ()), ("cnn", 1, (16,)), ("attention", 2, (16,)),
+          ("lstm", 1, (16,))]
 
 
-@pytest.mark.parametrize("torso, obs_ndim", PARITY)
-def test_runner_and_onnx_forward_equal_the_jax_network_with_a_selection(torso, obs_ndim):
-    cfg, obs_shape = _layout(obs_ndim, torso=torso, attention_layers=1)
+@pytest.mark.parametrize("torso, obs_ndim, hidden", PARITY)
+def test_runner_and_onnx_forward_equal_the_jax_network_with_a_selection(torso, obs_ndim, hidden):
+    cfg, obs_shape = _layout(obs_ndim, torso=torso, attention_layers=1, hidden_sizes=hidden)
     levels = [-1.0, 0.0, 1.0]
     net = ActorCritic(cfg, ActionSpec("discrete", num_actions=len(levels)), obs_ndim)
     params = jax.jit(net.init)(jax.random.key(4), network_carry(cfg, (1,)),

@@ -132,6 +132,11 @@ class ActorNetwork:
                     heads += ("critic_torso",)
         else:
             raise BundleError(f"network family {self.family!r} is not supported by the runner")
+        if self.torso == "mlp" and self.hidden_layers == 0:
+            # A linear policy (hidden_sizes=[]): flax stores no parameters for its torsos.
+            self.params.setdefault(prefix, {})
+            if "critic_torso" in heads:
+                self.params.setdefault("critic_torso", {})
         missing = [name for name in (prefix, *heads) if name not in self.params]
         if missing:
             raise BundleError(f"bundle weights lack {missing}")
@@ -289,7 +294,7 @@ class ActorNetwork:
             return self._cnn(obs, p["CNNTorso_0"])
         if self.torso == "attention":
             return self._attention(obs, p["AttentionTorso_0"])
-        return self._mlp(obs.reshape(-1), p["MLP_0"])
+        return self._mlp(obs.reshape(-1), p.get("MLP_0", {}))
 
     def forward(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, object]:
         """Policy head output (logits, the Gaussian mean, or Q values) and the next carry."""
