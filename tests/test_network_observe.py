@@ -302,3 +302,39 @@ def test_the_cli_refuses_an_unknown_feature_name_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "agent.cvar_ppo.network.observe" in err[0], err
     assert "zscore_log_return_20" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("layout", ["flat", "window"])
+def test_a_runs_config_resolves_single_agent_and_member_selections(tmp_path, layout):
+    """experiments.common.agent_config (what train, backtest, export and resume build the
+    agent from) turns the names of a composed run config into columns, for a single agent's
+    `network.observe` and an ensemble member's `agent.<member>.network.observe`."""
+    from live_helpers import real_frame
+
+    from experiments.common import agent_config, build_env, build_market
+    from jaxtrade.config import compose_run
+
+    csv = tmp_path / "bars.csv"
+    real_frame(bars=300).write_csv(csv)
+    spec = ("features.features=[{name:zscore,column:log_return,windows:[20]},"
+            "{name:zscore,column:log_volume,windows:[20]},{name:rsi}]")
+    common = ["data=csv", f"data.path={csv}", spec, f"env.obs_layout={layout}",
+              "env.window_bars=4"]
+    cfg = compose_run([*common, "agent=ppo", "network.observe=[rsi_14,zscore_log_return_20]"])
+    market = build_market(cfg, real_frame(bars=300))
+    assert market.meta.feature_names == ("zscore_log_return_20", "zscore_log_volume_20",
+                                         "rsi_14")
+    env, env_params = build_env(cfg, market)
+    network = agent_config(cfg, env, env_params, 8).network
+    portfolio = [] if layout == "flat" else list(range(3, env.observation_shape[-1]))
+    assert list(network.observe_columns) == [0, 2, *portfolio]
+    if layout == "flat":  # the flat window's layout, for the selection to read it
+        assert network.window_shape == (4, 3)
+        assert network.num_state_features == env.observation_shape[0] - 12
+    assert cfg["network"]["observe"] == ["rsi_14", "zscore_log_return_20"]  # config.yaml: names
+
+    cfg = compose_run([*common, "agent=ensemble", "agent.members=[ppo,cvar_ppo]",
+                       "agent.cvar_ppo.network.observe=[zscore_log_volume_20]"])
+    config = agent_config(cfg, env, env_params, 8)
+    assert list(config.cvar_ppo.network.observe_columns) == [1, *portfolio]
+    assert config.ppo.network.observe_columns == ()  # the other member sees everything
