@@ -5,12 +5,23 @@
 
 Members. `members` names registered agents; each member's settings are the ensemble
 config's field of the same name (that agent's own config dataclass, its defaults), so
-`agent.sac.hparams.tau=0.01` sets SAC's tau. Every member trains on the same market (the
-ensemble's env params: one device copy) with its own env batch of `env.num_envs` envs, its
-own optimizer, replay and RNG, and its own kind of actions: a member whose config declares
-`env_action_mode` (SAC, TD3, DDPG: continuous; discrete SAC: discrete) trades the trading
-env in that mode, the others in the env's default discrete mode (`TradingEnv.with_action_mode`:
-same market, same params, another static action mode). The ensemble itself trades the
+`agent.sac.hparams.tau=0.01` sets SAC's tau. A member's network can observe some of the
+market's features only, so members see different views of the same market:
+
+    jaxtrade train agent=ensemble 'agent.members=[ppo,cvar_ppo]' \
+        'agent.ppo.network.observe=[zscore_log_return_20]' \
+        'agent.cvar_ppo.network.observe=[zscore_log_volume_20]'
+
+(`network.observe`, agents/common/networks.py; experiments/common.py resolves the names
+against the market's features, an unknown one is a ConfigError listing them; the backtest,
+export and live runner apply the same selection; mcts members refuse it).
+
+Every member trains on the same market (the ensemble's env params: one device copy) with its
+own env batch of `env.num_envs` envs, its own optimizer, replay and RNG, and its own kind of
+actions: a member whose config declares `env_action_mode` (SAC, TD3, DDPG: continuous;
+discrete SAC: discrete) trades the trading env in that mode, the others in the env's default
+discrete mode (`TradingEnv.with_action_mode`: same market, same params, another static action
+mode). The ensemble itself trades the
 continuous env: its action is the combined target weights.
 
 Keys. Member `name` starts from `member_key(key, name)` = fold_in(key, crc32(name)), a pure

@@ -196,6 +196,12 @@ class MCTSConfig(OffPolicySizes):
         if self.network.torso != "mlp":
             raise ConfigError(f"network.torso={self.network.torso!r} is not allowed for mcts: "
                               "its torso is the mlp over the observation's market window")
+        if self.network.observe or self.network.observe_columns:
+            # Its next-bar model reads the same latent: a partial window would change what
+            # it predicts, and the numpy search (jaxtrade/live/mcts.py) has no selection.
+            raise ConfigError(f"network.observe={list(self.network.observe)} is not allowed "
+                              "for mcts: its torso and next-bar model read the whole market "
+                              "window")
 
     def check_num_envs(self, num_envs: int) -> None:
         if self.buffer_size // max(num_envs, 1) < self.n_step + 1:

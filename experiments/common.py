@@ -396,19 +396,61 @@ def agent_config(cfg: Mapping[str, Any], env: Any, env_params: Any, num_envs: in
     import agents
 
     section = dict(cfg["agent"])
-    network = dict(cfg.get("network") or {})
-    torso = network.get("torso", "mlp")
-    if torso != "mlp" and network.get("window_shape") is None and getattr(
-            env, "obs_layout", "flat") == "flat":
+    section["network"] = resolve_network(dict(cfg.get("network") or {}), env, env_params,
+                                         "network")
+    for name in section.get("members") or ():
+        # An ensemble's members: each network is under agent.<member>.network.
+        member = dict(section.get(name) or {})
+        if member.get("network"):
+            member["network"] = resolve_network(dict(member["network"]), env, env_params,
+                                                f"agent.{name}.network")
+            section[name] = member
+    section["num_envs"] = num_envs
+    section["total_steps"] = int(cfg["train"]["total_steps"])
+    return agents.config_from_dict(section)
+
+
+def resolve_network(network: dict[str, Any], env: Any, env_params: Any,
+                    where: str) -> dict[str, Any]:
+    """A network section with what the env decides filled in: the flat observation's window
+    layout for window torsos and selections, and `observe` (feature names) resolved into
+    `observe_columns` (agents/common/networks.py). The run's config.yaml keeps the names, so
+    a backtest, export or resume of it resolves them again against the same features."""
+    observe = [str(name) for name in network.get("observe") or ()]
+    flat = getattr(env, "obs_layout", "flat") == "flat"
+    if (network.get("torso", "mlp") != "mlp" or observe) and network.get(
+            "window_shape") is None and flat and hasattr(env, "num_features"):
         # Window torsos read the flat observation as [W bars, F values] + portfolio state.
         width = env.num_assets * env.num_features
         network["window_shape"] = [env.window_bars, width]
         network["num_state_features"] = (observation_size(env, env_params)
                                          - env.window_bars * width)
-    section["network"] = network
-    section["num_envs"] = num_envs
-    section["total_steps"] = int(cfg["train"]["total_steps"])
-    return agents.config_from_dict(section)
+    if observe:
+        network["observe_columns"] = observe_columns(observe, env, env_params, where)
+    return network
+
+
+def observe_columns(observe: Sequence[str], env: Any, env_params: Any,
+                    where: str) -> list[int]:
+    """The columns of one bar's row of the observation window that hold the features named
+    in `observe`, for every asset (rows are asset-major: asset a's feature f is column
+    a F + f), and with the window layout the portfolio columns after them (which stay)."""
+    market = getattr(env_params, "market", None)
+    if market is None or not hasattr(env, "num_features"):
+        raise ConfigError(f"{where}.observe={list(observe)} is not allowed: it selects market "
+                          "features by name, which only the trading env has")
+    names = list(market.meta.feature_names)
+    unknown = [name for name in observe if name not in names]
+    if unknown:
+        raise ConfigError(f"{where}.observe names unknown feature(s) {unknown}; the market's "
+                          f"features are: {', '.join(names)}")
+    chosen = sorted(names.index(name) for name in observe)
+    num_features = len(names)
+    columns = [a * num_features + f for a in range(env.num_assets) for f in chosen]
+    if getattr(env, "obs_layout", "flat") == "window":
+        row = env.observation_shape[-1]
+        columns += list(range(env.num_assets * num_features, row))
+    return columns
 
 
 def replace_hparams(hparams: Any, values: Mapping[str, float]) -> Any:

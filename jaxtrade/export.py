@@ -239,6 +239,10 @@ def _check_network(net: Mapping[str, Any]) -> None:
         raise ExportError(f"network torso {net.get('torso')!r} cannot be exported yet")
     if net.get("activation", "tanh") not in live_network.ACTIVATIONS:
         raise ExportError(f"activation {net.get('activation')!r} cannot be exported yet")
+    if net.get("observe") and not net.get("observe_columns"):
+        # The runner applies observe_columns; names alone would be a selection it ignores.
+        raise ExportError(f"network.observe={net['observe']} was not resolved to "
+                          "observe_columns (export a run's resolved agent config)")
 
 
 def _action_section(env: Any, env_params: Any, net: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,10 @@ graph outputs `q_value`: its critics at the action the graph takes (the unit act
 tanh(mean), or the argmax), reduced with Min over the critics, as ActorNetwork.q_value
 computes it. Torsos: mlp (LayerNorm after each hidden Dense when the bundle has its
 weights), cnn, attention, gru and lstm as single-step cells; the torsos, heads and
-activations the numpy runner refuses are refused here too, with the same one line.
+activations the numpy runner refuses are refused here too, with the same one line. A network
+that observes some features only (the description's `observe_columns`) starts every torso
+with a Gather of those columns on the window's feature axis (the flat layout's portfolio
+entries after the window stay), as ActorNetwork._observed does.
 """
 
 from __future__ import annotations
@@ -207,12 +210,42 @@ class _PolicyGraph:
             x = self.act(x)
         return x
 
+    def observed(self, obs: str) -> str:
+        """`ActorNetwork._observed`: only the observed columns of every bar (a Gather on the
+        window's feature axis); `obs` itself without a selection."""
+        net, g = self.net, self.g
+        columns = [int(c) for c in net.observe_columns]
+        if not columns:
+            return obs
+        if net.obs_ndim == 2:
+            return g.op("Gather", obs, g.ints(columns, "observe_columns"), axis=2)
+        bars, feats = (int(d) for d in net.full_window_shape)
+        size, total = bars * feats, int(net.obs_shape[0])
+        window = g.op("Slice", obs, g.ints([0]), g.ints([size]), g.ints([1]))
+        window = g.op("Reshape", window, g.ints([-1, bars, feats]))
+        kept = g.op("Gather", window, g.ints(columns, "observe_columns"), axis=2)
+        kept = g.op("Reshape", kept, g.ints([-1, bars * len(columns)]))
+        if total == size:
+            return kept
+        state = g.op("Slice", obs, g.ints([size]), g.ints([total]), g.ints([1]))
+        return g.op("Concat", kept, state, axis=1)
+
+    def observed_size(self) -> int:
+        """Entries of a flat observation after `observed`."""
+        net = self.net
+        total = int(net.obs_shape[0])
+        if not len(net.observe_columns):
+            return total
+        bars, feats = (int(d) for d in net.full_window_shape)
+        return total - bars * (feats - len(net.observe_columns))
+
     def split_window(self, obs: str) -> tuple[str, str | None]:
-        """[batch, W, F] window and [batch, S] state features (None when there are none)."""
+        """[batch, W, F] window and [batch, S] state features (None when there are none) of
+        an observation after `observed`."""
         if self.net.obs_ndim == 2:
             return obs, None
         bars, feats = (int(d) for d in self.net.window_shape)
-        size, total = bars * feats, int(self.net.obs_shape[0])
+        size, total = bars * feats, self.observed_size()
         g = self.g
         window = g.op("Slice", obs, g.ints([0]), g.ints([size]), g.ints([1]))
         window = g.op("Reshape", window, g.ints([-1, bars, feats]))
@@ -450,7 +483,8 @@ class _PolicyGraph:
             if unit is None:
                 x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
             elif net.torso == "mlp":
-                joined = g.op("Concat", g.op("Flatten", obs, axis=1), unit, axis=1)
+                joined = g.op("Concat", g.op("Flatten", self.observed(obs), axis=1), unit,
+                              axis=1)
                 x = self.mlp(joined, p["critic_torso"], f"{hint}/critic_torso")
             else:
                 x = self.features(obs, p["critic_torso"], f"{hint}/critic_torso")
@@ -465,11 +499,12 @@ class _PolicyGraph:
 
     def features(self, obs: str, p: Mapping, hint: str) -> str:
         """`ActorNetwork._features`: a feed-forward torso, or a recurrent torso's embedding."""
+        obs = self.observed(obs)
         if self.net.torso == "cnn":
             return self.cnn(obs, p["CNNTorso_0"], f"{hint}/CNNTorso_0")
         if self.net.torso == "attention":
             return self.attention(obs, p["AttentionTorso_0"], f"{hint}/AttentionTorso_0")
-        return self.mlp(self.g.op("Flatten", obs, axis=1), p["MLP_0"], f"{hint}/MLP_0")
+        return self.mlp(self.g.op("Flatten", obs, axis=1), p.get("MLP_0", {}), f"{hint}/MLP_0")
 
     def torso(self, obs: str, p: Mapping, hint: str, prefix: str, inputs: list,
               state: dict[str, str]) -> str:

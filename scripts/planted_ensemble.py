@@ -5,9 +5,11 @@ Runs `jaxtrade train agent=ensemble` with tests/test_ensemble_planted.py's setti
 per seed: test-split Sharpe after costs of every rule and every member, the trade-probability
 ECE, and per true regime each member's test-split gross paper return per bar (its target
 position at t times the return of t -> t+1, from positions.csv), so it shows which member took
-which regime.
+which regime. Each member observes one feature only (`agent.<member>.network.observe`), so
+its regime is fixed by construction. The last line counts the seeds on which the router and
+the vote beat winner-takes-all and every member.
 
-    python scripts/planted_ensemble.py --seeds 0 1 2
+    python scripts/planted_ensemble.py --seeds 0 1 2 3 4 5 6 7
     python scripts/planted_ensemble.py --seeds 3 --market volatile_vol=0.02 \
         --set train.total_steps=32768 --json runs.jsonl --keep /tmp/planted
 
@@ -121,6 +123,7 @@ def main_cli() -> None:
     for item in args.market:
         key, value = item.split("=", 1)
         market[key] = type(market.get(key, 0.0))(value) if key in market else float(value)
+    held = {"router": 0, "vote": 0}
     for seed in args.seeds:
         row = run_seed(seed, market, args.overrides,
                        args.keep / f"seed{seed}" if args.keep else None)
@@ -138,6 +141,10 @@ def main_cli() -> None:
               + ", ".join(f"{m} {a:+.1f}/{b:+.1f}" for m, (a, b) in row["per_regime_bp"].items())
               + f" | beats all: router {beats['router']} vote {beats['vote']}"
               + f" | {row['cpu_s']:.0f} s cpu, {row['wall_s']:.0f} s wall", flush=True)
+        for rule in held:
+            held[rule] += int(beats[rule])
+    print(f"beat winner-takes-all and every member on test: router on {held['router']} of "
+          f"{len(args.seeds)} seeds, vote on {held['vote']} of {len(args.seeds)}")
 
 
 if __name__ == "__main__":

@@ -1,59 +1,55 @@
 """The ensemble on a planted two-regime market, through `jaxtrade train agent=ensemble`.
 
 The market (tests/planted_regimes.py, PLANTED_MARKET): calm stretches (0.7 % vol) where the
-last bar's return continues (momentum 0.4) and volatile ones (1.4 % vol) where it reverts
-(0.4), ~100 bars each, 4000 daily bars, default costs. Members (ENSEMBLE_RUN): PPO and
-CVaR-PPO with linear policies over two features (the 20-bar z-score of the one-bar log return,
-20-bar realized volatility), actions short / flat / long, no portfolio state in the
-observation, 262,144 env steps each. Such a policy cannot hold momentum in one regime and
-reversion in the other (its long and short regions are convex): at best it takes one regime
-in full and one side of the other. The router (fitted on training + validation regime
-probabilities) and the vote can take both.
+last bar's return continues (momentum 0.6) and volatile ones (1.4 % vol) where the return
+follows the last bar's volume surprise (correlation 0.3), ~100 bars each, 4000 daily bars,
+default costs. Members (ENSEMBLE_RUN): PPO observes only the 20-bar z-score of the log return
+(`agent.ppo.network.observe=[zscore_log_return_20]`), CVaR-PPO only the 20-bar z-score of log
+volume; linear policies, actions short / flat / long, no portfolio state, 131,072 env steps
+each. So PPO can take the calm regime and trades noise in the volatile one, CVaR-PPO the
+other way round, by construction; the router (fitted on training + validation regime
+probabilities) and the vote (recent paper returns) can take both.
 
-What is asserted here, for training seeds 0 and 1, is only what held on every seed measured:
-the Bayesian vote beats winner-takes-all by test-split Sharpe after costs (8 of 8 seeds). The
-issue's stronger claim (router and vote beat winner-takes-all and every single member) is
-printed, not asserted, because it is not robust. Measured with this exact run (BENCHMARKS.md,
-"Ensemble on a planted two-regime market"; test Sharpe, router / vote / winner-takes-all / ppo
-/ cvar_ppo):
-  seed 0   2.76 / 2.20 / 1.94 / 1.53 / 1.94      seed 4   1.43 / 2.33 / 1.73 / 1.73 / 1.66
-  seed 1   3.24 / 2.60 / 2.06 / 2.06 / 2.07      seed 5   3.37 / 3.46 / 3.19 / 3.19 / 1.98
-  seed 2   3.28 / 2.81 / 1.77 / 2.32 / 1.77      seed 6   3.30 / 3.23 / 3.13 / 3.13 / 1.80
-  seed 3   3.51 / 3.25 / 1.85 / 3.31 / 1.85      seed 7   3.40 / 3.41 / 1.86 / 3.48 / 1.86
-Both rules beat winner-takes-all and both members in the three seeds the settings were
-chosen on (0-2), but not on every seed after that: over seeds 3-7 the router did in 3 of 5,
-the vote in 3 of 5, both together in 2 of 5 (5, 6). Which member takes which regime still
-varies with the seed (per-regime paper returns of each member, BENCHMARKS.md): where PPO takes
-the volatile regime in full (seeds 3, 6, 7) the ensemble adds only CVaR-PPO's half of the calm
-regime, a thin edge (lost by both rules in seed 7, by the vote in seed 3), and where both
-members take part of the volatile regime (seed 4) the router's per-regime choice loses to
-them. Over all eight seeds: the vote beat winner-takes-all in 8, the router in 7 (not seed 4);
-each beat every member in 6 of 8. Asserting the stronger claim on seeds 0 and 1 would rest on
-the seeds the settings were chosen on.
+Measured with this exact run (BENCHMARKS.md, "Ensemble on a planted two-regime market"; test
+Sharpe after costs, router / vote / winner-takes-all / ppo / cvar_ppo):
+  seed 0   5.29 / 4.75 / 1.62 / 1.62 / 3.51      seed 4   4.14 / 3.49 / 1.43 / 1.43 / 1.50
+  seed 1   4.37 / 3.63 / 1.20 / 1.20 / 2.77      seed 5   5.28 / 4.50 / 1.17 / 1.17 / 3.34
+  seed 2   3.85 / 3.05 / 1.24 / 1.24 / 1.76      seed 6   4.28 / 3.66 / 1.41 / 1.41 / 1.93
+  seed 3   4.08 / 3.37 / 1.24 / 1.24 / 1.87      seed 7   5.07 / 4.32 / 1.31 / 1.31 / 3.03
+The settings (the market's 0.6 / 0.3 and the halved step budget) were chosen on seeds 0 and 1;
+seeds 2-7 were run once after that, and SEEDS below are the first two of them. The full
+claim held on all 8 of 8 seeds (router and vote ahead of winner-takes-all and of both members),
+so it is asserted here; it also held on training seeds 8-15 and on three other draws of the
+market (BENCHMARKS.md). Winner-takes-all picked PPO on every seed (the better validation
+Sharpe), the weaker member on test; ECE 0.013-0.040 over seeds 0-7.
 
 The trade probability is calibrated on the test split: expected calibration error <= 0.05
-(0.014 and 0.020 for seeds 0 and 1, at most 0.042 over seeds 0-7), and the report's
-reliability table shows it.
+(ECE), and the report's reliability table shows it. The bundle that `jaxtrade export` writes
+for the run carries each member's selection, and its runner trades the test split as the
+backtest did.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from jaxtrade.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from planted_regimes import ENSEMBLE_RUN, PLANTED_MARKET, planted_frame  # noqa: E402
 
-SEEDS = (0, 1)  # training seeds asserted here; BENCHMARKS.md has 0-7
+SEEDS = (2, 3)  # training seeds asserted here, not the ones tuned on; BENCHMARKS.md has 0-7
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
@@ -78,17 +74,24 @@ def _test_sharpe(by_split: dict[str, Any]) -> float:
     return -np.inf if value is None else float(value)
 
 
-def test_vote_beats_winner_takes_all_on_test_after_costs(section) -> None:
+def test_router_and_vote_beat_winner_takes_all_and_every_member_on_test(section) -> None:
     winner = _test_sharpe(section["rules"]["winner"])
     members = {name: _test_sharpe(m) for name, m in section["members"].items()}
     assert set(members) == {"ppo", "cvar_ppo"}
     rules = {rule: _test_sharpe(section["rules"][rule]) for rule in ("router", "vote")}
-    # The stronger claim, shown (with -s) and not asserted (module docstring).
-    print("test Sharpe", rules, "winner", winner, "members", members)
-    assert rules["vote"] > winner, (rules, winner, section["rules"])
+    for rule, sharpe in rules.items():
+        assert sharpe > winner, (rule, rules, winner)
+        assert sharpe > max(members.values()), (rule, rules, members)
     # Winner-takes-all is one member's policy: the member with the best validation Sharpe.
     picked = section["members"][section["winner"]]
     assert _test_sharpe(picked) == pytest.approx(winner, abs=1e-6)
+
+
+def test_router_gives_each_member_one_regime(section) -> None:
+    # The router table [HMM state, member] (one-hot rows, fitted on training + validation):
+    # each member takes some of the HMM's states, as each observes one regime's signal only.
+    table = np.asarray(section["router_table"])
+    assert table.shape[1] == 2 and set(table.argmax(axis=1).tolist()) == {0, 1}, table
 
 
 def test_trade_probability_is_calibrated_on_test(section, run_dir: Path) -> None:
@@ -102,3 +105,38 @@ def test_trade_probability_is_calibrated_on_test(section, run_dir: Path) -> None
     assert set(section["trade_prior_mean"]) == {"equal", "vote", "router", "winner"}
     html = (run_dir / "report" / "report.html").read_text()
     assert f"ECE {section['ece_test']:.2f}" in html and "reliability" in html
+
+
+def test_the_bundle_keeps_each_members_selection_and_trades_like_the_backtest(
+        run_dir: Path, tmp_path: Path) -> None:
+    """`jaxtrade export` of the run: each member's manifest entry carries its observed
+    columns (the run's feature order: zscore_log_return_20, zscore_log_volume_20), and the
+    bundle's numpy runner gives the report's member and ensemble positions on the test
+    split."""
+    if yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] != SEEDS[0]:
+        pytest.skip("one seed's bundle is enough: checked on the first seed's run")
+    bundle = tmp_path / "bundle"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", f"run_dir={run_dir}", f"out={bundle}"]) == 0
+    members = json.loads((bundle / "manifest.json").read_text())["network"]["members"]
+    observed = {m["name"]: (m["config"]["observe"], m["config"]["observe_columns"])
+                for m in members}
+    assert observed == {"ppo": (["zscore_log_return_20"], [0]),
+                        "cvar_ppo": (["zscore_log_volume_20"], [1])}
+    with open(run_dir / "report" / "positions.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    proc = subprocess.run([sys.executable, str(bundle / "runner.py"), "--bars",
+                           str(run_dir.parent / "bars.csv"), "--start", rows[0]["timestamp"],
+                           "--no-monitor"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    decisions = [json.loads(line) for line in proc.stdout.splitlines()
+                 if "target_position" in line]
+    assert len(decisions) == len(rows)
+    for name in ("ppo", "cvar_ppo"):
+        printed = np.array([d["member_targets"][name] for d in decisions])
+        np.testing.assert_allclose(printed, [float(r[f"position_{name}"]) for r in rows],
+                                   atol=2e-5)
+        assert len(set(printed.tolist())) >= 2  # the member changes its position
+    # The last row's target is the policy's before the risk manager (no bar to fill on).
+    np.testing.assert_allclose([d["target_position"] for d in decisions][:-1],
+                               [float(r["target_position"]) for r in rows][:-1], atol=2e-5)

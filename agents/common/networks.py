@@ -23,6 +23,15 @@ flat vector whose first W*F entries are the window in row-major (bar, feature) o
 `num_state_features` extra entries (portfolio state: position, cash, ...). Set
 `NetworkConfig.window_shape = (W, F)` for the flat layout; the extra entries are concatenated to
 the pooled window features before the final Dense layers.
+
+Observation selection (`network.observe`, every torso): the user names the features a network
+sees (`network.observe=[zscore_log_return_20]`; empty: all of them); the experiment layer
+(experiments/common.py) resolves the names against the market's feature names into
+`observe_columns`, the columns of one bar's row that the network keeps. Every torso starts with
+`select_observed`, which keeps those columns on every bar of the window ([W, F] layout: the
+row's portfolio columns are among the kept ones; flat layout: the W*F window is read with
+`window_shape`, and the portfolio entries after it stay). Export and the numpy runner
+(jaxtrade/live/network.py) and the ONNX graph (jaxtrade/export_onnx.py) apply the same columns.
 """
 
 from __future__ import annotations
@@ -69,6 +78,10 @@ class NetworkConfig:
     attention_layers: int = 1
     continuous_squash: str = "clip"  # "clip" | "tanh": how a Gaussian sample reaches [-1, 1]
     log_std_init: float = 0.0
+    # Feature names the network sees (empty: all); resolved from the env into observe_columns.
+    observe: tuple[str, ...] = ()
+    # Columns of one bar's row of the observation window kept before the torso (empty: all).
+    observe_columns: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.torso not in TORSOS:
@@ -82,6 +95,14 @@ class NetworkConfig:
         object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
         if self.window_shape is not None:
             object.__setattr__(self, "window_shape", tuple(int(s) for s in self.window_shape))
+        object.__setattr__(self, "observe", tuple(str(name) for name in self.observe))
+        columns = tuple(int(c) for c in self.observe_columns)
+        object.__setattr__(self, "observe_columns", columns)
+        if len(set(self.observe)) != len(self.observe):
+            raise ConfigError(f"network.observe={list(self.observe)} names a feature twice")
+        if len(set(columns)) != len(columns) or any(c < 0 for c in columns):
+            raise ConfigError(f"network.observe_columns={list(columns)} must be distinct "
+                              "column indices >= 0")
 
     @property
     def recurrent(self) -> bool:
@@ -109,6 +130,40 @@ class MLP(nn.Module):
             x = _dense(size, np.sqrt(2.0))(x)
             x = act(nn.LayerNorm()(x) if self.layer_norm else x)
         return x
+
+
+def select_observed(
+    config: NetworkConfig, obs: jax.Array, obs_ndim: int
+) -> tuple[NetworkConfig, jax.Array]:
+    """Observations [N, *obs_shape] with only `observe_columns` of every bar's row, and the
+    config that describes them (window_shape narrowed to the kept columns). A no-op without a
+    selection."""
+    columns = config.observe_columns
+    if not columns:
+        if config.observe:
+            raise ConfigError(
+                f"network.observe={list(config.observe)} was not resolved to columns: the "
+                "experiment layer resolves feature names against the env's market "
+                "(experiments/common.py); set network.observe_columns when building by hand")
+        return config, obs
+    if obs_ndim == 2:
+        width = obs.shape[-1]
+        if max(columns) >= width:
+            raise ConfigError(f"network.observe_columns={list(columns)} reach past the "
+                              f"{width} columns of the observation window")
+        return config, obs[..., jnp.asarray(columns)]
+    if config.window_shape is None:
+        raise ConfigError("network.observe needs the window layout of a flat observation: "
+                          "set network.window_shape=(bars, features) (and num_state_features)")
+    bars, feats = config.window_shape
+    if max(columns) >= feats:
+        raise ConfigError(f"network.observe_columns={list(columns)} reach past the {feats} "
+                          f"features per bar of window_shape={config.window_shape}")
+    window, state = split_window(config, obs, obs_ndim)
+    kept = window[..., jnp.asarray(columns)].reshape(obs.shape[0], -1)
+    narrowed = dataclasses.replace(config, window_shape=(bars, len(columns)), observe=(),
+                                   observe_columns=())
+    return narrowed, jnp.concatenate([kept, state], axis=-1)
 
 
 def split_window(
@@ -187,11 +242,12 @@ class FeedForwardTorso(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        if self.config.torso == "cnn":
-            return CNNTorso(self.config, self.obs_ndim)(obs)
-        if self.config.torso == "attention":
-            return AttentionTorso(self.config, self.obs_ndim)(obs)
-        return MLP(self.config.hidden_sizes, self.config.activation, self.config.layer_norm)(
+        config, obs = select_observed(self.config, obs, self.obs_ndim)
+        if config.torso == "cnn":
+            return CNNTorso(config, self.obs_ndim)(obs)
+        if config.torso == "attention":
+            return AttentionTorso(config, self.obs_ndim)(obs)
+        return MLP(config.hidden_sizes, config.activation, config.layer_norm)(
             obs.reshape(obs.shape[0], -1)
         )
 
@@ -204,8 +260,10 @@ class RecurrentTorso(nn.Module):
     @nn.compact
     def __call__(self, carry: Any, obs: jax.Array, resets: jax.Array) -> tuple[Any, jax.Array]:
         steps, batch = resets.shape
+        flat = obs.reshape((steps * batch,) + obs.shape[2:])
+        _, flat = select_observed(self.config, flat, obs.ndim - 2)
         emb = MLP(self.config.hidden_sizes, self.config.activation, self.config.layer_norm)(
-            obs.reshape(steps, batch, -1)
+            flat.reshape(steps, batch, -1)
         )
         cell_type = nn.GRUCell if self.config.torso == "gru" else nn.OptimizedLSTMCell
         cell = cell_type(self.config.recurrent_size)
@@ -373,6 +431,7 @@ class QCritic(nn.Module):
         if action is None:
             x = FeedForwardTorso(self.config, self.obs_ndim, name="critic_torso")(obs)
         elif self.config.torso == "mlp":
+            _, obs = select_observed(self.config, obs, self.obs_ndim)
             flat = jnp.concatenate([obs.reshape(obs.shape[0], -1), action], axis=-1)
             x = MLP(
                 self.config.hidden_sizes,

@@ -23,6 +23,10 @@ call the same `EnsemblePolicy.decide`.
 `EnsemblePolicy` holds the members (network.ActorNetwork each, with its own action map, or
 an mcts member's numpy search, mcts.MCTSPlanner) and the combination: rule (equal, vote,
 router, winner), vote window and prior, router table, winner, min_trade_probability.
+Every member reads the same observation; a member whose network observes some features only
+(its description's `observe_columns`, from `agent.<member>.network.observe`) drops the others
+inside its own ActorNetwork, as its flax torso does (tests/test_ensemble_planted.py exports
+such an ensemble and checks its runner against the backtest).
 An mcts member searches as agents/mcts.py's policy does inside the ensemble's backtest: the
 ensemble hands every member the same env states, so the member's root is the ensemble's own
 book (the runner's ledger, marked at this bar's close) with bar t's ATR, volatility and

@@ -27,6 +27,12 @@ dueling value + advantage head), and `forward` returns one value per action, the
 lower-tail CVaR) of the quantiles for distributional heads, so argmax is the greedy action
 exactly as in training. Any torso or activation not listed is refused with `BundleError` when
 the bundle is loaded, never at the first bar.
+
+A network that observes some features only (`network.observe`; the description's
+`observe_columns`: the columns of one bar's row it keeps) drops the others from every bar of
+the window before each torso, as `select_observed` in agents.common.networks does: a [W, N]
+observation keeps those columns of each row; a flat one is read as the W x F window of
+`window_shape`, narrowed to them, and its portfolio entries after the window stay.
 """
 
 from __future__ import annotations
@@ -98,6 +104,12 @@ class ActorNetwork:
         self.hidden_layers = len(config.get("hidden_sizes", (64, 64)))
         self.window_shape = config.get("window_shape")
         self.num_state = int(config.get("num_state_features", 0))
+        self.observe_columns = np.asarray(config.get("observe_columns") or (), np.int64)
+        self.full_window_shape = self.window_shape
+        if self.observe_columns.size:
+            self._check_observe_columns()
+            if self.obs_ndim == 1:  # the torsos read the narrowed window
+                self.window_shape = (int(self.window_shape[0]), int(self.observe_columns.size))
         self.heads = int(config.get("attention_heads", 2))
         self.attention_layers = int(config.get("attention_layers", 1))
         self.recurrent_size = int(config.get("recurrent_size", 64))
@@ -120,6 +132,11 @@ class ActorNetwork:
                     heads += ("critic_torso",)
         else:
             raise BundleError(f"network family {self.family!r} is not supported by the runner")
+        if self.torso == "mlp" and self.hidden_layers == 0:
+            # A linear policy (hidden_sizes=[]): flax stores no parameters for its torsos.
+            self.params.setdefault(prefix, {})
+            if "critic_torso" in heads:
+                self.params.setdefault("critic_torso", {})
         missing = [name for name in (prefix, *heads) if name not in self.params]
         if missing:
             raise BundleError(f"bundle weights lack {missing}")
@@ -159,6 +176,28 @@ class ActorNetwork:
             raise BundleError(
                 f"bundle weights do not fit the {self.torso} network: {err}"
             ) from None
+
+    def _check_observe_columns(self) -> None:
+        columns = self.observe_columns
+        if self.obs_ndim == 1 and self.window_shape is None:
+            raise BundleError("the network's observe_columns need the window_shape of its flat "
+                              "observation")
+        width = self.obs_shape[-1] if self.obs_ndim == 2 else int(self.window_shape[1])
+        if columns.min() < 0 or columns.max() >= width or len(set(columns.tolist())) != len(
+                columns):
+            raise BundleError(f"the network's observe_columns {columns.tolist()} are not "
+                              f"distinct columns of its {width}-column window rows")
+
+    def _observed(self, obs: np.ndarray) -> np.ndarray:
+        """`obs` with only the observed columns of every bar (the whole of it without a
+        selection; see the module docstring)."""
+        if not self.observe_columns.size:
+            return obs
+        if self.obs_ndim == 2:
+            return obs[:, self.observe_columns]
+        bars, feats = self.full_window_shape
+        window = obs[: bars * feats].reshape(bars, feats)[:, self.observe_columns]
+        return np.concatenate([window.reshape(-1), obs[bars * feats :]])
 
     def initial_carry(self):
         """The zero recurrent state (None for feed-forward torsos): the torso's, or (actor
@@ -250,11 +289,12 @@ class ActorNetwork:
     # --- policy ----------------------------------------------------------------------------
     def _features(self, obs: np.ndarray, p: dict) -> np.ndarray:
         """A feed-forward torso (or a recurrent torso's embedding) of the observation."""
+        obs = self._observed(obs)
         if self.torso == "cnn":
             return self._cnn(obs, p["CNNTorso_0"])
         if self.torso == "attention":
             return self._attention(obs, p["AttentionTorso_0"])
-        return self._mlp(obs.reshape(-1), p["MLP_0"])
+        return self._mlp(obs.reshape(-1), p.get("MLP_0", {}))
 
     def forward(self, obs: np.ndarray, carry=None) -> tuple[np.ndarray, object]:
         """Policy head output (logits, the Gaussian mean, or Q values) and the next carry."""
@@ -311,7 +351,8 @@ class ActorNetwork:
             if not self.q_takes_action:
                 x = self._features(obs, p["critic_torso"])
             elif self.torso == "mlp":
-                x = self._mlp(np.concatenate([obs.reshape(-1), unit]), p["critic_torso"])
+                x = self._mlp(np.concatenate([self._observed(obs).reshape(-1), unit]),
+                              p["critic_torso"])
             else:
                 x = self.act(_dense(np.concatenate([self._features(obs, p["critic_torso"]),
                                                     unit]), p["Dense_0"]))
