@@ -2,7 +2,8 @@
 
 Several modules check different things about the same small run (the ensemble's report, its
 causality, its export). `shared_run` trains it once: the first module to ask trains it into a
-folder beside the workers' own temporary folders, under a file lock, and every later caller,
+folder beside the workers' own temporary folders (or in $JAXTRADE_SHARED_RUNS, which
+`make test` sets for all its runs), under a file lock, and every later caller,
 on any pytest-xdist worker, waits for that lock and reads the same run. A shared run is
 read-only for its users: `jaxtrade backtest data.path=NEW` writes under RUN/backtests/<NEW's
 name>/, so give each test's bars a name of its own; a test that changes the run copies it.
@@ -14,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,12 @@ import pytest
 
 
 def _shared_root(factory: pytest.TempPathFactory) -> Path:
+    # `make test` names a folder of its own, kept over its reruns after a worker crash, so
+    # that a rerun reads the runs trained before the crash instead of training them again.
+    fixed = os.environ.get("JAXTRADE_SHARED_RUNS")
+    if fixed:
+        Path(fixed).mkdir(parents=True, exist_ok=True)
+        return Path(fixed)
     base = factory.getbasetemp()
     # under pytest-xdist each worker's base is <session>/popen-gwN: share <session>
     return base.parent if base.name.startswith("popen-gw") else base
