@@ -13,9 +13,7 @@ import pytest
 from test_cli import TINY
 
 from experiments import common
-from experiments.loop import init_points
-from experiments.train import prepare, train
-from jaxtrade.checkpoint import CheckpointManager
+from experiments.train import restore_run, train
 from jaxtrade.cli import main
 from jaxtrade.errors import CheckpointError, ConfigError
 from jaxtrade.logging import read_metrics
@@ -24,12 +22,10 @@ RUN = [*TINY, "logger=none", "train.report=false", "train.total_steps=1024"]
 
 
 def final_state(run_dir: Path) -> tuple[object, dict]:
-    cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
-    prep = prepare(cfg)
-    like = init_points(prep.agent, jax.numpy.stack([jax.random.key(cfg["seed"])]), None,
-                       prep.env_params)
-    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
-        return manager.restore(like)
+    """(the latest checkpoint's whole state, its metadata), as `jaxtrade backtest`
+    restores it (shapes from jax.eval_shape: agent.init is not compiled)."""
+    _, restored, _ = restore_run(run_dir, "latest")
+    return restored.state, restored.meta
 
 
 class Straight(NamedTuple):

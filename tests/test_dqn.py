@@ -14,9 +14,8 @@ from test_cli import run_cli
 
 import agents
 from experiments import common
-from experiments.train import prepare, train
+from experiments.train import restore_run, train
 from jaxtrade.checkpoint import CheckpointManager
-from jaxtrade.runs import init_points
 
 SMALL = {"num_envs": 4, "rollout_len": 2, "total_steps": 4 * 2 * 96, "learning_starts": 64,
          "buffer_size": 512, "batch_size": 32, "updates_per_chunk": 32, "target_update_every": 8,
@@ -65,12 +64,10 @@ TINY_DQN = ["experiment=smoke", "agent=dqn", "data.options.num_bars=400", "env.n
 
 
 def _final_state(run_dir: Path):
-    cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
-    prep = prepare(cfg)
-    like = init_points(prep.agent, jax.numpy.stack([jax.random.key(cfg["seed"])]), None,
-                       prep.env_params)
-    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
-        return manager.restore(like)
+    """(the latest checkpoint's whole state, its metadata), as `jaxtrade backtest`
+    restores it (shapes from jax.eval_shape: agent.init is not compiled)."""
+    _, restored, _ = restore_run(run_dir, "latest")
+    return restored.state, restored.meta
 
 
 def test_resume_with_replay_buffer_equals_an_uninterrupted_run(tmp_path: Path) -> None:

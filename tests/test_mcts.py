@@ -172,20 +172,16 @@ def test_resume_continues_exactly(tmp_path, tmp_path_factory) -> None:
     from test_export_mcts import MCTS_RUN, mcts_run, search_args
 
     from experiments import common
-    from experiments.loop import init_points
-    from experiments.train import prepare, train
-    from jaxtrade.checkpoint import CheckpointManager
+    from experiments.train import restore_run, train
 
     straight, bars = mcts_run(tmp_path_factory, "gumbel")
     run = [*MCTS_RUN, *search_args("gumbel"), f"data.path={bars}"]
 
     def final_state(run_dir):
-        cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
-        prep = prepare(cfg)
-        like = init_points(prep.agent, jnp.stack([jax.random.key(cfg["seed"])]), None,
-                           prep.env_params)
-        with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
-            return manager.restore(like)
+        """(the latest checkpoint's whole state, its metadata), as `jaxtrade backtest`
+        restores it (shapes from jax.eval_shape: agent.init is not compiled)."""
+        _, restored, _ = restore_run(run_dir, "latest")
+        return restored.state, restored.meta
 
     quiet = lambda _: None
     split = tmp_path / "split"

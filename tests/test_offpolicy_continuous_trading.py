@@ -29,9 +29,7 @@ import yaml
 
 from experiments import common
 from experiments.export import export
-from experiments.loop import init_points
-from experiments.train import prepare, train
-from jaxtrade.checkpoint import CheckpointManager
+from experiments.train import restore_run, train
 from jaxtrade.cli import main
 
 # network=mlp: the tanh 64x64 network this proof was measured with (not SAC's own default).
@@ -123,12 +121,10 @@ def test_two_assets_continuous_weights_show_both_and_respect_the_leverage_cap(
 
 
 def final_state(run_dir: Path) -> tuple[object, dict]:
-    cfg = common.compose_run_from_saved(common.read_run_config(run_dir))
-    prep = prepare(cfg)
-    like = init_points(prep.agent, jax.numpy.stack([jax.random.key(cfg["seed"])]), None,
-                       prep.env_params)
-    with CheckpointManager(run_dir / "checkpoints", read_only=True) as manager:
-        return manager.restore(like)
+    """(the latest checkpoint's whole state, its metadata), as `jaxtrade backtest`
+    restores it (shapes from jax.eval_shape: agent.init is not compiled)."""
+    _, restored, _ = restore_run(run_dir, "latest")
+    return restored.state, restored.meta
 
 
 # sac.py's and td3.py's states (ddpg and sac_discrete are configurations of the same code).
