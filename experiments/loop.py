@@ -40,6 +40,7 @@ from jaxtrade.logging import RunLogger
 from jaxtrade.progress import Progress
 from jaxtrade.runs import init_points
 from jaxtrade.sharding import AXIS, PointMesh, single_device
+from jaxtrade.xla import compile_options
 
 __all__ = ["LoopResult", "chunk_update_interval", "init_points", "run_loop"]
 
@@ -63,7 +64,8 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _batched_chunk(run_chunk: Callable, mesh: PointMesh, env_axis: Any = None) -> Callable:
+def _batched_chunk(run_chunk: Callable, mesh: PointMesh, env_axis: Any = None,
+                   fast_compile: bool = False) -> Callable:
     """(points state, market) -> (points state, metrics on every device), state donated.
 
     Points only: shard_map rather than letting the compiler partition the vmapped program:
@@ -73,18 +75,22 @@ def _batched_chunk(run_chunk: Callable, mesh: PointMesh, env_axis: Any = None) -
 
     With the env axis split too (`env_axis`: the agent's leaf flags as a hashable
     `_Flags`), the compiler partitions the vmapped chunk from the state's shardings.
+
+    `fast_compile` (train.fast_compile): XLA:CPU's faster-compiling options (jaxtrade.xla).
     """
     points, shared = mesh.points, mesh.replicated
+    options = compile_options(fast_compile)
     if env_axis is not None and mesh.env_shards > 1:
         state_sharding = mesh.state_sharding(env_axis.tree())
         return jax.jit(jax.vmap(run_chunk, in_axes=(0, None)),
                        in_shardings=(state_sharding, shared),
-                       out_shardings=(state_sharding, points), donate_argnums=0)
+                       out_shardings=(state_sharding, points), donate_argnums=0,
+                       compiler_options=options)
     per_device = jax.shard_map(jax.vmap(run_chunk, in_axes=(0, None)), mesh=mesh.mesh,
                                in_specs=(PartitionSpec(AXIS), PartitionSpec()),
                                out_specs=PartitionSpec(AXIS), check_vma=False)
     return jax.jit(per_device, in_shardings=(points, shared), out_shardings=(points, shared),
-                   donate_argnums=0)
+                   donate_argnums=0, compiler_options=options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +116,8 @@ class _Flags:
 def _params_finite(policy_params: Callable, mesh: Mesh) -> Callable:
     """Per point: are the policy parameters finite (replay buffers may hold unwritten slots)."""
     return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))),
-                   out_shardings=NamedSharding(mesh, PartitionSpec()))
+                   out_shardings=NamedSharding(mesh, PartitionSpec()),
+                   compiler_options=compile_options())
 
 
 def run_loop(
@@ -128,6 +135,7 @@ def run_loop(
     progress: Progress | None = None,
     stop_after_updates: int | None = None,
     mesh: PointMesh | None = None,
+    fast_compile: bool = False,
 ) -> LoopResult:
     """Train the batched `state` from `start_update` to `agent.num_updates` on `mesh` (one
     device when None). `state` holds the real points or is already placed on the mesh;
@@ -148,7 +156,7 @@ def run_loop(
     interval = chunk_update_interval(checkpoint_every_updates, per_chunk)
     eval_interval = chunk_update_interval(eval_every_updates or checkpoint_every_updates,
                                           per_chunk)
-    run_chunk = _batched_chunk(agent.run_chunk, mesh, flags)
+    run_chunk = _batched_chunk(agent.run_chunk, mesh, flags, bool(fast_compile))
     params_finite = _params_finite(agent.policy_params, mesh.mesh)
 
     update = int(start_update)

@@ -61,6 +61,8 @@ keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            auto: all of them, at most one per point)
            train.distributed.coordinator_address=HOST:PORT  train.distributed.num_processes=2
            train.distributed.process_id=0 (multi-host; or JAX_COORDINATOR_ADDRESS, ...)
+           train.fast_compile=true (CPU: compile the training chunk 15-35 % faster, run
+           off-policy agents 12-20 % slower; for short runs; experiment=smoke sets it)
            data.path=bars.csv  env.window_bars=32  env.costs.fee_bps=1.0  ...
            env.final_observation=true (default: truncated episode ends bootstrap with the
            value of the pre-reset observation; false treats them as terminal)
@@ -340,6 +342,7 @@ def train(cfg: dict[str, Any], *, hparam_points: Sequence[Mapping[str, float]] =
             eval_every_updates=interval_updates(cfg["train"], "eval", agent),
             metadata=metadata, evaluate=evaluate, progress=progress,
             stop_after_updates=cfg["train"].get("stop_after_updates"), mesh=mesh,
+            fast_compile=bool(cfg["train"].get("fast_compile", False)),
         )
         sharpe = loop.validation.get("validation_sharpe")
         sharpe_list = [float(x) for x in sharpe] if sharpe is not None else []
@@ -494,6 +497,7 @@ def make_validation(prep: Prepared, deterministic: bool = True, env_params: Any 
 
     from jaxtrade.evaluate.backtest import agent_policy, eval_bounds, eval_params, walk
     from jaxtrade.metrics import max_drawdown, sharpe_ratio, total_return
+    from jaxtrade.xla import compile_options
 
     env, agent = prep.env, prep.agent
     placed = prep.env_params if env_params is None else env_params
@@ -516,7 +520,8 @@ def make_validation(prep: Prepared, deterministic: bool = True, env_params: Any 
                 "validation_returns": returns}
 
     # The market goes in as an argument, not as constants baked into the program.
-    evaluate = jax.jit(jax.vmap(one_point, in_axes=(0, None)))
+    evaluate = jax.jit(jax.vmap(one_point, in_axes=(0, None)),
+                       compiler_options=compile_options())
     return lambda state: evaluate(agent.policy_params(state), placed)
 
 

@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
+from jaxtrade.xla import jit_once
+
 Array = jax.Array
 
 EULER_MASCHERONI = 0.5772156649015329
@@ -463,7 +465,7 @@ def compute_metrics(
     return {key: jnp.asarray(out[key], dtype) for key in METRIC_KEYS}
 
 
-@jax.jit
+@jit_once
 def batch_metrics(
     returns: Array, bars_per_year: float, positions: Array | None = None
 ) -> dict[str, Array]:
@@ -480,7 +482,7 @@ def batch_metrics(
     return jax.vmap(compute_metrics, in_axes=(0, None, 0))(returns, bars_per_year, positions)
 
 
-_compute_metrics_jit = jax.jit(compute_metrics)
+_compute_metrics_jit = jit_once(compute_metrics)
 
 
 def metrics_dict(

@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -48,6 +47,7 @@ import polars as pl
 from flax import struct
 
 from jaxtrade.errors import ConfigError
+from jaxtrade.xla import jit_once_with
 
 REGIME_NAMES = ("trend", "range", "defensive")
 TREND, RANGE, DEFENSIVE = 0, 1, 2
@@ -173,7 +173,7 @@ def stationary_distribution(transition: jax.Array) -> jax.Array:
     return row / jnp.sum(row)
 
 
-@partial(jax.jit, static_argnames=("num_bars", "num_assets"))
+@jit_once_with(static_argnames=("num_bars", "num_assets"))
 def generate(
     key: jax.Array, params: SyntheticParams, num_bars: int, num_assets: int = 1
 ) -> SyntheticPaths:

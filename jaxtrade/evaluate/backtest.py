@@ -43,6 +43,7 @@ from flax import struct
 
 from jaxtrade import metrics as metrics_lib
 from jaxtrade.market import SPLIT_NAMES
+from jaxtrade.xla import jit_once
 
 PolicyFn = Callable[..., Any]  # policy_fn(key, obs, state, params[, carry]) -> action[, carry]
 
@@ -286,7 +287,7 @@ def _rollout_impl(env, max_steps, delay_bars, mode, policy, params, key, num_ste
     return records
 
 
-_rollout_jit = jax.jit(_rollout_impl, static_argnums=(0, 1, 2, 3))
+_rollout_jit = jit_once(_rollout_impl, static_argnums=(0, 1, 2, 3))
 
 
 def backtest(

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrade.evaluate.backtest import AgentPolicy, BacktestResult, backtest, eval_bounds
+from jaxtrade.xla import compile_options
 
 NOISE_PROB = 0.2
 NOISE_STD = 0.5
@@ -123,7 +124,7 @@ def _up_predictions(agent: Any, env: Any, params: Any, env_params: Any, split: s
     first, last = eval_bounds(env, env_params, split)
     bars = jnp.arange(first, last)
     predicted = np.asarray(jax.jit(lambda b: next_bar_up_probability(
-        agent, env, params, env_params, b))(bars), np.float64)
+        agent, env, params, env_params, b), compiler_options=compile_options())(bars), np.float64)
     close = np.asarray(env_params.market.close[:, 0], np.float64)
     index = np.asarray(bars)
     return predicted, (close[index + 1] > close[index]).astype(np.float64)

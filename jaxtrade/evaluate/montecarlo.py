@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxtrade import metrics as metrics_lib
 from jaxtrade.evaluate.backtest import backtest, scale_costs
+from jaxtrade.xla import jit_once
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -218,7 +219,7 @@ def _run_impl(index_key, crash_key, returns, exposure, bars_per_year, block, num
     return scores, equity_q, crash_scores
 
 
-_run = jax.jit(_run_impl, static_argnums=(6, 7))
+_run = jit_once(_run_impl, static_argnums=(6, 7))
 
 
 def stress_tests(
