@@ -61,8 +61,8 @@ keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            auto: all of them, at most one per point)
            train.distributed.coordinator_address=HOST:PORT  train.distributed.num_processes=2
            train.distributed.process_id=0 (multi-host; or JAX_COORDINATOR_ADDRESS, ...)
-           train.fast_compile=true (CPU: compile the training chunk 15-35 % faster, run
-           off-policy agents 12-20 % slower; for short runs; experiment=smoke sets it)
+           train.fast_compile=true (CPU: compile the training chunk ~40 % faster, train up
+           to 10-24 % slower; for short runs; experiment=smoke sets it)
            data.path=bars.csv  env.window_bars=32  env.costs.fee_bps=1.0  ...
            env.final_observation=true (default: truncated episode ends bootstrap with the
            value of the pre-reset observation; false treats them as terminal)

@@ -5,10 +5,12 @@ them off (`xla_cpu_use_fusion_emitters=false`, XLA's earlier emitters) some prog
 much faster. Measured with jax 0.10.2 on 2 cores (BENCHMARKS.md, "Faster compiles on CPU"):
 
 - a backtest's walks, a validation pass, the report's metrics, a synthetic market: compile
-  25-45 % faster and run as fast (`jaxtrade backtest` of a default run: compile 6.9 -> 4.6 s,
-  the same report);
-- training chunks: PPO's default chunk compiles 33 % faster and runs as fast, but SAC's runs
-  12 % slower, DQN's 15-20 % slower (compiling no faster) and a small PPO's 24 % slower;
+  25-50 % faster and run as fast (`jaxtrade backtest` of a default run: compile 6.9 -> 4.6 s,
+  the same report; scripts/bench_compile.py);
+- training chunks: those of the default trading configs compile 37-47 % faster and run within
+  the machine's +-10 % (PPO 0.98-1.02x, SAC 1.01-1.11x, DQN 0.91-1.00x the time), but DQN on
+  gymnax CartPole trains 15-20 % slower and a small PPO (scripts/bench_train.py's
+  like-for-like) 24 % slower: not a default for long runs;
 - an agent's `init` compiles slower: it keeps XLA's defaults.
 
 So programs that run once per command (`jit_once`, `compile_options()`) always compile with
