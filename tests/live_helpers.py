@@ -132,7 +132,8 @@ def shared_case(name: str = "sp500_daily", bars: int = 900, window_bars: int = 1
 # A few seconds of PPO on a small synthetic market read from a CSV (as `jaxtrade train
 # data=csv` reads any file): the shared run of the format round trips and of the backtests
 # on other bars.
-TINY_RUN = ["data=csv", "logger=none", "env.num_envs=4", "env.window_bars=16",
+TINY_RUN = ["data=csv", "logger=none",
+            "train.fast_compile=true", "env.num_envs=4", "env.window_bars=16",
             "env.episode_bars=64", "agent.rollout_len=32", "agent.updates_per_chunk=2",
             "train.total_steps=512", "train.checkpoint_every_updates=2",
             "train.eval_every_updates=2", "network.hidden_sizes=[16,16]", "seed=0"]

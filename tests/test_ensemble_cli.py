@@ -26,6 +26,7 @@ from shared_runs import shared_run  # noqa: E402
 from test_backtest_new_bars import _random_walk_after  # noqa: E402
 
 RUN = ["train", "agent=ensemble", "data=csv", "data.regimes=true", "logger=none",
+       "train.fast_compile=true",
        "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
        "train.total_steps=1024", "agent.updates_per_chunk=2",
        "train.checkpoint_every_updates=2", "agent.members=[ppo,sac]",

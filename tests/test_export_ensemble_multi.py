@@ -41,6 +41,7 @@ from jaxtrade.data.synthetic import synthetic_frame
 TOLERANCE = 2e-5
 MEMBERS = ("ppo", "sac")
 RUN = ["train", "agent=ensemble", "agent.members=[ppo,sac]", "data=csv", "logger=none",
+       "train.fast_compile=true",
        "data.regimes=true", "train.report=false",
        "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
        "agent.updates_per_chunk=2", "train.total_steps=512", "agent.ppo.rollout_len=32",

@@ -32,7 +32,8 @@ from jaxtrade.live.engine import Runner
 
 # `jaxtrade train agent=mcts` at the smallest sizes (32 updates, a validation pass and a
 # checkpoint every 16), with its report; `search_args` picks the search.
-MCTS_RUN = ["agent=mcts", "data=csv", "logger=none", "env.num_envs=2", "env.window_bars=8",
+MCTS_RUN = ["agent=mcts", "data=csv", "logger=none",
+            "train.fast_compile=true", "env.num_envs=2", "env.window_bars=8",
             "env.episode_bars=64", "agent.updates_per_chunk=4", "agent.num_simulations=4",
             "agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=128",
             "agent.n_step=2", "train.total_steps=64", "train.checkpoint_every_updates=16",

@@ -40,7 +40,8 @@ from jaxtrade.live.bundle import load_bundle
 
 TOLERANCE = 2e-5  # float32 rounding (tests/test_export_ensemble.py)
 
-TINY = ["data=csv", "logger=none", "env.num_envs=2", "env.window_bars=8",
+TINY = ["data=csv", "logger=none",
+        "train.fast_compile=true", "env.num_envs=2", "env.window_bars=8",
         "env.episode_bars=64", "train.report=false", "train.eval_every_updates=1000"]
 MCTS_TINY = {"num_simulations": "2", "learning_starts": "8", "batch_size": "8",
              "buffer_size": "128", "n_step": "2"}

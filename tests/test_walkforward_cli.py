@@ -29,6 +29,7 @@ from test_backtest_new_bars import _random_walk_after  # noqa: E402
 
 NUM_BARS = 1200  # the last bars of sp500_daily: two folds of 155 test bars
 RUN = ["walkforward", "walkforward.folds=2", "agent=ensemble", "data=csv", "logger=none",
+       "train.fast_compile=true",
        "env.num_envs=4", "env.window_bars=16", "env.episode_bars=64",
        "train.total_steps=1024", "agent.updates_per_chunk=2",
        "train.checkpoint_every_updates=2", "agent.members=[ppo,sac]",
