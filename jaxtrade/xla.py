@@ -56,9 +56,6 @@ class jit_once:  # noqa: N801  (used like jax.jit)
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._jitted(*args, **kwargs)
 
-    def lower(self, *args: Any, **kwargs: Any) -> Any:
-        return self._jitted.lower(*args, **kwargs)
-
 
 def jit_once_with(**jit_kwargs: Any) -> Callable[[Callable], jit_once]:
     """`jit_once` as a decorator with jit arguments (`@jit_once_with(static_argnames=...)`)."""
