@@ -62,7 +62,7 @@ keys:      seed=0  run_dir=runs/x  resume=true  env.num_envs=64|auto
            train.distributed.coordinator_address=HOST:PORT  train.distributed.num_processes=2
            train.distributed.process_id=0 (multi-host; or JAX_COORDINATOR_ADDRESS, ...)
            train.fast_compile=true (CPU: compile the training chunk ~40 % faster, train up
-           to 10-24 % slower; for short runs; experiment=smoke sets it)
+           to ~20 % slower; for short runs; experiment=smoke sets it)
            data.path=bars.csv  env.window_bars=32  env.costs.fee_bps=1.0  ...
            env.final_observation=true (default: truncated episode ends bootstrap with the
            value of the pre-reset observation; false treats them as terminal)

@@ -9,7 +9,7 @@ much faster. Measured with jax 0.10.2 on 2 cores (BENCHMARKS.md, "Faster compile
   the same report; scripts/bench_compile.py);
 - training chunks: those of the default trading configs compile 37-47 % faster and run within
   the machine's +-10 % (PPO 0.98-1.02x, SAC 1.01-1.11x, DQN 0.91-1.00x the time), but DQN on
-  gymnax CartPole trains 15-20 % slower and a small PPO (scripts/bench_train.py's
+  gymnax CartPole trains 21-24 % slower and a small PPO (scripts/bench_train.py's
   like-for-like) 24 % slower: not a default for long runs;
 - an agent's `init` compiles slower: it keeps XLA's defaults.
 
@@ -55,8 +55,3 @@ class jit_once:  # noqa: N801  (used like jax.jit)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._jitted(*args, **kwargs)
-
-
-def jit_once_with(**jit_kwargs: Any) -> Callable[[Callable], jit_once]:
-    """`jit_once` as a decorator with jit arguments (`@jit_once_with(static_argnames=...)`)."""
-    return lambda fun: jit_once(fun, **jit_kwargs)

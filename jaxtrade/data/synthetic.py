@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -47,7 +48,7 @@ import polars as pl
 from flax import struct
 
 from jaxtrade.errors import ConfigError
-from jaxtrade.xla import jit_once_with
+from jaxtrade.xla import jit_once
 
 REGIME_NAMES = ("trend", "range", "defensive")
 TREND, RANGE, DEFENSIVE = 0, 1, 2
@@ -173,7 +174,7 @@ def stationary_distribution(transition: jax.Array) -> jax.Array:
     return row / jnp.sum(row)
 
 
-@jit_once_with(static_argnames=("num_bars", "num_assets"))
+@partial(jit_once, static_argnames=("num_bars", "num_assets"))
 def generate(
     key: jax.Array, params: SyntheticParams, num_bars: int, num_assets: int = 1
 ) -> SyntheticPaths:
