@@ -78,6 +78,7 @@ from envs.costs import TransactionConfig
 from envs.rewards import RewardConfig, RewardStats
 from envs.risk import RiskConfig
 from jaxtrade.market import MarketData
+from jaxtrade.xla import module_jit
 
 ACTION_MODES = ("discrete", "continuous")
 
@@ -434,11 +435,12 @@ def _episode_salt(state: EnvState) -> jax.Array:
         jnp.uint32)
 
 
-@partial(jax.jit, static_argnums=(0,))
+# module_jit: one compiled program per env object, at most module_jit.max_kept of them kept
+@partial(module_jit, static_argnums=(0,))
 def _jit_reset(env: TradingEnv, key: jax.Array, params: EnvParams):
     return env.reset_env(key, params)
 
 
-@partial(jax.jit, static_argnums=(0,))
+@partial(module_jit, static_argnums=(0,))
 def _jit_step(env: TradingEnv, key, state, action, params):
     return env.step_with_shock(key, state, action, params, Shock.none())

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxtrade.checkpoint import CheckpointManager
 from jaxtrade.errors import ConfigError
 from jaxtrade.sharding import PointMesh, broadcast_from_primary
+from jaxtrade.xla import jit_light
 
 
 def point_list(cfg: Mapping[str, Any], hparam_points: Sequence[Mapping[str, float]] = ()
@@ -46,7 +47,8 @@ def point_keys(points: Sequence[Mapping[str, Any]]) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def _jitted_init(init: Callable) -> Callable:
     # Cached per agent function so repeated runs in one process reuse the compiled program.
-    return jax.jit(init)
+    # Compiled the light way on CPU: init runs once and does almost no work (jaxtrade.xla).
+    return jit_light(init)
 
 
 def init_points(agent: Any, keys: jax.Array, hparams: Any, env_params: Any,

@@ -23,6 +23,7 @@ from jaxtrade.data.splits import make_splits
 from jaxtrade.evaluate.backtest import backtest
 from jaxtrade.export import WEIGHTS, write_bundle
 from jaxtrade.live.bundle import MANIFEST, write_checksums
+from jaxtrade.xla import jit_light
 
 EMBEDDED = Path(market_lib.__file__).parent / "data" / "embedded"
 
@@ -72,7 +73,7 @@ def make_policy(env, env_params, torso: str = "mlp", seed: int = 0, head_scale: 
     net = ActorCritic(cfg, spec, len(obs_shape))
     obs = jnp.zeros((1, 1) + tuple(obs_shape))
     resets = jnp.zeros((1, 1), bool)
-    params = jax.jit(net.init)(jax.random.PRNGKey(seed), network_carry(cfg, (1,)), obs, resets)
+    params = jit_light(net.init)(jax.random.PRNGKey(seed), network_carry(cfg, (1,)), obs, resets)
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x * head_scale if "policy_head" in jax.tree_util.keystr(path) else x,
         params,

@@ -24,6 +24,7 @@ import agents
 import envs
 from agents.common.types import REQUIRED_METRICS, PolicyOutput, metric_name
 from jaxtrade.market import from_arrays
+from jaxtrade.xla import compile_options, jit_light
 
 UPDATES = 4
 NET = {"hidden_sizes": [8, 8]}
@@ -117,7 +118,7 @@ class Trained(NamedTuple):
     env: Any
     env_params: Any
     agent: Any
-    init: Callable[..., Any]  # jax.jit(agent.init), compiled for (key, None, env_params)
+    init: Callable[..., Any]  # jit_light(agent.init), compiled for (key, None, env_params)
     state: Any  # the initial state
     after: Any  # the state after one chunk
     metrics: dict[str, np.ndarray]  # the chunk's metrics
@@ -140,16 +141,18 @@ def trained(request) -> Trained:
     name = request.param
     env, env_params = _gymnax(name)
     agent = _agent(name, env, env_params)
-    init = jax.jit(agent.init)
+    init = jit_light(agent.init)
     state = _strongly_typed(init(jax.random.key(0), None, env_params))
-    after, metrics = jax.jit(agent.run_chunk)(state, env_params)
+    # A chunk of a few updates: compiled the way a short run's is (train.fast_compile=true)
+    after, metrics = jax.jit(agent.run_chunk, compiler_options=compile_options())(state,
+                                                                                env_params)
     return Trained(name, env, env_params, agent, init, state, after, jax.device_get(metrics))
 
 
 def test_updates_one_by_one_equal_run_chunk(trained) -> None:
     name, env_params, agent = trained.name, trained.env_params, trained.agent
     state, after, chunk_metrics = trained.state, trained.after, trained.metrics
-    update = jax.jit(agent.update)
+    update = jax.jit(agent.update, compiler_options=compile_options())
     steps = []
     for _ in range(agent.updates_per_chunk):
         state, metrics = update(state, env_params)
@@ -301,7 +304,7 @@ def test_policy_target_weights_are_the_envs_on_the_trading_env(trading_market, n
     mode = "discrete" if CASES[name][2] else "continuous"
     env, env_params = envs.make("trading", trading_market, window_bars=4, action_mode=mode)
     agent = _agent(name, env, env_params)
-    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+    state = jit_light(agent.init)(jax.random.key(0), None, env_params)
     obs, env_state = _batch(env, env_params, 4)
     carry = jax.tree.map(lambda c: jnp.stack([c] * 4), agent.init_carry())
     out = agent.policy(

@@ -17,6 +17,7 @@ from agents.common.networks import NetworkConfig
 from experiments import common
 from jaxtrade.errors import ConfigError
 from jaxtrade.market import from_arrays
+from jaxtrade.xla import jit_light
 
 T = 160
 RNG = np.random.default_rng(5)
@@ -120,7 +121,7 @@ def test_ppo_bootstraps_truncated_steps_with_value_of_final_observation():
         return advantages, {f: getattr(traj, f).astype(extra[f].dtype) for f in fields}, {}
 
     agent = ppo.make_agent(config, env, env_params, ppo.PPOExtension(init_extra, keep_rollout))
-    start = jax.jit(agent.init)(jax.random.key(7), None, env_params)
+    start = jit_light(agent.init)(jax.random.key(7), None, env_params)
     after, _ = jax.jit(agent.run_chunk)(start, env_params)
     traj = jax.device_get(after.extra)
 

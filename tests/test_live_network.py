@@ -11,6 +11,7 @@ from agents.common.distributions import ActionSpec
 from agents.common.networks import ActorCritic, NetworkConfig, network_carry
 from jaxtrade.live.errors import BundleError
 from jaxtrade.live.network import ActorNetwork
+from jaxtrade.xla import jit_light
 
 WINDOW, FEATS, STATE = 8, 3, 5
 
@@ -56,7 +57,7 @@ def test_numpy_actor_matches_flax(torso, obs_ndim, shared, layer_norm):
     obs = jax.random.normal(key, (steps, 1) + obs_shape)
     resets = jnp.zeros((steps, 1), bool).at[0, 0].set(True)
     # One compiled program each: eager flax would compile every primitive separately.
-    params = jax.jit(net.init)(key, network_carry(cfg, (1,)), obs[:1], resets[:1])
+    params = jit_light(net.init)(key, network_carry(cfg, (1,)), obs[:1], resets[:1])
     # Non-trivial head weights (the 0.01 init would hide mistakes in the torso).
     params = jax.tree.map(lambda x: x * 3.0 if x.ndim == 2 and x.shape[-1] == 3 else x, params)
     logits_fn = jax.jit(lambda p, c, o, r: net.apply(p, c, o, r)[1].logits)

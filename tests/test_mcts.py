@@ -20,6 +20,7 @@ import agents
 import envs
 from jaxtrade.errors import ConfigError
 from jaxtrade.market import from_arrays
+from jaxtrade.xla import jit_light
 
 WINDOW = 4
 STEPS = 5  # steps taken before the decision bar, so the portfolios differ
@@ -54,7 +55,7 @@ def setup(request):
         "name": "mcts", "search": request.param, "num_simulations": 12, "num_envs": 2,
         "network": {"hidden_sizes": [16, 16]}})
     agent = agents.make_agent(config, env, env_params)
-    state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+    state = jit_light(agent.init)(jax.random.key(0), None, env_params)
     # Give the untrained network non-trivial weights: one noisy copy per leaf.
     params = agent.policy_params(state)
     leaves, tree = jax.tree.flatten(params.network)

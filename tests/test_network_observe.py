@@ -32,6 +32,7 @@ from jaxtrade.errors import ConfigError
 from jaxtrade.export import flatten_actor_params, flatten_q_critics
 from jaxtrade.live.errors import BundleError
 from jaxtrade.live.network import ActorNetwork
+from jaxtrade.xla import jit_light
 
 WINDOW, FEATS, STATE = 4, 3, 2
 OBSERVED = 1  # the one feature column the networks keep
@@ -75,7 +76,7 @@ def _apply_fn(kind: str, cfg: NetworkConfig, obs_ndim: int, obs_shape: tuple[int
     if kind == "actor_critic":
         net = ActorCritic(cfg, ActionSpec("discrete", num_actions=3), obs_ndim)
         carry = network_carry(cfg, (1,))
-        params = jax.jit(net.init)(key, carry, zeros[None], jnp.zeros((1, 1), bool))
+        params = jit_light(net.init)(key, carry, zeros[None], jnp.zeros((1, 1), bool))
 
         def apply(p, obs):  # every row its own one-step episode: the value and logits
             steps = obs.shape[0]
@@ -84,15 +85,15 @@ def _apply_fn(kind: str, cfg: NetworkConfig, obs_ndim: int, obs_shape: tuple[int
             return jnp.concatenate([dist.logits[0], value[0][:, None]], axis=-1)
     elif kind == "q":
         net = make_q_network(cfg, 3, obs_ndim, "dueling", 4)
-        params = jax.jit(net.init)(key, zeros)
+        params = jit_light(net.init)(key, zeros)
         apply = net.apply
     elif kind == "actor":
         net = Actor(cfg, 1, obs_ndim, log_std=True)
-        params = jax.jit(net.init)(key, zeros)
+        params = jit_light(net.init)(key, zeros)
         apply = lambda p, obs: jnp.concatenate(net.apply(p, obs), axis=-1)  # noqa: E731
     else:  # twin Q critics that take the action (the mlp one joins it to the observation)
         net = CriticEnsemble(cfg, obs_ndim)
-        params = jax.jit(net.init)(key, zeros, jnp.zeros((1, 1)))
+        params = jit_light(net.init)(key, zeros, jnp.zeros((1, 1)))
         apply = lambda p, obs: net.apply(p, obs, jnp.full((obs.shape[0], 1), 0.3))  # noqa: E731
     # Heads well away from their small init, so a dropped input would show.
     params = jax.tree.map(lambda x: x * 5.0 if x.ndim >= 2 else x, params)
@@ -158,7 +159,7 @@ def test_runner_and_onnx_forward_equal_the_jax_network_with_a_selection(torso, o
     cfg, obs_shape = _layout(obs_ndim, torso=torso, attention_layers=1, hidden_sizes=hidden)
     levels = [-1.0, 0.0, 1.0]
     net = ActorCritic(cfg, ActionSpec("discrete", num_actions=len(levels)), obs_ndim)
-    params = jax.jit(net.init)(jax.random.key(4), network_carry(cfg, (1,)),
+    params = jit_light(net.init)(jax.random.key(4), network_carry(cfg, (1,)),
                                jnp.zeros((1, 1) + obs_shape), jnp.zeros((1, 1), bool))
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x * 30.0 if "policy_head" in jax.tree_util.keystr(path) else x, params)
@@ -206,8 +207,8 @@ def test_runner_replay_critic_and_q_network_apply_the_selection():
     cfg, obs_shape = _layout(1, continuous_squash="tanh")
     actor, critic = Actor(cfg, 1, 1, log_std=True), CriticEnsemble(cfg, 1)
     zeros = jnp.zeros((1,) + obs_shape)
-    actor_params = jax.jit(actor.init)(jax.random.key(2), zeros)
-    critic_params = jax.jit(critic.init)(jax.random.key(3), zeros, jnp.zeros((1, 1)))
+    actor_params = jit_light(actor.init)(jax.random.key(2), zeros)
+    critic_params = jit_light(critic.init)(jax.random.key(3), zeros, jnp.zeros((1, 1)))
     q_weights, count = flatten_q_critics(critic_params)
     description = {"config": dict(cfg.__dict__), "obs_shape": list(obs_shape),
                    "family": "actor_critic",
@@ -223,7 +224,7 @@ def test_runner_replay_critic_and_q_network_apply_the_selection():
     assert [reference.forward_with_value(o)[1] for o in hidden] == numpy_q
 
     net = make_q_network(cfg, 3, 1, "q", 0)
-    q_params = jax.jit(net.init)(jax.random.key(5), zeros)
+    q_params = jit_light(net.init)(jax.random.key(5), zeros)
     q_runner = ActorNetwork({"config": dict(cfg.__dict__), "obs_shape": list(obs_shape),
                              "family": "q", "head": "q"}, flatten_actor_params(q_params))
     np.testing.assert_allclose(np.stack([q_runner.forward(o)[0] for o in obs]),

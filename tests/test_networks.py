@@ -16,6 +16,7 @@ from agents import CVaRPPOConfig, NetworkConfig, PPOConfig
 from agents.common.distributions import action_spec_from_space, to_env_action
 from agents.common.networks import ActorCritic, network_carry
 from jaxtrade.errors import ConfigError
+from jaxtrade.xla import jit_light
 
 DISCRETE = action_spec_from_space(spaces.Discrete(3))
 
@@ -29,7 +30,7 @@ def test_recurrent_state_resets_exactly_at_episode_starts(torso, shared):
     obs = jax.random.normal(jax.random.key(0), (steps, batch, 5))
     resets = jnp.zeros((steps, batch), bool).at[reset_at, 0].set(True)
     carry0 = network_carry(config, (batch,))
-    params = jax.jit(net.init)(jax.random.key(1), carry0, obs, resets)
+    params = jit_light(net.init)(jax.random.key(1), carry0, obs, resets)
     apply = jax.jit(net.apply)
     # A non-zero starting carry, so "reset" is distinguishable from "started fresh".
     carry0 = jax.tree.map(lambda c: c + 0.5, carry0)
@@ -77,7 +78,7 @@ def test_window_torsos_read_flat_and_window_layouts(torso):
     net = ActorCritic(config, DISCRETE, obs_ndim=1)
     obs = jax.random.normal(jax.random.key(0), (1, 5, bars * feats + state))
     resets = jnp.zeros((1, 5), bool)
-    params = jax.jit(net.init)(jax.random.key(1), (), obs, resets)
+    params = jit_light(net.init)(jax.random.key(1), (), obs, resets)
     apply = jax.jit(net.apply)
     _, dist, value = apply(params, (), obs, resets)
     assert dist.logits.shape == (1, 5, 3) and value.shape == (1, 5)
@@ -88,7 +89,7 @@ def test_window_torsos_read_flat_and_window_layouts(torso):
         # The [W, F] layout is accepted directly.
         window = obs[..., : bars * feats].reshape(1, 5, bars, feats)
         net2 = ActorCritic(config, DISCRETE, obs_ndim=2)
-        p2 = jax.jit(net2.init)(jax.random.key(1), (), window, resets)
+        p2 = jit_light(net2.init)(jax.random.key(1), (), window, resets)
         assert jax.jit(net2.apply)(p2, (), window, resets)[2].shape == (1, 5)
         bad = ActorCritic(dataclasses.replace(config, window_shape=None), DISCRETE, obs_ndim=1)
         with pytest.raises(ConfigError, match="window_shape"):
@@ -115,7 +116,7 @@ def test_act_on_gymnax_envs():
         env, env_params = gymnax.make(name)
         config = PPOConfig(num_envs=2, rollout_len=8, total_steps=16, num_minibatches=2)
         agent = agents.make_agent(config, env, env_params)
-        state = jax.jit(agent.init)(jax.random.key(0), None, env_params)
+        state = jit_light(agent.init)(jax.random.key(0), None, env_params)
         obs = state.last_obs[0]
         env_state = jax.tree.map(lambda x: x[0], state.env_state)
         act = jax.jit(agent.act)
@@ -133,7 +134,7 @@ def test_act_on_gymnax_envs():
         dataclasses.replace(config, network=NetworkConfig(torso="lstm", recurrent_size=4)),
         env, env_params,
     )
-    state = jax.jit(recurrent.init)(jax.random.key(0), None, env_params)
+    state = jit_light(recurrent.init)(jax.random.key(0), None, env_params)
     action, carry = jax.jit(recurrent.act)(state.params, obs, env_state, env_params,
                                            jax.random.key(1), recurrent.init_carry(), True)
     assert jax.tree.map(jnp.shape, carry) == (((4,), (4,)), ((4,), (4,)))

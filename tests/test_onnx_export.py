@@ -27,6 +27,7 @@ from jaxtrade.live.bundle import Bundle, load_bundle, sha256_file
 from jaxtrade.live.errors import BundleError
 from jaxtrade.live.ledger import Ledger
 from jaxtrade.live.network import ActorNetwork
+from jaxtrade.xla import jit_light
 
 SKIP_REASON = "the [onnx] extra (onnx, onnxruntime) is not installed: pip install -e '.[onnx]'"
 WINDOW, FEATS, STATE = 8, 3, 5
@@ -118,7 +119,7 @@ def test_every_torso_gives_the_numpy_runners_probabilities_and_actions(
     levels = [-1.0, -0.5, 0.0, 0.5, 1.0]
     net = ActorCritic(cfg, ActionSpec("discrete", num_actions=len(levels)), obs_ndim)
     key = jax.random.PRNGKey(7)
-    params = jax.jit(net.init)(
+    params = jit_light(net.init)(
         key, network_carry(cfg, (1,)), jnp.zeros((1, 1) + obs_shape), jnp.zeros((1, 1), bool)
     )
     # The critic as export keeps it (a recurrent one with its own torso steps its own cell).
@@ -170,7 +171,7 @@ def test_gaussian_heads_act_and_size_like_the_runner(ort, squash, trading, torso
     low, high = np.array([-1.0], np.float32), np.array([1.0], np.float32)
     spec = ActionSpec("continuous", shape=(1,), low=low, high=high)
     net = ActorCritic(cfg, spec, 1)
-    params = jax.jit(net.init)(
+    params = jit_light(net.init)(
         jax.random.PRNGKey(2),
         network_carry(cfg, (1,)),
         jnp.zeros((1, 1) + obs_shape),
@@ -214,7 +215,7 @@ def test_q_and_quantile_heads_give_the_runners_values_and_greedy_actions(ort, to
     cfg, obs_shape = _config(torso, 1)
     levels = [-1.0, 0.0, 1.0]
     net = make_q_network(cfg, len(levels), 1, head["head"], head["num_quantiles"])
-    params = jax.jit(net.init)(jax.random.PRNGKey(4), jnp.zeros((1,) + obs_shape))
+    params = jit_light(net.init)(jax.random.PRNGKey(4), jnp.zeros((1,) + obs_shape))
     weights = _flat(params)
     description = _description(cfg, obs_shape, family="q", **head)
     action = {"mode": "discrete", "discrete_levels": levels}
@@ -258,9 +259,9 @@ def test_replay_critics_give_q_of_the_policys_action_like_numpy_and_flax(
     critic = CriticEnsemble(cfg, obs_ndim, num_outputs=dim if discrete else 1,
                             num_critics=critics)
     zeros = jnp.zeros((1,) + obs_shape)
-    actor_params = jax.jit(actor.init)(jax.random.PRNGKey(2), zeros)
+    actor_params = jit_light(actor.init)(jax.random.PRNGKey(2), zeros)
     critic_args = (zeros,) if discrete else (zeros, jnp.zeros((1, 1)))
-    critic_params = jax.jit(critic.init)(jax.random.PRNGKey(3), *critic_args)
+    critic_params = jit_light(critic.init)(jax.random.PRNGKey(3), *critic_args)
     weights = _flat(actor_params)
     weights["policy_head/kernel"] *= 30.0  # decisions that vary (the 0.01 init is near zero)
     actor_params = jax.tree_util.tree_map_with_path(

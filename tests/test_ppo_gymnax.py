@@ -9,6 +9,7 @@ import pytest
 
 import agents
 from agents import NetworkConfig, PPOConfig, PPOHParams
+from jaxtrade.xla import jit_light
 
 
 @pytest.mark.slow
@@ -94,7 +95,7 @@ def test_chunked_progress_run_matches_single_program():
     # Host-driven chunks, as experiments/loop.run_loop calls them between logs/checkpoints.
     agent = agents.make_agent(config, env, env_params)
     run_chunk = jax.jit(agent.run_chunk)
-    state = jax.jit(agent.init)(jax.random.key(3), None, env_params)
+    state = jit_light(agent.init)(jax.random.key(3), None, env_params)
     seen, history = [], []
     for _ in range(3):
         state, metrics = run_chunk(state, env_params)
@@ -115,7 +116,7 @@ def test_resume_from_state_continues_identically():
                        update_epochs=1, updates_per_chunk=2)
     agent = agents.make_agent(config, env, env_params)
     run_chunk = jax.jit(agent.run_chunk)
-    state = jax.jit(agent.init)(jax.random.key(5), None, env_params)
+    state = jit_light(agent.init)(jax.random.key(5), None, env_params)
     state, _ = run_chunk(state, env_params)
     # A host round trip (what a checkpoint does) must not change the continuation.
     restored = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)) if not

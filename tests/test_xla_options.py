@@ -10,6 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from experiments import common
 from jaxtrade import xla
 
@@ -20,6 +23,7 @@ PROGRAMS = textwrap.dedent("""
     import jax.numpy as jnp
     from experiments.loop import _batched_chunk
     from jaxtrade.sharding import single_device
+    from jaxtrade.runs import _jitted_init
     from jaxtrade.xla import jit_once
 
     def once_program(x):
@@ -34,12 +38,16 @@ PROGRAMS = textwrap.dedent("""
     def plain_program(x):
         return jnp.cos(x)
 
+    def init_program(x):  # what jaxtrade.runs.init_points compiles: an agent's init
+        return jnp.tanh(x) + 1.0
+
     jit_once(once_program)(jnp.ones(3))
     mesh = single_device(1)
     _batched_chunk(chunk_fast, mesh, None, True)(jnp.ones((1, 3)), jnp.ones(3))
     _batched_chunk(chunk_default, mesh, None, False)(jnp.ones((1, 3)), jnp.ones(3))
     import jax
     jax.jit(plain_program)(jnp.ones(3))
+    _jitted_init(init_program)(jnp.ones(3))
     print("ok")
 """)
 
@@ -62,6 +70,13 @@ def test_xla_receives_the_options_for_once_run_programs_and_fast_compile_chunks(
     assert off in _debug_options(tmp_path, "chunk_fast")
     assert off not in _debug_options(tmp_path, "chunk_default")
     assert off not in _debug_options(tmp_path, "plain_program")
+    # an agent's init: the emitters and no LLVM optimization (XLA writes the options that
+    # differ from its defaults, level 3 being the default)
+    level0 = "xla_backend_optimization_level: 0"
+    init = _debug_options(tmp_path, "init_program")
+    assert off in init and level0 in init
+    assert all(level0 not in _debug_options(tmp_path, name)
+               for name in ("once_program", "chunk_fast", "chunk_default", "plain_program"))
     # jaxtrade's scheduler flag (set at import) is there too: these are the options XLA used
     assert "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED" in _debug_options(tmp_path, "once_program")
 
@@ -69,6 +84,8 @@ def test_xla_receives_the_options_for_once_run_programs_and_fast_compile_chunks(
 def test_options_only_on_cpu_and_when_asked() -> None:
     assert xla.compile_options() == {"xla_cpu_use_fusion_emitters": False}  # tests run on CPU
     assert xla.compile_options(False) is None
+    assert xla.compile_options(light=True) == {"xla_cpu_use_fusion_emitters": False,
+                                               "xla_backend_optimization_level": 0}
     from jaxtrade.evaluate import backtest, montecarlo
     from jaxtrade.metrics import _compute_metrics_jit, batch_metrics
 
@@ -81,3 +98,34 @@ def test_fast_compile_is_off_by_default_and_on_in_the_smoke_experiment() -> None
     assert common.compose(["experiment=smoke"])["train"]["fast_compile"] is True
     assert common.compose(["experiment=smoke", "train.fast_compile=false"])["train"][
         "fast_compile"] is False
+
+
+def test_a_module_level_program_keeps_a_bounded_number_of_compiled_programs() -> None:
+    """A module-level jitted function called with ever new static arguments (a walk with one
+    policy after another) keeps at most `max_kept` compiled programs: JAX would keep them all
+    (up to 8,192), and on XLA:CPU each holds memory maps, of which Linux allows a process
+    65,530 (the test workers hit that limit and died in a compile)."""
+    import jax.numpy as jnp
+
+    def run(fn, x):
+        return fn(x) * 2.0
+
+    walk = xla.jit_once(run, static_argnums=(0,))
+    plain = xla.module_jit(run, static_argnums=(0,))
+
+    def policy(i):
+        return lambda x: jnp.sin(x) + i
+
+    maps = Path("/proc/self/maps")
+    before = len(maps.read_text().splitlines()) if maps.exists() else 0
+    for i in range(3 * xla.module_jit.max_kept):
+        assert float(walk(policy(i), jnp.ones(()))[()]) == pytest.approx(2 * (np.sin(1) + i))
+        plain(policy(i), jnp.ones(()))
+        assert walk.kept() <= xla.module_jit.max_kept
+        assert plain.kept() <= xla.module_jit.max_kept
+    if maps.exists():  # Linux: two kept sets of programs, not 2 x 96
+        assert len(maps.read_text().splitlines()) - before < 2 * 6 * xla.module_jit.max_kept
+    from envs import trading
+
+    assert isinstance(trading._jit_step, xla.module_jit)
+    assert isinstance(trading._jit_reset, xla.module_jit)
