@@ -63,7 +63,9 @@ def _tree_all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-@functools.lru_cache(maxsize=16)
+# maxsize 2: a run compiles its chunk once; a cache of more would keep earlier runs' compiled
+# chunks (hundreds to thousands of XLA:CPU memory maps each) alive for the whole process.
+@functools.lru_cache(maxsize=2)
 def _batched_chunk(run_chunk: Callable, mesh: PointMesh, env_axis: Any = None,
                    fast_compile: bool = False) -> Callable:
     """(points state, market) -> (points state, metrics on every device), state donated.
@@ -112,7 +114,7 @@ class _Flags:
         return jax.tree_util.tree_unflatten(self.treedef, list(self.leaves))
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=2)  # as _batched_chunk
 def _params_finite(policy_params: Callable, mesh: Mesh) -> Callable:
     """Per point: are the policy parameters finite (replay buffers may hold unwritten slots)."""
     return jax.jit(jax.vmap(lambda s: _tree_all_finite(policy_params(s))),

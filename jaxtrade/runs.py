@@ -44,9 +44,10 @@ def point_keys(points: Sequence[Mapping[str, Any]]) -> jax.Array:
     return jnp.stack([jax.random.key(int(p["seed"])) for p in points])
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=2)
 def _jitted_init(init: Callable) -> Callable:
-    # Cached per agent function so repeated runs in one process reuse the compiled program.
+    # Cached per agent function so repeated runs in one process reuse the compiled program;
+    # only the last 2: each holds hundreds of XLA:CPU memory maps (jaxtrade.xla.module_jit).
     # Compiled the light way on CPU: init runs once and does almost no work (jaxtrade.xla).
     return jit_light(init)
 

@@ -3,13 +3,15 @@ gives the programs a command runs once (jaxtrade/xla.py), both measured in the s
 
     JAX_PLATFORMS=cpu python scripts/bench_compile.py [--agents ppo sac dqn] [--chunks 3]
 
-For each agent's default config (configs/: sp500_daily, the agent's own network) two
-programs, each compiled twice in this process (XLA's defaults, then
-jaxtrade.xla.FAST_COMPILE_CPU) and then run:
+For each agent's default config (configs/: sp500_daily, the agent's own network) three
+programs, each compiled twice in this process (XLA's defaults, then jaxtrade's options for
+that program) and then run:
+  init   the agent's init, as `jaxtrade train` compiles it (always with
+         jaxtrade.xla.LIGHT_COMPILE_CPU on CPU: no LLVM optimization);
   chunk  the training chunk, vmapped over one point as `jaxtrade train` runs it
-         (what `train.fast_compile=true` changes);
+         (jaxtrade.xla.FAST_COMPILE_CPU with `train.fast_compile=true`);
   walk   the test split's walk of the agent's initial policy, as `jaxtrade backtest` and the
-         report run it (what jaxtrade always compiles the fast way on CPU).
+         report run it (always FAST_COMPILE_CPU on CPU).
 Prints compile and run seconds and the ratios fast / default (below 1: the fast options take
 less time). BENCHMARKS.md, "Faster compiles on CPU", records the figures.
 """
@@ -27,11 +29,12 @@ import agents
 import jaxtrade  # noqa: F401  (first: XLA:CPU flags)
 from experiments import common
 from jaxtrade.evaluate.backtest import agent_policy, eval_bounds, eval_params, walk
-from jaxtrade.xla import FAST_COMPILE_CPU
+from jaxtrade.xla import FAST_COMPILE_CPU, LIGHT_COMPILE_CPU
 
 
 def programs(name: str):
-    """(chunk, chunk args, walk, walk args) of agent `name`'s default config."""
+    """(init, init args, chunk, chunk args, walk, walk args) of agent `name`'s default
+    config."""
     cfg = common.compose([f"agent={name}"])
     frame = common.load_frame(cfg["data"])
     env, env_params = common.build_env(cfg, common.build_market(cfg, frame))
@@ -49,7 +52,11 @@ def programs(name: str):
         return walk(env, eval_params(market, "test"), agent_policy(agent, params), last - first,
                     jax.random.key(1))
 
-    return chunk, (points, env_params), test_walk, (agent.policy_params(state), env_params)
+    def init(key, market):
+        return agent.init(key, None, market)
+
+    return (init, (jax.random.key(0), env_params), chunk, (points, env_params), test_walk,
+            (agent.policy_params(state), env_params))
 
 
 def timed(fun, args, options, repeats: int) -> tuple[float, float]:
@@ -70,15 +77,19 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=3, help="timed calls of each program")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].platform}, {jax.device_count()} device(s), "
-          f"{platform.machine()}; jax {jax.__version__}; fast = {FAST_COMPILE_CPU}")
+          f"{platform.machine()}; jax {jax.__version__}; fast = {LIGHT_COMPILE_CPU} for "
+          f"init, {FAST_COMPILE_CPU} for chunk and walk")
     jax.jit(lambda x: x + 1).lower(np.ones(3)).compile()  # XLA's one-time start-up, apart
     print(f"{'program':12s} {'compile default':>16s} {'compile fast':>13s} {'ratio':>6s} "
           f"{'run default':>12s} {'run fast':>9s} {'ratio':>6s}")
     for name in args.agents:
-        chunk, chunk_args, test_walk, walk_args = programs(name)
-        for label, fun, fun_args in (("chunk", chunk, chunk_args), ("walk", test_walk, walk_args)):
+        init, init_args, chunk, chunk_args, test_walk, walk_args = programs(name)
+        for label, fun, fun_args, options in (
+                ("init", init, init_args, LIGHT_COMPILE_CPU),
+                ("chunk", chunk, chunk_args, FAST_COMPILE_CPU),
+                ("walk", test_walk, walk_args, FAST_COMPILE_CPU)):
             c0, r0 = timed(fun, fun_args, None, args.chunks)
-            c1, r1 = timed(fun, fun_args, dict(FAST_COMPILE_CPU), args.chunks)
+            c1, r1 = timed(fun, fun_args, dict(options), args.chunks)
             print(f"{name + ' ' + label:12s} {c0:15.2f}s {c1:12.2f}s {c1 / c0:6.2f} "
                   f"{r0:11.3f}s {r1:8.3f}s {r1 / r0:6.2f}", flush=True)
 

@@ -126,6 +126,11 @@ def test_a_module_level_program_keeps_a_bounded_number_of_compiled_programs() ->
     if maps.exists():  # Linux: two kept sets of programs, not 2 x 96
         assert len(maps.read_text().splitlines()) - before < 2 * 6 * xla.module_jit.max_kept
     from envs import trading
+    from experiments import loop
+    from jaxtrade import runs
 
     assert isinstance(trading._jit_step, xla.module_jit)
     assert isinstance(trading._jit_reset, xla.module_jit)
+    # a run's chunk, init and finiteness check: cached for the last runs only, not the process
+    for cached in (loop._batched_chunk, loop._params_finite, runs._jitted_init):
+        assert cached.cache_info().maxsize <= 2, cached
