@@ -13,8 +13,8 @@ much faster. Measured with jax 0.10.2 on 2 cores (BENCHMARKS.md, "Faster compile
   like-for-like) 24 % slower: not a default for long runs;
 - an agent's `init` compiles slower with only the emitters switched, but it does almost no
   work (a network init, zeroed buffers), so it also turns LLVM's optimizations off
-  (`xla_backend_optimization_level=0`): 1.6-3.6x faster to compile (PPO 1.3 -> 0.4-0.7 s, an
-  ensemble 3.1-3.4 -> 1.6 s), still milliseconds to run (`LIGHT_COMPILE_CPU`, `jit_light`).
+  (`xla_backend_optimization_level=0`): 1.6-3.6x faster to compile (PPO 1.3 -> 0.4-0.7 s,
+  an ensemble 3.1-3.4 -> 1.6 s), milliseconds to run (`LIGHT_COMPILE_CPU`, `jit_light`).
   Programs that do real work must not: chunks ran 2-3.5x slower that way, an
   ensemble's walk 16x.
 
