@@ -57,13 +57,16 @@ PASSED = $(TEST_RECORD)-passed.txt
 DURATIONS = $(TEST_RECORD)-durations.txt
 # The trained runs tests share (tests/shared_runs.py), kept over the reruns of one `make test`.
 SHARED_RUNS = $(abspath $(TEST_RECORD))-shared
+# jaxtrade's caches (the persistent compilation cache above all) for the runs of one `make test`:
+# each `make test` starts with none, as a fresh machine does, and leaves ~/.cache alone.
+TEST_CACHE = $(abspath $(TEST_RECORD))-cache
 test: $(TEST_STAMP)
 	@mkdir -p $(dir $(TEST_RECORD)) && rm -f $(PASSED) $(DURATIONS) $(TEST_RECORD)-run-*.log
-	@rm -rf $(SHARED_RUNS)
+	@rm -rf $(SHARED_RUNS) $(TEST_CACHE)
 	@touch $(PASSED) $(DURATIONS)
 	@select=""; for run in $$(seq 1 $(TEST_RUNS)); do \
 	  log=$(TEST_RECORD)-run-$$run.log; \
-	  JAXTRADE_SHARED_RUNS=$(SHARED_RUNS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  JAXTRADE_SHARED_RUNS=$(SHARED_RUNS) JAXTRADE_CACHE_DIR=$(TEST_CACHE) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	    --max-worker-restart=0 --record-passed=$(PASSED) --record-durations=$(DURATIONS) \
 	    $$select $(PYTEST_ARGS) 2>&1 | tee $$log; \
 	  rc=$${PIPESTATUS[0]}; \

@@ -68,13 +68,15 @@ def default_cache_dir() -> Path:
 
 
 def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
-    """Turn on JAX's persistent compilation cache: by default on GPU and TPU, not on CPU
-    (`compile_cache=true` / `false` decide instead). Returns its folder, or None when off.
+    """Turn on JAX's persistent compilation cache (on by default on every backend;
+    `compile_cache=false` turns it off). Returns its folder, or None when off.
 
-    Why not on CPU by default: with jaxlib 0.10.2, loading a large XLA:CPU executable back
-    from the cache aborted the process now and then (3 of 3 full test-suite runs on a 2-core
-    machine, each time inside `deserialize_executable` on an intact entry), and a cold CPU
-    compile of the default run is seconds, not minutes.
+    On CPU too: a later run, backtest, export or walk-forward fold of the same shapes loads its
+    programs instead of compiling them again (a compile-bound part of the test suite ran
+    383 -> 324 s with a cold cache, BENCHMARKS.md). It was off on CPU for a while because
+    XLA:CPU aborted now and then while loading an entry; those aborts were the process running
+    out of memory maps (`vm.max_map_count`), which every kept program holds, not the cache:
+    `jaxtrade.xla.module_jit` bounds them now.
 
     The cache is bounded (`compile_cache_max_gb`, least recently used entries go first) and,
     being bounded, every read and write holds a file lock. That lock is what makes the cache
@@ -83,10 +85,7 @@ def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
     """
     import jax
 
-    setting = cfg.get("compile_cache")
-    if setting is None:
-        setting = jax.default_backend() != "cpu"
-    if not setting:
+    if cfg.get("compile_cache") is False:  # None (older configs): the default, on
         return None
 
     path = Path(cfg.get("compile_cache_dir") or default_cache_dir()).expanduser()

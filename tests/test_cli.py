@@ -246,27 +246,30 @@ def test_bench_lists_and_runs_scripts(capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", names[0], "--help"]) == 0
 
 
-def test_persistent_compilation_cache_is_on_for_accelerators_off_on_cpu(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """By default the cache is on where the backend is a GPU or TPU and off on CPU (XLA:CPU
-    aborted loading cached executables); `compile_cache=true` / `false` decide instead."""
+def test_persistent_compilation_cache_is_on_by_default_cpu_included(
+        tmp_path: Path) -> None:
+    """The cache is on by default on every backend (CPU too, since the map bound of
+    jaxtrade.xla.module_jit); `compile_cache=false` turns it off, and a null of an older
+    config means the default."""
     import jax
 
     from experiments.common import enable_compile_cache
+    from jaxtrade.config import compose_run
 
     before = jax.config.jax_compilation_cache_dir
     folder = str(tmp_path / "c")
     try:
         assert jax.default_backend() == "cpu"
-        assert enable_compile_cache({"compile_cache_dir": folder}) is None
+        assert enable_compile_cache({"compile_cache": False,
+                                     "compile_cache_dir": folder}) is None
         assert jax.config.jax_compilation_cache_dir == before
-        assert enable_compile_cache({"compile_cache": False, "compile_cache_dir": folder}) is None
-        assert enable_compile_cache({"compile_cache": True, "compile_cache_dir": folder}) == (
-            tmp_path / "c")
-        assert jax.config.jax_compilation_cache_dir == folder
-        jax.config.update("jax_compilation_cache_dir", before)
-        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-        assert enable_compile_cache({"compile_cache_dir": folder}) == tmp_path / "c"
+        assert not (tmp_path / "c").exists()
+        for setting in ({}, {"compile_cache": None}, {"compile_cache": True}):
+            assert enable_compile_cache({**setting, "compile_cache_dir": folder}) == (
+                tmp_path / "c")
+            assert jax.config.jax_compilation_cache_dir == folder
+            jax.config.update("jax_compilation_cache_dir", before)
+        assert compose_run([])["compile_cache"] is True
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
 

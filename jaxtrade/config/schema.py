@@ -151,8 +151,9 @@ class RunConfig:
     resume: bool = False
     # Persistent XLA compilation cache (default dir: ~/.cache/jaxtrade/jax_cache, under
     # $JAXTRADE_CACHE_DIR or $XDG_CACHE_HOME/jaxtrade when set).
-    # None: on for GPU and TPU, off on CPU (experiments/common.py enable_compile_cache says why).
-    compile_cache: bool | None = None
+    # On by default on every backend (experiments/common.py enable_compile_cache); None, as
+    # older configs say, is the default.
+    compile_cache: bool | None = True
     compile_cache_dir: str | None = None
     # Its size bound: least recently used entries are evicted past it, and a bounded cache
     # locks each read and write, so parallel jobs can share the folder safely.
