@@ -72,11 +72,11 @@ def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
     `compile_cache=false` turns it off). Returns its folder, or None when off.
 
     On CPU too: a later run, backtest, export or walk-forward fold of the same shapes loads its
-    programs instead of compiling them again (a compile-bound part of the test suite ran
-    383 -> 324 s with a cold cache, BENCHMARKS.md). It was off on CPU for a while because
-    XLA:CPU aborted now and then while loading an entry; those aborts were the process running
-    out of memory maps (`vm.max_map_count`), which every kept program holds, not the cache:
-    `jaxtrade.xla.module_jit` bounds them now.
+    programs instead of compiling them again (scripts/bench_compile_cache.py; BENCHMARKS.md,
+    "The persistent compilation cache on CPU"). It was off on CPU for a while because XLA:CPU
+    aborted now and then while loading an entry; those aborts were the process running out of
+    memory maps (`vm.max_map_count`), which every kept program holds, loaded or compiled
+    (measured at a lowered limit), not the cache: `jaxtrade.xla.module_jit` bounds them now.
 
     The cache is bounded (`compile_cache_max_gb`, least recently used entries go first) and,
     being bounded, every read and write holds a file lock. That lock is what makes the cache
@@ -97,7 +97,10 @@ def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
                           "compile_cache=false)")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_compilation_cache_max_size", max_bytes)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Every program, however quick to compile: a command's many sub-second compiles (walks,
+    # metrics, init) are most of what a later command saves (`jaxtrade backtest` of a smoke
+    # run 17.6 -> 13.0 s; with 0.5 s as the bar, 2 entries and 17.4 -> 16.6 s).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
