@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -89,8 +90,16 @@ def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
         return None
 
     path = Path(cfg.get("compile_cache_dir") or default_cache_dir()).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    _backfill_access_times(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _backfill_access_times(path)
+        probe = path / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:  # a read-only home, a full disk: run, compiling everything
+        print(f"warning: compilation cache off: cannot write {path} ({err.strerror}); set "
+              "compile_cache_dir to a writable folder or compile_cache=false", file=sys.stderr)
+        return None
     max_bytes = int(float(cfg.get("compile_cache_max_gb", 4.0)) * 2**30)
     if max_bytes <= 0:
         raise ConfigError("compile_cache_max_gb must be > 0 (turn the cache off with "

@@ -274,6 +274,27 @@ def test_persistent_compilation_cache_is_on_by_default_cpu_included(
         jax.config.update("jax_compilation_cache_dir", before)
 
 
+def test_an_unwritable_cache_folder_turns_the_cache_off_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache folder that cannot be made (here: below a file; a read-only home alike) does
+    not stop the run: one warning, the cache off, JAX's setting untouched."""
+    import jax
+
+    from experiments.common import enable_compile_cache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compile_cache({"compile_cache_dir": str(blocker / "cache")}) is None
+        assert jax.config.jax_compilation_cache_dir == before
+        err = capsys.readouterr().err
+        assert err.startswith("warning: compilation cache off: cannot write ") and \
+            "compile_cache=false" in err, err
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
 def test_train_report_is_the_backtest_of_the_checkpoint_it_names(
         trained: tuple[Path, str], capsys: pytest.CaptureFixture) -> None:
     """The report `jaxtrade train` writes for checkpoint C equals `jaxtrade backtest
