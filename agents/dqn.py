@@ -71,8 +71,8 @@ class DQNHParams:
     # everywhere) Adam still takes full-size steps along gradient noise and the greedy policy
     # drifts until it collapses; 1e-2 damps steps on gradients that small. With n_step=3:
     # 70 of 70 seeds hold 494-500 greedy on CartPole-v1 (2 of 20 failed at 1e-5, n_step=1).
-    # QR-DQN keeps 1e-5: its bounded quantile gradients are small by construction and a
-    # 1e-2 floor slowed its learning (BENCHMARKS.md, issue 19).
+    # QR-DQN sets 1e-3 (agents/qrdqn.py): its quantile Huber loss at kappa 100 gives smaller
+    # gradients, and a 1e-2 floor slowed its learning (BENCHMARKS.md, issue 19).
     adam_eps: float = 1e-2
 
 
