@@ -106,10 +106,11 @@ def enable_compile_cache(cfg: Mapping[str, Any]) -> Path | None:
                           "compile_cache=false)")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_compilation_cache_max_size", max_bytes)
-    # Every program, however quick to compile: a command's many sub-second compiles (walks,
-    # metrics, init) are most of what a later command saves (`jaxtrade backtest` of a smoke
-    # run 17.6 -> 13.0 s; with 0.5 s as the bar, 2 entries and 17.4 -> 16.6 s).
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # Programs that took 0.5 s or more to compile. Keeping every program saved a smoke run
+    # more (`jaxtrade backtest` 17.6 -> 13.0 s, against 17.4 -> 16.6 s), but each write of the
+    # bounded cache reads every entry's access time under the lock: with thousands of small
+    # entries the test suite ran at less than half its speed (BENCHMARKS.md).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
