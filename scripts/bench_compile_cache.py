@@ -3,6 +3,7 @@
 measured in this run.
 
     JAX_PLATFORMS=cpu python scripts/bench_compile_cache.py [--experiment smoke] [--repeats 2]
+    JAX_PLATFORMS=cpu python scripts/bench_compile_cache.py --experiment '' --repeats 1
 
 Each command is a fresh `jaxtrade` process, as a user runs it: `jaxtrade train
 experiment=E` (training, validation, the report's walks and metrics), then `jaxtrade
@@ -49,15 +50,16 @@ def commands(experiment: str, run_dir: Path, cache: list[str]) -> dict[str, floa
     if run_dir.exists():
         shutil.rmtree(run_dir)
     env = dict(os.environ, WANDB_MODE="offline")
-    train = timed(["train", f"experiment={experiment}", f"run_dir={run_dir}", "logger=none",
-                   *cache], env)
+    chosen = [f"experiment={experiment}"] if experiment else []  # "": the default run
+    train = timed(["train", *chosen, f"run_dir={run_dir}", "logger=none", *cache], env)
     backtest = timed(["backtest", f"run_dir={run_dir}"], env)  # the run's own cache setting
     return {"train": train, "backtest": backtest}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="smoke", help="configs/experiment/ entry")
+    parser.add_argument("--experiment", default="smoke",
+                        help="configs/experiment/ entry; '' for the default run (`make run`)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="times each row is measured (the minimum is printed)")
     args = parser.parse_args()
