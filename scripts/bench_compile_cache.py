@@ -9,9 +9,8 @@ Each command is a fresh `jaxtrade` process, as a user runs it: `jaxtrade train
 experiment=E` (training, validation, the report's walks and metrics), then `jaxtrade
 backtest run_dir=...` of that run (it follows the run's saved cache setting). Rows: off (no
 cache), cold (an empty cache folder: the first run fills it), warm (the same commands
-again). Prints wall seconds of each command and
-the ratio warm / off (below 1: the cache saves time). BENCHMARKS.md, "The persistent
-compilation cache on CPU", records the figures.
+again). Prints wall seconds of each command and the ratio warm / off (below 1: the cache
+saves time). BENCHMARKS.md, "The persistent compilation cache on CPU", records the figures.
 """
 
 from __future__ import annotations
