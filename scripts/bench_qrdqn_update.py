@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 
+import jaxtrade  # noqa: F401  (first: XLA:CPU flags, before gymnax starts JAX)
+
+# isort: split
 import gymnax
 import jax
 import numpy as np
 
 import agents
-import jaxtrade  # noqa: F401  (first: XLA:CPU flags)
 from agents.common.evaluate import make_train_and_evaluate
 
 

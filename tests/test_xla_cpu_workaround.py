@@ -4,6 +4,7 @@ that used to hang within 2-3 calls on a 2-core machine now completes repeatedly.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,12 +21,50 @@ def test_import_sets_the_scheduler_flag_and_keeps_user_flags() -> None:
     env.pop("JAXTRADE_KEEP_XLA_FLAGS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.split()
+    ynn = ["--xla_cpu_experimental_ynn_fusion_type=-reduce"] if _knows_ynn() else []
     assert out == ["--xla_cpu_enable_fast_math=false",
+                   "--xla_cpu_enable_concurrency_optimized_scheduler=false", *ynn]
+    # a user's own setting of a flag jaxtrade sets is kept as given
+    env["XLA_FLAGS"] = "--xla_cpu_experimental_ynn_fusion_type="
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["--xla_cpu_experimental_ynn_fusion_type=",
                    "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
     env["JAXTRADE_KEEP_XLA_FLAGS"] = "1"
+    env["XLA_FLAGS"] = "--xla_cpu_enable_fast_math=false"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.split()
     assert out == ["--xla_cpu_enable_fast_math=false"]
+
+
+def _knows_ynn() -> bool:
+    from importlib.metadata import version
+
+    return (0, 10) <= tuple(int(p) for p in version("jaxlib").split(".")[:2]) < (0, 12)
+
+
+def test_a_matmul_feeding_a_pairwise_reduction_is_not_fused_with_it() -> None:
+    """QR-DQN's loss pattern: a network output broadcast pairwise against targets and reduced.
+    With YNNPACK reduce fusions on, XLA:CPU fused the matmul into the reduction and a QR-DQN
+    update took 1.6-4.4x as long (BENCHMARKS.md); the flag jaxtrade sets keeps YNNPACK to the
+    matmul. Compiled in this process, whose flags came from `import jaxtrade` (conftest)."""
+    if not _knows_ynn():
+        pytest.skip("this jaxlib has no YNNPACK fusion option")
+    import jax
+    import jax.numpy as jnp
+
+    def pairwise(x, w, targets):
+        out = x @ w
+        return jnp.abs(targets[:, None, :] - out[:, :, None]).sum(axis=2)
+
+    args = (jnp.ones((128, 84)), jnp.ones((84, 32)), jnp.ones((128, 32)))
+    hlo = jax.jit(pairwise).lower(*args).compile().as_text()
+    fused = re.findall(r"fusion\([^)]*\), kind=kCustom, calls=(%[\w.]+)[^\n]*__ynn_fusion", hlo)
+    assert fused, "no YNNPACK fusion at all: the check below would prove nothing"
+    for name in fused:
+        body = hlo[hlo.index(f"{name} ("):]
+        body = body[:body.index("\n}")]
+        assert " dot(" in body and " reduce(" not in body, body
 
 
 def test_import_after_jax_started_warns_that_the_flag_came_too_late() -> None:
