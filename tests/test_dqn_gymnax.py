@@ -33,11 +33,11 @@ TUNED_ON = {
 }
 # Seeds of the 5 that must hold >= 400. Neither agent's failure rate is 0: now and then a
 # seed's final network lands in a late dip (BENCHMARKS.md, issue 19). DQN held >= 400 on 100 of
-# 100 seeds with XLA:CPU's YNNPACK reduce fusions on, and on 28 of 30 fresh seeds with them
-# off (the flag `import jaxtrade` sets), where one of these 5 keys gave 335.1: the same
-# algorithm, other roundings, as on another machine. QR-DQN: 29 of 30. With a per-seed rate
-# of a few percent, "every seed of 5" fails on some machines by chance, so both proofs allow
-# one of 5 below 400 and still assert the median goal: passing needs 4 seeds that learned.
+# 100 seeds with XLA:CPU's YNNPACK reduce fusions on; with them off (the flag `import jaxtrade`
+# sets: the same algorithm, other roundings, as on another machine) on 29 of 30 fresh seeds
+# and on 4 of these 5 keys (one 335.1). QR-DQN: 29 of 30 with them on, 28 of 30 off. With a
+# per-seed rate of a few percent, "every seed of 5" fails on some machines by chance, so both
+# proofs allow one of 5 below 400 and still assert the median goal: 4 seeds must learn.
 EVERY_SEED = 4
 
 
