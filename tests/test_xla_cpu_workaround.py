@@ -38,9 +38,10 @@ def test_import_sets_the_scheduler_flag_and_keeps_user_flags() -> None:
 
 
 def _knows_ynn() -> bool:
-    from importlib.metadata import version
+    """Whether this jaxlib is one jaxtrade sets the YNNPACK option for."""
+    import jaxtrade
 
-    return (0, 10) <= tuple(int(p) for p in version("jaxlib").split(".")[:2]) < (0, 12)
+    return jaxtrade._YNN_FLAG in jaxtrade._xla_cpu_flags()
 
 
 def test_a_matmul_feeding_a_pairwise_reduction_is_not_fused_with_it() -> None:
