@@ -63,8 +63,9 @@ def _warn_if_jax_started(flags: list[str]) -> None:
 
         warnings.warn(
             "JAX started its backend before jaxtrade was imported, so XLA_FLAGS lacks "
-            f"{' '.join(flags)} (vmapped programs on CPU can stall without them): import "
-            "jaxtrade, agents or envs before using JAX, or set the flags in XLA_FLAGS yourself",
+            f"{' '.join(flags)} (without them vmapped programs on CPU can stall and QR-DQN "
+            "runs slowly): import jaxtrade, agents or envs before using JAX, or set the flags "
+            "in XLA_FLAGS yourself",
             RuntimeWarning, stacklevel=3)
 
 
