@@ -17,6 +17,11 @@ the keys the tests use are not the ones the figures come from.
     python scripts/bench_learning.py --rows dqn qrdqn --seeds 10
     python scripts/bench_learning.py --rows dqn --set hparams.learning_rate=1e-3
     python scripts/bench_learning.py --quick                  # smoke run (tiny budgets)
+    python scripts/bench_learning.py --rows dqn --select-every 5   # also the best checkpoint
+
+`--select-every N` also keeps the best network by greedy validation episodes after every N
+chunks (what `jaxtrade export` deploys: the best checkpoint, not the last) and reports its
+returns on the same test episodes; the exit status then follows its goal.
 """
 
 from __future__ import annotations
@@ -83,32 +88,53 @@ def goal_met(env_name: str, finals: Any) -> bool:
 
 
 def run_row(name: str, seeds: int, base_seed: int, total_steps: int, eval_episodes: int,
-            overrides: dict[str, Any]) -> dict[str, Any]:
+            overrides: dict[str, Any], select_every: int | None = None) -> dict[str, Any]:
     import gymnax
     import jax
     import numpy as np
 
     import agents
-    from agents.common.evaluate import make_train_and_evaluate
+    from agents.common.evaluate import make_train_and_evaluate, make_train_select_and_evaluate
     from agents.common.types import find_metric
 
     env_name, data = ROWS[name]
     data = merge({**data, "total_steps": total_steps}, overrides)
     env, env_params = gymnax.make(env_name)
     config = agents.config_from_dict(data)
-    program = make_train_and_evaluate(config, env, env_params, eval_episodes)
+    if select_every:
+        selecting = make_train_select_and_evaluate(config, env, env_params, eval_episodes,
+                                                   select_every)
+
+        def program(key):
+            out = selecting(key)
+            return out.metrics, out.final, out.selected, out.selected_chunk
+    else:
+        plain = make_train_and_evaluate(config, env, env_params, eval_episodes)
+
+        def program(key):
+            metrics, greedy = plain(key)
+            return metrics, greedy, greedy, jax.numpy.zeros((), jax.numpy.int32)
 
     def train_and_evaluate(key):
-        metrics, greedy = program(key)
-        return find_metric(metrics, "episode_return"), greedy
+        metrics, *rest = program(key)
+        return find_metric(metrics, "episode_return"), *rest
 
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     start = time.perf_counter()
-    returns, greedy = jax.block_until_ready(jax.jit(jax.vmap(train_and_evaluate))(keys))
+    returns, greedy, selected, chunk = jax.block_until_ready(
+        jax.jit(jax.vmap(train_and_evaluate))(keys))
     seconds = time.perf_counter() - start
     returns, greedy = np.asarray(returns), np.asarray(greedy).mean(axis=1)
+    selected = np.asarray(selected).mean(axis=1)
     tail = max(1, returns.shape[1] // 50)
     training = returns[:, -tail:].mean(axis=1)
+    extra = {} if not select_every else {
+        "select_every_chunks": select_every,
+        "selected": [round(float(x), 1) for x in selected],
+        "selected_chunk": [int(c) for c in np.asarray(chunk)],
+        "selected_median": float(np.median(selected)), "selected_min": float(selected.min()),
+        "selected_goal_met": goal_met(env_name, selected),
+    }
     return {
         "row": name, "env": env_name, "config": data, "seeds": seeds, "base_seed": base_seed,
         "greedy": [round(float(x), 1) for x in greedy],
@@ -116,7 +142,7 @@ def run_row(name: str, seeds: int, base_seed: int, total_steps: int, eval_episod
         "greedy_mean": float(greedy.mean()),
         "training_tail": [round(float(x), 1) for x in training],
         "goal": GOALS[env_name], "goal_met": goal_met(env_name, greedy),
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1), **extra,
     }
 
 
@@ -130,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every row, e.g. hparams.tau=0.5")
+    parser.add_argument("--select-every", type=int, default=None, metavar="CHUNKS",
+                        help="also keep the best network by greedy validation episodes every "
+                             "CHUNKS chunks and test it (what `jaxtrade export` deploys)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, tiny budget")
     args = parser.parse_args(argv)
@@ -147,17 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         env_name = ROWS[name][0]
         seeds = args.seeds or (10 if env_name == "CartPole-v1" else 5)
         row = run_row(name, seeds, args.base_seed, args.total_steps, args.eval_episodes,
-                      overrides)
+                      overrides, args.select_every)
         rows.append(row)
         print(f"{name:14s} {env_name:12s} greedy median {row['greedy_median']:7.1f} "
               f"min {row['greedy_min']:7.1f} mean {row['greedy_mean']:7.1f} "
               f"[{row['goal']}: {'met' if row['goal_met'] else 'NOT met'}] "
               f"{row['seconds']:.0f}s\n  greedy   {row['greedy']}\n"
               f"  training {row['training_tail']}", flush=True)
+        if args.select_every:
+            print(f"  selected {row['selected']} (median {row['selected_median']:.1f} min "
+                  f"{row['selected_min']:.1f}: {'met' if row['selected_goal_met'] else 'NOT met'})"
+                  f"\n  chunk    {row['selected_chunk']}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"argv": sys.argv[1:], "rows": rows}, f, indent=1)
-    return 0 if all(row["goal_met"] for row in rows) else 1
+    key = "selected_goal_met" if args.select_every else "goal_met"
+    return 0 if all(row[key] for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Nothing is set but `total_steps` (and `prioritized` for the prioritized-replay variants): the
 defaults must work out of the box. DQN and QR-DQN, each with uniform and with prioritized
-replay, are judged by the greedy policy after training on 5 keys never used for tuning (one
-vmapped program per variant). DQN's runs are here, QR-DQN's in tests/test_qrdqn_gymnax.py
+replay, are judged by the greedy policy on 5 keys never used for tuning (one vmapped program
+per variant): the network a user deploys (the best of the run's checkpoints by validation,
+as `jaxtrade export` takes) must hold the goal on every key, and the final network must
+learn with margin too. DQN's runs are here, QR-DQN's in tests/test_qrdqn_gymnax.py
 (the same proof): `make test` gives each module to one worker, and these are the suite's
 longest runs, so the two modules run side by side.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 import agents
-from agents.common.evaluate import make_train_and_evaluate
+from agents.common.evaluate import make_train_select_and_evaluate
 
 # Where each variant's defaults were chosen (scripts/bench_learning.py, BENCHMARKS.md, issue 19).
 TUNED_ON = {
@@ -31,20 +33,26 @@ TUNED_ON = {
     ("qrdqn", True): "the same and priority_exponent=0.2; measured on split(key(1000), "
                      "10), where 10 of 10 held the goal (443-500)",
 }
-# Seeds of the 5 that must hold >= 400. Neither agent's failure rate is 0: now and then a
-# seed's final network lands in a late dip (BENCHMARKS.md, issue 19). DQN held >= 400 on 100 of
-# 100 seeds with XLA:CPU's YNNPACK reduce fusions on; with them off (the flag `import jaxtrade`
-# sets: the same algorithm, other roundings, as on another machine) on 29 of 30 fresh seeds
-# and on 4 of these 5 keys (one 335.1). QR-DQN: 29 of 30 with them on, 28 of 30 off. With a
-# per-seed rate of a few percent, "every seed of 5" fails on some machines by chance, so both
-# proofs allow one of 5 below 400 and still assert the median goal: 4 seeds must learn.
+# The final network of 4 of the 5 keys must hold >= 400 (EVERY_SEED). Neither agent's rate is
+# 0: now and then a seed's final network lands in a late dip (BENCHMARKS.md, issue 19). DQN
+# held >= 400 on 100 of 100 seeds with XLA:CPU's YNNPACK reduce fusions on; with them off (the
+# flag `import jaxtrade` sets: the same algorithm, other roundings, as on another machine) on
+# 59 of 60 fresh seeds and on 4 of these 5 keys (one 335.1). QR-DQN: 29 of 30 with them on,
+# 58 of 60 off. With a per-seed rate of a few percent, "every final network of 5" fails on
+# some machines by chance. What a user deploys is not the final network but the best
+# checkpoint by validation (`jaxtrade export` takes "best"); that one must hold >= 400 on
+# every key: it fails only where no checkpoint of the run holds.
 EVERY_SEED = 4
+# A checkpoint every 5 chunks of 1,000 updates (50,000 env steps), scored on 5 validation
+# episodes; the test episodes are other ones.
+SELECT_EVERY = 5
 
 
 def greedy_policy_solves_cartpole(name: str, prioritized: bool) -> None:
-    """The greedy policy after 500,000 env steps, 10 fresh episodes per seed: median >= 475
-    and 4 of 5 seeds >= 400 (the reliability goal allows none below; see EVERY_SEED for why
-    the proof allows one), with uniform and prioritized replay.
+    """After 500,000 env steps, 10 fresh test episodes per seed: the best checkpoint by
+    validation holds the goal of issue 19 (median >= 475, every seed >= 400) and the final
+    network has median >= 475 with 4 of 5 seeds >= 400 (EVERY_SEED says why one may dip),
+    with uniform and prioritized replay.
 
     Why passing does not rest on lucky keys: the keys are split(key(20261203), 5), fixed before
     any run with them and never used to choose a setting; the defaults (TUNED_ON) were chosen
@@ -54,15 +62,17 @@ def greedy_policy_solves_cartpole(name: str, prioritized: bool) -> None:
     env, env_params = gymnax.make("CartPole-v1")
     data = {"name": name, "total_steps": 500_000, "prioritized": prioritized}
     config = agents.config_from_dict(data)
-    program = make_train_and_evaluate(config, env, env_params, 10)
+    program = make_train_select_and_evaluate(config, env, env_params, 10, SELECT_EVERY)
     keys = jax.random.split(jax.random.key(20_261_203), 5)
-    metrics, greedy = jax.jit(jax.vmap(program))(keys)
-    assert np.asarray(metrics["dqn/env_steps"])[0, -1] <= 500_000
-    final = np.asarray(greedy).mean(axis=1)
-    print(name, "prioritized" if prioritized else "", "greedy", final,
-          TUNED_ON[name, prioritized])
+    out = jax.jit(jax.vmap(program))(keys)
+    assert np.asarray(out.metrics["dqn/env_steps"])[0, -1] <= 500_000
+    final, selected = np.asarray(out.final).mean(axis=1), np.asarray(out.selected).mean(axis=1)
+    print(name, "prioritized" if prioritized else "", "final", final, "selected", selected,
+          "after chunk", np.asarray(out.selected_chunk), TUNED_ON[name, prioritized])
+    assert np.median(selected) >= 475.0, selected
+    assert selected.min() >= 400.0, selected
     assert np.median(final) >= 475.0, final
-    # all seeds but one learned (EVERY_SEED), none is carried by the others
+    # all final networks but one learned (EVERY_SEED), none is carried by the others
     assert (final >= 400.0).sum() >= EVERY_SEED, final
 
 

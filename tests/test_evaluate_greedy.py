@@ -45,3 +45,37 @@ def test_greedy_returns_match_a_python_episode_loop() -> None:
             expected.append(total)
         np.testing.assert_allclose(got, expected)
     assert got.max() > 100 and got.min() >= 1  # the leaning-aware policy balances a while
+
+
+def test_selection_keeps_the_best_validated_network_and_tests_it_on_fresh_episodes() -> None:
+    """make_train_select_and_evaluate: checkpoints every 4 of 20 chunks and after the last;
+    the kept network is the latest with the best validation mean, replaying its validation
+    episodes gives that mean again, and its test returns are its own on the test episodes
+    (those of the final network, which is make_train_and_evaluate's)."""
+    from agents.common.evaluate import make_train_and_evaluate, make_train_select_and_evaluate
+
+    env, env_params = gymnax.make("CartPole-v1")
+    config = agents.config_from_dict({"name": "dqn", "total_steps": 20_000,
+                                      "learning_starts": 1_000, "updates_per_chunk": 100})
+    agent = agents.make_agent(config, env, env_params)
+    keys = jax.random.split(jax.random.key(5), 3)
+    out = jax.jit(jax.vmap(make_train_select_and_evaluate(config, env, env_params, 6, 4)))(keys)
+    _, final = jax.jit(jax.vmap(make_train_and_evaluate(config, env, env_params, 6)))(keys)
+    np.testing.assert_allclose(out.final, final)
+    validation = np.asarray(out.validation)
+    assert validation.shape == (3, 5)  # after chunks 4, 8, 12, 16, 20
+    assert len(np.unique(validation)) > 3  # the checkpoints are different networks
+    for seed, key in enumerate(keys):
+        scores = validation[seed]
+        latest_best = len(scores) - 1 - int(np.argmax(scores[::-1]))
+        chunk = 4 * (latest_best + 1)
+        assert int(out.selected_chunk[seed]) == chunk
+        params = jax.tree.map(lambda leaf, s=seed: leaf[s], out.selected_params)
+        _, test_key = jax.random.split(key)
+        replay = greedy_returns(agent, params, env, env_params,
+                                jax.random.fold_in(jax.random.fold_in(test_key, 1), chunk - 1), 5)
+        np.testing.assert_allclose(float(np.mean(replay)), scores[latest_best], rtol=1e-6)
+        tested = greedy_returns(agent, params, env, env_params, test_key, 6)
+        np.testing.assert_allclose(tested, out.selected[seed])
+        if chunk == 20:
+            np.testing.assert_allclose(out.selected[seed], out.final[seed])
