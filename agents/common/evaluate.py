@@ -125,7 +125,7 @@ def make_train_select_and_evaluate(config: Any, env: Any, env_params: Any, num_e
         def chunk(carry, index):
             state, best, best_score, best_chunk = carry
             state, metrics = agent.run_chunk(state, env_params)
-            due = ((index + 1) % every_chunks == 0) | (index == num_chunks - 1)
+            due = jnp.asarray(checkpoints)[index]
             score = jax.lax.cond(
                 due, lambda s: validate(s, jax.random.fold_in(validation_key, index)),
                 lambda s: jnp.full((), -jnp.inf, jnp.float32), state)
